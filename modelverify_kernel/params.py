@@ -1,0 +1,216 @@
+"""Step 1 of the data flow: the notebook's parameters as one validated, frozen object.
+
+Every parameter is checked here, before anything starts, and a bad one is refused with a
+sentence that names it and shows a correct example.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from .errors import ParameterError
+
+EXAMPLE = (
+    "papermill notebooks/verify.ipynb out.ipynb -p model_path /data/models/Qwen3-0.6B "
+    "-p container my-vllm-container"
+)
+# A hub model ID: "org/name" (ModelScope and Hugging Face share the form).
+MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+RUN_A_ENV = {"USE_FLAGGEMS": "0"}
+RUN_A_UNSET = ("FLAGCX_PATH",)
+RUN_B_ENV = {"USE_FLAGGEMS": "1", "FLAGCX_PATH": "/tmp/FlagCX", "VLLM_PLUGINS": "fl"}
+RUN_B_UNSET: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Params:
+    """What one verification run was asked to do (recorded whole in the report)."""
+
+    model_path: str
+    container: str | None = None
+    tp_size: int | None = None
+    extra_vllm_args: tuple[str, ...] = ()
+    trust_remote_code: bool = False
+    output_dir: str = "outputs/run"
+    max_model_len: int | None = None
+    max_tokens: int = 16
+    prompts_file: str | None = None
+    model_source: str = "modelscope"
+    models_dir: str = "/data/models"
+    download_timeout: int = 600
+    offline_timeout: int = 300
+    serve_timeout: int = 360
+    health_timeout: int = 300
+    run_b: str = "auto"
+    env: Mapping[str, str] = field(default_factory=dict)
+    run_a_env: Mapping[str, str] = field(default_factory=lambda: dict(RUN_A_ENV))
+    run_a_unset: tuple[str, ...] = RUN_A_UNSET
+    run_b_env: Mapping[str, str] = field(default_factory=lambda: dict(RUN_B_ENV))
+    run_b_unset: tuple[str, ...] = RUN_B_UNSET
+    target_python: str | None = None
+
+    @property
+    def output_path(self) -> Path:
+        return Path(self.output_dir).resolve()
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Mapping):
+                value = dict(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+
+PARAMETER_NAMES = tuple(f.name for f in fields(Params))
+
+
+def _fail(name: str, problem: str, example: str) -> ParameterError:
+    return ParameterError(f"Parameter {name} {problem}; for example: -p {name} {example}")
+
+
+def _opt_int(name: str, value: Any, example: str, minimum: int = 1) -> int | None:
+    if value is None:
+        return None
+    return _int(name, value, example, minimum)
+
+
+def _int(name: str, value: Any, example: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        else:
+            raise _fail(name, f"must be an integer, got {value!r}", example)
+    if value < minimum:
+        raise _fail(name, f"must be at least {minimum}, got {value}", example)
+    return value
+
+
+def _bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise _fail(name, f"must be True or False, got {value!r}", "True")
+
+
+def _str_list(name: str, value: Any, example: str) -> tuple[str, ...]:
+    """A JSON list, a shell-like string (split with shlex, never executed) or a list."""
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise _fail(name, f"is not a valid JSON list ({exc.msg})", example) from None
+        else:
+            try:
+                value = shlex.split(text)
+            except ValueError as exc:
+                raise _fail(name, f"cannot be split into arguments ({exc})", example) from None
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise _fail(name, f"must be a list of strings, got {value!r}", example)
+    return tuple(value)
+
+
+def _env(name: str, value: Any) -> Mapping[str, str]:
+    example = "'{\"VLLM_CPU_KVCACHE_SPACE\": \"1\"}' (with -y or -p)"
+    if value is None:
+        return MappingProxyType({})
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise _fail(name, "is not a JSON object of variables", example) from None
+    if not isinstance(value, Mapping):
+        raise _fail(name, f"must be a mapping of variable names to values, got {value!r}", example)
+    out = {}
+    for key, val in value.items():
+        if not isinstance(key, str) or not ENV_NAME.match(key):
+            raise _fail(name, f"has an invalid variable name {key!r}", example)
+        if not isinstance(val, (str, int, float)) or isinstance(val, bool):
+            raise _fail(name, f"has a non-string value for {key}", example)
+        out[key] = str(val)
+    return MappingProxyType(out)
+
+
+def _names(name: str, value: Any) -> tuple[str, ...]:
+    names = _str_list(name, value, "'[\"FLAGCX_PATH\"]'")
+    for n in names:
+        if not ENV_NAME.match(n):
+            raise _fail(name, f"has an invalid variable name {n!r}", "'[\"FLAGCX_PATH\"]'")
+    return names
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise _fail(name, f"must be one of {', '.join(choices)}, got {value!r}", choices[0])
+    return value
+
+
+def _opt_str(name: str, value: Any, example: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise _fail(name, f"must be a string, got {value!r}", example)
+    if "\n" in value or "\x00" in value:
+        raise _fail(name, "must be a single line", example)
+    return value
+
+
+def validate(values: Mapping[str, Any]) -> Params:
+    """Check every parameter and build the frozen `Params`."""
+    model_path = values.get("model_path")
+    if model_path is None or (isinstance(model_path, str) and not model_path.strip()):
+        raise ParameterError(
+            f"Parameter model_path is required: give the model folder inside the target or a "
+            f"hub ID, for example: {EXAMPLE}"
+        )
+    model_path = _opt_str("model_path", model_path, "/data/models/Qwen3-0.6B")
+    container = _opt_str("container", values.get("container"), "my-vllm-container")
+    if container is not None and not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", container):
+        raise _fail("container", f"is not a container name or id: {container!r}", "my-vllm-container")
+    d = Params(model_path=model_path)  # defaults
+    get = lambda name: values.get(name, getattr(d, name))  # noqa: E731
+    return Params(
+        model_path=model_path,
+        container=container,
+        tp_size=_opt_int("tp_size", get("tp_size"), "8"),
+        extra_vllm_args=_str_list("extra_vllm_args", get("extra_vllm_args"), "'--enforce-eager --max-num-seqs 8'"),
+        trust_remote_code=_bool("trust_remote_code", get("trust_remote_code")),
+        output_dir=_opt_str("output_dir", get("output_dir"), "outputs/my-model") or d.output_dir,
+        max_model_len=_opt_int("max_model_len", get("max_model_len"), "4096"),
+        max_tokens=_int("max_tokens", get("max_tokens"), "16"),
+        prompts_file=_opt_str("prompts_file", get("prompts_file"), "prompts.json"),
+        model_source=_choice("model_source", get("model_source"), ("modelscope", "huggingface")),
+        models_dir=_opt_str("models_dir", get("models_dir"), "/data/models") or d.models_dir,
+        download_timeout=_int("download_timeout", get("download_timeout"), "600"),
+        offline_timeout=_int("offline_timeout", get("offline_timeout"), "300"),
+        serve_timeout=_int("serve_timeout", get("serve_timeout"), "360"),
+        health_timeout=_int("health_timeout", get("health_timeout"), "300"),
+        run_b=_choice("run_b", get("run_b"), ("auto", "always", "never")),
+        env=_env("env", get("env")),
+        run_a_env=_env("run_a_env", get("run_a_env")),
+        run_a_unset=_names("run_a_unset", get("run_a_unset")),
+        run_b_env=_env("run_b_env", get("run_b_env")),
+        run_b_unset=_names("run_b_unset", get("run_b_unset")),
+        target_python=_opt_str("target_python", get("target_python"), "python3"),
+    )
+
+
+def from_namespace(namespace: Mapping[str, Any]) -> Params:
+    """Build `Params` from the notebook's globals (the parameters cell's names)."""
+    return validate({name: namespace[name] for name in PARAMETER_NAMES if name in namespace})

@@ -1,0 +1,143 @@
+"""The data flow of DESIGN.md as one object the notebook drives cell by cell.
+
+Each step records what it found and never raises for a failure of the model or the stack:
+the report must always be written. A failed pre-check (probe, model, TP) leaves the runs
+NOT_RUN with the cause; after it no engine is started.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import classify, report, verdict
+from .errors import UserError
+from .model import ModelStep, resolve_model
+from .params import Params
+from .probe import Probe, run_probe
+from .runs import PHASES, PhaseResult, RunSpec, run_b_skip_reason, run_phase, run_specs, skipped
+from .target import SCRIPTS_DIR, LocalTarget, Target
+
+def make_target(params: Params) -> Target:
+    if params.container:
+        raise UserError(
+            "The Docker target is not available in this version; run the notebook inside the "
+            "container (leave container unset) to use the local target."
+        )
+    return LocalTarget(python=params.target_python)
+
+
+@dataclass
+class Verification:
+    params: Params
+    target: Target
+    started_at: str = field(default_factory=report.now)
+    scripts: str | None = None
+    probe: Probe | None = None
+    model: ModelStep | None = None
+    tp: int | None = None
+    precheck_error: str | None = None
+    run_b_skip: str | None = None
+    runs: dict[str, dict[str, PhaseResult]] = field(default_factory=dict)
+    verdict: verdict.Verdict | None = None
+    report: dict[str, Any] | None = None
+
+    @classmethod
+    def start(cls, params: Params) -> "Verification":
+        params.output_path.mkdir(parents=True, exist_ok=True)
+        v = cls(params=params, target=make_target(params))
+        v.runs = {spec.name: skipped(spec, "not run yet", "NOT_RUN") for spec in run_specs(params)}
+        return v
+
+    @property
+    def out_dir(self) -> Path:
+        return self.params.output_path
+
+    def _precheck_fail(self, message: str) -> None:
+        self.precheck_error = self.precheck_error or message
+        for spec in run_specs(self.params):
+            self.runs[spec.name] = skipped(spec, f"not run: {self.precheck_error}", "NOT_RUN")
+
+    def run_probe(self) -> Probe | None:
+        """Copy the scripts in, probe the stack, settle TP and Run B's skip rule."""
+        try:
+            self.scripts = self.target.install_scripts(SCRIPTS_DIR)
+            flagcx = dict(self.params.run_b_env).get("FLAGCX_PATH")
+            self.probe = run_probe(self.target, self.scripts, flagcx, self.out_dir)
+        except (UserError, OSError) as exc:
+            self._precheck_fail(f"{exc}")
+            return None
+        devices = self.probe.device_count
+        self.tp = self.params.tp_size or devices
+        if self.tp > devices:
+            self._precheck_fail(f"requested TP={self.tp} but only {devices} available")
+        self.run_b_skip = run_b_skip_reason(self.params, self.probe.any_multichip())
+        return self.probe
+
+    def resolve_model(self) -> ModelStep | None:
+        if self.precheck_error:
+            return None
+        try:
+            self.model = resolve_model(self.params, self.target, self.scripts or "", self.out_dir)
+        except UserError as exc:
+            self.model = ModelStep(requested=self.params.model_path, error=str(exc))
+            self._precheck_fail(str(exc))
+        return self.model
+
+    def spec(self, name: str) -> RunSpec:
+        return {s.name: s for s in run_specs(self.params)}[name]
+
+    def run(self, name: str) -> dict[str, PhaseResult]:
+        """Both phases of one run; failures are diagnosed from their logs."""
+        spec = self.spec(name)
+        if self.precheck_error:
+            return self.runs[name]
+        if name == "run_b" and self.run_b_skip:
+            self.runs[name] = skipped(spec, self.run_b_skip)
+            return self.runs[name]
+        assert self.model is not None and self.model.path and self.scripts and self.tp
+        for phase in PHASES:
+            pr = run_phase(self.params, self.target, self.scripts, spec, phase,
+                           self.model.path, self.tp, self.out_dir)
+            if pr.status == "FAIL":
+                self._diagnose(pr)
+            self.runs[name][phase] = pr
+        return self.runs[name]
+
+    def _diagnose(self, pr: PhaseResult) -> None:
+        diag = classify.classify_log(Path(pr.log), pr.result or None).to_dict() if pr.log else None
+        if diag is None:
+            return
+        pr.diagnosis = diag
+        if diag.get("error") and not pr.timed_out:
+            pr.error = diag["error"]
+            pr.error_type = diag["error"].split(":", 1)[0].rsplit(".", 1)[-1]
+
+    def decide(self) -> verdict.Verdict:
+        if self.precheck_error:
+            self.verdict = verdict.precheck_failed(self.precheck_error)
+        else:
+            self.verdict = verdict.decide(self.runs["run_a"], self.runs["run_b"], self.run_b_skip)
+        return self.verdict
+
+    def write_report(self, notebook: str | None = None) -> tuple[Path, Path]:
+        if self.verdict is None:
+            self.decide()
+        assert self.verdict is not None
+        self.report = report.build_report(
+            self.params,
+            started_at=self.started_at,
+            target=self.target.describe(),
+            probe=self.probe.data if self.probe else None,
+            model_step=self.model.to_dict() if self.model else None,
+            tp=self.tp,
+            runs=self.runs,
+            skip_reason=self.run_b_skip,
+            verdict=self.verdict,
+            precheck_error=self.precheck_error,
+            notebook=notebook,
+        )
+        paths = report.write_report(self.report, self.out_dir)
+        self.target.cleanup()
+        return paths

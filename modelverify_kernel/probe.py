@@ -1,0 +1,62 @@
+"""Step 3: what the target holds — versions, plugins, devices.
+
+Runs `container_scripts/probe_stack.py` inside the target. Its answer sets the default TP,
+refuses a TP larger than the devices, decides whether Run B has anything to test, and is the
+report's environment fingerprint.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+from .target import Target
+
+PROBE_TIMEOUT_S = 60
+
+
+class ProbeError(UserError):
+    """The probe could not run or answered nonsense."""
+
+
+@dataclass(frozen=True)
+class Probe:
+    data: dict[str, Any]
+
+    @property
+    def device_count(self) -> int:
+        count = self.data.get("devices", {}).get("count")
+        return count if isinstance(count, int) and count > 0 else 1
+
+    @property
+    def multichip_present(self) -> dict[str, bool]:
+        return dict(self.data.get("multichip_present", {}))
+
+    def any_multichip(self) -> bool:
+        """Run B has something to test only if FlagGems, FlagTree or FlagCX is there."""
+        present = self.multichip_present
+        return any(present.get(k) for k in ("FlagGems", "FlagTree", "FlagCX"))
+
+
+def run_probe(target: Target, scripts: str, flagcx_path: str | None, out_dir: Path) -> Probe:
+    remote = target.work_path("probe.json")
+    argv = [target.python(), f"{scripts}/probe_stack.py", "--output", remote]
+    if flagcx_path:
+        argv += ["--flagcx-path", flagcx_path]
+    log = out_dir / "logs" / "probe.log"
+    res = target.run(argv, env_set={}, env_unset=[], timeout=PROBE_TIMEOUT_S, log_path=log)
+    local = out_dir / "results" / "probe.json"
+    if res.timed_out:
+        raise ProbeError(f"The stack probe did not finish in {PROBE_TIMEOUT_S} s; see {log}.")
+    if res.exit_code != 0 or not target.fetch(remote, local):
+        raise ProbeError(
+            f"The stack probe failed with exit code {res.exit_code} (is '{target.python()}' a "
+            f"Python 3 in the target?); see {log}."
+        )
+    try:
+        return Probe(json.loads(local.read_text(encoding="utf-8")))
+    except json.JSONDecodeError as exc:
+        raise ProbeError(f"The stack probe wrote unreadable JSON to {local}: {exc.msg}.") from None

@@ -1,0 +1,142 @@
+"""Step 5: Run A and Run B, each as an offline phase and a serve phase.
+
+A run is a set of variables to set and unset; a phase is one container script run under
+that environment with a timeout. Each phase's log streams into the output folder while it
+runs and its result file is copied there the moment the phase ends, so a killed notebook
+loses nothing that finished.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .params import Params
+from .target import Target
+
+PHASES = ("offline", "serve")
+PHASE_SCRIPTS = {"offline": "run_offline_inference.py", "serve": "test_serve_mode.py"}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run: its name, the variables it sets and the ones it removes."""
+
+    name: str  # run_a | run_b
+    title: str
+    env_set: Mapping[str, str]
+    env_unset: tuple[str, ...]
+
+    def flags(self) -> dict[str, str]:
+        """The seed's `flags`: set values, and "unset" for removed variables."""
+        out = {k: "unset" for k in self.env_unset}
+        out.update(self.env_set)
+        return out
+
+
+def run_specs(params: Params) -> tuple[RunSpec, RunSpec]:
+    run_a = RunSpec("run_a", "Run A — without the multi-chip stack",
+                    dict(params.run_a_env), tuple(params.run_a_unset))
+    run_b = RunSpec("run_b", "Run B — with the full multi-chip stack",
+                    dict(params.run_b_env), tuple(params.run_b_unset))
+    return run_a, run_b
+
+
+@dataclass
+class PhaseResult:
+    """What one phase did; `result` is the container script's own JSON."""
+
+    run: str
+    phase: str
+    status: str = "NOT_RUN"  # PASS | FAIL | SKIPPED | NOT_RUN
+    duration_s: float | None = None
+    exit_code: int | None = None
+    timed_out: bool = False
+    error: str | None = None
+    error_type: str | None = None
+    command: list[str] = field(default_factory=list)
+    log: str | None = None
+    result_file: str | None = None
+    result: dict[str, Any] = field(default_factory=dict)
+    diagnosis: dict[str, Any] | None = None
+    leftover_pids: list[int] = field(default_factory=list)
+    reason: str | None = None  # why SKIPPED / NOT_RUN
+
+    @property
+    def key(self) -> str:
+        return f"{self.run}_{self.phase}"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in vars(self).items() if k != "result"}
+        out["timings"] = self.result.get("timings", {})
+        out["outputs"] = self.result.get("outputs", [])
+        return out
+
+
+def phase_argv(params: Params, target: Target, scripts: str, phase: str, model: str,
+               tp: int, output: str) -> list[str]:
+    argv = [target.python(), f"{scripts}/{PHASE_SCRIPTS[phase]}", "--model", model,
+            "--tp", str(tp), "--output", output, "--max-tokens", str(params.max_tokens)]
+    if params.trust_remote_code:
+        argv.append("--trust-remote-code")
+    if params.max_model_len:
+        argv += ["--max-model-len", str(params.max_model_len)]
+    if params.prompts_file:
+        argv += ["--prompts", params.prompts_file]
+    if params.extra_vllm_args:
+        argv += ["--extra-args", json.dumps(list(params.extra_vllm_args))]
+    if phase == "serve":
+        argv += ["--health-timeout", str(params.health_timeout)]
+    return argv
+
+
+def run_phase(params: Params, target: Target, scripts: str, spec: RunSpec, phase: str,
+              model: str, tp: int, out_dir: Path) -> PhaseResult:
+    """Run one phase; every way it can end becomes a PhaseResult, never an exception."""
+    pr = PhaseResult(run=spec.name, phase=phase)
+    remote = target.work_path(f"{pr.key}.json")
+    log = out_dir / "logs" / f"{pr.key}.log"
+    local = out_dir / "results" / f"{pr.key}.json"
+    for stale in (log, local):
+        stale.unlink(missing_ok=True)
+    pr.command = phase_argv(params, target, scripts, phase, model, tp, remote)
+    timeout = params.offline_timeout if phase == "offline" else params.serve_timeout
+    env_set = {**params.env, **spec.env_set}
+    res = target.run(pr.command, env_set=env_set, env_unset=spec.env_unset, timeout=timeout, log_path=log)
+    pr.duration_s, pr.exit_code, pr.timed_out = res.duration_s, res.exit_code, res.timed_out
+    pr.leftover_pids = res.leftovers
+    pr.log = str(log)
+    if target.fetch(remote, local):
+        pr.result_file = str(local)
+        try:
+            pr.result = json.loads(local.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            pr.result = {}
+            pr.error = f"result file {local} is not valid JSON ({exc.msg})"
+    elif not res.timed_out:
+        pr.error = f"the phase wrote no result file (exit code {res.exit_code}); see {log}"
+    if res.timed_out:
+        pr.status = "FAIL"
+        pr.error = f"phase timed out after {timeout} s; every process of it was killed"
+        pr.error_type = "Timeout"
+    elif pr.result.get("status") == "PASS" and res.exit_code == 0 and not pr.error:
+        pr.status = "PASS"
+    else:
+        pr.status = "FAIL"
+        pr.error = pr.error or pr.result.get("error") or f"exit code {res.exit_code}"
+        pr.error_type = pr.result.get("error_type")
+    return pr
+
+
+def skipped(spec: RunSpec, reason: str, status: str = "SKIPPED") -> dict[str, PhaseResult]:
+    return {p: PhaseResult(run=spec.name, phase=p, status=status, reason=reason) for p in PHASES}
+
+
+def run_b_skip_reason(params: Params, any_multichip: bool) -> str | None:
+    if params.run_b == "never":
+        return "Run B skipped: run_b='never' was asked."
+    if params.run_b == "auto" and not any_multichip:
+        return "Run B skipped: no multi-chip packages installed (none of FlagGems, FlagTree, FlagCX found)."
+    return None

@@ -1,0 +1,74 @@
+"""papermill executes the real notebook: a good run, and the bad-input runs of issue 2."""
+
+import json
+from pathlib import Path
+
+import papermill as pm
+import pytest
+from conftest import CPU_ENV, DEMO_ENGINE_ARGS, REPO
+
+from modelverify_kernel import report
+
+pytestmark = pytest.mark.slow
+NOTEBOOK = REPO / "notebooks" / "verify.ipynb"
+
+
+def _execute(tmp_path, **parameters):
+    out = tmp_path / "verify.ipynb"
+    pm.execute_notebook(str(NOTEBOOK), str(out), parameters=parameters, cwd=str(REPO),
+                        kernel_name="python3", progress_bar=False)
+    return out
+
+
+def test_good_run_on_the_demo_model(tmp_path, demo_model):
+    out_dir = tmp_path / "report"
+    _execute(tmp_path, model_path=str(demo_model), output_dir=str(out_dir), env=CPU_ENV,
+             extra_vllm_args=DEMO_ENGINE_ARGS, max_model_len=512)
+    data = json.loads((out_dir / "report.json").read_text())
+    report.validate(data)
+    assert report.embedded_json((out_dir / "report.html").read_text()) == data
+    run_a = data["run_a_without_multichip"]
+    assert (run_a["phase_a_offline"], run_a["phase_b_serve"]) == ("PASS", "PASS")
+    assert run_a["output_sample"]
+    # no multi-chip package here: Run B is skipped, the verdict says so
+    assert data["run_b_with_multichip"]["skipped"] is True
+    assert data["diff_analysis"]["conclusion"] == "RUN_B_SKIPPED"
+    assert (data["status"], data["diff_analysis"]["recommended_stack"]) == ("PARTIAL", "base")
+    assert data["environment"]["probe"]["devices"]["count"] == 1
+    for rel in data["artifacts"]["logs"].values():
+        assert (out_dir / rel).is_file()
+
+
+def test_missing_model_path_stops_in_the_first_cells(tmp_path):
+    out_dir = tmp_path / "report"
+    with pytest.raises(pm.PapermillExecutionError) as exc:
+        _execute(tmp_path, output_dir=str(out_dir))
+    assert exc.value.ename == "ParameterError"
+    assert "model_path" in exc.value.evalue and "papermill notebooks/verify.ipynb" in exc.value.evalue
+    # nothing else started: no output folder, no logs
+    assert not out_dir.exists()
+    nb = json.loads((tmp_path / "verify.ipynb").read_text())
+    errors = [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert errors[0]["traceback"] == [f"ParameterError: {exc.value.evalue}"]
+
+
+def test_model_path_without_config_json_writes_a_fail_report(tmp_path):
+    empty = tmp_path / "not-a-model"
+    empty.mkdir()
+    out_dir = tmp_path / "report"
+    _execute(tmp_path, model_path=str(empty), output_dir=str(out_dir))
+    data = json.loads((out_dir / "report.json").read_text())
+    assert data["status"] == "FAIL" and data["diff_analysis"]["recommended_stack"] == "none"
+    assert str(empty / "config.json") in data["precheck"]["error"]
+    assert data["run_a_without_multichip"]["phase_a_offline"] == "NOT_RUN"
+    assert not any(k.startswith("run_") for k in data["artifacts"]["logs"])  # no engine started
+
+
+def test_tp_larger_than_devices_is_refused_before_any_engine(tmp_path, demo_model):
+    out_dir = tmp_path / "report"
+    _execute(tmp_path, model_path=str(demo_model), output_dir=str(out_dir), tp_size=4)
+    data = json.loads((out_dir / "report.json").read_text())
+    assert "requested TP=4 but only 1 available" in data["precheck"]["error"]
+    assert data["status"] == "FAIL"
+    assert not (out_dir / "logs" / "run_a_offline.log").exists()
+    assert "requested TP=4 but only 1 available" in (out_dir / "report.html").read_text()

