@@ -28,6 +28,7 @@ $(STAMP): pyproject.toml Makefile
 
 demo: $(STAMP)
 	$(PY) -m modelverify_kernel demo-model $(DEMO_MODEL)
+	mkdir -p $(DEMO_OUT)
 	$(VENV)/bin/papermill --cwd $(CURDIR) notebooks/verify.ipynb $(DEMO_OUT)/verify.ipynb \
 	  -p model_path $(DEMO_MODEL) -p output_dir $(DEMO_OUT) \
 	  -p extra_vllm_args '--enforce-eager --dtype float32' -p max_model_len 512 \

@@ -74,12 +74,19 @@ def last_exception_line(lines: Iterable[str]) -> str | None:
     The host's classifier reads the whole log and replaces this with the real root cause;
     this guess only makes the result file useful on its own.
     """
-    found = None
+    found: list[str] = []
+    collecting = False
     for raw in lines:
-        line = strip_prefix(raw).strip()
+        stripped = strip_prefix(raw)
+        line = stripped.strip()
         if _EXC_LINE.match(line):
-            found = line
-    return found
+            found, collecting = [line], True
+        elif collecting and stripped[:1].isspace() and line and len(found) < 3:
+            # pydantic and others put the message on indented lines below the type line
+            found.append(line)
+        else:
+            collecting = False
+    return " ".join(found) or None
 
 
 def root_exception(exc: BaseException) -> BaseException:

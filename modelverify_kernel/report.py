@@ -165,21 +165,24 @@ def validate(report: dict[str, Any]) -> None:
     jsonschema.validate(report, schema())
 
 
+def _row(run: str, phase: str, p: Mapping[str, Any]) -> dict[str, Any]:
+    diag = p.get("diagnosis") or {}
+    return {"run": run, "phase": phase, "status": p["status"], "duration_s": p["duration_s"],
+            "component": diag.get("component"), "error": p["error"] or p.get("reason")}
+
+
 def phase_table(report: Mapping[str, Any]) -> pd.DataFrame:
     """The A-vs-B table: one row per run × phase."""
-    rows = []
-    for key, title in (("run_a_without_multichip", "Run A (base)"), ("run_b_with_multichip", "Run B (multi-chip)")):
-        for phase, p in report[key]["phases"].items():
-            diag = p.get("diagnosis") or {}
-            rows.append({
-                "run": title,
-                "phase": phase,
-                "status": p["status"],
-                "duration_s": p["duration_s"],
-                "component": diag.get("component"),
-                "error": p["error"] or p.get("reason"),
-            })
-    return pd.DataFrame(rows)
+    return pd.DataFrame([
+        _row(title, phase, p)
+        for key, title in (("run_a_without_multichip", "Run A (base)"), ("run_b_with_multichip", "Run B (multi-chip)"))
+        for phase, p in report[key]["phases"].items()
+    ])
+
+
+def run_table(phases: Mapping[str, PhaseResult]) -> pd.DataFrame:
+    """One run's phases while the notebook is still running."""
+    return pd.DataFrame([_row(p.run, phase, p.to_dict()) for phase, p in phases.items()])
 
 
 def _embed(report: Mapping[str, Any]) -> str:
@@ -192,7 +195,8 @@ def render_html(report: Mapping[str, Any]) -> str:
         loader=jinja2.PackageLoader(__package__, "templates"),
         autoescape=jinja2.select_autoescape(["html", "j2"]),
     )
-    table = phase_table(report).to_html(index=False, na_rep="", classes="phases", border=0)
+    frame = phase_table(report)
+    table = frame.astype(object).where(frame.notna(), "").to_html(index=False, classes="phases", border=0)
     return env.get_template("report.html.j2").render(
         r=report, table=table, embedded=_embed(report)
     )
