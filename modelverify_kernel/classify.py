@@ -1,0 +1,983 @@
+"""Root-cause classification of a failed phase's log into a layer and a component.
+
+The rules live in ``references/error-classification.md`` and ``references/multichip-errors.md``
+(Markdown tables, parsed here); this module only knows how to *read* a log — strip vLLM's
+prefixes, separate the processes, parse and unwrap tracebacks — and how to apply the rules.
+Standard library only: it runs on the host and must import without vLLM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import re
+import sys
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+__all__ = ["Diagnosis", "Rule", "RuleError", "load_rules", "classify_log", "cli_classify", "main"]
+
+# --------------------------------------------------------------------------- vocabulary
+
+COMPONENT_LAYER: dict[str, int] = {
+    "environment": 0, "dependency": 1, "model": 2, "resources": 3, "vllm": 4,
+    "FlagGems": 5, "FlagTree": 5, "FlagCX": 5, "plugin": 5, "numerical": 6,
+}
+MULTICHIP = frozenset({"FlagGems", "FlagTree", "FlagCX", "plugin"})
+_CONFIDENCE = ("low", "medium", "high")
+_ATOM_KINDS = ("exc", "msg", "frame", "inner", "line", "text")
+_RULE_HEADER = ["id", "component", "layer", "confidence", "match", "hint"]
+_RULE_FILES = ("error-classification.md", "multichip-errors.md")
+
+# Frame packages that "own" code, innermost first wins (triton/torch/stdlib are skipped).
+_OWNER_PKG = {"flag_gems": "FlagGems", "vllm_fl": "plugin", "flagcx": "FlagCX",
+              "vllm": "vllm", "transformers_modules": "model"}
+_KNOWN_PKG = frozenset(_OWNER_PKG) | {"triton", "torch", "transformers"}
+_FLAGOS_PKG = ("flag_gems", "vllm_fl", "flagcx", "triton")
+_OWNER_PATHS = (  # a component's source path written in the failure's own text
+    (re.compile(r"flag_gems/"), "FlagGems"),
+    (re.compile(r"vllm_fl/"), "plugin"),
+    (re.compile(r"(?i)\bflagcx/"), "FlagCX"),
+)
+_OWNER_NAMES = (  # a component named in the failing line itself (weakest evidence)
+    (re.compile(r"(?i)\bflag_?gems\b"), "FlagGems"),
+    (re.compile(r"\bvllm_fl\b|vllm-plugin-FL"), "plugin"),
+    (re.compile(r"(?i)\bflagcx\b"), "FlagCX"),
+    (re.compile(r"(?i)\bflagtree\b"), "FlagTree"),
+)
+_OP_PATH = re.compile(
+    r"flag_gems/(?:runtime/backend/_\w+/)?(?:ops|fused)/(\w+)\.py"
+    r"|vllm_fl/ops/(?:[\w/]*/)?(\w+)\.py")
+
+# --------------------------------------------------------------------------- public types
+
+
+class RuleError(ValueError):
+    """A rule table row in references/ is malformed (the message names file and line)."""
+
+
+@dataclass(frozen=True)
+class Atom:
+    """One condition of a rule's match cell, e.g. ``!inner:/vllm_fl\\//``."""
+
+    kind: str
+    pattern: re.Pattern[str]
+    negate: bool = False
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One row of a rule table in references/."""
+
+    id: str
+    component: str  # a component, "owner", "wrapper" or "benign"
+    layer: int | None
+    confidence: str
+    atoms: tuple[Atom, ...]
+    hint: str
+    source: str  # "file.md:line"
+    fallback: str | None = None  # for owner(...) rows
+
+    @property
+    def line_capable(self) -> bool:
+        """True when the row can match a bare log line (only line:/text: atoms)."""
+        return all(a.kind in ("line", "text") for a in self.atoms)
+
+    @property
+    def exception_capable(self) -> bool:
+        return not any(a.kind == "line" for a in self.atoms)
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """What broke, where, and the lines that prove it."""
+
+    component: str
+    layer: int | None
+    rule: str | None
+    evidence: list[str]
+    culprit_op: str | None
+    hint: str
+    confidence: str
+    signature: str
+    error: str | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------- rule loading
+
+_ATOM_RE = re.compile(r"(!?)(\w+):/((?:\\.|[^/\\])*)/(i?)(?=\s|$)")
+_CELL_SPLIT = re.compile(r"(?<!\\)\|")
+
+
+def _default_references() -> Path:
+    return Path(__file__).resolve().parent.parent / "references"
+
+
+def load_rules(references_dir: Path | None = None) -> list[Rule]:
+    """Parse the rule tables of both reference documents (cached per path and mtime)."""
+    base = Path(references_dir) if references_dir is not None else _default_references()
+    files = [base / name for name in _RULE_FILES]
+    for f in files:
+        if not f.is_file():
+            raise RuleError(f"rule file {f} is missing: the classifier reads its rules from it")
+    key = tuple((str(f.resolve()), f.stat().st_mtime_ns) for f in files)
+    return list(_load_cached(key))
+
+
+@functools.lru_cache(maxsize=8)
+def _load_cached(key: tuple[tuple[str, int], ...]) -> tuple[Rule, ...]:
+    rules: list[Rule] = []
+    seen: dict[str, str] = {}
+    for path_str, _ in key:
+        path = Path(path_str)
+        for rule in _parse_file(path):
+            if rule.id in seen:
+                raise RuleError(f"{rule.source}: rule id {rule.id!r} already defined at {seen[rule.id]}")
+            seen[rule.id] = rule.source
+            rules.append(rule)
+    if not rules:
+        raise RuleError(f"no rule tables found in {', '.join(p for p, _ in key)}")
+    return tuple(rules)
+
+
+def _split_cells(line: str) -> list[str]:
+    body = line.strip()
+    if body.startswith("|"):
+        body = body[1:]
+    if body.endswith("|") and not body.endswith("\\|"):
+        body = body[:-1]
+    return [c.strip().replace("\\|", "|") for c in _CELL_SPLIT.split(body)]
+
+
+def _parse_file(path: Path) -> Iterator[Rule]:
+    in_table = False
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        stripped = line.strip()
+        if not stripped.startswith("|"):
+            in_table = False
+            continue
+        cells = _split_cells(stripped)
+        if [c.lower() for c in cells] == _RULE_HEADER:
+            in_table = True
+            continue
+        if not in_table or re.fullmatch(r"[\s|:-]*", stripped):
+            continue
+        yield _parse_row(cells, f"{path.name}:{lineno}")
+
+
+def _parse_row(cells: list[str], where: str) -> Rule:
+    if len(cells) != len(_RULE_HEADER):
+        raise RuleError(f"{where}: rule row has {len(cells)} cells, expected {len(_RULE_HEADER)} "
+                        f"({' | '.join(_RULE_HEADER)}); escape a regex '|' as '\\|'")
+    rid, comp, layer_s, conf, match, hint = cells
+    if not re.fullmatch(r"[A-Za-z][\w.-]*", rid):
+        raise RuleError(f"{where}: bad rule id {rid!r}")
+    fallback = None
+    m = re.fullmatch(r"owner\((\w+)\)", comp)
+    if m:
+        fallback = m.group(1)
+        if fallback != "unknown" and fallback not in COMPONENT_LAYER:
+            raise RuleError(f"{where}: owner fallback {fallback!r} is not a component")
+        comp = "owner"
+    elif comp not in COMPONENT_LAYER and comp not in ("wrapper", "benign"):
+        raise RuleError(f"{where}: unknown component {comp!r}; use one of "
+                        f"{', '.join(COMPONENT_LAYER)}, owner(X), wrapper, benign")
+    layer: int | None
+    if comp in COMPONENT_LAYER:
+        if layer_s != str(COMPONENT_LAYER[comp]):
+            raise RuleError(f"{where}: component {comp} is layer {COMPONENT_LAYER[comp]}, row says {layer_s!r}")
+        layer = COMPONENT_LAYER[comp]
+    else:
+        if layer_s != "-":
+            raise RuleError(f"{where}: layer must be '-' for {comp} rows, got {layer_s!r}")
+        layer = None
+    if conf not in _CONFIDENCE:
+        raise RuleError(f"{where}: confidence must be one of {_CONFIDENCE}, got {conf!r}")
+    if not hint:
+        raise RuleError(f"{where}: empty hint")
+    atoms = _parse_match(match.strip().strip("`").strip(), where)
+    rule = Rule(rid, comp, layer, conf, atoms, hint, where, fallback)
+    if any(a.kind == "line" for a in atoms) and not rule.line_capable:
+        raise RuleError(f"{where}: line: atoms cannot be combined with exception atoms")
+    if comp == "benign" and not rule.line_capable:
+        raise RuleError(f"{where}: benign rows may only use line:/text: atoms")
+    if all(a.negate for a in atoms):
+        raise RuleError(f"{where}: a match needs at least one positive atom")
+    return rule
+
+
+def _parse_match(text: str, where: str) -> tuple[Atom, ...]:
+    atoms: list[Atom] = []
+    pos = 0
+    for m in _ATOM_RE.finditer(text):
+        if text[pos:m.start()].strip():
+            raise RuleError(f"{where}: cannot parse match near {text[pos:m.start()]!r}")
+        pos = m.end()
+        neg, kind, body, flag = m.groups()
+        if kind not in _ATOM_KINDS:
+            raise RuleError(f"{where}: unknown atom kind {kind!r}; use {', '.join(_ATOM_KINDS)}")
+        if re.match(r"\(\?[aiLmsux]+\)", body):
+            raise RuleError(f"{where}: inline global regex flags are not allowed; append 'i' after the closing '/'")
+        try:
+            pat = re.compile(body, re.MULTILINE | (re.IGNORECASE if flag else 0))
+        except re.error as exc:
+            raise RuleError(f"{where}: bad regex /{body}/: {exc}") from None
+        atoms.append(Atom(kind, pat, bool(neg)))
+    if text[pos:].strip() or not atoms:
+        raise RuleError(f"{where}: cannot parse match {text!r}; expected atoms like exc:/RE/ msg:/RE/ line:/RE/")
+    return tuple(atoms)
+
+
+@dataclass(frozen=True)
+class _RuleSet:
+    """Rules split by role, with the line-rule prefilter precompiled."""
+
+    benign: re.Pattern[str] | None
+    wrappers: tuple[Rule, ...]
+    ordered: tuple[Rule, ...]  # fixed-component rows then owner rows
+    line_rules: tuple[Rule, ...]
+    line_any: re.Pattern[str] | None  # on the lower-cased line: can any line rule match?
+    line_lits: tuple[tuple[str, ...] | None, ...]  # per line rule: one of these must occur
+
+
+def _combine(pats: Iterable[re.Pattern[str]]) -> re.Pattern[str] | None:
+    parts = [f"(?{'i' if p.flags & re.IGNORECASE else ''}m:{p.pattern})" for p in pats]
+    return re.compile("|".join(parts)) if parts else None
+
+
+def _required_literals(pattern: str) -> set[str] | None:
+    """Lower-case strings one of which occurs in every match of ``pattern`` (None if unknown).
+
+    Used only to skip the full regexes on lines that cannot match: a speed-up that never
+    changes a result (a pattern we cannot analyse is always tried).
+    """
+    from re import _constants as C, _parser as P  # stdlib internals, guarded by the fallback
+    try:
+        tree = list(P.parse(pattern))
+    except Exception:  # noqa: BLE001 - any surprise just disables the prefilter
+        return None
+
+    def seq(items) -> set[str] | None:
+        cands: list[set[str]] = []
+        run: list[str] = []
+
+        def flush() -> None:
+            if run:
+                cands.append({"".join(run).lower()})
+                run.clear()
+        for op, av in items:
+            if op is C.LITERAL:
+                run.append(chr(av))
+                continue
+            if op is C.IN and len(av) == 2 and all(o is C.LITERAL for o, _ in av) \
+                    and chr(av[0][1]).lower() == chr(av[1][1]).lower():
+                run.append(chr(av[0][1]))  # [Ee] → e
+                continue
+            flush()
+            sub: set[str] | None = None
+            if op is C.SUBPATTERN:
+                sub = seq(av[-1])
+            elif op is C.BRANCH:
+                subs = [seq(b) for b in av[1]]
+                sub = set().union(*subs) if all(subs) else None
+            elif op in (C.MAX_REPEAT, C.MIN_REPEAT) and av[0] >= 1:
+                sub = seq(av[2])
+            if sub:
+                cands.append(sub)
+        flush()
+        return max(cands, key=lambda c: min(map(len, c))) if cands else None
+    lits = seq(tree)
+    return lits if lits and min(map(len, lits)) >= 3 else None
+
+
+def _rule_literals(rule: Rule) -> tuple[str, ...] | None:
+    for atom in rule.atoms:  # one positive atom suffices: all atoms must hold
+        if not atom.negate:
+            found = _required_literals(atom.pattern.pattern)
+            return tuple(sorted(found)) if found else None
+    return None
+
+
+def _prefilter(per_rule: Iterable[tuple[str, ...] | None]) -> re.Pattern[str] | None:
+    lits: set[str] = set()
+    for found in per_rule:
+        if found is None:
+            return None
+        lits |= set(found)
+    lits = {x for x in lits if not any(y != x and y in x for y in lits)}
+    return re.compile(_trie_regex(sorted(lits)))
+
+
+def _trie_regex(words: list[str]) -> str:
+    """An alternation of literals as a prefix trie, so the regex engine tries few branches."""
+    if not words:
+        return "(?!)"
+    groups: dict[str, list[str]] = {}
+    for w in words:
+        groups.setdefault(w[:1], []).append(w[1:])
+    alts = []
+    for head, tails in sorted(groups.items()):
+        if "" in tails:  # a shorter word is a prefix of the others: it alone suffices
+            alts.append(re.escape(head))
+        else:
+            alts.append(re.escape(head) + _trie_regex(tails) if len(tails) > 1 else re.escape(head + tails[0]))
+    return alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
+
+
+@functools.lru_cache(maxsize=8)
+def _ruleset(rules: tuple[Rule, ...]) -> _RuleSet:
+    benign = [r for r in rules if r.component == "benign"]
+    wrappers = tuple(r for r in rules if r.component == "wrapper")
+    fixed = [r for r in rules if r.component in COMPONENT_LAYER]
+    owner = [r for r in rules if r.component == "owner"]
+    ordered = tuple(fixed + owner)
+    line_rules = tuple(r for r in ordered if r.line_capable)
+    line_lits = tuple(_rule_literals(r) for r in line_rules)
+    return _RuleSet(
+        benign=_combine(a.pattern for r in benign for a in r.atoms if not a.negate),
+        wrappers=wrappers,
+        ordered=ordered,
+        line_rules=line_rules,
+        line_any=_prefilter(line_lits),
+        line_lits=line_lits,
+    )
+
+
+# --------------------------------------------------------------------------- log reading
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+_PREFIX = re.compile(
+    r"(?:[\w.]+-\d+\s+\|\s)?"  # docker compose "vllm-1  | "
+    r"(?:\((?P<proc>[A-Za-z_][\w.-]*)(?: pid=(?P<pid>\d+))?\)\s+)?"  # (Worker_TP1 pid=123)
+    r"(?:(?P<lvl>DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL)\s+\d\d-\d\d\s+\d\d:\d\d:\d\d(?:\.\d+)?\s+\[?(?P<src>[^\]\s]*)\]\s?"
+    r"|\[?(?P<glog>[IWEF])\d{4}\s+\d\d:\d\d:\d\d\.\d+\s+(?:\d+\s+)?(?P<gsrc>[^\]\s]+)\]\s?"
+    r"|\[(?P<blvl>DEBUG|INFO|WARNING|ERROR|CRITICAL)\]\s)?")
+_QUIET = frozenset({"INFO", "DEBUG", "I"})
+_FRAME = re.compile(r'\s*File "(?P<path>[^"]+)"(?:, line (?P<ln>\d+))?(?:,? in (?P<fn>\S.*))?\s*$')
+_BLOCK_EXC = re.compile(r"(?P<type>[A-Za-z_][\w.]*)(?::(?:\s(?P<msg>.*))?)?$")
+_BARE_EXC = re.compile(r"(?<![\w.])(?P<type>(?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception|Fault))(?::\s+(?P<msg>\S.*)|$)")
+_CONNECTOR = re.compile(r"(?:The above exception was the direct cause of the following exception"
+                        r"|During handling of the above exception, another exception occurred):")
+_TB_START = re.compile(r"Traceback \(most recent call last\):|(?:Current thread|Thread) 0x[0-9a-f]+ .*\(most recent call first\):")
+_STDLIB = re.compile(r"^<|/lib/python3\.\d+/(?!site-packages|dist-packages)")
+_MAX_LINE = 4000
+_MAX_DETAIL = 6
+_MAX_FRAMES = 64
+_MAX_CHAIN = 6
+_HEAD, _TAIL = 32, 256
+
+
+@dataclass
+class _Frame:
+    path: str
+    text: str  # the verbatim frame line, stripped
+
+
+@dataclass
+class _Block:
+    """One exception of a traceback chain (frames outermost → innermost)."""
+
+    start: int
+    src: str | None
+    header: bool = False
+    reverse: bool = False
+    frames: deque = field(default_factory=lambda: deque(maxlen=_MAX_FRAMES))
+    exc_type: str | None = None
+    message: str = ""
+    detail: list[str] = field(default_factory=list)
+    line: str = ""
+    junk: int = 0
+
+    def ordered_frames(self) -> list[_Frame]:
+        return list(reversed(self.frames)) if self.reverse else list(self.frames)
+
+
+@dataclass
+class _Failure:
+    """A failure candidate: an exception chain, or one log line matched by a line rule."""
+
+    index: int
+    stream: str
+    blocks: list[_Block] = field(default_factory=list)
+    line_rule: Rule | None = None
+    line: str = ""
+    orphan_frames: list[_Frame] = field(default_factory=list)
+
+
+@dataclass
+class _Stream:
+    key: str
+    phase: str = "idle"  # idle | frames | exc | after | connector
+    block: _Block | None = None
+    chain: list[_Block] = field(default_factory=list)
+    last_failure: _Failure | None = None
+
+
+class _Scanner:
+    """Streams a log line by line with bounded memory and collects failure candidates."""
+
+    def __init__(self, rs: _RuleSet) -> None:
+        self.rs = rs
+        self.streams: dict[str, _Stream] = {}
+        self.head: list[_Failure] = []
+        self.tail: deque[_Failure] = deque(maxlen=_TAIL)
+        self.index = 0
+        self.emitted = 0
+        self.active: set[str] = set()  # streams inside a traceback
+        self.boring: dict[str, None] = {}
+
+    # -- input
+    def feed(self, raw: str, stream: str | None = None) -> None:
+        self.index += 1
+        if len(raw) > _MAX_LINE:
+            raw = raw[:_MAX_LINE]
+        if "\x1b" in raw:
+            raw = _ANSI.sub("", raw)
+        raw = raw.rstrip("\r\n")
+        m = _PREFIX.match(raw)
+        quiet = (m.group("lvl") or m.group("glog") or m.group("blvl")) in _QUIET
+        if quiet and not self.active:  # the bulk of a big log: nothing to do
+            return
+        if stream is None:
+            proc = m.group("proc")
+            stream = f"{proc} {m.group('pid') or ''}" if proc else ""
+        st = self.streams.get(stream)
+        if quiet:
+            if st is not None and st.phase != "idle":
+                self._flush(st)
+            return
+        msg = raw[m.end():]
+        if st is None:
+            st = self._new_stream(stream)
+        idle = st.phase == "idle"
+        if idle and msg in self.boring:
+            return
+        if self.rs.benign is not None and msg and self.rs.benign.search(msg):
+            self._remember(msg)
+            return
+        events = self.emitted
+        if not self._step(st, msg, m.group("src") or m.group("gsrc"), stream):
+            self._line_rules(st, msg.strip(), stream)
+            if idle and st.phase == "idle" and events == self.emitted:
+                self._remember(msg)
+        self._track(st)
+
+    def _remember(self, msg: str) -> None:
+        """Cache a message that does nothing in an idle stream (logs repeat the same warnings)."""
+        if len(self.boring) >= 8192:
+            self.boring.clear()
+        self.boring[msg] = None
+
+    def _track(self, st: _Stream) -> None:
+        if st.phase == "idle":
+            self.active.discard(st.key)
+        else:
+            self.active.add(st.key)
+
+    def close(self) -> list[_Failure]:
+        for st in self.streams.values():
+            self._flush(st)
+        out = self.head + list(self.tail)
+        out.sort(key=lambda f: f.index)
+        return out
+
+    # -- internals
+    def _new_stream(self, key: str) -> _Stream:
+        if len(self.streams) >= 512:
+            old = next(iter(self.streams))
+            self._flush(self.streams.pop(old))
+        st = self.streams[key] = _Stream(key)
+        return st
+
+    def _emit(self, st: _Stream, f: _Failure) -> None:
+        (self.head if len(self.head) < _HEAD else self.tail).append(f)
+        st.last_failure = f
+        self.emitted += 1
+
+    def _line_rules(self, st: _Stream, text: str, stream: str) -> None:
+        rs = self.rs
+        if not text or not rs.line_rules:
+            return
+        low = text.lower()
+        if rs.line_any is not None and not rs.line_any.search(low):
+            return
+        for rule, lits in zip(rs.line_rules, rs.line_lits):
+            if lits is not None and not any(lit in low for lit in lits):
+                continue
+            if _atoms_hold(rule, lambda kind: [text] if kind in ("line", "text") else []):
+                self._emit(st, _Failure(self.index, stream, line_rule=rule, line=text))
+                return
+
+    def _finish_chain(self, st: _Stream, stream: str) -> None:
+        if st.chain:
+            self._emit(st, _Failure(st.chain[0].start, stream, blocks=st.chain))
+        st.chain = []
+        st.block = None
+        st.phase = "idle"
+
+    def _close_block(self, st: _Stream) -> None:
+        blk = st.block
+        st.block = None
+        if blk is None:
+            return
+        if blk.exc_type is None:  # frames with no exception: attach them to a frameless failure
+            frames = blk.ordered_frames()
+            lf = st.last_failure
+            if frames and lf is not None and not lf.orphan_frames and self.index - lf.index < 200 \
+                    and not any(b.frames for b in lf.blocks):
+                lf.orphan_frames = frames
+            return
+        if len(st.chain) < _MAX_CHAIN:
+            st.chain.append(blk)
+
+    def _flush(self, st: _Stream) -> None:
+        self._close_block(st)
+        self._finish_chain(st, st.key)
+        self._track(st)
+
+    def _step(self, st: _Stream, msg: str, src: str | None, stream: str) -> bool:
+        """Advance the per-process traceback state; True when the line was consumed."""
+        s = msg.strip()
+        if _TB_START.match(s):
+            if st.phase != "connector":
+                self._close_block(st)
+                self._finish_chain(st, stream)
+            st.block = _Block(self.index, src, header=True, reverse="first" in s)
+            st.phase = "frames"
+            return True
+        if _CONNECTOR.match(s):
+            self._close_block(st)
+            st.phase = "connector"
+            return True
+        phase = st.phase
+        if phase == "frames":
+            blk = st.block
+            fm = _FRAME.match(msg)
+            if fm:
+                blk.frames.append(_Frame(fm.group("path"), s))
+                return True
+            if not s or msg[0] in " \t" or s == "..." or s[0] in "^~":
+                return True
+            em = _BLOCK_EXC.match(msg)
+            if em and _looks_like_type(em.group("type")):
+                self._set_exc(blk, em.group("type"), em.group("msg") or "", s, src)
+                st.phase = "exc"
+                return True
+            blk.junk += 1
+            if blk.header and blk.frames and blk.junk <= 30:
+                return False  # interleaved output inside a real traceback
+            self._close_block(st)
+            self._finish_chain(st, stream)
+            phase = "idle"
+        if phase == "exc":
+            blk = st.block
+            if s and s != "..." and src == blk.src and len(blk.detail) < _MAX_DETAIL \
+                    and not _FRAME.match(msg) and not msg.startswith("--"):
+                blk.detail.append(s[:1000])
+                return True
+            self._close_block(st)
+            st.phase = phase = "after"
+        if phase == "connector":
+            if not s:
+                return True
+            if _FRAME.match(msg) or msg[:1] in (" ", "\t"):
+                st.block = _Block(self.index, src)
+                st.phase = "frames"
+                return self._step(st, msg, src, stream)
+            self._finish_chain(st, stream)
+            phase = "idle"
+        if not s:
+            return False
+        if phase == "after":
+            self._finish_chain(st, stream)
+        fm = _FRAME.match(msg)
+        if fm or msg[0] in " \t":  # a traceback without its header (cut log) or code context
+            st.block = _Block(self.index, src)
+            if fm:
+                st.block.frames.append(_Frame(fm.group("path"), s))
+            st.phase = "frames"
+            return True
+        em = _BARE_EXC.search(s) if ("Error" in s or "Exception" in s or "Fault" in s) else None
+        if em:
+            text = em.group("msg") or ""
+            if em.start() > 0 and s[em.start() - 1] in "`'\"":
+                text = text.split(s[em.start() - 1], 1)[0]
+            blk = _Block(self.index, src)
+            self._set_exc(blk, em.group("type"), text, s, src)
+            st.block, st.phase = blk, "exc"
+            return True
+        return False
+
+    @staticmethod
+    def _set_exc(blk: _Block, etype: str, message: str, line: str, src: str | None) -> None:
+        blk.exc_type, blk.message, blk.line, blk.src = etype, message.strip(), line[:1000], src
+
+
+def _looks_like_type(name: str) -> bool:
+    last = name.rsplit(".", 1)[-1]
+    return bool(last) and (last[0].isupper() or last.endswith(("Error", "Exception")))
+
+
+# --------------------------------------------------------------------------- classification
+
+
+@dataclass
+class _Exc:
+    """The root exception of a failure, as the rules see it."""
+
+    etype: str
+    message: str
+    detail: str
+    line: str
+    frames: list[_Frame]  # root block, outermost → innermost
+    chain_frames: list[_Frame]
+    evidence: list[str]
+
+
+def _atoms_hold(rule: Rule, values) -> bool:
+    for atom in rule.atoms:
+        vals = values(atom.kind)
+        if atom.kind == "exc":
+            hit = any(v and atom.pattern.fullmatch(v) for v in vals)
+        else:
+            hit = any(atom.pattern.search(v) for v in vals)
+        if hit == atom.negate:
+            return False
+    return True
+
+
+def _inner_path(frames: list[_Frame]) -> str | None:
+    for fr in reversed(frames):
+        if not _STDLIB.search(fr.path):
+            return fr.path
+    return None
+
+
+def _exc_values(exc: _Exc):
+    inner = _inner_path(exc.frames or exc.chain_frames)
+
+    def values(kind: str) -> list[str]:
+        if kind == "exc":
+            return [exc.etype, exc.etype.rsplit(".", 1)[-1]] if exc.etype else []
+        if kind in ("msg", "text"):
+            return [exc.detail]
+        if kind == "frame":
+            return [f.path for f in exc.chain_frames]
+        if kind == "inner":
+            return [inner] if inner else []
+        return []
+    return values
+
+
+def _frame_pkg(path: str) -> str | None:
+    parts = path.replace("\\", "/").split("/")
+    for marker in ("site-packages", "dist-packages"):
+        if marker in parts:
+            idx = len(parts) - 1 - parts[::-1].index(marker)
+            return parts[idx + 1] if idx + 1 < len(parts) else None
+    return next((p for p in parts[:-1] if p in _KNOWN_PKG), None)
+
+
+def _owner(frames: list[_Frame], text: str, line: str) -> tuple[str | None, str, _Frame | None]:
+    """Who owns the code the failure came through: (component, how, frame)."""
+    for fr in reversed(frames):
+        comp = _OWNER_PKG.get(_frame_pkg(fr.path) or "")
+        if comp:
+            return comp, "frame", fr
+    for pat, comp in _OWNER_PATHS:
+        if pat.search(text):
+            return comp, "path", None
+    for pat, comp in _OWNER_NAMES:
+        if pat.search(line):
+            return comp, "name", None
+    return None, "none", None
+
+
+def _root_exc(f: _Failure, rs: _RuleSet) -> tuple[_Exc | None, list[str]]:
+    """First non-wrapper exception of the chain (wrappers with an inner error unwrapped)."""
+    chain_frames = [fr for b in f.blocks for fr in b.ordered_frames()] or f.orphan_frames
+    wrapped: list[str] = []
+    for blk in f.blocks:
+        frames = blk.ordered_frames() or (f.orphan_frames if blk is f.blocks[0] else [])
+        detail = "\n".join([blk.message, *blk.detail])
+        exc = _Exc(blk.exc_type or "", blk.message, detail, blk.line, frames, chain_frames,
+                   [blk.line, *blk.detail[:2]])
+        wrapper = next((w for w in rs.wrappers if _atoms_hold(w, _exc_values(exc))), None)
+        if wrapper is None:
+            return exc, wrapped
+        wrapped.append(blk.line)
+        inner = _wrapped_inner(wrapper, detail)
+        if inner:
+            em = re.match(r"(?P<type>(?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception)):\s*(?P<msg>.*)", inner)
+            etype, imsg = (em.group("type"), em.group("msg")) if em else ("", inner)
+            rest = "\n".join(blk.detail)
+            return _Exc(etype, imsg, "\n".join([imsg, rest]).strip(), blk.line, [], [],
+                        [blk.line, *blk.detail[:2]]), wrapped
+    return None, wrapped
+
+
+def _wrapped_inner(wrapper: Rule, detail: str) -> str | None:
+    for atom in wrapper.atoms:
+        if atom.kind in ("msg", "text") and not atom.negate and "inner" in atom.pattern.groupindex:
+            m = atom.pattern.search(detail)
+            if m and m.group("inner"):
+                return m.group("inner").strip()
+    return None
+
+
+@dataclass
+class _Verdict:
+    component: str
+    rule: Rule | None
+    confidence: str
+    failure: _Failure
+    exc: _Exc | None
+    owner_frame: _Frame | None
+    evidence: list[str]
+
+
+def _lower(conf: str, cap: str) -> str:
+    return _CONFIDENCE[min(_CONFIDENCE.index(conf), _CONFIDENCE.index(cap))]
+
+
+def _apply(rule: Rule, frames: list[_Frame], text: str, line: str) -> tuple[str, str, _Frame | None]:
+    if rule.component != "owner":
+        return rule.component, rule.confidence, None
+    comp, how, fr = _owner(frames, text, line)
+    if comp is None:
+        return rule.fallback or "unknown", "low", None
+    conf = {"frame": rule.confidence, "path": _lower(rule.confidence, "medium")}.get(how, "low")
+    return comp, conf, fr
+
+
+def _judge(f: _Failure, rs: _RuleSet) -> _Verdict | None:
+    """Classify one failure candidate; None when it is only a wrapper."""
+    if f.line_rule is not None:
+        comp, conf, fr = _apply(f.line_rule, f.orphan_frames, f.line, f.line)
+        return _Verdict(comp, f.line_rule, conf, f, None, fr, [f.line])
+    exc, wrapped = _root_exc(f, rs)
+    if exc is None:
+        return None
+    values = _exc_values(exc)
+    context = "\n".join([exc.detail, exc.line])
+    for rule in rs.ordered:
+        if rule.exception_capable and _atoms_hold(rule, values):
+            comp, conf, fr = _apply(rule, exc.frames or exc.chain_frames, context, exc.line)
+            ev = list(exc.evidence)
+            if fr is not None:
+                ev.append(fr.text)
+            elif rule.component != "owner" and any(a.kind in ("inner", "frame") for a in rule.atoms):
+                inner = _inner_path(exc.frames or exc.chain_frames)
+                ev += [fr2.text for fr2 in exc.chain_frames if fr2.path == inner][:1]
+            return _Verdict(comp, rule, conf, f, exc, fr, ev + wrapped[:1])
+    return _Verdict("unknown", None, "low", f, exc, None, list(exc.evidence) + wrapped[:1])
+
+
+# --------------------------------------------------------------------------- signature, op
+
+_NORMALISERS = (
+    (re.compile(r"\S*/(?:site|dist)-packages/"), ""),
+    (re.compile(r"(?:/tmp|/var/tmp|/dev/shm)/[^\s'\",)]*"), "<tmp>"),
+    (re.compile(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?"), "<ts>"),
+    (re.compile(r"\b\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?"), "<ts>"),
+    (re.compile(r"\b\d\d:\d\d:\d\d(?:\.\d+)?"), "<ts>"),
+    (re.compile(r"\bpid[= :]+\d+", re.I), "pid=<n>"),
+    (re.compile(r"0x[0-9a-fA-F]+"), "<addr>"),
+    (re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b"), "<id>"),
+    (re.compile(r"\b(?=[0-9a-f]*[a-f])(?=[0-9a-f]*\d)[0-9a-f]{12,}\b"), "<id>"),
+    (re.compile(r"\b\d+(?:\.\d+)?\s*(?:[KMGTP]i?B|bytes)\b", re.I), "<size>"),
+    (re.compile(r"(?<![A-Za-z_])\d+(?:\.\d+)?(?![A-Za-z_])"), "<n>"),
+    (re.compile(r"\s+"), " "),
+)
+
+
+def _normalise(text: str) -> str:
+    for pat, rep in _NORMALISERS:
+        text = pat.sub(rep, text)
+    return text.strip()[:300]
+
+
+def _flagos_frame(frames: list[_Frame]) -> str | None:
+    for fr in reversed(frames):
+        path = fr.path.replace("\\", "/")
+        for pkg in _FLAGOS_PKG:
+            i = path.rfind(f"/{pkg}/")
+            if i >= 0 or path.startswith(f"{pkg}/"):
+                rel = path[i + 1:] if i >= 0 else path
+                fn = re.search(r"\bin (\S+)\s*$", fr.text)
+                return rel + (f":{fn.group(1)}" if fn else "")
+    return None
+
+
+def _culprit(frames: list[_Frame], text: str) -> str | None:
+    for fr in reversed(frames):
+        m = _OP_PATH.search(fr.path.replace("\\", "/"))
+        if m:
+            return m.group(1) or m.group(2)
+    m = _OP_PATH.search(text)
+    return (m.group(1) or m.group(2)) if m else None
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def _iter_lines(log: Path | str | Iterable[str]) -> Iterator[str]:
+    if isinstance(log, (str, Path)):
+        with open(log, encoding="utf-8", errors="replace") as fh:
+            yield from fh
+    else:
+        yield from log
+
+
+def _result_lines(result: dict) -> list[str]:
+    lines: list[str] = []
+    tb = result.get("traceback")
+    if isinstance(tb, str) and tb.strip():
+        lines += tb.splitlines()
+    err = result.get("error")
+    if isinstance(err, str) and err.strip():
+        etype = result.get("error_type")
+        first = err.strip().splitlines()[0]
+        if isinstance(etype, str) and etype and not first.startswith(etype.rsplit(".", 1)[-1]) \
+                and not first.startswith(etype):
+            err = f"{etype}: {err.strip()}"
+        if not any(err.strip().splitlines()[0] in ln for ln in lines):
+            lines += ["", *err.strip().splitlines()]
+    return lines
+
+
+def classify_log(log: Path | Iterable[str], result: dict | None = None, rules=None) -> Diagnosis:
+    """Diagnose one phase from its full log (streamed) and, optionally, its result JSON."""
+    rs = _ruleset(tuple(rules) if rules is not None else tuple(load_rules()))
+    status = str((result or {}).get("status", "")).upper()
+    if status == "PASS":
+        return Diagnosis("none", None, None, [], None, "The phase passed.", "high", "", None)
+    scanner = _Scanner(rs)
+    for raw in _iter_lines(log):
+        scanner.feed(raw)
+    if result:
+        for raw in _result_lines(result):
+            scanner.feed(raw, stream="<result>")
+    failures = scanner.close()
+
+    verdicts: list[_Verdict] = []
+    wrappers: list[str] = []
+    for f in failures:
+        v = _judge(f, rs)
+        if v is None:
+            wrappers += [b.line for b in f.blocks[:1]]
+        else:
+            verdicts.append(v)
+    known = [v for v in verdicts if v.component in COMPONENT_LAYER]
+    if known:
+        best = min(known, key=lambda v: (COMPONENT_LAYER[v.component], v.failure.index,
+                                         v.failure.line_rule is not None))
+        return _diagnosis(best)
+    if verdicts:
+        first = min(verdicts, key=lambda v: (v.failure.line_rule is not None, v.failure.index))
+        return _diagnosis(first)
+    if wrappers:
+        return Diagnosis("unknown", None, None, wrappers[:3], None,
+                         "Only wrapper errors are in the log; the root cause was not captured "
+                         "(look at the child processes' output, rerun with VLLM_LOGGING_LEVEL=DEBUG).",
+                         "low", _normalise(wrappers[0]), wrappers[0])
+    if status and status != "PASS":
+        err = str((result or {}).get("error") or f"phase status {status}")
+        return Diagnosis("unknown", None, None, [err], None,
+                         "The phase failed but its log shows no recognisable error.",
+                         "low", _normalise(err), err)
+    return Diagnosis("none", None, None, [], None, "No failure in the log.", "high", "", None)
+
+
+def _diagnosis(v: _Verdict) -> Diagnosis:
+    exc = v.exc
+    if exc is not None:
+        frames = exc.frames or exc.chain_frames
+        text = "\n".join([exc.detail, exc.line])
+        error = f"{exc.etype}: {exc.message}" if exc.etype else exc.message
+        sig_head = f"{exc.etype.rsplit('.', 1)[-1]}: {exc.message}" if exc.etype else exc.message
+    else:
+        frames, text = v.failure.orphan_frames, v.failure.line
+        error = sig_head = v.failure.line
+    op = _culprit(frames, text)
+    where = _flagos_frame(frames)
+    signature = _normalise(sig_head) + (f" @ {_normalise(where)}" if where else "")
+    comp = v.component
+    if v.rule is None or comp == "unknown":
+        hint = (v.rule.hint if v.rule else "No rule explains this failure; read the evidence lines.")
+        hint = hint.replace("{owner}", "an unidentified component")
+    else:
+        hint = v.rule.hint.replace("{owner}", comp)
+    hint = hint.replace("{op}", op or "the failing op")
+    evidence: list[str] = []
+    for line in v.evidence:
+        if line and line not in evidence:
+            evidence.append(line)
+    return Diagnosis(comp, COMPONENT_LAYER.get(comp), v.rule.id if v.rule else None, evidence[:6],
+                     op, hint, v.confidence if comp != "unknown" else "low", signature, error)
+
+
+def _load_result(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and "status" in data else None
+
+
+def cli_classify(paths: list[str], as_json: bool) -> int:
+    """Classify each file: a log, or a phase result JSON (its log taken from a "log" key if any).
+
+    Prints one JSON object per file with --json, otherwise one short line. Exit code 0 when every
+    file was read, 2 when a file is missing or the rules are malformed.
+    """
+    try:
+        rules = load_rules()
+    except RuleError as exc:
+        print(f"classify: {exc}", file=sys.stderr)
+        return 2
+    code = 0
+    for name in paths:
+        path = Path(name)
+        if not path.is_file():
+            print(f"classify: {name} is not a readable file", file=sys.stderr)
+            code = 2
+            continue
+        result = _load_result(path) if path.suffix == ".json" else None
+        log: Path | list[str] = path
+        if result is not None:
+            log_ref = result.get("log") or result.get("log_file")
+            log = Path(log_ref) if isinstance(log_ref, str) and Path(log_ref).is_file() else []
+        try:
+            diag = classify_log(log, result, rules)
+        except OSError as exc:
+            print(f"classify: cannot read {name}: {exc.strerror}", file=sys.stderr)
+            code = 2
+            continue
+        if as_json:
+            print(json.dumps({"file": name, **diag.to_dict()}, ensure_ascii=False))
+        else:
+            layer = "-" if diag.layer is None else diag.layer
+            tail = f" — {diag.error}" if diag.error else ""
+            print(f"{name}: {diag.component} (layer {layer}, rule {diag.rule or '-'}, "
+                  f"{diag.confidence}){tail}")
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m modelverify_kernel.classify PATH... [--json]`` (same as the package CLI)."""
+    parser = argparse.ArgumentParser(prog="classify", description=__doc__.splitlines()[0])
+    parser.add_argument("paths", nargs="+", help="log files or phase result JSON files")
+    parser.add_argument("--json", action="store_true", help="one JSON object per file")
+    args = parser.parse_args(argv)
+    return cli_classify(args.paths, args.json)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
