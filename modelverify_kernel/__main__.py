@@ -3,9 +3,31 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 from .errors import UserError
+
+
+def diff(path_a: str, path_b: str) -> int:
+    """Print the seed's diff_analysis fields for two phase results; exit 0 when Run B passed."""
+    from .runs import from_result_file
+    from .verdict import decide
+
+    phases = {}
+    for run, path in (("run_a", Path(path_a)), ("run_b", Path(path_b))):
+        try:
+            phases[run] = from_result_file(run, path)
+        except OSError as exc:
+            raise UserError(f"Cannot read {path}: {exc.strerror}; give a phase result JSON.") from None
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path} is not JSON ({exc.msg}); give a phase result JSON.") from None
+    v = decide({"phase": phases["run_a"]}, {"phase": phases["run_b"]})
+    out = v.to_dict()
+    out["errors"] = {run: pr.diagnosis for run, pr in phases.items() if pr.diagnosis}
+    print(json.dumps(out, indent=2))
+    return 0 if v.status == "PASS" else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("classify", help="diagnose phase logs: component, layer, evidence")
     p.add_argument("paths", nargs="+", help="log files")
     p.add_argument("--json", action="store_true", help="one JSON object per file")
+    p = sub.add_parser("diff", help="compare two phase result files (Run A, Run B): the verdict")
+    p.add_argument("run_a", help="Run A's phase result JSON (e.g. results/run_a_offline.json)")
+    p.add_argument("run_b", help="Run B's phase result JSON of the same phase")
     args = parser.parse_args(argv)
     try:
         if args.command == "demo-model":
@@ -26,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
             from .classify import cli_classify
 
             return cli_classify(args.paths, args.json)
+        if args.command == "diff":
+            return diff(args.run_a, args.run_b)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -900,7 +900,9 @@ def _diagnosis(v: _Verdict) -> Diagnosis:
     if exc is not None:
         frames = exc.frames or exc.chain_frames
         text = "\n".join([exc.detail, exc.line])
-        error = f"{exc.etype}: {exc.message}" if exc.etype else exc.message
+        # the message with up to two continuation lines (pydantic puts the reason below)
+        message = " ".join(x.strip() for x in exc.detail.splitlines()[:3] if x.strip()) or exc.message
+        error = f"{exc.etype}: {message}" if exc.etype else message
         sig_head = f"{exc.etype.rsplit('.', 1)[-1]}: {exc.message}" if exc.etype else exc.message
     else:
         frames, text = v.failure.orphan_frames, v.failure.line

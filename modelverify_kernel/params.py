@@ -56,6 +56,8 @@ class Params:
     run_b_env: Mapping[str, str] = field(default_factory=lambda: dict(RUN_B_ENV))
     run_b_unset: tuple[str, ...] = RUN_B_UNSET
     target_python: str | None = None
+    docker_host: str | None = None
+    keep_files: bool = False
 
     @property
     def output_path(self) -> Path:
@@ -171,6 +173,15 @@ def _opt_str(name: str, value: Any, example: str) -> str | None:
     return value
 
 
+def _docker_host(value: Any) -> str | None:
+    """A daemon address the docker SDK understands: unix://, tcp:// or ssh://."""
+    example = "unix:///var/run/docker.sock"
+    host = _opt_str("docker_host", value, example)
+    if host is not None and not re.match(r"^(unix|tcp|ssh|http|https)://\S+$", host):
+        raise _fail("docker_host", f"must be a unix://, tcp:// or ssh:// address, got {host!r}", example)
+    return host
+
+
 def validate(values: Mapping[str, Any]) -> Params:
     """Check every parameter and build the frozen `Params`."""
     model_path = values.get("model_path")
@@ -208,6 +219,8 @@ def validate(values: Mapping[str, Any]) -> Params:
         run_b_env=_env("run_b_env", get("run_b_env")),
         run_b_unset=_names("run_b_unset", get("run_b_unset")),
         target_python=_opt_str("target_python", get("target_python"), "python3"),
+        docker_host=_docker_host(get("docker_host")),
+        keep_files=_bool("keep_files", get("keep_files")),
     )
 
 

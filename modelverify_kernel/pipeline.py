@@ -11,21 +11,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import classify, report, verdict
+from . import report, verdict
 from .errors import UserError
 from .model import ModelStep, resolve_model
 from .params import Params
 from .probe import Probe, run_probe
 from .runs import PHASES, PhaseResult, RunSpec, run_b_skip_reason, run_phase, run_specs, skipped
-from .target import SCRIPTS_DIR, LocalTarget, Target
+from .target import SCRIPTS_DIR, DockerTarget, LocalTarget, Target
 
 def make_target(params: Params) -> Target:
+    """A container name or id means the Docker target; none means this machine."""
     if params.container:
-        raise UserError(
-            "The Docker target is not available in this version; run the notebook inside the "
-            "container (leave container unset) to use the local target."
-        )
-    return LocalTarget(python=params.target_python)
+        return DockerTarget(params.container, docker_host=params.docker_host,
+                            python=params.target_python, keep_files=params.keep_files)
+    return LocalTarget(python=params.target_python, keep_files=params.keep_files)
 
 
 @dataclass
@@ -100,19 +99,8 @@ class Verification:
         for phase in PHASES:
             pr = run_phase(self.params, self.target, self.scripts, spec, phase,
                            self.model.path, self.tp, self.out_dir)
-            if pr.status == "FAIL":
-                self._diagnose(pr)
             self.runs[name][phase] = pr
         return self.runs[name]
-
-    def _diagnose(self, pr: PhaseResult) -> None:
-        diag = classify.classify_log(Path(pr.log), pr.result or None).to_dict() if pr.log else None
-        if diag is None:
-            return
-        pr.diagnosis = diag
-        if diag.get("error") and not pr.timed_out:
-            pr.error = diag["error"]
-            pr.error_type = diag["error"].split(":", 1)[0].rsplit(".", 1)[-1]
 
     def decide(self) -> verdict.Verdict:
         if self.precheck_error:

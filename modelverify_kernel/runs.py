@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from . import classify
 from .params import Params
 from .target import Target
 
@@ -127,6 +128,34 @@ def run_phase(params: Params, target: Target, scripts: str, spec: RunSpec, phase
         pr.status = "FAIL"
         pr.error = pr.error or pr.result.get("error") or f"exit code {res.exit_code}"
         pr.error_type = pr.result.get("error_type")
+    if pr.status == "FAIL":
+        diagnose(pr)
+    return pr
+
+
+def diagnose(pr: PhaseResult) -> None:
+    """Attach the log's diagnosis; its root cause replaces the script's first guess.
+
+    A timeout keeps its own error: the cause is the timeout, whatever the log last said.
+    """
+    log = Path(pr.log) if pr.log and Path(pr.log).is_file() else []
+    diag = classify.classify_log(log, pr.result or {"status": "FAIL", "error": pr.error})
+    pr.diagnosis = diag.to_dict()
+    if diag.error and not pr.timed_out:
+        pr.error = diag.error
+        pr.error_type = diag.error.split(":", 1)[0].rsplit(".", 1)[-1]
+
+
+def from_result_file(run: str, path: Path) -> PhaseResult:
+    """A PhaseResult rebuilt from a phase's result JSON and its log (beside it, or in ../logs/)."""
+    result = json.loads(path.read_text(encoding="utf-8"))
+    pr = PhaseResult(run=run, phase=result.get("phase", "offline"), result=result,
+                     result_file=str(path), status="PASS" if result.get("status") == "PASS" else "FAIL",
+                     error=result.get("error"), error_type=result.get("error_type"))
+    logs = [path.with_suffix(".log"), path.parent.parent / "logs" / f"{path.stem}.log"]
+    pr.log = next((str(log) for log in logs if log.is_file()), None)
+    if pr.status == "FAIL":
+        diagnose(pr)
     return pr
 
 

@@ -75,6 +75,7 @@ def test_server_dying_at_startup_ends_the_phase_at_once_with_root_cause(tmp_path
     assert pr.duration_s < 90, "must not wait out the 300 s health timeout"
     assert "4096" in pr.error and "512" in pr.error, pr.error
     assert "server exited" not in pr.error  # the server's own cause, not our wait loop
+    assert pr.diagnosis["component"] == "resources" and pr.diagnosis["evidence"], pr.diagnosis
 
 
 def test_phase_timeout_kills_the_whole_engine_process_tree(tmp_path, demo_model):

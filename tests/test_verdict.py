@@ -68,3 +68,51 @@ def test_a_run_passes_only_when_both_phases_pass():
 def test_precheck_failed():
     v = precheck_failed("requested TP=8 but only 1 available")
     assert (v.status, v.recommended_stack, v.conclusion) == ("FAIL", "none", "PRECHECK_FAILED")
+
+
+def _result_pair(tmp_path, log_name):
+    """Run A passed; Run B failed with a real log from tests/data/logs beside its result."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    data = Path(__file__).parent / "data" / "logs"
+    (tmp_path / "results").mkdir()
+    (tmp_path / "logs").mkdir()
+    a = tmp_path / "results" / "run_a_offline.json"
+    a.write_text(json.dumps({"phase": "offline", "status": "PASS", "outputs": []}))
+    b = tmp_path / "results" / "run_b_offline.json"
+    b.write_text(json.dumps({"phase": "offline", "status": "FAIL", "error": "RuntimeError: Engine core initialization failed. See root cause above."}))
+    shutil.copy(data / log_name, tmp_path / "logs" / "run_b_offline.log")
+    return a, b
+
+
+def test_diff_cli_and_seed_front_share_one_verdict(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    a, b = _result_pair(tmp_path, "flaggems_no_device.log")
+    repo = Path(__file__).resolve().parents[1]
+    outs = []
+    for argv in ([sys.executable, "-m", "modelverify_kernel", "diff", str(a), str(b)],
+                 [sys.executable, str(repo / "container_scripts" / "diff_analysis.py"), "--run-a", str(a), "--run-b", str(b)]):
+        proc = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path)
+        assert proc.returncode == 1, proc.stderr
+        outs.append(json.loads(proc.stdout))
+    assert outs[0] == outs[1]
+    d = outs[0]
+    assert (d["conclusion"], d["multichip_component"], d["recommended_stack"]) == ("MULTICHIP_ERROR", "FlagGems", "base")
+    assert d["errors"]["run_b"]["component"] == "FlagGems"
+
+
+def test_diff_cli_bad_input_is_one_sentence(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "bad.json").write_text("{not json")
+    proc = subprocess.run([sys.executable, "-m", "modelverify_kernel", "diff", str(tmp_path / "bad.json"),
+                           str(tmp_path / "missing.json")], capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("error: ") and "bad.json is not JSON" in proc.stderr
