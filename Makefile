@@ -15,7 +15,13 @@ DEMO_OUT   := $(CURDIR)/outputs/demo
 # This machine reports one NUMA node of ~9.6 GiB: ask vLLM for CPU for a 1 GiB KV cache.
 DEMO_ENV   := {"VLLM_CPU_KVCACHE_SPACE": "1"}
 
-.PHONY: setup demo test test-fast clean
+# Test-only: the real flag_gems and the triton it imports, outside the venv so that the demo
+# and Run A stay base-only; the tests put them on PYTHONPATH themselves (tests/test_stack_modes.py).
+TEST_STACK := $(VENV)/test-stack
+FLAGGEMS   := flag-gems==5.0.2
+TRITON     := triton==3.9.0
+
+.PHONY: setup demo test test-fast clean docker-deps
 
 setup: $(STAMP)
 
@@ -35,7 +41,18 @@ demo: $(STAMP)
 	  -y 'env: $(DEMO_ENV)'
 	@echo "report: $(DEMO_OUT)/report.html"
 
-test: $(STAMP)
+$(TEST_STACK)/.installed: $(STAMP)
+	$(PY) -m pip install --quiet --no-deps --target $(TEST_STACK)/flaggems '$(FLAGGEMS)'
+	$(PY) -m pip install --quiet --no-deps --target $(TEST_STACK)/triton '$(TRITON)'
+	touch $@
+
+# The Docker tests start a private dockerd (tests/docker_daemon.py); install it when missing (root only).
+docker-deps:
+	@command -v dockerd >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	  apt-get install -y -qq --no-install-recommends docker.io iptables tini; } || \
+	  echo "dockerd missing and not root: the Docker tests will skip (and fail under CI)"
+
+test: $(STAMP) $(TEST_STACK)/.installed docker-deps
 	$(PY) -m pytest
 
 test-fast: $(STAMP)

@@ -90,11 +90,15 @@ def last_exception_line(lines: Iterable[str]) -> str | None:
 
 
 def root_exception(exc: BaseException) -> BaseException:
-    """Follow `raise ... from` / implicit chaining to the deepest exception."""
+    """Follow `raise ... from` to the deepest cause.
+
+    Implicit context ("during handling of …") is not followed: the exception that propagated
+    is the failure, the one it replaced had been caught.
+    """
     seen = set()
     while id(exc) not in seen:
         seen.add(id(exc))
-        nxt = exc.__cause__ or exc.__context__
+        nxt = exc.__cause__
         if nxt is None:
             break
         exc = nxt
@@ -119,6 +123,11 @@ def failure_fields(exc: BaseException, log_tail: Iterable[str] = ()) -> dict[str
         "error_type": error_type,
         "traceback": "".join(traceback.format_exception(exc)),
     }
+
+
+def evidence_dir(output: str | Path) -> Path:
+    """Where the phase's processes record stack evidence: beside the result file."""
+    return Path(output).with_suffix(".evidence")
 
 
 def write_result(path: str | Path, result: dict[str, Any]) -> None:

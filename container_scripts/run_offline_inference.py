@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 import _common
+import stack_evidence
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -96,6 +97,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "tp": args.tp,
     }
     result["versions"]["python"] = _common.python_version()
+    evidence_dir = _common.evidence_dir(args.output)
+    stack_evidence.activate(evidence_dir)
     try:
         prompts = _common.load_prompts(args.prompts)
         extra = _common.parse_extra_args(args.extra_args)
@@ -129,6 +132,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result.update(_common.failure_fields(exc))
         _common.say(f"offline inference FAIL: {result['error']}")
         print(result["traceback"], file=sys.stderr, flush=True)
+    result["stack_evidence"] = stack_evidence.collect(evidence_dir)
     return result
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import _common
+import stack_evidence
 
 STOP_GRACE_S = 15.0
 
@@ -267,6 +268,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result["versions"]["python"] = _common.python_version()
     server: Server | None = None
     t_start = time.monotonic()
+    evidence_dir = _common.evidence_dir(args.output)
+    stack_evidence.activate(evidence_dir)
     try:
         prompts = _common.load_prompts(args.prompts)
         extra = _common.parse_extra_args(args.extra_args)
@@ -299,6 +302,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if result["status"] == "PASS" and not result["port_free_after_stop"]:
                 result["status"] = "FAIL"
                 result["error"] = f"port {result['port']} still held after the server stopped"
+    result["stack_evidence"] = stack_evidence.collect(evidence_dir)
     result["timings"]["total_s"] = round(time.monotonic() - t_start, 3)
     _common.say(f"serve phase {result['status']}: {result['error'] or 'ok'}")
     return result

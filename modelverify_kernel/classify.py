@@ -417,6 +417,7 @@ class _Stream:
     block: _Block | None = None
     chain: list[_Block] = field(default_factory=list)
     last_failure: _Failure | None = None
+    handled: bool = False  # the next block was raised while handling the chain so far
 
 
 class _Scanner:
@@ -533,6 +534,10 @@ class _Scanner:
                     and not any(b.frames for b in lf.blocks):
                 lf.orphan_frames = frames
             return
+        if st.handled:
+            # "During handling of the above exception": the earlier one was caught (a fallback
+            # that failed, a translated error); the exception that propagated is the root.
+            st.chain, st.handled = [], False
         if len(st.chain) < _MAX_CHAIN:
             st.chain.append(blk)
 
@@ -553,6 +558,7 @@ class _Scanner:
             return True
         if _CONNECTOR.match(s):
             self._close_block(st)
+            st.handled = s.startswith("During handling")
             st.phase = "connector"
             return True
         phase = st.phase

@@ -50,6 +50,9 @@ class Params:
     serve_timeout: int = 360
     health_timeout: int = 300
     run_b: str = "auto"
+    tie_tolerance: float = 0.02
+    logprob_tolerance: float = 0.05
+    repeat_fraction: float = 0.8
     env: Mapping[str, str] = field(default_factory=dict)
     run_a_env: Mapping[str, str] = field(default_factory=lambda: dict(RUN_A_ENV))
     run_a_unset: tuple[str, ...] = RUN_A_UNSET
@@ -97,6 +100,19 @@ def _int(name: str, value: Any, example: str, minimum: int = 1) -> int:
     if value < minimum:
         raise _fail(name, f"must be at least {minimum}, got {value}", example)
     return value
+
+
+def _fraction(name: str, value: Any, example: str, upper: float) -> float:
+    """A non-negative number up to `upper` (nats for tolerances, a share for fractions)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise _fail(name, f"must be a number, got {value!r}", example)
+    try:
+        number = float(value)
+    except ValueError:
+        raise _fail(name, f"must be a number, got {value!r}", example) from None
+    if not 0 <= number <= upper:
+        raise _fail(name, f"must be between 0 and {upper}, got {number}", example)
+    return number
 
 
 def _bool(name: str, value: Any) -> bool:
@@ -213,6 +229,9 @@ def validate(values: Mapping[str, Any]) -> Params:
         serve_timeout=_int("serve_timeout", get("serve_timeout"), "360"),
         health_timeout=_int("health_timeout", get("health_timeout"), "300"),
         run_b=_choice("run_b", get("run_b"), ("auto", "always", "never")),
+        tie_tolerance=_fraction("tie_tolerance", get("tie_tolerance"), "0.02", upper=10.0),
+        logprob_tolerance=_fraction("logprob_tolerance", get("logprob_tolerance"), "0.05", upper=10.0),
+        repeat_fraction=_fraction("repeat_fraction", get("repeat_fraction"), "0.8", upper=1.0),
         env=_env("env", get("env")),
         run_a_env=_env("run_a_env", get("run_a_env")),
         run_a_unset=_names("run_a_unset", get("run_a_unset")),

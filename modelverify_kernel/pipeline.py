@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import report, verdict
+from . import compare, report, stack, verdict
 from .errors import UserError
 from .model import ModelStep, resolve_model
 from .params import Params
@@ -39,6 +39,8 @@ class Verification:
     precheck_error: str | None = None
     run_b_skip: str | None = None
     runs: dict[str, dict[str, PhaseResult]] = field(default_factory=dict)
+    comparisons: list[compare.PhaseComparison] = field(default_factory=list)
+    activity: dict[str, dict[str, stack.ComponentActivity]] = field(default_factory=dict)
     verdict: verdict.Verdict | None = None
     report: dict[str, Any] | None = None
 
@@ -63,7 +65,7 @@ class Verification:
         try:
             self.scripts = self.target.install_scripts(SCRIPTS_DIR)
             flagcx = dict(self.params.run_b_env).get("FLAGCX_PATH")
-            self.probe = run_probe(self.target, self.scripts, flagcx, self.out_dir)
+            self.probe = run_probe(self.target, self.scripts, flagcx, self.out_dir, dict(self.params.env))
         except (UserError, OSError) as exc:
             self._precheck_fail(f"{exc}")
             return None
@@ -102,11 +104,37 @@ class Verification:
             self.runs[name][phase] = pr
         return self.runs[name]
 
+    def compare(self) -> list[compare.PhaseComparison]:
+        """Run A vs Run B outputs of the phases both passed, and the stack's activity per run."""
+        p = self.params
+        tol = compare.Tolerances(tie=p.tie_tolerance, logprob=p.logprob_tolerance,
+                                 repeat_fraction=p.repeat_fraction)
+        outputs = {
+            run: {ph: pr.result.get("outputs") or [] for ph, pr in phases.items() if pr.status == "PASS"}
+            for run, phases in self.runs.items()
+        }
+        shared = [ph for ph in PHASES if ph in outputs["run_a"] and ph in outputs["run_b"]]
+        self.comparisons = [compare.compare_phase(ph, outputs["run_a"][ph], outputs["run_b"][ph], tol)
+                            for ph in shared]
+        for name, phases in self.runs.items():
+            spec = self.spec(name)
+            flagcx = None if "FLAGCX_PATH" in spec.env_unset else spec.env_set.get("FLAGCX_PATH")
+            ran = [pr for pr in phases.values() if pr.status in ("PASS", "FAIL")]
+            self.activity[name] = stack.merge(
+                stack.assess(pr.result.get("stack_evidence") or [], stack.log_lines_matching(pr.log),
+                             self.tp, flagcx)
+                for pr in ran
+            ) if ran else {}
+        return self.comparisons
+
     def decide(self) -> verdict.Verdict:
         if self.precheck_error:
             self.verdict = verdict.precheck_failed(self.precheck_error)
         else:
-            self.verdict = verdict.decide(self.runs["run_a"], self.runs["run_b"], self.run_b_skip)
+            if not self.activity:
+                self.compare()
+            self.verdict = verdict.decide(self.runs["run_a"], self.runs["run_b"], self.run_b_skip,
+                                          self.comparisons, self.activity.get("run_b"))
         return self.verdict
 
     def write_report(self, notebook: str | None = None) -> tuple[Path, Path]:
@@ -124,6 +152,8 @@ class Verification:
             skip_reason=self.run_b_skip,
             verdict=self.verdict,
             precheck_error=self.precheck_error,
+            comparisons=[c.to_dict() for c in self.comparisons],
+            activity={run: stack.to_dict(a) for run, a in self.activity.items()},
             notebook=notebook,
         )
         paths = report.write_report(self.report, self.out_dir)

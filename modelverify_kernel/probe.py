@@ -41,13 +41,15 @@ class Probe:
         return any(present.get(k) for k in ("FlagGems", "FlagTree", "FlagCX"))
 
 
-def run_probe(target: Target, scripts: str, flagcx_path: str | None, out_dir: Path) -> Probe:
+def run_probe(target: Target, scripts: str, flagcx_path: str | None, out_dir: Path,
+              env: dict[str, str] | None = None) -> Probe:
+    """Probe with the variables both runs share (`env`), so it sees what the runs will see."""
     remote = target.work_path("probe.json")
     argv = [target.python(), f"{scripts}/probe_stack.py", "--output", remote]
     if flagcx_path:
         argv += ["--flagcx-path", flagcx_path]
     log = out_dir / "logs" / "probe.log"
-    res = target.run(argv, env_set={}, env_unset=[], timeout=PROBE_TIMEOUT_S, log_path=log)
+    res = target.run(argv, env_set=env or {}, env_unset=[], timeout=PROBE_TIMEOUT_S, log_path=log)
     local = out_dir / "results" / "probe.json"
     if res.timed_out:
         raise ProbeError(f"The stack probe did not finish in {PROBE_TIMEOUT_S} s; see {log}.")

@@ -110,6 +110,8 @@ def build_report(
     skip_reason: str | None,
     verdict: Verdict,
     precheck_error: str | None = None,
+    comparisons: list[dict[str, Any]] | None = None,
+    activity: dict[str, dict[str, Any]] | None = None,
     notebook: str | None = None,
 ) -> dict[str, Any]:
     out_dir = params.output_path
@@ -143,6 +145,8 @@ def build_report(
         "component": verdict.component,
     }
     report.update(
+        output_comparison=comparisons or [],
+        stack_activity=activity or {},
         parameters=params.to_dict(),
         environment={"target": target, "probe": probe},
         model_resolution=model_step,
@@ -183,6 +187,24 @@ def phase_table(report: Mapping[str, Any]) -> pd.DataFrame:
 def run_table(phases: Mapping[str, PhaseResult]) -> pd.DataFrame:
     """One run's phases while the notebook is still running."""
     return pd.DataFrame([_row(p.run, phase, p.to_dict()) for phase, p in phases.items()])
+
+
+def comparison_table(comparisons: list[Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per compared prompt: match, first divergence, judgement."""
+    cols = ["phase", "index", "prompt", "exact_match", "first_divergence", "max_logprob_diff_prefix", "judgement", "detail"]
+    rows = [{"phase": c["phase"], **{k: p[k] for k in cols[1:]}} for c in comparisons for p in c["prompts"]]
+    rows += [{"phase": c["phase"], "index": g["index"], "judgement": f"garbage in Run B: {g['check']}", "detail": g["detail"]}
+             for c in comparisons for g in c["new_garbage"]]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def activity_table(activity: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> pd.DataFrame:
+    """Per run × component: active / inactive / unknown / not_exercised, with the evidence."""
+    return pd.DataFrame(
+        [{"run": run, "component": name, "status": a["status"], "evidence": "; ".join(a["evidence"])}
+         for run, comps in activity.items() for name, a in comps.items()],
+        columns=["run", "component", "status", "evidence"],
+    )
 
 
 def _embed(report: Mapping[str, Any]) -> str:

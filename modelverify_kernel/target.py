@@ -23,7 +23,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Iterator, Mapping, Protocol, Sequence
 
 from .errors import UserError
 
@@ -236,9 +236,10 @@ class DockerTarget:
         except docker.errors.APIError as exc:
             raise DockerError(f"Docker could not look up container {container!r}: {_short(exc)}.") from None
         if self.container.status != "running":
+            fix = "docker unpause" if self.container.status == "paused" else "docker start"
             raise DockerError(
                 f"Container {container!r} is {self.container.status}, not running; start it "
-                f"(docker start {container}) or pick a running one: {self._running()}."
+                f"({fix} {container}) or pick a running one: {self._running()}."
             )
         self.workdir = f"{self._work_base()}/modelverify-{uuid.uuid4().hex[:12]}"
         self._scripts: str | None = None
@@ -274,8 +275,12 @@ class DockerTarget:
         return self._python
 
     def _exec(self, argv: Sequence[str], environment: Mapping[str, str] | None = None,
-              workdir: str | None = None):
-        """Start an exec; yields (stdout, stderr) chunks; `.exit_code()` after the stream ends."""
+              workdir: str | None = None) -> tuple[str, Iterator[tuple[bytes | None, bytes | None]]]:
+        """Start an exec: its id and its (stdout, stderr) chunks.
+
+        The low-level API, because `exec_run(stream=True)` gives no exit code (FACTS.md):
+        `exec_inspect(id)` has it once the stream has ended.
+        """
         exec_id = self.api.exec_create(self.container.id, list(argv), environment=dict(environment or {}),
                                        workdir=workdir, stdin=False, tty=False)["Id"]
         return exec_id, self.api.exec_start(exec_id, stream=True, demux=True)
@@ -294,7 +299,7 @@ class DockerTarget:
         if code != 0:
             raise DockerError(
                 f"Cannot create the work folder {self.workdir} in container {self.container.name}: "
-                f"{out.decode(errors='replace').strip()}; check that the container's user can write there."
+                f"{' '.join(out.decode(errors='replace').split())}; check that the container's user can write there."
             )
         self._made = True
         code, out = self._exec_output(["stat", "-c", "%u %g", self.workdir])
@@ -318,8 +323,10 @@ class DockerTarget:
         try:
             self.container.put_archive(self.workdir, buf.getvalue())
         except self._docker.errors.APIError as exc:
-            raise DockerError(f"Copying the scripts into {self.workdir} of container "
-                              f"{self.container.name} failed: {_short(exc)}.") from None
+            raise DockerError(
+                f"Copying the scripts into {self.workdir} of container {self.container.name} failed "
+                f"({_short(exc)}); check that the folder is writable and not on a tmpfs mount."
+            ) from None
         dest = f"{self.workdir}/container_scripts"
         if not self.path_exists(f"{dest}/{SESSION_HELPER}"):
             raise DockerError(
@@ -347,10 +354,9 @@ class DockerTarget:
     ) -> ExecResult:
         if self._scripts is None:
             self.install_scripts(SCRIPTS_DIR)
-        helper = [self._python, f"{self._scripts}/{SESSION_HELPER}"]
         unset = [n for n in env_unset if n not in env_set]  # set wins, as in LocalTarget
         wrapper = ["env", *[a for n in unset for a in ("-u", n)]] if unset else []
-        full = [*wrapper, *helper, "--timeout", str(timeout), "--grace", str(self.kill_grace), "--", *argv]
+        full = [*wrapper, *self._helper(), "--timeout", str(timeout), "--grace", str(self.kill_grace), "--", *argv]
         environment = {**env_set, "PYTHONUNBUFFERED": "1"}
         log_path.parent.mkdir(parents=True, exist_ok=True)
         start = time.monotonic()
@@ -383,10 +389,12 @@ class DockerTarget:
             duration_s=round(time.monotonic() - start, 3), log_path=log_path, leftovers=leftovers,
         )
 
+    def _helper(self) -> list[str]:
+        return [self._python, f"{self._scripts}/{SESSION_HELPER}"]
+
     def _reap(self, sid: int) -> list[int]:
-        code, out = self._exec_output(
-            [self._python, f"{self._scripts}/{SESSION_HELPER}", "--reap", str(sid), "--grace", str(self.kill_grace)]
-        )
+        """Kill whatever is left of the session; the pids found (none when all went well)."""
+        _, out = self._exec_output([*self._helper(), "--reap", str(sid), "--grace", str(self.kill_grace)])
         try:
             return [int(p) for p in json.loads(out.decode().strip().splitlines()[-1])]
         except (ValueError, IndexError):

@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Mapping
 
+from .compare import PhaseComparison
 from .runs import PhaseResult
+from .stack import ComponentActivity
 
 MULTICHIP = ("FlagGems", "FlagTree", "FlagCX", "plugin")
 
@@ -65,8 +67,50 @@ def precheck_failed(reason: str) -> Verdict:
     return Verdict("PRECHECK_FAILED", reason, None, "none", "FAIL")
 
 
+def _both_pass(comparisons: list[PhaseComparison] | None,
+               activity_b: Mapping[str, ComponentActivity] | None) -> Verdict:
+    """Both runs passed: only agreeing outputs from an active stack make BOTH_PASS.
+
+    Divergence is the harder evidence, so it wins over an inactive stack.
+    """
+    for c in comparisons or []:
+        if c.diverged:
+            d = c.diverged[0]
+            return Verdict(
+                "OUTPUT_MISMATCH",
+                f"Run B's {c.phase} output diverges from Run A's at prompt {d.index} "
+                f"({d.prompt[:60]!r}), token position {d.first_divergence}: {d.judgement} — {d.detail}.",
+                None, "base", "PARTIAL", "numerical",
+            )
+        if c.new_garbage:
+            g = c.new_garbage[0]
+            return Verdict(
+                "OUTPUT_MISMATCH",
+                f"Run B's {c.phase} output is garbage where Run A's is not: {g.check} at prompt "
+                f"{g.index} ({g.detail}).",
+                None, "base", "PARTIAL", "numerical",
+            )
+    active = [a.component for a in (activity_b or {}).values() if a.status == "active"]
+    if not active:
+        return Verdict(
+            "STACK_INACTIVE",
+            "Run B passed, but nothing shows that the multi-chip stack was active in it (no "
+            "FlagGems ops enabled, no FL plugin loaded, no FlagTree or FlagCX in use): it ran "
+            "the base stack, so it proves nothing about the multi-chip one.",
+            None, "base", "PARTIAL",
+        )
+    compared = sum(len(c.prompts) for c in comparisons or [])
+    return Verdict(
+        "BOTH_PASS",
+        f"Both runs passed offline and served; active in Run B: {', '.join(active)}; "
+        f"{compared} outputs compared within tolerance.",
+        None, "full", "PASS",
+    )
+
+
 def decide(run_a: Mapping[str, PhaseResult], run_b: Mapping[str, PhaseResult],
-           skip_reason: str | None = None) -> Verdict:
+           skip_reason: str | None = None, comparisons: list[PhaseComparison] | None = None,
+           activity_b: Mapping[str, ComponentActivity] | None = None) -> Verdict:
     a, b = run_status(run_a), run_status(run_b)
     fails_a, fails_b = failures(run_a), failures(run_b)
     comp_a, comp_b = _component(fails_a), _component(fails_b)
@@ -78,7 +122,7 @@ def decide(run_a: Mapping[str, PhaseResult], run_b: Mapping[str, PhaseResult],
         if b == "SKIPPED":
             return Verdict("RUN_B_SKIPPED", skip_reason or "Run B skipped.", None, "base", "PARTIAL")
         if b == "PASS":
-            return Verdict("BOTH_PASS", "Both runs passed offline and served.", None, "full", "PASS")
+            return _both_pass(comparisons, activity_b)
         return Verdict(
             "MULTICHIP_ERROR",
             f"Run A passed; Run B failed with the multi-chip stack ({_describe(fails_b)})"

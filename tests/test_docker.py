@@ -1,0 +1,293 @@
+"""DockerTarget against a real, private Docker daemon and a real container (tests/docker_daemon.py).
+
+The container sees the host's /usr, the test venv and its interpreter read-only at the same
+paths, so the real vLLM runs inside it; pytest's temporary folder is mounted read-only too,
+so the demo model is at the same path inside. Where no daemon can be started these tests
+skip, except under CI, where they fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import papermill as pm
+import pytest
+from conftest import CPU_ENV, DEMO_ENGINE_ARGS, REPO
+from docker_daemon import IMAGE, DaemonUnavailable, PrivateDockerd
+
+from modelverify_kernel import report
+from modelverify_kernel.errors import ParameterError
+from modelverify_kernel.model import ModelError, resolve_model
+from modelverify_kernel.params import validate
+from modelverify_kernel.target import SCRIPTS_DIR, DockerError, DockerTarget
+
+GRACE = 2.0  # TERM → KILL grace inside the container, short to keep the tests quick
+CONTAINER_ENV = {"FLAGCX_PATH": "/should/be/gone"}
+# Prints the pids of the container's live processes whose environment holds argv[1].
+SCAN = (
+    "import os, sys\n"
+    "needle = sys.argv[1].encode()\n"
+    "for p in os.listdir('/proc'):\n"
+    "    if not p.isdigit() or int(p) == os.getpid():\n"
+    "        continue\n"
+    "    try:\n"
+    "        env = open(f'/proc/{p}/environ', 'rb').read().split(b'\\0')\n"
+    "        state = open(f'/proc/{p}/stat').read().rsplit(')', 1)[1].split()[0]\n"
+    "    except OSError:\n"
+    "        continue\n"
+    "    if needle in env and state != 'Z':\n"
+    "        print(p)\n"
+)
+
+
+@pytest.fixture(scope="session")
+def dockerd():
+    daemon = PrivateDockerd()
+    try:
+        daemon.start()
+    except DaemonUnavailable as exc:
+        shutil.rmtree(daemon.root, ignore_errors=True)
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the Docker tests, but no private Docker daemon could be started: {exc}")
+        pytest.skip(f"no private Docker daemon can be started here: {exc}")
+    try:
+        daemon.import_image()
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def container(dockerd, tmp_path_factory):
+    """The user's container stand-in; it must still run, untouched, when the tests end."""
+    shared = str(tmp_path_factory.getbasetemp())
+    c = dockerd.run_container(f"mv-test-{uuid.uuid4().hex[:8]}", mounts=[shared], env=CONTAINER_ENV)
+    yield c
+    c.reload()
+    assert c.status == "running", "the target container must never be stopped"
+
+
+@pytest.fixture
+def target(dockerd, container):
+    t = DockerTarget(container.name, docker_host=dockerd.host, python=sys.executable, kill_grace=GRACE)
+    yield t
+    t.cleanup()
+
+
+def in_container(container, argv: list[str]) -> tuple[int, str]:
+    res = container.exec_run(argv)
+    return res.exit_code, res.output.decode()
+
+
+def one_sentence(message: str) -> None:
+    assert "\n" not in message and message.endswith(".") and "Traceback" not in message
+
+
+def test_docker_parameters_are_validated():
+    params = validate({"model_path": "/m", "container": "c", "docker_host": "ssh://me@gpu-host",
+                       "keep_files": "true"})
+    assert (params.docker_host, params.keep_files) == ("ssh://me@gpu-host", True)
+    assert validate({"model_path": "/m"}).docker_host is None
+    with pytest.raises(ParameterError, match=r"^Parameter docker_host must be a unix://.*-p docker_host unix://"):
+        validate({"model_path": "/m", "docker_host": "/var/run/docker.sock"})
+    with pytest.raises(ParameterError, match=r"^Parameter keep_files must be True or False"):
+        validate({"model_path": "/m", "keep_files": "yes"})
+
+
+def test_unreachable_daemon_is_one_sentence():
+    with pytest.raises(DockerError) as exc:
+        DockerTarget("anything", docker_host="unix:///nonexistent.sock")
+    message = str(exc.value)
+    one_sentence(message)
+    assert "Cannot reach the Docker daemon at unix:///nonexistent.sock" in message
+    assert "docker_host" in message
+
+
+def test_unknown_container_lists_the_running_ones(dockerd, container):
+    with pytest.raises(DockerError) as exc:
+        DockerTarget("no-such-container", docker_host=dockerd.host)
+    message = str(exc.value)
+    one_sentence(message)
+    assert "'no-such-container' does not exist" in message and container.name in message
+
+
+def test_stopped_container_is_refused_and_left_alone(dockerd, container):
+    stopped = dockerd.run_container(f"mv-stopped-{uuid.uuid4().hex[:8]}")  # ours: we may stop it
+    try:
+        stopped.stop(timeout=1)
+        with pytest.raises(DockerError) as exc:
+            DockerTarget(stopped.name, docker_host=dockerd.host)
+        message = str(exc.value)
+        one_sentence(message)
+        assert f"{stopped.name!r} is exited, not running" in message
+        assert f"pick a running one: {container.name}" in message and message.count("mv-stopped") == 2
+        stopped.reload()
+        assert stopped.status == "exited"
+    finally:
+        stopped.remove(force=True)
+
+
+def test_env_set_and_unset_reach_the_process(target, container, tmp_path):
+    assert in_container(container, ["printenv", "FLAGCX_PATH"]) == (0, "/should/be/gone\n")
+    tricky = "a b 'c' \"d\" $HOME; echo injected"
+    code = ("import os; print('USE', os.environ.get('USE_FLAGGEMS')); print('CX', os.environ.get('FLAGCX_PATH'));"
+            " print('TRICKY', os.environ.get('TRICKY'))")
+    log = tmp_path / "log.txt"
+    res = target.run([sys.executable, "-c", code], env_set={"USE_FLAGGEMS": "0", "TRICKY": tricky},
+                     env_unset=["FLAGCX_PATH"], timeout=60, log_path=log)
+    text = log.read_text()
+    assert res.exit_code == 0 and not res.timed_out and res.leftovers == []
+    assert "USE 0\n" in text and "CX None\n" in text and f"TRICKY {tricky}\n" in text
+    assert "MODELVERIFY-SESSION" not in text  # the helper's status lines stay out of the log
+    # the exit code comes through, and a variable both set and unset is set (as locally)
+    res = target.run([sys.executable, "-c", "import os, sys; print(os.environ['FLAGCX_PATH']); sys.exit(3)"],
+                     env_set={"FLAGCX_PATH": "/tmp/FlagCX"}, env_unset=["FLAGCX_PATH"], timeout=60,
+                     log_path=tmp_path / "log2.txt")
+    assert res.exit_code == 3 and "/tmp/FlagCX" in (tmp_path / "log2.txt").read_text()
+
+
+def test_model_path_is_checked_inside_the_container(target, container, tmp_path):
+    scripts = target.install_scripts(SCRIPTS_DIR)
+    # on the host only: must not count
+    host_model = Path(tempfile.mkdtemp(dir="/var/tmp", prefix="mv-host-model-"))
+    try:
+        (host_model / "config.json").write_text("{}")
+        params = validate({"model_path": str(host_model), "container": container.name})
+        with pytest.raises(ModelError) as exc:
+            resolve_model(params, target, scripts, tmp_path)
+        assert f"{host_model}/config.json does not exist in the target" in str(exc.value)
+        one_sentence(str(exc.value))
+    finally:
+        shutil.rmtree(host_model)
+    # inside the container only: found
+    inside = target.work_path("model")
+    code, _ = in_container(container, [sys.executable, "-c",
+                                       "import os, sys; os.makedirs(sys.argv[1]); open(sys.argv[1] + '/config.json', 'w').write('{}')",
+                                       inside])
+    assert code == 0
+    step = resolve_model(validate({"model_path": inside, "container": container.name}), target, scripts, tmp_path)
+    assert (step.status, step.path) == ("PASS", inside)
+
+
+def test_timeout_kills_the_whole_session_inside_the_container(target, container, tmp_path):
+    """As in test_target: a child in a process group of its own (like the vLLM server) and a
+    child that ignores SIGTERM must die with the phase, inside the container."""
+    marker = f"MV_TEST_MARKER={uuid.uuid4().hex}"
+    name, value = marker.split("=")
+    tree = (
+        "import subprocess, sys, time\n"
+        "sub = 'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)'\n"
+        "subprocess.Popen([sys.executable, '-c', sub], process_group=0)\n"
+        "subprocess.Popen([sys.executable, '-c', sub])\n"
+        "print('started', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    log = tmp_path / "log.txt"
+    out: dict = {}
+    worker = threading.Thread(target=lambda: out.update(res=target.run(
+        [sys.executable, "-c", tree], env_set={name: value}, env_unset=[], timeout=4, log_path=log)))
+    start = time.monotonic()
+    worker.start()
+    seen_live = False
+    while worker.is_alive():
+        if log.exists() and "started" in log.read_text():
+            seen_live = True  # streamed while the phase still runs
+            code, pids = in_container(container, [sys.executable, "-c", SCAN, marker])
+            assert code == 0 and len(pids.split()) == 4  # the session helper and the three
+            break
+        time.sleep(0.1)
+    worker.join(60)
+    elapsed = time.monotonic() - start
+    res = out["res"]
+    assert seen_live
+    assert res.timed_out and res.exit_code is None
+    assert len(res.leftovers) == 3  # leader, own-group child, SIGTERM-ignoring child
+    assert in_container(container, [sys.executable, "-c", SCAN, marker]) == (0, "")
+    assert elapsed < 4 + GRACE + 10
+
+
+def test_orphans_of_a_finished_command_are_killed(target, container, tmp_path):
+    marker = f"MV_TEST_MARKER={uuid.uuid4().hex}"
+    name, value = marker.split("=")
+    code = "import subprocess, sys; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])"
+    res = target.run([sys.executable, "-c", code], env_set={name: value}, env_unset=[], timeout=30,
+                     log_path=tmp_path / "log.txt")
+    assert res.exit_code == 0 and len(res.leftovers) == 1
+    assert in_container(container, [sys.executable, "-c", SCAN, marker]) == (0, "")
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_copied_files_are_removed_unless_kept(dockerd, container, tmp_path, keep):
+    t = DockerTarget(container.name, docker_host=dockerd.host, python=sys.executable, keep_files=keep)
+    scripts = t.install_scripts(SCRIPTS_DIR)
+    assert scripts.startswith("/tmp/modelverify-") and t.path_exists(f"{scripts}/run_offline_inference.py")
+    assert t.fetch(f"{scripts}/default_prompts.json", tmp_path / "p.json")
+    assert (tmp_path / "p.json").read_bytes() == (SCRIPTS_DIR / "default_prompts.json").read_bytes()
+    assert not t.fetch(f"{scripts}/nope.json", tmp_path / "n.json")
+    assert not t.fetch(scripts, tmp_path / "dir.json")  # a folder is not a result file
+    res = t.run([sys.executable, "-c", "open('out.json', 'w').write('{\"ok\": 1}')"], env_set={},
+                env_unset=[], timeout=30, log_path=tmp_path / "log.txt")
+    assert res.exit_code == 0 and t.fetch(t.work_path("out.json"), tmp_path / "out.json")
+    assert json.loads((tmp_path / "out.json").read_text()) == {"ok": 1}
+    info = t.describe()
+    assert (info["kind"], info["container_id"], info["container_name"], info["image"]) == (
+        "docker", container.id, container.name, IMAGE)
+    assert info["image_id"].startswith("sha256:")
+    t.cleanup()
+    assert in_container(container, ["test", "-e", t.workdir])[0] == (0 if keep else 1)
+    if keep:
+        in_container(container, ["rm", "-rf", t.workdir])
+
+
+def test_a_tmpfs_tmp_is_passed_over(dockerd):
+    """put_archive cannot write into a tmpfs mount: the work folder goes to /var/tmp instead."""
+    c = dockerd.client().containers.run(IMAGE, ["sleep", "infinity"], detach=True, network_mode="none",
+                                        volumes={p: {"bind": p, "mode": "ro"} for p in ["/usr"]},
+                                        tmpfs={"/tmp": "rw,mode=1777"}, name=f"mv-tmpfs-{uuid.uuid4().hex[:8]}")
+    try:
+        t = DockerTarget(c.name, docker_host=dockerd.host, python="/usr/bin/python3")
+        scripts = t.install_scripts(SCRIPTS_DIR)
+        assert scripts.startswith("/var/tmp/modelverify-") and t.path_exists(scripts)
+        t.cleanup()
+        assert not t.path_exists(t.workdir)
+    finally:
+        c.remove(force=True)
+
+
+@pytest.mark.slow
+def test_notebook_in_the_container_reaches_the_local_verdict(dockerd, container, demo_model, tmp_path):
+    """The same run as tests/test_notebook.py::test_good_run_on_the_demo_model, in the container."""
+    out_dir = tmp_path / "report"
+    pm.execute_notebook(
+        str(REPO / "notebooks" / "verify.ipynb"), str(tmp_path / "verify.ipynb"), cwd=str(REPO),
+        kernel_name="python3", progress_bar=False,
+        parameters=dict(model_path=str(demo_model), output_dir=str(out_dir), env=CPU_ENV,
+                        extra_vllm_args=DEMO_ENGINE_ARGS, max_model_len=512, container=container.name,
+                        docker_host=dockerd.host, target_python=sys.executable),
+    )
+    data = json.loads((out_dir / "report.json").read_text())
+    report.validate(data)
+    target = data["environment"]["target"]
+    assert (target["kind"], target["container_id"], target["container_name"], target["image"]) == (
+        "docker", container.id, container.name, IMAGE)
+    run_a = data["run_a_without_multichip"]
+    assert (run_a["phase_a_offline"], run_a["phase_b_serve"]) == ("PASS", "PASS")
+    assert run_a["output_sample"]
+    assert data["run_b_with_multichip"]["skipped"] is True
+    assert data["diff_analysis"]["conclusion"] == "RUN_B_SKIPPED"
+    assert (data["status"], data["diff_analysis"]["recommended_stack"]) == ("PARTIAL", "base")
+    for rel in data["artifacts"]["logs"].values():
+        assert (out_dir / rel).is_file()
+    # the run's folder in the container is gone, and so is every process it started
+    assert in_container(container, ["test", "-e", target["workdir"]])[0] == 1
+    code, ps = in_container(container, [sys.executable, "-c",
+                                        "import os; print(len([p for p in os.listdir('/proc') if p.isdigit()]))"])
+    assert code == 0 and int(ps) <= 3  # init, sleep, this scan
