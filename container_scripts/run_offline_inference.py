@@ -9,7 +9,6 @@ there). Exit code 0 means PASS, 1 FAIL, 2 bad arguments.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time

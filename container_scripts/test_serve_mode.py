@@ -152,7 +152,9 @@ def wait_healthy(server: Server, port: int, timeout: float) -> None:
     url = f"http://127.0.0.1:{port}/health"
     while True:
         if not server.alive():
-            raise RuntimeError(f"server exited with code {server.proc.returncode} before it was healthy")
+            code = server.proc.returncode
+            how = f"was killed by signal {-code} ({signal.Signals(-code).name})" if code < 0 else f"exited with code {code}"
+            raise RuntimeError(f"server {how} before it was healthy")
         try:
             with urllib.request.urlopen(url, timeout=2) as resp:
                 if resp.status == 200:
@@ -275,7 +277,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         extra = _common.parse_extra_args(args.extra_args)
         port = args.port or free_port()
         if not port_is_free(port):
-            raise RuntimeError(f"port {port} on 127.0.0.1 is already in use; pick another with --port")
+            raise RuntimeError(f"port {port} on 127.0.0.1 is already in use by another process; "
+                               f"choose another port, or 0 for a free one")
         argv = server_argv(args, port, extra)
         result["port"] = port
         result["server_command"] = argv
@@ -284,11 +287,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         wait_healthy(server, port, args.health_timeout)
         result["timings"]["startup_s"] = round(time.monotonic() - t_start, 3)
         _common.say(f"server healthy after {result['timings']['startup_s']} s")
-        send_requests(args, port, prompts, result)
+        try:
+            send_requests(args, port, prompts, result)
+        except Exception as exc:
+            if type(exc).__name__ == "APITimeoutError":  # openai's client-side timeout
+                raise TimeoutError(f"a request got no answer within {args.request_timeout:g} s "
+                                   f"(request timeout); the server was healthy") from None
+            raise
         result["status"] = "PASS"
     except (Exception, Terminated) as exc:
         result.update(_common.failure_fields(exc, server.tail.lines if server else ()))
-        if server is not None and not server.alive() and "before it was healthy" in str(exc):
+        if server is not None and not server.alive() and "before it was healthy" in str(exc) \
+                and server.proc.returncode > 0:
             # The server died: its own last exception is the cause, not our wait loop.
             root = _common.last_exception_line(server.tail.lines)
             if root:

@@ -30,6 +30,33 @@ def diff(path_a: str, path_b: str) -> int:
     return 0 if v.status == "PASS" else 1
 
 
+def render(out_dir: str, junit: str | None) -> int:
+    """report.html again from OUTPUT_DIR/report.json alone; with --junit, the JUnit XML too."""
+    from .junit import write_junit
+    from .report import load_report, rerender
+
+    folder = Path(out_dir)
+    data = load_report(folder)
+    print(f"wrote {rerender(folder)}")
+    if junit:
+        try:
+            print(f"wrote {write_junit(data, Path(junit))}")
+        except OSError as exc:
+            raise UserError(f"Cannot write the JUnit file {junit}: {exc.strerror}; give a writable path.") from None
+    return 0
+
+
+def rebuild(out_dir: str) -> int:
+    """report.json and report.html from the phases on disk; unfinished phases are NOT_RUN."""
+    from .pipeline import Verification
+
+    v = Verification.resume(Path(out_dir))
+    v.decide()
+    json_path, html_path = v.write_report()
+    print(f"wrote {json_path}\nwrote {html_path}\n{v.verdict.status} — {v.verdict.conclusion}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m modelverify_kernel", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -41,6 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("diff", help="compare two phase result files (Run A, Run B): the verdict")
     p.add_argument("run_a", help="Run A's phase result JSON (e.g. results/run_a_offline.json)")
     p.add_argument("run_b", help="Run B's phase result JSON of the same phase")
+    p = sub.add_parser("render", help="re-render report.html from OUTPUT_DIR/report.json (same bytes); --junit for CI")
+    p.add_argument("output_dir", help="the output_dir of a run (holds report.json)")
+    p.add_argument("--junit", metavar="FILE", help="also write JUnit XML: a test case per run × phase, plus the verdict")
+    p = sub.add_parser("report", help="rebuild report.json and report.html from what a run left in OUTPUT_DIR")
+    p.add_argument("output_dir", help="the output_dir of a run that was interrupted (or not)")
     args = parser.parse_args(argv)
     try:
         if args.command == "demo-model":
@@ -53,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
             return cli_classify(args.paths, args.json)
         if args.command == "diff":
             return diff(args.run_a, args.run_b)
+        if args.command == "render":
+            return render(args.output_dir, args.junit)
+        if args.command == "report":
+            return rebuild(args.output_dir)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -359,6 +359,7 @@ _PREFIX = re.compile(
     r"|\[?(?P<glog>[IWEF])\d{4}\s+\d\d:\d\d:\d\d\.\d+\s+(?:\d+\s+)?(?P<gsrc>[^\]\s]+)\]\s?"
     r"|\[(?P<blvl>DEBUG|INFO|WARNING|ERROR|CRITICAL)\]\s)?")
 _QUIET = frozenset({"INFO", "DEBUG", "I"})
+_WARN = frozenset({"WARNING", "WARN", "W"})
 _FRAME = re.compile(r'\s*File "(?P<path>[^"]+)"(?:, line (?P<ln>\d+))?(?:,? in (?P<fn>\S.*))?\s*$')
 _BLOCK_EXC = re.compile(r"(?P<type>[A-Za-z_][\w.]*)(?::(?:\s(?P<msg>.*))?)?$")
 _BARE_EXC = re.compile(r"(?<![\w.])(?P<type>(?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception|Fault))(?::\s+(?P<msg>\S.*)|$)")
@@ -430,6 +431,7 @@ class _Scanner:
         self.tail: deque[_Failure] = deque(maxlen=_TAIL)
         self.index = 0
         self.emitted = 0
+        self.warning_line = False
         self.active: set[str] = set()  # streams inside a traceback
         self.boring: dict[str, None] = {}
 
@@ -442,7 +444,11 @@ class _Scanner:
             raw = _ANSI.sub("", raw)
         raw = raw.rstrip("\r\n")
         m = _PREFIX.match(raw)
-        quiet = (m.group("lvl") or m.group("glog") or m.group("blvl")) in _QUIET
+        level = m.group("lvl") or m.group("glog") or m.group("blvl")
+        quiet = level in _QUIET
+        # a warning that names an exception in passing ("… errors like `OSError: …`") is advice,
+        # not a failure; an exception line of its own still counts
+        self.warning_line = level in _WARN
         if quiet and not self.active:  # the bulk of a big log: nothing to do
             return
         if stream is None:
@@ -610,6 +616,8 @@ class _Scanner:
             st.phase = "frames"
             return True
         em = _BARE_EXC.search(s) if ("Error" in s or "Exception" in s or "Fault" in s) else None
+        if em and em.start() > 0 and self.warning_line:
+            em = None
         if em:
             text = em.group("msg") or ""
             if em.start() > 0 and s[em.start() - 1] in "`'\"":

@@ -6,6 +6,7 @@ sentence that names it and shows a correct example.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 import shlex
@@ -15,6 +16,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from .errors import ParameterError
+from .redact import is_secret_name
 
 EXAMPLE = (
     "papermill notebooks/verify.ipynb out.ipynb -p model_path /data/models/Qwen3-0.6B "
@@ -49,6 +51,8 @@ class Params:
     offline_timeout: int = 300
     serve_timeout: int = 360
     health_timeout: int = 300
+    request_timeout: int = 120
+    port: int = 0
     run_b: str = "auto"
     tie_tolerance: float = 0.02
     logprob_tolerance: float = 0.05
@@ -61,6 +65,7 @@ class Params:
     target_python: str | None = None
     docker_host: str | None = None
     keep_files: bool = False
+    fail_on: str = "never"  # never | fail | partial: make papermill fail on the verdict
 
     @property
     def output_path(self) -> Path:
@@ -144,6 +149,13 @@ def _str_list(name: str, value: Any, example: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _port(value: Any) -> int:
+    port = _int("port", value, "8000 (or 0 for a free port)", minimum=0)
+    if port > 65535:
+        raise _fail("port", f"must be at most 65535, got {port}", "8000 (or 0 for a free port)")
+    return port
+
+
 def _env(name: str, value: Any) -> Mapping[str, str]:
     example = "'{\"VLLM_CPU_KVCACHE_SPACE\": \"1\"}' (with -y or -p)"
     if value is None:
@@ -161,6 +173,12 @@ def _env(name: str, value: Any) -> Mapping[str, str]:
             raise _fail(name, f"has an invalid variable name {key!r}", example)
         if not isinstance(val, (str, int, float)) or isinstance(val, bool):
             raise _fail(name, f"has a non-string value for {key}", example)
+        if is_secret_name(key):
+            raise ParameterError(
+                f"Parameter {name} holds the secret {key}: papermill writes parameters into the "
+                f"executed notebook, so set {key} in the environment of the target (or of the "
+                f"notebook for the local target) instead."
+            )
         out[key] = str(val)
     return MappingProxyType(out)
 
@@ -228,6 +246,8 @@ def validate(values: Mapping[str, Any]) -> Params:
         offline_timeout=_int("offline_timeout", get("offline_timeout"), "300"),
         serve_timeout=_int("serve_timeout", get("serve_timeout"), "360"),
         health_timeout=_int("health_timeout", get("health_timeout"), "300"),
+        request_timeout=_int("request_timeout", get("request_timeout"), "120"),
+        port=_port(get("port")),
         run_b=_choice("run_b", get("run_b"), ("auto", "always", "never")),
         tie_tolerance=_fraction("tie_tolerance", get("tie_tolerance"), "0.02", upper=10.0),
         logprob_tolerance=_fraction("logprob_tolerance", get("logprob_tolerance"), "0.05", upper=10.0),
@@ -240,9 +260,32 @@ def validate(values: Mapping[str, Any]) -> Params:
         target_python=_opt_str("target_python", get("target_python"), "python3"),
         docker_host=_docker_host(get("docker_host")),
         keep_files=_bool("keep_files", get("keep_files")),
+        fail_on=_choice("fail_on", get("fail_on"), ("never", "fail", "partial")),
+    )
+
+
+# Names IPython itself puts in a notebook's namespace.
+_KERNEL_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
+_PARAMETER_TYPES = (str, int, float, bool, list, dict, type(None))
+
+
+def unknown_parameters(namespace: Mapping[str, Any]) -> list[str]:
+    """Data names in the notebook that are no parameter: a mistyped `-p name value`."""
+    return sorted(
+        k for k, v in namespace.items()
+        if not k.startswith("_") and k not in PARAMETER_NAMES and k not in _KERNEL_NAMES
+        and isinstance(v, _PARAMETER_TYPES)
     )
 
 
 def from_namespace(namespace: Mapping[str, Any]) -> Params:
-    """Build `Params` from the notebook's globals (the parameters cell's names)."""
+    """Build `Params` from the notebook's globals; a name that is no parameter is refused."""
+    unknown = unknown_parameters(namespace)
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], PARAMETER_NAMES, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ParameterError(
+            f"Unknown parameter {unknown[0]}{hint}: it would be ignored; "
+            f"`papermill --help-notebook notebooks/verify.ipynb` lists the parameters."
+        )
     return validate({name: namespace[name] for name in PARAMETER_NAMES if name in namespace})

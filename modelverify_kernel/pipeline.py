@@ -7,6 +7,8 @@ NOT_RUN with the cause; after it no engine is started.
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,9 @@ from .errors import UserError
 from .model import ModelStep, resolve_model
 from .params import Params
 from .probe import Probe, run_probe
-from .runs import PHASES, PhaseResult, RunSpec, run_b_skip_reason, run_phase, run_specs, skipped
+from .params import validate
+from .redact import Redactor, secret_values
+from .runs import PHASES, PhaseResult, RunSpec, load_phase, run_b_skip_reason, run_phase, run_specs, skipped
 from .target import SCRIPTS_DIR, DockerTarget, LocalTarget, Target
 
 def make_target(params: Params) -> Target:
@@ -24,14 +28,19 @@ def make_target(params: Params) -> Target:
     if params.container:
         return DockerTarget(params.container, docker_host=params.docker_host,
                             python=params.target_python, keep_files=params.keep_files)
-    return LocalTarget(python=params.target_python, keep_files=params.keep_files)
+    return LocalTarget(python=params.target_python, keep_files=params.keep_files,
+                       work_root=params.output_path / ".work")
+
+
+STATE_FILE = "state.json"
 
 
 @dataclass
 class Verification:
     params: Params
-    target: Target
+    target: Target | None
     started_at: str = field(default_factory=report.now)
+    target_info: dict[str, Any] = field(default_factory=dict)
     scripts: str | None = None
     probe: Probe | None = None
     model: ModelStep | None = None
@@ -46,10 +55,54 @@ class Verification:
 
     @classmethod
     def start(cls, params: Params) -> "Verification":
+        """Open the target; a target that cannot be used is a failed pre-check, reported."""
         params.output_path.mkdir(parents=True, exist_ok=True)
-        v = cls(params=params, target=make_target(params))
+        v = cls(params=params, target=None)
         v.runs = {spec.name: skipped(spec, "not run yet", "NOT_RUN") for spec in run_specs(params)}
+        try:
+            v.target = make_target(params)
+            v.target_info = v.target.describe()
+        except UserError as exc:
+            v.target_info = {"kind": "docker" if params.container else "local", "error": str(exc)}
+            v._precheck_fail(str(exc))
+        v.save_state()
         return v
+
+    @classmethod
+    def resume(cls, out_dir: Path) -> "Verification":
+        """What a run left on disk, the phases it never finished marked NOT_RUN."""
+        state_path = Path(out_dir) / STATE_FILE
+        try:
+            state = json.loads(state_path.read_text(encoding="utf-8"))
+        except OSError:
+            raise UserError(f"{state_path} does not exist: {out_dir} is not a model-verify output folder.") from None
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{state_path} is corrupt ({exc.msg}); rerun the notebook.") from None
+        params = validate({**state["params"], "output_dir": str(Path(out_dir).resolve())})
+        v = cls(params=params, target=None, started_at=state["started_at"], target_info=state["target"],
+                tp=state.get("tp"), precheck_error=state.get("precheck_error"), run_b_skip=state.get("run_b_skip"))
+        if state.get("probe"):
+            v.probe = Probe(state["probe"])
+        if state.get("model"):
+            v.model = ModelStep(**state["model"])
+        reason = "NOT_RUN: the verification stopped before this phase finished"
+        v.runs = {spec.name: skipped(spec, v.precheck_error or reason, "NOT_RUN") for spec in run_specs(params)}
+        if v.run_b_skip:
+            v.runs["run_b"] = skipped(v.spec("run_b"), v.run_b_skip)
+        for path in sorted((v.out_dir / "phases").glob("*.json")):
+            pr = load_phase(path)
+            v.runs[pr.run][pr.phase] = pr
+        return v
+
+    def save_state(self) -> None:
+        """Everything but the phases (saved as they end), for `report OUTPUT_DIR`."""
+        state = {
+            "params": self.params.to_dict(), "started_at": self.started_at, "target": self.target_info,
+            "probe": self.probe.data if self.probe else None,
+            "model": self.model.to_dict() if self.model else None,
+            "tp": self.tp, "precheck_error": self.precheck_error, "run_b_skip": self.run_b_skip,
+        }
+        (self.out_dir / STATE_FILE).write_text(json.dumps(state, indent=1, default=str), encoding="utf-8")
 
     @property
     def out_dir(self) -> Path:
@@ -62,28 +115,33 @@ class Verification:
 
     def run_probe(self) -> Probe | None:
         """Copy the scripts in, probe the stack, settle TP and Run B's skip rule."""
+        if self.target is None:
+            return None
         try:
             self.scripts = self.target.install_scripts(SCRIPTS_DIR)
             flagcx = dict(self.params.run_b_env).get("FLAGCX_PATH")
             self.probe = run_probe(self.target, self.scripts, flagcx, self.out_dir, dict(self.params.env))
         except (UserError, OSError) as exc:
             self._precheck_fail(f"{exc}")
+            self.save_state()
             return None
         devices = self.probe.device_count
         self.tp = self.params.tp_size or devices
         if self.tp > devices:
             self._precheck_fail(f"requested TP={self.tp} but only {devices} available")
         self.run_b_skip = run_b_skip_reason(self.params, self.probe.any_multichip())
+        self.save_state()
         return self.probe
 
     def resolve_model(self) -> ModelStep | None:
-        if self.precheck_error:
+        if self.precheck_error or self.target is None:
             return None
         try:
             self.model = resolve_model(self.params, self.target, self.scripts or "", self.out_dir)
         except UserError as exc:
             self.model = ModelStep(requested=self.params.model_path, error=str(exc))
             self._precheck_fail(str(exc))
+        self.save_state()
         return self.model
 
     def spec(self, name: str) -> RunSpec:
@@ -97,7 +155,7 @@ class Verification:
         if name == "run_b" and self.run_b_skip:
             self.runs[name] = skipped(spec, self.run_b_skip)
             return self.runs[name]
-        assert self.model is not None and self.model.path and self.scripts and self.tp
+        assert self.target and self.model and self.model.path and self.scripts and self.tp
         for phase in PHASES:
             pr = run_phase(self.params, self.target, self.scripts, spec, phase,
                            self.model.path, self.tp, self.out_dir)
@@ -144,7 +202,7 @@ class Verification:
         self.report = report.build_report(
             self.params,
             started_at=self.started_at,
-            target=self.target.describe(),
+            target=self.target_info,
             probe=self.probe.data if self.probe else None,
             model_step=self.model.to_dict() if self.model else None,
             tp=self.tp,
@@ -156,6 +214,14 @@ class Verification:
             activity={run: stack.to_dict(a) for run, a in self.activity.items()},
             notebook=notebook,
         )
+        # the last net: no secret of the host or the target reaches the report
+        self.report = self.redactor().data(self.report)
         paths = report.write_report(self.report, self.out_dir)
-        self.target.cleanup()
+        if self.target is not None:
+            self.target.cleanup()
         return paths
+
+    def redactor(self) -> Redactor:
+        if self.target is not None:
+            return self.target.redactor
+        return Redactor(secret_values([os.environ]))

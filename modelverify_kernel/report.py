@@ -6,27 +6,41 @@ written; the HTML embeds the same JSON so an archived page carries its own data.
 
 from __future__ import annotations
 
+import io
 import json
+import re
+import shlex
 import subprocess
+from collections import deque
 from datetime import datetime, timezone
 from functools import lru_cache
 from importlib import metadata
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import jinja2
 import jsonschema
 import pandas as pd
 
+from .errors import UserError
 from .params import Params
-from .runs import PHASES, PhaseResult, RunSpec, run_specs
+from .runs import PHASES, PhaseResult, RunSpec, run_specs, timeout_param
 from .verdict import Verdict, run_status
 
 SCHEMA_VERSION = "1.0"
 JSON_NAME, HTML_NAME = "report.json", "report.html"
 SEED_RUN_KEYS = {"run_a": "run_a_without_multichip", "run_b": "run_b_with_multichip"}
 SEED_PHASE_KEYS = {"offline": "phase_a_offline", "serve": "phase_b_serve"}
+RUN_TITLES = {"run_a_without_multichip": "Run A (base)", "run_b_with_multichip": "Run B (multi-chip)"}
+LOG_TAIL_LINES, LOG_TAIL_WIDTH = 60, 400
+STACK_ADVICE = {
+    "full": "run the downstream tests on the full multi-chip stack",
+    "base": "run the downstream tests on the base stack only (USE_FLAGGEMS=0, no FlagCX)",
+    "none": "do not run downstream tests: the model does not serve on either stack",
+}
+FAIL_ON = {"never": (), "fail": ("FAIL",), "partial": ("FAIL", "PARTIAL")}
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 @lru_cache(maxsize=1)
@@ -61,10 +75,28 @@ def _rel(path: str | None, out_dir: Path) -> str | None:
         return path
 
 
+def log_tail(path: str | Path | None, lines: int = LOG_TAIL_LINES) -> list[str] | None:
+    """The last lines of a log, colour codes removed and long lines cut.
+
+    Kept in report.json so the archived page shows the end of each log even when the log
+    files are gone, and so `render` needs nothing but report.json.
+    """
+    if not path or not Path(path).is_file():
+        return None
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        tail = deque(fh, maxlen=lines)
+    out = []
+    for line in tail:
+        line = _ANSI.sub("", line.rstrip("\r\n"))
+        out.append(line if len(line) <= LOG_TAIL_WIDTH else line[:LOG_TAIL_WIDTH] + " …")
+    return out
+
+
 def _phase_dict(p: PhaseResult, out_dir: Path) -> dict[str, Any]:
     d = p.to_dict()
     d["log"] = _rel(p.log, out_dir)
     d["result_file"] = _rel(p.result_file, out_dir)
+    d["log_tail"] = log_tail(p.log)
     return d
 
 
@@ -162,11 +194,67 @@ def build_report(
         started_at=started_at,
         finished_at=now(),
     )
+    report["reproduce"] = reproduce(report)
     return report
+
+
+def _papermill_option(name: str, value: Any) -> list[str]:
+    """One papermill option that gives the notebook exactly `value` back.
+
+    -r keeps strings raw (papermill would turn "8" into 8), -y carries lists and dicts as
+    YAML flow (= JSON), -p the rest.
+    """
+    if isinstance(value, str):
+        return ["-r", name, value]
+    if isinstance(value, (list, dict)):
+        return ["-y", f"{name}: {json.dumps(value, ensure_ascii=False)}"]
+    return ["-p", name, str(value)]
+
+
+def _env_prefix(set_: Mapping[str, str], unset: Iterable[str]) -> list[str]:
+    argv = ["env"]
+    for name in unset:
+        argv += ["-u", name]
+    return argv + [f"{k}={v}" for k, v in set_.items()]
+
+
+def reproduce(report: Mapping[str, Any]) -> dict[str, Any]:
+    """The papermill command that reruns this verification, and each phase's command.
+
+    Only parameters that differ from their defaults are passed; the tool's git revision in
+    the report pins those defaults.
+    """
+    params = report["parameters"]
+    defaults = Params(model_path="").to_dict()
+    out_dir = params.get("output_dir") or "outputs/run"
+    argv = ["papermill", "notebooks/verify.ipynb", f"{out_dir}/verify.ipynb"]
+    for name, value in params.items():
+        if name == "model_path" or name not in defaults or value != defaults[name]:
+            argv += _papermill_option(name, value)
+    target = report["environment"]["target"]
+    prefix: list[str] = []
+    if target.get("kind") == "docker":
+        prefix = ["docker"] + (["-H", target["docker_host"]] if target.get("docker_host") else [])
+        prefix += ["exec", target.get("container_name") or target.get("container_id") or "CONTAINER"]
+    phases: dict[str, str] = {}
+    for key, run in SEED_RUN_KEYS.items():
+        env_set = {**params.get("env", {}), **params.get(f"{key}_env", {})}  # as runs.run_phase sets it
+        for phase, p in report[run]["phases"].items():
+            if p.get("command"):
+                phases[f"{key}_{phase}"] = shlex.join(prefix + _env_prefix(env_set, params.get(f"{key}_unset", []))
+                                                      + p["command"])
+    return {"papermill": shlex.join(argv), "phases": phases}
 
 
 def validate(report: dict[str, Any]) -> None:
     jsonschema.validate(report, schema())
+
+
+def _phases(report: Mapping[str, Any]) -> Iterable[tuple[str, str, Mapping[str, Any]]]:
+    """(run title, phase, phase dict) in the order the phases ran."""
+    for key, title in RUN_TITLES.items():
+        for phase, p in report[key]["phases"].items():
+            yield title, phase, p
 
 
 def _row(run: str, phase: str, p: Mapping[str, Any]) -> dict[str, Any]:
@@ -177,11 +265,7 @@ def _row(run: str, phase: str, p: Mapping[str, Any]) -> dict[str, Any]:
 
 def phase_table(report: Mapping[str, Any]) -> pd.DataFrame:
     """The A-vs-B table: one row per run × phase."""
-    return pd.DataFrame([
-        _row(title, phase, p)
-        for key, title in (("run_a_without_multichip", "Run A (base)"), ("run_b_with_multichip", "Run B (multi-chip)"))
-        for phase, p in report[key]["phases"].items()
-    ])
+    return pd.DataFrame([_row(title, phase, p) for title, phase, p in _phases(report)])
 
 
 def run_table(phases: Mapping[str, PhaseResult]) -> pd.DataFrame:
@@ -189,12 +273,29 @@ def run_table(phases: Mapping[str, PhaseResult]) -> pd.DataFrame:
     return pd.DataFrame([_row(p.run, phase, p.to_dict()) for phase, p in phases.items()])
 
 
+COMPARISON_COLUMNS = ["phase", "index", "prompt", "exact_match", "first_divergence",
+                      "max_logprob_diff_prefix", "judgement", "detail"]
+
+
 def comparison_table(comparisons: list[Mapping[str, Any]]) -> pd.DataFrame:
-    """One row per compared prompt: match, first divergence, judgement."""
-    cols = ["phase", "index", "prompt", "exact_match", "first_divergence", "max_logprob_diff_prefix", "judgement", "detail"]
-    rows = [{"phase": c["phase"], **{k: p[k] for k in cols[1:]}} for c in comparisons for p in c["prompts"]]
-    rows += [{"phase": c["phase"], "index": g["index"], "judgement": f"garbage in Run B: {g['check']}", "detail": g["detail"]}
-             for c in comparisons for g in c["new_garbage"]]
+    """One row per compared prompt, then each run's garbage findings and notes.
+
+    Run B garbage that Run A shows too is marked "(also in Run A)": only the rest counts
+    against the stack.
+    """
+    cols = COMPARISON_COLUMNS
+    rows: list[dict[str, Any]] = []
+    for c in comparisons:
+        rows += [{"phase": c["phase"], **{k: p.get(k) for k in cols[1:]}} for p in c["prompts"]]
+        new = {(g["check"], g["index"]) for g in c["new_garbage"]}
+        for run in ("a", "b"):
+            for g in c.get(f"garbage_{run}", []):
+                shared = run == "b" and (g["check"], g["index"]) not in new
+                rows.append({"phase": c["phase"], "index": g["index"], "detail": g["detail"],
+                             "judgement": f"garbage in Run {run.upper()}: {g['check']}"
+                             + (" (also in Run A)" if shared else "")})
+        if c.get("note"):
+            rows.append({"phase": c["phase"], "judgement": "note", "detail": c["note"]})
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -207,31 +308,229 @@ def activity_table(activity: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> p
     )
 
 
+def _styled(frame: pd.DataFrame, uuid: str, classes: Mapping[str, str], formats: Mapping[str, str] | None = None,
+            caption: str | None = None) -> str:
+    """A table as HTML through pandas' Styler, every cell escaped (logs and model output are
+    text, never markup); cells of `classes` columns get a CSS class named prefix-value (e.g.
+    st-FAIL), so the colours live in the page's stylesheet."""
+    if frame.empty:
+        return ""
+    cls = pd.DataFrame("", index=frame.index, columns=frame.columns)
+    for col, prefix in classes.items():
+        cls[col] = [f"{prefix}-{re.sub(r'[^A-Za-z0-9_]', '_', str(v).split(':')[0])}" for v in frame[col]]
+    frame = frame.map(lambda v: visible(v) if isinstance(v, str) else v)
+    styler = (frame.style.hide(axis="index").set_uuid(uuid).set_td_classes(cls)
+              .format(na_rep="", escape="html").format(formats or {}, na_rep="", escape="html"))
+    if caption:
+        styler = styler.set_caption(caption)
+    return styler.to_html(table_attributes=f'class="{uuid}"', doctype_html=False)
+
+
+_SEGMENTS = {  # timings keys drawn inside a phase's bar, in the order they happen
+    "import_s": ("import", "#8c959f"), "load_s": ("load / start-up", "#54aeff"),
+    "startup_s": ("load / start-up", "#54aeff"), "generate_s": ("generate / requests", "#4ac26b"),
+    "requests_s": ("generate / requests", "#4ac26b"),
+}
+_OTHER, _TIMED_OUT = ("other (teardown, waits)", "#d0d7de"), ("until the timeout", "#ffebe9")
+
+
+def timeline_svg(report: Mapping[str, Any], *, inline: bool = True) -> str:
+    """The phases on one time axis (they run one after the other), split by their timings.
+
+    A slow load or a hang shows as a long bar; a timed-out phase is hatched red. The SVG is
+    deterministic (fixed hash salt, no date) so `render` reproduces the page byte for byte.
+    """
+    import matplotlib
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    rows = list(_phases(report))
+    params = report.get("parameters", {})
+    fig = Figure(figsize=(9.5, 0.55 * len(rows) + 1.1))
+    ax = fig.add_subplot()
+    clock, used = 0.0, set()
+    for y, (title, phase, p) in enumerate(rows):
+        dur = p.get("duration_s")
+        if dur is None:  # x in axes coordinates: clear of the axis whatever the scale
+            ax.text(0.01, y, p["status"].lower().replace("_", " "), va="center", fontsize=9, color="#57606a",
+                    transform=ax.get_yaxis_transform())
+            continue
+        x = clock
+        for key, (label, color) in _SEGMENTS.items():
+            seg = min(float(p.get("timings", {}).get(key) or 0), clock + dur - x)
+            if seg > 0:
+                ax.barh(y, seg, left=x, height=0.6, color=color, edgecolor="white", linewidth=0.5)
+                used.add((label, color))
+                x += seg
+        failed = p["status"] == "FAIL"
+        if clock + dur - x > 0:
+            rest = _TIMED_OUT if p.get("timed_out") else _OTHER
+            ax.barh(y, clock + dur - x, left=x, height=0.6, color=rest[1], hatch="//" if p.get("timed_out") else None,
+                    edgecolor="#cf222e" if p.get("timed_out") else "white", linewidth=0.5)
+            used.add(rest)
+        if failed:
+            ax.barh(y, dur, left=clock, height=0.6, fill=False, edgecolor="#cf222e", linewidth=1.5)
+        limit = params.get(timeout_param(phase))
+        note = f"  {dur:.1f} s {p['status']}"
+        if p.get("timed_out"):
+            note += " (timed out)"
+        elif limit and dur > 0.8 * limit:
+            note += f" ({dur / limit:.0%} of its {limit} s timeout)"
+        ax.text(clock + dur, y, note, va="center", fontsize=9, color="#cf222e" if failed else "#1d2329")
+        clock += dur
+    ax.set_yticks(range(len(rows)), [f"{title} · {phase}" for title, phase, _ in rows], fontsize=9)
+    ax.invert_yaxis()
+    ax.set_xlim(0, max(clock, 1.0) * 1.22)
+    ax.set_xlabel("seconds since the first phase started (phases run one after another)", fontsize=9)
+    ax.tick_params(axis="x", labelsize=8)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    ax.grid(axis="x", color="#eaeef2", linewidth=0.6)
+    ax.set_axisbelow(True)
+    order = list(dict.fromkeys(label for label, _ in _SEGMENTS.values())) + [_OTHER[0], _TIMED_OUT[0]]
+    handles = [Patch(color=c, label=label) for label, c in sorted(used, key=lambda u: order.index(u[0]))]
+    if handles:
+        ax.legend(handles=handles, loc="lower right", fontsize=8, frameon=False, ncol=len(handles),
+                  bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    buf = io.StringIO()
+    with matplotlib.rc_context({"svg.hashsalt": "modelverify", "svg.fonttype": "none",
+                                "font.family": "sans-serif"}):
+        fig.savefig(buf, format="svg", metadata={"Date": None})
+    svg = buf.getvalue()
+    if not inline:  # a standalone SVG document (the notebook displays this one)
+        return svg
+    # Inside HTML the SVG needs no namespaces and no RDF metadata: the page names no URL.
+    svg = re.sub(r"\s*<metadata>.*?</metadata>", "", svg[svg.index("<svg"):], count=1, flags=re.S)
+    return re.sub(r'\s+xmlns(:xlink)?="[^"]*"', "", svg, count=2)
+
+
+def diagnosis_message(p: Mapping[str, Any]) -> str:
+    """One line for a failed phase: the component (layer, culprit op) and the root-cause error."""
+    d = p.get("diagnosis") or {}
+    where = d.get("component") or "unknown"
+    if d.get("layer") is not None:
+        where += f" (layer {d['layer']})"
+    if d.get("culprit_op"):
+        where += f", op {d['culprit_op']}"
+    return f"{where}: {p.get('error') or d.get('error') or 'failed'}"
+
+
+def verdict_reason(report: Mapping[str, Any]) -> str:
+    """One sentence of why, for the banner: the first failure's diagnosis, else the detail."""
+    for title, phase, p in _phases(report):
+        if p["status"] == "FAIL":
+            return f"{title} {phase} failed in {diagnosis_message(p)}"
+    return report["diff_analysis"]["detail"]
+
+
+def failure_text(phases: Mapping[str, PhaseResult], lines: int = 20) -> str:
+    """For the notebook: each failed phase's diagnosis and the tail of its log (else "")."""
+    out = []
+    for phase, p in phases.items():
+        if p.status == "FAIL":
+            out.append(f"{p.run} {phase} FAILED in {diagnosis_message(p.to_dict())}\n"
+                       f"--- last lines of {p.log} ---")
+            out += log_tail(p.log, lines) or ["(no log)"]
+    return "\n".join(out)
+
+
 def _embed(report: Mapping[str, Any]) -> str:
     """JSON safe inside <script>: no "<" can close the element early."""
     return json.dumps(report, indent=1, ensure_ascii=False).replace("<", "\\u003c")
 
 
-def render_html(report: Mapping[str, Any]) -> str:
+def visible(text: str) -> str:
+    """Control characters as \\xNN: a random model's output shows what it really was, and
+    the text stays valid in HTML and XML."""
+    return re.sub(r"[\x00-\x08\x0b-\x1f\x7f]", lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+@lru_cache(maxsize=1)
+def _env() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader(__package__, "templates"),
         autoescape=jinja2.select_autoescape(["html", "j2"]),
+        keep_trailing_newline=True,
     )
-    frame = phase_table(report)
-    table = frame.astype(object).where(frame.notna(), "").to_html(index=False, classes="phases", border=0)
-    return env.get_template("report.html.j2").render(
-        r=report, table=table, embedded=_embed(report)
+    env.filters["visible"] = visible
+    return env
+
+
+def render_html(report: Mapping[str, Any]) -> str:
+    """The standalone page; everything on it comes from `report` (render reproduces it)."""
+    comparison = comparison_table(report.get("output_comparison") or [])
+    comparison["prompt"] = comparison["prompt"].map(lambda t: t if not isinstance(t, str) or len(t) <= 60 else t[:60] + "…")
+    comparison["exact_match"] = comparison["exact_match"].map({True: "yes", False: "no"})
+    tables = {
+        "phases": _styled(phase_table(report).rename(columns={"duration_s": "duration (s)"}), "phases",
+                          {"status": "st", "component": "comp"}, {"duration (s)": "{:.1f}"}),
+        "comparison": _styled(comparison, "comparison", {"judgement": "j"}, {"max_logprob_diff_prefix": "{:.4f}",
+                                                                            "first_divergence": "{:.0f}"}),
+        "activity": _styled(activity_table(report.get("stack_activity") or {}), "activity", {"status": "a"}),
+    }
+    return _env().get_template("report.html.j2").render(
+        r=report, tables=tables, timeline=timeline_svg(report), reason=verdict_reason(report),
+        advice=STACK_ADVICE, reproduce=report.get("reproduce") or reproduce(report),
+        run_titles=RUN_TITLES, embedded=_embed(report),
     )
 
 
 def write_report(report: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
-    """Validate, then write report.json and report.html (JSON first: it is the record)."""
+    """Validate, then write report.json and report.html (JSON first: it is the record).
+
+    The page is rendered from the JSON text just written, as `render` does later, so both
+    give the same bytes.
+    """
     validate(report)
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, html_path = out_dir / JSON_NAME, out_dir / HTML_NAME
-    json_path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    html_path.write_text(render_html(report), encoding="utf-8")
+    text = json.dumps(report, indent=2, ensure_ascii=False) + "\n"
+    json_path.write_text(text, encoding="utf-8")
+    html_path.write_text(render_html(json.loads(text)), encoding="utf-8")
     return json_path, html_path
+
+
+def load_report(out_dir: Path) -> dict[str, Any]:
+    """A validated report.json from an output folder; a user error when it is not one."""
+    path = Path(out_dir) / JSON_NAME
+    if not Path(out_dir).is_dir():
+        raise UserError(f"{out_dir} is not a folder; give the output_dir of a model-verify run.")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path} does not exist; give the output_dir of a finished model-verify run.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"Cannot read {path} ({exc}); check the file.") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); rerun the notebook.") from None
+    try:
+        validate(data)
+    except jsonschema.ValidationError as exc:
+        where = "/".join(str(x) for x in exc.absolute_path) or "the top level"
+        raise UserError(f"{path} is not a model-verify report ({exc.message} at {where}).") from None
+    return data
+
+
+def rerender(out_dir: Path) -> Path:
+    """report.html again from report.json alone (same bytes as when the run wrote it)."""
+    data = load_report(out_dir)
+    html_path = Path(out_dir) / HTML_NAME
+    html_path.write_text(render_html(data), encoding="utf-8")
+    return html_path
+
+
+class VerdictFailed(UserError):
+    """The verdict is one the `fail_on` parameter asked to fail on."""
+
+
+def check_fail_on(report: Mapping[str, Any], fail_on: str) -> None:
+    """Raise after every artifact is written, so a pipeline's papermill step fails on the verdict."""
+    if report["status"] in FAIL_ON[fail_on]:
+        da = report["diff_analysis"]
+        out = report["parameters"].get("output_dir", ".")
+        raise VerdictFailed(f"Verdict {report['status']} ({da['conclusion']}) fails this run because fail_on={fail_on}: "
+                            f"{da['detail'].rstrip('.')}; every artifact is written, see {out}/{HTML_NAME}.")
 
 
 def embedded_json(html: str) -> dict[str, Any]:

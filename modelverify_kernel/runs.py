@@ -15,7 +15,8 @@ from typing import Any, Mapping
 
 from . import classify
 from .params import Params
-from .target import Target
+from .redact import Redactor
+from .target import ExecResult, Target
 
 PHASES = ("offline", "serve")
 PHASE_SCRIPTS = {"offline": "run_offline_inference.py", "serve": "test_serve_mode.py"}
@@ -64,6 +65,7 @@ class PhaseResult:
     diagnosis: dict[str, Any] | None = None
     leftover_pids: list[int] = field(default_factory=list)
     reason: str | None = None  # why SKIPPED / NOT_RUN
+    log_tail: list[str] = field(default_factory=list)  # last lines of a failed phase
 
     @property
     def key(self) -> str:
@@ -89,8 +91,18 @@ def phase_argv(params: Params, target: Target, scripts: str, phase: str, model: 
     if params.extra_vllm_args:
         argv += ["--extra-args", json.dumps(list(params.extra_vllm_args))]
     if phase == "serve":
-        argv += ["--health-timeout", str(params.health_timeout)]
+        argv += ["--health-timeout", str(params.health_timeout), "--request-timeout",
+                 str(params.request_timeout), "--port", str(params.port)]
     return argv
+
+
+def timeout_param(phase: str) -> str:
+    return "offline_timeout" if phase == "offline" else "serve_timeout"
+
+
+def progress_window(timeout: float) -> float:
+    """Output this recent at the timeout means the phase was still working, not hung."""
+    return max(5.0, min(60.0, 0.1 * timeout))
 
 
 def run_phase(params: Params, target: Target, scripts: str, spec: RunSpec, phase: str,
@@ -100,7 +112,7 @@ def run_phase(params: Params, target: Target, scripts: str, spec: RunSpec, phase
     remote = target.work_path(f"{pr.key}.json")
     log = out_dir / "logs" / f"{pr.key}.log"
     local = out_dir / "results" / f"{pr.key}.json"
-    for stale in (log, local):
+    for stale in (log, local, phase_file(out_dir, pr.key)):
         stale.unlink(missing_ok=True)
     pr.command = phase_argv(params, target, scripts, phase, model, tp, remote)
     timeout = params.offline_timeout if phase == "offline" else params.serve_timeout
@@ -111,37 +123,99 @@ def run_phase(params: Params, target: Target, scripts: str, spec: RunSpec, phase
     pr.log = str(log)
     if target.fetch(remote, local):
         pr.result_file = str(local)
-        try:
-            pr.result = json.loads(local.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            pr.result = {}
-            pr.error = f"result file {local} is not valid JSON ({exc.msg})"
+        _read_result(pr, local, target.redactor)
     elif not res.timed_out:
-        pr.error = f"the phase wrote no result file (exit code {res.exit_code}); see {log}"
+        pr.error = f"the phase wrote no result file {local.name} (exit code {res.exit_code}); its log is {log}"
     if res.timed_out:
-        pr.status = "FAIL"
-        pr.error = f"phase timed out after {timeout} s; every process of it was killed"
-        pr.error_type = "Timeout"
+        _timed_out(pr, res, timeout_param(phase), timeout)
     elif pr.result.get("status") == "PASS" and res.exit_code == 0 and not pr.error:
         pr.status = "PASS"
     else:
         pr.status = "FAIL"
         pr.error = pr.error or pr.result.get("error") or f"exit code {res.exit_code}"
-        pr.error_type = pr.result.get("error_type")
-    if pr.status == "FAIL":
+        pr.error_type = pr.result.get("error_type") or ("ResultFileError" if pr.error else None)
         diagnose(pr)
+    if pr.status == "FAIL":
+        pr.log_tail = res.tail
+    save_phase(pr, out_dir)
     return pr
+
+
+def _read_result(pr: PhaseResult, local: Path, redactor: Redactor) -> None:
+    """Load the result file, secrets masked on disk too; a broken file is a clear FAIL."""
+    text = redactor.text(local.read_text(encoding="utf-8", errors="replace"))
+    local.write_text(text, encoding="utf-8")
+    try:
+        result = json.loads(text)
+    except json.JSONDecodeError as exc:
+        pr.error = f"result file {local.name} is corrupt: not valid JSON ({exc.msg} at line {exc.lineno})"
+        return
+    if not isinstance(result, dict) or result.get("status") not in ("PASS", "FAIL"):
+        pr.error = f"result file {local.name} is not a phase result (no PASS/FAIL status)"
+        return
+    pr.result = result
+
+
+def _timed_out(pr: PhaseResult, res: ExecResult, param: str, timeout: float) -> None:
+    """A hang and a slow start both hit the timeout; only a hang is a failure of a component."""
+    pr.status, pr.error_type = "FAIL", "Timeout"
+    window = progress_window(timeout)
+    last = (res.last_line or "").strip()
+    if res.idle_s is not None and res.idle_s <= window:
+        pr.error = (f"timed out after {timeout:g} s ({param}) while still making progress: output "
+                    f"{res.idle_s:.0f} s before the timeout, last line: {last[:300]!r}")
+        pr.diagnosis = {
+            "component": "none", "layer": None, "rule": "TIMEOUT-PROGRESS", "evidence": [last] if last else [],
+            "culprit_op": None, "confidence": "high", "signature": f"Timeout: still progressing ({param})",
+            "hint": f"The phase was still working (loading, compiling kernels) when {param}={timeout:g} s "
+                    f"ran out: raise {param} and rerun; this is not a hang.",
+            "error": pr.error,
+        }
+        return
+    silent = f"no output for the last {res.idle_s:.0f} s" if res.idle_s is not None else "no output at all"
+    pr.error = (f"timed out after {timeout:g} s ({param}) with {silent}: hung; every process of the "
+                f"phase was killed")
+    diagnose(pr)
+    assert pr.diagnosis is not None
+    if pr.diagnosis["component"] in ("none", "unknown"):
+        pr.diagnosis.update(
+            component="vllm", layer=4, rule="TIMEOUT-HANG", confidence="medium",
+            evidence=[last] if last else [], signature=f"Timeout: hung ({param})",
+            hint="The engine stopped making progress: read the last log lines; rerun with a "
+                 "debugger (py-spy dump) on the stuck process, or lower max_model_len/TP to rule "
+                 "out a stuck collective.",
+        )
+        pr.diagnosis["error"] = pr.error
+    elif pr.diagnosis.get("error"):  # it failed first, then hung: say both
+        pr.error = f"{pr.error}; before it: {pr.diagnosis['error']}"
+
+
+def phase_file(out_dir: Path, key: str) -> Path:
+    return out_dir / "phases" / f"{key}.json"
+
+
+def save_phase(pr: PhaseResult, out_dir: Path) -> None:
+    """The host's record of a finished phase: what `report OUTPUT_DIR` rebuilds from."""
+    path = phase_file(out_dir, pr.key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(dict(vars(pr)), indent=1, default=str), encoding="utf-8")
+
+
+def load_phase(path: Path) -> PhaseResult:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return PhaseResult(**{k: v for k, v in data.items() if k in PhaseResult.__dataclass_fields__})
 
 
 def diagnose(pr: PhaseResult) -> None:
     """Attach the log's diagnosis; its root cause replaces the script's first guess.
 
-    A timeout keeps its own error: the cause is the timeout, whatever the log last said.
+    A timeout or a broken result file keeps its own error: that is what happened, whatever
+    the log last said.
     """
     log = Path(pr.log) if pr.log and Path(pr.log).is_file() else []
     diag = classify.classify_log(log, pr.result or {"status": "FAIL", "error": pr.error})
     pr.diagnosis = diag.to_dict()
-    if diag.error and not pr.timed_out:
+    if diag.error and not pr.timed_out and "result file" not in (pr.error or ""):
         pr.error = diag.error
         pr.error_type = diag.error.split(":", 1)[0].rsplit(".", 1)[-1]
 

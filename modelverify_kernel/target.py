@@ -9,12 +9,12 @@ through the docker SDK (the release engineer's usual case). No shell strings any
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tarfile
@@ -23,13 +23,16 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Protocol, Sequence
+from collections import deque
+from typing import Any, BinaryIO, Iterator, Mapping, Protocol, Sequence
 
 from .errors import UserError
+from .redact import Redactor, secret_values
 
 KILL_GRACE_S = 10.0
 # The scripts copied into every target (standard library + what vLLM brings).
 SCRIPTS_DIR = Path(__file__).resolve().parent.parent / "container_scripts"
+SESSION_HELPER = "run_in_session.py"
 
 
 @dataclass
@@ -42,6 +45,62 @@ class ExecResult:
     duration_s: float
     log_path: Path
     leftovers: list[int] = field(default_factory=list)
+    tail: list[str] = field(default_factory=list)  # the last lines printed (redacted)
+    idle_s: float | None = None  # on timeout: seconds since the last output line
+    last_line: str | None = None  # on timeout: the last line printed before it fired
+
+
+class LogStream:
+    """Writes a phase's output into its host log as it arrives, secrets masked.
+
+    Keeps the last lines with their arrival time, so a timeout can be told apart: output
+    still coming (slow start, JIT compiling) or silence (a hang).
+    """
+
+    def __init__(self, log: BinaryIO, redactor: Redactor, keep: int = 200) -> None:
+        self.log, self.redactor = log, redactor
+        self.lines: deque[tuple[float, str]] = deque(maxlen=keep)
+        self._partial = b""
+
+    def feed(self, chunk: bytes) -> None:
+        data = self._partial + chunk
+        *complete, self._partial = data.split(b"\n")
+        for raw in complete:
+            self._line(raw)
+
+    def _line(self, raw: bytes) -> None:
+        line = self.redactor.text(raw.decode("utf-8", errors="replace"))
+        self.log.write(line.encode("utf-8") + b"\n")
+        self.log.flush()
+        self.lines.append((time.time(), line))
+
+    def close(self) -> None:
+        if self._partial:
+            self._line(self._partial)
+            self._partial = b""
+
+    def note(self, text: str) -> None:
+        self._line(f"[model-verify] {text}".encode())
+
+    def before(self, moment: float | None) -> tuple[float | None, str | None]:
+        """Seconds of silence before `moment` and the last line printed until then."""
+        if moment is None:
+            return None, None
+        earlier = [(t, line) for t, line in self.lines if t <= moment]
+        if not earlier:
+            return None, None
+        t, line = earlier[-1]
+        return round(moment - t, 3), line
+
+    def result(self, argv: Sequence[str], status: Mapping[str, Any], code: int | None, start: float,
+               log_path: Path, leftovers: list[int]) -> ExecResult:
+        timed_out = bool(status.get("timed_out"))
+        idle, last = self.before(status.get("timeout_at")) if timed_out else (None, None)
+        return ExecResult(
+            argv=list(argv), exit_code=None if timed_out else status.get("exit_code", code),
+            timed_out=timed_out, duration_s=round(time.monotonic() - start, 3), log_path=log_path,
+            leftovers=leftovers, tail=[line for _, line in self.lines], idle_s=idle, last_line=last,
+        )
 
 
 class Target(Protocol):
@@ -65,48 +124,21 @@ class Target(Protocol):
     def cleanup(self) -> None: ...
 
 
-def session_members(sid: int) -> list[int]:
-    """Pids of every live process in session `sid` (read from /proc, no `ps` needed)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # Fields after "(comm)": state ppid pgrp session ...; comm may contain spaces.
-        rest = stat.rsplit(")", 1)[1].split()
-        if int(rest[3]) == sid and rest[0] != "Z":
-            pids.append(int(entry.name))
-    return pids
+def _load_session_helper() -> Any:
+    """The session kill of `container_scripts/run_in_session.py`, the one implementation.
 
-
-def kill_session(sid: int, grace: float = KILL_GRACE_S) -> list[int]:
-    """TERM every process of the session, wait up to `grace`, KILL the rest.
-
-    A session, not a process group: the serve script puts the server in a group of its own,
-    and it must die with the phase all the same. Returns the pids that were still alive.
+    The script runs standalone inside containers; the local target loads the same file.
     """
-    found = session_members(sid)
-    for pid in found:
-        _signal(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while session_members(sid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    for pid in session_members(sid):
-        _signal(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while session_members(sid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return found
+    spec = importlib.util.spec_from_file_location("modelverify_run_in_session", SCRIPTS_DIR / SESSION_HELPER)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def _signal(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
+_session = _load_session_helper()
+session_members = _session.session_members
+kill_session = _session.kill_session
 
 
 class LocalTarget:
@@ -114,10 +146,18 @@ class LocalTarget:
 
     kind = "local"
 
-    def __init__(self, python: str | None = None, keep_files: bool = False) -> None:
+    def __init__(self, python: str | None = None, keep_files: bool = False,
+                 kill_grace: float = KILL_GRACE_S, work_root: Path | None = None) -> None:
+        """`work_root`: where the work folder goes; inside the output folder, nothing of a
+        killed run is left elsewhere."""
         self._python = python or sys.executable
         self.keep_files = keep_files
-        self.workdir = Path(tempfile.mkdtemp(prefix="modelverify-"))
+        self.kill_grace = kill_grace
+        if work_root is not None:
+            work_root.mkdir(parents=True, exist_ok=True)
+        self.workdir = Path(tempfile.mkdtemp(prefix="modelverify-", dir=work_root))
+        self._work_root = work_root
+        self.redactor = Redactor(secret_values([os.environ]))
 
     def describe(self) -> dict:
         return {"kind": self.kind, "python": self._python, "workdir": str(self.workdir)}
@@ -148,29 +188,32 @@ class LocalTarget:
         env = {k: v for k, v in os.environ.items() if k not in env_unset}
         env.update(env_set)
         env["PYTHONUNBUFFERED"] = "1"
+        self.redactor.add(secret_values([env_set]))
+        helper = [self._python, str(SCRIPTS_DIR / SESSION_HELPER), "--timeout", str(timeout),
+                  "--grace", str(self.kill_grace), "--"]
         log_path.parent.mkdir(parents=True, exist_ok=True)
         start = time.monotonic()
-        timed_out = False
         with open(log_path, "ab") as log:
-            proc = subprocess.Popen(
-                list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=env, start_new_session=True, cwd=self.workdir,
-            )
+            stream = LogStream(log, self.redactor)
             try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-            # The leader may be gone while its workers live on: end the whole session.
-            leftovers = kill_session(proc.pid)
-            proc.wait()
-        return ExecResult(
-            argv=list(argv),
-            exit_code=None if timed_out else proc.returncode,
-            timed_out=timed_out,
-            duration_s=round(time.monotonic() - start, 3),
-            log_path=log_path,
-            leftovers=leftovers,
-        )
+                proc = subprocess.Popen([*helper, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        stdin=subprocess.DEVNULL, env=env, cwd=self.workdir)
+            except OSError as exc:
+                stream.note(f"cannot start {self._python}: {exc}")
+                return stream.result(argv, {"exit_code": 127}, 127, start, log_path, [])
+            assert proc.stdout is not None and proc.stderr is not None
+            for chunk in iter(lambda: proc.stdout.read1(65536), b""):
+                stream.feed(chunk)
+            stream.close()
+            status, other = _session_status(proc.stderr.read())
+            code = proc.wait()
+            if other:
+                stream.feed(other)
+                stream.close()
+        leftovers = list(status.get("leftovers") or [])
+        if "sid" in status:  # the helper killed its session; make sure, from here too
+            leftovers += [p for p in kill_session(int(status["sid"]), self.kill_grace) if p not in leftovers]
+        return stream.result(argv, status, code, start, log_path, leftovers)
 
     def fetch(self, path: str, dest: Path) -> bool:
         src = Path(path)
@@ -183,6 +226,8 @@ class LocalTarget:
     def cleanup(self) -> None:
         if not self.keep_files:
             shutil.rmtree(self.workdir, ignore_errors=True)
+            if self._work_root is not None and not any(self._work_root.iterdir()):
+                self._work_root.rmdir()
 
 
 class DockerError(UserError):
@@ -190,7 +235,6 @@ class DockerError(UserError):
 
 
 # The in-container helper that enforces the timeout on the whole session (see its docstring).
-SESSION_HELPER = "run_in_session.py"
 SESSION_STATUS_PREFIX = "MODELVERIFY-SESSION "  # same as STATUS_PREFIX in the helper
 # Where the per-run folder goes, first choice first. `put_archive` cannot write into a tmpfs
 # mount (the files land hidden under it), so a tmpfs /tmp is passed over.
@@ -242,6 +286,8 @@ class DockerTarget:
                 f"({fix} {container}) or pick a running one: {self._running()}."
             )
         self.workdir = f"{self._work_base()}/modelverify-{uuid.uuid4().hex[:12]}"
+        container_env = dict(e.split("=", 1) for e in (self.container.attrs.get("Config") or {}).get("Env") or [] if "=" in e)
+        self.redactor = Redactor(secret_values([os.environ, container_env]))
         self._scripts: str | None = None
         self._made = False  # whether the per-run folder exists (cleanup has work to do)
         self._owner: tuple[int, int] = (0, 0)
@@ -361,33 +407,31 @@ class DockerTarget:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         start = time.monotonic()
         stderr = bytearray()
+        self.redactor.add(secret_values([env_set]))
         with open(log_path, "ab") as log:
-            exec_id, stream = self._exec(full, environment, self.workdir)
-            for out, err in stream:
+            stream = LogStream(log, self.redactor)
+            exec_id, chunks = self._exec(full, environment, self.workdir)
+            for out, err in chunks:
                 if out:
-                    log.write(out)
-                    log.flush()
+                    stream.feed(out)
                 if err:
                     stderr += err
+            stream.close()
             code = self.api.exec_inspect(exec_id)["ExitCode"]
             status, other = _session_status(bytes(stderr))
             if other:  # the helper's own complaints, if any
-                log.write(other)
+                stream.feed(other)
+                stream.close()
             if status.get("error"):
-                log.write(f"[modelverify] {status['error']}\n".encode())
+                stream.note(status["error"])
             leftovers = list(status.get("leftovers") or [])
             if "sid" in status:
                 # Check, from a second exec, that nothing of the session is left.
                 reaped = self._reap(int(status["sid"]))
                 if reaped:
-                    log.write(f"[modelverify] killed processes left in the container: {reaped}\n".encode())
+                    stream.note(f"killed processes left in the container: {reaped}")
                     leftovers += [p for p in reaped if p not in leftovers]
-        timed_out = bool(status.get("timed_out"))
-        exit_code = None if timed_out else status.get("exit_code", code)
-        return ExecResult(
-            argv=list(argv), exit_code=exit_code, timed_out=timed_out,
-            duration_s=round(time.monotonic() - start, 3), log_path=log_path, leftovers=leftovers,
-        )
+        return stream.result(argv, status, code, start, log_path, leftovers)
 
     def _helper(self) -> list[str]:
         return [self._python, f"{self._scripts}/{SESSION_HELPER}"]

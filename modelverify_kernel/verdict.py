@@ -111,6 +111,14 @@ def _both_pass(comparisons: list[PhaseComparison] | None,
 def decide(run_a: Mapping[str, PhaseResult], run_b: Mapping[str, PhaseResult],
            skip_reason: str | None = None, comparisons: list[PhaseComparison] | None = None,
            activity_b: Mapping[str, ComponentActivity] | None = None) -> Verdict:
+    missing = [f"{p.run} {p.phase}" for p in (*run_a.values(), *run_b.values()) if p.status == "NOT_RUN"]
+    if missing:
+        return Verdict(
+            "INCOMPLETE",
+            f"The verification stopped before it finished ({', '.join(missing)} not run); the "
+            "report was rebuilt from what was on disk. Rerun it for a verdict.",
+            None, "none", "FAIL",
+        )
     a, b = run_status(run_a), run_status(run_b)
     fails_a, fails_b = failures(run_a), failures(run_b)
     comp_a, comp_b = _component(fails_a), _component(fails_b)

@@ -444,3 +444,15 @@ def test_cli_json_and_text(capsys: pytest.CaptureFixture[str], tmp_path: Path) -
     assert "resources (layer 3, rule R-tp-heads" in capsys.readouterr().out
     assert cli_classify([str(tmp_path / "nope.log")], as_json=False) == 2
     assert "not a readable file" in capsys.readouterr().err
+
+
+def test_a_warning_that_names_an_exception_in_passing_is_not_a_failure():
+    """Real vLLM start-up line (ulimit advice): the OSError it mentions did not happen."""
+    log = [
+        "(APIServer pid=2923) WARNING 11-27 12:01:03 [system_utils.py:255] Found ulimit of 20000 and "
+        "failed to automatically increase with error current limit exceeds maximum limit. This can "
+        "cause fd limit errors like `OSError: [Errno 24] Too many open files`. Consider increasing with ulimit -n",
+    ]
+    assert classify_log(log).component == "none"
+    failing = log + ["(APIServer pid=2923) ERROR 11-27 12:01:04 [api_server.py:9] OSError: [Errno 24] Too many open files"]
+    assert classify_log(failing).component != "none"

@@ -1,7 +1,6 @@
 """papermill executes the real notebook: a good run, and the bad-input runs of issue 2."""
 
 import json
-from pathlib import Path
 
 import papermill as pm
 import pytest

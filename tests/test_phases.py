@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 from conftest import CPU_ENV, DEMO_ENGINE_ARGS, processes_with_env
 
+from modelverify_kernel.classify import classify_log
+from modelverify_kernel.compare import Tolerances, garbage_checks
 from modelverify_kernel.params import validate
 from modelverify_kernel.target import SCRIPTS_DIR
 from modelverify_kernel.runs import RunSpec, run_phase
@@ -51,7 +53,18 @@ def test_offline_phase_passes_on_the_real_engine(tmp_path, demo_model):
     _check_outputs(pr)
     # the result file and the log are in the output folder
     assert (tmp_path / "results" / "run_a_offline.json").is_file()
-    assert "Initializing a V1 LLM engine" in (tmp_path / "logs" / "run_a_offline.log").read_text()
+    log = tmp_path / "logs" / "run_a_offline.log"
+    assert "Initializing a V1 LLM engine" in log.read_text()
+    # the real engine's normal start-up log is no failure
+    assert classify_log(log, None).component == "none"
+    # garbage checks on real engine outputs: the tiny random model's greedy output for the
+    # first prompt repeats one token (seeded weights, so every machine builds the same model)
+    outputs = pr.result["outputs"]
+    found = {(g.check, g.index) for g in garbage_checks(outputs, Tolerances())}
+    assert ("repetition", 0) in found
+    assert not {c for c, _ in found} & {"empty", "nonfinite", "same_output"}
+    relabelled = [dict(outputs[0], prompt="another prompt")] + outputs
+    assert {("same_output", 0), ("same_output", 1)} <= {(g.check, g.index) for g in garbage_checks(relabelled, Tolerances())}
 
 
 def test_serve_phase_passes_stops_the_server_and_frees_the_port(tmp_path, demo_model):

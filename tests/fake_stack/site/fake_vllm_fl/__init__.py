@@ -8,7 +8,13 @@ when it is "0". With FlagGems on, `FAKE_FL_MODE` picks what it does:
   a GPU that raises FlagGems' own "No device were detected" error, a real FlagGems failure;
 - `perturb`: override a real ATen op (`aten::embedding` on CPU) with a version whose numerics
   are off, as a wrong FlagGems kernel would be — enough to flip greedy tokens;
-- `neutral`: a healthy stack: active (loaded into every engine process), numerics untouched.
+- `neutral`: a healthy stack: active (loaded into every engine process), numerics untouched;
+- `slow`: a healthy stack whose first use is slow: like FlagGems JIT-compiling its Triton
+  kernels, it prints a progress line every half second for `FAKE_FL_SLOW_S` seconds (default
+  600) before the model loads;
+- `stall`: the engine core accepts requests but never finishes one, like a kernel that hangs
+  on the first real batch (start-up and the health check are fine);
+- `leak`: a plugin that prints its configuration, `HF_TOKEN` included (secrets must be masked).
 """
 
 import os
@@ -43,3 +49,30 @@ def register() -> None:
         flag_gems.enable(record=False)
     elif mode == "perturb":
         _perturb_embedding()
+    elif mode == "slow":
+        import time
+
+        end = time.monotonic() + float(os.environ.get("FAKE_FL_SLOW_S", "600"))
+        n = 0
+        while time.monotonic() < end:
+            n += 1
+            print(f"[fake_vllm_fl] JIT compiling Triton kernel {n}", flush=True)
+            time.sleep(0.5)
+    elif mode == "stall":
+        _stall_requests()
+    elif mode == "leak":
+        print(f"[fake_vllm_fl] config: HF_TOKEN={os.environ.get('HF_TOKEN')}", flush=True)
+
+
+def _stall_requests() -> None:
+    """In the engine core process only: the first request's step never returns."""
+    import time
+
+    from vllm.v1.engine import core
+
+    def add_request(self, *args, **kwargs):
+        print("[fake_vllm_fl] stalling the engine core on its first request", flush=True)
+        while True:
+            time.sleep(60)
+
+    core.EngineCore.add_request = add_request
