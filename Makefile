@@ -21,7 +21,7 @@ TEST_STACK := $(VENV)/test-stack
 FLAGGEMS   := flag-gems==5.0.2
 TRITON     := triton==3.9.0
 
-.PHONY: setup demo test test-fast clean docker-deps
+.PHONY: setup demo test test-fast clean docker-deps browser-deps
 
 setup: $(STAMP)
 
@@ -52,7 +52,13 @@ docker-deps:
 	  apt-get install -y -qq --no-install-recommends docker.io iptables tini; } || \
 	  echo "dockerd missing and not root: the Docker tests will skip (and fail under CI)"
 
-test: $(STAMP) $(TEST_STACK)/.installed docker-deps
+# The browser test drives Debian's Chromium with Playwright (never a downloaded browser).
+browser-deps:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	  apt-get install -y -qq --no-install-recommends chromium; } || \
+	  echo "chromium missing and not root: the browser test will skip (and fail under CI)"
+
+test: $(STAMP) $(TEST_STACK)/.installed docker-deps browser-deps
 	$(PY) -m pytest
 
 test-fast: $(STAMP)

@@ -102,6 +102,7 @@ class Verification:
             "model": self.model.to_dict() if self.model else None,
             "tp": self.tp, "precheck_error": self.precheck_error, "run_b_skip": self.run_b_skip,
         }
+        state = self.redactor().data(state)
         (self.out_dir / STATE_FILE).write_text(json.dumps(state, indent=1, default=str), encoding="utf-8")
 
     @property

@@ -34,6 +34,7 @@ SEED_RUN_KEYS = {"run_a": "run_a_without_multichip", "run_b": "run_b_with_multic
 SEED_PHASE_KEYS = {"offline": "phase_a_offline", "serve": "phase_b_serve"}
 RUN_TITLES = {"run_a_without_multichip": "Run A (base)", "run_b_with_multichip": "Run B (multi-chip)"}
 LOG_TAIL_LINES, LOG_TAIL_WIDTH = 60, 400
+FAILED_LOG_TAIL_LINES = 200  # a failed phase keeps more: the lines before a hang or crash
 STACK_ADVICE = {
     "full": "run the downstream tests on the full multi-chip stack",
     "base": "run the downstream tests on the base stack only (USE_FLAGGEMS=0, no FlagCX)",
@@ -96,7 +97,8 @@ def _phase_dict(p: PhaseResult, out_dir: Path) -> dict[str, Any]:
     d = p.to_dict()
     d["log"] = _rel(p.log, out_dir)
     d["result_file"] = _rel(p.result_file, out_dir)
-    d["log_tail"] = log_tail(p.log)
+    # a failed phase keeps more: the lines before a hang or a crash are the evidence
+    d["log_tail"] = log_tail(p.log, FAILED_LOG_TAIL_LINES if p.status == "FAIL" else LOG_TAIL_LINES)
     return d
 
 

@@ -15,7 +15,6 @@ from typing import Any, Mapping
 
 from . import classify
 from .params import Params
-from .redact import Redactor
 from .target import ExecResult, Target
 
 PHASES = ("offline", "serve")
@@ -65,7 +64,6 @@ class PhaseResult:
     diagnosis: dict[str, Any] | None = None
     leftover_pids: list[int] = field(default_factory=list)
     reason: str | None = None  # why SKIPPED / NOT_RUN
-    log_tail: list[str] = field(default_factory=list)  # last lines of a failed phase
 
     @property
     def key(self) -> str:
@@ -123,7 +121,7 @@ def run_phase(params: Params, target: Target, scripts: str, spec: RunSpec, phase
     pr.log = str(log)
     if target.fetch(remote, local):
         pr.result_file = str(local)
-        _read_result(pr, local, target.redactor)
+        _read_result(pr, local)
     elif not res.timed_out:
         pr.error = f"the phase wrote no result file {local.name} (exit code {res.exit_code}); its log is {log}"
     if res.timed_out:
@@ -135,16 +133,13 @@ def run_phase(params: Params, target: Target, scripts: str, spec: RunSpec, phase
         pr.error = pr.error or pr.result.get("error") or f"exit code {res.exit_code}"
         pr.error_type = pr.result.get("error_type") or ("ResultFileError" if pr.error else None)
         diagnose(pr)
-    if pr.status == "FAIL":
-        pr.log_tail = res.tail
     save_phase(pr, out_dir)
     return pr
 
 
-def _read_result(pr: PhaseResult, local: Path, redactor: Redactor) -> None:
-    """Load the result file, secrets masked on disk too; a broken file is a clear FAIL."""
-    text = redactor.text(local.read_text(encoding="utf-8", errors="replace"))
-    local.write_text(text, encoding="utf-8")
+def _read_result(pr: PhaseResult, local: Path) -> None:
+    """Load the (already redacted) result file; a broken file is a clear FAIL."""
+    text = local.read_text(encoding="utf-8", errors="replace")
     try:
         result = json.loads(text)
     except json.JSONDecodeError as exc:

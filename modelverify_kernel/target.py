@@ -45,7 +45,6 @@ class ExecResult:
     duration_s: float
     log_path: Path
     leftovers: list[int] = field(default_factory=list)
-    tail: list[str] = field(default_factory=list)  # the last lines printed (redacted)
     idle_s: float | None = None  # on timeout: seconds since the last output line
     last_line: str | None = None  # on timeout: the last line printed before it fired
 
@@ -99,12 +98,13 @@ class LogStream:
         return ExecResult(
             argv=list(argv), exit_code=None if timed_out else status.get("exit_code", code),
             timed_out=timed_out, duration_s=round(time.monotonic() - start, 3), log_path=log_path,
-            leftovers=leftovers, tail=[line for _, line in self.lines], idle_s=idle, last_line=last,
+            leftovers=leftovers, idle_s=idle, last_line=last,
         )
 
 
 class Target(Protocol):
     kind: str
+    redactor: Redactor  # every log line and fetched file goes through it
 
     def describe(self) -> dict: ...
     def python(self) -> str: ...
@@ -120,7 +120,8 @@ class Target(Protocol):
         timeout: float,
         log_path: Path,
     ) -> ExecResult: ...
-    def fetch(self, path: str, dest: Path) -> bool: ...
+    def fetch(self, path: str, dest: Path) -> bool:
+        """Copy a (text) result file to the host, secrets masked."""
     def cleanup(self) -> None: ...
 
 
@@ -220,7 +221,7 @@ class LocalTarget:
         if not src.is_file():
             return False
         dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dest)
+        dest.write_bytes(self.redactor.text(src.read_bytes().decode("utf-8", errors="replace")).encode("utf-8"))
         return True
 
     def cleanup(self) -> None:
@@ -459,7 +460,7 @@ class DockerTarget:
             src = tar.extractfile(member)
             assert src is not None
             dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_bytes(src.read())
+            dest.write_bytes(self.redactor.text(src.read().decode("utf-8", errors="replace")).encode("utf-8"))
         return True
 
     def cleanup(self) -> None:

@@ -291,3 +291,66 @@ def test_notebook_in_the_container_reaches_the_local_verdict(dockerd, container,
     code, ps = in_container(container, [sys.executable, "-c",
                                         "import os; print(len([p for p in os.listdir('/proc') if p.isdigit()]))"])
     assert code == 0 and int(ps) <= 3  # init, sleep, this scan
+
+
+def _hostile(marker: str) -> list[str]:
+    return [f"; touch {marker}", f"$(touch {marker})", f"`touch {marker}`", f"x && touch {marker}"]
+
+
+def test_hostile_input_runs_nothing_in_the_container(dockerd, container, tmp_path):
+    """Shell syntax in model_path and container reaches Docker as plain argv strings or is refused."""
+    marker = f"/tmp/pwned-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(ParameterError, match="container"):
+        validate({"model_path": "/m", "container": f"c; touch {marker}"})
+    for i, model_path in enumerate([f"/tmp/{v}" for v in _hostile(marker)] + _hostile(marker)):
+        params = validate({"model_path": model_path, "container": container.name, "docker_host": dockerd.host,
+                           "target_python": sys.executable, "output_dir": str(tmp_path / f"out{i}")})
+        from modelverify_kernel.pipeline import Verification
+
+        v = Verification.start(params)
+        v.run_probe()
+        v.resolve_model()
+        v.decide()
+        v.write_report()
+        data = json.loads((v.out_dir / "report.json").read_text())
+        assert data["diff_analysis"]["conclusion"] == "PRECHECK_FAILED", data["precheck"]
+    assert in_container(container, ["test", "-e", marker])[0] == 1
+    assert not Path(marker).exists()
+
+
+@pytest.mark.slow
+def test_secrets_of_the_container_appear_in_no_file(dockerd, demo_model, tmp_path):
+    """A container whose environment holds tokens; the stand-in FL plugin (mode `leak`, mounted
+    read-only) prints HF_TOKEN in Run B's engine log. Hostile engine arguments ride along."""
+    secrets = {"HF_TOKEN": f"hf_container_{uuid.uuid4().hex}", "REGISTRY_PASSWORD": f"pw-{uuid.uuid4().hex}"}
+    site = REPO / "tests" / "fake_stack" / "site"
+    shared = str(demo_model.parent)
+    c = dockerd.run_container(f"mv-secret-{uuid.uuid4().hex[:8]}", mounts=[shared, str(site)], env=secrets)
+    marker = f"/tmp/pwned-{uuid.uuid4().hex[:8]}"
+    try:
+        out_dir = tmp_path / "report"
+        out_dir.mkdir()
+        notebook = out_dir / "verify.ipynb"
+        pm.execute_notebook(
+            str(REPO / "notebooks" / "verify.ipynb"), str(notebook), cwd=str(REPO), kernel_name="python3",
+            progress_bar=False,
+            parameters=dict(model_path=str(demo_model), output_dir=str(out_dir), max_model_len=512,
+                            env=dict(CPU_ENV, PYTHONPATH=str(site)), run_b="always",
+                            run_b_env={"USE_FLAGGEMS": "1", "VLLM_PLUGINS": "fl", "FAKE_FL_MODE": "leak"},
+                            extra_vllm_args=DEMO_ENGINE_ARGS + ["--served-model-name", f"$(touch {marker})"],
+                            container=c.name, docker_host=dockerd.host, target_python=sys.executable),
+        )
+        files = [p for p in out_dir.rglob("*") if p.is_file()]
+        assert {"report.json", "report.html", "verify.ipynb", "run_b_offline.log"} <= {p.name for p in files}
+        for path in files:
+            text = path.read_text(errors="replace")
+            for name, value in secrets.items():
+                assert value not in text, f"{name} leaked into {path}"
+        assert "HF_TOKEN=***" in (out_dir / "logs" / "run_b_offline.log").read_text()
+        data = json.loads((out_dir / "report.json").read_text())
+        assert data["run_a_without_multichip"]["phase_b_serve"] == "PASS"
+        served = json.loads((out_dir / "results" / "run_a_serve.json").read_text())["served_models"]
+        assert served == [f"$(touch {marker})"]
+        assert in_container(c, ["test", "-e", marker])[0] == 1
+    finally:
+        c.remove(force=True)  # our own container, not the user's
