@@ -48,7 +48,7 @@ def _plugin(events: list[dict], log_lines: list[str]) -> ComponentActivity:
         tried = _processes(events, "plugins_loaded")
         if tried:
             a.status = "inactive"
-            requested = sorted({str(e.get("vllm_plugins")) for e in tried})
+            requested = sorted({e.get("vllm_plugins") or "unset" for e in tried})
             a.evidence.append(f"vLLM loaded plugins {sorted({n for e in tried for n in e.get('names') or []})} "
                               f"with VLLM_PLUGINS={', '.join(requested)}: no plugin named 'fl' ({_who(tried)})")
     return a
