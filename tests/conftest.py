@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
+import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -35,3 +38,30 @@ def processes_with_env(marker: str) -> list[int]:
         except OSError:
             continue
     return found
+
+
+@pytest.fixture
+def marker(monkeypatch):
+    """Every process of the test inherits this variable: the way to find leftovers."""
+    name, value = "MV_FAULT_MARKER", uuid.uuid4().hex
+    monkeypatch.setenv(name, value)
+    return f"{name}={value}"
+
+
+@pytest.fixture
+def no_leftovers(marker, tmp_path):
+    """After the test: no process of the run, no temporary folder of ours outside the output."""
+    before = set(Path("/tmp").glob("modelverify-*"))
+    ports: list[int] = []
+    yield ports
+    deadline = time.monotonic() + 10
+    while processes_with_env(marker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert processes_with_env(marker) == [], "processes of the run are still alive"
+    assert set(Path("/tmp").glob("modelverify-*")) - before == set(), "temporary files left behind"
+    for work in Path(tmp_path).glob("**/.work"):
+        assert not any(work.iterdir()), f"{work} was not cleaned up"
+    for port in ports:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", port))  # raises if anything still holds it

@@ -18,7 +18,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -31,33 +30,6 @@ from modelverify_kernel.target import SCRIPTS_DIR, LocalTarget
 
 FAKE_PLUGIN_SITE = REPO / "tests" / "fake_stack" / "site"
 NOTEBOOK = REPO / "notebooks" / "verify.ipynb"
-
-
-@pytest.fixture
-def marker(monkeypatch):
-    """Every process of the test inherits this variable: the way to find leftovers."""
-    name, value = "MV_FAULT_MARKER", uuid.uuid4().hex
-    monkeypatch.setenv(name, value)
-    return f"{name}={value}"
-
-
-@pytest.fixture
-def no_leftovers(marker, tmp_path):
-    """After the test: no process of the run, no temporary folder of ours outside the output."""
-    before = set(Path("/tmp").glob("modelverify-*"))
-    ports: list[int] = []
-    yield ports
-    deadline = time.monotonic() + 10
-    while processes_with_env(marker) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert processes_with_env(marker) == [], "processes of the run are still alive"
-    assert set(Path("/tmp").glob("modelverify-*")) - before == set(), "temporary files left behind"
-    for work in Path(tmp_path).glob("**/.work"):
-        assert not any(work.iterdir()), f"{work} was not cleaned up"
-    for port in ports:
-        with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind(("127.0.0.1", port))  # raises if anything still holds it
 
 
 def _params(tmp_path, demo_model, **overrides):
@@ -176,6 +148,18 @@ def test_request_that_never_answers_fails_on_the_client_timeout(tmp_path, demo_m
     assert "no answer within 8 s" in pr.error, pr.error
     assert pr.result["timings"]["startup_s"] > 0  # it was healthy first
     assert pr.result["port_free_after_stop"] is True
+
+
+@pytest.mark.slow
+def test_model_too_large_for_memory_is_a_resources_diagnosis_with_the_hint(tmp_path, demo_model, marker, no_leftovers):
+    """Seed row "model too large for memory": vLLM for CPU asked for far more KV cache than exists."""
+    params = _params(tmp_path, demo_model, env={"VLLM_CPU_KVCACHE_SPACE": "100000"})
+    pr = _phase(params, "offline")
+    assert pr.status == "FAIL"
+    assert "less than requested memory" in pr.error, pr.error
+    d = pr.diagnosis
+    assert (d["component"], d["layer"], d["rule"]) == ("resources", 3, "R-kv-cache")
+    assert "TP" in d["hint"] and "max_model_len" in d["hint"]
 
 
 def test_port_taken_by_another_process(tmp_path, demo_model, marker, no_leftovers):

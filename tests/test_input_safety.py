@@ -15,6 +15,7 @@ from modelverify_kernel.errors import ParameterError
 from modelverify_kernel.params import from_namespace, validate
 from modelverify_kernel.pipeline import Verification
 
+pytestmark = pytest.mark.usefixtures("no_leftovers")  # conftest: no process, temp folder or port left
 NOTEBOOK = REPO / "notebooks" / "verify.ipynb"
 FAKE_PLUGIN_SITE = REPO / "tests" / "fake_stack" / "site"
 SECRETS = {
