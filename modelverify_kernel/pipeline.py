@@ -69,6 +69,19 @@ class Verification:
         return v
 
     @classmethod
+    def run_all(cls, params: Params) -> "Verification":
+        """Every step in the notebook's order, for scripts and tests; the report is written."""
+        v = cls.start(params)
+        v.run_probe()
+        v.resolve_model()
+        v.run("run_a")
+        v.run("run_b")
+        v.compare()
+        v.decide()
+        v.write_report()
+        return v
+
+    @classmethod
     def resume(cls, out_dir: Path) -> "Verification":
         """What a run left on disk, the phases it never finished marked NOT_RUN."""
         state_path = Path(out_dir) / STATE_FILE

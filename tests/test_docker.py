@@ -307,11 +307,7 @@ def test_hostile_input_runs_nothing_in_the_container(dockerd, container, tmp_pat
                            "target_python": sys.executable, "output_dir": str(tmp_path / f"out{i}")})
         from modelverify_kernel.pipeline import Verification
 
-        v = Verification.start(params)
-        v.run_probe()
-        v.resolve_model()
-        v.decide()
-        v.write_report()
+        v = Verification.run_all(params)
         data = json.loads((v.out_dir / "report.json").read_text())
         assert data["diff_analysis"]["conclusion"] == "PRECHECK_FAILED", data["precheck"]
     assert in_container(container, ["test", "-e", marker])[0] == 1

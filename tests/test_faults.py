@@ -96,16 +96,7 @@ def test_hung_engine_is_killed_at_the_timeout_with_the_last_200_lines(tmp_path, 
     """The engine core is stopped (SIGSTOP) in the middle of its start-up: a real hang."""
     params = _params(tmp_path, demo_model, offline_timeout=45, run_b="never")
 
-    def verify():
-        v = Verification.start(params)
-        v.run_probe()
-        v.resolve_model()
-        v.run("run_a")
-        v.run("run_b")
-        v.write_report()
-        return v
-
-    thread, out = _in_background(verify)
+    thread, out = _in_background(lambda: Verification.run_all(params))
     engine = _wait_for_process(marker, "EngineCore")  # the offline phase's engine comes first
     time.sleep(1.0)
     os.kill(engine, signal.SIGSTOP)
@@ -254,13 +245,7 @@ def test_killed_notebook_loses_nothing_and_the_report_is_rebuilt(tmp_path, demo_
 
 
 def test_failed_probe_still_writes_a_fail_report(tmp_path, demo_model, marker, no_leftovers):
-    v = Verification.start(_params(tmp_path, demo_model, target_python=str(tmp_path / "no-such-python")))
-    v.run_probe()
-    v.resolve_model()
-    v.run("run_a")
-    v.run("run_b")
-    v.decide()
-    v.write_report()
+    v = Verification.run_all(_params(tmp_path, demo_model, target_python=str(tmp_path / "no-such-python")))
     data = json.loads((v.out_dir / "report.json").read_text())
     assert (data["status"], data["diff_analysis"]["conclusion"]) == ("FAIL", "PRECHECK_FAILED")
     assert "stack probe" in data["precheck"]["error"]

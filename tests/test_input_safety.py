@@ -33,13 +33,7 @@ def hostile(marker: Path) -> list[str]:
 
 
 def _verify(params):
-    v = Verification.start(params)
-    v.run_probe()
-    v.resolve_model()
-    v.run("run_a")
-    v.run("run_b")
-    v.decide()
-    v.write_report()
+    v = Verification.run_all(params)
     return v, json.loads((v.out_dir / "report.json").read_text())
 
 
