@@ -33,6 +33,15 @@ import stack_evidence
 STOP_GRACE_S = 15.0
 
 
+class ServerDied(RuntimeError):
+    """The server process ended before it was healthy."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+        how = f"was killed by signal {-code} ({signal.Signals(-code).name})" if code < 0 else f"exited with code {code}"
+        super().__init__(f"server {how} before it was healthy")
+
+
 class Terminated(Exception):
     """The phase was told to stop (SIGTERM from the host's timeout)."""
 
@@ -152,9 +161,7 @@ def wait_healthy(server: Server, port: int, timeout: float) -> None:
     url = f"http://127.0.0.1:{port}/health"
     while True:
         if not server.alive():
-            code = server.proc.returncode
-            how = f"was killed by signal {-code} ({signal.Signals(-code).name})" if code < 0 else f"exited with code {code}"
-            raise RuntimeError(f"server {how} before it was healthy")
+            raise ServerDied(server.proc.returncode)
         try:
             with urllib.request.urlopen(url, timeout=2) as resp:
                 if resp.status == 200:
@@ -285,9 +292,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result["status"] = "PASS"
     except (Exception, Terminated) as exc:
         result.update(_common.failure_fields(exc, server.tail.lines if server else ()))
-        if server is not None and not server.alive() and "before it was healthy" in str(exc) \
-                and server.proc.returncode > 0:
-            # The server died: its own last exception is the cause, not our wait loop.
+        if isinstance(exc, ServerDied) and exc.code > 0 and server is not None:
+            # The server failed by itself: its own last exception is the cause, not our wait loop.
             root = _common.last_exception_line(server.tail.lines)
             if root:
                 result["error"] = root

@@ -119,36 +119,40 @@ def run_phase(params: Params, target: Target, scripts: str, spec: RunSpec, phase
     pr.duration_s, pr.exit_code, pr.timed_out = res.duration_s, res.exit_code, res.timed_out
     pr.leftover_pids = res.leftovers
     pr.log = str(log)
+    file_error = None
     if target.fetch(remote, local):
         pr.result_file = str(local)
-        _read_result(pr, local)
+        file_error = _read_result(pr, local)
     elif not res.timed_out:
-        pr.error = f"the phase wrote no result file {local.name} (exit code {res.exit_code}); its log is {log}"
+        file_error = f"the phase wrote no result file {local.name} (exit code {res.exit_code}); its log is {log}"
     if res.timed_out:
         _timed_out(pr, res, timeout_param(phase), timeout)
-    elif pr.result.get("status") == "PASS" and res.exit_code == 0 and not pr.error:
+    elif pr.result.get("status") == "PASS" and res.exit_code == 0 and not file_error:
         pr.status = "PASS"
+    elif file_error:
+        # what happened is the broken result file, whatever the log last said
+        pr.status, pr.error, pr.error_type = "FAIL", file_error, "ResultFileError"
+        diagnose(pr, keep_error=True)
     else:
         pr.status = "FAIL"
-        pr.error = pr.error or pr.result.get("error") or f"exit code {res.exit_code}"
-        pr.error_type = pr.result.get("error_type") or ("ResultFileError" if pr.error else None)
+        pr.error = pr.result.get("error") or f"exit code {res.exit_code}"
+        pr.error_type = pr.result.get("error_type")
         diagnose(pr)
     save_phase(pr, out_dir)
     return pr
 
 
-def _read_result(pr: PhaseResult, local: Path) -> None:
-    """Load the (already redacted) result file; a broken file is a clear FAIL."""
+def _read_result(pr: PhaseResult, local: Path) -> str | None:
+    """Load the (already redacted) result file; what is wrong with it, if anything."""
     text = local.read_text(encoding="utf-8", errors="replace")
     try:
         result = json.loads(text)
     except json.JSONDecodeError as exc:
-        pr.error = f"result file {local.name} is corrupt: not valid JSON ({exc.msg} at line {exc.lineno})"
-        return
+        return f"result file {local.name} is corrupt: not valid JSON ({exc.msg} at line {exc.lineno})"
     if not isinstance(result, dict) or result.get("status") not in ("PASS", "FAIL"):
-        pr.error = f"result file {local.name} is not a phase result (no PASS/FAIL status)"
-        return
+        return f"result file {local.name} is not a phase result (no PASS/FAIL status)"
     pr.result = result
+    return None
 
 
 def _timed_out(pr: PhaseResult, res: ExecResult, param: str, timeout: float) -> None:
@@ -170,7 +174,7 @@ def _timed_out(pr: PhaseResult, res: ExecResult, param: str, timeout: float) -> 
     silent = f"no output for the last {res.idle_s:.0f} s" if res.idle_s is not None else "no output at all"
     pr.error = (f"timed out after {timeout:g} s ({param}) with {silent}: hung; every process of the "
                 f"phase was killed")
-    diagnose(pr)
+    diagnose(pr, keep_error=True)
     assert pr.diagnosis is not None
     if pr.diagnosis["component"] in ("none", "unknown"):
         pr.diagnosis.update(
@@ -201,16 +205,16 @@ def load_phase(path: Path) -> PhaseResult:
     return PhaseResult(**{k: v for k, v in data.items() if k in PhaseResult.__dataclass_fields__})
 
 
-def diagnose(pr: PhaseResult) -> None:
+def diagnose(pr: PhaseResult, keep_error: bool = False) -> None:
     """Attach the log's diagnosis; its root cause replaces the script's first guess.
 
-    A timeout or a broken result file keeps its own error: that is what happened, whatever
-    the log last said.
+    `keep_error` for a timeout or a broken result file: that is what happened, whatever the
+    log last said.
     """
     log = Path(pr.log) if pr.log and Path(pr.log).is_file() else []
     diag = classify.classify_log(log, pr.result or {"status": "FAIL", "error": pr.error})
     pr.diagnosis = diag.to_dict()
-    if diag.error and not pr.timed_out and "result file" not in (pr.error or ""):
+    if diag.error and not keep_error:
         pr.error = diag.error
         pr.error_type = diag.error.split(":", 1)[0].rsplit(".", 1)[-1]
 

@@ -23,6 +23,22 @@ def demo_model(tmp_path_factory) -> Path:
     return build_demo_model(tmp_path_factory.mktemp("demo") / "tiny-llama")
 
 
+def assert_demo_report_on_this_machine(data: dict, out_dir: Path) -> None:
+    """The demo model here: Run A passes both phases; no FlagOS package, so Run B is skipped."""
+    from modelverify_kernel import report
+
+    report.validate(data)
+    assert report.embedded_json((out_dir / "report.html").read_text()) == data
+    run_a = data["run_a_without_multichip"]
+    assert (run_a["phase_a_offline"], run_a["phase_b_serve"]) == ("PASS", "PASS")
+    assert run_a["output_sample"]
+    assert data["run_b_with_multichip"]["skipped"] is True
+    assert data["diff_analysis"]["conclusion"] == "RUN_B_SKIPPED"
+    assert (data["status"], data["diff_analysis"]["recommended_stack"]) == ("PARTIAL", "base")
+    for rel in data["artifacts"]["logs"].values():
+        assert (out_dir / rel).is_file()
+
+
 def processes_with_env(marker: str) -> list[int]:
     """Live processes whose environment holds `marker` (NAME=value): a run's own processes."""
     needle = marker.encode()
