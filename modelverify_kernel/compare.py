@@ -7,25 +7,119 @@ may pick the other one (a *near-tie flip*). It is a bug when the distribution it
 own rule (each side's token in the other's top-k) is too lax on flat distributions, where every
 top-k token is in the other's top-k; so both sides' gaps must be small, and the logprobs of the
 tokens both sides list must agree.
+
+Per prompt, a wrong kernel that changes one op by a few percent on every token stays within
+those tolerances; across all prompts it does not. So each phase also gets an *aggregate*
+judgement (`AggregateJudgement`): the distribution of logprob shifts over every position whose
+context both runs share, and how many prompts flipped, against the noise of a correct but
+different kernel. Its rule and constants are the table in `references/output-comparison.md`,
+parsed here (`load_constants`).
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Iterable, Sequence
+
+# --------------------------------------------------------------------------- constants (references/)
+
+CONSTANTS_FILE = "output-comparison.md"
+_CONSTANTS_HEADER = ["constant", "value", "unit", "meaning", "derived from"]
+_CONSTANT_KINDS = {  # name -> (type, lowest allowed, highest allowed)
+    "shift_p90": (float, 0.0, math.inf),
+    "flip_fraction": (float, 0.0, 1.0),
+    "flip_median": (float, 0.0, math.inf),
+    "min_shifts": (int, 1, math.inf),
+    "min_prompts_for_flips": (int, 1, math.inf),
+}
+
+
+class ConstantsError(ValueError):
+    """The constants table in references/output-comparison.md is malformed (names file and line)."""
+
+
+def _default_references() -> Path:
+    return Path(__file__).resolve().parent.parent / "references"
+
+
+def load_constants(references_dir: Path | None = None) -> dict[str, float | int]:
+    """The aggregate rule's constants, parsed from references/output-comparison.md (cached by mtime)."""
+    path = (Path(references_dir) if references_dir is not None else _default_references()) / CONSTANTS_FILE
+    if not path.is_file():
+        raise ConstantsError(f"{path} is missing: the output comparison reads its constants from it")
+    return dict(_load_constants_cached(str(path.resolve()), path.stat().st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=8)
+def _load_constants_cached(path_str: str, _mtime: int) -> tuple[tuple[str, float | int], ...]:
+    path = Path(path_str)
+    found: dict[str, tuple[float | int, int]] = {}
+    in_table = seen_table = False
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        stripped = line.strip()
+        if not stripped.startswith("|"):
+            in_table = False
+            continue
+        cells = [c.strip() for c in stripped.strip("|").split("|")]
+        if [c.lower() for c in cells] == _CONSTANTS_HEADER:
+            in_table = seen_table = True
+            continue
+        if not in_table or re.fullmatch(r"[\s|:-]*", stripped):
+            continue
+        where = f"{path.name}:{lineno}"
+        if len(cells) != len(_CONSTANTS_HEADER):
+            raise ConstantsError(f"{where}: constants row has {len(cells)} cells, expected "
+                                 f"{len(_CONSTANTS_HEADER)} ({' | '.join(_CONSTANTS_HEADER)})")
+        name, value_s = cells[0].strip("`"), cells[1].strip("`")
+        if name not in _CONSTANT_KINDS:
+            raise ConstantsError(f"{where}: unknown constant {name!r}; known: {', '.join(_CONSTANT_KINDS)}")
+        if name in found:
+            raise ConstantsError(f"{where}: constant {name!r} already defined at line {found[name][1]}")
+        kind, low, high = _CONSTANT_KINDS[name]
+        try:
+            value: float | int = kind(value_s)
+        except ValueError:
+            raise ConstantsError(f"{where}: value of {name!r} must be {'an integer' if kind is int else 'a number'}, "
+                                 f"got {value_s!r}") from None
+        if not (low <= value <= high) or not math.isfinite(value):
+            raise ConstantsError(f"{where}: value of {name!r} must lie in [{low}, {high}], got {value_s!r}")
+        found[name] = (value, lineno)
+    if not seen_table:
+        raise ConstantsError(f"{path}: no constants table (header: | {' | '.join(_CONSTANTS_HEADER)} |)")
+    missing = [n for n in _CONSTANT_KINDS if n not in found]
+    if missing:
+        raise ConstantsError(f"{path}: constants table lacks {', '.join(missing)}")
+    return tuple((n, v) for n, (v, _) in found.items())
+
+
+def _constant(name: str) -> Any:
+    """A dataclass default factory: the constant's value in references/ when the object is made."""
+    return lambda: load_constants()[name]
 
 
 @dataclass(frozen=True)
 class Tolerances:
-    """Thresholds in nats (natural-log probability), see README "Output comparison"."""
+    """Thresholds in nats (natural-log probability), see README "Output comparison".
+
+    The aggregate ones default to references/output-comparison.md; `systematic_shift` is the
+    user-facing one (the 90th-percentile shift above which a phase is systematic).
+    """
 
     tie: float = 0.02  # two candidates this close are a tie in one run
     logprob: float = 0.05  # the same token's logprob may move this much between runs
     repeat_fraction: float = 0.8  # one token over this share of an output is garbage
     min_tokens_for_repeat: int = 8
     min_tokens_for_same_output: int = 4
+    systematic_shift: float = field(default_factory=_constant("shift_p90"))
+    flip_fraction: float = field(default_factory=_constant("flip_fraction"))
+    flip_median: float = field(default_factory=_constant("flip_median"))
+    min_shifts: int = field(default_factory=_constant("min_shifts"))
+    min_prompts_for_flips: int = field(default_factory=_constant("min_prompts_for_flips"))
 
 
 @dataclass
@@ -50,16 +144,49 @@ class GarbageFinding:
 
 
 @dataclass
+class AggregateJudgement:
+    """One phase judged as a whole: flips and the distribution of logprob shifts.
+
+    Shifts are |Δ logprob| between Run A and Run B at positions whose context both runs share
+    (each prompt's common prefix and its first divergent position): `shared_*` over every token
+    both runs list in their top-k, `chosen_*` over the chosen token on the common prefix.
+    `systematic` follows the rule in references/output-comparison.md; `detail` is one sentence
+    with the figures (the verdict quotes it).
+    """
+
+    prompts_compared: int = 0
+    prompts_flipped: int = 0  # tokens differ anywhere, near-tie flips included
+    positions_compared: int = 0  # positions with the same context in both runs
+    shifts_compared: int = 0  # shared top-k logprobs compared at those positions
+    chosen_median: float | None = None
+    chosen_p90: float | None = None
+    chosen_max: float | None = None
+    shared_median: float | None = None
+    shared_p90: float | None = None
+    shared_max: float | None = None
+    systematic: bool = False
+    reason: str | None = None  # shift | flips | None
+    limits: dict[str, float] = field(default_factory=dict)
+    detail: str = "not compared"
+
+
+@dataclass
 class PhaseComparison:
     phase: str
     prompts: list[PromptComparison] = field(default_factory=list)
     garbage_a: list[GarbageFinding] = field(default_factory=list)
     garbage_b: list[GarbageFinding] = field(default_factory=list)
     note: str | None = None
+    aggregate: AggregateJudgement = field(default_factory=AggregateJudgement)
 
     @property
     def diverged(self) -> list[PromptComparison]:
         return [p for p in self.prompts if p.judgement in ("changed_distribution", "logprob_drift")]
+
+    @property
+    def mismatch(self) -> bool:
+        """Run B's outputs do not agree with Run A's: a prompt diverged, new garbage, or systematic drift."""
+        return bool(self.diverged or self.new_garbage or self.aggregate.systematic)
 
     @property
     def new_garbage(self) -> list[GarbageFinding]:
@@ -71,6 +198,7 @@ class PhaseComparison:
         d = asdict(self)
         d["diverged"] = len(self.diverged)
         d["new_garbage"] = [asdict(g) for g in self.new_garbage]
+        d["mismatch"] = self.mismatch
         return d
 
 
@@ -171,8 +299,90 @@ def garbage_checks(outputs: Sequence[dict[str, Any]], tol: Tolerances) -> list[G
     return found
 
 
+def _quantile(values: Sequence[float], q: float) -> float | None:
+    """Linear-interpolated quantile (numpy's default); None for no values."""
+    xs = sorted(values)
+    if not xs:
+        return None
+    k = (len(xs) - 1) * q
+    i = int(k)
+    j = min(i + 1, len(xs) - 1)
+    return xs[i] + (xs[j] - xs[i]) * (k - i)
+
+
+def _shifts(a: dict[str, Any], b: dict[str, Any], c: PromptComparison) -> tuple[list[float], list[float], int]:
+    """One prompt's chosen-token shifts (common prefix), shared top-k shifts (same context), positions."""
+    lps_a, lps_b = a.get("logprobs") or [], b.get("logprobs") or []
+    end = c.first_divergence if c.first_divergence is not None else min(c.tokens_a, c.tokens_b)
+    span = min(end + 1, c.tokens_a, c.tokens_b, len(lps_a), len(lps_b))  # + the first divergent position
+    chosen: list[float] = []
+    shared: list[float] = []
+    for i in range(span):
+        if i < end:
+            d = abs(_num(lps_a[i].get("logprob")) - _num(lps_b[i].get("logprob")))
+            if math.isfinite(d):
+                chosen.append(d)
+        top_a, top_b = _top(lps_a[i]), _top(lps_b[i])
+        for t in top_a.keys() & top_b.keys():
+            d = abs(top_a[t] - top_b[t])
+            if math.isfinite(d):
+                shared.append(d)
+    return chosen, shared, span
+
+
+def aggregate_judgement(prompts: Sequence[PromptComparison], outputs_a: Sequence[dict],
+                        outputs_b: Sequence[dict], tol: Tolerances | None = None) -> AggregateJudgement:
+    """Judge a phase as a whole (references/output-comparison.md): shift test, then flip test."""
+    tol = tol or Tolerances()
+    chosen: list[float] = []
+    shared: list[float] = []
+    positions = 0
+    for c, a, b in zip(prompts, outputs_a, outputs_b):
+        ch, sh, n = _shifts(a, b, c)
+        chosen += ch
+        shared += sh
+        positions += n
+    flipped = sum(1 for c in prompts if c.first_divergence is not None and c.judgement != "length")
+    r = lambda x: None if x is None else round(x, 6)  # noqa: E731
+    ag = AggregateJudgement(
+        prompts_compared=len(prompts), prompts_flipped=flipped, positions_compared=positions,
+        shifts_compared=len(shared),
+        chosen_median=r(_quantile(chosen, 0.5)), chosen_p90=r(_quantile(chosen, 0.9)),
+        chosen_max=r(max(chosen)) if chosen else None,
+        shared_median=r(_quantile(shared, 0.5)), shared_p90=r(_quantile(shared, 0.9)),
+        shared_max=r(max(shared)) if shared else None,
+        limits={"shift_p90": tol.systematic_shift, "flip_fraction": tol.flip_fraction,
+                "flip_median": tol.flip_median, "min_shifts": tol.min_shifts,
+                "min_prompts_for_flips": tol.min_prompts_for_flips},
+    )
+    p90, median = _quantile(shared, 0.9), _quantile(shared, 0.5)
+    if len(shared) >= tol.min_shifts and p90 is not None and p90 > tol.systematic_shift:
+        ag.systematic, ag.reason = True, "shift"
+    elif (len(prompts) >= tol.min_prompts_for_flips and flipped >= tol.flip_fraction * len(prompts)
+          and median is not None and median > tol.flip_median):
+        ag.systematic, ag.reason = True, "flips"
+    figures = (f"{flipped}/{len(prompts)} prompts flipped; the logprobs of the top-k tokens both runs list "
+               + (f"moved by median {median:.4f}, p90 {p90:.4f}, max {max(shared):.4f} nats "
+                  f"({len(shared)} values at {positions} positions with the same context)"
+                  if shared else "could not be compared (no position with the same context)"))
+    if ag.reason == "shift":
+        ag.detail = (f"{figures} — a systematic shift: the p90 is above {tol.systematic_shift} nats, "
+                     f"the largest shift a correct but different kernel made.")
+    elif ag.reason == "flips":
+        ag.detail = (f"{figures} — systematic: {flipped} of {len(prompts)} prompts flipped "
+                     f"(limit {tol.flip_fraction:.0%}) while the median shift is above {tol.flip_median} nats, "
+                     f"which ties alone do not do.")
+    elif len(shared) < tol.min_shifts:
+        ag.detail = f"{figures} — too few values to judge the distribution; no sign of systematic drift."
+    else:
+        ag.detail = (f"{figures} — within the noise of a correct but different kernel "
+                     f"(p90 limit {tol.systematic_shift} nats).")
+    return ag
+
+
 def compare_phase(phase: str, outputs_a: Sequence[dict], outputs_b: Sequence[dict],
-                  tol: Tolerances = Tolerances()) -> PhaseComparison:
+                  tol: Tolerances | None = None) -> PhaseComparison:
+    tol = tol or Tolerances()
     pc = PhaseComparison(phase=phase)
     if not outputs_a or not outputs_b:
         pc.note = "not compared: a run has no outputs for this phase"
@@ -185,11 +395,12 @@ def compare_phase(phase: str, outputs_a: Sequence[dict], outputs_b: Sequence[dic
     pc.prompts = [compare_output(i, a, b, tol) for i, (a, b) in enumerate(pairs)]
     pc.garbage_a = garbage_checks(outputs_a, tol)
     pc.garbage_b = garbage_checks(outputs_b, tol)
+    pc.aggregate = aggregate_judgement(pc.prompts, outputs_a, outputs_b, tol)
     return pc
 
 
 def compare_runs(outputs_a: dict[str, Sequence[dict]], outputs_b: dict[str, Sequence[dict]],
-                 tol: Tolerances = Tolerances()) -> list[PhaseComparison]:
+                 tol: Tolerances | None = None) -> list[PhaseComparison]:
     """Offline with offline, serve with serve."""
     return [compare_phase(phase, outputs_a.get(phase) or [], outputs_b.get(phase) or [], tol)
             for phase in ("offline", "serve")]
