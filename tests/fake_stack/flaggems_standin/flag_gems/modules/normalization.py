@@ -1,7 +1,7 @@
 """`gems_rms_forward`, the function vllm-plugin-FL's RMSNormFL calls directly (no `enable`).
 
 Stand-in: torch on CPU, bit-for-bit vLLM's native RMSNorm (x*x summed then divided = mean,
-1/sqrt = rsqrt), built from ops the stand-in does not override so it never re-enters them.
+pow(-0.5) = rsqrt), built from ops the stand-in does not override so it never re-enters them.
 Returns `out` or `(out, residual)` like the real one (which updates x/residual in place).
 """
 
@@ -39,7 +39,7 @@ def gems_rms_forward(
     if _k.variant("rms_norm") == "reorder":
         sq = sq.flip(-1)
     variance = torch.sum(sq, dim=-1, keepdim=True) / hc.shape[-1]
-    normed = hc * torch.sqrt(variance + eps).reciprocal()
+    normed = hc * torch.pow(variance + eps, -0.5)  # = ATen rsqrt bit for bit, without calling it
     if normed.dtype != torch.float32:
         normed = normed.to(torch.float32)
     out = (normed.to(weight.dtype) * weight).to(orig_dtype)
