@@ -22,6 +22,8 @@ when it is "0"/"false"/"no"; the platform plugin stays out of these modes):
 - `flaggems` (default): import and enable the real `flag_gems` package — on a machine without
   a GPU that raises FlagGems' own "No device were detected" error, a real FlagGems failure
   (`FAKE_FL_TRITON_SITE` = a folder appended to sys.path first: flag_gems needs triton);
+  with tests/fake_stack/flaggems_standin ahead of it on PYTHONPATH, the CPU stand-in is
+  imported instead and `flag_gems.enable(record=False)` works, in every vLLM process;
 - `perturb`: override a real ATen op (`aten::embedding` on CPU) with a version whose numerics
   are off, as a wrong FlagGems kernel would be — enough to flip greedy tokens;
 - `neutral`: a healthy stack: active (loaded into every engine process), numerics untouched;
