@@ -21,7 +21,10 @@ the same tokens as offline on this machine, so one phase is measured.
     .venv/bin/python benchmarks/compare_calibration.py --from-fixture tests/data/compare_calibration.json
 
 About 35-55 s per engine run on 2 CPU cores; 11 runs by default. `--from-fixture` judges saved
-outputs again without an engine (after a change of the rule or its constants).
+outputs again without an engine (after a change of the rule or its constants). On a GPU machine
+with a real model, `--model DIR --dtype bfloat16` measures the noise of the precision change there
+(the stand-in variants need the CPU test stack): the constants were set on the tiny demo model,
+whose logits are small, and a larger model's logits — and its kernel noise in nats — may be larger.
 
 Measured here (2026-11-30, 2 cores, vLLM for CPU 0.32, demo model; shifts = |Δ logprob| of the
 top-5 tokens both runs list, at positions with the same context; nats):
@@ -143,6 +146,8 @@ def report(base: list[dict], variants: list[tuple[Variant, list[dict]]], tol: To
         else:
             support = (f"caught if shift_p90 < {_f(p90)}" if ag.shifts_compared >= tol.min_shifts
                        else "too few shifts: only the flip test can catch it")
+        if v.kind == "fault" and not ag.shared_max and ag.prompts_flipped == 0:
+            support = "nothing changed at all: was the stand-in active in that run? (not evidence either way)"
         print(f"  supports: {support}")
         rows.append({"variant": v.name, "kind": v.kind, "prompts_flipped": ag.prompts_flipped,
                      "prompts_compared": ag.prompts_compared, "shifts": ag.shifts_compared,
@@ -166,6 +171,9 @@ def report(base: list[dict], variants: list[tuple[Variant, list[dict]]], tol: To
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, default=None, help="model folder (default: build the demo model)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
+                   help="the reference's (and the stand-in variants') dtype; the precision variant uses "
+                        "bfloat16, or float32 when this is not float32")
     p.add_argument("--only", default=None, help="comma list of variant names to run (default: all)")
     p.add_argument("--save-fixture", type=Path, default=None,
                    help="write the reference and the fixture variants' outputs here (tests/data/…)")
@@ -180,10 +188,15 @@ def main() -> int:
                                           for name, v in data["variants"].items()], tol)
     else:
         chosen = [v for v in VARIANTS if not args.only or v.name in args.only.split(",")]
+        for v in chosen:
+            if v.name == "bfloat16 vs float32" and args.dtype != "float32":
+                v.name, v.dtype = f"float32 vs {args.dtype}", "float32"
+            elif v.dtype == "float32":
+                v.dtype = args.dtype
         with tempfile.TemporaryDirectory() as tmp:
             tmp_path = Path(tmp)
             model = args.model or build_demo_model(tmp_path / "demo-model")
-            base = offline(model, tmp_path / "base.json", Variant("reference", "noise"))
+            base = offline(model, tmp_path / "base.json", Variant("reference", "noise", args.dtype))
             runs = [(v, offline(model, tmp_path / f"v{i}.json", v)) for i, v in enumerate(chosen)]
         rows = report(base, runs, tol)
         if args.save_fixture:
