@@ -81,12 +81,28 @@ def devices() -> dict[str, Any]:
     return {"kind": "cpu", "count": 1, "names": [cpu], "driver": None, "cpus": os.cpu_count()}
 
 
+# Where the FL plugin's communicator loads FlagCX from, relative to FLAGCX_PATH (FACTS.md).
+FLAGCX_LIBRARY = "build/lib/libflagcx.so"
+
+
 def flagcx(path: str | None) -> dict[str, Any]:
+    """Does FLAGCX_PATH hold the library the plugin will load? (The plugin never checks.)"""
     if not path:
-        return {"path": None, "present": False}
+        return {"path": None, "present": False, "library": None}
     p = Path(path)
     libs = sorted(str(x.relative_to(p)) for x in p.glob("**/libflagcx*.so*")) if p.is_dir() else []
-    return {"path": path, "present": p.is_dir(), "libraries": libs[:10]}
+    library = p / FLAGCX_LIBRARY
+    return {"path": path, "present": p.is_dir(), "libraries": libs[:10],
+            "library": str(library) if library.is_file() else None, "expected_library": str(library)}
+
+
+def triton_owner() -> dict[str, Any]:
+    """Which distribution installs the `triton` package: FlagTree replaces it under that name."""
+    try:
+        owners = sorted(set(metadata.packages_distributions().get("triton") or []))
+    except Exception:  # noqa: BLE001 - broken metadata must not stop the probe
+        owners = []
+    return {"owners": owners, "flagtree": any(o.lower() == "flagtree" for o in owners)}
 
 
 def probe(flagcx_path: str | None) -> dict[str, Any]:
@@ -94,9 +110,10 @@ def probe(flagcx_path: str | None) -> dict[str, Any]:
     modules = {m: importlib.util.find_spec(m) is not None for m in ("vllm", "flag_gems", "triton", "vllm_fl", "torch")}
     eps = entry_points()
     fl_plugins = [ep for group in eps.values() for ep in group if ep["name"] == "fl" or "vllm_fl" in ep["value"]]
+    triton = triton_owner()
     stack = {
         "FlagGems": bool(versions["flag-gems"] or versions["flag_gems"] or modules["flag_gems"]),
-        "FlagTree": bool(versions["flagtree"]),
+        "FlagTree": bool(versions["flagtree"]) or triton["flagtree"],
         "FlagCX": flagcx(flagcx_path)["present"],
         "plugin": bool(fl_plugins or modules["vllm_fl"]),
     }
@@ -108,9 +125,11 @@ def probe(flagcx_path: str | None) -> dict[str, Any]:
         "modules": modules,
         "entry_points": eps,
         "flagcx": flagcx(flagcx_path),
+        "triton": triton,
         "multichip_present": stack,
         "devices": devices(),
-        "env": {k: v for k, v in os.environ.items() if k.startswith(("VLLM_FL_", "USE_FLAGGEMS", "FLAGCX"))},
+        "env": {k: v for k, v in os.environ.items()
+                if k.startswith(("VLLM_FL_", "USE_FLAGGEMS", "FLAGCX", "FLAGGEMS_")) or k == "VLLM_PLUGINS"},
     }
 
 

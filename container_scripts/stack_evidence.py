@@ -1,29 +1,53 @@
-"""Evidence, from inside every process of a phase, that the multi-chip stack was active.
+"""Evidence, from inside every process of a phase, of what the multi-chip stack really did.
 
-Nothing in vLLM reads `USE_FLAGGEMS`, and with `VLLM_PLUGINS=fl` but no plugin installed vLLM
-silently runs plain (FACTS.md), so the flags we set prove nothing. This recorder is loaded into
-every Python process of a phase (the phase script, vLLM's engine core, its workers, the
-server) through a `sitecustomize` on PYTHONPATH, and writes what actually happened there:
-which vLLM plugins each process loaded, whether `flag_gems` was imported and enabled and how
-many ATen ops it took over, which Triton distribution was imported, which distributed backend
-was initialised. One JSON line per event, appended and flushed at once, so a killed process
-loses nothing it recorded. Standard library only; it imports nothing of the stack itself, it
-only wraps functions when the stack imports them.
+Nothing in vLLM reads `USE_FLAGGEMS`, a missing plugin is silently skipped, and a log line can
+claim anything (FACTS.md), so neither the flags we set nor printed lines prove activity. This
+recorder is loaded into every Python process of a phase (the phase script, vLLM's engine core,
+its workers, the server) through a `sitecustomize` on PYTHONPATH, and writes what happened there:
+
+- the environment the process saw (USE_FLAGGEMS, FLAGCX_PATH, VLLM_PLUGINS, VLLM_FL_*, unset
+  told apart from empty);
+- which vLLM plugins it loaded, and what each platform plugin answered;
+- FlagGems: ops taken over (`torch.library` registrations of `flag_gems` functions, by
+  `enable`/`only_enable` or otherwise) and — the strong evidence — which FlagGems kernels really
+  ran, through the ATen dispatcher or called directly (the plugin's own op dispatch), with
+  call counts at 1, 10, 100, …;
+- the plugin's out-of-tree vLLM ops (`CustomOp.register_oot`) and whether their forward ran;
+- which Triton was imported and whether FlagTree owns it;
+- FlagCX: the distributed backend, collectives per backend, `libflagcx` loaded through ctypes.
+
+One JSON line per event, appended and flushed at once, so a killed process loses nothing it
+recorded. Standard library only; it imports nothing of the stack itself, it only wraps functions
+when the stack imports them.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.abc
 import importlib.machinery
+import inspect
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 ENV_DIR = "MODELVERIFY_EVIDENCE_DIR"
 HOOK_DIR = Path(__file__).resolve().parent / "evidence_hook"
+# Variables that switch the stack on or off; None in the record means unset ("" is empty).
+STACK_VARIABLES = ("USE_FLAGGEMS", "FLAGCX_PATH", "VLLM_PLUGINS")
+STACK_PREFIXES = ("VLLM_FL_", "FLAGGEMS_")
+# Call counts at which a kernel's use is written again (1 is its first call).
+MILESTONES = frozenset(10 ** k for k in range(1, 8))
+# Callers that are FlagGems itself or the machinery around it, not someone dispatching to it.
+_INTERNAL_CALLERS = frozenset({"flag_gems", "torch", "triton", "stack_evidence", "functools",
+                               "contextlib", "inspect", "typing", "importlib", "abc", "copy"})
+_KERNEL_PACKAGES = frozenset({"ops", "fused", "modules"})
+_COLLECTIVES = ("all_reduce", "all_gather", "all_gather_into_tensor", "reduce_scatter",
+                "reduce_scatter_tensor", "broadcast", "all_to_all", "all_to_all_single", "send", "recv")
 
 
 def record(event: str, **data: Any) -> None:
@@ -44,6 +68,13 @@ def record(event: str, **data: Any) -> None:
         pass
 
 
+def stack_environment() -> dict[str, str | None]:
+    """The variables that switch the stack, as this process sees them (None = unset)."""
+    env: dict[str, str | None] = {name: os.environ.get(name) for name in STACK_VARIABLES}
+    env.update({k: v for k, v in sorted(os.environ.items()) if k.startswith(STACK_PREFIXES)})
+    return env
+
+
 def _dist_version(name: str) -> str | None:
     from importlib import metadata
 
@@ -53,41 +84,189 @@ def _dist_version(name: str) -> str | None:
         return None
 
 
+def _name(fn: Any) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', getattr(fn, '__name__', '?'))}"
+
+
+def _counted(target: Callable, event: str, /, **fields: Any) -> Callable:
+    """`target`, writing `event` on its first call and at each milestone of its call count."""
+    calls = [0]
+
+    @functools.wraps(target)
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        if calls[0] == 1 or calls[0] in MILESTONES:
+            record(event, calls=calls[0], **fields)
+        return target(*args, **kwargs)
+
+    counted.__modelverify_wrapped__ = True  # type: ignore[attr-defined]
+    return counted
+
+
+# ---- vLLM plugins -------------------------------------------------------------------------
+
 def _patch_plugins(module: Any) -> None:
     original = module.load_plugins_by_group
 
     def load_plugins_by_group(group: str, *args: Any, **kwargs: Any) -> Any:
         plugins = original(group, *args, **kwargs)
-        record("plugins_loaded", group=group, names=sorted(plugins or {}),
-               vllm_plugins=os.environ.get("VLLM_PLUGINS"))
+        names = sorted(plugins or {})
+        record("plugins_loaded", group=group, names=names, vllm_plugins=os.environ.get("VLLM_PLUGINS"),
+               modules={n: getattr(f, "__module__", None) for n, f in (plugins or {}).items()})
+        if group == "vllm.platform_plugins" and isinstance(plugins, dict):
+            for name, func in list(plugins.items()):
+                plugins[name] = _platform_answer(name, func)
         return plugins
 
     module.load_plugins_by_group = load_plugins_by_group
 
 
+def _platform_answer(name: str, func: Callable) -> Callable:
+    """A platform plugin answers a platform class (it takes over) or None (not this machine)."""
+
+    @functools.wraps(func)
+    def answer(*args: Any, **kwargs: Any) -> Any:
+        out = func(*args, **kwargs)
+        record("platform_plugin_answered", name=name, platform=None if out is None else str(out))
+        return out
+
+    return answer
+
+
+def _patch_custom_op(module: Any) -> None:
+    """Out-of-tree ops a plugin registers in vLLM, and whether their forward really ran."""
+    custom_op = getattr(module, "CustomOp", None)
+    original = getattr(custom_op, "register_oot", None)
+    if original is None:
+        return
+    original = original.__func__
+
+    def register_oot(cls: Any, _decorated_op_cls: Any = None, name: str | None = None) -> Any:
+        def note(op_cls: Any) -> Any:
+            op = name if name is not None else cls.__name__
+            record("plugin_op_registered", op=op, cls=_name(op_cls))
+            for attr in ("forward_oot", "forward_cuda", "forward_cpu", "forward_native", "forward_xpu",
+                         "forward_hip", "forward_tpu", "forward"):
+                fn = op_cls.__dict__.get(attr)
+                if inspect.isfunction(fn):
+                    setattr(op_cls, attr, _counted(fn, "plugin_op_ran", op=op, cls=_name(op_cls), method=attr))
+            return op_cls
+
+        if _decorated_op_cls is None:
+            inner = original(cls, None, name)
+            return lambda op_cls: inner(note(op_cls))
+        return original(cls, note(_decorated_op_cls), name)
+
+    custom_op.register_oot = classmethod(register_oot)
+
+
+# ---- FlagGems --------------------------------------------------------------------------
+
+_taking_over = threading.local()
+
+
+def _note_taken_over(key: str, fn: Any, dispatch_key: Any) -> None:
+    batch = getattr(_taking_over, "ops", None)
+    if batch is not None:
+        batch.append(key)
+    else:
+        record("flaggems_registered", ops=[key], fn=_name(fn), dispatch_key=str(dispatch_key))
+
+
+def _patch_library(module: Any) -> None:
+    """FlagGems takes ATen ops over with `torch.library.Library.impl`: count them, time them."""
+    library = getattr(module, "Library", None)
+    original = getattr(library, "impl", None)
+    if original is None or getattr(original, "__modelverify_wrapped__", False):
+        return
+
+    def impl(self: Any, op_name: Any, fn: Any, dispatch_key: Any = "", *args: Any, **kwargs: Any) -> Any:
+        owner = str(getattr(fn, "__module__", "") or "")
+        if callable(fn) and owner.split(".")[0] == "flag_gems":
+            key = op_name if isinstance(op_name, str) else str(getattr(op_name, "__name__", op_name))
+            _note_taken_over(key, fn, dispatch_key or getattr(self, "dispatch_key", ""))
+            fn = _counted(fn, "flaggems_op_ran", op=key, fn=_name(fn), via="aten")
+        return original(self, op_name, fn, dispatch_key, *args, **kwargs)
+
+    impl.__modelverify_wrapped__ = True  # type: ignore[attr-defined]
+    library.impl = impl
+
+
+def _direct(fn: Callable) -> Callable:
+    """A FlagGems kernel function, writing who called it from outside FlagGems (direct dispatch)."""
+    calls: dict[str, int] = {}
+
+    @functools.wraps(fn)
+    def kernel(*args: Any, **kwargs: Any) -> Any:
+        caller = str(sys._getframe(1).f_globals.get("__name__", "?"))
+        if caller.split(".")[0] not in _INTERNAL_CALLERS:
+            n = calls[caller] = calls.get(caller, 0) + 1
+            if n == 1 or n in MILESTONES:
+                record("flaggems_op_ran", op=fn.__name__, fn=_name(fn), via="direct", caller=caller, calls=n)
+        return fn(*args, **kwargs)
+
+    kernel.__modelverify_wrapped__ = True  # type: ignore[attr-defined]
+    return kernel
+
+
+def _patch_flaggems_kernels(module: Any) -> None:
+    """Wrap the kernel functions a `flag_gems.ops|fused|modules…` module defines."""
+    if not _KERNEL_PACKAGES & set(module.__name__.split(".")[1:]):
+        return
+    for attr, value in list(vars(module).items()):
+        if (not attr.startswith("_") and inspect.isfunction(value) and value.__module__ == module.__name__
+                and not getattr(value, "__modelverify_wrapped__", False)):
+            setattr(module, attr, _direct(value))
+
+
 def _patch_flag_gems(module: Any) -> None:
     record("flaggems_imported", version=_dist_version("flag-gems") or _dist_version("flag_gems"),
            file=getattr(module, "__file__", None))
+    for name in list(sys.modules):
+        if name.startswith("flag_gems."):
+            _patch_flaggems_kernels(sys.modules[name])
     for name in ("enable", "only_enable"):
         original = getattr(module, name, None)
         if original is None:
             continue
 
         def wrapper(*args: Any, __original: Callable = original, __name: str = name, **kwargs: Any) -> Any:
+            _taking_over.ops = []
             try:
                 out = __original(*args, **kwargs)
             except Exception as exc:
                 record("flaggems_enable_failed", call=__name, error=f"{type(exc).__name__}: {exc}")
                 raise
+            finally:
+                taken, _taking_over.ops = _taking_over.ops, None
             try:
                 ops = len(module.all_registered_ops())
             except Exception:  # noqa: BLE001 - older releases lack the registrar
                 ops = None
-            record("flaggems_enabled", call=__name, ops=ops,
-                   unused=kwargs.get("unused"), record=kwargs.get("record"))
+            record("flaggems_enabled", call=__name, ops=ops if ops is not None else len(taken),
+                   registered=sorted(set(taken)), unused=kwargs.get("unused"),
+                   include=kwargs.get("include"), record=kwargs.get("record"))
             return out
 
         setattr(module, name, wrapper)
+
+
+# ---- Triton / FlagTree, FlagCX -------------------------------------------------------------
+
+def flagtree_owns_triton() -> str | None:
+    """FlagTree's version when the `flagtree` distribution owns the `triton` package."""
+    from importlib import metadata
+
+    try:
+        owners = metadata.packages_distributions().get("triton") or []
+    except Exception:  # noqa: BLE001
+        return None
+    return _dist_version("flagtree") if any(o.lower() == "flagtree" for o in owners) else None
+
+
+def _note_triton(module: Any) -> None:
+    record("triton_imported", version=getattr(module, "__version__", None),
+           flagtree=flagtree_owns_triton(), file=getattr(module, "__file__", None))
 
 
 def _patch_dist(module: Any) -> None:
@@ -95,23 +274,81 @@ def _patch_dist(module: Any) -> None:
 
     def init_process_group(*args: Any, **kwargs: Any) -> Any:
         backend = kwargs.get("backend", args[0] if args else None)
-        record("dist_init", backend=str(backend), world_size=kwargs.get("world_size"))
-        return original(*args, **kwargs)
+        out = original(*args, **kwargs)
+        try:
+            world = module.get_world_size()
+        except Exception:  # noqa: BLE001
+            world = kwargs.get("world_size")
+        record("dist_init", backend=str(backend), world_size=world)
+        return out
 
     module.init_process_group = init_process_group
+    for name in _COLLECTIVES:
+        fn = getattr(module, name, None)
+        if callable(fn):
+            setattr(module, name, _collective(module, name, fn))
 
 
-def _note_triton(module: Any) -> None:
-    record("triton_imported", version=getattr(module, "__version__", None),
-           flagtree=_dist_version("flagtree"), file=getattr(module, "__file__", None))
+def _collective(module: Any, name: str, fn: Callable) -> Callable:
+    seen: set[str] = set()
+
+    @functools.wraps(fn)
+    def collective(*args: Any, **kwargs: Any) -> Any:
+        try:
+            backend = str(module.get_backend(kwargs.get("group")))
+        except Exception:  # noqa: BLE001
+            backend = "?"
+        if backend not in seen:
+            seen.add(backend)
+            try:
+                world = module.get_world_size(kwargs.get("group"))
+            except Exception:  # noqa: BLE001
+                world = None
+            record("collective", op=name, backend=backend, world_size=world)
+        return fn(*args, **kwargs)
+
+    return collective
+
+
+def _patch_ctypes() -> None:
+    """FlagCX's communicator loads `libflagcx.so` through ctypes: note it, and whether it loaded."""
+    import ctypes
+
+    original = ctypes.CDLL.__init__
+    if getattr(original, "__modelverify_wrapped__", False):
+        return
+
+    def init(self: Any, name: Any, *args: Any, **kwargs: Any) -> None:
+        if name and "flagcx" in os.path.basename(str(name)).lower():
+            try:
+                original(self, name, *args, **kwargs)
+            except OSError as exc:
+                record("flagcx_library", path=str(name), loaded=False, error=str(exc)[:300])
+                raise
+            record("flagcx_library", path=str(name), loaded=True)
+            return
+        original(self, name, *args, **kwargs)
+
+    init.__modelverify_wrapped__ = True  # type: ignore[attr-defined]
+    ctypes.CDLL.__init__ = init
 
 
 WATCH: dict[str, Callable[[Any], None]] = {
     "vllm.plugins": _patch_plugins,
+    "vllm.model_executor.custom_op": _patch_custom_op,
+    "torch.library": _patch_library,
     "flag_gems": _patch_flag_gems,
     "torch.distributed.distributed_c10d": _patch_dist,
     "triton": _note_triton,
 }
+
+
+def _watcher(name: str) -> Callable[[Any], None] | None:
+    if name in WATCH:
+        return WATCH[name]
+    if name.startswith("flag_gems."):
+        return _patch_flaggems_kernels
+    return None
 
 
 class _Loader(importlib.abc.Loader):
@@ -137,7 +374,7 @@ class _Loader(importlib.abc.Loader):
 
 class _Finder(importlib.abc.MetaPathFinder):
     def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
-        after = WATCH.get(name)
+        after = _watcher(name)
         if after is None:
             return None
         for finder in sys.meta_path:
@@ -156,13 +393,18 @@ def install() -> None:
     if not os.environ.get(ENV_DIR) or any(isinstance(f, _Finder) for f in sys.meta_path):
         return
     sys.meta_path.insert(0, _Finder())
-    for name in list(WATCH):
-        if name in sys.modules:  # imported before us: record what we can
+    for name in list(sys.modules):  # imported before us: record and wrap what we can
+        after = _watcher(name)
+        if after is not None:
             try:
-                WATCH[name](sys.modules[name])
+                after(sys.modules[name])
             except Exception:  # noqa: BLE001
                 pass
-    record("process_started", argv=sys.argv[:3])
+    try:
+        _patch_ctypes()
+    except Exception:  # noqa: BLE001
+        pass
+    record("process_started", argv=sys.argv[:3], env=stack_environment())
 
 
 def activate(folder: str | Path) -> None:

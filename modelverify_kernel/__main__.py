@@ -11,7 +11,12 @@ from .errors import UserError
 
 
 def diff(path_a: str, path_b: str) -> int:
-    """Print the seed's diff_analysis fields for two phase results; exit 0 when Run B passed."""
+    """Print the seed's diff_analysis fields for two phase results; exit 0 when the verdict is PASS.
+
+    The same rules as the notebook: outputs compared, each run's recorded stack evidence assessed
+    and put through the gate.
+    """
+    from . import compare, stack
     from .runs import from_result_file
     from .verdict import decide
 
@@ -23,7 +28,16 @@ def diff(path_a: str, path_b: str) -> int:
             raise UserError(f"Cannot read {path}: {exc.strerror}; give a phase result JSON.") from None
         except json.JSONDecodeError as exc:
             raise UserError(f"{path} is not JSON ({exc.msg}); give a phase result JSON.") from None
-    v = decide({"phase": phases["run_a"]}, {"phase": phases["run_b"]})
+    activity = {}
+    for run, pr in phases.items():
+        events = pr.result.get("stack_evidence") or []
+        activity[run] = stack.assess(events, stack.claims_in_log(pr.log), pr.result.get("tp"),
+                                     stack.engine_environment(events).get("FLAGCX_PATH"))
+    a, b = phases["run_a"], phases["run_b"]
+    comparisons = [compare.compare_phase(a.phase, a.result.get("outputs") or [], b.result.get("outputs") or [])] \
+        if a.status == b.status == "PASS" else []
+    v = decide({"phase": a}, {"phase": b}, comparisons=comparisons,
+               activity_a=activity["run_a"], activity_b=activity["run_b"])
     out = v.to_dict()
     out["errors"] = {run: pr.diagnosis for run, pr in phases.items() if pr.diagnosis}
     print(json.dumps(out, indent=2))

@@ -26,6 +26,9 @@ EXAMPLE = (
 MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
+# Each run's default flags. `run_*_env` / `run_*_unset` add to these (a user value wins), so
+# passing one variable never drops the others; removing a default goes through `run_*_unset`.
+# Run A's VLLM_PLUGINS is chosen from the probe (runs.run_a_base).
 RUN_A_ENV = {"USE_FLAGGEMS": "0"}
 RUN_A_UNSET = ("FLAGCX_PATH",)
 RUN_B_ENV = {"USE_FLAGGEMS": "1", "FLAGCX_PATH": "/tmp/FlagCX", "VLLM_PLUGINS": "fl"}
@@ -58,10 +61,10 @@ class Params:
     logprob_tolerance: float = 0.05
     repeat_fraction: float = 0.8
     env: Mapping[str, str] = field(default_factory=dict)
-    run_a_env: Mapping[str, str] = field(default_factory=lambda: dict(RUN_A_ENV))
-    run_a_unset: tuple[str, ...] = RUN_A_UNSET
-    run_b_env: Mapping[str, str] = field(default_factory=lambda: dict(RUN_B_ENV))
-    run_b_unset: tuple[str, ...] = RUN_B_UNSET
+    run_a_env: Mapping[str, str] = field(default_factory=dict)  # added to RUN_A_ENV
+    run_a_unset: tuple[str, ...] = ()  # added to RUN_A_UNSET, removed from RUN_A_ENV
+    run_b_env: Mapping[str, str] = field(default_factory=dict)  # added to RUN_B_ENV
+    run_b_unset: tuple[str, ...] = ()  # added to RUN_B_UNSET, removed from RUN_B_ENV
     target_python: str | None = None
     docker_host: str | None = None
     keep_files: bool = False

@@ -50,6 +50,7 @@ class Verification:
     runs: dict[str, dict[str, PhaseResult]] = field(default_factory=dict)
     comparisons: list[compare.PhaseComparison] = field(default_factory=list)
     activity: dict[str, dict[str, stack.ComponentActivity]] = field(default_factory=dict)
+    engine_env: dict[str, dict[str, Any]] = field(default_factory=dict)  # stack variables each run's processes saw
     verdict: verdict.Verdict | None = None
     report: dict[str, Any] | None = None
 
@@ -133,7 +134,7 @@ class Verification:
             return None
         try:
             self.scripts = self.target.install_scripts(SCRIPTS_DIR)
-            flagcx = dict(self.params.run_b_env).get("FLAGCX_PATH")
+            flagcx = self.spec("run_b").flagcx_path
             self.probe = run_probe(self.target, self.scripts, flagcx, self.out_dir, dict(self.params.env))
         except (UserError, OSError) as exc:
             self._precheck_fail(f"{exc}")
@@ -158,8 +159,12 @@ class Verification:
         self.save_state()
         return self.model
 
+    def specs(self) -> tuple[RunSpec, RunSpec]:
+        """Both runs' flags; Run A's way of keeping the FL plugin out comes from the probe."""
+        return run_specs(self.params, self.probe.data if self.probe else None)
+
     def spec(self, name: str) -> RunSpec:
-        return {s.name: s for s in run_specs(self.params)}[name]
+        return {s.name: s for s in self.specs()}[name]
 
     def run(self, name: str) -> dict[str, PhaseResult]:
         """Both phases of one run; failures are diagnosed from their logs."""
@@ -188,15 +193,17 @@ class Verification:
         shared = [ph for ph in PHASES if ph in outputs["run_a"] and ph in outputs["run_b"]]
         self.comparisons = [compare.compare_phase(ph, outputs["run_a"][ph], outputs["run_b"][ph], tol)
                             for ph in shared]
+        flagcx = (self.probe.data.get("flagcx") or {}) if self.probe else {}
         for name, phases in self.runs.items():
             spec = self.spec(name)
-            flagcx = None if "FLAGCX_PATH" in spec.env_unset else spec.env_set.get("FLAGCX_PATH")
+            library = flagcx.get("library") if spec.flagcx_path == flagcx.get("path") else None
             ran = [pr for pr in phases.values() if pr.status in ("PASS", "FAIL")]
+            events = [pr.result.get("stack_evidence") or [] for pr in ran]
             self.activity[name] = stack.merge(
-                stack.assess(pr.result.get("stack_evidence") or [], stack.log_lines_matching(pr.log),
-                             self.tp, flagcx)
-                for pr in ran
+                stack.assess(ev, stack.claims_in_log(pr.log), self.tp, spec.flagcx_path, library)
+                for pr, ev in zip(ran, events)
             ) if ran else {}
+            self.engine_env[name] = stack.engine_environment(e for ev in events for e in ev)
         return self.comparisons
 
     def decide(self) -> verdict.Verdict:
@@ -206,8 +213,30 @@ class Verification:
             if not self.activity:
                 self.compare()
             self.verdict = verdict.decide(self.runs["run_a"], self.runs["run_b"], self.run_b_skip,
-                                          self.comparisons, self.activity.get("run_b"))
+                                          self.comparisons, self.activity.get("run_a"), self.activity.get("run_b"),
+                                          self.in_both_runs(), self.spec("run_a").base_mode)
         return self.verdict
+
+    def in_both_runs(self) -> list[str]:
+        """FlagOS parts the probe found that Run A does not leave out."""
+        present = self.probe.multichip_present if self.probe else {}
+        both = ["FlagTree"] if present.get("FlagTree") else []
+        plugin_a = self.activity.get("run_a", {}).get("plugin")
+        native = (self.spec("run_a").base_mode or {}).get("mode") == "native"
+        if (plugin_a is not None and plugin_a.loaded) or (present.get("plugin") and native):
+            both.append("the FL plugin")
+        return both
+
+    def warnings(self) -> list[str]:
+        """What the engineer should know although no rule of the verdict turned on it."""
+        out = []
+        flagcx = (self.probe.data.get("flagcx") or {}) if self.probe else {}
+        path = self.spec("run_b").flagcx_path
+        if path and flagcx.get("path") == path and not flagcx.get("library") and self.run_b_skip is None:
+            out.append(f"Run B's FLAGCX_PATH={path} does not hold {flagcx.get('expected_library') or 'build/lib/libflagcx.so'}: "
+                       "the FL plugin's FlagCX communicator turns itself off silently, so at TP>1 FlagCX is counted "
+                       "inactive. Point FLAGCX_PATH at a FlagCX build with -y 'run_b_env: {\"FLAGCX_PATH\": \"…\"}'.")
+        return out
 
     def write_report(self, notebook: str | None = None) -> tuple[Path, Path]:
         if self.verdict is None:
@@ -221,6 +250,10 @@ class Verification:
             model_step=self.model.to_dict() if self.model else None,
             tp=self.tp,
             runs=self.runs,
+            specs=self.specs(),
+            engine_env=self.engine_env,
+            gate=stack.gate(self.activity.get("run_a"), self.activity.get("run_b")).to_dict(),
+            warnings=self.warnings(),
             skip_reason=self.run_b_skip,
             verdict=self.verdict,
             precheck_error=self.precheck_error,

@@ -23,12 +23,13 @@ import jinja2
 import jsonschema
 import pandas as pd
 
+from . import stack
 from .errors import UserError
 from .params import Params
 from .runs import PHASES, PhaseResult, RunSpec, run_specs, timeout_param
 from .verdict import Verdict, run_status
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 JSON_NAME, HTML_NAME = "report.json", "report.html"
 SEED_RUN_KEYS = {"run_a": "run_a_without_multichip", "run_b": "run_b_with_multichip"}
 SEED_PHASE_KEYS = {"offline": "phase_a_offline", "serve": "phase_b_serve"}
@@ -38,7 +39,7 @@ FAILED_LOG_TAIL_LINES = 200  # a failed phase keeps more: the lines before a han
 STACK_ADVICE = {
     "full": "run the downstream tests on the full multi-chip stack",
     "base": "run the downstream tests on the base stack only (USE_FLAGGEMS=0, no FlagCX)",
-    "none": "do not run downstream tests: the model does not serve on either stack",
+    "none": "do not run downstream tests: no stack was shown to serve the model (see why below)",
 }
 FAIL_ON = {"never": (), "fail": ("FAIL",), "partial": ("FAIL", "PARTIAL")}
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -118,8 +119,12 @@ def _output_sample(phases: Mapping[str, PhaseResult]) -> str | None:
 
 
 def _run_section(spec: RunSpec, phases: Mapping[str, PhaseResult], out_dir: Path,
-                 skip_reason: str | None) -> dict[str, Any]:
-    section: dict[str, Any] = {"flags": spec.flags()}
+                 skip_reason: str | None, engine_env: Mapping[str, Any] | None) -> dict[str, Any]:
+    section: dict[str, Any] = {"flags": spec.flags(),
+                               "env": {"set": dict(spec.env_set), "unset": list(spec.env_unset)},
+                               "engine_env": dict(engine_env or {})}
+    if spec.base_mode is not None:
+        section["base_mode"] = dict(spec.base_mode)
     if spec.name == "run_b":
         section["skipped"] = run_status(phases) == "SKIPPED"
         section["skip_reason"] = skip_reason if section["skipped"] else None
@@ -141,7 +146,11 @@ def build_report(
     model_step: dict[str, Any] | None,
     tp: int | None,
     runs: Mapping[str, Mapping[str, PhaseResult]],
-    skip_reason: str | None,
+    specs: Iterable[RunSpec] | None = None,
+    engine_env: Mapping[str, Mapping[str, Any]] | None = None,
+    gate: Mapping[str, Any] | None = None,
+    warnings: list[str] | None = None,
+    skip_reason: str | None = None,
     verdict: Verdict,
     precheck_error: str | None = None,
     comparisons: list[dict[str, Any]] | None = None,
@@ -149,7 +158,7 @@ def build_report(
     notebook: str | None = None,
 ) -> dict[str, Any]:
     out_dir = params.output_path
-    specs = dict(zip(("run_a", "run_b"), run_specs(params)))
+    specs = {s.name: s for s in (specs or run_specs(params))}
     logs, results = {}, {}
     for phases in runs.values():
         for p in phases.values():
@@ -170,7 +179,7 @@ def build_report(
         "tensor_parallel_size": tp,
     }
     for name, key in SEED_RUN_KEYS.items():
-        report[key] = _run_section(specs[name], runs[name], out_dir, skip_reason)
+        report[key] = _run_section(specs[name], runs[name], out_dir, skip_reason, (engine_env or {}).get(name))
     report["diff_analysis"] = {
         "conclusion": verdict.conclusion,
         "detail": verdict.detail,
@@ -181,6 +190,8 @@ def build_report(
     report.update(
         output_comparison=comparisons or [],
         stack_activity=activity or {},
+        stack_gate=dict(gate or {"passed": False, "strength": "none", "evidence": [], "run_a_not_base": []}),
+        warnings=list(warnings or []),
         parameters=params.to_dict(),
         environment={"target": target, "probe": probe},
         model_resolution=model_step,
@@ -240,11 +251,11 @@ def reproduce(report: Mapping[str, Any]) -> dict[str, Any]:
         prefix += ["exec", target.get("container_name") or target.get("container_id") or "CONTAINER"]
     phases: dict[str, str] = {}
     for key, run in SEED_RUN_KEYS.items():
-        env_set = {**params.get("env", {}), **params.get(f"{key}_env", {})}  # as runs.run_phase sets it
+        env = report[run]["env"]
+        env_set = {**params.get("env", {}), **env["set"]}  # as runs.run_phase sets it
         for phase, p in report[run]["phases"].items():
             if p.get("command"):
-                phases[f"{key}_{phase}"] = shlex.join(prefix + _env_prefix(env_set, params.get(f"{key}_unset", []))
-                                                      + p["command"])
+                phases[f"{key}_{phase}"] = shlex.join(prefix + _env_prefix(env_set, env["unset"]) + p["command"])
     return {"papermill": shlex.join(argv), "phases": phases}
 
 
@@ -302,12 +313,29 @@ def comparison_table(comparisons: list[Mapping[str, Any]]) -> pd.DataFrame:
 
 
 def activity_table(activity: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> pd.DataFrame:
-    """Per run × component: active / inactive / unknown / not_exercised, with the evidence."""
+    """Per run × component: active / inactive / unknown / not_exercised, how strong, the evidence."""
     return pd.DataFrame(
-        [{"run": run, "component": name, "status": a["status"], "evidence": "; ".join(a["evidence"])}
+        [{"run": run, "component": name, "status": a["status"],
+          "strength": a.get("strength", "none") + ("" if a.get("counts_for_gate", True) else " (never counts)"),
+          "evidence": "; ".join(a["evidence"])}
          for run, comps in activity.items() for name, a in comps.items()],
-        columns=["run", "component", "status", "evidence"],
+        columns=["run", "component", "status", "strength", "evidence"],
     )
+
+
+def flags_table(report: Mapping[str, Any]) -> pd.DataFrame:
+    """Each run's stack variables: what we set or removed, and what its engine processes saw."""
+    rows = []
+    for key, title in RUN_TITLES.items():
+        run = report[key]
+        env = run.get("env") or {"set": {}, "unset": []}
+        seen = run.get("engine_env") or {}
+        names = [*env["set"], *env["unset"]] + [n for n in seen if n not in env["set"] and n not in env["unset"]]
+        for name in dict.fromkeys(names):
+            asked = "unset" if name in env["unset"] else stack.env_text(env["set"].get(name))
+            rows.append({"run": title, "variable": name, "asked": asked,
+                         "engine saw": stack.env_text(seen[name]) if name in seen else "(not recorded)"})
+    return pd.DataFrame(rows, columns=["run", "variable", "asked", "engine saw"])
 
 
 def _styled(frame: pd.DataFrame, uuid: str, classes: Mapping[str, str], formats: Mapping[str, str] | None = None,
@@ -470,6 +498,7 @@ def render_html(report: Mapping[str, Any]) -> str:
         "comparison": _styled(comparison, "comparison", {"judgement": "j"}, {"max_logprob_diff_prefix": "{:.4f}",
                                                                             "first_divergence": "{:.0f}"}),
         "activity": _styled(activity_table(report.get("stack_activity") or {}), "activity", {"status": "a"}),
+        "flags": _styled(flags_table(report), "flags", {}),
     }
     return _env().get_template("report.html.j2").render(
         r=report, tables=tables, timeline=timeline_svg(report), reason=verdict_reason(report),

@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from . import classify
-from .params import Params
+from .params import RUN_A_ENV, RUN_A_UNSET, RUN_B_ENV, RUN_B_UNSET, Params
 from .target import ExecResult, Target
 
 PHASES = ("offline", "serve")
@@ -29,6 +29,7 @@ class RunSpec:
     title: str
     env_set: Mapping[str, str]
     env_unset: tuple[str, ...]
+    base_mode: Mapping[str, str] | None = None  # Run A: how it keeps the FL plugin out, and why
 
     def flags(self) -> dict[str, str]:
         """The seed's `flags`: set values, and "unset" for removed variables."""
@@ -36,12 +37,70 @@ class RunSpec:
         out.update(self.env_set)
         return out
 
+    @property
+    def flagcx_path(self) -> str | None:
+        return None if "FLAGCX_PATH" in self.env_unset else self.env_set.get("FLAGCX_PATH")
 
-def run_specs(params: Params) -> tuple[RunSpec, RunSpec]:
-    run_a = RunSpec("run_a", "Run A — without the multi-chip stack",
-                    dict(params.run_a_env), tuple(params.run_a_unset))
-    run_b = RunSpec("run_b", "Run B — with the full multi-chip stack",
-                    dict(params.run_b_env), tuple(params.run_b_unset))
+
+def combine(default_set: Mapping[str, str], default_unset: Iterable[str], user_set: Mapping[str, str],
+            user_unset: Iterable[str]) -> tuple[dict[str, str], tuple[str, ...]]:
+    """A run's flags: the defaults plus the user's; a user's value or removal wins over a default."""
+    user_unset = tuple(user_unset)
+    env = {k: v for k, v in default_set.items() if k not in user_unset}
+    env.update(user_set)
+    unset = tuple(dict.fromkeys(k for k in (*default_unset, *user_unset) if k not in user_set))
+    return env, unset
+
+
+# Device tools whose devices vLLM serves with a platform of its own (CUDA, ROCm; CPU needs no tool).
+BUILTIN_PLATFORM_TOOLS = {"nvidia-smi": "CUDA", "rocm-smi": "ROCm"}
+
+
+def run_a_base(probe_data: Mapping[str, Any] | None) -> dict[str, Any]:
+    """How Run A keeps the FL plugin out, from what the probe found installed.
+
+    Where vLLM's own platform or another vendor's platform plugin serves the devices, Run A
+    excludes `fl` through VLLM_PLUGINS (every other installed plugin still loads). Where `fl` is
+    the chip's only platform, Run A keeps it in its native mode (USE_FLAGGEMS=0, FLAGCX_PATH
+    unset), and its recorded evidence must then show FlagGems inactive.
+    """
+    eps = (probe_data or {}).get("entry_points") or {}
+    platform = [e.get("name") for e in eps.get("vllm.platform_plugins") or []]
+    general = [e.get("name") for e in eps.get("vllm.general_plugins") or []]
+    if probe_data is None:
+        return {"mode": "unknown", "reason": "the probe did not run: Run A keeps its flags as given", "env": {}}
+    if "fl" not in platform + general:
+        return {"mode": "no_plugin", "env": {},
+                "reason": "no vLLM plugin named 'fl' is installed: Run A leaves VLLM_PLUGINS as it is"}
+    others = sorted({n for n in platform + general if n and n != "fl"})
+    devices = probe_data.get("devices") or {}
+    builtin = "CPU" if devices.get("kind") == "cpu" else BUILTIN_PLATFORM_TOOLS.get(str(devices.get("tool")))
+    vendor = sorted({n for n in platform if n and n != "fl"})
+    if "fl" in platform and not builtin and not vendor:
+        return {"mode": "native", "env": {},
+                "reason": f"the FL plugin is the only platform for these devices ({devices.get('tool') or devices.get('kind')}): "
+                          "Run A keeps it in its native mode (USE_FLAGGEMS=0, FLAGCX_PATH unset); its recorded "
+                          "evidence must show FlagGems inactive"}
+    server = f"vLLM's own {builtin} platform" if builtin else f"the platform plugin {', '.join(vendor)}"
+    value = ",".join(others)
+    return {"mode": "exclude_plugin", "env": {"VLLM_PLUGINS": value},
+            "reason": f"{server} serves these devices, so Run A excludes the FL plugin with "
+                      f"VLLM_PLUGINS={value or chr(34) * 2}"
+                      + (" (every other installed plugin still loads)" if others else " (load no plugin)")}
+
+
+def run_specs(params: Params, probe_data: Mapping[str, Any] | None = None) -> tuple[RunSpec, RunSpec]:
+    base = run_a_base(probe_data)
+    user_plugins = "VLLM_PLUGINS" in params.run_a_env or "VLLM_PLUGINS" in params.run_a_unset
+    if user_plugins and base["mode"] != "no_plugin":
+        base = {"mode": "user", "env": {},
+                "reason": "Run A's VLLM_PLUGINS was given in run_a_env/run_a_unset; the probe's choice "
+                          f"({base['mode']}) was not applied"}
+    a_env, a_unset = combine({**RUN_A_ENV, **base["env"]}, RUN_A_UNSET, params.run_a_env, params.run_a_unset)
+    b_env, b_unset = combine(RUN_B_ENV, RUN_B_UNSET, params.run_b_env, params.run_b_unset)
+    run_a = RunSpec("run_a", "Run A — without the multi-chip stack", a_env, a_unset,
+                    {"mode": base["mode"], "reason": base["reason"]})
+    run_b = RunSpec("run_b", "Run B — with the full multi-chip stack", b_env, b_unset)
     return run_a, run_b
 
 

@@ -2,17 +2,18 @@
 
 A run passes only when both its phases pass. Rows the table lacks: a run that never started
 (probe or model step failed) is PRECHECK_FAILED; Run A failing while Run B was skipped is
-RUN_B_SKIPPED with status FAIL.
+RUN_B_SKIPPED with status FAIL; Run A whose own evidence shows FlagGems (or FlagCX at TP>1)
+active is RUN_A_NOT_BASE: the comparison is invalid, whatever either run did.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Mapping
+from typing import Any, Mapping, Sequence
 
+from . import stack
 from .compare import PhaseComparison
 from .runs import PhaseResult
-from .stack import ComponentActivity
 
 MULTICHIP = ("FlagGems", "FlagTree", "FlagCX", "plugin")
 
@@ -67,9 +68,8 @@ def precheck_failed(reason: str) -> Verdict:
     return Verdict("PRECHECK_FAILED", reason, None, "none", "FAIL")
 
 
-def _both_pass(comparisons: list[PhaseComparison] | None,
-               activity_b: Mapping[str, ComponentActivity] | None) -> Verdict:
-    """Both runs passed: only agreeing outputs from an active stack make BOTH_PASS.
+def _both_pass(comparisons: list[PhaseComparison] | None, g: stack.Gate) -> Verdict:
+    """Both runs passed: only agreeing outputs and FlagOS work in Run B that Run A did not do make BOTH_PASS.
 
     Divergence is the harder evidence, so it wins over an inactive stack.
     """
@@ -83,34 +83,64 @@ def _both_pass(comparisons: list[PhaseComparison] | None,
                 None, "base", "PARTIAL", "numerical",
             )
         if c.new_garbage:
-            g = c.new_garbage[0]
+            g0 = c.new_garbage[0]
             return Verdict(
                 "OUTPUT_MISMATCH",
-                f"Run B's {c.phase} output is garbage where Run A's is not: {g.check} at prompt "
-                f"{g.index} ({g.detail}).",
+                f"Run B's {c.phase} output is garbage where Run A's is not: {g0.check} at prompt "
+                f"{g0.index} ({g0.detail}).",
                 None, "base", "PARTIAL", "numerical",
             )
-    active = [a.component for a in (activity_b or {}).values() if a.status == "active"]
-    if not active:
+        if c.aggregate.systematic:
+            return Verdict(
+                "OUTPUT_MISMATCH",
+                f"Run B's {c.phase} outputs drift from Run A's across prompts, beyond the noise of a correct "
+                f"but different kernel: {c.aggregate.detail}",
+                None, "base", "PARTIAL", "numerical",
+            )
+    if not g.passed:
         return Verdict(
             "STACK_INACTIVE",
-            "Run B passed, but nothing shows that the multi-chip stack was active in it (no "
-            "FlagGems ops enabled, no FL plugin loaded, no FlagTree or FlagCX in use): it ran "
-            "the base stack, so it proves nothing about the multi-chip one.",
+            "Run B passed, but nothing recorded inside its engine processes shows FlagOS work that Run A did "
+            "not do (no FlagGems kernel ran or op was taken over, no op of the plugin's own ran, no FlagCX "
+            "collective at TP>1; a plugin that only loaded, FlagTree being installed, and printed log lines "
+            "do not count): it ran the base stack, so it proves nothing about the multi-chip one.",
             None, "base", "PARTIAL",
         )
     compared = sum(len(c.prompts) for c in comparisons or [])
+    weak = " (weaker evidence: ops were taken over, but no kernel was seen running)" if g.strength == "weak" else ""
     return Verdict(
         "BOTH_PASS",
-        f"Both runs passed offline and served; active in Run B: {', '.join(active)}; "
-        f"{compared} outputs compared within tolerance.",
+        f"Both runs passed offline and served; FlagOS work in Run B that Run A did not do{weak}: "
+        f"{' | '.join(g.evidence)}; {compared} outputs compared within tolerance.",
         None, "full", "PASS",
+    )
+
+
+def _not_base(g: stack.Gate, base_mode: Mapping[str, Any] | None) -> Verdict:
+    mode = (base_mode or {}).get("mode")
+    if mode == "native":
+        fix = ("the FL plugin is this chip's only platform and still enabled FlagGems with USE_FLAGGEMS=0: "
+               "check VLLM_FL_PREFER_ENABLED/VLLM_FL_PREFER and the plugin version (the 2025-12 plugin ignores "
+               "USE_FLAGGEMS), or set Run A's switches with -y 'run_a_env: {...}'")
+    else:
+        fix = ("keep FlagOS out of Run A: exclude the plugin with -y 'run_a_env: {\"VLLM_PLUGINS\": \"\"}' "
+               "(or list the plugins Run A needs; some plugin versions enable FlagGems whenever loaded and "
+               "ignore USE_FLAGGEMS), or find what else enables FlagGems in Run A")
+    return Verdict(
+        "RUN_A_NOT_BASE",
+        f"Run A was not the base stack, so the A/B comparison is invalid: {' | '.join(g.run_a_not_base)}. "
+        f"Fix: {fix}.",
+        None, "none", "FAIL",
     )
 
 
 def decide(run_a: Mapping[str, PhaseResult], run_b: Mapping[str, PhaseResult],
            skip_reason: str | None = None, comparisons: list[PhaseComparison] | None = None,
-           activity_b: Mapping[str, ComponentActivity] | None = None) -> Verdict:
+           activity_a: Mapping[str, stack.ComponentActivity] | None = None,
+           activity_b: Mapping[str, stack.ComponentActivity] | None = None,
+           in_both: Sequence[str] = (), base_mode: Mapping[str, Any] | None = None) -> Verdict:
+    """`in_both`: the FlagOS components the probe found that Run A cannot leave out (FlagTree, a
+    plugin that is the chip's platform)."""
     missing = [f"{p.run} {p.phase}" for p in (*run_a.values(), *run_b.values()) if p.status == "NOT_RUN"]
     if missing:
         return Verdict(
@@ -119,6 +149,9 @@ def decide(run_a: Mapping[str, PhaseResult], run_b: Mapping[str, PhaseResult],
             "report was rebuilt from what was on disk. Rerun it for a verdict.",
             None, "none", "FAIL",
         )
+    g = stack.gate(activity_a, activity_b)
+    if g.run_a_not_base:
+        return _not_base(g, base_mode)
     a, b = run_status(run_a), run_status(run_b)
     fails_a, fails_b = failures(run_a), failures(run_b)
     comp_a, comp_b = _component(fails_a), _component(fails_b)
@@ -130,7 +163,7 @@ def decide(run_a: Mapping[str, PhaseResult], run_b: Mapping[str, PhaseResult],
         if b == "SKIPPED":
             return Verdict("RUN_B_SKIPPED", skip_reason or "Run B skipped.", None, "base", "PARTIAL")
         if b == "PASS":
-            return _both_pass(comparisons, activity_b)
+            return _both_pass(comparisons, g)
         return Verdict(
             "MULTICHIP_ERROR",
             f"Run A passed; Run B failed with the multi-chip stack ({_describe(fails_b)})"
@@ -155,8 +188,9 @@ def decide(run_a: Mapping[str, PhaseResult], run_b: Mapping[str, PhaseResult],
     if sigs_a == sigs_b:
         return Verdict(
             "SAME_ERROR",
-            f"Both runs failed the same way ({_describe(fails_a)}). FlagTree and the plugin are "
-            "present in both runs, so the same error does not clear the stack.",
+            f"Both runs failed the same way ({_describe(fails_a)})."
+            + (f" {' and '.join(in_both)} {'is' if len(in_both) == 1 else 'are'} in both runs, so the same "
+               f"error does not clear {'it' if len(in_both) == 1 else 'them'}." if in_both else ""),
             multichip(comp_a), "none", "FAIL", comp_a,
         )
     return Verdict(

@@ -25,8 +25,8 @@ def test_defaults_and_seed_timeouts():
     p = validate({"model_path": "/m"})
     assert (p.download_timeout, p.offline_timeout, p.serve_timeout, p.health_timeout) == (600, 300, 360, 300)
     assert p.trust_remote_code is False and p.tp_size is None and p.container is None
-    assert dict(p.run_a_env) == {"USE_FLAGGEMS": "0"} and p.run_a_unset == ("FLAGCX_PATH",)
-    assert dict(p.run_b_env) == {"USE_FLAGGEMS": "1", "FLAGCX_PATH": "/tmp/FlagCX", "VLLM_PLUGINS": "fl"}
+    # run_*_env / run_*_unset are additions to each run's default flags (runs.run_specs)
+    assert (dict(p.run_a_env), p.run_a_unset, dict(p.run_b_env), p.run_b_unset) == ({}, (), {}, ())
 
 
 def test_extra_vllm_args_json_or_shell_like_never_executed():

@@ -1,11 +1,14 @@
-"""Issue 4 end to end: papermill on the demo model with a stand-in for the FL plugin.
+"""The gate end to end: papermill on the demo model with stand-ins that behave like the real
+FlagOS plugin, in the real vLLM CPU engine.
 
-What stands in for the real plugin: `tests/fake_stack/site/fake_vllm_fl`, a vLLM general plugin
-registered under the entry-point name `fl`, put on PYTHONPATH for both runs (as an installed
-plugin is). Everything else is real: the vLLM engine, torch, the `flag_gems` 5.0.2 package and
-its `triton` (installed by `make test` into `.venv/test-stack/`, outside the venv, so the demo
-stays an honest base-only environment). The evidence of activity is what the engine processes
-recorded themselves (container_scripts/stack_evidence.py), never the flags.
+What stands in (test-only, see their docstrings): `tests/fake_stack/site/fake_vllm_fl`, a vLLM
+platform plugin *and* general plugin named `fl` that enables FlagGems in the worker under the
+real plugin's environment semantics (or not, by mode); `tests/fake_stack/flaggems_standin`, a
+`flag_gems` stand-in registering its kernels through `torch.library` like FlagGems 5.x does —
+the real library needs a GPU (FACTS.md), so it is used only where its real CPU failure is the
+point (`flaggems` mode); `tests/fake_stack/liar`, no plugin at all, only the log lines a working
+stack prints. Everything else is real: vLLM, torch, papermill, the evidence recorded inside the
+engine processes, the verdict, the report.
 """
 
 import json
@@ -19,9 +22,9 @@ from conftest import CPU_ENV, DEMO_ENGINE_ARGS, REPO
 
 pytestmark = pytest.mark.slow
 NOTEBOOK = REPO / "notebooks" / "verify.ipynb"
-FAKE_PLUGIN_SITE = REPO / "tests" / "fake_stack" / "site"
+FAKE = REPO / "tests" / "fake_stack"
+PLUGIN_SITE, GEMS_STANDIN, LIAR = FAKE / "site", FAKE / "flaggems_standin", FAKE / "liar"
 TEST_STACK = Path(sys.prefix) / "test-stack"
-RUN_B_ENV = {"USE_FLAGGEMS": "1", "FLAGCX_PATH": "/tmp/FlagCX", "VLLM_PLUGINS": "fl"}
 
 
 @pytest.fixture(scope="module")
@@ -34,61 +37,94 @@ def test_stack() -> Path:
     return TEST_STACK
 
 
-def _verify(tmp_path, demo_model, *, plugin: bool, mode: str | None, stack: Path | None, run_b="auto") -> dict:
-    paths = ([str(FAKE_PLUGIN_SITE)] if plugin else []) + ([str(stack / "flaggems")] if stack else [])
-    env = dict(CPU_ENV, PYTHONPATH=os.pathsep.join(paths)) if paths else dict(CPU_ENV)
-    run_b_env = dict(RUN_B_ENV)
-    if mode:
-        run_b_env["FAKE_FL_MODE"] = mode
-    if stack:
-        run_b_env["FAKE_FL_TRITON_SITE"] = str(stack / "triton")
+def _verify(tmp_path, demo_model, paths, run_b_env=None, **parameters) -> dict:
+    """Both runs share `paths` on PYTHONPATH, as an image's installed packages are."""
+    env = dict(CPU_ENV, PYTHONPATH=os.pathsep.join(map(str, paths)))
     out_dir = tmp_path / "report"
     out_dir.mkdir()
     pm.execute_notebook(str(NOTEBOOK), str(out_dir / "verify.ipynb"), cwd=str(REPO), kernel_name="python3",
                         progress_bar=False, parameters=dict(
-                            model_path=str(demo_model), output_dir=str(out_dir), env=env, run_b_env=run_b_env,
-                            extra_vllm_args=DEMO_ENGINE_ARGS, max_model_len=512, run_b=run_b))
+                            model_path=str(demo_model), output_dir=str(out_dir), env=env,
+                            run_b_env=run_b_env or {}, extra_vllm_args=DEMO_ENGINE_ARGS, max_model_len=512,
+                            run_b="always", **parameters))
     data = json.loads((out_dir / "report.json").read_text())
     html = (out_dir / "report.html").read_text()
-    assert data["diff_analysis"]["conclusion"] in html
+    assert data["diff_analysis"]["conclusion"] in html and "How Run A keeps FlagOS out" in html
     return data
 
 
-def test_no_plugin_is_stack_inactive(tmp_path, demo_model):
-    data = _verify(tmp_path, demo_model, plugin=False, mode=None, stack=None, run_b="always")
-    assert (data["diff_analysis"]["conclusion"], data["status"]) == ("STACK_INACTIVE", "PARTIAL")
-    assert data["diff_analysis"]["recommended_stack"] == "base"
-    plugin = data["stack_activity"]["run_b"]["plugin"]
-    assert plugin["status"] == "inactive" and "no plugin named 'fl'" in plugin["evidence"][0]
-    flagcx = data["stack_activity"]["run_b"]["FlagCX"]
-    assert flagcx["status"] == "not_exercised" and "TP=1" in flagcx["evidence"][0]
-    # same prompts, same engine, no stack: the outputs agree exactly
+def _verdict(data):
+    d = data["diff_analysis"]
+    return d["conclusion"], data["status"], d["recommended_stack"]
+
+
+def test_printed_log_lines_without_any_plugin_are_stack_inactive(tmp_path, demo_model):
+    data = _verify(tmp_path, demo_model, [LIAR])
+    assert _verdict(data) == ("STACK_INACTIVE", "PARTIAL", "base")
+    log = (tmp_path / "report" / "logs" / "run_b_offline.log").read_text()
+    assert "Platform plugin fl is activated" in log and "FlagGems enabled" in log  # the lie was told
+    b = data["stack_activity"]["run_b"]
+    assert b["plugin"]["status"] == "inactive" and "no plugin named 'fl'" in b["plugin"]["evidence"][0]
+    assert any("not evidence" in e for e in b["plugin"]["evidence"] + b["FlagGems"]["evidence"])
+    assert b["FlagCX"]["status"] == "not_exercised" and "TP=1" in b["FlagCX"]["evidence"][0]
+    assert data["run_a_without_multichip"]["base_mode"]["mode"] == "no_plugin"
     assert all(p["exact_match"] for c in data["output_comparison"] for p in c["prompts"])
 
 
-def test_perturbing_plugin_is_output_mismatch(tmp_path, demo_model, test_stack):
-    data = _verify(tmp_path, demo_model, plugin=True, mode="perturb", stack=test_stack)
-    d = data["diff_analysis"]
-    assert (d["conclusion"], data["status"], d["component"]) == ("OUTPUT_MISMATCH", "PARTIAL", "numerical")
-    first = next(p for c in data["output_comparison"] for p in c["prompts"]
-                 if p["judgement"] in ("changed_distribution", "logprob_drift"))
-    assert f"prompt {first['index']}" in d["detail"] and f"position {first['first_divergence']}" in d["detail"]
-    assert data["stack_activity"]["run_b"]["plugin"]["status"] == "active"
+def test_an_inert_plugin_is_stack_inactive(tmp_path, demo_model):
+    data = _verify(tmp_path, demo_model, [PLUGIN_SITE, GEMS_STANDIN], {"FAKE_FL_MODE": "inert"})
+    assert _verdict(data) == ("STACK_INACTIVE", "PARTIAL", "base")
+    plugin = data["stack_activity"]["run_b"]["plugin"]
+    assert plugin["status"] == "inactive" and "loading alone is not activity" in " ".join(plugin["evidence"])
+    assert data["stack_gate"]["passed"] is False
+    # Run A kept the plugin out: vLLM's CPU platform serves this machine
+    run_a = data["run_a_without_multichip"]
+    assert run_a["base_mode"]["mode"] == "exclude_plugin" and run_a["env"]["set"]["VLLM_PLUGINS"] == ""
+    assert run_a["engine_env"]["VLLM_PLUGINS"] == "" and run_a["engine_env"]["FLAGCX_PATH"] is None
+    assert data["run_b_with_multichip"]["engine_env"]["VLLM_PLUGINS"] == "fl"
 
 
-def test_flaggems_mode_is_multichip_error_flaggems(tmp_path, demo_model, test_stack):
-    data = _verify(tmp_path, demo_model, plugin=True, mode="flaggems", stack=test_stack)
+def test_a_default_on_plugin_loaded_in_run_a_makes_the_comparison_invalid(tmp_path, demo_model):
+    # as the image ships it: the 2025-12 plugin enables FlagGems whenever it is loaded, and Run A
+    # is made to leave VLLM_PLUGINS unset (every installed plugin loads), as the seed did
+    data = _verify(tmp_path, demo_model, [PLUGIN_SITE, GEMS_STANDIN], {"FAKE_FL_MODE": "default-on"},
+                   run_a_env={"FAKE_FL_MODE": "default-on"}, run_a_unset=["VLLM_PLUGINS"])
+    assert _verdict(data) == ("RUN_A_NOT_BASE", "FAIL", "none")
+    assert data["run_a_without_multichip"]["engine_env"]["VLLM_PLUGINS"] is None  # unset, not empty
+    assert data["run_a_without_multichip"]["base_mode"]["mode"] == "user"
+    assert data["stack_activity"]["run_a"]["FlagGems"]["status"] == "active"
+    detail = data["diff_analysis"]["detail"]
+    assert "FlagGems active in Run A" in detail and "embedding" in detail and "VLLM_PLUGINS" in detail
+    assert data["stack_gate"]["run_a_not_base"]
+
+
+def test_one_op_off_by_five_percent_is_output_mismatch_across_prompts(tmp_path, demo_model):
+    data = _verify(tmp_path, demo_model, [PLUGIN_SITE, GEMS_STANDIN],
+                   {"FAKE_FL_MODE": "real", "FAKE_GEMS_FAULT": "rms_norm=scale:1.05"})
+    assert _verdict(data) == ("OUTPUT_MISMATCH", "PARTIAL", "base")
+    aggregates = [c["aggregate"] for c in data["output_comparison"]]
+    assert any(a["systematic"] for a in aggregates)
+    assert data["diff_analysis"]["component"] == "numerical"
+
+
+def test_flaggems_active_in_run_b_only_and_correct_is_both_pass_naming_the_ops(tmp_path, demo_model):
+    # a correct reimplementation at another precision: the noise of a different kernel, not a fault
+    data = _verify(tmp_path, demo_model, [PLUGIN_SITE, GEMS_STANDIN],
+                   {"FAKE_FL_MODE": "real", "FAKE_GEMS_VARIANT": "rms_norm=bf16"})
+    assert _verdict(data) == ("BOTH_PASS", "PASS", "full")
+    gems = data["stack_activity"]["run_b"]["FlagGems"]
+    assert (gems["status"], gems["strength"]) == ("active", "strong")
+    ran = [w.split(":", 1)[1] for w in gems["work"] if w.startswith("ran:")]
+    assert "embedding" in ran and all(op in data["diff_analysis"]["detail"] for op in ran[:3])
+    assert data["stack_activity"]["run_a"]["FlagGems"]["status"] == "inactive"
+    assert data["stack_gate"]["passed"] and data["stack_gate"]["strength"] == "strong"
+
+
+def test_the_real_flag_gems_failing_in_run_b_is_multichip_error(tmp_path, demo_model, test_stack):
+    data = _verify(tmp_path, demo_model, [PLUGIN_SITE, test_stack / "flaggems"],
+                   {"FAKE_FL_MODE": "flaggems", "FAKE_FL_TRITON_SITE": str(test_stack / "triton")})
     d = data["diff_analysis"]
     assert (d["conclusion"], d["multichip_component"], data["status"]) == ("MULTICHIP_ERROR", "FlagGems", "PARTIAL")
     err = data["run_b_with_multichip"]["errors"][0]
     assert err["component"] == "FlagGems" and "No device were detected" in err["error"]
-    assert data["run_a_without_multichip"]["phase_a_offline"] == "PASS"  # USE_FLAGGEMS=0: plugin idle
-
-
-def test_neutral_active_plugin_is_both_pass(tmp_path, demo_model, test_stack):
-    data = _verify(tmp_path, demo_model, plugin=True, mode="neutral", stack=test_stack)
-    assert (data["diff_analysis"]["conclusion"], data["status"]) == ("BOTH_PASS", "PASS")
-    assert data["diff_analysis"]["recommended_stack"] == "full"
-    plugin = data["stack_activity"]["run_b"]["plugin"]
-    assert plugin["status"] == "active" and "EngineCore" in " ".join(plugin["evidence"])
-    assert data["stack_activity"]["run_b"]["FlagGems"]["status"] == "inactive"
+    assert data["run_a_without_multichip"]["phase_a_offline"] == "PASS"

@@ -17,7 +17,8 @@ def run(name, offline="PASS", serve="PASS", sig=None, component=None):
     return {"offline": ph("offline", offline), "serve": ph("serve", serve)}
 
 
-ACTIVE = {"plugin": ComponentActivity("plugin", "active", ["fl loaded"]),
+ACTIVE = {"plugin": ComponentActivity("plugin", "active", ["the plugin's own ops ran: RMSNorm"], "strong",
+                                      ["op:RMSNorm"]),
           "FlagGems": ComponentActivity("FlagGems", "inactive", [])}
 INACTIVE = {"plugin": ComponentActivity("plugin", "inactive", ["no fl"]),
             "FlagGems": ComponentActivity("FlagGems", "unknown", [])}
