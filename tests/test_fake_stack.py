@@ -422,3 +422,14 @@ def test_engine_embedding_fault_fails_through_the_kernel_file(tmp_path, demo_mod
                                FAKE_GEMS_FAULT="embedding=raise")
     assert rc == 1 and result["status"] == "FAIL"
     assert "flag_gems/ops/embedding.py" in log and "flag_gems embedding kernel failed" in log
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode, enabled", [("real", False), ("default-on", True)])
+def test_engine_use_flaggems_0(tmp_path, demo_model, mode, enabled):
+    """USE_FLAGGEMS=0: the 2026 plugin enables nothing; the 2025-12 one enables anyway."""
+    rc, result, log = _offline(tmp_path, demo_model, USE_FLAGGEMS="0", FAKE_FL_MODE=mode)
+    assert (rc, result["status"]) == (0, "PASS"), log[-3000:]
+    assert "Platform plugin fl is activated" in log  # the platform loads either way
+    assert ("WorkerFL: FlagGems enabled: 4 ops" in log) is enabled
+    assert not (tmp_path / "oplist.log").exists()  # default-on records nothing (record=False)
