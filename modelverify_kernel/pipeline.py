@@ -199,10 +199,10 @@ class Verification:
             library = flagcx.get("library") if spec.flagcx_path == flagcx.get("path") else None
             ran = [pr for pr in phases.values() if pr.status in ("PASS", "FAIL")]
             events = [pr.result.get("stack_evidence") or [] for pr in ran]
-            self.activity[name] = stack.merge(
-                stack.assess(ev, stack.claims_in_log(pr.log), self.tp, spec.flagcx_path, library)
+            self.activity[name] = stack.merge({
+                pr.phase: stack.assess(ev, stack.claims_in_log(pr.log), self.tp, spec.flagcx_path, library)
                 for pr, ev in zip(ran, events)
-            ) if ran else {}
+            }) if ran else {}
             self.engine_env[name] = stack.engine_environment(e for ev in events for e in ev)
         return self.comparisons
 
@@ -233,9 +233,11 @@ class Verification:
         flagcx = (self.probe.data.get("flagcx") or {}) if self.probe else {}
         path = self.spec("run_b").flagcx_path
         if path and flagcx.get("path") == path and not flagcx.get("library") and self.run_b_skip is None:
+            relevance = ("it matters only at TP>1: at TP=1 FlagCX is never exercised" if (self.tp or 1) <= 1
+                         else "so FlagCX is counted inactive in Run B")
             out.append(f"Run B's FLAGCX_PATH={path} does not hold {flagcx.get('expected_library') or 'build/lib/libflagcx.so'}: "
-                       "the FL plugin's FlagCX communicator turns itself off silently, so at TP>1 FlagCX is counted "
-                       "inactive. Point FLAGCX_PATH at a FlagCX build with -y 'run_b_env: {\"FLAGCX_PATH\": \"…\"}'.")
+                       f"the FL plugin's FlagCX communicator turns itself off silently ({relevance}). Point FLAGCX_PATH "
+                       "at a FlagCX build with -y 'run_b_env: {\"FLAGCX_PATH\": \"…\"}'.")
         return out
 
     def write_report(self, notebook: str | None = None) -> tuple[Path, Path]:

@@ -233,8 +233,9 @@ def claims_in_log(path: str | None, limit: int = 5) -> list[str]:
     out: list[str] = []
     with open(path, encoding="utf-8", errors="replace") as fh:
         for line in fh:
-            if _CLAIM.search(line):
-                out.append(line.strip()[:200])
+            m = _CLAIM.search(line)
+            if m:  # the claim itself, without vLLM's prefix and colour codes
+                out.append(re.sub(r"\x1b\[[0-9;]*m", "", line[m.start():]).strip()[:160])
                 if len(out) >= limit:
                     break
     return out
@@ -256,16 +257,18 @@ def assess(events: Iterable[dict], claims: Iterable[str], tp: int | None, flagcx
     return {a.component: a for a in found}
 
 
-def merge(phases: Iterable[Mapping[str, ComponentActivity]]) -> dict[str, ComponentActivity]:
-    """A run's view over its phases: the strongest activity wins, evidence and work add up."""
+def merge(phases: Mapping[str, Mapping[str, ComponentActivity]]) -> dict[str, ComponentActivity]:
+    """A run's view over its phases: the strongest activity wins, evidence (marked with its
+    phase) and work add up."""
     order = {"active": 0, "inactive": 1, "not_exercised": 2, "unknown": 3}
     out: dict[str, ComponentActivity] = {}
-    for phase in phases:
+    for phase_name, phase in phases.items():
         for name, a in phase.items():
+            a = ComponentActivity(name, a.status, [f"{phase_name}: {e}" for e in a.evidence], a.strength,
+                                  list(a.work), a.counts_for_gate, a.loaded)
             best = out.get(name)
             if best is None:
-                out[name] = ComponentActivity(name, a.status, list(a.evidence), a.strength, list(a.work),
-                                              a.counts_for_gate, a.loaded)
+                out[name] = a
                 continue
             best.loaded = best.loaded or a.loaded
             if (order[a.status], STRENGTHS.index(a.strength)) < (order[best.status], STRENGTHS.index(best.strength)):

@@ -214,3 +214,35 @@ def test_the_recorder_sees_flaggems_registrations_and_kernel_calls_in_a_real_pro
     assert enabled and enabled[0]["registered"] == ["neg"] and enabled[0]["ops"] == 1
     fg = stack.assess(events, [], 1, None)["FlagGems"]
     assert (fg.status, fg.strength) == ("active", "strong")
+
+
+def test_the_recorder_sees_backends_collectives_and_a_flagcx_library_in_a_real_process(tmp_path):
+    """Real torch.distributed (gloo, one process on 127.0.0.1) and a real ctypes load that fails."""
+    (tmp_path / "FlagCX" / "build" / "lib").mkdir(parents=True)
+    lib = tmp_path / "FlagCX" / "build" / "lib" / "libflagcx.so"
+    lib.write_bytes(b"not a library")
+    script = textwrap.dedent(f"""
+        import ctypes, socket, sys
+        sys.path.insert(0, {str(REPO / 'container_scripts')!r})
+        import stack_evidence
+        stack_evidence.activate({str(tmp_path / 'ev')!r})
+        import torch, torch.distributed as dist
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{{port}}", rank=0, world_size=1)
+        dist.all_reduce(torch.ones(2))
+        dist.destroy_process_group()
+        try:
+            ctypes.CDLL({str(lib)!r})
+        except OSError:
+            pass
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+    sys.path.insert(0, str(REPO / "container_scripts"))
+    import stack_evidence
+    events = {e["event"]: e for e in stack_evidence.collect(tmp_path / "ev")}
+    assert (events["dist_init"]["backend"], events["dist_init"]["world_size"]) == ("gloo", 1)
+    assert (events["collective"]["op"], events["collective"]["backend"]) == ("all_reduce", "gloo")
+    assert events["flagcx_library"]["loaded"] is False and events["flagcx_library"]["path"] == str(lib)
+    flagcx = stack.assess(list(events.values()), [], 2, str(tmp_path / "FlagCX"), str(lib))["FlagCX"]
+    assert flagcx.status == "inactive" and "gloo" in flagcx.evidence[0]  # not FlagCX's backend
