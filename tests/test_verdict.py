@@ -146,3 +146,29 @@ def test_diff_cli_bad_input_is_one_sentence(tmp_path):
                            str(tmp_path / "missing.json")], capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("error: ") and "bad.json is not JSON" in proc.stderr
+
+
+def test_diff_cli_applies_the_gate_and_the_comparison_to_two_passing_results(tmp_path):
+    """Two passing phase results: the diff is BOTH_PASS only with FlagOS work recorded in Run B."""
+    import json
+    import subprocess
+    import sys
+
+    out = [{"prompt": "p", "token_ids": [1, 2], "text": "x",
+            "logprobs": [{"token_id": t, "logprob": -1.0, "top": [[t, -1.0], [9, -3.0]]} for t in (1, 2)]}]
+    start = {"event": "process_started", "pid": 1, "process": "VllmWorker-0", "time": 1, "env": {}}
+    ran = {"event": "flaggems_op_ran", "pid": 1, "process": "VllmWorker-0", "time": 2, "op": "embedding",
+           "fn": "flag_gems.ops.embedding.embedding", "via": "aten", "calls": 10}
+    paths = {}
+    for name, events in (("a", [start]), ("b_idle", [start]), ("b_work", [start, ran])):
+        paths[name] = tmp_path / f"{name}.json"
+        paths[name].write_text(json.dumps({"phase": "offline", "status": "PASS", "tp": 1, "outputs": out,
+                                           "stack_evidence": events}))
+
+    def diff(b):
+        proc = subprocess.run([sys.executable, "-m", "modelverify_kernel", "diff", str(paths["a"]), str(paths[b])],
+                              capture_output=True, text=True)
+        return proc.returncode, json.loads(proc.stdout)["conclusion"]
+
+    assert diff("b_idle") == (1, "STACK_INACTIVE")
+    assert diff("b_work") == (0, "BOTH_PASS")
