@@ -366,8 +366,8 @@ def aggregate_judgement(prompts: Sequence[PromptComparison], outputs_a: Sequence
                   f"({len(shared)} values at {positions} positions with the same context)"
                   if shared else "could not be compared (no position with the same context)"))
     if ag.reason == "shift":
-        ag.detail = (f"{figures} — a systematic shift: the p90 is above {tol.systematic_shift} nats, "
-                     f"the largest shift a correct but different kernel made.")
+        ag.detail = (f"{figures} — a systematic shift: the p90 is above {tol.systematic_shift} nats, more than "
+                     f"a correct but different kernel moved even its largest logprob in calibration.")
     elif ag.reason == "flips":
         ag.detail = (f"{figures} — systematic: {flipped} of {len(prompts)} prompts flipped "
                      f"(limit {tol.flip_fraction:.0%}) while the median shift is above {tol.flip_median} nats, "
