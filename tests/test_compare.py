@@ -315,3 +315,16 @@ def test_real_measured_outputs():
     assert rms.prompts_flipped == 5
     same = compare_phase("offline", reference, variants["same stack again"]["outputs"]).aggregate
     assert same.prompts_flipped == 0 and same.shared_max == 0
+
+
+@pytest.mark.skipif(not FIXTURE.is_file(), reason="run benchmarks/compare_calibration.py --save-fixture")
+def test_the_constants_lie_between_the_measured_noise_and_the_faults():
+    reference, variants = _measured()
+    p90 = {name: compare_phase("offline", reference, v["outputs"]).aggregate.shared_p90 for name, v in variants.items()}
+    medians = {name: compare_phase("offline", reference, v["outputs"]).aggregate.shared_median
+               for name, v in variants.items()}
+    noise = [p90[n] for n, v in variants.items() if v["kind"] == "noise"]
+    faults = [p90[n] for n, v in variants.items() if v["kind"] == "fault"]
+    tol = Tolerances()
+    assert max(noise) < tol.systematic_shift < min(faults)
+    assert max(medians[n] for n, v in variants.items() if v["kind"] == "noise") < tol.flip_median
