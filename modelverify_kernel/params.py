@@ -59,6 +59,7 @@ class Params:
     run_b: str = "auto"
     tie_tolerance: float = 0.02
     logprob_tolerance: float = 0.05
+    systematic_shift: float | None = None  # None: shift_p90 of references/output-comparison.md
     repeat_fraction: float = 0.8
     env: Mapping[str, str] = field(default_factory=dict)
     run_a_env: Mapping[str, str] = field(default_factory=dict)  # added to RUN_A_ENV
@@ -254,6 +255,8 @@ def validate(values: Mapping[str, Any]) -> Params:
         run_b=_choice("run_b", get("run_b"), ("auto", "always", "never")),
         tie_tolerance=_fraction("tie_tolerance", get("tie_tolerance"), "0.02", upper=10.0),
         logprob_tolerance=_fraction("logprob_tolerance", get("logprob_tolerance"), "0.05", upper=10.0),
+        systematic_shift=None if get("systematic_shift") is None
+        else _fraction("systematic_shift", get("systematic_shift"), "0.006", upper=10.0),
         repeat_fraction=_fraction("repeat_fraction", get("repeat_fraction"), "0.8", upper=1.0),
         env=_env("env", get("env")),
         run_a_env=_env("run_a_env", get("run_a_env")),

@@ -184,8 +184,9 @@ class Verification:
     def compare(self) -> list[compare.PhaseComparison]:
         """Run A vs Run B outputs of the phases both passed, and the stack's activity per run."""
         p = self.params
+        shift = {} if p.systematic_shift is None else {"systematic_shift": p.systematic_shift}
         tol = compare.Tolerances(tie=p.tie_tolerance, logprob=p.logprob_tolerance,
-                                 repeat_fraction=p.repeat_fraction)
+                                 repeat_fraction=p.repeat_fraction, **shift)
         outputs = {
             run: {ph: pr.result.get("outputs") or [] for ph, pr in phases.items() if pr.status == "PASS"}
             for run, phases in self.runs.items()

@@ -60,3 +60,13 @@ def test_params_are_frozen_and_read_from_notebook_globals():
 def test_other_parameters_refused(name, value):
     with pytest.raises(ParameterError, match=name):
         validate({"model_path": "/m", name: value})
+
+
+def test_systematic_shift_defaults_to_the_reference_table_and_is_validated():
+    from modelverify_kernel.compare import Tolerances
+
+    assert validate({"model_path": "/m"}).systematic_shift is None  # compare reads references/
+    assert Tolerances().systematic_shift == 0.006
+    assert validate({"model_path": "/m", "systematic_shift": 0.01}).systematic_shift == 0.01
+    with pytest.raises(ParameterError, match="systematic_shift must be a number"):
+        validate({"model_path": "/m", "systematic_shift": "wide"})
