@@ -79,8 +79,11 @@ def test_an_inert_plugin_is_stack_inactive(tmp_path, demo_model):
     assert data["stack_gate"]["passed"] is False
     # Run A kept the plugin out: vLLM's CPU platform serves this machine
     run_a = data["run_a_without_multichip"]
-    assert run_a["base_mode"]["mode"] == "exclude_plugin" and run_a["env"]["set"]["VLLM_PLUGINS"] == ""
-    assert run_a["engine_env"]["VLLM_PLUGINS"] == "" and run_a["engine_env"]["FLAGCX_PATH"] is None
+    kept = run_a["env"]["set"]["VLLM_PLUGINS"]  # every installed plugin but fl (vLLM ships two of its own)
+    assert run_a["base_mode"]["mode"] == "exclude_plugin" and "fl" not in kept.split(",")
+    assert run_a["engine_env"]["VLLM_PLUGINS"] == kept and run_a["engine_env"]["FLAGCX_PATH"] is None
+    assert data["stack_activity"]["run_a"]["plugin"]["loaded"] is False
+    assert any("FLAGCX_PATH=/tmp/FlagCX does not hold" in w for w in data["warnings"])
     assert data["run_b_with_multichip"]["engine_env"]["VLLM_PLUGINS"] == "fl"
 
 
