@@ -282,8 +282,8 @@ def gate(run_a: Mapping[str, ComponentActivity] | None,
          run_b: Mapping[str, ComponentActivity] | None) -> Gate:
     """BOTH_PASS needs FlagOS work in Run B that Run A did not do; Run A must show none of FlagGems/FlagCX."""
     run_a, run_b = run_a or {}, run_b or {}
-    not_base = [f"{name} active in Run A: {'; '.join(a.evidence)}" for name, a in run_a.items()
-                if name in ("FlagGems", "FlagCX") and a.status == "active"]
+    not_base = [f"{name} active in Run A: {a.evidence[0]}" for name, a in run_a.items()
+                if name in ("FlagGems", "FlagCX") and a.status == "active" and a.evidence]
     evidence, strengths = [], []
     for name, b in run_b.items():
         if not b.counts_for_gate or b.status != "active":

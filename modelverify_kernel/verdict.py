@@ -122,6 +122,10 @@ def _not_base(g: stack.Gate, base_mode: Mapping[str, Any] | None) -> Verdict:
         fix = ("the FL plugin is this chip's only platform and still enabled FlagGems with USE_FLAGGEMS=0: "
                "check VLLM_FL_PREFER_ENABLED/VLLM_FL_PREFER and the plugin version (the 2025-12 plugin ignores "
                "USE_FLAGGEMS), or set Run A's switches with -y 'run_a_env: {...}'")
+    elif mode == "user":
+        fix = ("Run A's VLLM_PLUGINS came from run_a_env/run_a_unset and let the plugin in: drop it there so "
+               "Run A excludes the plugin (the probe's choice), or name only the plugins Run A needs; some plugin "
+               "versions enable FlagGems whenever loaded and ignore USE_FLAGGEMS")
     else:
         fix = ("keep FlagOS out of Run A: exclude the plugin with -y 'run_a_env: {\"VLLM_PLUGINS\": \"\"}' "
                "(or list the plugins Run A needs; some plugin versions enable FlagGems whenever loaded and "
