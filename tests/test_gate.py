@@ -246,3 +246,87 @@ def test_the_recorder_sees_backends_collectives_and_a_flagcx_library_in_a_real_p
     assert events["flagcx_library"]["loaded"] is False and events["flagcx_library"]["path"] == str(lib)
     flagcx = stack.assess(list(events.values()), [], 2, str(tmp_path / "FlagCX"), str(lib))["FlagCX"]
     assert flagcx.status == "inactive" and "gloo" in flagcx.evidence[0]  # not FlagCX's backend
+
+
+def test_run_a_that_recorded_nothing_cannot_back_a_both_pass():
+    a, b, comps = both_pass_runs()
+    v = decide(a, b, comparisons=comps, activity_a=stack.assess([], [], 1, None),
+               activity_b=activity([START, ENABLED, *RAN]))
+    assert (v.conclusion, v.status, v.recommended_stack) == ("RUN_A_NOT_BASE", "FAIL", "none")
+    assert "recorded no evidence" in v.detail
+
+
+def test_a_flagcx_backend_or_library_without_collectives_is_not_flagcx_work():
+    init = {"event": "dist_init", "pid": 2, "process": "VllmWorker-0", "backend": "flagcx", "world_size": 2}
+    lib = {"event": "flagcx_library", "pid": 2, "process": "VllmWorker-0", "path": "/x/libflagcx.so", "loaded": True}
+    b = stack.assess([START, init, lib], [], 2, "/tmp/FlagCX", "/tmp/FlagCX/build/lib/libflagcx.so")
+    assert b["FlagCX"].work == [] and not stack.gate(activity([START], tp=2), b).passed
+    assert any("supporting only" in e for e in b["FlagCX"].evidence)
+    # in Run A the same backend is FlagCX in use: not base
+    assert stack.gate(b, b).run_a_not_base
+
+
+def _run_with_recorder(tmp_path, site_files: dict, body: str) -> list[dict]:
+    site = tmp_path / "site"
+    for rel, text in site_files.items():
+        (site / rel).parent.mkdir(parents=True, exist_ok=True)
+        (site / rel).write_text(textwrap.dedent(text))
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path[:0] = [{str(REPO / 'container_scripts')!r}, {str(site)!r}]
+        import stack_evidence
+        stack_evidence.activate({str(tmp_path / 'ev')!r})
+    """) + textwrap.dedent(body)
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=180)
+    sys.path.insert(0, str(REPO / "container_scripts"))
+    import stack_evidence
+    return stack_evidence.collect(tmp_path / "ev")
+
+
+def test_flagcx_communicator_collectives_are_recorded_only_when_it_is_on(tmp_path):
+    """The FL plugin talks to libflagcx through its own communicator class, not torch.distributed."""
+    comm = """
+        class PyFlagcxCommunicator:
+            def __init__(self, disabled):
+                self.disabled, self.world_size = disabled, 2
+            def all_reduce(self, x):
+                return x
+    """
+    events = _run_with_recorder(tmp_path, {"vllm_fl/__init__.py": "", "vllm_fl/flagcx.py": comm}, """
+        from vllm_fl.flagcx import PyFlagcxCommunicator
+        PyFlagcxCommunicator(disabled=True).all_reduce(1)
+        PyFlagcxCommunicator(disabled=False).all_reduce(1)
+    """)
+    coll = [e for e in events if e["event"] == "collective"]
+    assert len(coll) == 1 and (coll[0]["op"], coll[0]["backend"], coll[0]["world_size"]) == ("all_reduce", "flagcx", 2)
+    flagcx = stack.assess(events, [], 2, "/tmp/FlagCX", "/tmp/FlagCX/build/lib/libflagcx.so")["FlagCX"]
+    assert (flagcx.status, flagcx.strength, flagcx.work) == ("active", "strong", ["collective:all_reduce"])
+
+
+def test_wrapped_kernels_trace_under_torch_compile_and_packages_keep_their_resources(tmp_path):
+    """vLLM compiles with fullgraph=True: a wrapper must not break tracing; and a watched package's
+    loader still answers importlib.resources (vendor backends read their files that way)."""
+    kernels = {"flag_gems/__init__.py": "from .ops.neg import neg\n", "flag_gems/ops/__init__.py": "",
+               "flag_gems/ops/neg.py": "def neg(x):\n    return x.mul(-1)\n",
+               "flag_gems/ops/table.yaml": "ok: 1\n", "caller_pkg.py": "import flag_gems\ndef f(x):\n    return flag_gems.neg(x) + 1\n"}
+    events = _run_with_recorder(tmp_path, kernels, """
+        import importlib.resources, torch, caller_pkg
+        assert importlib.resources.files("flag_gems.ops").joinpath("table.yaml").read_text() == "ok: 1\\n"
+        compiled = torch.compile(caller_pkg.f, backend="eager", fullgraph=True)
+        assert compiled(torch.ones(2)).tolist() == [0.0, 0.0]
+        caller_pkg.f(torch.ones(2))  # eager: recorded
+    """)
+    ran = [e for e in events if e["event"] == "flaggems_op_ran"]
+    assert [(e["op"], e["via"], e["caller"]) for e in ran] == [("neg", "direct", "caller_pkg")]
+
+
+def test_a_forked_process_records_itself(tmp_path):
+    events = _run_with_recorder(tmp_path, {}, """
+        import os
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+    """)
+    started = [e for e in events if e["event"] == "process_started"]
+    assert len({e["pid"] for e in started}) == 2 and any(e.get("forked") for e in started)

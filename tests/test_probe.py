@@ -70,5 +70,5 @@ def test_probe_finds_flagtree_by_the_distribution_that_owns_triton(tmp_path):
     subprocess.run([sys.executable, str(SCRIPTS_DIR / "probe_stack.py"), "--output", str(out)], check=True,
                    env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"})
     data = json.loads(out.read_text())
-    assert data["triton"]["flagtree"] is True and "flagtree" in data["triton"]["owners"]
+    assert data["triton"]["flagtree"] == "0.3.0"
     assert data["multichip_present"]["FlagTree"] is True

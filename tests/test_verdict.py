@@ -22,6 +22,8 @@ ACTIVE = {"plugin": ComponentActivity("plugin", "active", ["the plugin's own ops
           "FlagGems": ComponentActivity("FlagGems", "inactive", [])}
 INACTIVE = {"plugin": ComponentActivity("plugin", "inactive", ["no fl"]),
             "FlagGems": ComponentActivity("FlagGems", "unknown", [])}
+INACTIVE_A = {"plugin": ComponentActivity("plugin", "inactive", ["no fl"]),
+              "FlagGems": ComponentActivity("FlagGems", "inactive", ["no process imported flag_gems"])}
 
 
 def _outputs(ids_b):
@@ -32,7 +34,8 @@ def _outputs(ids_b):
 
 
 def test_both_pass_needs_agreeing_outputs_and_an_active_stack():
-    v = decide(run("run_a"), run("run_b"), comparisons=[_outputs([1, 2, 3, 4])], activity_b=ACTIVE)
+    v = decide(run("run_a"), run("run_b"), comparisons=[_outputs([1, 2, 3, 4])], activity_a=INACTIVE_A,
+               activity_b=ACTIVE)
     assert (v.conclusion, v.recommended_stack, v.status) == ("BOTH_PASS", "full", "PASS")
     assert "plugin" in v.detail
 
