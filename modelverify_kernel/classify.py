@@ -36,6 +36,7 @@ _RULE_FILES = ("error-classification.md", "multichip-errors.md")
 _OWNER_PKG = {"flag_gems": "FlagGems", "vllm_fl": "plugin", "flagcx": "FlagCX",
               "vllm": "vllm", "transformers_modules": "model"}
 _KNOWN_PKG = frozenset(_OWNER_PKG) | {"triton", "torch", "transformers"}
+_PLUGIN_PKG = re.compile(r"vllm_(?!fl$)[a-z]\w*")
 _FLAGOS_PKG = ("flag_gems", "vllm_fl", "flagcx", "triton")
 _OWNER_PATHS = (  # a component's source path written in the failure's own text
     (re.compile(r"flag_gems/"), "FlagGems"),
@@ -354,7 +355,7 @@ def _ruleset(rules: tuple[Rule, ...]) -> _RuleSet:
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 _PREFIX = re.compile(
     r"(?:[\w.]+-\d+\s+\|\s)?"  # docker compose "vllm-1  | "
-    r"(?:\((?P<proc>[A-Za-z_][\w.-]*)(?: pid=(?P<pid>\d+))?\)\s+)?"  # (Worker_TP1 pid=123)
+    r"(?:\((?P<proc>[A-Za-z_][\w.-]*)(?: (?:rank|tp|dp)=\d+)*(?: pid=(?P<pid>\d+))?\)\s+)?"  # (Worker_TP1 pid=123)
     r"(?:(?P<lvl>DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL)\s+\d\d-\d\d\s+\d\d:\d\d:\d\d(?:\.\d+)?\s+\[?(?P<src>[^\]\s]*)\]\s?"
     r"|\[?(?P<glog>[IWEF])\d{4}\s+\d\d:\d\d:\d\d\.\d+\s+(?:\d+\s+)?(?P<gsrc>[^\]\s]+)\]\s?"
     r"|\[(?P<blvl>DEBUG|INFO|WARNING|ERROR|CRITICAL)\]\s)?")
@@ -366,6 +367,22 @@ _BARE_EXC = re.compile(r"(?<![\w.])(?P<type>(?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|
 _CONNECTOR = re.compile(r"(?:The above exception was the direct cause of the following exception"
                         r"|During handling of the above exception, another exception occurred):")
 _TB_START = re.compile(r"Traceback \(most recent call last\):|(?:Current thread|Thread) 0x[0-9a-f]+ .*\(most recent call first\):")
+# Native failures have no Python exception line; they get a type of their own so the rules can
+# name them: FatalPythonError (faulthandler), FatalSignal (a signal killed the process),
+# NativeAssertionError (a C/C++ `Assertion … failed`, LLVM `UNREACHABLE`), CppException
+# (`terminate called after throwing an instance of 'T'`).
+_NATIVE = re.compile(
+    r"Fatal Python error: (?P<fatal>.+)"
+    r"|(?P<assert>.*?\S+:\d+: .*\bAssertion [`'\u2018].*[`'\u2019] failed\.?.*)"
+    r"|(?P<unreach>.*\bUNREACHABLE executed at \S+:\d+.*)"
+    r"|\*\*\* (?P<sig>SIG[A-Z]+) .*received by PID.*"
+    r"|(?:.*\s)?(?P<sig2>Segmentation fault|Bus error|Illegal instruction|Aborted|Floating point exception)"
+    r"(?: \(core dumped\))?"
+    r"|terminate called after throwing an instance of '(?P<cpp>[^']+)'.*"
+    r"|!+ (?P<segv>Segfault) encountered !+")
+_NATIVE_GATE = re.compile(r"Fatal Python|ssertion|UNREACHABLE|SIG[A-Z]|Segmentation|Segfault|Bus error"
+                          r"|Illegal instr|Aborted|Floating point exc|terminate called")
+_DOTTED_EXC = re.compile(r"(?P<type>(?:[a-z_]\w*\.)+[A-Z]\w*): (?P<msg>\S.*)")
 _STDLIB = re.compile(r"^<|/lib/python3\.\d+/(?!site-packages|dist-packages)")
 _MAX_LINE = 4000
 _MAX_DETAIL = 6
@@ -388,6 +405,7 @@ class _Block:
     src: str | None
     header: bool = False
     reverse: bool = False
+    current: bool = False  # faulthandler's "Current thread" (the one that crashed)
     frames: deque = field(default_factory=lambda: deque(maxlen=_MAX_FRAMES))
     exc_type: str | None = None
     message: str = ""
@@ -409,6 +427,8 @@ class _Failure:
     line_rule: Rule | None = None
     line: str = ""
     orphan_frames: list[_Frame] = field(default_factory=list)
+    context: str = ""  # the line before a line-rule failure (compiler diagnostics name the file there)
+    dump: str = ""  # orphan frames came from a stack dump: "current" or "thread"
 
 
 @dataclass
@@ -419,6 +439,7 @@ class _Stream:
     chain: list[_Block] = field(default_factory=list)
     last_failure: _Failure | None = None
     handled: bool = False  # the next block was raised while handling the chain so far
+    prev: str = ""  # the previous non-INFO message of this process
 
 
 class _Scanner:
@@ -473,6 +494,7 @@ class _Scanner:
             self._line_rules(st, msg.strip(), stream)
             if idle and st.phase == "idle" and events == self.emitted:
                 self._remember(msg)
+        st.prev = msg
         self._track(st)
 
     def _remember(self, msg: str) -> None:
@@ -518,7 +540,8 @@ class _Scanner:
             if lits is not None and not any(lit in low for lit in lits):
                 continue
             if _atoms_hold(rule, lambda kind: [text] if kind in ("line", "text") else []):
-                self._emit(st, _Failure(self.index, stream, line_rule=rule, line=text))
+                self._emit(st, _Failure(self.index, stream, line_rule=rule, line=text,
+                                        context=st.prev.strip()[:1000]))
                 return
 
     def _finish_chain(self, st: _Stream, stream: str) -> None:
@@ -533,13 +556,27 @@ class _Scanner:
         st.block = None
         if blk is None:
             return
-        if blk.exc_type is None:  # frames with no exception: attach them to a frameless failure
+        if blk.exc_type is None:  # frames with no exception line
             frames = blk.ordered_frames()
             lf = st.last_failure
-            if frames and lf is not None and not lf.orphan_frames and self.index - lf.index < 200 \
-                    and not any(b.frames for b in lf.blocks):
+            recent = lf is not None and self.index - lf.index < 200 and not any(b.frames for b in lf.blocks)
+            if recent and frames and (not lf.orphan_frames or (blk.current and lf.dump == "thread")):
+                # the stack of a frameless failure (a fatal error's thread dump, pasted frames)
                 lf.orphan_frames = frames
-            return
+                lf.dump = "current" if blk.current else ("thread" if blk.reverse else "")
+                return
+            if recent and lf.dump and blk.reverse:
+                return  # the other threads of the same crash dump
+            if not frames and not blk.header:
+                return  # indented text, not a traceback
+            # a traceback cut before its exception line, or a stack dump: a failure all the same,
+            # attributed by its frames
+            inner = next((fr.text for fr in reversed(frames) if not _STDLIB.search(fr.path)),
+                         frames[-1].text if frames else "")
+            what = "stack dump" if blk.reverse else "traceback cut before its exception line"
+            blk.exc_type = ""
+            blk.message = f"{what}; innermost frame: {inner}" if inner else what
+            blk.line = blk.message[:1000]
         if st.handled:
             # "During handling of the above exception": the earlier one was caught (a fallback
             # that failed, a translated error); the exception that propagated is the root.
@@ -559,7 +596,8 @@ class _Scanner:
             if st.phase != "connector":
                 self._close_block(st)
                 self._finish_chain(st, stream)
-            st.block = _Block(self.index, src, header=True, reverse="first" in s)
+            st.block = _Block(self.index, src, header=True, reverse="first" in s,
+                              current=s.startswith("Current thread"))
             st.phase = "frames"
             return True
         if _CONNECTOR.match(s):
@@ -609,11 +647,34 @@ class _Scanner:
         if phase == "after":
             self._finish_chain(st, stream)
         fm = _FRAME.match(msg)
-        if fm or msg[0] in " \t":  # a traceback without its header (cut log) or code context
+        if fm:  # a traceback without its header (cut log)
             st.block = _Block(self.index, src)
-            if fm:
-                st.block.frames.append(_Frame(fm.group("path"), s))
+            st.block.frames.append(_Frame(fm.group("path"), s))
             st.phase = "frames"
+            return True
+        if msg[0] in " \t" and (s[0] in "^~" or s == "..."):
+            return True  # code-position markers of a cut traceback
+        if _NATIVE_GATE.search(s):
+            nm = _NATIVE.fullmatch(s)
+            if nm:
+                g = nm.groupdict()
+                if g["fatal"]:
+                    etype, text = "FatalPythonError", g["fatal"]
+                elif g["assert"] or g["unreach"]:
+                    etype, text = "NativeAssertionError", s
+                elif g["cpp"]:
+                    etype, text = "CppException", g["cpp"]
+                else:
+                    etype, text = "FatalSignal", g["sig"] or g["sig2"] or "SIGSEGV"
+                blk = _Block(self.index, src)
+                self._set_exc(blk, etype, text, s, src)
+                st.block, st.phase = blk, "exc"
+                return True
+        dm = _DOTTED_EXC.match(s) if not self.warning_line else None
+        if dm:
+            blk = _Block(self.index, src)
+            self._set_exc(blk, dm.group("type"), dm.group("msg"), s, src)
+            st.block, st.phase = blk, "exc"
             return True
         em = _BARE_EXC.search(s) if ("Error" in s or "Exception" in s or "Fault" in s) else None
         if em and em.start() > 0 and self.warning_line:
@@ -695,13 +756,22 @@ def _frame_pkg(path: str) -> str | None:
         if marker in parts:
             idx = len(parts) - 1 - parts[::-1].index(marker)
             return parts[idx + 1] if idx + 1 < len(parts) else None
-    return next((p for p in parts[:-1] if p in _KNOWN_PKG), None)
+    return next((p for p in parts[:-1] if p in _KNOWN_PKG or _PLUGIN_PKG.fullmatch(p)), None)
+
+
+def _pkg_owner(pkg: str | None) -> str | None:
+    if not pkg:
+        return None
+    comp = _OWNER_PKG.get(pkg)
+    if comp is None and _PLUGIN_PKG.fullmatch(pkg):
+        return "plugin"  # vllm_ascend, vllm_gcu, vllm_omni…: an out-of-tree vLLM plugin
+    return comp
 
 
 def _owner(frames: list[_Frame], text: str, line: str) -> tuple[str | None, str, _Frame | None]:
     """Who owns the code the failure came through: (component, how, frame)."""
     for fr in reversed(frames):
-        comp = _OWNER_PKG.get(_frame_pkg(fr.path) or "")
+        comp = _pkg_owner(_frame_pkg(fr.path))
         if comp:
             return comp, "frame", fr
     for pat, comp in _OWNER_PATHS:
@@ -773,8 +843,10 @@ def _apply(rule: Rule, frames: list[_Frame], text: str, line: str) -> tuple[str,
 def _judge(f: _Failure, rs: _RuleSet) -> _Verdict | None:
     """Classify one failure candidate; None when it is only a wrapper."""
     if f.line_rule is not None:
-        comp, conf, fr = _apply(f.line_rule, f.orphan_frames, f.line, f.line)
-        return _Verdict(comp, f.line_rule, conf, f, None, fr, [f.line])
+        comp, conf, fr = _apply(f.line_rule, f.orphan_frames, f"{f.context}\n{f.line}", f.line)
+        ev = [f.line] if comp == "unknown" or not f.context or f.line_rule.component != "owner" \
+            else [f.context, f.line]
+        return _Verdict(comp, f.line_rule, conf, f, None, fr, ev)
     exc, wrapped = _root_exc(f, rs)
     if exc is None:
         return None
@@ -866,6 +938,9 @@ def _result_lines(result: dict) -> list[str]:
     return lines
 
 
+_RESULT_STREAM = "<result>"
+
+
 def classify_log(log: Path | Iterable[str], result: dict | None = None, rules=None) -> Diagnosis:
     """Diagnose one phase from its full log (streamed) and, optionally, its result JSON."""
     rs = _ruleset(tuple(rules) if rules is not None else tuple(load_rules()))
@@ -877,7 +952,7 @@ def classify_log(log: Path | Iterable[str], result: dict | None = None, rules=No
         scanner.feed(raw)
     if result:
         for raw in _result_lines(result):
-            scanner.feed(raw, stream="<result>")
+            scanner.feed(raw, stream=_RESULT_STREAM)
     failures = scanner.close()
 
     verdicts: list[_Verdict] = []
@@ -888,13 +963,18 @@ def classify_log(log: Path | Iterable[str], result: dict | None = None, rules=No
             wrappers += [b.line for b in f.blocks[:1]]
         else:
             verdicts.append(v)
+    anchor = _anchor(verdicts)
+    if anchor is not None:
+        return _diagnosis(anchor)
     known = [v for v in verdicts if v.component in COMPONENT_LAYER]
     if known:
-        best = min(known, key=lambda v: (COMPONENT_LAYER[v.component], v.failure.index,
+        # a failure with its exception line beats one whose traceback was cut; then the lowest
+        # layer; then the earliest
+        best = min(known, key=lambda v: (_is_cut(v), COMPONENT_LAYER[v.component], v.failure.index,
                                          v.failure.line_rule is not None))
         return _diagnosis(best)
     if verdicts:
-        first = min(verdicts, key=lambda v: (v.failure.line_rule is not None, v.failure.index))
+        first = min(verdicts, key=lambda v: (_is_cut(v), v.failure.line_rule is not None, v.failure.index))
         return _diagnosis(first)
     if wrappers:
         return Diagnosis("unknown", None, None, wrappers[:3], None,
@@ -909,6 +989,32 @@ def classify_log(log: Path | Iterable[str], result: dict | None = None, rules=No
     return Diagnosis("none", None, None, [], None, "No failure in the log.", "high", "", None)
 
 
+def _is_cut(v: _Verdict) -> bool:
+    """A traceback without its exception line, or a stack dump: weaker than a named exception."""
+    return v.exc is not None and not v.exc.etype
+
+
+def _anchor(verdicts: list[_Verdict]) -> _Verdict | None:
+    """The phase's own recorded exception, when it names the failure (not a wrapper, not a guess).
+
+    It outranks lines in the log that merely look alarming (a plugin printing a "non-fatal" out
+    of memory warning before raising ImportError failed with the ImportError). When the log holds
+    the same exception with its frames, that copy is used (the frames attribute it).
+    """
+    recorded = [v for v in verdicts if v.failure.stream == _RESULT_STREAM and v.exc is not None
+                and v.exc.etype]
+    if not recorded:
+        return None
+    rec = recorded[0]
+    head = f"{rec.exc.etype.rsplit('.', 1)[-1]}: {rec.exc.message}"[:200]
+    same = [v for v in verdicts if v.failure.stream != _RESULT_STREAM and v.exc is not None
+            and v.exc.etype and f"{v.exc.etype.rsplit('.', 1)[-1]}: {v.exc.message}"[:200] == head]
+    for v in same + [rec]:
+        if v.component in COMPONENT_LAYER:
+            return v
+    return None
+
+
 def _diagnosis(v: _Verdict) -> Diagnosis:
     exc = v.exc
     if exc is not None:
@@ -919,7 +1025,7 @@ def _diagnosis(v: _Verdict) -> Diagnosis:
         error = f"{exc.etype}: {message}" if exc.etype else message
         sig_head = f"{exc.etype.rsplit('.', 1)[-1]}: {exc.message}" if exc.etype else exc.message
     else:
-        frames, text = v.failure.orphan_frames, v.failure.line
+        frames, text = v.failure.orphan_frames, "\n".join(v.evidence)
         error = sig_head = v.failure.line
     op = _culprit(frames, text)
     where = _flagos_frame(frames)
