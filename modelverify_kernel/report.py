@@ -106,6 +106,9 @@ def _error_entry(p: PhaseResult) -> dict[str, Any]:
     entry: dict[str, Any] = {"phase": p.phase, "error": p.error, "error_type": p.error_type}
     if p.diagnosis:
         entry.update({k: v for k, v in p.diagnosis.items() if k != "error"})
+        root = p.diagnosis.get("error")
+        if root and root not in (p.error or ""):
+            entry["root_cause"] = root  # the diagnosis' root cause, beside the recorded error
     return entry
 
 
@@ -415,7 +418,10 @@ def diagnosis_message(p: Mapping[str, Any]) -> str:
         where += f" (layer {d['layer']})"
     if d.get("culprit_op"):
         where += f", op {d['culprit_op']}"
-    return f"{where}: {p.get('error') or d.get('error') or 'failed'}"
+    recorded, root = p.get("error"), d.get("error")
+    if recorded and root and root not in recorded:
+        return f"{where}: {recorded} (root cause: {root})"
+    return f"{where}: {recorded or root or 'failed'}"
 
 
 def verdict_reason(report: Mapping[str, Any]) -> str:

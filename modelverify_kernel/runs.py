@@ -205,16 +205,20 @@ def load_phase(path: Path) -> PhaseResult:
     return PhaseResult(**{k: v for k, v in data.items() if k in PhaseResult.__dataclass_fields__})
 
 
-def diagnose(pr: PhaseResult, keep_error: bool = False) -> None:
-    """Attach the log's diagnosis; its root cause replaces the script's first guess.
+def diagnose(pr: PhaseResult, keep_error: bool = True) -> None:
+    """Attach the log's diagnosis *beside* the phase's own recorded error, never over it.
 
-    `keep_error` for a timeout or a broken result file: that is what happened, whatever the
-    log last said.
+    The error the phase recorded (the script's exception, a timeout, a broken result file) is
+    what happened; the diagnosis (component, rule, evidence, and its own `error`: the root cause
+    it settled on) sits next to it. Only a phase that recorded no error at all borrows the
+    diagnosis' one. `keep_error` is kept for callers of the old signature; it is always true.
     """
     log = Path(pr.log) if pr.log and Path(pr.log).is_file() else []
-    diag = classify.classify_log(log, pr.result or {"status": "FAIL", "error": pr.error})
+    recorded = pr.result if pr.result.get("error") else \
+        {**pr.result, "status": "FAIL", "error": pr.error, "error_type": pr.error_type}
+    diag = classify.classify_log(log, recorded)
     pr.diagnosis = diag.to_dict()
-    if diag.error and not keep_error:
+    if not pr.error and diag.error:
         pr.error = diag.error
         pr.error_type = diag.error.split(":", 1)[0].rsplit(".", 1)[-1]
 
