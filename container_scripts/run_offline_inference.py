@@ -40,6 +40,10 @@ def engine_kwargs(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
     from vllm.engine.arg_utils import EngineArgs
 
     parser = EngineArgs.add_cli_args(FlexibleArgumentParser())
+
+    def refuse(message: str) -> None:  # argparse would print usage and exit(2) with no result
+        raise _common.VllmArgumentError(extra, message)
+    parser.error = refuse  # type: ignore[method-assign]
     argv = ["--model", args.model, "--tensor-parallel-size", str(args.tp)]
     if args.trust_remote_code:
         argv.append("--trust-remote-code")

