@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 import _common
+import stack_dumps
 import stack_evidence
 
 
@@ -129,6 +130,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    stack_dumps.enable()
     result = run(args)
     _common.write_result(args.output, result)
     return _common.exit_code(result["status"])

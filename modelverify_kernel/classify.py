@@ -982,8 +982,8 @@ def classify_log(log: Path | Iterable[str], result: dict | None = None, rules=No
     if known:
         # a failure with its exception line beats one whose traceback was cut; then the lowest
         # layer; then the earliest
-        best = min(known, key=lambda v: (_is_cut(v), COMPONENT_LAYER[v.component], v.failure.index,
-                                         v.failure.line_rule is not None))
+        best = min(known, key=lambda v: (_is_cut(v), _dump_rank(v), COMPONENT_LAYER[v.component],
+                                         v.failure.index, v.failure.line_rule is not None))
         return _diagnosis(best)
     if verdicts:
         first = min(verdicts, key=lambda v: (_is_cut(v), v.failure.line_rule is not None, v.failure.index))
@@ -1004,6 +1004,14 @@ def classify_log(log: Path | Iterable[str], result: dict | None = None, rules=No
 def _is_cut(v: _Verdict) -> bool:
     """A traceback without its exception line, or a stack dump: weaker than a named exception."""
     return v.exc is not None and not v.exc.etype
+
+
+def _dump_rank(v: _Verdict) -> int:
+    """Among stack dumps (a hang), the process that waited in a multi-chip component's code is
+    the cause; processes waiting in vLLM's code are usually waiting for it."""
+    if v.exc is None or not v.exc.message.startswith("stack dump"):
+        return 0
+    return 0 if v.component in MULTICHIP else 1
 
 
 def _anchor(verdicts: list[_Verdict], error: str) -> _Verdict | None:
