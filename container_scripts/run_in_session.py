@@ -135,8 +135,13 @@ def _cmdline(pid: int) -> str:
 
 
 def progress_window(timeout: float) -> float:
-    """Output this recent at the timeout means the command was still working, not hung."""
-    return max(5.0, min(60.0, 0.1 * timeout))
+    """Output this recent at the timeout means the command was still working, not hung.
+
+    vLLM is silent for long stretches while healthy (importing vllm: 8 s here, more on a busy
+    host; an engine process starting; weights loading): never less than 30 s, a tenth of the
+    timeout up to a minute.
+    """
+    return max(30.0, min(60.0, 0.1 * timeout))
 
 
 def _signal(pid: int, sig: int) -> None:

@@ -169,7 +169,8 @@ def _signal_group(pgid: int, sig: int) -> None:
         pass
 
 
-def wait_healthy(server: Server, port: int, timeout: float, cap: float | None = None) -> None:
+def wait_healthy(server: Server, port: int, timeout: float, cap: float | None = None,
+                 window: float | None = None) -> None:
     """Poll /health until 200; fail at once when the server process dies.
 
     At `timeout` the wait is judged like a phase timeout: while the server's output still comes
@@ -177,7 +178,7 @@ def wait_healthy(server: Server, port: int, timeout: float, cap: float | None = 
     it. On silence every process of the server prints its threads' stacks before we give up.
     """
     start = time.monotonic()
-    window = run_in_session.progress_window(timeout)
+    window = run_in_session.progress_window(timeout) if window is None else window
     url = f"http://127.0.0.1:{port}/health"
     extended = False
     while True:

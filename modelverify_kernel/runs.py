@@ -16,6 +16,7 @@ from typing import Any, Mapping
 from . import classify
 from .params import Params
 from .target import ExecResult, Target
+from .target import progress_window as _progress_window
 
 PHASES = ("offline", "serve")
 PHASE_SCRIPTS = {"offline": "run_offline_inference.py", "serve": "test_serve_mode.py"}
@@ -101,8 +102,9 @@ def timeout_param(phase: str) -> str:
 
 
 def progress_window(timeout: float) -> float:
-    """Output this recent at the timeout means the phase was still working, not hung."""
-    return max(5.0, min(60.0, 0.1 * timeout))
+    """Output this recent at the timeout means the phase was still working, not hung (the
+    session helper's rule: one implementation)."""
+    return _progress_window(timeout)
 
 
 def run_phase(params: Params, target: Target, scripts: str, spec: RunSpec, phase: str,

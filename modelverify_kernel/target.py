@@ -146,6 +146,7 @@ def _load_session_helper() -> Any:
 
 _session = _load_session_helper()
 session_members = _session.session_members
+progress_window = _session.progress_window
 kill_session = _session.kill_session
 
 
