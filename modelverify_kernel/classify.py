@@ -244,6 +244,9 @@ class _RuleSet:
     ordered: tuple[Rule, ...]  # fixed-component rows then owner rows
     line_rules: tuple[Rule, ...]
     line_any: re.Pattern[str] | None  # on the lower-cased line: can any line rule match?
+    # every occurrence of every (reduced) literal in a line, overlapping: which rules can match
+    line_find: re.Pattern[str] | None
+    lit_rules: dict[str, frozenset[int]]  # reduced literal -> indices of the line rules needing it
     line_lits: tuple[re.Pattern[str] | None, ...]  # per line rule: one of these literals must occur
     gate: re.Pattern[str] | None  # on the lower-cased line: can any benign or line rule match?
 
@@ -317,6 +320,24 @@ def _prefilter(per_rule: Iterable[tuple[str, ...] | None]) -> re.Pattern[str] | 
     return re.compile(_trie_regex(sorted(lits)))
 
 
+def _literal_index(per_rule: list[tuple[str, ...] | None]) -> dict:
+    """For the line rules: one regex finding every reduced literal in a line, and which rules each
+    literal lets through. After the reduction no kept literal is a prefix of another, so at each
+    position at most one can start: a look-ahead finditer finds every occurrence of every one."""
+    if any(found is None for found in per_rule) or not per_rule:
+        return {"line_find": None, "lit_rules": {}}
+    lits: set[str] = set().union(*per_rule)  # type: ignore[arg-type]
+    kept = {x for x in lits if not any(y != x and y in x for y in lits)}
+    index: dict[str, set[int]] = {k: set() for k in kept}
+    for i, found in enumerate(per_rule):
+        for lit in found or ():
+            for k in kept:
+                if k in lit:  # the rule's literal occurs only where this kept one does
+                    index[k].add(i)
+    return {"line_find": re.compile(f"(?=({_trie_regex(sorted(kept))}))"),
+            "lit_rules": {k: frozenset(v) for k, v in index.items()}}
+
+
 def _trie_regex(words: list[str]) -> str:
     """An alternation of literals as a prefix trie, so the regex engine tries few branches."""
     if not words:
@@ -348,8 +369,9 @@ def _ruleset(rules: tuple[Rule, ...]) -> _RuleSet:
         ordered=ordered,
         line_rules=line_rules,
         line_any=_prefilter(line_lits),
+        **_literal_index(line_lits),
         line_lits=tuple(re.compile(_trie_regex(sorted(x))) if x else None for x in line_lits),
-        gate=_prefilter([*(_rule_literals(r) for r in benign), *line_lits]),
+        gate=_prefilter([*(_rule_literals(r) for r in benign), *line_lits, _NATIVE_LITERALS]),
     )
 
 
@@ -362,6 +384,12 @@ _PREFIX = re.compile(
     r"(?:(?P<lvl>DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL)\s+\d\d-\d\d\s+\d\d:\d\d:\d\d(?:\.\d+)?\s+\[?(?P<src>[^\]\s]*)\]\s?"
     r"|\[?(?P<glog>[IWEF])\d{4}\s+\d\d:\d\d:\d\d\.\d+\s+(?:\d+\s+)?(?P<gsrc>[^\]\s]+)\]\s?"
     r"|\[(?P<blvl>DEBUG|INFO|WARNING|ERROR|CRITICAL)\]\s)?")
+# The same as _PREFIX with an INFO/DEBUG level, and nothing else: when it matches, _PREFIX would
+# call the line quiet too (a fast path for the bulk of a big log, never a different answer).
+_QUIET_FAST = re.compile(
+    r"(?:[\w.]+-\d+\s+\|\s)?"
+    r"(?:\([A-Za-z_][\w.-]*(?: (?:rank|tp|dp)=\d+)*(?: pid=\d+)?\)\s+)?"
+    r"(?:INFO|DEBUG)\s+\d\d-\d\d\s+\d\d:\d\d:\d\d(?:\.\d+)?\s+\[?[^\]\s]*\]")
 _QUIET = frozenset({"INFO", "DEBUG", "I"})
 _WARN = frozenset({"WARNING", "WARN", "W"})
 _FRAME = re.compile(r'\s*File "(?P<path>[^"]+)"(?:, line (?P<ln>\d+))?(?:,? in (?P<fn>\S.*))?\s*$')
@@ -383,6 +411,9 @@ _NATIVE = re.compile(
     r"(?: \(core dumped\))?"
     r"|terminate called after throwing an instance of '(?P<cpp>[^']+)'.*"
     r"|!+ (?P<segv>Segfault) encountered !+")
+_NATIVE_LITERALS = ("fatal python error", "assertion", "unreachable executed", "received by pid",
+                     "segmentation fault", "segfault", "bus error", "illegal instruction", "aborted",
+                     "floating point exception", "terminate called")  # lower case, one occurs in each
 _NATIVE_GATE = re.compile(r"Fatal Python|ssertion|UNREACHABLE|SIG[A-Z]|Segmentation|Segfault|Bus error"
                           r"|Illegal instr|Aborted|Floating point exc|terminate called")
 _DOTTED_EXC = re.compile(r"(?P<type>(?:[a-z_]\w*\.)+[A-Z]\w*): (?P<msg>\S.*)")
@@ -456,6 +487,7 @@ class _Scanner:
         self.index = 0
         self.emitted = 0
         self.warning_line = False
+        self.gated = True  # the current line holds a literal some line/benign/native rule needs
         self.active: set[str] = set()  # streams inside a traceback
         self.boring: dict[str, None] = {}
 
@@ -466,6 +498,8 @@ class _Scanner:
             raw = raw[:_MAX_LINE]
         if "\x1b" in raw:
             raw = _ANSI.sub("", raw)
+        if not self.active and _QUIET_FAST.match(raw):
+            return
         raw = raw.rstrip("\r\n")
         m = _PREFIX.match(raw)
         lvl, glog, blvl = m.group("lvl", "glog", "blvl")
@@ -501,6 +535,7 @@ class _Scanner:
             st.prev = msg
             return
         events = self.emitted
+        self.gated = gated
         if not self._step(st, msg, m.group("src") or m.group("gsrc"), stream):
             if gated:
                 self._line_rules(st, msg.strip(), stream, low.strip())
@@ -545,10 +580,17 @@ class _Scanner:
         rs = self.rs
         if not text or not rs.line_rules:
             return
-        if rs.line_any is not None and not rs.line_any.search(low):
-            return
-        for rule, lits in zip(rs.line_rules, rs.line_lits):
-            if lits is not None and not lits.search(low):
+        if rs.line_find is not None:
+            found = {m.group(1) for m in rs.line_find.finditer(low)}
+            if not found:
+                return
+            maybe = frozenset().union(*(rs.lit_rules[f] for f in found))
+        else:
+            maybe = None
+        for i, (rule, lits) in enumerate(zip(rs.line_rules, rs.line_lits)):
+            if maybe is not None and i not in maybe:
+                continue
+            if maybe is None and lits is not None and not lits.search(low):
                 continue
             if _atoms_hold(rule, lambda kind: [text] if kind in ("line", "text") else []):
                 self._emit(st, _Failure(self.index, stream, line_rule=rule, line=text,
@@ -665,7 +707,7 @@ class _Scanner:
             return True
         if msg[0] in " \t" and (s[0] in "^~" or s == "..."):
             return True  # code-position markers of a cut traceback
-        if _NATIVE_GATE.search(s):
+        if self.gated and _NATIVE_GATE.search(s):
             nm = _NATIVE.fullmatch(s)
             if nm:
                 g = nm.groupdict()
