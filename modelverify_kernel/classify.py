@@ -167,6 +167,11 @@ def _parse_file(path: Path) -> Iterator[Rule]:
         if [c.lower() for c in cells] == _RULE_HEADER:
             in_table = True
             continue
+        if not in_table and cells and cells[0].lower() == "id" and \
+                len(set(c.lower() for c in cells) & set(_RULE_HEADER)) >= 3:
+            # a rule table whose header is misspelt would silently lose all its rules
+            raise RuleError(f"{path.name}:{lineno}: this looks like a rule table header but is not "
+                            f"exactly | {' | '.join(_RULE_HEADER)} |; its rows would be ignored")
         if not in_table or re.fullmatch(r"[\s|:-]*", stripped):
             continue
         yield _parse_row(cells, f"{path.name}:{lineno}")

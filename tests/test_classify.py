@@ -658,3 +658,16 @@ def test_recorded_error_outranks_alarming_noise() -> None:
     diag = classify_text(log, result)
     assert diag.component == "plugin", diag
     assert diag.error.startswith("ImportError: cannot import name 'FusedMoE'")
+
+
+def test_misspelt_rule_table_header_is_an_error_naming_file_and_line(tmp_path: Path) -> None:
+    """Issue 12 (cheap part): a header that is almost the rule header would drop its rows silently."""
+    refs = tmp_path / "references"
+    shutil.copytree(REPO / "references", refs)
+    doc = refs / "multichip-errors.md"
+    lines = doc.read_text(encoding="utf-8").splitlines()
+    n = next(i for i, ln in enumerate(lines) if ln.startswith("| id | component | layer | confidence | match | hint |"))
+    lines[n] = "| id | component | layer | confidence | match | hnt |"
+    doc.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(RuleError, match=rf"multichip-errors\.md:{n + 1}: this looks like a rule table header"):
+        load_rules(refs)

@@ -162,8 +162,10 @@ def test_model_too_large_for_memory_is_a_resources_diagnosis_with_the_hint(tmp_p
     params = _params(tmp_path, demo_model, env={"VLLM_CPU_KVCACHE_SPACE": "100000"})
     pr = _phase(params, "offline")
     assert pr.status == "FAIL"
-    assert "less than requested memory" in pr.error, pr.error
     d = pr.diagnosis
+    # the phase keeps the error it recorded; the diagnosis' root cause sits beside it (issue 11)
+    assert "less than requested memory" in d["error"], d["error"]
+    assert pr.error == pr.result["error"]
     assert (d["component"], d["layer"], d["rule"]) == ("resources", 3, "R-kv-cache")
     assert "TP" in d["hint"] and "max_model_len" in d["hint"]
 
