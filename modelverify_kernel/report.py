@@ -265,7 +265,7 @@ def _phases(report: Mapping[str, Any]) -> Iterable[tuple[str, str, Mapping[str, 
 def _row(run: str, phase: str, p: Mapping[str, Any]) -> dict[str, Any]:
     diag = p.get("diagnosis") or {}
     return {"run": run, "phase": phase, "status": p["status"], "duration_s": p["duration_s"],
-            "component": diag.get("component"), "error": p["error"] or p.get("reason")}
+            "component": diag.get("component"), "error": p["error"] or p.get("reason") or p.get("timeout_note")}
 
 
 def phase_table(report: Mapping[str, Any]) -> pd.DataFrame:
@@ -381,6 +381,8 @@ def timeline_svg(report: Mapping[str, Any], *, inline: bool = True) -> str:
             note += " (timed out)"
         elif limit and dur > 0.8 * limit:
             note += f" ({dur / limit:.0%} of its {limit} s timeout)"
+        if p.get("timeout_note"):
+            note += ", ran on past it: still making progress"
         ax.text(clock + dur, y, note, va="center", fontsize=9, color="#cf222e" if failed else "#1d2329")
         clock += dur
     ax.set_yticks(range(len(rows)), [f"{title} · {phase}" for title, phase, _ in rows], fontsize=9)

@@ -165,3 +165,12 @@ def test_health_timeout_gets_the_same_hang_vs_progress_judgement(tmp_path: Path,
         assert any("(most recent call first)" in line for line in silent.tail.lines)
     finally:
         silent.stop()
+
+
+def test_the_report_says_how_long_a_slow_phase_took_and_why() -> None:
+    from modelverify_kernel.report import _row
+    pr = PhaseResult(run="run_b", phase="offline", status="PASS", duration_s=268.0,
+                     timeout_note="took 268 s, past offline_timeout=200 s: output was still coming at the "
+                                  "timeout (loading, compiling kernels), so it ran on")
+    row = _row("Run B", "offline", pr.to_dict())
+    assert row["status"] == "PASS" and "past offline_timeout=200 s" in row["error"]
