@@ -174,3 +174,38 @@ def test_the_report_says_how_long_a_slow_phase_took_and_why() -> None:
                                   "timeout (loading, compiling kernels), so it ran on")
     row = _row("Run B", "offline", pr.to_dict())
     assert row["status"] == "PASS" and "past offline_timeout=200 s" in row["error"]
+
+
+@pytest.mark.slow
+def test_plugin_hanging_in_register_inside_the_real_engine_is_blamed_on_the_plugin(tmp_path: Path, demo_model) -> None:
+    """Real vLLM (CPU) loads a stand-in general plugin named `vllm_fl` whose register() never
+    returns (no real FlagOS plugin runs here). The offline phase hangs silently; at the timeout
+    every process prints its stacks, and the diagnosis names the frame it waited in."""
+    from conftest import CPU_ENV, DEMO_ENGINE_ARGS
+
+    from modelverify_kernel.params import validate
+    from modelverify_kernel.runs import RunSpec, run_phase
+    from modelverify_kernel.target import LocalTarget
+
+    site = tmp_path / "site"
+    (site / "vllm_fl").mkdir(parents=True)
+    (site / "vllm_fl" / "__init__.py").write_text(HUNG_PLUGIN, encoding="utf-8")
+    info = site / "vllm_fl-0.0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: vllm_fl\nVersion: 0.0.1\n")
+    (info / "entry_points.txt").write_text("[vllm.general_plugins]\nfl = vllm_fl:register\n")
+    params = validate({"model_path": str(demo_model), "output_dir": str(tmp_path / "out"),
+                       "env": {**CPU_ENV, "PYTHONPATH": str(site)}, "extra_vllm_args": DEMO_ENGINE_ARGS,
+                       "offline_timeout": 20, "timeout_cap": 120})
+    spec = RunSpec("run_b", "Run B", {"USE_FLAGGEMS": "1", "VLLM_PLUGINS": "fl"}, ())
+    target = LocalTarget(kill_grace=3.0, work_root=params.output_path / ".work")
+    try:
+        scripts = target.install_scripts(SCRIPTS_DIR)
+        pr = run_phase(params, target, scripts, spec, "offline", str(demo_model), 1, params.output_path)
+    finally:
+        target.cleanup()
+    log = Path(pr.log).read_text()
+    assert pr.status == "FAIL" and pr.timed_out and "hung" in pr.error, pr.error
+    assert "(most recent call first)" in log and "_wait_for_device" in log
+    assert pr.diagnosis["component"] == "plugin", pr.diagnosis
+    assert any("vllm_fl/__init__.py" in e for e in pr.diagnosis["evidence"]), pr.diagnosis
