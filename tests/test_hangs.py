@@ -209,3 +209,52 @@ def test_plugin_hanging_in_register_inside_the_real_engine_is_blamed_on_the_plug
     assert "(most recent call first)" in log and "_wait_for_device" in log
     assert pr.diagnosis["component"] == "plugin", pr.diagnosis
     assert any("vllm_fl/__init__.py" in e for e in pr.diagnosis["evidence"]), pr.diagnosis
+
+
+SEGFAULTING_PLUGIN = '''\
+import ctypes
+
+
+def _touch_device_memory():
+    ctypes.string_at(0)  # a native crash, as a broken vendor kernel library would cause
+
+
+def register():
+    _touch_device_memory()
+'''
+
+
+@pytest.mark.slow
+def test_segfault_in_the_api_server_leaves_a_python_stack_and_a_diagnosis(tmp_path: Path, demo_model) -> None:
+    """Real `vllm serve` (CPU) loads a stand-in general plugin `vllm_fl` that segfaults in register()
+    (no real FlagOS plugin runs here): the API server dies by SIGSEGV; faulthandler, put into every
+    process of the phase by the evidence sitecustomize, leaves its Python stack in the log."""
+    from conftest import CPU_ENV, DEMO_ENGINE_ARGS
+
+    from modelverify_kernel.params import validate
+    from modelverify_kernel.runs import RunSpec, run_phase
+    from modelverify_kernel.target import LocalTarget
+
+    site = tmp_path / "site"
+    (site / "vllm_fl").mkdir(parents=True)
+    (site / "vllm_fl" / "__init__.py").write_text(SEGFAULTING_PLUGIN, encoding="utf-8")
+    info = site / "vllm_fl-0.0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: vllm_fl\nVersion: 0.0.1\n")
+    (info / "entry_points.txt").write_text("[vllm.general_plugins]\nfl = vllm_fl:register\n")
+    params = validate({"model_path": str(demo_model), "output_dir": str(tmp_path / "out"),
+                       "env": {**CPU_ENV, "PYTHONPATH": str(site)}, "extra_vllm_args": DEMO_ENGINE_ARGS,
+                       "health_timeout": 200})
+    spec = RunSpec("run_b", "Run B", {"USE_FLAGGEMS": "1", "VLLM_PLUGINS": "fl"}, ())
+    target = LocalTarget(kill_grace=3.0, work_root=params.output_path / ".work")
+    try:
+        scripts = target.install_scripts(SCRIPTS_DIR)
+        pr = run_phase(params, target, scripts, spec, "serve", str(demo_model), 1, params.output_path)
+    finally:
+        target.cleanup()
+    log = Path(pr.log).read_text()
+    assert pr.status == "FAIL" and "SIGSEGV" in pr.error, pr.error
+    assert "Fatal Python error: Segmentation fault" in log and "_touch_device_memory" in log
+    d = pr.diagnosis
+    assert (d["component"], d["rule"]) == ("plugin", "O-native-crash"), d
+    assert any("vllm_fl/__init__.py" in e for e in d["evidence"]), d
