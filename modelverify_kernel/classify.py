@@ -468,6 +468,7 @@ class _Failure:
     orphan_frames: list[_Frame] = field(default_factory=list)
     context: str = ""  # the line before a line-rule failure (compiler diagnostics name the file there)
     dump: str = ""  # orphan frames came from a stack dump: "current" or "thread"
+    user_frames: list[_Frame] = field(default_factory=list)  # Dynamo's "from user code:" frames
 
 
 @dataclass
@@ -479,6 +480,7 @@ class _Stream:
     last_failure: _Failure | None = None
     handled: bool = False  # the next block was raised while handling the chain so far
     prev: str = ""  # the previous non-INFO message of this process
+    user_code: _Failure | None = None  # the failure a "from user code:" section belongs to
 
 
 class _Scanner:
@@ -616,6 +618,11 @@ class _Scanner:
             return
         if blk.exc_type is None:  # frames with no exception line
             frames = blk.ordered_frames()
+            if st.user_code is not None and frames:
+                # torch.compile's "from user code:": the code Dynamo was tracing — who owns it
+                st.user_code.user_frames = frames
+                st.user_code = None
+                return
             lf = st.last_failure
             recent = lf is not None and self.index - lf.index < 200 and not any(b.frames for b in lf.blocks)
             if recent and frames and (not lf.orphan_frames or (blk.current and lf.dump == "thread")):
@@ -657,6 +664,11 @@ class _Scanner:
             st.block = _Block(self.index, src, header=True, reverse="first" in s,
                               current=s.startswith("Current thread"))
             st.phase = "frames"
+            return True
+        if s == "from user code:" and st.phase != "frames":
+            self._close_block(st)
+            self._finish_chain(st, stream)
+            st.user_code = st.last_failure if st.last_failure and self.index - st.last_failure.index < 200 else None
             return True
         if _CONNECTOR.match(s):
             self._close_block(st)
@@ -843,10 +855,10 @@ def _owner(frames: list[_Frame], text: str, line: str) -> tuple[str | None, str,
 
 def _root_exc(f: _Failure, rs: _RuleSet) -> tuple[_Exc | None, list[str]]:
     """First non-wrapper exception of the chain (wrappers with an inner error unwrapped)."""
-    chain_frames = [fr for b in f.blocks for fr in b.ordered_frames()] or f.orphan_frames
+    chain_frames = ([fr for b in f.blocks for fr in b.ordered_frames()] or f.orphan_frames) + f.user_frames
     wrapped: list[str] = []
     for blk in f.blocks:
-        frames = blk.ordered_frames() or (f.orphan_frames if blk is f.blocks[0] else [])
+        frames = (blk.ordered_frames() or (f.orphan_frames if blk is f.blocks[0] else [])) + f.user_frames
         detail = "\n".join([blk.message, *blk.detail])
         exc = _Exc(blk.exc_type or "", blk.message, detail, blk.line, frames, chain_frames,
                    [blk.line, *blk.detail[:2]])

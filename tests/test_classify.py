@@ -671,3 +671,29 @@ def test_misspelt_rule_table_header_is_an_error_naming_file_and_line(tmp_path: P
     doc.write_text("\n".join(lines) + "\n", encoding="utf-8")
     with pytest.raises(RuleError, match=rf"multichip-errors\.md:{n + 1}: this looks like a rule table header"):
         load_rules(refs)
+
+
+def test_dynamo_user_code_frames_decide_the_owner() -> None:
+    """torch.compile failures list the traced code after "from user code:": that code's owner."""
+    log = """\
+(EngineCore_DP0 pid=5) ERROR 11-30 10:00:02 [core.py:700] Traceback (most recent call last):
+(EngineCore_DP0 pid=5) ERROR 11-30 10:00:02 [core.py:700]   File "/usr/lib/python3.12/site-packages/vllm/compilation/backends.py", line 500, in __call__
+(EngineCore_DP0 pid=5) ERROR 11-30 10:00:02 [core.py:700]     return self.compiled(*args)
+(EngineCore_DP0 pid=5) ERROR 11-30 10:00:02 [core.py:700]   File "/usr/lib/python3.12/site-packages/torch/_dynamo/symbolic_convert.py", line 1000, in call_method
+(EngineCore_DP0 pid=5) ERROR 11-30 10:00:02 [core.py:700]     unimplemented_v2(gb_type="Unsupported method call")
+(EngineCore_DP0 pid=5) ERROR 11-30 10:00:02 [core.py:700] torch._dynamo.exc.Unsupported: Unsupported method call
+(EngineCore_DP0 pid=5) ERROR 11-30 10:00:02 [core.py:700]   Explanation: Dynamo does not know how to trace method `get` of class `ContextVar`
+(EngineCore_DP0 pid=5) ERROR 11-30 10:00:02 [core.py:700]
+(EngineCore_DP0 pid=5) ERROR 11-30 10:00:02 [core.py:700]
+(EngineCore_DP0 pid=5) ERROR 11-30 10:00:02 [core.py:700] from user code:
+(EngineCore_DP0 pid=5) ERROR 11-30 10:00:02 [core.py:700]    File "/usr/lib/python3.12/site-packages/vllm/model_executor/layers/rotary_embedding.py", line 90, in forward
+(EngineCore_DP0 pid=5) ERROR 11-30 10:00:02 [core.py:700]     return self.forward_oot(q, k)
+(EngineCore_DP0 pid=5) ERROR 11-30 10:00:02 [core.py:700]   File "/usr/lib/python3.12/site-packages/vllm_fl/dispatch/policy.py", line 88, in get_policy
+(EngineCore_DP0 pid=5) ERROR 11-30 10:00:02 [core.py:700]     ctx_policy = self._policy_var.get()
+(EngineCore_DP0 pid=5) ERROR 11-30 10:00:02 [core.py:700]
+(EngineCore_DP0 pid=5) ERROR 11-30 10:00:02 [core.py:700] Set TORCH_LOGS="+dynamo" and TORCHDYNAMO_VERBOSE=1 for more information
+"""
+    diag = classify_text(log)
+    assert diag.component == "plugin", diag
+    assert diag.error.startswith("torch._dynamo.exc.Unsupported: Unsupported method call")
+    assert any("vllm_fl/dispatch/policy.py" in e for e in diag.evidence)
