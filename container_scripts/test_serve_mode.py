@@ -345,6 +345,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             elif root:
                 result["error"] = root
                 result["error_type"] = root.split(":", 1)[0].rsplit(".", 1)[-1]
+                result["error_from_log"] = True  # a guess from the server's output, not our exception
     finally:
         if server is not None:
             result["server_stop"] = server.stop()

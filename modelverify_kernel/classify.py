@@ -1034,7 +1034,9 @@ def classify_log(log: Path | Iterable[str], result: dict | None = None, rules=No
         else:
             verdicts.append(v)
     err = (result or {}).get("error")
-    anchor = _anchor(verdicts, err if isinstance(err, str) else "")
+    # a phase's own exception anchors the diagnosis; a root cause the phase guessed from the
+    # server's output ("error_from_log") does not: the whole log decides then
+    anchor = None if (result or {}).get("error_from_log") else _anchor(verdicts, err if isinstance(err, str) else "")
     if anchor is not None:
         return _diagnosis(anchor)
     known = [v for v in verdicts if v.component in COMPONENT_LAYER]

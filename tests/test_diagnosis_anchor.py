@@ -45,3 +45,13 @@ def test_a_wrapper_error_is_kept_and_the_root_cause_sits_beside_it(tmp_path: Pat
     assert entry["error"] == wrapper and entry["root_cause"].startswith("ImportError: cannot import name")
     msg = diagnosis_message(pr.to_dict())
     assert wrapper in msg and "root cause: ImportError" in msg
+
+
+def test_an_error_guessed_from_the_server_output_does_not_anchor() -> None:
+    """The serve script's guess (the server's last exception line) is not the phase's own exception."""
+    from modelverify_kernel.classify import classify_log
+    log = ["(EngineCore_DP0 pid=5) ERROR 11-30 10:00:02 [core.py:700] ValueError: No available memory for the cache blocks.",
+           "(APIServer pid=4) ERROR 11-30 10:00:03 [api.py:9] KeyError: 'engine'"]
+    guessed = {"status": "FAIL", "error": "KeyError: 'engine'", "error_type": "KeyError", "error_from_log": True}
+    assert classify_log(log, guessed).component == "resources"
+    assert classify_log(log, {**guessed, "error_from_log": False}).component == "vllm"  # own exception anchors
