@@ -697,3 +697,11 @@ def test_dynamo_user_code_frames_decide_the_owner() -> None:
     assert diag.component == "plugin", diag
     assert diag.error.startswith("torch._dynamo.exc.Unsupported: Unsupported method call")
     assert any("vllm_fl/dispatch/policy.py" in e for e in diag.evidence)
+
+
+def test_flagcx_own_log_line_reporting_a_failure_is_flagcx() -> None:
+    """FlagCX logs like NCCL ("host:pid:tid [rank] FLAGCX WARN …"); a WARN that reports a failure counts."""
+    line = "gpu-node-3:2817:2901 [1] FLAGCX WARN Call to flagcxHeteroSend failed: internal error - please report this issue"
+    diag = classify_text(line)
+    assert (diag.component, diag.rule) == ("FlagCX", "X-error"), diag
+    assert classify_text("gpu-node-3:2817:2901 [1] FLAGCX INFO Using network IB").component == "none"
