@@ -31,16 +31,64 @@ _PREFIX = re.compile(
 )
 
 
+class PromptsFileError(ValueError):
+    """The prompts_file parameter names a file that is not a usable prompt set."""
+
+
+PROMPTS_SHAPE = '{"prompts": ["text", ...], "chat": [{"role": "user", "content": "..."}, ...]}'
+
+
+def check_prompts(data: Any, name: str) -> dict[str, Any]:
+    """Validate a parsed prompt set; one sentence naming the parameter and the file if wrong."""
+    where = f"Parameter prompts_file: {name}"
+    if not isinstance(data, dict):
+        raise PromptsFileError(f"{where} holds a JSON {type(data).__name__}, not an object {PROMPTS_SHAPE}.")
+    prompts, chat = data.get("prompts"), data.get("chat")
+    if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
+        raise PromptsFileError(f"{where}: 'prompts' must be a non-empty list of strings ({PROMPTS_SHAPE}).")
+    if not isinstance(chat, list) or not chat or not all(isinstance(m, dict) and "role" in m and "content" in m
+                                                          for m in chat):
+        raise PromptsFileError(f"{where}: 'chat' must be a non-empty list of messages with 'role' and "
+                               f"'content' ({PROMPTS_SHAPE}).")
+    return {"prompts": prompts, "chat": chat}
+
+
 def load_prompts(path: str | None) -> dict[str, Any]:
     """The prompt set: `{"prompts": [str...], "chat": [message...]}`."""
-    data = json.loads(Path(path or DEFAULT_PROMPTS).read_text(encoding="utf-8"))
-    prompts = data.get("prompts")
-    chat = data.get("chat")
-    if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts) or not prompts:
-        raise ValueError(f"{path}: 'prompts' must be a non-empty list of strings")
-    if not isinstance(chat, list) or not chat:
-        raise ValueError(f"{path}: 'chat' must be a non-empty list of messages")
-    return {"prompts": prompts, "chat": chat}
+    file = Path(path or DEFAULT_PROMPTS)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PromptsFileError(f"Parameter prompts_file: {file} cannot be read ({exc.strerror}).") from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        msg = f"{exc.msg} at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else str(exc)
+        raise PromptsFileError(f"Parameter prompts_file: {file} is not valid JSON ({msg}); it must be "
+                               f"{PROMPTS_SHAPE}.") from None
+    return check_prompts(data, str(file))
+
+
+class VllmArgumentError(ValueError):
+    """vLLM's own argument parser refused the engine arguments (extra_vllm_args)."""
+
+    def __init__(self, extra: list[str], message: str) -> None:
+        super().__init__(f"vLLM rejected the engine arguments of parameter extra_vllm_args "
+                         f"{json.dumps(extra)}: {message.strip()}")
+
+
+# argparse's own error line: "usage: …" then "PROG: error: MESSAGE"
+_ARGPARSE_ERROR = re.compile(r"^(?:\S[^:]*): error: (?P<msg>.+)$")
+
+
+def argparse_error(lines: Iterable[str]) -> str | None:
+    """The last argparse `PROG: error: MESSAGE` line of a process's output (its MESSAGE)."""
+    found = None
+    for line in lines:
+        m = _ARGPARSE_ERROR.match(strip_prefix(line).strip())
+        if m:
+            found = m.group("msg")
+    return found
 
 
 def parse_extra_args(text: str | None) -> list[str]:

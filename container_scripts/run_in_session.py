@@ -7,9 +7,18 @@ serve script puts the vLLM server in a process group of its own, so a group is n
 on timeout, or when the command ends and left processes behind, every process of the session
 gets SIGTERM, then SIGKILL after --grace seconds.
 
+A timeout is judged before anything is killed. With --cap, a command whose output is still
+coming when --timeout is reached (output in the last --window seconds: loading, compiling
+kernels) keeps running while output continues, up to --cap seconds in all; only silence or the
+cap end it. Before the kill, every process of the session that registered the stack-dump signal
+(`stack_dumps.py`, loaded into each Python process of a phase) is sent it, one at a time: each
+prints the stack of every thread into the output, so a hang shows where each process waited.
+
 stdout carries only the command's output (its stderr is merged into it). Status lines for the
 caller go to stderr, each a JSON object after the prefix below: first {"sid": N}, at the end
-{"exit_code", "timed_out", "leftovers", "remaining"}. Exit code: the command's, 124 on
+{"exit_code", "timed_out", "timeout_at", "ended_by", "ran_s", "idle_s", "dumped", "leftovers",
+"remaining"}; `ended_by` is "exit", "timeout" (silent at the timeout, or no --cap), "silence"
+(output stopped after the timeout) or "cap". Exit code: the command's, 124 on
 timeout, 127 when the command cannot start.
 
 `--reap SID` kills whatever is left of a session and prints the pids it found as JSON (the
@@ -24,6 +33,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -33,8 +43,11 @@ TIMEOUT_EXIT = 124
 
 # The one implementation of the session kill: this script runs standalone inside someone
 # else's container, and modelverify_kernel.target loads these functions for the local target.
-def session_members(sid: int) -> list[int]:
-    """Pids of every live (non-zombie) process in session `sid`, read from /proc."""
+def session_members(sid: int, field: int = 3) -> list[int]:
+    """Pids of every live (non-zombie) process in session `sid`, read from /proc.
+
+    `field=2` reads the process group instead of the session (see `group_members`).
+    """
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -44,7 +57,7 @@ def session_members(sid: int) -> list[int]:
         except OSError:
             continue
         rest = stat.rsplit(")", 1)[1].split()  # state ppid pgrp session ...
-        if int(rest[3]) == sid and rest[0] != "Z":
+        if int(rest[field]) == sid and rest[0] != "Z":
             pids.append(int(entry.name))
     return pids
 
@@ -63,6 +76,72 @@ def kill_session(sid: int, grace: float) -> list[int]:
     while session_members(sid) and time.monotonic() < deadline:
         time.sleep(0.05)
     return found
+
+
+def dump_signal() -> int:
+    """The signal `stack_dumps.py` registers (kept equal to it; this script runs standalone)."""
+    return int(signal.SIGRTMIN) + 5
+
+
+def _catches(pid: int, sig: int) -> bool:
+    """True when process `pid` has a handler for `sig` (SigCgt in /proc/PID/status)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("SigCgt:"):
+                return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
+
+
+def group_members(pgid: int) -> list[int]:
+    """Pids of every live process in process group `pgid`."""
+    return session_members(pgid, field=2)
+
+
+def dump_stacks(sid: int, pause: float = 0.5, budget: float = 15.0) -> list[int]:
+    """Have each process of session `sid` that can print its threads' stacks do so."""
+    return dump_stacks_of(session_members(sid), pause, budget)
+
+
+def dump_stacks_of(pids: list[int], pause: float = 0.5, budget: float = 15.0) -> list[int]:
+    """Have each of `pids` that can print its threads' stacks do so, one at a time.
+
+    Only processes with a handler for the dump signal get it (its default action would kill the
+    others). One at a time, so the dumps of different processes do not interleave in the log.
+    """
+    sig = dump_signal()
+    dumped = []
+    deadline = time.monotonic() + budget
+    for pid in sorted(pids):
+        if time.monotonic() > deadline:
+            break
+        if _catches(pid, sig):
+            sys.stdout.write(f"[model-verify] stacks of every thread of pid {pid} ({_cmdline(pid)}), "
+                             f"before the kill:\n")
+            sys.stdout.flush()
+            _signal(pid, sig)
+            dumped.append(pid)
+            time.sleep(pause)
+    return dumped
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return "?"
+    return " ".join(a.decode(errors="replace") for a in raw.split(b"\0") if a)[:200]
+
+
+def progress_window(timeout: float) -> float:
+    """Output this recent at the timeout means the command was still working, not hung.
+
+    vLLM is silent for long stretches while healthy (importing vllm: 8 s here, more on a busy
+    host; an engine process starting; weights loading): never less than 30 s, a tenth of the
+    timeout up to a minute.
+    """
+    return max(30.0, min(60.0, 0.1 * timeout))
 
 
 def _signal(pid: int, sig: int) -> None:
@@ -94,6 +173,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--timeout", type=float, default=None, help="seconds before the session is killed")
     p.add_argument("--grace", type=float, default=10.0, help="seconds between SIGTERM and SIGKILL")
+    p.add_argument("--cap", type=float, default=None,
+                   help="hard cap in seconds: past --timeout, keep going while output still comes, up to this")
+    p.add_argument("--window", type=float, default=None,
+                   help="output this many seconds old still counts as progress (default: timeout/10, 5..60)")
     p.add_argument("--reap", type=int, default=None, metavar="SID", help="kill what is left of session SID")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- argv to run")
     args = p.parse_args(argv)
@@ -110,12 +193,25 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(kill_session(args.reap, args.grace)))
         return 0
     try:
-        proc = subprocess.Popen(args.command, stdin=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(args.command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, start_new_session=True)
     except OSError as exc:
         status(error=f"cannot start {args.command[0]}: {exc}")
         return 127
     status(sid=proc.pid)
+    start = time.monotonic()
+    last_output = [start]
+
+    def relay() -> None:  # the command's output to ours, noting when it last came
+        assert proc.stdout is not None
+        out = sys.stdout.buffer
+        for chunk in iter(lambda: proc.stdout.read1(65536), b""):  # type: ignore[union-attr]
+            last_output[0] = time.monotonic()
+            out.write(chunk)
+            out.flush()
+
+    reader = threading.Thread(target=relay, daemon=True)
+    reader.start()
 
     def stop(signum: int, _frame: object) -> None:
         # Told to stop ourselves: take the whole session down first.
@@ -124,18 +220,33 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     die_with_parent()
-    timed_out = False
-    timeout_at = None
-    try:
-        proc.wait(args.timeout)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        timeout_at = time.time()  # the caller compares it with when output last came
+    window = args.window if args.window is not None else (progress_window(args.timeout) if args.timeout else 5.0)
+    ended_by, extended = "exit", False
+    while proc.poll() is None:
+        now = time.monotonic()
+        if args.timeout is not None and now - start >= args.timeout:
+            if args.cap is None or now - last_output[0] > window:
+                ended_by = "silence" if extended else "timeout"
+                break
+            if now - start >= args.cap:
+                ended_by = "cap"
+                break
+            extended = True  # still making progress: keep going
+        time.sleep(0.2)
+    timed_out = ended_by != "exit"
+    timeout_at = time.time() if timed_out else None  # the caller compares it with its own clock
+    ran_s = round(time.monotonic() - start, 3)
+    idle_s = round(time.monotonic() - last_output[0], 3)
+    dumped = dump_stacks(proc.pid) if timed_out else []
+    if dumped:
+        time.sleep(1.0)  # let the last dump reach the output
     # The leader may be gone while its workers live on: end the whole session.
     leftovers = kill_session(proc.pid, args.grace)
     code = proc.wait()
+    reader.join(5)
     remaining = session_members(proc.pid)
     status(exit_code=None if timed_out else code, timed_out=timed_out, timeout_at=timeout_at,
+           ended_by=ended_by, ran_s=ran_s, idle_s=idle_s if timed_out else None, dumped=dumped,
            leftovers=leftovers, remaining=remaining)
     if timed_out:
         return TIMEOUT_EXIT

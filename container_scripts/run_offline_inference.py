@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 import _common
+import stack_dumps
 import stack_evidence
 
 
@@ -40,6 +41,10 @@ def engine_kwargs(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
     from vllm.engine.arg_utils import EngineArgs
 
     parser = EngineArgs.add_cli_args(FlexibleArgumentParser())
+
+    def refuse(message: str) -> None:  # argparse would print usage and exit(2) with no result
+        raise _common.VllmArgumentError(extra, message)
+    parser.error = refuse  # type: ignore[method-assign]
     argv = ["--model", args.model, "--tensor-parallel-size", str(args.tp)]
     if args.trust_remote_code:
         argv.append("--trust-remote-code")
@@ -125,6 +130,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    stack_dumps.enable()
     result = run(args)
     _common.write_result(args.output, result)
     return _common.exit_code(result["status"])

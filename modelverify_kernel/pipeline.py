@@ -35,6 +35,42 @@ def make_target(params: Params) -> Target:
 STATE_FILE = "state.json"
 
 
+def _container_common() -> Any:
+    """`container_scripts/_common.py`, the one implementation the phases use inside the target."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("modelverify_container_common", SCRIPTS_DIR / "_common.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def check_prompts_file(path: str | None, target: Target, out_dir: Path) -> str | None:
+    """Pre-check: the prompts_file is read from the target and validated before any engine starts.
+
+    Returns one sentence naming the parameter and the file when it is unusable, else None.
+    """
+    if not path:
+        return None
+    common = _container_common()
+    local = out_dir / "results" / "prompts_file.json"
+    local.parent.mkdir(parents=True, exist_ok=True)
+    if not target.fetch(path, local):
+        return (f"Parameter prompts_file: {path} does not exist in the target or is not a readable file; "
+                f"give the path of a JSON prompt set inside the target, {common.PROMPTS_SHAPE}.")
+    try:
+        data = json.loads(local.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        why = f"{exc.msg} at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else str(exc)
+        return (f"Parameter prompts_file: {path} is not valid JSON ({why}); it must be "
+                f"{common.PROMPTS_SHAPE}.")
+    try:
+        common.check_prompts(data, path)
+    except common.PromptsFileError as exc:
+        return str(exc)
+    return None
+
+
 @dataclass
 class Verification:
     params: Params
@@ -156,6 +192,10 @@ class Verification:
         except UserError as exc:
             self.model = ModelStep(requested=self.params.model_path, error=str(exc))
             self._precheck_fail(str(exc))
+        if not self.precheck_error:
+            problem = check_prompts_file(self.params.prompts_file, self.target, self.out_dir)
+            if problem:
+                self._precheck_fail(problem)
         self.save_state()
         return self.model
 

@@ -107,6 +107,9 @@ def _error_entry(p: PhaseResult) -> dict[str, Any]:
     entry: dict[str, Any] = {"phase": p.phase, "error": p.error, "error_type": p.error_type}
     if p.diagnosis:
         entry.update({k: v for k, v in p.diagnosis.items() if k != "error"})
+        root = p.diagnosis.get("error")
+        if root and root not in (p.error or ""):
+            entry["root_cause"] = root  # the diagnosis' root cause, beside the recorded error
     return entry
 
 
@@ -273,7 +276,7 @@ def _phases(report: Mapping[str, Any]) -> Iterable[tuple[str, str, Mapping[str, 
 def _row(run: str, phase: str, p: Mapping[str, Any]) -> dict[str, Any]:
     diag = p.get("diagnosis") or {}
     return {"run": run, "phase": phase, "status": p["status"], "duration_s": p["duration_s"],
-            "component": diag.get("component"), "error": p["error"] or p.get("reason")}
+            "component": diag.get("component"), "error": p["error"] or p.get("reason") or p.get("timeout_note")}
 
 
 def phase_table(report: Mapping[str, Any]) -> pd.DataFrame:
@@ -406,6 +409,8 @@ def timeline_svg(report: Mapping[str, Any], *, inline: bool = True) -> str:
             note += " (timed out)"
         elif limit and dur > 0.8 * limit:
             note += f" ({dur / limit:.0%} of its {limit} s timeout)"
+        if p.get("timeout_note"):
+            note += ", ran on past it: still making progress"
         ax.text(clock + dur, y, note, va="center", fontsize=9, color="#cf222e" if failed else "#1d2329")
         clock += dur
     ax.set_yticks(range(len(rows)), [f"{title} · {phase}" for title, phase, _ in rows], fontsize=9)
@@ -443,7 +448,10 @@ def diagnosis_message(p: Mapping[str, Any]) -> str:
         where += f" (layer {d['layer']})"
     if d.get("culprit_op"):
         where += f", op {d['culprit_op']}"
-    return f"{where}: {p.get('error') or d.get('error') or 'failed'}"
+    recorded, root = p.get("error"), d.get("error")
+    if recorded and root and root not in recorded:
+        return f"{where}: {recorded} (root cause: {root})"
+    return f"{where}: {recorded or root or 'failed'}"
 
 
 def verdict_reason(report: Mapping[str, Any]) -> str:

@@ -16,6 +16,7 @@ from typing import Any, Iterable, Mapping
 from . import classify
 from .params import RUN_A_ENV, RUN_A_UNSET, RUN_B_ENV, RUN_B_UNSET, Params
 from .target import ExecResult, Target
+from .target import progress_window as _progress_window
 
 PHASES = ("offline", "serve")
 PHASE_SCRIPTS = {"offline": "run_offline_inference.py", "serve": "test_serve_mode.py"}
@@ -124,6 +125,7 @@ class PhaseResult:
     diagnosis: dict[str, Any] | None = None
     leftover_pids: list[int] = field(default_factory=list)
     reason: str | None = None  # why SKIPPED / NOT_RUN
+    timeout_note: str | None = None  # ran past its timeout because it kept making progress
 
     @property
     def key(self) -> str:
@@ -150,7 +152,8 @@ def phase_argv(params: Params, target: Target, scripts: str, phase: str, model: 
         argv += ["--extra-args", json.dumps(list(params.extra_vllm_args))]
     if phase == "serve":
         argv += ["--health-timeout", str(params.health_timeout), "--request-timeout",
-                 str(params.request_timeout), "--port", str(params.port)]
+                 str(params.request_timeout), "--port", str(params.port),
+                 "--timeout-cap", str(max(params.timeout_cap, params.health_timeout))]
     return argv
 
 
@@ -159,8 +162,9 @@ def timeout_param(phase: str) -> str:
 
 
 def progress_window(timeout: float) -> float:
-    """Output this recent at the timeout means the phase was still working, not hung."""
-    return max(5.0, min(60.0, 0.1 * timeout))
+    """Output this recent at the timeout means the phase was still working, not hung (the
+    session helper's rule: one implementation)."""
+    return _progress_window(timeout)
 
 
 def run_phase(params: Params, target: Target, scripts: str, spec: RunSpec, phase: str,
@@ -175,7 +179,8 @@ def run_phase(params: Params, target: Target, scripts: str, spec: RunSpec, phase
     pr.command = phase_argv(params, target, scripts, phase, model, tp, remote)
     timeout = params.offline_timeout if phase == "offline" else params.serve_timeout
     env_set = {**params.env, **spec.env_set}
-    res = target.run(pr.command, env_set=env_set, env_unset=spec.env_unset, timeout=timeout, log_path=log)
+    res = target.run(pr.command, env_set=env_set, env_unset=spec.env_unset, timeout=timeout, log_path=log,
+                     cap=max(params.timeout_cap, timeout))
     pr.duration_s, pr.exit_code, pr.timed_out = res.duration_s, res.exit_code, res.timed_out
     pr.leftover_pids = res.leftovers
     pr.log = str(log)
@@ -185,8 +190,12 @@ def run_phase(params: Params, target: Target, scripts: str, spec: RunSpec, phase
         file_error = _read_result(pr, local)
     elif not res.timed_out:
         file_error = f"the phase wrote no result file {local.name} (exit code {res.exit_code}); its log is {log}"
+    if not res.timed_out and res.duration_s > timeout:
+        pr.timeout_note = (f"took {res.duration_s:.0f} s, past {timeout_param(phase)}={timeout:g} s: output was "
+                           f"still coming at the timeout (loading, compiling kernels), so it ran on — up to "
+                           f"timeout_cap={max(params.timeout_cap, timeout):g} s — and finished by itself")
     if res.timed_out:
-        _timed_out(pr, res, timeout_param(phase), timeout)
+        _timed_out(pr, res, timeout_param(phase), timeout, max(params.timeout_cap, timeout))
     elif pr.result.get("status") == "PASS" and res.exit_code == 0 and not file_error:
         pr.status = "PASS"
     elif file_error:
@@ -197,7 +206,16 @@ def run_phase(params: Params, target: Target, scripts: str, spec: RunSpec, phase
         pr.status = "FAIL"
         pr.error = pr.result.get("error") or f"exit code {res.exit_code}"
         pr.error_type = pr.result.get("error_type")
-        diagnose(pr)
+        if pr.error_type == "StartupStillProgressing":  # the serve script's health wait hit the cap
+            pr.diagnosis = {
+                "component": "none", "layer": None, "rule": "TIMEOUT-CAP", "evidence": [pr.error],
+                "culprit_op": None, "confidence": "high", "signature": "Timeout: still progressing (health)",
+                "hint": "The server was still starting (loading, compiling kernels) when timeout_cap ran "
+                        "out: raise timeout_cap and health_timeout; no component is blamed.",
+                "error": pr.error,
+            }
+        else:
+            diagnose(pr)
     save_phase(pr, out_dir)
     return pr
 
@@ -215,38 +233,59 @@ def _read_result(pr: PhaseResult, local: Path) -> str | None:
     return None
 
 
-def _timed_out(pr: PhaseResult, res: ExecResult, param: str, timeout: float) -> None:
-    """A hang and a slow start both hit the timeout; only a hang is a failure of a component."""
+def _timed_out(pr: PhaseResult, res: ExecResult, param: str, timeout: float, cap: float) -> None:
+    """A hang and a slow start both hit the timeout; only a hang is a failure of a component.
+
+    Past its timeout a phase whose output keeps coming runs on, up to `cap` (timeout_cap); only
+    silence or the cap stop it. Stopped at the cap while still progressing is never blamed on a
+    component; stopped by silence, the stacks every process printed before the kill say where
+    it waited.
+    """
     pr.status, pr.error_type = "FAIL", "Timeout"
     window = progress_window(timeout)
     last = (res.last_line or "").strip()
-    if res.idle_s is not None and res.idle_s <= window:
-        pr.error = (f"timed out after {timeout:g} s ({param}) while still making progress: output "
-                    f"{res.idle_s:.0f} s before the timeout, last line: {last[:300]!r}")
+    ran = res.ran_s if res.ran_s is not None else res.duration_s
+    progressing = res.ended_by == "cap" or (
+        res.ended_by in (None, "timeout") and res.idle_s is not None and res.idle_s <= window)
+    if progressing:
+        at_cap = res.ended_by == "cap"
+        limit = f"the hard cap timeout_cap={cap:g} s" if at_cap else f"{param}={timeout:g} s"
+        raise_what = "timeout_cap" if at_cap else param
+        idle = f"output {res.idle_s:.0f} s before it" if res.idle_s is not None else "output until the end"
+        pr.error = (f"timed out after {ran:.0f} s ({limit}) while still making progress: {idle}, last "
+                    f"line: {last[:300]!r}")
         pr.diagnosis = {
-            "component": "none", "layer": None, "rule": "TIMEOUT-PROGRESS", "evidence": [last] if last else [],
-            "culprit_op": None, "confidence": "high", "signature": f"Timeout: still progressing ({param})",
-            "hint": f"The phase was still working (loading, compiling kernels) when {param}={timeout:g} s "
-                    f"ran out: raise {param} and rerun; this is not a hang.",
+            "component": "none", "layer": None, "rule": "TIMEOUT-CAP" if at_cap else "TIMEOUT-PROGRESS",
+            "evidence": [last] if last else [], "culprit_op": None, "confidence": "high",
+            "signature": f"Timeout: still progressing ({raise_what})",
+            "hint": f"The phase was still working (loading, compiling kernels) when {limit} ran out: raise "
+                    f"{raise_what} and rerun; this is not a hang and no component is blamed.",
             "error": pr.error,
         }
         return
     silent = f"no output for the last {res.idle_s:.0f} s" if res.idle_s is not None else "no output at all"
-    pr.error = (f"timed out after {timeout:g} s ({param}) with {silent}: hung; every process of the "
-                f"phase was killed")
-    diagnose(pr, keep_error=True)
+    if res.ended_by == "silence":
+        pr.error = (f"ran past {param}={timeout:g} s while output kept coming, then hung: {silent} "
+                    f"(stopped after {ran:.0f} s); every process of the phase was killed")
+    else:
+        pr.error = (f"timed out after {timeout:g} s ({param}) with {silent}: hung; every process of the "
+                    f"phase was killed")
+    if res.dumped:
+        pr.error += f" after printing the stacks of {len(res.dumped)} process(es) into the log"
+    diagnose(pr)
     assert pr.diagnosis is not None
     if pr.diagnosis["component"] in ("none", "unknown"):
         pr.diagnosis.update(
-            component="vllm", layer=4, rule="TIMEOUT-HANG", confidence="medium",
-            evidence=[last] if last else [], signature=f"Timeout: hung ({param})",
-            hint="The engine stopped making progress: read the last log lines; rerun with a "
-                 "debugger (py-spy dump) on the stuck process, or lower max_model_len/TP to rule "
-                 "out a stuck collective.",
+            component="unknown", layer=None, rule="TIMEOUT-HANG", confidence="low",
+            evidence=(pr.diagnosis.get("evidence") or ([last] if last else []))[:6],
+            signature=f"Timeout: hung ({param})",
+            hint="The phase stopped making progress and no frame in the stacks printed before the kill "
+                 "(or no stack at all) names a component: read the last log lines and the stacks; "
+                 "rerun with VLLM_LOGGING_LEVEL=DEBUG.",
         )
         pr.diagnosis["error"] = pr.error
-    elif pr.diagnosis.get("error"):  # it failed first, then hung: say both
-        pr.error = f"{pr.error}; before it: {pr.diagnosis['error']}"
+    elif pr.diagnosis.get("error") and not pr.diagnosis["error"].startswith(("stack dump", "traceback cut")):
+        pr.error = f"{pr.error}; before it: {pr.diagnosis['error']}"  # it failed first, then hung
 
 
 def phase_file(out_dir: Path, key: str) -> Path:
@@ -265,16 +304,20 @@ def load_phase(path: Path) -> PhaseResult:
     return PhaseResult(**{k: v for k, v in data.items() if k in PhaseResult.__dataclass_fields__})
 
 
-def diagnose(pr: PhaseResult, keep_error: bool = False) -> None:
-    """Attach the log's diagnosis; its root cause replaces the script's first guess.
+def diagnose(pr: PhaseResult, keep_error: bool = True) -> None:
+    """Attach the log's diagnosis *beside* the phase's own recorded error, never over it.
 
-    `keep_error` for a timeout or a broken result file: that is what happened, whatever the
-    log last said.
+    The error the phase recorded (the script's exception, a timeout, a broken result file) is
+    what happened; the diagnosis (component, rule, evidence, and its own `error`: the root cause
+    it settled on) sits next to it. Only a phase that recorded no error at all borrows the
+    diagnosis' one. `keep_error` is kept for callers of the old signature; it is always true.
     """
     log = Path(pr.log) if pr.log and Path(pr.log).is_file() else []
-    diag = classify.classify_log(log, pr.result or {"status": "FAIL", "error": pr.error})
+    recorded = pr.result if pr.result.get("error") else \
+        {**pr.result, "status": "FAIL", "error": pr.error, "error_type": pr.error_type}
+    diag = classify.classify_log(log, recorded)
     pr.diagnosis = diag.to_dict()
-    if diag.error and not keep_error:
+    if not pr.error and diag.error:
         pr.error = diag.error
         pr.error_type = diag.error.split(":", 1)[0].rsplit(".", 1)[-1]
 

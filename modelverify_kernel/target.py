@@ -47,6 +47,9 @@ class ExecResult:
     leftovers: list[int] = field(default_factory=list)
     idle_s: float | None = None  # on timeout: seconds since the last output line
     last_line: str | None = None  # on timeout: the last line printed before it fired
+    ended_by: str | None = None  # exit | timeout | silence (after progress past the timeout) | cap
+    ran_s: float | None = None  # how long the command ran before it ended or was stopped
+    dumped: list[int] = field(default_factory=list)  # pids that printed their threads' stacks
 
 
 class LogStream:
@@ -95,10 +98,13 @@ class LogStream:
                log_path: Path, leftovers: list[int]) -> ExecResult:
         timed_out = bool(status.get("timed_out"))
         idle, last = self.before(status.get("timeout_at")) if timed_out else (None, None)
+        if timed_out and isinstance(status.get("idle_s"), (int, float)):
+            idle = status["idle_s"]  # the helper saw the output arrive: its clock is exact
         return ExecResult(
             argv=list(argv), exit_code=None if timed_out else status.get("exit_code", code),
             timed_out=timed_out, duration_s=round(time.monotonic() - start, 3), log_path=log_path,
-            leftovers=leftovers, idle_s=idle, last_line=last,
+            leftovers=leftovers, idle_s=idle, last_line=last, ended_by=status.get("ended_by"),
+            ran_s=status.get("ran_s"), dumped=list(status.get("dumped") or []),
         )
 
 
@@ -119,6 +125,7 @@ class Target(Protocol):
         env_unset: Sequence[str],
         timeout: float,
         log_path: Path,
+        cap: float | None = None,
     ) -> ExecResult: ...
     def fetch(self, path: str, dest: Path) -> bool:
         """Copy a (text) result file to the host, secrets masked."""
@@ -139,6 +146,7 @@ def _load_session_helper() -> Any:
 
 _session = _load_session_helper()
 session_members = _session.session_members
+progress_window = _session.progress_window
 kill_session = _session.kill_session
 
 
@@ -185,13 +193,14 @@ class LocalTarget:
         env_unset: Sequence[str],
         timeout: float,
         log_path: Path,
+        cap: float | None = None,
     ) -> ExecResult:
         env = {k: v for k, v in os.environ.items() if k not in env_unset}
         env.update(env_set)
         env["PYTHONUNBUFFERED"] = "1"
         self.redactor.add(secret_values([env_set]))
         helper = [self._python, str(SCRIPTS_DIR / SESSION_HELPER), "--timeout", str(timeout),
-                  "--grace", str(self.kill_grace), "--"]
+                  "--grace", str(self.kill_grace), *(["--cap", str(cap)] if cap else []), "--"]
         log_path.parent.mkdir(parents=True, exist_ok=True)
         start = time.monotonic()
         with open(log_path, "ab") as log:
@@ -398,12 +407,14 @@ class DockerTarget:
         env_unset: Sequence[str],
         timeout: float,
         log_path: Path,
+        cap: float | None = None,
     ) -> ExecResult:
         if self._scripts is None:
             self.install_scripts(SCRIPTS_DIR)
         unset = [n for n in env_unset if n not in env_set]  # set wins, as in LocalTarget
         wrapper = ["env", *[a for n in unset for a in ("-u", n)]] if unset else []
-        full = [*wrapper, *self._helper(), "--timeout", str(timeout), "--grace", str(self.kill_grace), "--", *argv]
+        full = [*wrapper, *self._helper(), "--timeout", str(timeout), "--grace", str(self.kill_grace),
+                *(["--cap", str(cap)] if cap else []), "--", *argv]
         environment = {**env_set, "PYTHONUNBUFFERED": "1"}
         log_path.parent.mkdir(parents=True, exist_ok=True)
         start = time.monotonic()

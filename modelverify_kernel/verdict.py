@@ -61,7 +61,13 @@ def _component(fails: list[PhaseResult]) -> str | None:
 
 
 def _describe(fails: list[PhaseResult]) -> str:
-    return "; ".join(f"{p.phase}: {p.error}" for p in fails)
+    """Each failed phase's recorded error, with the diagnosed root cause beside it when it differs."""
+    parts = []
+    for p in fails:
+        root = (p.diagnosis or {}).get("error")
+        extra = f" (root cause: {root})" if root and root not in (p.error or "") else ""
+        parts.append(f"{p.phase}: {p.error}{extra}")
+    return "; ".join(parts)
 
 
 def precheck_failed(reason: str) -> Verdict:

@@ -8,7 +8,6 @@ no FlagOS stack); they follow vLLM's real line format and multi-process interlea
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -27,7 +26,8 @@ from modelverify_kernel.classify import (
 
 REPO = Path(__file__).resolve().parents[1]
 LOGS = Path(__file__).resolve().parent / "data" / "logs"
-CORPUS = Path(__file__).resolve().parents[2] / "shared/corpus/dev_cases.json"
+CORPUS_DIR = Path(__file__).resolve().parent / "data" / "corpus"  # copied from ../shared/corpus
+CORPUS_FILES = ("dev_cases.json", "dev_cases_2.json")
 
 # The corpus' own notes say these excerpts do not name the culprit: d003's text "names no
 # component ... text-only classifiers should say 'unknown/driver-level'", and d004's excerpt
@@ -35,18 +35,36 @@ CORPUS = Path(__file__).resolve().parents[2] / "shared/corpus/dev_cases.json"
 # that text would be a guess; the A/B verdict (Run A passes) is what attributes them.
 TEXT_ONLY_UNATTRIBUTABLE = {"d003", "d004"}
 
+# Cases whose excerpt does not hold the evidence the label rests on (it is in the thread's prose,
+# in an issue title, or in a part of the log the user did not paste). The classifier must still
+# see that they failed — never `none` — except n071, which is prose about a hang with no log line.
+NOT_IN_THE_EXCERPT = {
+    "n008": "Dynamo error; the plugin frame is pasted as prose after a blank line",
+    "n014": "traceback cut inside multiprocessing; the plugin import error is only in the title",
+    "n022": "MetaX hardware trap with no kernel or frame; FlagGems only in the issue's text",
+    "n032": "hardware trap naming `mm_kernel` only; no frame says whose kernel",
+    "n071": "prose about an NCCL hang, no log line",
+    "n077": "Dynamo `Unsupported context manager (RLock)` with no frame; the plugin is in the prose",
+    "n090": "traceback cut after its header; the FlagGems path is in Chinese prose",
+    "n093": "hardware trap naming `mm_kernel` only",
+    "n107": "TypeError through vLLM frames; vllm-ascend is named only in the title",
+    "n109": "vLLM frames cut; 'No platform detected' is an INFO line",
+}
+
+
+def _all_cases() -> list[dict]:
+    cases: list[dict] = []
+    for name in CORPUS_FILES:
+        cases += json.loads((CORPUS_DIR / name).read_text(encoding="utf-8"))
+    return [c for c in cases if c["expected_component"] != "numerical"]
+
 
 def _corpus() -> list[dict]:
-    if not CORPUS.is_file():
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"corpus {CORPUS} is missing")
-        pytest.skip(f"corpus {CORPUS} not present")
-    return [c for c in json.loads(CORPUS.read_text(encoding="utf-8"))
-            if c["expected_component"] != "numerical"]
+    return [c for c in _all_cases() if c["id"].startswith("d")]
 
 
 def _case(cid: str) -> dict:
-    return next(c for c in _corpus() if c["id"] == cid)
+    return next(c for c in _all_cases() if c["id"] == cid)
 
 
 def classify_text(text: str, result: dict | None = None) -> Diagnosis:
@@ -56,44 +74,76 @@ def classify_text(text: str, result: dict | None = None) -> Diagnosis:
 # --------------------------------------------------------------------------- corpus
 
 
+def test_corpus_is_in_the_repository() -> None:
+    cases = _all_cases()
+    assert len(cases) == 88 and len({c["id"] for c in cases}) == 88  # 92 minus 4 numerical
+
+
 def test_corpus_accuracy_and_confusion_table() -> None:
-    cases = _corpus()
-    assert len(cases) == 28
+    cases = _all_cases()
     confusion: Counter[tuple[str, str]] = Counter()
-    wrong_multichip = []
+    wrong_multichip, none_as_failure, failure_as_none = [], [], []
     for case in cases:
         got = classify_text(case["excerpt"]).component
-        confusion[(case["expected_component"], got)] += 1
-        if case["expected_component"] not in MULTICHIP and got in MULTICHIP:
+        exp = case["expected_component"]
+        confusion[(exp, got)] += 1
+        if exp not in MULTICHIP and got in MULTICHIP:
             wrong_multichip.append(case["id"])
+        if exp == "none" and got != "none":
+            none_as_failure.append(case["id"])
+        if exp != "none" and got == "none":
+            failure_as_none.append(case["id"])
     labels = sorted({k for pair in confusion for k in pair})
     print("\nexpected \\ got  " + " ".join(f"{lbl[:9]:>9}" for lbl in labels))
     for exp in labels:
         print(f"{exp[:14]:<15} " + " ".join(f"{confusion[(exp, g)] or '.':>9}" for g in labels))
     correct = sum(v for (e, g), v in confusion.items() if e == g)
     print(f"exact component: {correct}/{len(cases)} = {correct / len(cases):.1%}")
-    assert correct / len(cases) >= 0.90
+    assert correct / len(cases) >= 0.85
     assert len(wrong_multichip) <= 1, wrong_multichip
+    assert none_as_failure == []
+    assert failure_as_none == ["n071"]  # prose only
 
 
-def _corpus_ids() -> list[str]:
-    if not CORPUS.is_file():
-        return ["corpus-missing"]
-    return [c["id"] for c in json.loads(CORPUS.read_text(encoding="utf-8"))
-            if c["expected_component"] != "numerical"]
-
-
-@pytest.mark.parametrize("cid", _corpus_ids())
+@pytest.mark.parametrize("cid", [c["id"] for c in _all_cases()])
 def test_corpus_case(cid: str) -> None:
     case = _case(cid)
     diag = classify_text(case["excerpt"])
     if cid in TEXT_ONLY_UNATTRIBUTABLE:
         assert diag.component == "unknown", diag  # say so, never guess
         assert diag.error  # but still name the failure
+    elif cid in NOT_IN_THE_EXCERPT:
+        assert diag.component not in MULTICHIP - {case["expected_component"]}, diag  # no wrong blame
+        if cid != "n071":
+            assert diag.component != "none", diag  # it failed: never none
     else:
         assert diag.component == case["expected_component"], (diag, case["why"])
-        assert diag.layer == COMPONENT_LAYER[diag.component]
-        assert diag.rule and diag.evidence and diag.error
+        if diag.component != "none":
+            assert diag.layer == COMPONENT_LAYER[diag.component]
+            assert diag.rule and diag.evidence and diag.error
+
+
+def test_held_out_accuracy_leave_one_repository_out() -> None:
+    """The figure that counts: rules justified only by a held-out repository's cases removed."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("classify_heldout", REPO / "benchmarks" / "classify_heldout.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rules = load_rules()
+    cases = mod.load_cases()
+    sup = mod.support(cases, rules)
+    held = mod.Score()
+    folds: dict[str, list[dict]] = {}
+    for case in cases:
+        folds.setdefault(mod.repo_of(case), []).append(case)
+    for members in folds.values():
+        ids = {c["id"] for c in members}
+        fold_rules = [r for r in rules if not (sup.get(r.id) and sup[r.id] <= ids)]
+        for case in members:
+            held.add(case, mod.classify(case, fold_rules), "")
+    print(held.line())
+    assert held.exact / held.n >= 0.60
+    assert held.false_mc <= 1 and held.none_failed == 0
 
 
 # --------------------------------------------------------------------------- traps named in the corpus
@@ -456,3 +506,202 @@ def test_a_warning_that_names_an_exception_in_passing_is_not_a_failure():
     assert classify_log(log).component == "none"
     failing = log + ["(APIServer pid=2923) ERROR 11-27 12:01:04 [api_server.py:9] OSError: [Errno 24] Too many open files"]
     assert classify_log(failing).component != "none"
+
+
+# --------------------------------------------------------------------------- issue 11: failures without a final exception
+
+
+def test_cut_traceback_is_a_failure_attributed_by_its_deepest_owned_frame() -> None:
+    head = "Traceback (most recent call last):\n"
+    vllm = '  File "/usr/local/lib/python3.12/site-packages/vllm/v1/worker/gpu_model_runner.py", line 2310, in _dummy_run\n    hidden = self.model(x)\n'
+    gems = '  File "/usr/local/lib/python3.12/site-packages/flag_gems/ops/rms_norm.py", line 61, in rms_norm\n    rms_norm_kernel[grid](x, w, out)\n'
+    jit = '  File "/usr/local/lib/python3.12/site-packages/triton/runtime/jit.py", line 739, in run\n    kernel = self._do_compile(key)\n'
+    comp = '  File "/usr/local/lib/python3.12/site-packages/triton/compiler/compiler.py", line 327, in compile\n    next_module = compile_ir(module, metadata)\n'
+    plugin = '  File "/usr/local/lib/python3.12/site-packages/vllm_fl/worker/worker.py", line 88, in init_device\n    self.model_runner = ModelRunnerFL(cfg)\n'
+    cut = '  File "/usr/local/lib/python3.12/site-pa'
+    cases = [
+        (vllm + gems + jit + cut, "FlagGems", "rms_norm"),   # runtime frames of Triton: the kernel's owner
+        (vllm + gems + jit + comp + cut, "FlagTree", "rms_norm"),  # inside the compiler: FlagTree
+        (vllm + jit + cut, "vllm", None),
+        (vllm + plugin + cut, "plugin", None),
+    ]
+    for body, comp_name, op in cases:
+        diag = classify_text(head + body)
+        assert (diag.component, diag.culprit_op) == (comp_name, op), (body, diag)
+        assert "cut before its exception line" in diag.error and diag.evidence
+    assert classify_text(head + cut).component == "unknown"  # a header alone: failed, owner unknown
+
+
+def test_named_exception_beats_a_cut_traceback_of_a_lower_layer() -> None:
+    log = """\
+(Worker_TP1 pid=102) ERROR 01-01 00:00:01 [multiproc_executor.py:870] Traceback (most recent call last):
+(Worker_TP1 pid=102) ERROR 01-01 00:00:01 [multiproc_executor.py:870]   File "/s/site-packages/vllm/distributed/parallel_state.py", line 512, in all_reduce
+(Worker_TP1 pid=102) INFO 01-01 00:00:01 [multiproc_executor.py:600] Parent process exited, terminating worker
+(Worker_TP0 pid=101) ERROR 01-01 00:00:01 [multiproc_executor.py:870] Traceback (most recent call last):
+(Worker_TP0 pid=101) ERROR 01-01 00:00:01 [multiproc_executor.py:870]   File "/s/site-packages/flag_gems/ops/mm.py", line 33, in mm
+(Worker_TP0 pid=101) ERROR 01-01 00:00:01 [multiproc_executor.py:870] RuntimeError: CUDA error: an illegal memory access was encountered
+"""
+    assert (classify_text(log).component, classify_text(log).culprit_op) == ("FlagGems", "mm")
+
+
+def _crash(tmp_path: Path, body: str, package: str = "flag_gems/ops/mm.py") -> str:
+    """Run a real Python process that dies in native code inside `package`; its stderr."""
+    import subprocess
+    import sys
+    mod = tmp_path / "site-packages" / package
+    mod.parent.mkdir(parents=True, exist_ok=True)
+    for parent in [mod.parent, *mod.parent.parents]:
+        if parent == tmp_path / "site-packages":
+            break
+        (parent / "__init__.py").touch()
+    mod.write_text(body, encoding="utf-8")
+    dotted = package[:-3].replace("/", ".")
+    proc = subprocess.run([sys.executable, "-X", "faulthandler", "-c", f"import {dotted} as m; m.run()"],
+                          cwd=tmp_path, env={"PYTHONPATH": str(tmp_path / "site-packages"), "PATH": "/usr/bin:/bin"},
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode < 0, proc  # killed by the signal
+    return proc.stderr
+
+
+def test_real_segfault_with_python_stack_is_attributed_to_the_frame(tmp_path: Path) -> None:
+    err = _crash(tmp_path, "import ctypes, threading, time\n"
+                           "def _idle():\n    time.sleep(30)\n"
+                           "def run():\n    threading.Thread(target=_idle, daemon=True).start()\n"
+                           "    time.sleep(0.2)\n    ctypes.string_at(0)\n")
+    assert "Fatal Python error: Segmentation fault" in err
+    diag = classify_text(err)
+    assert (diag.component, diag.rule, diag.culprit_op) == ("FlagGems", "O-native-crash", "mm"), diag
+    assert diag.error == "FatalPythonError: Segmentation fault"
+    assert any("flag_gems/ops/mm.py" in e for e in diag.evidence)
+
+
+def test_real_abort_in_vllm_code_is_vllm_not_none(tmp_path: Path) -> None:
+    err = _crash(tmp_path, "import os\ndef run():\n    os.abort()\n", package="vllm/v1/engine/core.py")
+    diag = classify_text(err)
+    assert (diag.component, diag.rule) == ("vllm", "O-native-crash"), diag
+
+
+@pytest.mark.parametrize("line, component, rule", [
+    ("python3: /root/flagtree/third_party/ascend/lib/TritonToLinalg/TritonToLinalgPass.cpp:440: "
+     "void mlir::triton::X(): Assertion `isa<RankedTensorType>(t)' failed.", "FlagTree", "T-native-assert"),
+    ("python: /opt/llvm-project/mlir/include/mlir/IR/Types.h:352: U mlir::Type::cast() const "
+     "[U = mlir::RankedTensorType]: Assertion `isa<U>(*this) && \"cast<Ty>() argument of incompatible type!\"' failed.",
+     "FlagTree", "T-native-assert"),
+    ("python3: /workspace/FlagCX/flagcx/adaptor/nccl_adaptor.cc:120: flagcxResult_t f(): Assertion `comm != nullptr' failed.",
+     "FlagCX", "X-assert"),
+    ("Segmentation fault (core dumped)", "unknown", "O-native-crash"),
+    ("terminate called after throwing an instance of 'c10::Error'", "unknown", "O-native-crash"),
+    ("[Rank 1] Watchdog caught collective operation timeout: WorkNCCL(SeqNum=12, OpType=ALLREDUCE) ran for 600060 milliseconds before timing out.",
+     "FlagCX", "X-collective-timeout"),
+])
+def test_native_failures_are_failures(line: str, component: str, rule: str) -> None:
+    diag = classify_text(line)
+    assert (diag.component, diag.rule) == (component, rule), diag
+
+
+def test_triton_out_of_resources_blames_the_kernel_owner() -> None:
+    tmpl = """\
+Traceback (most recent call last):
+  File "/usr/local/lib/python3.12/site-packages/{path}", line 88, in fwd
+    kernel[grid](x)
+  File "/usr/local/lib/python3.12/site-packages/triton/runtime/jit.py", line 743, in run
+    launch_metadata = kernel.launch_metadata(grid, stream, *bound_args.values())
+  File "/usr/local/lib/python3.12/site-packages/triton/compiler/compiler.py", line 477, in _init_handles
+    raise OutOfResources(self.metadata.shared, max_shared, "shared memory")
+triton.runtime.errors.OutOfResources: out of resource: shared memory, Required: 262144, Hardware limit: 232448.
+"""
+    assert classify_text(tmpl.format(path="flag_gems/ops/softmax.py")).component == "FlagGems"
+    assert classify_text(tmpl.format(path="vllm/lora/ops/triton_ops/fused_moe_lora_op.py")).component == "vllm"
+
+
+def test_plugin_built_for_another_vllm_is_plugin() -> None:
+    # the real vllm-plugin-FL snapshot on vLLM 0.26 (FACTS.md): frames in vllm_fl
+    log = """\
+INFO 11-30 10:00:01 [__init__.py:217] Platform plugin fl is activated
+Traceback (most recent call last):
+  File "/usr/local/lib/python3.12/site-packages/vllm/platforms/__init__.py", line 290, in resolve_current_platform_cls_qualname
+    platform_cls = resolve_obj_by_qualname(qualname)
+  File "/usr/local/lib/python3.12/site-packages/vllm_fl/worker/worker.py", line 26, in <module>
+    from vllm.model_executor import set_random_seed
+ImportError: cannot import name 'set_random_seed' from 'vllm.model_executor' (/usr/local/lib/python3.12/site-packages/vllm/model_executor/__init__.py)
+"""
+    assert (classify_text(log).component, classify_text(log).rule) == ("plugin", "P-import")
+    # without frames: a vLLM module this vLLM lacks is asked for by code built for another vLLM
+    bare = "INFO 11-30 10:00:01 [__init__.py:217] Platform plugin fl is activated\nModuleNotFoundError: No module named 'vllm.v1.attention'\n"
+    assert (classify_text(bare).component, classify_text(bare).rule) == ("plugin", "P-vllm-api")
+    # the plugin asks FlagGems for a module path FlagGems renamed: the plugin's mismatch
+    moved = ("ModuleNotFoundError: No module named 'flag_gems.runtime.backend.device'\n"
+             '  File "/root/vllm-plugin-FL/vllm_fl/utils.py", line 8, in <module>\n'
+             "    from flag_gems.runtime.backend.device import DeviceDetector\n")
+    assert classify_text(moved).component == "plugin"
+    # FlagGems itself missing is FlagGems'
+    assert classify_text("ModuleNotFoundError: No module named 'flag_gems'").component == "FlagGems"
+
+
+def test_abi_mismatch_is_dependency_and_missing_vllm_build_is_environment() -> None:
+    abi = "ImportError: /usr/local/lib/python3.10/dist-packages/vllm/_C.abi3.so: undefined symbol: _ZN5torch7LibraryC1E"
+    assert classify_text(abi).component == "dependency"
+    assert classify_text("ModuleNotFoundError: No module named 'vllm._C'").component == "environment"
+
+
+def test_recorded_error_outranks_alarming_noise() -> None:
+    """A plugin that prints a non-fatal OOM line and then raises ImportError failed with ImportError."""
+    log = """\
+(EngineCore_DP0 pid=5) WARNING 11-30 10:00:01 [fl.py:10] CUDA out of memory (non-fatal, retrying with a smaller workspace)
+(EngineCore_DP0 pid=5) ERROR 11-30 10:00:02 [core.py:700] ImportError: cannot import name 'FusedMoE' from 'vllm_fl.ops'
+"""
+    result = {"status": "FAIL", "error_type": "ImportError",
+              "error": "ImportError: cannot import name 'FusedMoE' from 'vllm_fl.ops'",
+              "traceback": 'Traceback (most recent call last):\n  File "/s/site-packages/vllm_fl/platform.py", line 12, in register\n'
+                           "    from vllm_fl.ops import FusedMoE\nImportError: cannot import name 'FusedMoE' from 'vllm_fl.ops'\n"}
+    assert classify_text(log).component == "resources"  # the log alone: lowest layer wins
+    diag = classify_text(log, result)
+    assert diag.component == "plugin", diag
+    assert diag.error.startswith("ImportError: cannot import name 'FusedMoE'")
+
+
+def test_misspelt_rule_table_header_is_an_error_naming_file_and_line(tmp_path: Path) -> None:
+    """Issue 12 (cheap part): a header that is almost the rule header would drop its rows silently."""
+    refs = tmp_path / "references"
+    shutil.copytree(REPO / "references", refs)
+    doc = refs / "multichip-errors.md"
+    lines = doc.read_text(encoding="utf-8").splitlines()
+    n = next(i for i, ln in enumerate(lines) if ln.startswith("| id | component | layer | confidence | match | hint |"))
+    lines[n] = "| id | component | layer | confidence | match | hnt |"
+    doc.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(RuleError, match=rf"multichip-errors\.md:{n + 1}: this looks like a rule table header"):
+        load_rules(refs)
+
+
+def test_dynamo_user_code_frames_decide_the_owner() -> None:
+    """torch.compile failures list the traced code after "from user code:": that code's owner."""
+    log = """\
+(EngineCore_DP0 pid=5) ERROR 11-30 10:00:02 [core.py:700] Traceback (most recent call last):
+(EngineCore_DP0 pid=5) ERROR 11-30 10:00:02 [core.py:700]   File "/usr/lib/python3.12/site-packages/vllm/compilation/backends.py", line 500, in __call__
+(EngineCore_DP0 pid=5) ERROR 11-30 10:00:02 [core.py:700]     return self.compiled(*args)
+(EngineCore_DP0 pid=5) ERROR 11-30 10:00:02 [core.py:700]   File "/usr/lib/python3.12/site-packages/torch/_dynamo/symbolic_convert.py", line 1000, in call_method
+(EngineCore_DP0 pid=5) ERROR 11-30 10:00:02 [core.py:700]     unimplemented_v2(gb_type="Unsupported method call")
+(EngineCore_DP0 pid=5) ERROR 11-30 10:00:02 [core.py:700] torch._dynamo.exc.Unsupported: Unsupported method call
+(EngineCore_DP0 pid=5) ERROR 11-30 10:00:02 [core.py:700]   Explanation: Dynamo does not know how to trace method `get` of class `ContextVar`
+(EngineCore_DP0 pid=5) ERROR 11-30 10:00:02 [core.py:700]
+(EngineCore_DP0 pid=5) ERROR 11-30 10:00:02 [core.py:700]
+(EngineCore_DP0 pid=5) ERROR 11-30 10:00:02 [core.py:700] from user code:
+(EngineCore_DP0 pid=5) ERROR 11-30 10:00:02 [core.py:700]    File "/usr/lib/python3.12/site-packages/vllm/model_executor/layers/rotary_embedding.py", line 90, in forward
+(EngineCore_DP0 pid=5) ERROR 11-30 10:00:02 [core.py:700]     return self.forward_oot(q, k)
+(EngineCore_DP0 pid=5) ERROR 11-30 10:00:02 [core.py:700]   File "/usr/lib/python3.12/site-packages/vllm_fl/dispatch/policy.py", line 88, in get_policy
+(EngineCore_DP0 pid=5) ERROR 11-30 10:00:02 [core.py:700]     ctx_policy = self._policy_var.get()
+(EngineCore_DP0 pid=5) ERROR 11-30 10:00:02 [core.py:700]
+(EngineCore_DP0 pid=5) ERROR 11-30 10:00:02 [core.py:700] Set TORCH_LOGS="+dynamo" and TORCHDYNAMO_VERBOSE=1 for more information
+"""
+    diag = classify_text(log)
+    assert diag.component == "plugin", diag
+    assert diag.error.startswith("torch._dynamo.exc.Unsupported: Unsupported method call")
+    assert any("vllm_fl/dispatch/policy.py" in e for e in diag.evidence)
+
+
+def test_flagcx_own_log_line_reporting_a_failure_is_flagcx() -> None:
+    """FlagCX logs like NCCL ("host:pid:tid [rank] FLAGCX WARN …"); a WARN that reports a failure counts."""
+    line = "gpu-node-3:2817:2901 [1] FLAGCX WARN Call to flagcxHeteroSend failed: internal error - please report this issue"
+    diag = classify_text(line)
+    assert (diag.component, diag.rule) == ("FlagCX", "X-error"), diag
+    assert classify_text("gpu-node-3:2817:2901 [1] FLAGCX INFO Using network IB").component == "none"

@@ -104,7 +104,10 @@ def test_hung_engine_is_killed_at_the_timeout_with_the_last_200_lines(tmp_path, 
     data = json.loads((params.output_path / "report.json").read_text())
     offline = data["run_a_without_multichip"]["phases"]["offline"]
     assert offline["status"] == "FAIL" and offline["timed_out"]
-    assert "timed out after 45 s (offline_timeout)" in offline["error"] and "hung" in offline["error"]
+    # silent at the timeout, or output still coming then silence (issue 11: runs on while progressing)
+    assert ("timed out after 45 s (offline_timeout)" in offline["error"]
+            or "ran past offline_timeout=45 s" in offline["error"]) and "hung" in offline["error"], offline["error"]
+    assert "printing the stacks of" in offline["error"]  # every process dumped its threads first
     assert offline["diagnosis"]["component"] not in ("none", "unknown")
     assert engine in offline["leftover_pids"]
     log_lines = (params.output_path / "logs" / "run_a_offline.log").read_text().splitlines()
@@ -115,17 +118,29 @@ def test_hung_engine_is_killed_at_the_timeout_with_the_last_200_lines(tmp_path, 
 
 
 @pytest.mark.slow
-def test_slow_but_alive_start_is_reported_as_still_progressing(tmp_path, demo_model, marker, no_leftovers):
+def test_slow_but_alive_start_is_stopped_only_at_the_cap_and_not_blamed(tmp_path, demo_model, marker, no_leftovers):
     """The stand-in plugin prints a "JIT compiling" line every 0.5 s, as FlagGems' first use does."""
-    params = _params(tmp_path, demo_model, offline_timeout=25,
+    params = _params(tmp_path, demo_model, offline_timeout=15, timeout_cap=30,
                      env={**CPU_ENV, "PYTHONPATH": str(FAKE_PLUGIN_SITE)})
     pr = _phase(params, "offline", {"VLLM_PLUGINS": "fl", "FAKE_FL_MODE": "slow"})
     assert pr.status == "FAIL" and pr.timed_out
-    assert "timed out after 25 s (offline_timeout) while still making progress" in pr.error, pr.error
+    assert 28 <= pr.duration_s < 60, pr.duration_s  # ran on past offline_timeout, up to the cap
+    assert "(the hard cap timeout_cap=30 s) while still making progress" in pr.error, pr.error
     assert "JIT compiling Triton kernel" in pr.error
     d = pr.diagnosis
-    assert (d["component"], d["rule"]) == ("none", "TIMEOUT-PROGRESS")
-    assert "raise offline_timeout" in d["hint"]
+    assert (d["component"], d["rule"]) == ("none", "TIMEOUT-CAP")  # never a stack component
+    assert "raise timeout_cap" in d["hint"]
+
+
+@pytest.mark.slow
+def test_healthy_but_slow_run_b_is_not_a_failure(tmp_path, demo_model, marker, no_leftovers):
+    """Issue 11 point 6: 12 s of "JIT compiling" lines push the phase past offline_timeout=15 s."""
+    params = _params(tmp_path, demo_model, offline_timeout=15, timeout_cap=200,
+                     env={**CPU_ENV, "PYTHONPATH": str(FAKE_PLUGIN_SITE), "FAKE_FL_SLOW_S": "12"})
+    pr = _phase(params, "offline", {"VLLM_PLUGINS": "fl", "FAKE_FL_MODE": "slow"})
+    assert pr.status == "PASS", pr.error
+    assert pr.duration_s > 15 and not pr.timed_out
+    assert pr.timeout_note and "past offline_timeout=15 s" in pr.timeout_note, pr.timeout_note
 
 
 @pytest.mark.slow
@@ -147,8 +162,10 @@ def test_model_too_large_for_memory_is_a_resources_diagnosis_with_the_hint(tmp_p
     params = _params(tmp_path, demo_model, env={"VLLM_CPU_KVCACHE_SPACE": "100000"})
     pr = _phase(params, "offline")
     assert pr.status == "FAIL"
-    assert "less than requested memory" in pr.error, pr.error
     d = pr.diagnosis
+    # the phase keeps the error it recorded; the diagnosis' root cause sits beside it (issue 11)
+    assert "less than requested memory" in d["error"], d["error"]
+    assert pr.error == pr.result["error"]
     assert (d["component"], d["layer"], d["rule"]) == ("resources", 3, "R-kv-cache")
     assert "TP" in d["hint"] and "max_model_len" in d["hint"]
 

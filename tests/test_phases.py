@@ -93,7 +93,8 @@ def test_server_dying_at_startup_ends_the_phase_at_once_with_root_cause(tmp_path
 
 def test_phase_timeout_kills_the_whole_engine_process_tree(tmp_path, demo_model):
     marker = f"MV_TEST_MARKER={uuid.uuid4().hex}"
-    pr = _phase(tmp_path, demo_model, "serve", marker=marker, serve_timeout=20)
+    # timeout_cap=20: no running on past the timeout while the server still prints (issue 11)
+    pr = _phase(tmp_path, demo_model, "serve", marker=marker, serve_timeout=20, timeout_cap=20)
     assert pr.status == "FAIL" and pr.timed_out and pr.error_type == "Timeout"
     assert "20 s" in pr.error
     assert len(pr.leftover_pids) >= 2  # the script and the server it started at least

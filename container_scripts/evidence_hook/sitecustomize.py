@@ -12,6 +12,9 @@ from importlib.util import module_from_spec
 _here = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(_here))
 try:
+    import stack_dumps  # faulthandler: stacks on a crash, and on the timeout's dump signal
+
+    stack_dumps.enable()
     import stack_evidence
 
     stack_evidence.install()
