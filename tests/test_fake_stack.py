@@ -405,18 +405,6 @@ def _offline(tmp_path, demo_model, **env_extra) -> tuple[int, dict, str]:
 
 
 @pytest.mark.slow
-def test_engine_real_mode_runs_the_standin_kernels(tmp_path, demo_model):
-    rc, result, log = _offline(tmp_path, demo_model, USE_FLAGGEMS="1", FAKE_FL_MODE="real")
-    assert (rc, result["status"]) == (0, "PASS"), log[-3000:]
-    assert log.count("Platform plugin fl is activated") >= 3  # main, engine core, worker
-    assert "WorkerFL: FlagGems enabled: 4 ops" in log
-    ran = set((tmp_path / "oplist.log").read_text().splitlines())
-    assert {"[DEBUG] flag_gems.ops.embedding.embedding: GEMS EMBEDDING FORWARD",
-            "[DEBUG] flag_gems.ops.silu.silu: GEMS SILU FORWARD",
-            "[DEBUG] flag_gems.modules.normalization.gems_rms_forward: GEMS CUSTOM RMS_NORM"} <= ran
-
-
-@pytest.mark.slow
 def test_engine_embedding_fault_fails_through_the_kernel_file(tmp_path, demo_model):
     rc, result, log = _offline(tmp_path, demo_model, USE_FLAGGEMS="1", FAKE_FL_MODE="real",
                                FAKE_GEMS_FAULT="embedding=raise")
@@ -425,9 +413,10 @@ def test_engine_embedding_fault_fails_through_the_kernel_file(tmp_path, demo_mod
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode, enabled", [("real", False), ("default-on", True)])
+@pytest.mark.parametrize("mode, enabled", [("real", False)])
 def test_engine_use_flaggems_0(tmp_path, demo_model, mode, enabled):
-    """USE_FLAGGEMS=0: the 2026 plugin enables nothing; the 2025-12 one enables anyway."""
+    """USE_FLAGGEMS=0: the 2026 plugin enables nothing. (The 2025-12 one enabling anyway, and
+    `real` enabling its kernels with USE_FLAGGEMS=1, are shown by tests/test_stack_modes.py.)"""
     rc, result, log = _offline(tmp_path, demo_model, USE_FLAGGEMS="0", FAKE_FL_MODE=mode)
     assert (rc, result["status"]) == (0, "PASS"), log[-3000:]
     assert "Platform plugin fl is activated" in log  # the platform loads either way
