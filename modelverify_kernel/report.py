@@ -335,9 +335,12 @@ def flags_table(report: Mapping[str, Any]) -> pd.DataFrame:
         seen = run.get("engine_env") or {}
         names = [*env["set"], *env["unset"]] + [n for n in seen if n not in env["set"] and n not in env["unset"]]
         for name in dict.fromkeys(names):
-            asked = "unset" if name in env["unset"] else stack.env_text(env["set"].get(name))
+            asked = ("unset" if name in env["unset"] else stack.env_text(env["set"][name]) if name in env["set"]
+                     else "(inherited)")
+            ran = run.get("status") not in ("SKIPPED", "NOT_RUN")
             rows.append({"run": title, "variable": name, "asked": asked,
-                         "engine saw": stack.env_text(seen[name]) if name in seen else "(not recorded)"})
+                         "engine saw": stack.env_text(seen[name]) if name in seen
+                         else "(not recorded)" if ran else "(run not started)"})
     return pd.DataFrame(rows, columns=["run", "variable", "asked", "engine saw"])
 
 

@@ -330,3 +330,17 @@ def test_a_forked_process_records_itself(tmp_path):
     """)
     started = [e for e in events if e["event"] == "process_started"]
     assert len({e["pid"] for e in started}) == 2 and any(e.get("forked") for e in started)
+
+
+def test_flags_table_shows_asked_and_seen_values_unset_empty_and_skipped_apart():
+    from modelverify_kernel.report import flags_table
+
+    rep = {"run_a_without_multichip": {"status": "PASS", "env": {"set": {"VLLM_PLUGINS": ""}, "unset": ["FLAGCX_PATH"]},
+                                       "engine_env": {"VLLM_PLUGINS": "", "FLAGCX_PATH": None, "VLLM_FL_PREFER": "flagos"}},
+           "run_b_with_multichip": {"status": "SKIPPED", "env": {"set": {"USE_FLAGGEMS": "1"}, "unset": []},
+                                    "engine_env": {}}}
+    rows = {(r["run"][:5], r["variable"]): (r["asked"], r["engine saw"]) for r in flags_table(rep).to_dict("records")}
+    assert rows[("Run A", "VLLM_PLUGINS")] == ('""', '""')
+    assert rows[("Run A", "FLAGCX_PATH")] == ("unset", "unset")
+    assert rows[("Run A", "VLLM_FL_PREFER")] == ("(inherited)", "flagos")  # seen, never set by us
+    assert rows[("Run B", "USE_FLAGGEMS")] == ("1", "(run not started)")
