@@ -37,7 +37,7 @@ def diff(path_a: str, path_b: str) -> int:
     comparisons = [compare.compare_phase(a.phase, a.result.get("outputs") or [], b.result.get("outputs") or [])] \
         if a.status == b.status == "PASS" else []
     v = decide({"phase": a}, {"phase": b}, comparisons=comparisons,
-               activity_a=activity["run_a"], activity_b=activity["run_b"])
+               gate=stack.gate(activity["run_a"], activity["run_b"]))
     out = v.to_dict()
     out["errors"] = {run: pr.diagnosis for run, pr in phases.items() if pr.diagnosis}
     print(json.dumps(out, indent=2))

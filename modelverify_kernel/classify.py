@@ -383,6 +383,11 @@ def _ruleset(rules: tuple[Rule, ...]) -> _RuleSet:
 # --------------------------------------------------------------------------- log reading
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
+def strip_ansi(text: str) -> str:
+    """A log line without terminal colour and cursor codes (vLLM colours its prefixes)."""
+    return _ANSI.sub("", text) if "\x1b" in text else text
 _PREFIX = re.compile(
     r"(?:[\w.]+-\d+\s+\|\s)?"  # docker compose "vllm-1  | "
     r"(?:\((?P<proc>[A-Za-z_][\w.-]*)(?: (?:rank|tp|dp)=\d+)*(?: pid=(?P<pid>\d+))?\)\s+)?"  # (Worker_TP1 pid=123)
@@ -503,7 +508,7 @@ class _Scanner:
         self.index += 1
         if len(raw) > _MAX_LINE:
             raw = raw[:_MAX_LINE]
-        if "\x1b" in raw:
+        if "\x1b" in raw:  # inline: this loop runs once per log line
             raw = _ANSI.sub("", raw)
         if not self.active and _QUIET_FAST.match(raw):
             return

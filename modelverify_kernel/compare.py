@@ -24,7 +24,7 @@ import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 # --------------------------------------------------------------------------- constants (references/)
 
@@ -184,9 +184,25 @@ class PhaseComparison:
         return [p for p in self.prompts if p.judgement in ("changed_distribution", "logprob_drift")]
 
     @property
+    def mismatch_reason(self) -> str | None:
+        """Why Run B's outputs do not agree with Run A's (a prompt diverged, new garbage, or a
+        systematic drift across prompts), as the verdict's detail; None when they agree."""
+        if self.diverged:
+            d = self.diverged[0]
+            return (f"Run B's {self.phase} output diverges from Run A's at prompt {d.index} ({d.prompt[:60]!r}), "
+                    f"token position {d.first_divergence}: {d.judgement} — {d.detail}.")
+        if self.new_garbage:
+            g = self.new_garbage[0]
+            return (f"Run B's {self.phase} output is garbage where Run A's is not: {g.check} at prompt {g.index} "
+                    f"({g.detail}).")
+        if self.aggregate.systematic:
+            return (f"Run B's {self.phase} outputs drift from Run A's across prompts, beyond the noise of a correct "
+                    f"but different kernel: {self.aggregate.detail}")
+        return None
+
+    @property
     def mismatch(self) -> bool:
-        """Run B's outputs do not agree with Run A's: a prompt diverged, new garbage, or systematic drift."""
-        return bool(self.diverged or self.new_garbage or self.aggregate.systematic)
+        return self.mismatch_reason is not None
 
     @property
     def new_garbage(self) -> list[GarbageFinding]:
@@ -405,9 +421,3 @@ def compare_runs(outputs_a: dict[str, Sequence[dict]], outputs_b: dict[str, Sequ
     return [compare_phase(phase, outputs_a.get(phase) or [], outputs_b.get(phase) or [], tol)
             for phase in ("offline", "serve")]
 
-
-def first_mismatch(comparisons: Iterable[PhaseComparison]) -> PromptComparison | None:
-    for c in comparisons:
-        if c.diverged:
-            return c.diverged[0]
-    return None

@@ -87,6 +87,7 @@ class Verification:
     comparisons: list[compare.PhaseComparison] = field(default_factory=list)
     activity: dict[str, dict[str, stack.ComponentActivity]] = field(default_factory=dict)
     engine_env: dict[str, dict[str, Any]] = field(default_factory=dict)  # stack variables each run's processes saw
+    gate: stack.Gate | None = None  # Run B's FlagOS work that Run A did not do; Run A base or not
     verdict: verdict.Verdict | None = None
     report: dict[str, Any] | None = None
 
@@ -245,17 +246,18 @@ class Verification:
                 for pr, ev in zip(ran, events)
             }) if ran else {}
             self.engine_env[name] = stack.engine_environment(e for ev in events for e in ev)
+        self.gate = stack.gate(self.activity.get("run_a"), self.activity.get("run_b"))
         return self.comparisons
 
     def decide(self) -> verdict.Verdict:
         if self.precheck_error:
             self.verdict = verdict.precheck_failed(self.precheck_error)
         else:
-            if not self.activity:
+            if self.gate is None:
                 self.compare()
             self.verdict = verdict.decide(self.runs["run_a"], self.runs["run_b"], self.run_b_skip,
-                                          self.comparisons, self.activity.get("run_a"), self.activity.get("run_b"),
-                                          self.in_both_runs(), self.spec("run_a").base_mode)
+                                          self.comparisons, self.gate, self.in_both_runs(),
+                                          self.spec("run_a").base_mode)
         return self.verdict
 
     def in_both_runs(self) -> list[str]:
@@ -295,7 +297,7 @@ class Verification:
             runs=self.runs,
             specs=self.specs(),
             engine_env=self.engine_env,
-            gate=stack.gate(self.activity.get("run_a"), self.activity.get("run_b")).to_dict(),
+            gate=self.gate.to_dict() if self.gate else None,
             warnings=self.warnings(),
             skip_reason=self.run_b_skip,
             verdict=self.verdict,

@@ -24,6 +24,7 @@ import jsonschema
 import pandas as pd
 
 from . import stack
+from .classify import strip_ansi
 from .errors import UserError
 from .params import Params
 from .runs import PHASES, PhaseResult, RunSpec, run_specs, timeout_param
@@ -42,7 +43,6 @@ STACK_ADVICE = {
     "none": "do not run downstream tests: no stack was shown to serve the model (see why below)",
 }
 FAIL_ON = {"never": (), "fail": ("FAIL",), "partial": ("FAIL", "PARTIAL")}
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 @lru_cache(maxsize=1)
@@ -89,7 +89,7 @@ def log_tail(path: str | Path | None, lines: int = LOG_TAIL_LINES) -> list[str] 
         tail = deque(fh, maxlen=lines)
     out = []
     for line in tail:
-        line = _ANSI.sub("", line.rstrip("\r\n"))
+        line = strip_ansi(line.rstrip("\r\n"))
         out.append(line if len(line) <= LOG_TAIL_WIDTH else line[:LOG_TAIL_WIDTH] + " …")
     return out
 

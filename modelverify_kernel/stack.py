@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from .classify import strip_ansi
+
 COMPONENTS = ("FlagGems", "FlagTree", "FlagCX", "plugin")
 FL_PLUGIN = "fl"
 STRENGTHS = ("strong", "weak", "none")
@@ -234,7 +236,7 @@ def claims_in_log(path: str | None, limit: int = 5) -> list[str]:
         for line in fh:
             m = _CLAIM.search(line)
             if m:  # the claim itself, without vLLM's prefix and colour codes
-                out.append(re.sub(r"\x1b\[[0-9;]*m", "", line[m.start():]).strip()[:160])
+                out.append(strip_ansi(line[m.start():]).strip()[:160])
                 if len(out) >= limit:
                     break
     return out

@@ -80,29 +80,8 @@ def _both_pass(comparisons: list[PhaseComparison] | None, g: stack.Gate) -> Verd
     Divergence is the harder evidence, so it wins over an inactive stack.
     """
     for c in comparisons or []:
-        if c.diverged:
-            d = c.diverged[0]
-            return Verdict(
-                "OUTPUT_MISMATCH",
-                f"Run B's {c.phase} output diverges from Run A's at prompt {d.index} "
-                f"({d.prompt[:60]!r}), token position {d.first_divergence}: {d.judgement} — {d.detail}.",
-                None, "base", "PARTIAL", "numerical",
-            )
-        if c.new_garbage:
-            g0 = c.new_garbage[0]
-            return Verdict(
-                "OUTPUT_MISMATCH",
-                f"Run B's {c.phase} output is garbage where Run A's is not: {g0.check} at prompt "
-                f"{g0.index} ({g0.detail}).",
-                None, "base", "PARTIAL", "numerical",
-            )
-        if c.aggregate.systematic:
-            return Verdict(
-                "OUTPUT_MISMATCH",
-                f"Run B's {c.phase} outputs drift from Run A's across prompts, beyond the noise of a correct "
-                f"but different kernel: {c.aggregate.detail}",
-                None, "base", "PARTIAL", "numerical",
-            )
+        if c.mismatch_reason:
+            return Verdict("OUTPUT_MISMATCH", c.mismatch_reason, None, "base", "PARTIAL", "numerical")
     if g.evidence and g.run_a_unproven:
         return Verdict("RUN_A_NOT_BASE", f"The A/B comparison cannot be shown valid: {g.run_a_unproven}. "
                        "Fix: run Run A with the same Python and PYTHONPATH handling as Run B.", None, "none", "FAIL")
@@ -149,11 +128,11 @@ def _not_base(g: stack.Gate, base_mode: Mapping[str, Any] | None) -> Verdict:
 
 def decide(run_a: Mapping[str, PhaseResult], run_b: Mapping[str, PhaseResult],
            skip_reason: str | None = None, comparisons: list[PhaseComparison] | None = None,
-           activity_a: Mapping[str, stack.ComponentActivity] | None = None,
-           activity_b: Mapping[str, stack.ComponentActivity] | None = None,
-           in_both: Sequence[str] = (), base_mode: Mapping[str, Any] | None = None) -> Verdict:
-    """`in_both`: the FlagOS components the probe found that Run A cannot leave out (FlagTree, a
-    plugin that is the chip's platform)."""
+           gate: stack.Gate | None = None, in_both: Sequence[str] = (),
+           base_mode: Mapping[str, Any] | None = None) -> Verdict:
+    """`gate`: stack.gate() of the two runs' activity (None: nothing recorded); `in_both`: the
+    FlagOS components the probe found that Run A cannot leave out (FlagTree, a plugin that is the
+    chip's platform)."""
     missing = [f"{p.run} {p.phase}" for p in (*run_a.values(), *run_b.values()) if p.status == "NOT_RUN"]
     if missing:
         return Verdict(
@@ -162,7 +141,7 @@ def decide(run_a: Mapping[str, PhaseResult], run_b: Mapping[str, PhaseResult],
             "report was rebuilt from what was on disk. Rerun it for a verdict.",
             None, "none", "FAIL",
         )
-    g = stack.gate(activity_a, activity_b)
+    g = gate or stack.gate(None, None)
     if g.run_a_not_base:
         return _not_base(g, base_mode)
     a, b = run_status(run_a), run_status(run_b)

@@ -47,7 +47,7 @@ def test_a_loaded_plugin_that_does_nothing_is_not_activity_even_when_the_log_cla
     assert b["FlagGems"].status == "inactive"
     assert any("a printed line is not evidence" in e for e in b["FlagGems"].evidence)
     a_runs = both_pass_runs()
-    v = decide(a_runs[0], a_runs[1], comparisons=a_runs[2], activity_a=activity([START]), activity_b=b)
+    v = decide(a_runs[0], a_runs[1], comparisons=a_runs[2], gate=stack.gate(activity([START]), b))
     assert (v.conclusion, v.recommended_stack) == ("STACK_INACTIVE", "base")
 
 
@@ -71,7 +71,7 @@ def test_kernels_that_ran_are_strong_ops_taken_over_alone_weak():
 
 def test_both_pass_names_the_ops_that_ran():
     a, b, comps = both_pass_runs()
-    v = decide(a, b, comparisons=comps, activity_a=activity([START]), activity_b=activity([START, ENABLED, *RAN]))
+    v = decide(a, b, comparisons=comps, gate=stack.gate(activity([START]), activity([START, ENABLED, *RAN])))
     assert (v.conclusion, v.recommended_stack, v.status) == ("BOTH_PASS", "full", "PASS")
     assert "embedding (≥100 calls)" in v.detail and "weaker" not in v.detail
 
@@ -99,12 +99,12 @@ def test_the_gate_is_differential_work_done_in_both_runs_does_not_count():
 def test_run_a_with_flaggems_active_is_invalid_whatever_the_runs_did():
     a, b, comps = both_pass_runs()
     act_a = activity([START, FL_LOADED, ENABLED, *RAN])
-    v = decide(a, b, comparisons=comps, activity_a=act_a, activity_b=act_a, base_mode={"mode": "exclude_plugin"})
+    v = decide(a, b, comparisons=comps, gate=stack.gate(act_a, act_a), base_mode={"mode": "exclude_plugin"})
     assert (v.conclusion, v.status, v.recommended_stack) == ("RUN_A_NOT_BASE", "FAIL", "none")
     assert "embedding" in v.detail and "VLLM_PLUGINS" in v.detail
     failed_a = {ph: PhaseResult(run="run_a", phase=ph, status="FAIL", error="boom",
                                 diagnosis={"component": "plugin", "signature": "s"}) for ph in ("offline", "serve")}
-    v = decide(failed_a, b, activity_a=act_a, activity_b=act_a, base_mode={"mode": "native"})
+    v = decide(failed_a, b, gate=stack.gate(act_a, act_a), base_mode={"mode": "native"})
     assert (v.conclusion, v.recommended_stack) == ("RUN_A_NOT_BASE", "none") and "only platform" in v.detail
 
 
@@ -250,8 +250,7 @@ def test_the_recorder_sees_backends_collectives_and_a_flagcx_library_in_a_real_p
 
 def test_run_a_that_recorded_nothing_cannot_back_a_both_pass():
     a, b, comps = both_pass_runs()
-    v = decide(a, b, comparisons=comps, activity_a=stack.assess([], [], 1, None),
-               activity_b=activity([START, ENABLED, *RAN]))
+    v = decide(a, b, comparisons=comps, gate=stack.gate(stack.assess([], [], 1, None), activity([START, ENABLED, *RAN])))
     assert (v.conclusion, v.status, v.recommended_stack) == ("RUN_A_NOT_BASE", "FAIL", "none")
     assert "recorded no evidence" in v.detail
 

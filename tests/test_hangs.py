@@ -176,11 +176,8 @@ def test_the_report_says_how_long_a_slow_phase_took_and_why() -> None:
     assert row["status"] == "PASS" and "past offline_timeout=200 s" in row["error"]
 
 
-@pytest.mark.slow
-def test_plugin_hanging_in_register_inside_the_real_engine_is_blamed_on_the_plugin(tmp_path: Path, demo_model) -> None:
-    """Real vLLM (CPU) loads a stand-in general plugin named `vllm_fl` whose register() never
-    returns (no real FlagOS plugin runs here). The offline phase hangs silently; at the timeout
-    every process prints its stacks, and the diagnosis names the frame it waited in."""
+def _run_b_phase_with_plugin(tmp_path: Path, demo_model, plugin_source: str, phase: str, extra: dict):
+    """One Run B phase on the real engine with a stand-in general plugin `fl` (package vllm_fl)."""
     from conftest import CPU_ENV, DEMO_ENGINE_ARGS
 
     from modelverify_kernel.params import validate
@@ -189,21 +186,29 @@ def test_plugin_hanging_in_register_inside_the_real_engine_is_blamed_on_the_plug
 
     site = tmp_path / "site"
     (site / "vllm_fl").mkdir(parents=True)
-    (site / "vllm_fl" / "__init__.py").write_text(HUNG_PLUGIN, encoding="utf-8")
+    (site / "vllm_fl" / "__init__.py").write_text(plugin_source, encoding="utf-8")
     info = site / "vllm_fl-0.0.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: vllm_fl\nVersion: 0.0.1\n")
     (info / "entry_points.txt").write_text("[vllm.general_plugins]\nfl = vllm_fl:register\n")
     params = validate({"model_path": str(demo_model), "output_dir": str(tmp_path / "out"),
-                       "env": {**CPU_ENV, "PYTHONPATH": str(site)}, "extra_vllm_args": DEMO_ENGINE_ARGS,
-                       "offline_timeout": 20, "timeout_cap": 120})
+                       "env": {**CPU_ENV, "PYTHONPATH": str(site)}, "extra_vllm_args": DEMO_ENGINE_ARGS, **extra})
     spec = RunSpec("run_b", "Run B", {"USE_FLAGGEMS": "1", "VLLM_PLUGINS": "fl"}, ())
     target = LocalTarget(kill_grace=3.0, work_root=params.output_path / ".work")
     try:
-        scripts = target.install_scripts(SCRIPTS_DIR)
-        pr = run_phase(params, target, scripts, spec, "offline", str(demo_model), 1, params.output_path)
+        return run_phase(params, target, target.install_scripts(SCRIPTS_DIR), spec, phase, str(demo_model), 1,
+                         params.output_path)
     finally:
         target.cleanup()
+
+
+@pytest.mark.slow
+def test_plugin_hanging_in_register_inside_the_real_engine_is_blamed_on_the_plugin(tmp_path: Path, demo_model) -> None:
+    """Real vLLM (CPU) loads a stand-in general plugin named `vllm_fl` whose register() never
+    returns (no real FlagOS plugin runs here). The offline phase hangs silently; at the timeout
+    every process prints its stacks, and the diagnosis names the frame it waited in."""
+    pr = _run_b_phase_with_plugin(tmp_path, demo_model, HUNG_PLUGIN, "offline",
+                                  {"offline_timeout": 20, "timeout_cap": 120})
     log = Path(pr.log).read_text()
     assert pr.status == "FAIL" and pr.timed_out and "hung" in pr.error, pr.error
     assert "(most recent call first)" in log and "_wait_for_device" in log
@@ -229,29 +234,7 @@ def test_segfault_in_the_api_server_leaves_a_python_stack_and_a_diagnosis(tmp_pa
     """Real `vllm serve` (CPU) loads a stand-in general plugin `vllm_fl` that segfaults in register()
     (no real FlagOS plugin runs here): the API server dies by SIGSEGV; faulthandler, put into every
     process of the phase by the evidence sitecustomize, leaves its Python stack in the log."""
-    from conftest import CPU_ENV, DEMO_ENGINE_ARGS
-
-    from modelverify_kernel.params import validate
-    from modelverify_kernel.runs import RunSpec, run_phase
-    from modelverify_kernel.target import LocalTarget
-
-    site = tmp_path / "site"
-    (site / "vllm_fl").mkdir(parents=True)
-    (site / "vllm_fl" / "__init__.py").write_text(SEGFAULTING_PLUGIN, encoding="utf-8")
-    info = site / "vllm_fl-0.0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: vllm_fl\nVersion: 0.0.1\n")
-    (info / "entry_points.txt").write_text("[vllm.general_plugins]\nfl = vllm_fl:register\n")
-    params = validate({"model_path": str(demo_model), "output_dir": str(tmp_path / "out"),
-                       "env": {**CPU_ENV, "PYTHONPATH": str(site)}, "extra_vllm_args": DEMO_ENGINE_ARGS,
-                       "health_timeout": 200})
-    spec = RunSpec("run_b", "Run B", {"USE_FLAGGEMS": "1", "VLLM_PLUGINS": "fl"}, ())
-    target = LocalTarget(kill_grace=3.0, work_root=params.output_path / ".work")
-    try:
-        scripts = target.install_scripts(SCRIPTS_DIR)
-        pr = run_phase(params, target, scripts, spec, "serve", str(demo_model), 1, params.output_path)
-    finally:
-        target.cleanup()
+    pr = _run_b_phase_with_plugin(tmp_path, demo_model, SEGFAULTING_PLUGIN, "serve", {"health_timeout": 200})
     log = Path(pr.log).read_text()
     assert pr.status == "FAIL" and "SIGSEGV" in pr.error, pr.error
     assert "Fatal Python error: Segmentation fault" in log and "_touch_device_memory" in log

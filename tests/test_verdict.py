@@ -3,7 +3,7 @@
 
 from modelverify_kernel.compare import compare_phase
 from modelverify_kernel.runs import PhaseResult
-from modelverify_kernel.stack import ComponentActivity
+from modelverify_kernel.stack import ComponentActivity, gate
 from modelverify_kernel.verdict import decide, precheck_failed, run_status
 
 
@@ -34,21 +34,20 @@ def _outputs(ids_b):
 
 
 def test_both_pass_needs_agreeing_outputs_and_an_active_stack():
-    v = decide(run("run_a"), run("run_b"), comparisons=[_outputs([1, 2, 3, 4])], activity_a=INACTIVE_A,
-               activity_b=ACTIVE)
+    v = decide(run("run_a"), run("run_b"), comparisons=[_outputs([1, 2, 3, 4])], gate=gate(INACTIVE_A, ACTIVE))
     assert (v.conclusion, v.recommended_stack, v.status) == ("BOTH_PASS", "full", "PASS")
     assert "plugin" in v.detail
 
 
 def test_stack_inactive_when_run_b_passed_without_any_active_component():
-    v = decide(run("run_a"), run("run_b"), comparisons=[_outputs([1, 2, 3, 4])], activity_b=INACTIVE)
+    v = decide(run("run_a"), run("run_b"), comparisons=[_outputs([1, 2, 3, 4])], gate=gate(None, INACTIVE))
     assert (v.conclusion, v.recommended_stack, v.status) == ("STACK_INACTIVE", "base", "PARTIAL")
     v = decide(run("run_a"), run("run_b"))  # no evidence at all is no sign of activity either
     assert v.conclusion == "STACK_INACTIVE"
 
 
 def test_output_mismatch_wins_over_stack_inactive_and_names_prompt_and_position():
-    v = decide(run("run_a"), run("run_b"), comparisons=[_outputs([1, 2, 7, 4])], activity_b=INACTIVE)
+    v = decide(run("run_a"), run("run_b"), comparisons=[_outputs([1, 2, 7, 4])], gate=gate(None, INACTIVE))
     assert (v.conclusion, v.recommended_stack, v.status, v.component) == (
         "OUTPUT_MISMATCH", "base", "PARTIAL", "numerical")
     assert "prompt 0" in v.detail and "position 2" in v.detail

@@ -85,3 +85,11 @@ def compute_dtype(op: str, dtype: torch.dtype) -> torch.dtype:
 
 def apply_scale(out, f: Fault):
     return out * f.scale if f.scale is not None else out
+
+
+def elementwise(op: str, x, fn, f: Fault):
+    """`fn(x)` at the precision `op`'s variant asks for, cast back, scaled by its fault. (Raising
+    stays in each kernel file: its frame is what names the culprit op.)"""
+    dtype = compute_dtype(op, x.dtype)
+    out = fn(x if dtype == x.dtype else x.to(dtype))
+    return apply_scale(out if out.dtype == x.dtype else out.to(x.dtype), f)

@@ -14,9 +14,5 @@ def rsqrt(A):
     fault = _k.fault("rsqrt")
     if fault.raise_:
         raise RuntimeError(f"flag_gems rsqrt kernel failed: {fault.reason}")
-    dtype = _k.compute_dtype("rsqrt", A.dtype)
-    x = A if dtype == A.dtype else A.to(dtype)
-    out = torch.pow(x, -0.5)  # bit-equal to ATen's rsqrt; no reduction: `reorder` changes nothing
-    if out.dtype != A.dtype:
-        out = out.to(A.dtype)
-    return _k.apply_scale(out, fault)
+    # bit-equal to ATen's rsqrt; no reduction: `reorder` changes nothing
+    return _k.elementwise("rsqrt", A, lambda x: torch.pow(x, -0.5), fault)
