@@ -1,4 +1,8 @@
-"""Command line: `python -m modelverify_kernel COMMAND ...` (see --help)."""
+"""Command line: `model-verify COMMAND ...`, the same as `python -m modelverify_kernel COMMAND ...`.
+
+Exit codes: 0 done; 1 the verdict or the notebook said no (`diff` not PASS, `run` stopped by a
+refused parameter or fail_on); 2 bad input, one sentence on stderr.
+"""
 
 from __future__ import annotations
 
@@ -71,9 +75,75 @@ def rebuild(out_dir: str) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m modelverify_kernel", description=__doc__)
+def _papermill_value(value: str) -> object:
+    """papermill's `-p` reading of a value: True/False/None, an int, a float, else the string."""
+    if value in ("True", "False", "None"):
+        return {"True": True, "False": False, "None": None}[value]
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
+class _Param(argparse.Action):
+    """-p/-r/-y in the order given (a later one wins), as papermill reads them."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[no-untyped-def]
+        import yaml
+
+        found = dict(getattr(namespace, self.dest) or {})
+        if option_string in ("-y", "--parameters_yaml"):
+            try:
+                data = yaml.safe_load(values)
+            except yaml.YAMLError as exc:
+                parser.error(f"-y {values!r} is not YAML ({' '.join(str(exc).split())}); give e.g. -y 'env: {{A: \"1\"}}'")
+            if not isinstance(data, dict):
+                parser.error(f"-y {values!r} is not a YAML mapping; give NAME: VALUE, e.g. -y 'extra_vllm_args: [--enforce-eager]'")
+            found.update(data)
+        else:
+            name, value = values
+            found[name] = value if option_string in ("-r", "--parameters_raw") else _papermill_value(value)
+        setattr(namespace, self.dest, found)
+
+
+def run_notebook(parameters: dict, output: str | None, cwd: str | None) -> int:
+    """Execute the shipped master notebook through papermill: the README's papermill command."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    from .resources import notebook_path
+
+    out = Path(output) if output else Path(cwd or ".") / str(parameters.get("output_dir") or "outputs/run") / "verify.ipynb"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"Cannot create {out.parent} for the executed notebook ({exc.strerror}); "
+                        "give a writable output_dir or --output-notebook.") from None
+    try:
+        papermill.execute_notebook(str(notebook_path()), str(out), parameters=parameters, cwd=cwd)
+    except PapermillExecutionError as exc:
+        print(f"error: the notebook stopped in cell {exc.exec_count} ({exc.ename}: {exc.evalue}); "
+              f"the executed notebook is {out}", file=sys.stderr)
+        return 1
+    print(f"wrote {out}")
+    return 0
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m modelverify_kernel") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="verify a model: execute the master notebook through papermill (-p/-r/-y as papermill)")
+    p.add_argument("-p", "--parameters", dest="params", nargs=2, metavar=("NAME", "VALUE"), action=_Param,
+                   help="a parameter, its value read as papermill does (True/False/None, int, float, str)")
+    p.add_argument("-r", "--parameters_raw", dest="params", nargs=2, metavar=("NAME", "VALUE"), action=_Param,
+                   help="a parameter whose value stays a string")
+    p.add_argument("-y", "--parameters_yaml", dest="params", metavar="YAML", action=_Param,
+                   help="parameters as YAML, e.g. -y 'env: {VLLM_CPU_KVCACHE_SPACE: \"1\"}'")
+    p.add_argument("--output-notebook", metavar="PATH", help="where the executed notebook goes (default OUTPUT_DIR/verify.ipynb)")
+    p.add_argument("--cwd", help="working folder of the notebook (relative output_dir is under it; default: here)")
     p = sub.add_parser("demo-model", help="build the tiny demo model into a folder")
     p.add_argument("dest", help="folder to write the model to")
     p = sub.add_parser("classify", help="diagnose phase logs: component, layer, evidence")
@@ -89,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("output_dir", help="the output_dir of a run that was interrupted (or not)")
     args = parser.parse_args(argv)
     try:
+        if args.command == "run":
+            return run_notebook(args.params or {}, args.output_notebook, args.cwd)
         if args.command == "demo-model":
             from .demo import main as demo_main
 
@@ -107,6 +179,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 2
+
+
+def entry() -> None:
+    """The `model-verify` console script: the same commands under the installed name."""
+    sys.exit(main(prog="model-verify"))
 
 
 if __name__ == "__main__":

@@ -117,7 +117,9 @@ _CELL_SPLIT = re.compile(r"(?<!\\)\|")
 
 
 def _default_references() -> Path:
-    return Path(__file__).resolve().parent.parent / "references"
+    from .resources import references_dir  # the shipped rule tables (one lookup, resources.py)
+
+    return references_dir()
 
 
 def load_rules(references_dir: Path | None = None) -> list[Rule]:

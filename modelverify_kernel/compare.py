@@ -44,7 +44,9 @@ class ConstantsError(ValueError):
 
 
 def _default_references() -> Path:
-    return Path(__file__).resolve().parent.parent / "references"
+    from .resources import references_dir  # the shipped rule tables (one lookup, resources.py)
+
+    return references_dir()
 
 
 def load_constants(references_dir: Path | None = None) -> dict[str, float | int]:

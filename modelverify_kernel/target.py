@@ -28,10 +28,11 @@ from typing import Any, BinaryIO, Iterator, Mapping, Protocol, Sequence
 
 from .errors import UserError
 from .redact import Redactor, secret_values
+from .resources import scripts_dir
 
 KILL_GRACE_S = 10.0
 # The scripts copied into every target (standard library + what vLLM brings).
-SCRIPTS_DIR = Path(__file__).resolve().parent.parent / "container_scripts"
+SCRIPTS_DIR = scripts_dir()
 SESSION_HELPER = "run_in_session.py"
 
 
