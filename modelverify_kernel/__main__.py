@@ -108,7 +108,7 @@ class _Param(argparse.Action):
         setattr(namespace, self.dest, found)
 
 
-def run_notebook(parameters: dict, output: str | None, cwd: str | None) -> int:
+def run_notebook(parameters: dict, output: str | None, cwd: str | None, prepare_only: bool = False) -> int:
     """Execute the shipped master notebook through papermill: the README's papermill command."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -122,7 +122,8 @@ def run_notebook(parameters: dict, output: str | None, cwd: str | None) -> int:
         raise UserError(f"Cannot create {out.parent} for the executed notebook ({exc.strerror}); "
                         "give a writable output_dir or --output-notebook.") from None
     try:
-        papermill.execute_notebook(str(notebook_path()), str(out), parameters=parameters, cwd=cwd)
+        papermill.execute_notebook(str(notebook_path()), str(out), parameters=parameters, cwd=cwd,
+                                   prepare_only=prepare_only)
     except PapermillExecutionError as exc:
         print(f"error: the notebook stopped in cell {exc.exec_count} ({exc.ename}: {exc.evalue}); "
               f"the executed notebook is {out}", file=sys.stderr)
@@ -144,6 +145,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m modelverify_kerne
                    help="parameters as YAML, e.g. -y 'env: {VLLM_CPU_KVCACHE_SPACE: \"1\"}'")
     p.add_argument("--output-notebook", metavar="PATH", help="where the executed notebook goes (default OUTPUT_DIR/verify.ipynb)")
     p.add_argument("--cwd", help="working folder of the notebook (relative output_dir is under it; default: here)")
+    p.add_argument("--prepare-only", action="store_true", help="write the parameterized notebook without executing it")
     p = sub.add_parser("demo-model", help="build the tiny demo model into a folder")
     p.add_argument("dest", help="folder to write the model to")
     p = sub.add_parser("classify", help="diagnose phase logs: component, layer, evidence")
@@ -160,7 +162,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m modelverify_kerne
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
-            return run_notebook(args.params or {}, args.output_notebook, args.cwd)
+            return run_notebook(args.params or {}, args.output_notebook, args.cwd, args.prepare_only)
         if args.command == "demo-model":
             from .demo import main as demo_main
 

@@ -234,32 +234,64 @@ def _env_prefix(set_: Mapping[str, str], unset: Iterable[str]) -> list[str]:
     return argv + [f"{k}={v}" for k, v in set_.items()]
 
 
-def reproduce(report: Mapping[str, Any]) -> dict[str, Any]:
-    """The papermill command that reruns this verification, and each phase's command.
+REPRODUCE_SCRIPTS = "/tmp/model-verify-scripts"  # Docker target: where a reproduce command copies the scripts
 
-    Only parameters that differ from their defaults are passed; the tool's git revision in
-    the report pins those defaults.
+
+def _phase_reproduce(key: str, command: list[str], env: list[str], target: Mapping[str, Any],
+                     timeout: int, cap: int) -> str:
+    """One phase's command, runnable as written: the scripts of the installed package, not the
+    deleted work folder; the result file lands where the command can write it.
+
+    Local target: the package's own script, result `KEY.json` in the current folder. Docker
+    target: `docker cp` the package's scripts into the container, then `docker exec` the phase
+    in a process session of its own with the phase's timeout (closing `docker exec` stops
+    nothing inside the container), result in /tmp; the same daemon (-H) as the run.
+    """
+    from .resources import scripts_dir
+
+    python, script, args = command[0], command[1].rsplit("/", 1)[-1], list(command[2:])
+    docker = target.get("kind") == "docker"
+    if "--output" in args[:-1]:
+        args[args.index("--output") + 1] = f"/tmp/model-verify-{key}.json" if docker else f"{key}.json"
+    if not docker:
+        return shlex.join(env + [python, str(scripts_dir() / script), *args])
+    cli = ["docker"] + (["-H", target["docker_host"]] if target.get("docker_host") else [])
+    container = target.get("container_name") or target.get("container_id") or "CONTAINER"
+    copy = cli + ["cp", f"{scripts_dir()}/.", f"{container}:{REPRODUCE_SCRIPTS}"]
+    session = [python, f"{REPRODUCE_SCRIPTS}/run_in_session.py", "--timeout", str(timeout), "--cap", str(cap), "--"]
+    run = cli + ["exec", container] + env + session + [python, f"{REPRODUCE_SCRIPTS}/{script}", *args]
+    return f"{shlex.join(copy)} && {shlex.join(run)}"
+
+
+def reproduce(report: Mapping[str, Any]) -> dict[str, Any]:
+    """The commands that rerun this verification (`model-verify run`, or papermill from a
+    checkout) and each phase alone, every one runnable as written.
+
+    Only parameters that differ from their defaults are passed; the tool's version and git
+    revision in the report pin those defaults.
     """
     params = report["parameters"]
     defaults = Params(model_path="").to_dict()
     out_dir = params.get("output_dir") or "outputs/run"
-    argv = ["papermill", "notebooks/verify.ipynb", f"{out_dir}/verify.ipynb"]
+    options: list[str] = []
     for name, value in params.items():
         if name == "model_path" or name not in defaults or value != defaults[name]:
-            argv += _papermill_option(name, value)
+            options += _papermill_option(name, value)
+    papermill = ["papermill", "notebooks/verify.ipynb", f"{out_dir}/verify.ipynb", *options]
     target = report["environment"]["target"]
-    prefix: list[str] = []
-    if target.get("kind") == "docker":
-        prefix = ["docker"] + (["-H", target["docker_host"]] if target.get("docker_host") else [])
-        prefix += ["exec", target.get("container_name") or target.get("container_id") or "CONTAINER"]
     phases: dict[str, str] = {}
     for key, run in SEED_RUN_KEYS.items():
         env = report[run]["env"]
         env_set = {**params.get("env", {}), **env["set"]}  # as runs.run_phase sets it
         for phase, p in report[run]["phases"].items():
-            if p.get("command"):
-                phases[f"{key}_{phase}"] = shlex.join(prefix + _env_prefix(env_set, env["unset"]) + p["command"])
-    return {"papermill": shlex.join(argv), "phases": phases}
+            if len(p.get("command") or []) >= 2:
+                timeout = params.get(timeout_param(phase)) or defaults[timeout_param(phase)]
+                cap = max(params.get("timeout_cap") or defaults["timeout_cap"], timeout)
+                phases[f"{key}_{phase}"] = _phase_reproduce(f"{key}_{phase}", p["command"],
+                                                            _env_prefix(env_set, env["unset"]), target, timeout, cap)
+    return {"run": shlex.join(["model-verify", "run", *options]),
+            "papermill": f"{shlex.join(['mkdir', '-p', out_dir])} && {shlex.join(papermill)}",  # papermill needs the folder
+            "phases": phases}
 
 
 def validate(report: dict[str, Any]) -> None:

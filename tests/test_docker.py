@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -282,6 +284,19 @@ def test_notebook_in_the_container_reaches_the_local_verdict(dockerd, container,
     code, ps = in_container(container, [sys.executable, "-c",
                                         "import os; print(len([p for p in os.listdir('/proc') if p.isdigit()]))"])
     assert code == 0 and int(ps) <= 3  # init, sleep, this scan
+    # the report's command for one phase runs as written with the docker CLI (the daemon named
+    # with -H): the scripts copied in again, the same tokens as the run
+    copy, run = data["reproduce"]["phases"]["run_a_offline"].split(" && ")
+    assert shlex.split(copy)[:3] == ["docker", "-H", dockerd.host]
+    for command in (copy, run):
+        proc = subprocess.run(shlex.split(command), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              timeout=600)
+        assert proc.returncode == 0, proc.stdout[-3000:]
+    code, redone = in_container(container, ["cat", "/tmp/model-verify-run_a_offline.json"])
+    first = json.loads((out_dir / "results" / "run_a_offline.json").read_text())
+    assert code == 0 and json.loads(redone)["status"] == "PASS"
+    assert [o["token_ids"] for o in json.loads(redone)["outputs"]] == [o["token_ids"] for o in first["outputs"]]
+    assert in_container(container, ["rm", "-r", "/tmp/model-verify-scripts", "/tmp/model-verify-run_a_offline.json"])[0] == 0
 
 
 def _hostile(marker: str) -> list[str]:

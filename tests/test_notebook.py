@@ -1,6 +1,8 @@
 """papermill executes the real notebook: a good run, and the bad-input runs of issue 2."""
 
 import json
+import shlex
+import subprocess
 
 import papermill as pm
 import pytest
@@ -25,6 +27,17 @@ def test_good_run_on_the_demo_model(tmp_path, demo_model):
     data = json.loads((out_dir / "report.json").read_text())
     assert_demo_report_on_this_machine(data, out_dir)
     assert data["environment"]["probe"]["devices"]["count"] == 1
+    # the report's command for one phase runs as written (the work folder is gone): same tokens
+    assert not (out_dir / ".work").exists() or not any((out_dir / ".work").iterdir())
+    again = tmp_path / "again"
+    again.mkdir()
+    proc = subprocess.run(shlex.split(data["reproduce"]["phases"]["run_a_offline"]), cwd=again,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    redone = json.loads((again / "run_a_offline.json").read_text())
+    first = json.loads((out_dir / "results" / "run_a_offline.json").read_text())
+    assert redone["status"] == "PASS"
+    assert [o["token_ids"] for o in redone["outputs"]] == [o["token_ids"] for o in first["outputs"]]
 
 
 def test_missing_model_path_stops_in_the_first_cells(tmp_path):

@@ -94,7 +94,11 @@ def test_failing_report_shows_every_section(tmp_path):
     cmd = data["reproduce"]["papermill"]
     assert "-r container 8" in cmd and "-p max_model_len 512" in cmd and "-y 'env: {" in cmd
     assert "-r model_path /models/m" in cmd and "tie_tolerance" not in cmd
-    assert data["reproduce"]["phases"]["run_b_serve"].startswith("docker exec 8 env VLLM_CPU_KVCACHE_SPACE=1 USE_FLAGGEMS=1")
+    copy, run_b_serve = data["reproduce"]["phases"]["run_b_serve"].split(" && ")
+    assert copy.startswith("docker cp ") and copy.endswith("/container_scripts/. 8:/tmp/model-verify-scripts")
+    assert run_b_serve.startswith("docker exec 8 env VLLM_CPU_KVCACHE_SPACE=1 USE_FLAGGEMS=1")
+    assert run_b_serve.endswith("-- python3 /tmp/model-verify-scripts/serve.py --tp 1")
+    assert data["reproduce"]["run"].startswith("model-verify run ") and "-r container 8" in data["reproduce"]["run"]
     assert not re.search(r"https?://", html)  # standalone: the page names no URL
 
 
