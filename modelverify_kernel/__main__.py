@@ -108,6 +108,17 @@ class _Param(argparse.Action):
         setattr(namespace, self.dest, found)
 
 
+def notebook_help() -> int:
+    """The shipped notebook's parameters, as papermill --help-notebook reads them."""
+    import papermill
+
+    from .resources import notebook_path
+
+    for p in papermill.inspect_notebook(str(notebook_path())).values():
+        print(f"  {p['name']}: {p['inferred_type_name']} (default {p['default']})  {p['help']}")
+    return 0
+
+
 def run_notebook(parameters: dict, output: str | None, cwd: str | None, prepare_only: bool = False) -> int:
     """Execute the shipped master notebook through papermill: the README's papermill command."""
     import papermill
@@ -146,6 +157,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m modelverify_kerne
     p.add_argument("--output-notebook", metavar="PATH", help="where the executed notebook goes (default OUTPUT_DIR/verify.ipynb)")
     p.add_argument("--cwd", help="working folder of the notebook (relative output_dir is under it; default: here)")
     p.add_argument("--prepare-only", action="store_true", help="write the parameterized notebook without executing it")
+    p.add_argument("--help-notebook", action="store_true", help="list the notebook's parameters (type, default, meaning) and exit")
     p = sub.add_parser("demo-model", help="build the tiny demo model into a folder")
     p.add_argument("dest", help="folder to write the model to")
     p = sub.add_parser("classify", help="diagnose phase logs: component, layer, evidence")
@@ -161,6 +173,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m modelverify_kerne
     p.add_argument("output_dir", help="the output_dir of a run that was interrupted (or not)")
     args = parser.parse_args(argv)
     try:
+        if args.command == "run" and args.help_notebook:
+            return notebook_help()
         if args.command == "run":
             return run_notebook(args.params or {}, args.output_notebook, args.cwd, args.prepare_only)
         if args.command == "demo-model":

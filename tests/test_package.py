@@ -84,6 +84,12 @@ def test_papermill_command_recreates_every_parameter(tmp_path):
     assert _params_of(tmp_path / "out" / "verify.ipynb") == wanted
 
 
+def test_run_lists_the_notebook_parameters(capsys):
+    assert main(["run", "--help-notebook"]) == 0
+    listed = [line.split(":")[0].strip() for line in capsys.readouterr().out.splitlines()]
+    assert sorted(listed) == sorted(mv_params.PARAMETER_NAMES)
+
+
 def test_run_refuses_bad_yaml_and_reports_a_refused_parameter(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["run", "-y", "env: [", "--prepare-only"])

