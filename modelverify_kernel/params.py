@@ -26,13 +26,7 @@ EXAMPLE = (
 MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
-# Each run's default flags. `run_*_env` / `run_*_unset` add to these (a user value wins), so
-# passing one variable never drops the others; removing a default goes through `run_*_unset`.
-# Run A's VLLM_PLUGINS is chosen from the probe (runs.run_a_base).
-RUN_A_ENV = {"USE_FLAGGEMS": "0"}
-RUN_A_UNSET = ("FLAGCX_PATH",)
-RUN_B_ENV = {"USE_FLAGGEMS": "1", "FLAGCX_PATH": "/tmp/FlagCX", "VLLM_PLUGINS": "fl"}
-RUN_B_UNSET: tuple[str, ...] = ()
+# Each run's default flags live in vocabulary (RUN_A_ENV …); the run_*_env parameters add to them.
 
 
 @dataclass(frozen=True)

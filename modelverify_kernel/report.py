@@ -27,11 +27,10 @@ from . import stack
 from .classify import strip_ansi
 from .errors import UserError
 from .params import Params
-from .runs import PHASES, PhaseResult, RunSpec, run_specs, timeout_param
-from .verdict import Verdict, run_status
+from .records import PhaseResult, RunSpec, Verdict, run_status
+from .vocabulary import HTML_NAME, JSON_NAME, PHASE_TIMEOUT_PARAM, PHASES
 
-SCHEMA_VERSION = "1.1"
-JSON_NAME, HTML_NAME = "report.json", "report.html"
+SCHEMA_VERSION = "1.2"
 SEED_RUN_KEYS = {"run_a": "run_a_without_multichip", "run_b": "run_b_with_multichip"}
 SEED_PHASE_KEYS = {"offline": "phase_a_offline", "serve": "phase_b_serve"}
 RUN_TITLES = {"run_a_without_multichip": "Run A (base)", "run_b_with_multichip": "Run B (multi-chip)"}
@@ -149,7 +148,7 @@ def build_report(
     model_step: dict[str, Any] | None,
     tp: int | None,
     runs: Mapping[str, Mapping[str, PhaseResult]],
-    specs: Iterable[RunSpec] | None = None,
+    specs: Iterable[RunSpec],
     engine_env: Mapping[str, Mapping[str, Any]] | None = None,
     gate: Mapping[str, Any] | None = None,
     warnings: list[str] | None = None,
@@ -159,9 +158,10 @@ def build_report(
     comparisons: list[dict[str, Any]] | None = None,
     activity: dict[str, dict[str, Any]] | None = None,
     notebook: str | None = None,
+    attempts: Iterable[PhaseResult] = (),
 ) -> dict[str, Any]:
     out_dir = params.output_path
-    specs = {s.name: s for s in (specs or run_specs(params))}
+    specs = {s.name: s for s in specs}
     logs, results = {}, {}
     for phases in runs.values():
         for p in phases.values():
@@ -210,8 +210,17 @@ def build_report(
         started_at=started_at,
         finished_at=now(),
     )
+    report["attempts"] = [_attempt_entry(p, out_dir) for p in attempts]
     report["reproduce"] = reproduce(report)
     return report
+
+
+def _attempt_entry(p: PhaseResult, out_dir: Path) -> dict[str, Any]:
+    """One line of the attempts list: what ran, with what changed, and how it ended."""
+    return {"run": p.run, "phase": p.phase, "attempt": p.attempt, "status": p.status, "duration_s": p.duration_s,
+            "overrides": dict(p.overrides), "env": dict(p.env), "log": _rel(p.log, out_dir),
+            "result_file": _rel(p.result_file, out_dir), "error": p.error,
+            "component": (p.diagnosis or {}).get("component"), "command": list(p.command)}
 
 
 def _papermill_option(name: str, value: Any) -> list[str]:
@@ -406,7 +415,7 @@ def timeline_svg(report: Mapping[str, Any], *, inline: bool = True) -> str:
             used.add(rest)
         if failed:
             ax.barh(y, dur, left=clock, height=0.6, fill=False, edgecolor="#cf222e", linewidth=1.5)
-        limit = params.get(timeout_param(phase))
+        limit = params.get(PHASE_TIMEOUT_PARAM[phase])
         note = f"  {dur:.1f} s {p['status']}"
         if p.get("timed_out"):
             note += " (timed out)"
