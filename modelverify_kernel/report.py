@@ -298,6 +298,18 @@ def run_table(phases: Mapping[str, PhaseResult]) -> pd.DataFrame:
     return pd.DataFrame([_row(p.run, phase, p.to_dict()) for phase, p in phases.items()])
 
 
+def attempts_table(attempts: Iterable[Mapping[str, Any] | PhaseResult]) -> pd.DataFrame:
+    """Every attempt of every phase, re-runs made while debugging included (the latest is judged)."""
+    rows = []
+    for a in attempts:
+        a = a if isinstance(a, Mapping) else {**a.to_dict(), "component": (a.diagnosis or {}).get("component")}
+        changed = "; ".join(f"{k}={json.dumps(v)}" for k, v in (a.get("overrides") or {}).items())
+        rows.append({"run": a["run"], "phase": a["phase"], "attempt": a["attempt"], "status": a["status"],
+                     "duration_s": a.get("duration_s"), "changed": changed or "(as the run)",
+                     "component": a.get("component") or "", "log": a.get("log") or ""})
+    return pd.DataFrame(rows, columns=["run", "phase", "attempt", "status", "duration_s", "changed", "component", "log"])
+
+
 COMPARISON_COLUMNS = ["phase", "index", "prompt", "exact_match", "first_divergence",
                       "max_logprob_diff_prefix", "judgement", "detail"]
 
@@ -519,6 +531,9 @@ def render_html(report: Mapping[str, Any]) -> str:
                                                                             "first_divergence": "{:.0f}"}),
         "activity": _styled(activity_table(report.get("stack_activity") or {}), "activity", {"status": "a"}),
         "flags": _styled(flags_table(report), "flags", {}),
+        "attempts": _styled(attempts_table(report.get("attempts") or []).rename(columns={"duration_s": "duration (s)"}),
+                            "attempts", {"status": "st"}, {"duration (s)": "{:.1f}"}),
+        "reruns": any(a.get("attempt", 1) > 1 for a in report.get("attempts") or []),
     }
     return _env().get_template("report.html.j2").render(
         r=report, tables=tables, timeline=timeline_svg(report), reason=verdict_reason(report),
