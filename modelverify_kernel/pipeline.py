@@ -55,7 +55,7 @@ def check_prompts_file(path: str | None, target: Target, out_dir: Path) -> str |
     if not path:
         return None
     common = _container_common()
-    local = out_dir / "results" / "prompts_file.json"
+    local = Layout(out_dir).step_result("prompts_file")
     local.parent.mkdir(parents=True, exist_ok=True)
     if not target.fetch(path, local):
         return (f"Parameter prompts_file: {path} does not exist in the target or is not a readable file; "

@@ -28,7 +28,7 @@ from .classify import strip_ansi
 from .errors import UserError
 from .params import Params
 from .records import PhaseResult, RunSpec, Verdict, run_status
-from .vocabulary import HTML_NAME, JSON_NAME, PHASE_TIMEOUT_PARAM, PHASES
+from .vocabulary import HTML_NAME, JSON_NAME, PHASE_TIMEOUT_PARAM, PHASES, Layout
 
 SCHEMA_VERSION = "1.2"
 SEED_RUN_KEYS = {"run_a": "run_a_without_multichip", "run_b": "run_b_with_multichip"}
@@ -170,10 +170,11 @@ def build_report(
             if p.result_file:
                 results[p.key] = _rel(p.result_file, out_dir)
     for name in ("probe", "download"):
-        if (out_dir / "logs" / f"{name}.log").exists():
-            logs[name] = f"logs/{name}.log"
-        if (out_dir / "results" / f"{name}.json").exists():
-            results[name] = f"results/{name}.json"
+        layout = Layout(out_dir)
+        if layout.step_log(name).exists():
+            logs[name] = _rel(str(layout.step_log(name)), out_dir)
+        if layout.step_result(name).exists():
+            results[name] = _rel(str(layout.step_result(name)), out_dir)
     report: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "status": verdict.status,
