@@ -22,9 +22,12 @@ import functools
 import math
 import re
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
+
+from .records import AggregateJudgement, GarbageFinding, PhaseComparison, PromptComparison
+from .vocabulary import PHASES
 
 # --------------------------------------------------------------------------- constants (references/)
 
@@ -124,102 +127,6 @@ class Tolerances:
     min_prompts_for_flips: int = field(default_factory=_constant("min_prompts_for_flips"))
 
 
-@dataclass
-class PromptComparison:
-    index: int
-    prompt: str
-    kind: str  # completion | chat
-    exact_match: bool
-    tokens_a: int
-    tokens_b: int
-    first_divergence: int | None = None
-    max_logprob_diff_prefix: float | None = None  # over the common prefix
-    judgement: str = "identical"  # identical | near_tie_flip | changed_distribution | logprob_drift | length
-    detail: str = ""
-
-
-@dataclass
-class GarbageFinding:
-    check: str  # empty | repetition | nonfinite | same_output
-    index: int
-    detail: str
-
-
-@dataclass
-class AggregateJudgement:
-    """One phase judged as a whole: flips and the distribution of logprob shifts.
-
-    Shifts are |Δ logprob| between Run A and Run B at positions whose context both runs share
-    (each prompt's common prefix and its first divergent position): `shared_*` over every token
-    both runs list in their top-k, `chosen_*` over the chosen token on the common prefix.
-    `systematic` follows the rule in references/output-comparison.md; `detail` is one sentence
-    with the figures (the verdict quotes it).
-    """
-
-    prompts_compared: int = 0
-    prompts_flipped: int = 0  # tokens differ anywhere, near-tie flips included
-    positions_compared: int = 0  # positions with the same context in both runs
-    shifts_compared: int = 0  # shared top-k logprobs compared at those positions
-    chosen_median: float | None = None
-    chosen_p90: float | None = None
-    chosen_max: float | None = None
-    shared_median: float | None = None
-    shared_p90: float | None = None
-    shared_max: float | None = None
-    systematic: bool = False
-    reason: str | None = None  # shift | flips | None
-    limits: dict[str, float] = field(default_factory=dict)
-    detail: str = "not compared"
-
-
-@dataclass
-class PhaseComparison:
-    phase: str
-    prompts: list[PromptComparison] = field(default_factory=list)
-    garbage_a: list[GarbageFinding] = field(default_factory=list)
-    garbage_b: list[GarbageFinding] = field(default_factory=list)
-    note: str | None = None
-    aggregate: AggregateJudgement = field(default_factory=AggregateJudgement)
-
-    @property
-    def diverged(self) -> list[PromptComparison]:
-        return [p for p in self.prompts if p.judgement in ("changed_distribution", "logprob_drift")]
-
-    @property
-    def mismatch_reason(self) -> str | None:
-        """Why Run B's outputs do not agree with Run A's (a prompt diverged, new garbage, or a
-        systematic drift across prompts), as the verdict's detail; None when they agree."""
-        if self.diverged:
-            d = self.diverged[0]
-            return (f"Run B's {self.phase} output diverges from Run A's at prompt {d.index} ({d.prompt[:60]!r}), "
-                    f"token position {d.first_divergence}: {d.judgement} — {d.detail}.")
-        if self.new_garbage:
-            g = self.new_garbage[0]
-            return (f"Run B's {self.phase} output is garbage where Run A's is not: {g.check} at prompt {g.index} "
-                    f"({g.detail}).")
-        if self.aggregate.systematic:
-            return (f"Run B's {self.phase} outputs drift from Run A's across prompts, beyond the noise of a correct "
-                    f"but different kernel: {self.aggregate.detail}")
-        return None
-
-    @property
-    def mismatch(self) -> bool:
-        return self.mismatch_reason is not None
-
-    @property
-    def new_garbage(self) -> list[GarbageFinding]:
-        """Garbage in Run B that Run A did not show for the same prompt and check."""
-        seen = {(g.check, g.index) for g in self.garbage_a}
-        return [g for g in self.garbage_b if (g.check, g.index) not in seen]
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["diverged"] = len(self.diverged)
-        d["new_garbage"] = [asdict(g) for g in self.new_garbage]
-        d["mismatch"] = self.mismatch
-        return d
-
-
 def _num(x: Any) -> float:
     """Logprobs are stored as numbers, or as 'nan'/'inf'/'-inf' strings when not finite."""
     if isinstance(x, (int, float)):
@@ -264,28 +171,30 @@ def judge_divergence(pos_a: dict[str, Any], pos_b: dict[str, Any], tol: Toleranc
 
 def compare_output(index: int, a: dict[str, Any], b: dict[str, Any], tol: Tolerances) -> PromptComparison:
     ids_a, ids_b = list(a.get("token_ids") or []), list(b.get("token_ids") or [])
-    pc = PromptComparison(index=index, prompt=_prompt_text(a.get("prompt")), kind=a.get("kind", "completion"),
-                          exact_match=ids_a == ids_b, tokens_a=len(ids_a), tokens_b=len(ids_b))
     lps_a, lps_b = a.get("logprobs") or [], b.get("logprobs") or []
+    first: int | None = None
+    judgement, detail = "identical", ""
     diffs = []
     for i, (ta, tb) in enumerate(zip(ids_a, ids_b)):
         if ta != tb:
-            pc.first_divergence = i
+            first = i
             if i < len(lps_a) and i < len(lps_b):
-                pc.judgement, pc.detail = judge_divergence(lps_a[i], lps_b[i], tol)
+                judgement, detail = judge_divergence(lps_a[i], lps_b[i], tol)
             else:
-                pc.judgement, pc.detail = "changed_distribution", "tokens differ; no logprobs recorded"
+                judgement, detail = "changed_distribution", "tokens differ; no logprobs recorded"
             break
         if i < len(lps_a) and i < len(lps_b):
             diffs.append(abs(_num(lps_a[i].get("logprob")) - _num(lps_b[i].get("logprob"))))
-    pc.max_logprob_diff_prefix = round(max(diffs), 6) if diffs else None
-    if pc.first_divergence is None and len(ids_a) != len(ids_b):
-        pc.first_divergence = min(len(ids_a), len(ids_b))
-        pc.judgement, pc.detail = "length", "one run stopped earlier (end of sequence) on the same tokens"
-    if pc.judgement in ("identical", "length") and diffs and (max(diffs) > tol.logprob or any(map(math.isnan, diffs))):
-        pc.judgement = "logprob_drift"
-        pc.detail = f"same tokens, but a chosen token's logprob moved {max(diffs):.4f} nats (> {tol.logprob})"
-    return pc
+    if first is None and len(ids_a) != len(ids_b):
+        first = min(len(ids_a), len(ids_b))
+        judgement, detail = "length", "one run stopped earlier (end of sequence) on the same tokens"
+    if judgement in ("identical", "length") and diffs and (max(diffs) > tol.logprob or any(map(math.isnan, diffs))):
+        judgement = "logprob_drift"
+        detail = f"same tokens, but a chosen token's logprob moved {max(diffs):.4f} nats (> {tol.logprob})"
+    return PromptComparison(index=index, prompt=_prompt_text(a.get("prompt")), kind=a.get("kind", "completion"),
+                            exact_match=ids_a == ids_b, tokens_a=len(ids_a), tokens_b=len(ids_b),
+                            first_divergence=first, max_logprob_diff_prefix=round(max(diffs), 6) if diffs else None,
+                            judgement=judgement, detail=detail)
 
 
 def garbage_checks(outputs: Sequence[dict[str, Any]], tol: Tolerances) -> list[GarbageFinding]:
@@ -362,7 +271,7 @@ def aggregate_judgement(prompts: Sequence[PromptComparison], outputs_a: Sequence
         positions += n
     flipped = sum(1 for c in prompts if c.first_divergence is not None and c.judgement != "length")
     r = lambda x: None if x is None else round(x, 6)  # noqa: E731
-    ag = AggregateJudgement(
+    figures_of = dict(
         prompts_compared=len(prompts), prompts_flipped=flipped, positions_compared=positions,
         shifts_compared=len(shared),
         chosen_median=r(_quantile(chosen, 0.5)), chosen_p90=r(_quantile(chosen, 0.9)),
@@ -373,53 +282,50 @@ def aggregate_judgement(prompts: Sequence[PromptComparison], outputs_a: Sequence
                 "flip_median": tol.flip_median, "min_shifts": tol.min_shifts,
                 "min_prompts_for_flips": tol.min_prompts_for_flips},
     )
+    systematic, reason = False, None
     p90, median = _quantile(shared, 0.9), _quantile(shared, 0.5)
     if len(shared) >= tol.min_shifts and p90 is not None and p90 > tol.systematic_shift:
-        ag.systematic, ag.reason = True, "shift"
+        systematic, reason = True, "shift"
     elif (len(prompts) >= tol.min_prompts_for_flips and flipped >= tol.flip_fraction * len(prompts)
           and median is not None and median > tol.flip_median):
-        ag.systematic, ag.reason = True, "flips"
+        systematic, reason = True, "flips"
     figures = (f"{flipped}/{len(prompts)} prompts flipped; the logprobs of the top-k tokens both runs list "
                + (f"moved by median {median:.4f}, p90 {p90:.4f}, max {max(shared):.4f} nats "
                   f"({len(shared)} values at {positions} positions with the same context)"
                   if shared else "could not be compared (no position with the same context)"))
-    if ag.reason == "shift":
-        ag.detail = (f"{figures} — a systematic shift: the p90 is above {tol.systematic_shift} nats, more than "
+    if reason == "shift":
+        detail = (f"{figures} — a systematic shift: the p90 is above {tol.systematic_shift} nats, more than "
                      f"a correct but different kernel moved even its largest logprob in calibration.")
-    elif ag.reason == "flips":
-        ag.detail = (f"{figures} — systematic: {flipped} of {len(prompts)} prompts flipped "
+    elif reason == "flips":
+        detail = (f"{figures} — systematic: {flipped} of {len(prompts)} prompts flipped "
                      f"(limit {tol.flip_fraction:.0%}) while the median shift is above {tol.flip_median} nats, "
                      f"which ties alone do not do.")
     elif len(shared) < tol.min_shifts:
-        ag.detail = f"{figures} — too few values to judge the distribution; no sign of systematic drift."
+        detail = f"{figures} — too few values to judge the distribution; no sign of systematic drift."
     else:
-        ag.detail = (f"{figures} — within the noise of a correct but different kernel "
+        detail = (f"{figures} — within the noise of a correct but different kernel "
                      f"(p90 limit {tol.systematic_shift} nats).")
-    return ag
+    return AggregateJudgement(**figures_of, systematic=systematic, reason=reason, detail=detail)
 
 
 def compare_phase(phase: str, outputs_a: Sequence[dict], outputs_b: Sequence[dict],
                   tol: Tolerances | None = None) -> PhaseComparison:
     tol = tol or Tolerances()
-    pc = PhaseComparison(phase=phase)
     if not outputs_a or not outputs_b:
-        pc.note = "not compared: a run has no outputs for this phase"
-        return pc
+        return PhaseComparison(phase=phase, note="not compared: a run has no outputs for this phase")
     pairs = list(zip(outputs_a, outputs_b))
     if [_prompt_text(a.get("prompt")) for a, _ in pairs] != [_prompt_text(b.get("prompt")) for _, b in pairs] \
             or len(outputs_a) != len(outputs_b):
-        pc.note = "not compared: the runs used different prompts"
-        return pc
-    pc.prompts = [compare_output(i, a, b, tol) for i, (a, b) in enumerate(pairs)]
-    pc.garbage_a = garbage_checks(outputs_a, tol)
-    pc.garbage_b = garbage_checks(outputs_b, tol)
-    pc.aggregate = aggregate_judgement(pc.prompts, outputs_a, outputs_b, tol)
-    return pc
+        return PhaseComparison(phase=phase, note="not compared: the runs used different prompts")
+    prompts = [compare_output(i, a, b, tol) for i, (a, b) in enumerate(pairs)]
+    return PhaseComparison(phase=phase, prompts=prompts, garbage_a=garbage_checks(outputs_a, tol),
+                           garbage_b=garbage_checks(outputs_b, tol),
+                           aggregate=aggregate_judgement(prompts, outputs_a, outputs_b, tol))
 
 
 def compare_runs(outputs_a: dict[str, Sequence[dict]], outputs_b: dict[str, Sequence[dict]],
                  tol: Tolerances | None = None) -> list[PhaseComparison]:
     """Offline with offline, serve with serve."""
     return [compare_phase(phase, outputs_a.get(phase) or [], outputs_b.get(phase) or [], tol)
-            for phase in ("offline", "serve")]
+            for phase in PHASES]
 

@@ -15,6 +15,7 @@ from typing import Any
 from .errors import UserError
 from .params import MODEL_ID, Params
 from .target import LocalTarget, Target
+from .vocabulary import Layout
 
 
 class ModelError(UserError):
@@ -74,10 +75,10 @@ def resolve_model(params: Params, target: Target, scripts: str, out_dir: Path) -
         target.python(), f"{scripts}/download_model.py", "--model-id", params.model_path,
         "--source", params.model_source, "--dest", dest, "--output", remote_result,
     ]
-    log = out_dir / "logs" / "download.log"
+    log = Layout(out_dir).step_log("download")
     res = target.run(argv, env_set=dict(params.env), env_unset=[],
                      timeout=params.download_timeout, log_path=log)
-    local = out_dir / "results" / "download.json"
+    local = Layout(out_dir).step_result("download")
     if res.timed_out:
         raise ModelError(
             f"Downloading {params.model_path} did not finish in {params.download_timeout} s; "

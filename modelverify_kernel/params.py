@@ -6,6 +6,7 @@ sentence that names it and shows a correct example.
 
 from __future__ import annotations
 
+import ast
 import difflib
 import json
 import re
@@ -26,13 +27,7 @@ EXAMPLE = (
 MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
-# Each run's default flags. `run_*_env` / `run_*_unset` add to these (a user value wins), so
-# passing one variable never drops the others; removing a default goes through `run_*_unset`.
-# Run A's VLLM_PLUGINS is chosen from the probe (runs.run_a_base).
-RUN_A_ENV = {"USE_FLAGGEMS": "0"}
-RUN_A_UNSET = ("FLAGCX_PATH",)
-RUN_B_ENV = {"USE_FLAGGEMS": "1", "FLAGCX_PATH": "/tmp/FlagCX", "VLLM_PLUGINS": "fl"}
-RUN_B_UNSET: tuple[str, ...] = ()
+# Each run's default flags live in vocabulary (RUN_A_ENV …); the run_*_env parameters add to them.
 
 
 @dataclass(frozen=True)
@@ -71,6 +66,11 @@ class Params:
     docker_host: str | None = None
     keep_files: bool = False
     fail_on: str = "never"  # never | fail | partial: make papermill fail on the verdict
+    # The notebook's "Debugging a failing run" cells: re-run one phase once more, changed.
+    debug_rerun: str | None = None  # RUN:PHASE, e.g. run_b:serve; None: the debugging cells do nothing
+    debug_env: Mapping[str, str] = field(default_factory=dict)  # set for that attempt only
+    debug_unset: tuple[str, ...] = ()  # removed for that attempt only
+    debug_extra_vllm_args: tuple[str, ...] | None = None  # that attempt's extra_vllm_args; None: unchanged
 
     @property
     def output_path(self) -> Path:
@@ -269,16 +269,59 @@ def validate(values: Mapping[str, Any]) -> Params:
         docker_host=_docker_host(get("docker_host")),
         keep_files=_bool("keep_files", get("keep_files")),
         fail_on=_choice("fail_on", get("fail_on"), ("never", "fail", "partial")),
+        debug_rerun=None if get("debug_rerun") is None
+        else _choice("debug_rerun", get("debug_rerun"), DEBUG_RERUNS),
+        debug_env=_env("debug_env", get("debug_env")),
+        debug_unset=_names("debug_unset", get("debug_unset")),
+        debug_extra_vllm_args=None if get("debug_extra_vllm_args") is None
+        else _str_list("debug_extra_vllm_args", get("debug_extra_vllm_args"), "'--enforce-eager'"),
     )
 
+
+DEBUG_RERUNS = ("run_a:offline", "run_a:serve", "run_b:offline", "run_b:serve")
 
 # Names IPython itself puts in a notebook's namespace.
 _KERNEL_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
 _PARAMETER_TYPES = (str, int, float, bool, list, dict, type(None))
 
 
+PAPERMILL_CELL_HEADER = "# Parameters"  # the first line of the cell papermill injects
+
+
+def _parameter_cell_names(history: list[Any]) -> set[str] | None:
+    """Names assigned in the last parameters cell the kernel ran: papermill's injected cell, or the
+    notebook's own tagged one when it ran alone; None when the kernel ran neither."""
+    for source in reversed(history):
+        if not isinstance(source, str):
+            continue
+        first = source.lstrip().split("\n", 1)[0].strip()
+        if first != PAPERMILL_CELL_HEADER and not first.startswith(PAPERMILL_CELL_HEADER + ":"):
+            continue
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            return None
+        names = set()
+        for node in tree.body:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target] \
+                if isinstance(node, ast.AnnAssign) else []
+            names |= {t.id for t in targets if isinstance(t, ast.Name)}
+        return names
+    return None
+
+
 def unknown_parameters(namespace: Mapping[str, Any]) -> list[str]:
-    """Data names in the notebook that are no parameter: a mistyped `-p name value`."""
+    """Names given as parameters that are no parameter: a mistyped `-p name value`.
+
+    In a kernel the parameters are what the last parameters cell assigned (IPython keeps every
+    cell it ran in `In`), so the notebook's own variables — `v`, `comparisons`, … — never count,
+    and the notebook re-executes in the same kernel. Without that history (a plain namespace),
+    every data name that is not private counts.
+    """
+    history = namespace.get("In")
+    given = _parameter_cell_names(history) if isinstance(history, list) else None
+    if given is not None:
+        return sorted(k for k in given if k not in PARAMETER_NAMES)
     return sorted(
         k for k, v in namespace.items()
         if not k.startswith("_") and k not in PARAMETER_NAMES and k not in _KERNEL_NAMES

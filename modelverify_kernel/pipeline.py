@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
-from . import compare, report, stack, verdict
-from .errors import UserError
+from . import compare, records, report, runs, stack, verdict
+from .errors import ParameterError, UserError
 from .model import ModelStep, resolve_model
-from .params import Params
+from .params import Params, validate
 from .probe import Probe, run_probe
-from .params import validate
+from .records import PhaseResult, RunSpec, skipped
 from .redact import Redactor, secret_values
-from .runs import PHASES, PhaseResult, RunSpec, load_phase, run_b_skip_reason, run_phase, run_specs, skipped
 from .target import SCRIPTS_DIR, DockerTarget, LocalTarget, Target
+from .vocabulary import PHASES, RUNS, Layout
 
 def make_target(params: Params) -> Target:
     """A container name or id means the Docker target; none means this machine."""
@@ -29,10 +29,12 @@ def make_target(params: Params) -> Target:
         return DockerTarget(params.container, docker_host=params.docker_host,
                             python=params.target_python, keep_files=params.keep_files)
     return LocalTarget(python=params.target_python, keep_files=params.keep_files,
-                       work_root=params.output_path / ".work")
+                       work_root=Layout(params.output_path).work)
 
 
-STATE_FILE = "state.json"
+# What run_phase may change for one attempt: the parameters a phase reads.
+PHASE_OVERRIDES = ("extra_vllm_args", "offline_timeout", "serve_timeout", "health_timeout", "request_timeout",
+                   "timeout_cap", "max_tokens", "max_model_len")
 
 
 def _container_common() -> Any:
@@ -53,7 +55,7 @@ def check_prompts_file(path: str | None, target: Target, out_dir: Path) -> str |
     if not path:
         return None
     common = _container_common()
-    local = out_dir / "results" / "prompts_file.json"
+    local = Layout(out_dir).step_result("prompts_file")
     local.parent.mkdir(parents=True, exist_ok=True)
     if not target.fetch(path, local):
         return (f"Parameter prompts_file: {path} does not exist in the target or is not a readable file; "
@@ -83,20 +85,28 @@ class Verification:
     tp: int | None = None
     precheck_error: str | None = None
     run_b_skip: str | None = None
-    runs: dict[str, dict[str, PhaseResult]] = field(default_factory=dict)
+    runs: dict[str, dict[str, PhaseResult]] = field(default_factory=dict)  # the latest attempt of each phase
+    history: list[PhaseResult] = field(default_factory=list)  # every attempt, in the order they ran
     comparisons: list[compare.PhaseComparison] = field(default_factory=list)
     activity: dict[str, dict[str, stack.ComponentActivity]] = field(default_factory=dict)
     engine_env: dict[str, dict[str, Any]] = field(default_factory=dict)  # stack variables each run's processes saw
     gate: stack.Gate | None = None  # Run B's FlagOS work that Run A did not do; Run A base or not
     verdict: verdict.Verdict | None = None
     report: dict[str, Any] | None = None
+    closed: bool = False
 
     @classmethod
     def start(cls, params: Params) -> "Verification":
-        """Open the target; a target that cannot be used is a failed pre-check, reported."""
+        """Open the target; a target that cannot be used is a failed pre-check, reported.
+
+        A new verification in a folder that held an earlier one drops that one's phase records,
+        so a later `report OUTPUT_DIR` never mixes the two (logs are overwritten phase by phase).
+        """
         params.output_path.mkdir(parents=True, exist_ok=True)
+        for stale in Layout(params.output_path).phases.glob("*.json"):
+            stale.unlink()
         v = cls(params=params, target=None)
-        v.runs = {spec.name: skipped(spec, "not run yet", "NOT_RUN") for spec in run_specs(params)}
+        v.runs = {spec.name: skipped(spec, "not run yet", "NOT_RUN") for spec in runs.run_specs(params)}
         try:
             v.target = make_target(params)
             v.target_info = v.target.describe()
@@ -114,47 +124,43 @@ class Verification:
         v.resolve_model()
         v.run("run_a")
         v.run("run_b")
-        v.compare()
-        v.decide()
         v.write_report()
+        v.close()
         return v
 
     @classmethod
     def resume(cls, out_dir: Path) -> "Verification":
         """What a run left on disk, the phases it never finished marked NOT_RUN."""
-        state_path = Path(out_dir) / STATE_FILE
+        state_path = Layout(Path(out_dir)).state
         try:
-            state = json.loads(state_path.read_text(encoding="utf-8"))
+            state = records.read(records.State, state_path)
         except OSError:
             raise UserError(f"{state_path} does not exist: {out_dir} is not a model-verify output folder.") from None
         except json.JSONDecodeError as exc:
             raise UserError(f"{state_path} is corrupt ({exc.msg}); rerun the notebook.") from None
-        params = validate({**state["params"], "output_dir": str(Path(out_dir).resolve())})
-        v = cls(params=params, target=None, started_at=state["started_at"], target_info=state["target"],
-                tp=state.get("tp"), precheck_error=state.get("precheck_error"), run_b_skip=state.get("run_b_skip"))
-        if state.get("probe"):
-            v.probe = Probe(state["probe"])
-        if state.get("model"):
-            v.model = ModelStep(**state["model"])
+        params = validate({**state.params, "output_dir": str(Path(out_dir).resolve())})
+        v = cls(params=params, target=None, started_at=state.started_at, target_info=state.target,
+                tp=state.tp, precheck_error=state.precheck_error, run_b_skip=state.run_b_skip, closed=True)
+        if state.probe:
+            v.probe = Probe(state.probe)
+        if state.model:
+            v.model = ModelStep(**state.model)
         reason = "NOT_RUN: the verification stopped before this phase finished"
-        v.runs = {spec.name: skipped(spec, v.precheck_error or reason, "NOT_RUN") for spec in run_specs(params)}
+        v.runs = {spec.name: skipped(spec, v.precheck_error or reason, "NOT_RUN") for spec in v.specs()}
         if v.run_b_skip:
             v.runs["run_b"] = skipped(v.spec("run_b"), v.run_b_skip)
-        for path in sorted((v.out_dir / "phases").glob("*.json")):
-            pr = load_phase(path)
-            v.runs[pr.run][pr.phase] = pr
+        attempts = [runs.load_phase(path) for path in Layout(v.out_dir).phases.glob("*.json")]
+        for pr in sorted(attempts, key=lambda p: (p.attempt, RUNS.index(p.run), PHASES.index(p.phase))):
+            v._record(pr)
         return v
 
     def save_state(self) -> None:
         """Everything but the phases (saved as they end), for `report OUTPUT_DIR`."""
-        state = {
-            "params": self.params.to_dict(), "started_at": self.started_at, "target": self.target_info,
-            "probe": self.probe.data if self.probe else None,
-            "model": self.model.to_dict() if self.model else None,
-            "tp": self.tp, "precheck_error": self.precheck_error, "run_b_skip": self.run_b_skip,
-        }
-        state = self.redactor().data(state)
-        (self.out_dir / STATE_FILE).write_text(json.dumps(state, indent=1, default=str), encoding="utf-8")
+        state = records.State(
+            params=self.params.to_dict(), started_at=self.started_at, target=self.target_info,
+            probe=self.probe.data if self.probe else None, model=self.model.to_dict() if self.model else None,
+            tp=self.tp, precheck_error=self.precheck_error, run_b_skip=self.run_b_skip)
+        records.write(Layout(self.out_dir).state, state, self.redactor().data)
 
     @property
     def out_dir(self) -> Path:
@@ -162,7 +168,7 @@ class Verification:
 
     def _precheck_fail(self, message: str) -> None:
         self.precheck_error = self.precheck_error or message
-        for spec in run_specs(self.params):
+        for spec in runs.run_specs(self.params):
             self.runs[spec.name] = skipped(spec, f"not run: {self.precheck_error}", "NOT_RUN")
 
     def run_probe(self) -> Probe | None:
@@ -181,7 +187,7 @@ class Verification:
         self.tp = self.params.tp_size or devices
         if self.tp > devices:
             self._precheck_fail(f"requested TP={self.tp} but only {devices} available")
-        self.run_b_skip = run_b_skip_reason(self.params, self.probe.any_multichip())
+        self.run_b_skip = runs.run_b_skip_reason(self.params, self.probe.any_multichip())
         self.save_state()
         return self.probe
 
@@ -202,7 +208,7 @@ class Verification:
 
     def specs(self) -> tuple[RunSpec, RunSpec]:
         """Both runs' flags; Run A's way of keeping the FL plugin out comes from the probe."""
-        return run_specs(self.params, self.probe.data if self.probe else None)
+        return runs.run_specs(self.params, self.probe.data if self.probe else None)
 
     def spec(self, name: str) -> RunSpec:
         return {s.name: s for s in self.specs()}[name]
@@ -215,14 +221,80 @@ class Verification:
         if name == "run_b" and self.run_b_skip:
             self.runs[name] = skipped(spec, self.run_b_skip)
             return self.runs[name]
-        assert self.target and self.model and self.model.path and self.scripts and self.tp
         for phase in PHASES:
-            pr = run_phase(self.params, self.target, self.scripts, spec, phase,
-                           self.model.path, self.tp, self.out_dir)
-            self.runs[name][phase] = pr
+            self.run_phase(name, phase)
         return self.runs[name]
 
-    def compare(self) -> list[compare.PhaseComparison]:
+    def run_phase(self, run: str, phase: str, *, env: Mapping[str, str] | None = None,
+                  unset: Sequence[str] = (), **overrides: Any) -> PhaseResult:
+        """Run one phase again — with variables set (`env`) or removed (`unset`) on top of the run's
+        flags, or with other phase parameters (`extra_vllm_args`, the timeouts, `max_tokens`,
+        `max_model_len`) — as a new numbered attempt with its own log and result.
+
+        Comparison, stack activity and verdict always use the latest attempt of each phase; the
+        report lists every attempt. This is the debugging loop: change one thing, re-run, re-read.
+        """
+        if run not in RUNS or phase not in PHASES:
+            raise ParameterError(f"run_phase({run!r}, {phase!r}): run is one of {', '.join(RUNS)} and phase one "
+                                 f"of {', '.join(PHASES)}, e.g. v.run_phase('run_b', 'serve').")
+        unknown = sorted(set(overrides) - set(PHASE_OVERRIDES))
+        if unknown:
+            raise ParameterError(f"run_phase cannot change {unknown[0]}: it changes env, unset and "
+                                 f"{', '.join(PHASE_OVERRIDES)}; start a new verification for anything else.")
+        if self.precheck_error:
+            raise UserError(f"The pre-check failed ({self.precheck_error}); no phase can run until it passes: "
+                            "fix it and run the notebook again.")
+        if self.model is None or not self.model.path or not self.tp:
+            raise UserError("The probe and model steps have not run yet: call v.run_probe() and "
+                            "v.resolve_model() (or run the notebook's first cells) before run_phase.")
+        params = validate({**self.params.to_dict(), **overrides}) if overrides else self.params
+        spec = self.spec(run)
+        if env or unset:
+            env_set, env_unset = runs.combine(spec.env_set, spec.env_unset, dict(env or {}), unset)
+            spec = replace(spec, env_set=env_set, env_unset=env_unset)
+        target, scripts = self._open()
+        attempt = 1 + sum(1 for p in self.history if p.run == run and p.phase == phase)
+        changed = {**({"env": dict(env)} if env else {}), **({"unset": list(unset)} if unset else {}),
+                   **{k: params.to_dict()[k] for k in overrides}}
+        pr = runs.run_phase(params, target, scripts, spec, phase, self.model.path, self.tp, self.out_dir,
+                            attempt=attempt, overrides=changed)
+        self._record(pr)
+        return pr
+
+    def attempts(self, run: str | None = None, phase: str | None = None) -> list[PhaseResult]:
+        """Every attempt (of one run / phase), oldest first."""
+        return [p for p in self.history if run in (None, p.run) and phase in (None, p.phase)]
+
+    def _record(self, pr: PhaseResult) -> None:
+        """A finished attempt becomes the phase's latest; what was judged before is judged again."""
+        self.history.append(pr)
+        self.runs.setdefault(pr.run, {})[pr.phase] = pr
+        self.comparisons, self.gate, self.verdict, self.report = [], None, None, None
+
+    def _open(self) -> tuple[Target, str]:
+        """The target with our scripts in it; a closed verification opens a fresh work folder."""
+        if self.target is None or self.closed or self.scripts is None:
+            if self.target is not None and not self.closed:
+                self.target.cleanup()
+            self.target = make_target(self.params)
+            self.scripts = self.target.install_scripts(SCRIPTS_DIR)
+            self.closed = False
+        return self.target, self.scripts
+
+    def close(self) -> None:
+        """Remove what we copied into the target (unless keep_files). Safe to call twice; a later
+        run_phase opens a new work folder."""
+        if self.target is not None and not self.closed:
+            self.target.cleanup()
+        self.closed = True
+
+    def __enter__(self) -> "Verification":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def compare(self) -> list[records.PhaseComparison]:
         """Run A vs Run B outputs of the phases both passed, and the stack's activity per run."""
         p = self.params
         shift = {} if p.systematic_shift is None else {"systematic_shift": p.systematic_shift}
@@ -249,12 +321,12 @@ class Verification:
         self.gate = stack.gate(self.activity.get("run_a"), self.activity.get("run_b"))
         return self.comparisons
 
-    def decide(self) -> verdict.Verdict:
+    def decide(self) -> records.Verdict:
+        """The verdict from the latest attempt of each phase (compared again every time)."""
         if self.precheck_error:
             self.verdict = verdict.precheck_failed(self.precheck_error)
         else:
-            if self.gate is None:
-                self.compare()
+            self.compare()
             self.verdict = verdict.decide(self.runs["run_a"], self.runs["run_b"], self.run_b_skip,
                                           self.comparisons, self.gate, self.in_both_runs(),
                                           self.spec("run_a").base_mode)
@@ -284,8 +356,8 @@ class Verification:
         return out
 
     def write_report(self, notebook: str | None = None) -> tuple[Path, Path]:
-        if self.verdict is None:
-            self.decide()
+        """report.json and report.html from what is known now; the target stays open (see close)."""
+        self.decide()
         assert self.verdict is not None
         self.report = report.build_report(
             self.params,
@@ -305,13 +377,11 @@ class Verification:
             comparisons=[c.to_dict() for c in self.comparisons],
             activity={run: stack.to_dict(a) for run, a in self.activity.items()},
             notebook=notebook,
+            attempts=self.history,
         )
         # the last net: no secret of the host or the target reaches the report
         self.report = self.redactor().data(self.report)
-        paths = report.write_report(self.report, self.out_dir)
-        if self.target is not None:
-            self.target.cleanup()
-        return paths
+        return report.write_report(self.report, self.out_dir)
 
     def redactor(self) -> Redactor:
         if self.target is not None:

@@ -27,11 +27,10 @@ from . import stack
 from .classify import strip_ansi
 from .errors import UserError
 from .params import Params
-from .runs import PHASES, PhaseResult, RunSpec, run_specs, timeout_param
-from .verdict import Verdict, run_status
+from .records import PhaseResult, RunSpec, Verdict, run_status
+from .vocabulary import HTML_NAME, JSON_NAME, PHASE_TIMEOUT_PARAM, PHASES, Layout
 
-SCHEMA_VERSION = "1.1"
-JSON_NAME, HTML_NAME = "report.json", "report.html"
+SCHEMA_VERSION = "1.2"
 SEED_RUN_KEYS = {"run_a": "run_a_without_multichip", "run_b": "run_b_with_multichip"}
 SEED_PHASE_KEYS = {"offline": "phase_a_offline", "serve": "phase_b_serve"}
 RUN_TITLES = {"run_a_without_multichip": "Run A (base)", "run_b_with_multichip": "Run B (multi-chip)"}
@@ -149,7 +148,7 @@ def build_report(
     model_step: dict[str, Any] | None,
     tp: int | None,
     runs: Mapping[str, Mapping[str, PhaseResult]],
-    specs: Iterable[RunSpec] | None = None,
+    specs: Iterable[RunSpec],
     engine_env: Mapping[str, Mapping[str, Any]] | None = None,
     gate: Mapping[str, Any] | None = None,
     warnings: list[str] | None = None,
@@ -159,9 +158,10 @@ def build_report(
     comparisons: list[dict[str, Any]] | None = None,
     activity: dict[str, dict[str, Any]] | None = None,
     notebook: str | None = None,
+    attempts: Iterable[PhaseResult] = (),
 ) -> dict[str, Any]:
     out_dir = params.output_path
-    specs = {s.name: s for s in (specs or run_specs(params))}
+    specs = {s.name: s for s in specs}
     logs, results = {}, {}
     for phases in runs.values():
         for p in phases.values():
@@ -170,10 +170,11 @@ def build_report(
             if p.result_file:
                 results[p.key] = _rel(p.result_file, out_dir)
     for name in ("probe", "download"):
-        if (out_dir / "logs" / f"{name}.log").exists():
-            logs[name] = f"logs/{name}.log"
-        if (out_dir / "results" / f"{name}.json").exists():
-            results[name] = f"results/{name}.json"
+        layout = Layout(out_dir)
+        if layout.step_log(name).exists():
+            logs[name] = _rel(str(layout.step_log(name)), out_dir)
+        if layout.step_result(name).exists():
+            results[name] = _rel(str(layout.step_result(name)), out_dir)
     report: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "status": verdict.status,
@@ -210,8 +211,17 @@ def build_report(
         started_at=started_at,
         finished_at=now(),
     )
+    report["attempts"] = [_attempt_entry(p, out_dir) for p in attempts]
     report["reproduce"] = reproduce(report)
     return report
+
+
+def _attempt_entry(p: PhaseResult, out_dir: Path) -> dict[str, Any]:
+    """One line of the attempts list: what ran, with what changed, and how it ended."""
+    return {"run": p.run, "phase": p.phase, "attempt": p.attempt, "status": p.status, "duration_s": p.duration_s,
+            "overrides": dict(p.overrides), "env": dict(p.env), "log": _rel(p.log, out_dir),
+            "result_file": _rel(p.result_file, out_dir), "error": p.error,
+            "component": (p.diagnosis or {}).get("component"), "command": list(p.command)}
 
 
 def _papermill_option(name: str, value: Any) -> list[str]:
@@ -319,6 +329,18 @@ def phase_table(report: Mapping[str, Any]) -> pd.DataFrame:
 def run_table(phases: Mapping[str, PhaseResult]) -> pd.DataFrame:
     """One run's phases while the notebook is still running."""
     return pd.DataFrame([_row(p.run, phase, p.to_dict()) for phase, p in phases.items()])
+
+
+def attempts_table(attempts: Iterable[Mapping[str, Any] | PhaseResult]) -> pd.DataFrame:
+    """Every attempt of every phase, re-runs made while debugging included (the latest is judged)."""
+    rows = []
+    for a in attempts:
+        a = a if isinstance(a, Mapping) else {**a.to_dict(), "component": (a.diagnosis or {}).get("component")}
+        changed = "; ".join(f"{k}={json.dumps(v)}" for k, v in (a.get("overrides") or {}).items())
+        rows.append({"run": a["run"], "phase": a["phase"], "attempt": a["attempt"], "status": a["status"],
+                     "duration_s": a.get("duration_s"), "changed": changed or "(as the run)",
+                     "component": a.get("component") or "", "log": a.get("log") or ""})
+    return pd.DataFrame(rows, columns=["run", "phase", "attempt", "status", "duration_s", "changed", "component", "log"])
 
 
 COMPARISON_COLUMNS = ["phase", "index", "prompt", "exact_match", "first_divergence",
@@ -438,7 +460,7 @@ def timeline_svg(report: Mapping[str, Any], *, inline: bool = True) -> str:
             used.add(rest)
         if failed:
             ax.barh(y, dur, left=clock, height=0.6, fill=False, edgecolor="#cf222e", linewidth=1.5)
-        limit = params.get(timeout_param(phase))
+        limit = params.get(PHASE_TIMEOUT_PARAM[phase])
         note = f"  {dur:.1f} s {p['status']}"
         if p.get("timed_out"):
             note += " (timed out)"
@@ -542,6 +564,9 @@ def render_html(report: Mapping[str, Any]) -> str:
                                                                             "first_divergence": "{:.0f}"}),
         "activity": _styled(activity_table(report.get("stack_activity") or {}), "activity", {"status": "a"}),
         "flags": _styled(flags_table(report), "flags", {}),
+        "attempts": _styled(attempts_table(report.get("attempts") or []).rename(columns={"duration_s": "duration (s)"}),
+                            "attempts", {"status": "st"}, {"duration (s)": "{:.1f}"}),
+        "reruns": any(a.get("attempt", 1) > 1 for a in report.get("attempts") or []),
     }
     return _env().get_template("report.html.j2").render(
         r=report, tables=tables, timeline=timeline_svg(report), reason=verdict_reason(report),

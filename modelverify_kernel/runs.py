@@ -9,38 +9,20 @@ loses nothing that finished.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from dataclasses import replace
+
 from . import classify
-from .params import RUN_A_ENV, RUN_A_UNSET, RUN_B_ENV, RUN_B_UNSET, Params
+from .params import Params
+from .records import PhaseResult, RunSpec, read, skipped, write
 from .target import ExecResult, Target
 from .target import progress_window as _progress_window
+from .vocabulary import (PHASE_SCRIPTS, PHASE_TIMEOUT_PARAM, PHASES, RUN_A_ENV, RUN_A_UNSET, RUN_B_ENV, RUN_B_UNSET,
+                         RUN_TITLES, Layout)
 
-PHASES = ("offline", "serve")
-PHASE_SCRIPTS = {"offline": "run_offline_inference.py", "serve": "test_serve_mode.py"}
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """One run: its name, the variables it sets and the ones it removes."""
-
-    name: str  # run_a | run_b
-    title: str
-    env_set: Mapping[str, str]
-    env_unset: tuple[str, ...]
-    base_mode: Mapping[str, str] | None = None  # Run A: how it keeps the FL plugin out, and why
-
-    def flags(self) -> dict[str, str]:
-        """The seed's `flags`: set values, and "unset" for removed variables."""
-        out = {k: "unset" for k in self.env_unset}
-        out.update(self.env_set)
-        return out
-
-    @property
-    def flagcx_path(self) -> str | None:
-        return None if "FLAGCX_PATH" in self.env_unset else self.env_set.get("FLAGCX_PATH")
+__all__ = ["PHASES", "PhaseResult", "RunSpec", "skipped", "run_phase", "run_specs", "load_phase", "save_phase"]
 
 
 def combine(default_set: Mapping[str, str], default_unset: Iterable[str], user_set: Mapping[str, str],
@@ -100,42 +82,9 @@ def run_specs(params: Params, probe_data: Mapping[str, Any] | None = None) -> tu
                           f"({base['mode']}) was not applied"}
     a_env, a_unset = combine({**RUN_A_ENV, **base["env"]}, RUN_A_UNSET, params.run_a_env, params.run_a_unset)
     b_env, b_unset = combine(RUN_B_ENV, RUN_B_UNSET, params.run_b_env, params.run_b_unset)
-    run_a = RunSpec("run_a", "Run A — without the multi-chip stack", a_env, a_unset,
-                    {"mode": base["mode"], "reason": base["reason"]})
-    run_b = RunSpec("run_b", "Run B — with the full multi-chip stack", b_env, b_unset)
+    run_a = RunSpec("run_a", RUN_TITLES["run_a"], a_env, a_unset, {"mode": base["mode"], "reason": base["reason"]})
+    run_b = RunSpec("run_b", RUN_TITLES["run_b"], b_env, b_unset)
     return run_a, run_b
-
-
-@dataclass
-class PhaseResult:
-    """What one phase did; `result` is the container script's own JSON."""
-
-    run: str
-    phase: str
-    status: str = "NOT_RUN"  # PASS | FAIL | SKIPPED | NOT_RUN
-    duration_s: float | None = None
-    exit_code: int | None = None
-    timed_out: bool = False
-    error: str | None = None
-    error_type: str | None = None
-    command: list[str] = field(default_factory=list)
-    log: str | None = None
-    result_file: str | None = None
-    result: dict[str, Any] = field(default_factory=dict)
-    diagnosis: dict[str, Any] | None = None
-    leftover_pids: list[int] = field(default_factory=list)
-    reason: str | None = None  # why SKIPPED / NOT_RUN
-    timeout_note: str | None = None  # ran past its timeout because it kept making progress
-
-    @property
-    def key(self) -> str:
-        return f"{self.run}_{self.phase}"
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {k: v for k, v in vars(self).items() if k != "result"}
-        out["timings"] = self.result.get("timings", {})
-        out["outputs"] = self.result.get("outputs", [])
-        return out
 
 
 def phase_argv(params: Params, target: Target, scripts: str, phase: str, model: str,
@@ -158,7 +107,7 @@ def phase_argv(params: Params, target: Target, scripts: str, phase: str, model: 
 
 
 def timeout_param(phase: str) -> str:
-    return "offline_timeout" if phase == "offline" else "serve_timeout"
+    return PHASE_TIMEOUT_PARAM[phase]
 
 
 def progress_window(timeout: float) -> float:
@@ -168,72 +117,77 @@ def progress_window(timeout: float) -> float:
 
 
 def run_phase(params: Params, target: Target, scripts: str, spec: RunSpec, phase: str,
-              model: str, tp: int, out_dir: Path) -> PhaseResult:
-    """Run one phase; every way it can end becomes a PhaseResult, never an exception."""
-    pr = PhaseResult(run=spec.name, phase=phase)
-    remote = target.work_path(f"{pr.key}.json")
-    log = out_dir / "logs" / f"{pr.key}.log"
-    local = out_dir / "results" / f"{pr.key}.json"
-    for stale in (log, local, phase_file(out_dir, pr.key)):
+              model: str, tp: int, out_dir: Path, attempt: int = 1,
+              overrides: dict[str, Any] | None = None) -> PhaseResult:
+    """Run one attempt of one phase; every way it can end becomes a PhaseResult, never an exception.
+
+    Each attempt has its own log, result and record file (vocabulary.Layout), so a re-run made
+    while debugging never overwrites what an earlier attempt showed.
+    """
+    layout = Layout(out_dir)
+    key = f"{spec.name}_{phase}"
+    remote = target.work_path(f"{Layout.stem(key, attempt)}.json")
+    log = layout.phase_log(key, attempt)
+    local = layout.phase_result(key, attempt)
+    for stale in (log, local, layout.phase_record(key, attempt)):
         stale.unlink(missing_ok=True)
-    pr.command = phase_argv(params, target, scripts, phase, model, tp, remote)
+    command = phase_argv(params, target, scripts, phase, model, tp, remote)
     timeout = params.offline_timeout if phase == "offline" else params.serve_timeout
+    cap = max(params.timeout_cap, timeout)
     env_set = {**params.env, **spec.env_set}
-    res = target.run(pr.command, env_set=env_set, env_unset=spec.env_unset, timeout=timeout, log_path=log,
-                     cap=max(params.timeout_cap, timeout))
-    pr.duration_s, pr.exit_code, pr.timed_out = res.duration_s, res.exit_code, res.timed_out
-    pr.leftover_pids = res.leftovers
-    pr.log = str(log)
+    res = target.run(command, env_set=env_set, env_unset=spec.env_unset, timeout=timeout, log_path=log, cap=cap)
+    pr = PhaseResult(run=spec.name, phase=phase, duration_s=res.duration_s, exit_code=res.exit_code,
+                     timed_out=res.timed_out, command=command, log=str(log), leftover_pids=res.leftovers,
+                     attempt=attempt, overrides=dict(overrides or {}),
+                     env={"set": dict(spec.env_set), "unset": list(spec.env_unset)})
     file_error = None
     if target.fetch(remote, local):
-        pr.result_file = str(local)
-        file_error = _read_result(pr, local)
+        result, file_error = _read_result(local)
+        pr = replace(pr, result_file=str(local), result=result)
     elif not res.timed_out:
         file_error = f"the phase wrote no result file {local.name} (exit code {res.exit_code}); its log is {log}"
     if not res.timed_out and res.duration_s > timeout:
-        pr.timeout_note = (f"took {res.duration_s:.0f} s, past {timeout_param(phase)}={timeout:g} s: output was "
-                           f"still coming at the timeout (loading, compiling kernels), so it ran on — up to "
-                           f"timeout_cap={max(params.timeout_cap, timeout):g} s — and finished by itself")
+        pr = replace(pr, timeout_note=(
+            f"took {res.duration_s:.0f} s, past {timeout_param(phase)}={timeout:g} s: output was still coming at "
+            f"the timeout (loading, compiling kernels), so it ran on — up to timeout_cap={cap:g} s — and "
+            f"finished by itself"))
     if res.timed_out:
-        _timed_out(pr, res, timeout_param(phase), timeout, max(params.timeout_cap, timeout))
+        pr = _timed_out(pr, res, timeout_param(phase), timeout, cap)
     elif pr.result.get("status") == "PASS" and res.exit_code == 0 and not file_error:
-        pr.status = "PASS"
+        pr = replace(pr, status="PASS")
     elif file_error:
         # what happened is the broken result file, whatever the log last said
-        pr.status, pr.error, pr.error_type = "FAIL", file_error, "ResultFileError"
-        diagnose(pr, keep_error=True)
+        pr = diagnose(replace(pr, status="FAIL", error=file_error, error_type="ResultFileError"))
     else:
-        pr.status = "FAIL"
-        pr.error = pr.result.get("error") or f"exit code {res.exit_code}"
-        pr.error_type = pr.result.get("error_type")
+        pr = replace(pr, status="FAIL", error=pr.result.get("error") or f"exit code {res.exit_code}",
+                     error_type=pr.result.get("error_type"))
         if pr.error_type == "StartupStillProgressing":  # the serve script's health wait hit the cap
-            pr.diagnosis = {
+            pr = replace(pr, diagnosis={
                 "component": "none", "layer": None, "rule": "TIMEOUT-CAP", "evidence": [pr.error],
                 "culprit_op": None, "confidence": "high", "signature": "Timeout: still progressing (health)",
                 "hint": "The server was still starting (loading, compiling kernels) when timeout_cap ran "
                         "out: raise timeout_cap and health_timeout; no component is blamed.",
                 "error": pr.error,
-            }
+            })
         else:
-            diagnose(pr)
+            pr = diagnose(pr)
     save_phase(pr, out_dir)
     return pr
 
 
-def _read_result(pr: PhaseResult, local: Path) -> str | None:
-    """Load the (already redacted) result file; what is wrong with it, if anything."""
+def _read_result(local: Path) -> tuple[dict[str, Any], str | None]:
+    """The (already redacted) result file, and what is wrong with it, if anything."""
     text = local.read_text(encoding="utf-8", errors="replace")
     try:
         result = json.loads(text)
     except json.JSONDecodeError as exc:
-        return f"result file {local.name} is corrupt: not valid JSON ({exc.msg} at line {exc.lineno})"
+        return {}, f"result file {local.name} is corrupt: not valid JSON ({exc.msg} at line {exc.lineno})"
     if not isinstance(result, dict) or result.get("status") not in ("PASS", "FAIL"):
-        return f"result file {local.name} is not a phase result (no PASS/FAIL status)"
-    pr.result = result
-    return None
+        return {}, f"result file {local.name} is not a phase result (no PASS/FAIL status)"
+    return result, None
 
 
-def _timed_out(pr: PhaseResult, res: ExecResult, param: str, timeout: float, cap: float) -> None:
+def _timed_out(pr: PhaseResult, res: ExecResult, param: str, timeout: float, cap: float) -> PhaseResult:
     """A hang and a slow start both hit the timeout; only a hang is a failure of a component.
 
     Past its timeout a phase whose output keeps coming runs on, up to `cap` (timeout_cap); only
@@ -241,7 +195,7 @@ def _timed_out(pr: PhaseResult, res: ExecResult, param: str, timeout: float, cap
     component; stopped by silence, the stacks every process printed before the kill say where
     it waited.
     """
-    pr.status, pr.error_type = "FAIL", "Timeout"
+    pr = replace(pr, status="FAIL", error_type="Timeout")
     window = progress_window(timeout)
     last = (res.last_line or "").strip()
     ran = res.ran_s if res.ran_s is not None else res.duration_s
@@ -252,91 +206,81 @@ def _timed_out(pr: PhaseResult, res: ExecResult, param: str, timeout: float, cap
         limit = f"the hard cap timeout_cap={cap:g} s" if at_cap else f"{param}={timeout:g} s"
         raise_what = "timeout_cap" if at_cap else param
         idle = f"output {res.idle_s:.0f} s before it" if res.idle_s is not None else "output until the end"
-        pr.error = (f"timed out after {ran:.0f} s ({limit}) while still making progress: {idle}, last "
-                    f"line: {last[:300]!r}")
-        pr.diagnosis = {
+        error = f"timed out after {ran:.0f} s ({limit}) while still making progress: {idle}, last line: {last[:300]!r}"
+        return replace(pr, error=error, diagnosis={
             "component": "none", "layer": None, "rule": "TIMEOUT-CAP" if at_cap else "TIMEOUT-PROGRESS",
             "evidence": [last] if last else [], "culprit_op": None, "confidence": "high",
             "signature": f"Timeout: still progressing ({raise_what})",
             "hint": f"The phase was still working (loading, compiling kernels) when {limit} ran out: raise "
                     f"{raise_what} and rerun; this is not a hang and no component is blamed.",
-            "error": pr.error,
-        }
-        return
+            "error": error,
+        })
     silent = f"no output for the last {res.idle_s:.0f} s" if res.idle_s is not None else "no output at all"
     if res.ended_by == "silence":
-        pr.error = (f"ran past {param}={timeout:g} s while output kept coming, then hung: {silent} "
-                    f"(stopped after {ran:.0f} s); every process of the phase was killed")
+        error = (f"ran past {param}={timeout:g} s while output kept coming, then hung: {silent} "
+                 f"(stopped after {ran:.0f} s); every process of the phase was killed")
     else:
-        pr.error = (f"timed out after {timeout:g} s ({param}) with {silent}: hung; every process of the "
-                    f"phase was killed")
+        error = f"timed out after {timeout:g} s ({param}) with {silent}: hung; every process of the phase was killed"
     if res.dumped:
-        pr.error += f" after printing the stacks of {len(res.dumped)} process(es) into the log"
-    diagnose(pr)
-    assert pr.diagnosis is not None
-    if pr.diagnosis["component"] in ("none", "unknown"):
-        pr.diagnosis.update(
+        error += f" after printing the stacks of {len(res.dumped)} process(es) into the log"
+    pr = diagnose(replace(pr, error=error))
+    diag = dict(pr.diagnosis or {})
+    if diag.get("component") in (None, "none", "unknown"):
+        diag.update(
             component="unknown", layer=None, rule="TIMEOUT-HANG", confidence="low",
-            evidence=(pr.diagnosis.get("evidence") or ([last] if last else []))[:6],
+            evidence=(diag.get("evidence") or ([last] if last else []))[:6],
             signature=f"Timeout: hung ({param})",
             hint="The phase stopped making progress and no frame in the stacks printed before the kill "
                  "(or no stack at all) names a component: read the last log lines and the stacks; "
                  "rerun with VLLM_LOGGING_LEVEL=DEBUG.",
+            error=error,
         )
-        pr.diagnosis["error"] = pr.error
-    elif pr.diagnosis.get("error") and not pr.diagnosis["error"].startswith(("stack dump", "traceback cut")):
-        pr.error = f"{pr.error}; before it: {pr.diagnosis['error']}"  # it failed first, then hung
+        return replace(pr, diagnosis=diag)
+    if diag.get("error") and not diag["error"].startswith(("stack dump", "traceback cut")):
+        return replace(pr, error=f"{error}; before it: {diag['error']}")  # it failed first, then hung
+    return pr
 
 
-def phase_file(out_dir: Path, key: str) -> Path:
-    return out_dir / "phases" / f"{key}.json"
+def phase_file(out_dir: Path, key: str, attempt: int = 1) -> Path:
+    return Layout(out_dir).phase_record(key, attempt)
 
 
 def save_phase(pr: PhaseResult, out_dir: Path) -> None:
-    """The host's record of a finished phase: what `report OUTPUT_DIR` rebuilds from."""
-    path = phase_file(out_dir, pr.key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(dict(vars(pr)), indent=1, default=str), encoding="utf-8")
+    """The host's record of a finished attempt: what `report OUTPUT_DIR` rebuilds from."""
+    write(phase_file(out_dir, pr.key, pr.attempt), pr)
 
 
 def load_phase(path: Path) -> PhaseResult:
-    data = json.loads(path.read_text(encoding="utf-8"))
-    return PhaseResult(**{k: v for k, v in data.items() if k in PhaseResult.__dataclass_fields__})
+    return read(PhaseResult, path)
 
 
-def diagnose(pr: PhaseResult, keep_error: bool = True) -> None:
-    """Attach the log's diagnosis *beside* the phase's own recorded error, never over it.
+def diagnose(pr: PhaseResult) -> PhaseResult:
+    """The phase with the log's diagnosis *beside* its own recorded error, never over it.
 
     The error the phase recorded (the script's exception, a timeout, a broken result file) is
     what happened; the diagnosis (component, rule, evidence, and its own `error`: the root cause
     it settled on) sits next to it. Only a phase that recorded no error at all borrows the
-    diagnosis' one. `keep_error` is kept for callers of the old signature; it is always true.
+    diagnosis' one.
     """
     log = Path(pr.log) if pr.log and Path(pr.log).is_file() else []
     recorded = pr.result if pr.result.get("error") else \
         {**pr.result, "status": "FAIL", "error": pr.error, "error_type": pr.error_type}
     diag = classify.classify_log(log, recorded)
-    pr.diagnosis = diag.to_dict()
+    pr = replace(pr, diagnosis=diag.to_dict())
     if not pr.error and diag.error:
-        pr.error = diag.error
-        pr.error_type = diag.error.split(":", 1)[0].rsplit(".", 1)[-1]
+        pr = replace(pr, error=diag.error, error_type=diag.error.split(":", 1)[0].rsplit(".", 1)[-1])
+    return pr
 
 
 def from_result_file(run: str, path: Path) -> PhaseResult:
     """A PhaseResult rebuilt from a phase's result JSON and its log (beside it, or in ../logs/)."""
     result = json.loads(path.read_text(encoding="utf-8"))
+    logs = [path.with_suffix(".log"), path.parent.parent / "logs" / f"{path.stem}.log"]
     pr = PhaseResult(run=run, phase=result.get("phase", "offline"), result=result,
                      result_file=str(path), status="PASS" if result.get("status") == "PASS" else "FAIL",
-                     error=result.get("error"), error_type=result.get("error_type"))
-    logs = [path.with_suffix(".log"), path.parent.parent / "logs" / f"{path.stem}.log"]
-    pr.log = next((str(log) for log in logs if log.is_file()), None)
-    if pr.status == "FAIL":
-        diagnose(pr)
-    return pr
-
-
-def skipped(spec: RunSpec, reason: str, status: str = "SKIPPED") -> dict[str, PhaseResult]:
-    return {p: PhaseResult(run=spec.name, phase=p, status=status, reason=reason) for p in PHASES}
+                     error=result.get("error"), error_type=result.get("error_type"),
+                     log=next((str(log) for log in logs if log.is_file()), None))
+    return diagnose(pr) if pr.status == "FAIL" else pr
 
 
 def run_b_skip_reason(params: Params, any_multichip: bool) -> str | None:

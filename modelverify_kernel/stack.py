@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .classify import strip_ansi
+from .records import Gate
+from .vocabulary import MULTICHIP
 
-COMPONENTS = ("FlagGems", "FlagTree", "FlagCX", "plugin")
+COMPONENTS = MULTICHIP
 FL_PLUGIN = "fl"
 STRENGTHS = ("strong", "weak", "none")
 # Lines that claim stack activity; support only, never evidence on their own.
@@ -37,20 +39,6 @@ class ComponentActivity:
     work: list[str] = field(default_factory=list)  # what it did, comparable between runs ("ran:embedding")
     counts_for_gate: bool = True
     loaded: bool = False  # in this run's processes at all (plugin loaded, FlagTree's triton imported)
-
-
-@dataclass(frozen=True)
-class Gate:
-    """Did Run B's stack do FlagOS work Run A did not, and was Run A base?"""
-
-    passed: bool
-    strength: str  # of the differential evidence: strong | weak | none
-    evidence: list[str]  # Run B's work that Run A did not do
-    run_a_not_base: list[str]  # Run A's own evidence that it ran FlagOS code
-    run_a_unproven: str | None = None  # why Run A cannot be shown base (it recorded nothing)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _of(events: list[dict], *names: str) -> list[dict]:

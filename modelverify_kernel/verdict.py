@@ -8,38 +8,19 @@ active is RUN_A_NOT_BASE: the comparison is invalid, whatever either run did.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from typing import Any, Mapping, Sequence
 
-from . import stack
-from .compare import PhaseComparison
-from .runs import PhaseResult
+from .records import Gate, PhaseComparison, PhaseResult, Verdict, run_status
+from .vocabulary import MULTICHIP, conclusion
 
-MULTICHIP = ("FlagGems", "FlagTree", "FlagCX", "plugin")
-
-
-@dataclass(frozen=True)
-class Verdict:
-    conclusion: str
-    detail: str
-    multichip_component: str | None
-    recommended_stack: str  # full | base | none
-    status: str  # PASS | PARTIAL | FAIL
-    component: str | None = None  # what the diagnosis blamed, multi-chip or not
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+NO_GATE = Gate(False, "none", [], [])  # nothing recorded in either run
 
 
-def run_status(phases: Mapping[str, PhaseResult]) -> str:
-    statuses = {p.status for p in phases.values()}
-    if statuses <= {"SKIPPED"}:
-        return "SKIPPED"
-    if statuses == {"PASS"}:
-        return "PASS"
-    if statuses <= {"NOT_RUN"}:
-        return "NOT_RUN"
-    return "FAIL"
+def verdict(name: str, detail: str, multichip_component: str | None = None, component: str | None = None,
+            run_a_failed: bool = False) -> Verdict:
+    """A verdict whose recommended stack and status come from the truth table's row (vocabulary)."""
+    row = conclusion(name, run_a_failed)
+    return Verdict(row.name, detail, multichip_component, row.recommended_stack, row.status, component)
 
 
 def failures(phases: Mapping[str, PhaseResult]) -> list[PhaseResult]:
@@ -71,40 +52,38 @@ def _describe(fails: list[PhaseResult]) -> str:
 
 
 def precheck_failed(reason: str) -> Verdict:
-    return Verdict("PRECHECK_FAILED", reason, None, "none", "FAIL")
+    return verdict("PRECHECK_FAILED", reason)
 
 
-def _both_pass(comparisons: list[PhaseComparison] | None, g: stack.Gate) -> Verdict:
+def _both_pass(comparisons: list[PhaseComparison] | None, g: Gate) -> Verdict:
     """Both runs passed: only agreeing outputs and FlagOS work in Run B that Run A did not do make BOTH_PASS.
 
     Divergence is the harder evidence, so it wins over an inactive stack.
     """
     for c in comparisons or []:
         if c.mismatch_reason:
-            return Verdict("OUTPUT_MISMATCH", c.mismatch_reason, None, "base", "PARTIAL", "numerical")
+            return verdict("OUTPUT_MISMATCH", c.mismatch_reason, None, "numerical")
     if g.evidence and g.run_a_unproven:
-        return Verdict("RUN_A_NOT_BASE", f"The A/B comparison cannot be shown valid: {g.run_a_unproven}. "
-                       "Fix: run Run A with the same Python and PYTHONPATH handling as Run B.", None, "none", "FAIL")
+        return verdict("RUN_A_NOT_BASE", f"The A/B comparison cannot be shown valid: {g.run_a_unproven}. "
+                       "Fix: run Run A with the same Python and PYTHONPATH handling as Run B.")
     if not g.passed:
-        return Verdict(
+        return verdict(
             "STACK_INACTIVE",
             "Run B passed, but nothing recorded inside its engine processes shows FlagOS work that Run A did "
             "not do (no FlagGems kernel ran or op was taken over, no op of the plugin's own ran, no FlagCX "
             "collective at TP>1; a plugin that only loaded, FlagTree being installed, and printed log lines "
             "do not count): it ran the base stack, so it proves nothing about the multi-chip one.",
-            None, "base", "PARTIAL",
         )
     compared = sum(len(c.prompts) for c in comparisons or [])
     weak = " (weaker evidence: ops were taken over, but no kernel was seen running)" if g.strength == "weak" else ""
-    return Verdict(
+    return verdict(
         "BOTH_PASS",
         f"Both runs passed offline and served; FlagOS work in Run B that Run A did not do{weak}: "
         f"{' | '.join(g.evidence)}; {compared} outputs compared within tolerance.",
-        None, "full", "PASS",
     )
 
 
-def _not_base(g: stack.Gate, base_mode: Mapping[str, Any] | None) -> Verdict:
+def _not_base(g: Gate, base_mode: Mapping[str, Any] | None) -> Verdict:
     mode = (base_mode or {}).get("mode")
     if mode == "native":
         fix = ("the FL plugin is this chip's only platform and still enabled FlagGems with USE_FLAGGEMS=0: "
@@ -118,30 +97,28 @@ def _not_base(g: stack.Gate, base_mode: Mapping[str, Any] | None) -> Verdict:
         fix = ("keep FlagOS out of Run A: exclude the plugin with -y 'run_a_env: {\"VLLM_PLUGINS\": \"\"}' "
                "(or list the plugins Run A needs; some plugin versions enable FlagGems whenever loaded and "
                "ignore USE_FLAGGEMS), or find what else enables FlagGems in Run A")
-    return Verdict(
+    return verdict(
         "RUN_A_NOT_BASE",
         f"Run A was not the base stack, so the A/B comparison is invalid: {' | '.join(g.run_a_not_base)}. "
         f"Fix: {fix}.",
-        None, "none", "FAIL",
     )
 
 
 def decide(run_a: Mapping[str, PhaseResult], run_b: Mapping[str, PhaseResult],
            skip_reason: str | None = None, comparisons: list[PhaseComparison] | None = None,
-           gate: stack.Gate | None = None, in_both: Sequence[str] = (),
+           gate: Gate | None = None, in_both: Sequence[str] = (),
            base_mode: Mapping[str, Any] | None = None) -> Verdict:
     """`gate`: stack.gate() of the two runs' activity (None: nothing recorded); `in_both`: the
     FlagOS components the probe found that Run A cannot leave out (FlagTree, a plugin that is the
     chip's platform)."""
     missing = [f"{p.run} {p.phase}" for p in (*run_a.values(), *run_b.values()) if p.status == "NOT_RUN"]
     if missing:
-        return Verdict(
+        return verdict(
             "INCOMPLETE",
             f"The verification stopped before it finished ({', '.join(missing)} not run); the "
             "report was rebuilt from what was on disk. Rerun it for a verdict.",
-            None, "none", "FAIL",
         )
-    g = gate or stack.gate(None, None)
+    g = gate or NO_GATE
     if g.run_a_not_base:
         return _not_base(g, base_mode)
     a, b = run_status(run_a), run_status(run_b)
@@ -153,40 +130,40 @@ def decide(run_a: Mapping[str, PhaseResult], run_b: Mapping[str, PhaseResult],
 
     if a == "PASS":
         if b == "SKIPPED":
-            return Verdict("RUN_B_SKIPPED", skip_reason or "Run B skipped.", None, "base", "PARTIAL")
+            return verdict("RUN_B_SKIPPED", skip_reason or "Run B skipped.")
         if b == "PASS":
             return _both_pass(comparisons, g)
-        return Verdict(
+        return verdict(
             "MULTICHIP_ERROR",
             f"Run A passed; Run B failed with the multi-chip stack ({_describe(fails_b)})"
             + (f"; diagnosed component: {comp_b}." if comp_b else "; no rule named the component."),
-            multichip(comp_b), "base", "PARTIAL", comp_b,
+            multichip(comp_b), comp_b,
         )
     if b == "SKIPPED":
-        return Verdict(
+        return verdict(
             "RUN_B_SKIPPED",
             f"Run A failed ({_describe(fails_a)}); {skip_reason or 'Run B skipped.'}",
-            multichip(comp_a), "none", "FAIL", comp_a,
+            multichip(comp_a), comp_a, run_a_failed=True,
         )
     if b == "PASS":
-        return Verdict(
+        return verdict(
             "UNEXPECTED",
             f"Run A failed without the stack ({_describe(fails_a)}) but Run B passed with it: "
             "investigate before trusting either.",
-            None, "full", "FAIL", comp_a,
+            None, comp_a,
         )
     sigs_a = {_signature(p) for p in fails_a}
     sigs_b = {_signature(p) for p in fails_b}
     if sigs_a == sigs_b:
-        return Verdict(
+        return verdict(
             "SAME_ERROR",
             f"Both runs failed the same way ({_describe(fails_a)})."
             + (f" {' and '.join(in_both)} {'is' if len(in_both) == 1 else 'are'} in both runs, so the same "
                f"error does not clear {'it' if len(in_both) == 1 else 'them'}." if in_both else ""),
-            multichip(comp_a), "none", "FAIL", comp_a,
+            multichip(comp_a), comp_a,
         )
-    return Verdict(
+    return verdict(
         "DIFFERENT_ERRORS",
         f"Run A failed ({_describe(fails_a)}); Run B failed differently ({_describe(fails_b)}).",
-        multichip(comp_b) or multichip(comp_a), "none", "FAIL", comp_b or comp_a,
+        multichip(comp_b) or multichip(comp_a), comp_b or comp_a,
     )

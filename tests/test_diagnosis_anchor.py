@@ -25,7 +25,7 @@ def test_recorded_error_is_kept_and_anchors_the_diagnosis(tmp_path: Path) -> Non
     pr = PhaseResult(run="run_b", phase="offline", status="FAIL", log=str(log), error=recorded,
                      error_type="ImportError",
                      result={"status": "FAIL", "error": recorded, "error_type": "ImportError"})
-    diagnose(pr)
+    pr = diagnose(pr)
     assert pr.error == recorded  # never overwritten
     assert pr.diagnosis["component"] == "plugin", pr.diagnosis  # not "resources" from the noise
     assert any("vllm_fl/platform.py" in e for e in pr.diagnosis["evidence"])
@@ -38,7 +38,7 @@ def test_a_wrapper_error_is_kept_and_the_root_cause_sits_beside_it(tmp_path: Pat
     wrapper = "RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {'EngineCore_DP0': 1}"
     pr = PhaseResult(run="run_b", phase="offline", status="FAIL", log=str(log), error=wrapper,
                      error_type="RuntimeError", result={"status": "FAIL", "error": wrapper})
-    diagnose(pr)
+    pr = diagnose(pr)
     assert pr.error == wrapper
     assert pr.diagnosis["component"] == "plugin"
     entry = _error_entry(pr)

@@ -100,12 +100,12 @@ def test_hang_diagnosis_on_the_host(tmp_path: Path) -> None:
     log.write_text("loading\n", encoding="utf-8")
     base = dict(argv=[], exit_code=None, timed_out=True, duration_s=40.0, log_path=log, last_line="compiling 99")
     pr = PhaseResult(run="run_b", phase="offline", log=str(log))
-    _timed_out(pr, ExecResult(**base, idle_s=0.4, ended_by="cap", ran_s=40.0), "offline_timeout", 10, 40)
+    pr = _timed_out(pr, ExecResult(**base, idle_s=0.4, ended_by="cap", ran_s=40.0), "offline_timeout", 10, 40)
     assert (pr.diagnosis["component"], pr.diagnosis["rule"]) == ("none", "TIMEOUT-CAP")
     assert "timeout_cap=40 s" in pr.error and "still making progress" in pr.error
 
     pr = PhaseResult(run="run_b", phase="offline", log=str(log))
-    _timed_out(pr, ExecResult(**base, idle_s=45.0, ended_by="timeout", ran_s=10.0), "offline_timeout", 10, 40)
+    pr = _timed_out(pr, ExecResult(**base, idle_s=45.0, ended_by="timeout", ran_s=10.0), "offline_timeout", 10, 40)
     assert (pr.diagnosis["component"], pr.diagnosis["rule"]) == ("unknown", "TIMEOUT-HANG")  # never vllm by default
     assert "hung" in pr.error
 
@@ -122,7 +122,7 @@ def test_hang_diagnosis_on_the_host(tmp_path: Path) -> None:
         '  File "/usr/lib/python3.12/site-packages/vllm/v1/worker/gpu_model_runner.py", line 2300 in _dummy_run\n',
         encoding="utf-8")
     pr = PhaseResult(run="run_b", phase="offline", log=str(log))
-    _timed_out(pr, ExecResult(**base, idle_s=45.0, ended_by="silence", ran_s=60.0, dumped=[7, 9]),
+    pr = _timed_out(pr, ExecResult(**base, idle_s=45.0, ended_by="silence", ran_s=60.0, dumped=[7, 9]),
                "offline_timeout", 10, 400)
     assert pr.diagnosis["component"] == "FlagTree", pr.diagnosis  # it waited in the Triton compiler
     assert pr.diagnosis["culprit_op"] == "mm"

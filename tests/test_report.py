@@ -8,7 +8,9 @@ import pytest
 
 from modelverify_kernel import report
 from modelverify_kernel.params import validate
-from modelverify_kernel.runs import PhaseResult
+from dataclasses import replace
+
+from modelverify_kernel.runs import PhaseResult, run_specs
 from modelverify_kernel.verdict import decide
 
 SEED_TOP = {"status", "stage", "model", "tensor_parallel_size", "run_a_without_multichip",
@@ -24,16 +26,17 @@ def _report(tmp_path, b_fails=False):
         runs[name] = {}
         for phase in ("offline", "serve"):
             p = PhaseResult(run=name, phase=phase, status="PASS", duration_s=1.0,
-                            log=str(tmp_path / "logs" / f"{name}_{phase}.log"))
-            p.result = {"timings": {"load_s": 1}, "outputs": [{"text": "</script><b>x</b>"}]}
+                            log=str(tmp_path / "logs" / f"{name}_{phase}.log"),
+                            result={"timings": {"load_s": 1}, "outputs": [{"text": "</script><b>x</b>"}]})
             if b_fails and name == "run_b" and phase == "serve":
-                p.status, p.error = "FAIL", "RuntimeError: kernel <bad>"
-                p.diagnosis = {"component": "FlagGems", "signature": "s", "layer": 5,
-                               "evidence": ["flag_gems/ops/addmm.py"], "hint": "disable addmm"}
+                p = replace(p, status="FAIL", error="RuntimeError: kernel <bad>",
+                            diagnosis={"component": "FlagGems", "signature": "s", "layer": 5,
+                                       "evidence": ["flag_gems/ops/addmm.py"], "hint": "disable addmm"})
             runs[name][phase] = p
     v = decide(runs["run_a"], runs["run_b"])
     return report.build_report(params, started_at=report.now(), target={"kind": "local"}, probe=None,
-                               model_step=None, tp=1, runs=runs, skip_reason=None, verdict=v)
+                               model_step=None, tp=1, runs=runs, specs=run_specs(params), skip_reason=None,
+                               verdict=v)
 
 
 @pytest.mark.parametrize("b_fails", [False, True])

@@ -23,7 +23,9 @@ from junitparser import Failure, JUnitXml, Skipped
 from modelverify_kernel import report
 from modelverify_kernel.errors import ParameterError
 from modelverify_kernel.params import PARAMETER_NAMES, Params, validate
-from modelverify_kernel.runs import PhaseResult
+from dataclasses import replace
+
+from modelverify_kernel.runs import PhaseResult, run_specs
 from modelverify_kernel.verdict import decide
 
 NOTEBOOK = REPO / "notebooks" / "verify.ipynb"
@@ -57,21 +59,23 @@ def failing_report(tmp_path: Path) -> dict:
             log = tmp_path / "logs" / f"{name}_{phase}.log"
             log.parent.mkdir(parents=True, exist_ok=True)
             p = PhaseResult(run=name, phase=phase, status="PASS", duration_s=20.0 + len(runs[name]),
-                            log=str(log), command=["python3", f"/tmp/x/{phase}.py", "--tp", "1"])
-            p.result = {"timings": {"import_s": 5.0, "load_s": 9.0, "generate_s": 2.0}, "outputs": []}
+                            log=str(log), command=["python3", f"/tmp/x/{phase}.py", "--tp", "1"],
+                            result={"timings": {"import_s": 5.0, "load_s": 9.0, "generate_s": 2.0}, "outputs": []})
             log.write_text("INFO ready\n" * 100)
             if name == "run_b" and phase == "serve":
                 log.write_text(FLAGGEMS_LOG)
-                p.status, p.error = "FAIL", "RuntimeError: kernel <addmm> failed \x15"
-                p.diagnosis = {"component": "FlagGems", "layer": 5, "rule": "MC-GEMS-1", "culprit_op": "addmm",
-                               "evidence": [FLAGGEMS_LOG.splitlines()[2]], "hint": "disable addmm in FlagGems",
-                               "confidence": "high", "signature": "s", "error": p.error}
+                error = "RuntimeError: kernel <addmm> failed \x15"
+                p = replace(p, status="FAIL", error=error, diagnosis={
+                    "component": "FlagGems", "layer": 5, "rule": "MC-GEMS-1", "culprit_op": "addmm",
+                    "evidence": [FLAGGEMS_LOG.splitlines()[2]], "hint": "disable addmm in FlagGems",
+                    "confidence": "high", "signature": "s", "error": error})
             runs[name][phase] = p
     v = decide(runs["run_a"], runs["run_b"])
     return report.build_report(params, started_at="2026-01-01T00:00:00+00:00",
                                target={"kind": "docker", "container_name": "8", "container_id": "abc",
                                        "image": "vllm:fl", "image_id": "sha256:1", "image_digests": ["vllm@sha256:2"]},
-                               probe=None, model_step=None, tp=1, runs=runs, skip_reason=None, verdict=v)
+                               probe=None, model_step=None, tp=1, runs=runs, specs=run_specs(params), skip_reason=None,
+                               verdict=v)
 
 
 def test_failing_report_shows_every_section(tmp_path):

@@ -9,11 +9,10 @@ from modelverify_kernel.verdict import decide, precheck_failed, run_status
 
 def run(name, offline="PASS", serve="PASS", sig=None, component=None):
     def ph(phase, status):
-        p = PhaseResult(run=name, phase=phase, status=status)
         if status == "FAIL":
-            p.error = f"RuntimeError: boom {sig}"
-            p.diagnosis = {"signature": sig, "component": component}
-        return p
+            return PhaseResult(run=name, phase=phase, status=status, error=f"RuntimeError: boom {sig}",
+                               diagnosis={"signature": sig, "component": component})
+        return PhaseResult(run=name, phase=phase, status=status)
     return {"offline": ph("offline", offline), "serve": ph("serve", serve)}
 
 
