@@ -291,12 +291,14 @@ def reproduce(report: Mapping[str, Any]) -> dict[str, Any]:
     target = report["environment"]["target"]
     phases: dict[str, str] = {}
     for key, run in SEED_RUN_KEYS.items():
-        env = report[run]["env"]
-        env_set = {**params.get("env", {}), **env["set"]}  # as runs.run_phase sets it
         for phase, p in report[run]["phases"].items():
             if len(p.get("command") or []) >= 2:
-                timeout = params.get(timeout_param(phase)) or defaults[timeout_param(phase)]
-                cap = max(params.get("timeout_cap") or defaults["timeout_cap"], timeout)
+                # the latest attempt's own flags and timeouts: a debugging re-run may have changed them
+                env = p.get("env") or report[run]["env"]
+                env_set = {**params.get("env", {}), **env["set"]}  # as runs.run_phase sets it
+                given = {**params, **(p.get("overrides") or {})}
+                timeout = given.get(PHASE_TIMEOUT_PARAM[phase]) or defaults[PHASE_TIMEOUT_PARAM[phase]]
+                cap = max(given.get("timeout_cap") or defaults["timeout_cap"], timeout)
                 phases[f"{key}_{phase}"] = _phase_reproduce(f"{key}_{phase}", p["command"],
                                                             _env_prefix(env_set, env["unset"]), target, timeout, cap)
     return {"run": shlex.join(["model-verify", "run", *options]),

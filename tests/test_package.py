@@ -112,6 +112,27 @@ def test_local_phase_reproduce_names_the_shipped_script(tmp_path):
     assert argv[6:] == ["--model", "/m", "--output", "run_a_offline.json"]
 
 
+def test_docker_phase_reproduce_follows_the_latest_attempt():
+    """A debugging re-run changed a flag and the timeout: the command reproduces that attempt."""
+    params = mv_params.validate({"model_path": "/m", "container": "c1", "docker_host": "tcp://gpu:2375",
+                                 "env": {"K": "1"}})
+    serve = {"command": ["python3", "/tmp/gone/test_serve_mode.py", "--model", "/m", "--output", "/tmp/gone/x.json"],
+             "env": {"set": {"USE_FLAGGEMS": "1", "FLAGGEMS_OPS": "-addmm"}, "unset": ["FLAGCX_PATH"]},
+             "overrides": {"serve_timeout": 900}, "attempt": 2}
+    data = {"parameters": params.to_dict(), "environment": {"target": {"kind": "docker", "container_name": "c1",
+                                                                        "docker_host": "tcp://gpu:2375"}},
+            "run_a_without_multichip": {"env": {"set": {}, "unset": []}, "phases": {}},
+            "run_b_with_multichip": {"env": {"set": {"USE_FLAGGEMS": "1"}, "unset": []}, "phases": {"serve": serve}}}
+    copy, run = report.reproduce(data)["phases"]["run_b_serve"].split(" && ")
+    assert shlex.split(copy) == ["docker", "-H", "tcp://gpu:2375", "cp", f"{resources.scripts_dir()}/.",
+                                 "c1:/tmp/model-verify-scripts"]
+    assert shlex.split(run) == [
+        "docker", "-H", "tcp://gpu:2375", "exec", "c1", "env", "-u", "FLAGCX_PATH", "K=1", "USE_FLAGGEMS=1",
+        "FLAGGEMS_OPS=-addmm", "python3", "/tmp/model-verify-scripts/run_in_session.py", "--timeout", "900",
+        "--cap", "1800", "--", "python3", "/tmp/model-verify-scripts/test_serve_mode.py", "--model", "/m",
+        "--output", "/tmp/model-verify-run_b_serve.json"]
+
+
 # --------------------------------------------------------------------------- a wheel in a fresh venv
 
 
