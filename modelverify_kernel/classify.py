@@ -9,6 +9,7 @@ Standard library only: it runs on the host and must import without vLLM.
 from __future__ import annotations
 
 import argparse
+import difflib
 import functools
 import json
 import re
@@ -156,25 +157,65 @@ def _split_cells(line: str) -> list[str]:
     return [c.strip().replace("\\|", "|") for c in _CELL_SPLIT.split(body)]
 
 
+_SEPARATOR = re.compile(r"\|?\s*:?-{3,}:?\s*(?:\|\s*:?-{3,}:?\s*)*\|?")
+
+
+_ROLE = re.compile(r"owner\(\w+\)|wrapper|benign|" + "|".join(COMPONENT_LAYER))
+
+
+def _header_like(cells: list[str]) -> bool:
+    """A table header close enough to the rule header that it was meant to be one (drifted)."""
+    names = [c.lower().strip("` *") for c in cells]
+    close = sum(1 for c in names if c and difflib.get_close_matches(c, _RULE_HEADER, n=1, cutoff=0.6))
+    return close >= 3 or (bool(names) and names[0] in ("id", "rule", "rule id"))
+
+
 def _parse_file(path: Path) -> Iterator[Rule]:
+    """Yield the rows of every rule table; anything that would make a row vanish is an error.
+
+    A rule table is found by its header. A header that drifted from the rule header (a renamed
+    or misspelt column, one column too many) would silently turn its rows into prose, so a table
+    header that resembles it is an error; so is a rule table without rows and a row that does not
+    start with '|' (it would end the table and drop the rows after it).
+    """
+    lines = path.read_text(encoding="utf-8").splitlines()
     in_table = False
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    rows = 0
+    header_at = 0
+    for lineno, line in enumerate(lines, 1):
         stripped = line.strip()
+        where = f"{path.name}:{lineno}"
         if not stripped.startswith("|"):
+            if in_table and "|" in stripped:
+                raise RuleError(f"{where}: a rule table row must start with '|'; as written it ends "
+                                f"the table and the rows after it would be ignored")
+            if in_table and rows == 0:
+                raise RuleError(f"{path.name}:{header_at}: rule table without rows")
             in_table = False
             continue
         cells = _split_cells(stripped)
+        nxt = lines[lineno].strip() if lineno < len(lines) else ""
         if [c.lower() for c in cells] == _RULE_HEADER:
-            in_table = True
+            if not _SEPARATOR.fullmatch(nxt):
+                raise RuleError(f"{where}: a rule table header must be followed by a |---| separator line")
+            in_table, rows, header_at = True, 0, lineno
             continue
-        if not in_table and cells and cells[0].lower() == "id" and \
-                len(set(c.lower() for c in cells) & set(_RULE_HEADER)) >= 3:
-            # a rule table whose header is misspelt would silently lose all its rules
-            raise RuleError(f"{path.name}:{lineno}: this looks like a rule table header but is not "
-                            f"exactly | {' | '.join(_RULE_HEADER)} |; its rows would be ignored")
-        if not in_table or re.fullmatch(r"[\s|:-]*", stripped):
+        if not in_table and _SEPARATOR.fullmatch(nxt) and _header_like(cells):
+            raise RuleError(f"{where}: this looks like a rule table header but is not exactly "
+                            f"| {' | '.join(_RULE_HEADER)} |; its rows would be ignored")
+        if not in_table and _SEPARATOR.fullmatch(stripped) and \
+                (lineno == 1 or not lines[lineno - 2].strip().startswith("|")):
+            raise RuleError(f"{where}: a table without a header line; a rule table needs "
+                            f"| {' | '.join(_RULE_HEADER)} | above its separator")
+        if not in_table and len(cells) == len(_RULE_HEADER) and _ROLE.fullmatch(cells[1]):
+            raise RuleError(f"{where}: this looks like a rule row outside a rule table (no "
+                            f"| {' | '.join(_RULE_HEADER)} | header above it); it would be ignored")
+        if not in_table or _SEPARATOR.fullmatch(stripped):
             continue
-        yield _parse_row(cells, f"{path.name}:{lineno}")
+        rows += 1
+        yield _parse_row(cells, where)
+    if in_table and rows == 0:
+        raise RuleError(f"{path.name}:{header_at}: rule table without rows")
 
 
 def _parse_row(cells: list[str], where: str) -> Rule:

@@ -8,6 +8,7 @@ no FlagOS stack); they follow vLLM's real line format and multi-process interlea
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -671,6 +672,39 @@ def test_misspelt_rule_table_header_is_an_error_naming_file_and_line(tmp_path: P
     doc.write_text("\n".join(lines) + "\n", encoding="utf-8")
     with pytest.raises(RuleError, match=rf"multichip-errors\.md:{n + 1}: this looks like a rule table header"):
         load_rules(refs)
+
+
+_HEADER = "| id | component | layer | confidence | match | hint |"
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (lambda h, sep, row: ["| rule | component | layer | confidence | match | hint |", sep, row],
+     "looks like a rule table header"),  # a renamed column
+    (lambda h, sep, row: [h[:-1] + " notes |", sep + "---|", row], "looks like a rule table header"),
+    (lambda h, sep, row: ["| ID | Component | Layer | Confidence | Regex | Hint |", sep, row],
+     "looks like a rule table header"),
+    (lambda h, sep, row: [sep, row], "table without a header"),  # header line deleted
+    (lambda h, sep, row: [row], "rule row outside a rule table"),  # header and separator deleted
+    (lambda h, sep, row: [h, sep, row.lstrip("|").lstrip()], r"must start with '\|'"),
+    (lambda h, sep, row: [h, sep], "rule table without rows"),
+    (lambda h, sep, row: [h, row], r"followed by a \|---\| separator"),
+])
+def test_a_drifted_rule_table_is_an_error_naming_file_and_line(tmp_path: Path, edit, needle: str) -> None:
+    """Issue 12: nothing in a rule document may make rows vanish silently (57 -> 51 rules)."""
+    refs = tmp_path / "references"
+    shutil.copytree(REPO / "references", refs)
+    doc = refs / "multichip-errors.md"
+    lines = doc.read_text(encoding="utf-8").splitlines()
+    at = next(i for i, ln in enumerate(lines) if ln.startswith("| G-import |"))
+    assert lines[at - 2] == _HEADER
+    block = edit(lines[at - 2], lines[at - 1], lines[at])
+    lines[at - 2:at + 1] = block
+    doc.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(RuleError, match=needle) as info:
+        load_rules(refs)
+    assert re.search(r"multichip-errors\.md:\d+: ", str(info.value)), info.value
+    line_no = int(re.search(r"\.md:(\d+)", str(info.value)).group(1))
+    assert at - 2 < line_no <= at - 2 + len(block)  # the line named is one of the edited ones
 
 
 def test_dynamo_user_code_frames_decide_the_owner() -> None:
