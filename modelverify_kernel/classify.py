@@ -81,7 +81,8 @@ class Rule:
     atoms: tuple[Atom, ...]
     hint: str
     source: str  # "file.md:line"
-    fallback: str | None = None  # for owner(...) rows
+    fallback: str | None = None  # for owner(...) / caller(...) rows
+    caller: bool = False  # caller(...): Triton's own frames are skipped (the kernel's owner is blamed)
 
     @property
     def line_capable(self) -> bool:
@@ -160,7 +161,7 @@ def _split_cells(line: str) -> list[str]:
 _SEPARATOR = re.compile(r"\|?\s*:?-{3,}:?\s*(?:\|\s*:?-{3,}:?\s*)*\|?")
 
 
-_ROLE = re.compile(r"owner\(\w+\)|wrapper|benign|" + "|".join(COMPONENT_LAYER))
+_ROLE = re.compile(r"(?:owner|caller)\(\w+\)|wrapper|benign|" + "|".join(COMPONENT_LAYER))
 
 
 def _header_like(cells: list[str]) -> bool:
@@ -226,15 +227,16 @@ def _parse_row(cells: list[str], where: str) -> Rule:
     if not re.fullmatch(r"[A-Za-z][\w.-]*", rid):
         raise RuleError(f"{where}: bad rule id {rid!r}")
     fallback = None
-    m = re.fullmatch(r"owner\((\w+)\)", comp)
+    m = re.fullmatch(r"(owner|caller)\((\w+)\)", comp)
+    caller = bool(m) and m.group(1) == "caller"
     if m:
-        fallback = m.group(1)
+        fallback = m.group(2)
         if fallback != "unknown" and fallback not in COMPONENT_LAYER:
             raise RuleError(f"{where}: owner fallback {fallback!r} is not a component")
         comp = "owner"
     elif comp not in COMPONENT_LAYER and comp not in ("wrapper", "benign"):
         raise RuleError(f"{where}: unknown component {comp!r}; use one of "
-                        f"{', '.join(COMPONENT_LAYER)}, owner(X), wrapper, benign")
+                        f"{', '.join(COMPONENT_LAYER)}, owner(X), caller(X), wrapper, benign")
     layer: int | None
     if comp in COMPONENT_LAYER:
         if layer_s != str(COMPONENT_LAYER[comp]):
@@ -249,7 +251,7 @@ def _parse_row(cells: list[str], where: str) -> Rule:
     if not hint:
         raise RuleError(f"{where}: empty hint")
     atoms = _parse_match(match.strip().strip("`").strip(), where)
-    rule = Rule(rid, comp, layer, conf, atoms, hint, where, fallback)
+    rule = Rule(rid, comp, layer, conf, atoms, hint, where, fallback, caller)
     if any(a.kind == "line" for a in atoms) and not rule.line_capable:
         raise RuleError(f"{where}: line: atoms cannot be combined with exception atoms")
     if comp == "benign" and not rule.line_capable:
@@ -444,6 +446,12 @@ _QUIET_FAST = re.compile(
 _QUIET = frozenset({"INFO", "DEBUG", "I"})
 _WARN = frozenset({"WARNING", "WARN", "W"})
 _FRAME = re.compile(r'\s*File "(?P<path>[^"]+)"(?:, line (?P<ln>\d+))?(?:,? in (?P<fn>\S.*))?\s*$')
+# A source location on a line of its own ("src/flag_gems/fused/x.py:308:56:", Dynamo's
+# "vllm_fl/dispatch/policy.py:") is a frame: compiler diagnostics and pasted stacks print them.
+_LOCATION = re.compile(r"\s*(?P<path>[^\s:\"'`]*/[^\s:\"'`]+\.py)(?:(?::\d+){1,2}:?|:)\s*$")
+# A line that is an error report of its own: a compiler diagnostic ("file:3:7: error: …", MLIR's
+# "error: failed to legalize …") or a tool's "error: …" line.
+_DIAG = re.compile(r"(?:(?P<loc>[^\s:\"'`]+:\d+:\d+):\s*)?error: (?P<msg>\S.*)")
 _BLOCK_EXC = re.compile(r"(?P<type>[A-Za-z_][\w.]*)(?::(?:\s(?P<msg>.*))?)?$")
 _BARE_EXC = re.compile(r"(?<![\w.])(?P<type>(?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception|Fault))(?::\s+(?P<msg>\S.*)|$)")
 _CONNECTOR = re.compile(r"(?:The above exception was the direct cause of the following exception"
@@ -724,9 +732,14 @@ class _Scanner:
         phase = st.phase
         if phase == "frames":
             blk = st.block
-            fm = _FRAME.match(msg)
+            fm = _FRAME.match(msg) or _LOCATION.match(msg)
             if fm:
                 blk.frames.append(_Frame(fm.group("path"), s))
+                return True
+            dg = _DIAG.match(s)
+            if dg:
+                self._diagnostic(blk, dg, s, src)
+                st.phase = "exc"
                 return True
             if not s or msg[0] in " \t" or s == "..." or s[0] in "^~":
                 return True
@@ -762,7 +775,7 @@ class _Scanner:
             return False
         if phase == "after":
             self._finish_chain(st, stream)
-        fm = _FRAME.match(msg)
+        fm = _FRAME.match(msg) or _LOCATION.match(msg)
         if fm:  # a traceback without its header (cut log)
             st.block = _Block(self.index, src)
             st.block.frames.append(_Frame(fm.group("path"), s))
@@ -786,6 +799,12 @@ class _Scanner:
                 self._set_exc(blk, etype, text, s, src)
                 st.block, st.phase = blk, "exc"
                 return True
+        dg = _DIAG.match(s) if "error: " in s else None
+        if dg:
+            blk = _Block(self.index, src)
+            self._diagnostic(blk, dg, s, src)
+            st.block, st.phase = blk, "exc"
+            return True
         dm = _DOTTED_EXC.match(s) if not self.warning_line else None
         if dm:
             blk = _Block(self.index, src)
@@ -804,6 +823,11 @@ class _Scanner:
             st.block, st.phase = blk, "exc"
             return True
         return False
+
+    def _diagnostic(self, blk: _Block, dg: re.Match[str], line: str, src: str | None) -> None:
+        if dg.group("loc"):
+            blk.frames.append(_Frame(dg.group("loc").split(":", 1)[0], line))
+        self._set_exc(blk, "DiagnosticError", dg.group("msg"), line, src)
 
     @staticmethod
     def _set_exc(blk: _Block, etype: str, message: str, line: str, src: str | None) -> None:
@@ -884,10 +908,24 @@ def _pkg_owner(pkg: str | None) -> str | None:
     return comp
 
 
-def _owner(frames: list[_Frame], text: str, line: str) -> tuple[str | None, str, _Frame | None]:
-    """Who owns the code the failure came through: (component, how, frame)."""
+# Triton's compiler, backends, native core and driver discovery are FlagTree's code (it replaces
+# the `triton` package); triton.language and the launch path (jit, autotuner) run the kernel's
+# owner's code and are skipped like torch.
+_TRITON_OWNED = re.compile(r"(?:^|/)triton/(?:compiler|backends|_C|spec|runtime/(?:driver|build|cache))(?:/|\.py|$)")
+
+
+def _owner(frames: list[_Frame], text: str, line: str,
+           caller: bool = False) -> tuple[str | None, str, _Frame | None]:
+    """Who owns the code the failure came through: (component, how, frame).
+
+    ``caller``: the failure is the kernel's (its source, its launch, its fault on the device):
+    Triton's own frames are skipped so the code that called the kernel is blamed.
+    """
     for fr in reversed(frames):
-        comp = _pkg_owner(_frame_pkg(fr.path))
+        pkg = _frame_pkg(fr.path)
+        comp = _pkg_owner(pkg)
+        if pkg == "triton" and not caller and _TRITON_OWNED.search(fr.path.replace("\\", "/")):
+            comp = "FlagTree"
         if comp:
             return comp, "frame", fr
     for pat, comp in _OWNER_PATHS:
@@ -949,7 +987,7 @@ def _lower(conf: str, cap: str) -> str:
 def _apply(rule: Rule, frames: list[_Frame], text: str, line: str) -> tuple[str, str, _Frame | None]:
     if rule.component != "owner":
         return rule.component, rule.confidence, None
-    comp, how, fr = _owner(frames, text, line)
+    comp, how, fr = _owner(frames, text, line, rule.caller)
     if comp is None:
         return rule.fallback or "unknown", "low", None
     conf = {"frame": rule.confidence, "path": _lower(rule.confidence, "medium")}.get(how, "low")
