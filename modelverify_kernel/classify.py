@@ -453,7 +453,9 @@ _LOCATION = re.compile(r"\s*(?P<path>[^\s:\"'`]*/[^\s:\"'`]+\.py)(?:(?::\d+){1,2
 # "error: failed to legalize …") or a tool's "error: …" line.
 _DIAG = re.compile(r"(?:(?P<loc>[^\s:\"'`]+:\d+:\d+):\s*)?error: (?P<msg>\S.*)")
 _BLOCK_EXC = re.compile(r"(?P<type>[A-Za-z_][\w.]*)(?::(?:\s(?P<msg>.*))?)?$")
-_BARE_EXC = re.compile(r"(?<![\w.])(?P<type>(?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception|Fault))(?::\s+(?P<msg>\S.*)|$)")
+_BARE_EXC = re.compile(r"(?<![\w.])(?P<type>(?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception|Fault))(?::\s+(?P<msg>\S.*)|$)"
+                       # a module-qualified exception named inside a sentence ("… raises torch.AcceleratorError，…")
+                       r"|(?<![\w.])(?P<qtype>(?:[a-z_]\w*\.)+[A-Z]\w*(?:Error|Exception))(?![\w.:(])")
 _CONNECTOR = re.compile(r"(?:The above exception was the direct cause of the following exception"
                         r"|During handling of the above exception, another exception occurred):")
 _TB_START = re.compile(r"Traceback \(most recent call last\):|(?:Current thread|Thread) 0x[0-9a-f]+ .*\(most recent call first\):")
@@ -469,12 +471,15 @@ _NATIVE = re.compile(
     r"|(?:.*\s)?(?P<sig2>Segmentation fault|Bus error|Illegal instruction|Aborted|Floating point exception)"
     r"(?: \(core dumped\))?"
     r"|terminate called after throwing an instance of '(?P<cpp>[^']+)'.*"
-    r"|!+ (?P<segv>Segfault) encountered !+")
+    r"|!+ (?P<segv>Segfault) encountered !+"
+    # a device runtime's error code (CUDA, HIP, MetaX MACA, Moore Threads MUSA, Cambricon CNRT)
+    r"|.*?(?<![A-Za-z])(?P<dev>(?:cuda|hip|mc|musa|cnrt)Error[A-Z]\w*).*")
 _NATIVE_LITERALS = ("fatal python error", "assertion", "unreachable executed", "received by pid",
                      "segmentation fault", "segfault", "bus error", "illegal instruction", "aborted",
-                     "floating point exception", "terminate called")  # lower case, one occurs in each
+                     "floating point exception", "terminate called",
+                     "cudaerror", "hiperror", "mcerror", "musaerror", "cnrterror")  # lower case, one occurs in each
 _NATIVE_GATE = re.compile(r"Fatal Python|ssertion|UNREACHABLE|SIG[A-Z]|Segmentation|Segfault|Bus error"
-                          r"|Illegal instr|Aborted|Floating point exc|terminate called")
+                          r"|Illegal instr|Aborted|Floating point exc|terminate called|[a-z]Error[A-Z]")
 _DOTTED_EXC = re.compile(r"(?P<type>(?:[a-z_]\w*\.)+[A-Z]\w*): (?P<msg>\S.*)")
 _STDLIB = re.compile(r"^<|/lib/python3\.\d+/(?!site-packages|dist-packages)")
 _MAX_LINE = 4000
@@ -793,6 +798,8 @@ class _Scanner:
                     etype, text = "NativeAssertionError", s
                 elif g["cpp"]:
                     etype, text = "CppException", g["cpp"]
+                elif g["dev"]:
+                    etype, text = "DeviceError", s
                 else:
                     etype, text = "FatalSignal", g["sig"] or g["sig2"] or "SIGSEGV"
                 blk = _Block(self.index, src)
@@ -816,10 +823,13 @@ class _Scanner:
             em = None
         if em:
             text = em.group("msg") or ""
-            if em.start() > 0 and s[em.start() - 1] in "`'\"":
+            etype = em.group("type") or em.group("qtype")
+            if em.group("qtype"):  # named inside a sentence: the sentence is its message
+                text = s
+            elif em.start() > 0 and s[em.start() - 1] in "`'\"":
                 text = text.split(s[em.start() - 1], 1)[0]
             blk = _Block(self.index, src)
-            self._set_exc(blk, em.group("type"), text, s, src)
+            self._set_exc(blk, etype, text, s, src)
             st.block, st.phase = blk, "exc"
             return True
         return False

@@ -737,5 +737,5 @@ def test_flagcx_own_log_line_reporting_a_failure_is_flagcx() -> None:
     """FlagCX logs like NCCL ("host:pid:tid [rank] FLAGCX WARN …"); a WARN that reports a failure counts."""
     line = "gpu-node-3:2817:2901 [1] FLAGCX WARN Call to flagcxHeteroSend failed: internal error - please report this issue"
     diag = classify_text(line)
-    assert (diag.component, diag.rule) == ("FlagCX", "X-error"), diag
+    assert (diag.component, diag.rule) == ("FlagCX", "O-own-log"), diag
     assert classify_text("gpu-node-3:2817:2901 [1] FLAGCX INFO Using network IB").component == "none"
