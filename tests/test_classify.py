@@ -739,3 +739,81 @@ def test_flagcx_own_log_line_reporting_a_failure_is_flagcx() -> None:
     diag = classify_text(line)
     assert (diag.component, diag.rule) == ("FlagCX", "O-own-log"), diag
     assert classify_text("gpu-node-3:2817:2901 [1] FLAGCX INFO Using network IB").component == "none"
+
+
+# --------------------------------------------------------------------------- mechanisms (round 3)
+
+
+def test_exception_raised_in_triton_compiler_is_flagtree_but_a_kernel_failure_is_its_caller() -> None:
+    """Triton's compiler/backends are FlagTree's code; a kernel's own failure is its caller's."""
+    frames = """\
+Traceback (most recent call last):
+  File "/usr/lib/python3.12/site-packages/vllm/model_executor/layers/sampler.py", line 40, in forward
+    _sample_kernel[grid](x)
+  File "/usr/lib/python3.12/site-packages/triton/runtime/jit.py", line 700, in run
+    kernel = self.compile(src, target=target)
+  File "/usr/lib/python3.12/site-packages/triton/compiler/compiler.py", line 300, in compile
+    next_module = compile_ir(module, metadata)
+  File "/usr/lib/python3.12/site-packages/triton/backends/acme/compiler.py", line 88, in make_llir
+"""
+    cut = classify_text(frames)  # cut before the exception line
+    assert (cut.component, cut.rule) == ("FlagTree", "O-cut"), cut
+    generic = classify_text(frames + "    raise ValueError('unsupported layout')\nValueError: unsupported layout\n")
+    assert generic.component == "FlagTree", generic
+    kernel = frames.replace("vllm/model_executor/layers/sampler.py", "flag_gems/ops/softmax.py")
+    oor = classify_text(kernel + "triton.runtime.errors.OutOfResources: out of resource: shared memory\n")
+    assert (oor.component, oor.rule, oor.culprit_op) == ("FlagGems", "O-triton-kernel", "softmax"), oor
+
+
+def test_source_location_lines_are_frames() -> None:
+    """A location printed on its own line ("pkg/file.py:12:") says whose code it was."""
+    log = """\
+torch._dynamo.exc.Unsupported: Unsupported context manager
+
+Explanation: Dynamo does not know how to trace this context manager.
+
+vllm_fl/ops/registry.py:41:
+    with self._lock:
+"""
+    diag = classify_text(log)
+    assert diag.component == "plugin", diag
+    assert diag.error.startswith("torch._dynamo.exc.Unsupported")
+
+
+def test_compiler_diagnostic_and_error_lines_are_failures() -> None:
+    diag = classify_text("src/vllm_fl/ops/rope.py:12:9: error: operand type mismatch in tt.dot\n")
+    assert (diag.component, diag.error) == ("plugin", "DiagnosticError: operand type mismatch in tt.dot"), diag
+    split = classify_text("/x/site-packages/flag_gems/fused/topk.py:80:17:\n"
+                          "  error: 'tt.reduce' op unsupported reduction kind\n")
+    assert split.component == "FlagGems", split
+    bare = classify_text("error: the backend rejected the configuration\n")
+    assert bare.component == "unknown" and bare.error, bare  # a failure, never none
+    # a tool's usage error names its program first: still vLLM's argument error, not a diagnostic
+    assert classify_text("vllm serve: error: unrecognized arguments: --foo\n").rule == "V-argparse"
+
+
+def test_device_error_codes_and_qualified_exceptions_in_a_sentence_are_failures() -> None:
+    code = classify_text("[rank1] kernel launch returned musaErrorLaunchFailure in flag_gems/ops/mm.py\n")
+    assert (code.component, code.rule, code.culprit_op) == ("FlagGems", "O-device-error", "mm"), code
+    assert classify_text("launch returned hipErrorIllegalAddress\n").component == "unknown"
+    prose = classify_text("the op (flag_gems/ops/index_put.py:91) raised torch.AcceleratorError, and the worker died\n")
+    assert (prose.component, prose.rule) == ("FlagGems", "O-device-error"), prose
+    # an exception that is only named as a type, with a dot path but no sentence end, stays a failure type;
+    # a benign sentence without one does not
+    assert classify_text("the worker retried the request and succeeded\n").component == "none"
+
+
+@pytest.mark.parametrize("line, component", [
+    ("[WARNING] [vllm_fl.dispatch] Failed to register vendor operators: backend not supported", "plugin"),
+    ("WARNING 11-30 10:00:02 [registry.py:40] [flag_gems.runtime] failed to load the tuned configs for this vendor", "FlagGems"),
+    ("node1:77:90 [0] FLAGCX WARN Net : connect to 10.0.0.2 timed out", "FlagCX"),
+])
+def test_a_components_own_log_line_reporting_a_failure_names_it(line: str, component: str) -> None:
+    diag = classify_text(line + "\n")
+    assert (diag.component, diag.rule) == (component, "O-own-log"), diag
+
+
+def test_a_components_own_log_line_without_a_failure_is_not_one() -> None:
+    log = ("[INFO] [vllm_fl.dispatch] Registering vendor backends for current platform: acme\n"
+           "node1:77:90 [0] FLAGCX INFO Using network Socket\n")
+    assert classify_text(log).component == "none"
