@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import enum
 import functools
 import json
 import re
@@ -530,10 +531,20 @@ class _Failure:
     user_frames: list[_Frame] = field(default_factory=list)  # Dynamo's "from user code:" frames
 
 
+class _Phase(enum.Enum):
+    """Where a process's output is in a traceback."""
+
+    IDLE = "idle"  # nothing open
+    FRAMES = "frames"  # in a traceback or stack dump, reading frames
+    EXC = "exc"  # after an exception line, reading its continuation lines
+    AFTER = "after"  # an exception ended; a chain connector may follow
+    CONNECTOR = "connector"  # after "The above exception was the direct cause…"
+
+
 @dataclass
 class _Stream:
     key: str
-    phase: str = "idle"  # idle | frames | exc | after | connector
+    phase: _Phase = _Phase.IDLE
     block: _Block | None = None
     chain: list[_Block] = field(default_factory=list)
     last_failure: _Failure | None = None
@@ -556,6 +567,8 @@ class _Scanner:
         self.gated = True  # the current line holds a literal some line/benign/native rule needs
         self.active: set[str] = set()  # streams inside a traceback
         self.boring: dict[str, None] = {}
+        self._handlers = {_Phase.IDLE: self._in_idle, _Phase.FRAMES: self._in_frames, _Phase.EXC: self._in_exc,
+                          _Phase.AFTER: self._in_after, _Phase.CONNECTOR: self._in_connector}
 
     # -- input
     def feed(self, raw: str, stream: str | None = None) -> None:
@@ -576,7 +589,7 @@ class _Scanner:
                     proc, pid = m.group("proc", "pid")
                     stream = f"{proc} {pid or ''}" if proc else ""
                 st = self.streams.get(stream)
-                if st is not None and st.phase != "idle":
+                if st is not None and st.phase is not _Phase.IDLE:
                     self._flush(st)
             return
         msg = raw[m.end():]
@@ -596,7 +609,7 @@ class _Scanner:
         st = self.streams.get(stream)
         if st is None:
             st = self._new_stream(stream)
-        idle = st.phase == "idle"
+        idle = st.phase is _Phase.IDLE
         if idle and msg in self.boring:
             st.prev = msg
             return
@@ -605,7 +618,7 @@ class _Scanner:
         if not self._step(st, msg, m.group("src") or m.group("gsrc"), stream):
             if gated:
                 self._line_rules(st, msg.strip(), stream, low.strip())
-            if idle and st.phase == "idle" and events == self.emitted:
+            if idle and st.phase is _Phase.IDLE and events == self.emitted:
                 self._remember(msg)
         st.prev = msg
         self._track(st)
@@ -617,7 +630,7 @@ class _Scanner:
         self.boring[msg] = None
 
     def _track(self, st: _Stream) -> None:
-        if st.phase == "idle":
+        if st.phase is _Phase.IDLE:
             self.active.discard(st.key)
         else:
             self.active.add(st.key)
@@ -668,7 +681,7 @@ class _Scanner:
             self._emit(st, _Failure(st.chain[0].start, stream, blocks=st.chain))
         st.chain = []
         st.block = None
-        st.phase = "idle"
+        st.phase = _Phase.IDLE
 
     def _close_block(self, st: _Stream) -> None:
         blk = st.block
@@ -713,126 +726,136 @@ class _Scanner:
         self._finish_chain(st, st.key)
         self._track(st)
 
+    # -- the per-process traceback state machine: one method per phase, each returns True when
+    # it consumed the line (False: the line is left to the line rules)
     def _step(self, st: _Stream, msg: str, src: str | None, stream: str) -> bool:
-        """Advance the per-process traceback state; True when the line was consumed."""
         s = msg.strip()
+        if self._boundary(st, s, src, stream):
+            return True
+        return self._handlers[st.phase](st, msg, s, src, stream)
+
+    def _boundary(self, st: _Stream, s: str, src: str | None, stream: str) -> bool:
+        """Lines that start a block in any phase: a traceback or dump header, Dynamo's
+        "from user code:", a chain connector."""
         if _TB_START.match(s):
-            if st.phase != "connector":
+            if st.phase is not _Phase.CONNECTOR:
                 self._close_block(st)
                 self._finish_chain(st, stream)
             st.block = _Block(self.index, src, header=True, reverse="first" in s,
                               current=s.startswith("Current thread"))
-            st.phase = "frames"
+            st.phase = _Phase.FRAMES
             return True
-        if s == "from user code:" and st.phase != "frames":
+        if s == "from user code:" and st.phase is not _Phase.FRAMES:
             self._close_block(st)
             self._finish_chain(st, stream)
-            st.user_code = st.last_failure if st.last_failure and self.index - st.last_failure.index < 200 else None
+            lf = st.last_failure
+            st.user_code = lf if lf and self.index - lf.index < 200 else None
             return True
         if _CONNECTOR.match(s):
             self._close_block(st)
             st.handled = s.startswith("During handling")
-            st.phase = "connector"
+            st.phase = _Phase.CONNECTOR
             return True
-        phase = st.phase
-        if phase == "frames":
-            blk = st.block
-            fm = _FRAME.match(msg) or _LOCATION.match(msg)
-            if fm:
-                blk.frames.append(_Frame(fm.group("path"), s))
-                return True
-            dg = _DIAG.match(s)
-            if dg:
-                self._diagnostic(blk, dg, s, src)
-                st.phase = "exc"
-                return True
-            if not s or msg[0] in " \t" or s == "..." or s[0] in "^~":
-                return True
-            em = _BLOCK_EXC.match(msg)
-            if em and _looks_like_type(em.group("type")):
-                self._set_exc(blk, em.group("type"), em.group("msg") or "", s, src)
-                st.phase = "exc"
-                return True
-            blk.junk += 1
-            if blk.header and blk.frames and blk.junk <= 30:
-                return False  # interleaved output inside a real traceback
-            self._close_block(st)
-            self._finish_chain(st, stream)
-            phase = "idle"
-        if phase == "exc":
-            blk = st.block
-            if s and s != "..." and src == blk.src and len(blk.detail) < _MAX_DETAIL \
-                    and not _FRAME.match(msg) and not msg.startswith("--"):
-                blk.detail.append(s[:1000])
-                return True
-            self._close_block(st)
-            st.phase = phase = "after"
-        if phase == "connector":
-            if not s:
-                return True
-            if _FRAME.match(msg) or msg[:1] in (" ", "\t"):
-                st.block = _Block(self.index, src)
-                st.phase = "frames"
-                return self._step(st, msg, src, stream)
-            self._finish_chain(st, stream)
-            phase = "idle"
+        return False
+
+    def _in_frames(self, st: _Stream, msg: str, s: str, src: str | None, stream: str) -> bool:
+        """Inside a traceback: frames, their code lines, then the exception line."""
+        blk = st.block
+        fm = _FRAME.match(msg) or _LOCATION.match(msg)
+        if fm:
+            blk.frames.append(_Frame(fm.group("path"), s))
+            return True
+        dg = _DIAG.match(s)
+        if dg:
+            self._diagnostic(blk, dg, s, src)
+            st.phase = _Phase.EXC
+            return True
+        if not s or msg[0] in " \t" or s == "..." or s[0] in "^~":
+            return True  # code lines, position markers, elisions
+        em = _BLOCK_EXC.match(msg)
+        if em and _looks_like_type(em.group("type")):
+            self._set_exc(blk, em.group("type"), em.group("msg") or "", s, src)
+            st.phase = _Phase.EXC
+            return True
+        blk.junk += 1
+        if blk.header and blk.frames and blk.junk <= 30:
+            return False  # interleaved output inside a real traceback
+        self._close_block(st)
+        self._finish_chain(st, stream)
+        return self._in_idle(st, msg, s, src, stream)
+
+    def _in_exc(self, st: _Stream, msg: str, s: str, src: str | None, stream: str) -> bool:
+        """After an exception line: its continuation lines (same source), up to a few."""
+        blk = st.block
+        if s and s != "..." and src == blk.src and len(blk.detail) < _MAX_DETAIL \
+                and not _FRAME.match(msg) and not msg.startswith("--"):
+            blk.detail.append(s[:1000])
+            return True
+        self._close_block(st)
+        st.phase = _Phase.AFTER
+        return self._in_after(st, msg, s, src, stream)
+
+    def _in_after(self, st: _Stream, msg: str, s: str, src: str | None, stream: str) -> bool:
+        """A chain whose last exception ended: a connector may still follow; anything else ends it."""
         if not s:
             return False
-        if phase == "after":
-            self._finish_chain(st, stream)
+        self._finish_chain(st, stream)
+        return self._in_idle(st, msg, s, src, stream)
+
+    def _in_connector(self, st: _Stream, msg: str, s: str, src: str | None, stream: str) -> bool:
+        """After "The above exception was the direct cause…": the next block's frames."""
+        if not s:
+            return True
+        if _FRAME.match(msg) or msg[:1] in (" ", "\t"):
+            st.block = _Block(self.index, src)
+            st.phase = _Phase.FRAMES
+            return self._in_frames(st, msg, s, src, stream)
+        self._finish_chain(st, stream)
+        return self._in_idle(st, msg, s, src, stream)
+
+    def _in_idle(self, st: _Stream, msg: str, s: str, src: str | None, stream: str) -> bool:
+        """Nothing open: does this line start a failure (a headerless traceback, a native
+        failure, a diagnostic, an exception line)?"""
+        if not s:
+            return False
         fm = _FRAME.match(msg) or _LOCATION.match(msg)
         if fm:  # a traceback without its header (cut log)
             st.block = _Block(self.index, src)
             st.block.frames.append(_Frame(fm.group("path"), s))
-            st.phase = "frames"
+            st.phase = _Phase.FRAMES
             return True
         if msg[0] in " \t" and (s[0] in "^~" or s == "..."):
             return True  # code-position markers of a cut traceback
         if self.gated and _NATIVE_GATE.search(s):
             nm = _NATIVE.fullmatch(s)
             if nm:
-                g = nm.groupdict()
-                if g["fatal"]:
-                    etype, text = "FatalPythonError", g["fatal"]
-                elif g["assert"] or g["unreach"]:
-                    etype, text = "NativeAssertionError", s
-                elif g["cpp"]:
-                    etype, text = "CppException", g["cpp"]
-                elif g["dev"]:
-                    etype, text = "DeviceError", s
-                else:
-                    etype, text = "FatalSignal", g["sig"] or g["sig2"] or "SIGSEGV"
-                blk = _Block(self.index, src)
-                self._set_exc(blk, etype, text, s, src)
-                st.block, st.phase = blk, "exc"
-                return True
+                return self._open(st, *_native_exc(nm, s), s, src)
         dg = _DIAG.match(s) if "error: " in s else None
         if dg:
-            blk = _Block(self.index, src)
-            self._diagnostic(blk, dg, s, src)
-            st.block, st.phase = blk, "exc"
+            st.block, st.phase = _Block(self.index, src), _Phase.EXC
+            self._diagnostic(st.block, dg, s, src)
             return True
         dm = _DOTTED_EXC.match(s) if not self.warning_line else None
         if dm:
-            blk = _Block(self.index, src)
-            self._set_exc(blk, dm.group("type"), dm.group("msg"), s, src)
-            st.block, st.phase = blk, "exc"
-            return True
+            return self._open(st, dm.group("type"), dm.group("msg"), s, src)
         em = _BARE_EXC.search(s) if ("Error" in s or "Exception" in s or "Fault" in s) else None
         if em and em.start() > 0 and self.warning_line:
             em = None
         if em:
             text = em.group("msg") or ""
-            etype = em.group("type") or em.group("qtype")
             if em.group("qtype"):  # named inside a sentence: the sentence is its message
                 text = s
             elif em.start() > 0 and s[em.start() - 1] in "`'\"":
                 text = text.split(s[em.start() - 1], 1)[0]
-            blk = _Block(self.index, src)
-            self._set_exc(blk, etype, text, s, src)
-            st.block, st.phase = blk, "exc"
-            return True
+            return self._open(st, em.group("type") or em.group("qtype"), text, s, src)
         return False
+
+    def _open(self, st: _Stream, etype: str, message: str, line: str, src: str | None) -> bool:
+        """Start a frameless failure block at this line (its continuation lines may follow)."""
+        blk = _Block(self.index, src)
+        self._set_exc(blk, etype, message, line, src)
+        st.block, st.phase = blk, _Phase.EXC
+        return True
 
     def _diagnostic(self, blk: _Block, dg: re.Match[str], line: str, src: str | None) -> None:
         if dg.group("loc"):
@@ -842,6 +865,20 @@ class _Scanner:
     @staticmethod
     def _set_exc(blk: _Block, etype: str, message: str, line: str, src: str | None) -> None:
         blk.exc_type, blk.message, blk.line, blk.src = etype, message.strip(), line[:1000], src
+
+
+def _native_exc(nm: re.Match[str], line: str) -> tuple[str, str]:
+    """The type and message a native failure line gets (see _NATIVE)."""
+    g = nm.groupdict()
+    if g["fatal"]:
+        return "FatalPythonError", g["fatal"]
+    if g["assert"] or g["unreach"]:
+        return "NativeAssertionError", line
+    if g["cpp"]:
+        return "CppException", g["cpp"]
+    if g["dev"]:
+        return "DeviceError", line
+    return "FatalSignal", g["sig"] or g["sig2"] or "SIGSEGV"
 
 
 def _looks_like_type(name: str) -> bool:
