@@ -288,7 +288,8 @@ def _parse_match(text: str, where: str) -> tuple[Atom, ...]:
 class _RuleSet:
     """Rules split by role, with the line-rule prefilter precompiled."""
 
-    benign: re.Pattern[str] | None
+    benign_start: re.Pattern[str] | None  # benign branches anchored at the line start (``match``)
+    benign_any: re.Pattern[str] | None  # the other benign branches (``search``)
     wrappers: tuple[Rule, ...]
     ordered: tuple[Rule, ...]  # fixed-component rows then owner rows
     line_rules: tuple[Rule, ...]
@@ -298,6 +299,49 @@ class _RuleSet:
     lit_rules: dict[str, frozenset[int]]  # reduced literal -> indices of the line rules needing it
     line_lits: tuple[re.Pattern[str] | None, ...]  # per line rule: one of these literals must occur
     gate: re.Pattern[str] | None  # on the lower-cased line: can any benign or line rule match?
+
+
+def _top_alternatives(pattern: str) -> list[str]:
+    """The top-level ``|`` branches of a regex (escapes, groups and classes respected)."""
+    out, depth, start, i, in_class = [], 0, 0, 0, False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+            if pattern[i + 1:i + 2] == "]":
+                i += 1  # "[]…]": a literal ']' first
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        elif c == "|" and depth == 0:
+            out.append(pattern[start:i])
+            start = i + 1
+        i += 1
+    return out + [pattern[start:]]
+
+
+def _split_benign(pats: Iterable[re.Pattern[str]]) -> tuple[re.Pattern[str] | None, re.Pattern[str] | None]:
+    """The benign patterns as (branches anchored at the line start, used with ``match``; the
+    other branches, used with ``search``). A log line has no newline, so a ``^`` branch can only
+    match at position 0: matching it there, instead of trying ``^`` at every position of a
+    multi-line search, gives the same answer several times faster (one check per log line)."""
+    anchored: list[str] = []
+    floating: list[str] = []
+    for pat in pats:
+        flag = "(?i)" if pat.flags & re.IGNORECASE else ""
+        for alt in _top_alternatives(pat.pattern):
+            if alt.startswith("^"):
+                anchored.append(f"(?{flag[2:3]}:{alt[1:]})" if flag else f"(?:{alt[1:]})")
+            else:
+                floating.append(f"(?{flag[2:3]}:{alt})" if flag else alt)
+    return (re.compile("|".join(anchored)) if anchored else None,
+            re.compile("|".join(floating)) if floating else None)
 
 
 def _combine(pats: Iterable[re.Pattern[str]]) -> re.Pattern[str] | None:
@@ -413,7 +457,8 @@ def _ruleset(rules: tuple[Rule, ...]) -> _RuleSet:
     line_rules = tuple(r for r in ordered if r.line_capable)
     line_lits = tuple(_rule_literals(r) for r in line_rules)
     return _RuleSet(
-        benign=_combine(a.pattern for r in benign for a in r.atoms if not a.negate),
+        **dict(zip(("benign_start", "benign_any"),
+                   _split_benign(a.pattern for r in benign for a in r.atoms if not a.negate))),
         wrappers=wrappers,
         ordered=ordered,
         line_rules=line_rules,
@@ -432,18 +477,20 @@ _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 def strip_ansi(text: str) -> str:
     """A log line without terminal colour and cursor codes (vLLM colours its prefixes)."""
     return _ANSI.sub("", text) if "\x1b" in text else text
+# Possessive quantifiers (`++`, `*+`) where backtracking can never help (the character class
+# excludes what follows): the same matches, fewer steps on each of a big log's lines.
 _PREFIX = re.compile(
-    r"(?:[\w.]+-\d+\s+\|\s)?"  # docker compose "vllm-1  | "
-    r"(?:\((?P<proc>[A-Za-z_][\w.-]*)(?: (?:rank|tp|dp)=\d+)*(?: pid=(?P<pid>\d+))?\)\s+)?"  # (Worker_TP1 pid=123)
-    r"(?:(?P<lvl>DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL)\s+\d\d-\d\d\s+\d\d:\d\d:\d\d(?:\.\d+)?\s+\[?(?P<src>[^\]\s]*)\]\s?"
-    r"|\[?(?P<glog>[IWEF])\d{4}\s+\d\d:\d\d:\d\d\.\d+\s+(?:\d+\s+)?(?P<gsrc>[^\]\s]+)\]\s?"
+    r"(?:[\w.]++-\d++\s++\|\s)?"  # docker compose "vllm-1  | "
+    r"(?:\((?P<proc>[A-Za-z_][\w.-]*+)(?: (?:rank|tp|dp)=\d++)*+(?: pid=(?P<pid>\d++))?\)\s++)?"  # (Worker_TP1 pid=123)
+    r"(?:(?P<lvl>DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL)\s++\d\d-\d\d\s++\d\d:\d\d:\d\d(?:\.\d++)?\s++\[?(?P<src>[^\]\s]*+)\]\s?"
+    r"|\[?(?P<glog>[IWEF])\d{4}\s++\d\d:\d\d:\d\d\.\d++\s++(?:\d++\s++)?(?P<gsrc>[^\]\s]++)\]\s?"
     r"|\[(?P<blvl>DEBUG|INFO|WARNING|ERROR|CRITICAL)\]\s)?")
 # The same as _PREFIX with an INFO/DEBUG level, and nothing else: when it matches, _PREFIX would
 # call the line quiet too (a fast path for the bulk of a big log, never a different answer).
 _QUIET_FAST = re.compile(
-    r"(?:[\w.]+-\d+\s+\|\s)?"
-    r"(?:\([A-Za-z_][\w.-]*(?: (?:rank|tp|dp)=\d+)*(?: pid=\d+)?\)\s+)?"
-    r"(?:INFO|DEBUG)\s+\d\d-\d\d\s+\d\d:\d\d:\d\d(?:\.\d+)?\s+\[?[^\]\s]*\]")
+    r"(?:[\w.]++-\d++\s++\|\s)?"
+    r"(?:\([A-Za-z_][\w.-]*+(?: (?:rank|tp|dp)=\d++)*+(?: pid=\d++)?\)\s++)?"
+    r"(?:INFO|DEBUG)\s++\d\d-\d\d\s++\d\d:\d\d:\d\d(?:\.\d++)?\s++\[?[^\]\s]*+\]")
 _QUIET = frozenset({"INFO", "DEBUG", "I"})
 _WARN = frozenset({"WARNING", "WARN", "W"})
 _FRAME = re.compile(r'\s*File "(?P<path>[^"]+)"(?:, line (?P<ln>\d+))?(?:,? in (?P<fn>\S.*))?\s*$')
@@ -480,7 +527,7 @@ _NATIVE_LITERALS = ("fatal python error", "assertion", "unreachable executed", "
                      "floating point exception", "terminate called",
                      "cudaerror", "hiperror", "mcerror", "musaerror", "cnrterror")  # lower case, one occurs in each
 _NATIVE_GATE = re.compile(r"Fatal Python|ssertion|UNREACHABLE|SIG[A-Z]|Segmentation|Segfault|Bus error"
-                          r"|Illegal instr|Aborted|Floating point exc|terminate called|[a-z]Error[A-Z]")
+                          r"|Illegal instr|Aborted|Floating point exc|terminate called|cudaError|hipError|mcError|musaError|cnrtError")
 _DOTTED_EXC = re.compile(r"(?P<type>(?:[a-z_]\w*\.)+[A-Z]\w*): (?P<msg>\S.*)")
 _STDLIB = re.compile(r"^<|/lib/python3\.\d+/(?!site-packages|dist-packages)")
 _MAX_LINE = 4000
@@ -531,14 +578,14 @@ class _Failure:
     user_frames: list[_Frame] = field(default_factory=list)  # Dynamo's "from user code:" frames
 
 
-class _Phase(enum.Enum):
+class _Phase(enum.IntEnum):
     """Where a process's output is in a traceback."""
 
-    IDLE = "idle"  # nothing open
-    FRAMES = "frames"  # in a traceback or stack dump, reading frames
-    EXC = "exc"  # after an exception line, reading its continuation lines
-    AFTER = "after"  # an exception ended; a chain connector may follow
-    CONNECTOR = "connector"  # after "The above exception was the direct cause…"
+    IDLE = 0  # nothing open
+    FRAMES = 1  # in a traceback or stack dump, reading frames
+    EXC = 2  # after an exception line, reading its continuation lines
+    AFTER = 3  # an exception ended; a chain connector may follow
+    CONNECTOR = 4  # after "The above exception was the direct cause…"
 
 
 @dataclass
@@ -572,56 +619,71 @@ class _Scanner:
 
     # -- input
     def feed(self, raw: str, stream: str | None = None) -> None:
-        self.index += 1
-        if len(raw) > _MAX_LINE:
-            raw = raw[:_MAX_LINE]
-        if "\x1b" in raw:  # inline: this loop runs once per log line
-            raw = _ANSI.sub("", raw)
-        if not self.active and _QUIET_FAST.match(raw):
-            return
-        raw = raw.rstrip("\r\n")
-        m = _PREFIX.match(raw)
-        lvl, glog, blvl = m.group("lvl", "glog", "blvl")
-        level = lvl or glog or blvl
-        if level in _QUIET:  # the bulk of a big log: nothing to do unless it ends a traceback
-            if self.active:
-                if stream is None:
-                    proc, pid = m.group("proc", "pid")
-                    stream = f"{proc} {pid or ''}" if proc else ""
-                st = self.streams.get(stream)
-                if st is not None and st.phase is not _Phase.IDLE:
-                    self._flush(st)
-            return
-        msg = raw[m.end():]
-        if not self.active and msg in self.boring:  # a repeated harmless line, nothing open
-            return
-        low = msg.lower()
-        gated = self.rs.gate is None or self.rs.gate.search(low) is not None
-        if gated and msg and self.rs.benign is not None and self.rs.benign.search(msg):
-            self._remember(msg)
-            return
-        # a warning that names an exception in passing ("… errors like `OSError: …`") is advice,
-        # not a failure; an exception line of its own still counts
-        self.warning_line = level in _WARN
-        if stream is None:
-            proc, pid = m.group("proc", "pid")
-            stream = f"{proc} {pid or ''}" if proc else ""
-        st = self.streams.get(stream)
-        if st is None:
-            st = self._new_stream(stream)
-        idle = st.phase is _Phase.IDLE
-        if idle and msg in self.boring:
-            st.prev = msg
-            return
-        events = self.emitted
-        self.gated = gated
-        if not self._step(st, msg, m.group("src") or m.group("gsrc"), stream):
-            if gated:
-                self._line_rules(st, msg.strip(), stream, low.strip())
-            if idle and st.phase is _Phase.IDLE and events == self.emitted:
+        self.feed_all((raw,), stream)
+
+    def feed_all(self, lines: Iterable[str], stream: str | None = None) -> None:
+        """Read lines (all of one stream when ``stream`` is given, else each line's process tag
+        decides). The loop body runs once per log line of a 100 MB log: names are bound locally."""
+        rs = self.rs
+        quiet_fast, prefix, boring = _QUIET_FAST.match, _PREFIX.match, self.boring
+        gate = rs.gate.search if rs.gate is not None else None
+        benign_start = rs.benign_start.match if rs.benign_start is not None else _never
+        benign_any = rs.benign_any.search if rs.benign_any is not None else _never
+        fixed = stream
+        for raw in lines:
+            self.index += 1
+            if len(raw) > _MAX_LINE:
+                raw = raw[:_MAX_LINE]
+            if "\x1b" in raw:
+                raw = _ANSI.sub("", raw)
+            # the bulk of a big log: INFO lines outside any traceback (the substring test only
+            # spares the regex on the other lines; the full prefix parse below decides the rest)
+            if not self.active and ("INFO" in raw or "DEBUG" in raw) and quiet_fast(raw):
+                continue
+            raw = raw.rstrip("\r\n")
+            m = prefix(raw)
+            lvl, glog, blvl = m.group("lvl", "glog", "blvl")
+            level = lvl or glog or blvl
+            stream = fixed
+            if level in _QUIET:  # nothing to do unless it ends a traceback
+                if self.active:
+                    if stream is None:
+                        proc, pid = m.group("proc", "pid")
+                        stream = f"{proc} {pid or ''}" if proc else ""
+                    st = self.streams.get(stream)
+                    if st is not None and st.phase is not _Phase.IDLE:
+                        self._flush(st)
+                continue
+            msg = raw[m.end():]
+            if not self.active and msg in boring:  # a repeated harmless line, nothing open
+                continue
+            if msg and (benign_start(msg) or benign_any(msg)):
                 self._remember(msg)
-        st.prev = msg
-        self._track(st)
+                continue
+            low = msg.lower()
+            gated = gate is None or gate(low) is not None
+            # a warning that names an exception in passing ("… errors like `OSError: …`") is
+            # advice, not a failure; an exception line of its own still counts
+            self.warning_line = level in _WARN
+            if stream is None:
+                proc, pid = m.group("proc", "pid")
+                stream = f"{proc} {pid or ''}" if proc else ""
+            st = self.streams.get(stream)
+            if st is None:
+                st = self._new_stream(stream)
+            idle = st.phase is _Phase.IDLE
+            if idle and msg in boring:
+                st.prev = msg
+                continue
+            events = self.emitted
+            self.gated = gated
+            if not self._step(st, msg, m.group("src") or m.group("gsrc"), stream):
+                if gated:
+                    self._line_rules(st, msg.strip(), stream, low.strip())
+                if idle and st.phase is _Phase.IDLE and events == self.emitted:
+                    self._remember(msg)
+            st.prev = msg
+            self._track(st)
 
     def _remember(self, msg: str) -> None:
         """Cache a message that does nothing in an idle stream (logs repeat the same warnings)."""
@@ -879,6 +941,10 @@ def _native_exc(nm: re.Match[str], line: str) -> tuple[str, str]:
     if g["dev"]:
         return "DeviceError", line
     return "FatalSignal", g["sig"] or g["sig2"] or "SIGSEGV"
+
+
+def _never(_: str) -> None:
+    return None
 
 
 def _looks_like_type(name: str) -> bool:
@@ -1149,11 +1215,9 @@ def classify_log(log: Path | Iterable[str], result: dict | None = None, rules=No
     if status == "PASS":
         return Diagnosis("none", None, None, [], None, "The phase passed.", "high", "", None)
     scanner = _Scanner(rs)
-    for raw in _iter_lines(log):
-        scanner.feed(raw)
+    scanner.feed_all(_iter_lines(log))
     if result:
-        for raw in _result_lines(result):
-            scanner.feed(raw, stream=_RESULT_STREAM)
+        scanner.feed_all(_result_lines(result), stream=_RESULT_STREAM)
     failures = scanner.close()
 
     verdicts: list[_Verdict] = []
