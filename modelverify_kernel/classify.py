@@ -30,7 +30,7 @@ COMPONENT_LAYER: dict[str, int] = {
 }
 MULTICHIP = frozenset({"FlagGems", "FlagTree", "FlagCX", "plugin"})
 _CONFIDENCE = ("low", "medium", "high")
-_ATOM_KINDS = ("exc", "msg", "frame", "inner", "line", "text")
+_ATOM_KINDS = ("exc", "msg", "frame", "inner", "line", "text", "cond")
 _RULE_HEADER = ["id", "component", "layer", "confidence", "match", "hint"]
 _RULE_FILES = ("error-classification.md", "multichip-errors.md")
 
@@ -93,6 +93,11 @@ class Rule:
     @property
     def exception_capable(self) -> bool:
         return not any(a.kind == "line" for a in self.atoms)
+
+    @property
+    def conditional(self) -> bool:
+        """True when the row needs a condition line (``cond:``) somewhere in the log."""
+        return any(a.kind == "cond" for a in self.atoms)
 
 
 @dataclass(frozen=True)
@@ -255,6 +260,13 @@ def _parse_row(cells: list[str], where: str) -> Rule:
     rule = Rule(rid, comp, layer, conf, atoms, hint, where, fallback, caller)
     if any(a.kind == "line" for a in atoms) and not rule.line_capable:
         raise RuleError(f"{where}: line: atoms cannot be combined with exception atoms")
+    if rule.conditional and (any(a.kind in ("line", "text") for a in atoms) or comp not in COMPONENT_LAYER):
+        raise RuleError(f"{where}: cond: atoms explain failures; they go with a component and exception atoms")
+    for atom in atoms:
+        if atom.kind == "cond" and (atom.negate or atom.pattern.flags & re.IGNORECASE
+                                    or not _required_literals(atom.pattern.pattern, lower=False)):
+            raise RuleError(f"{where}: a cond: atom must be positive, case-sensitive and hold a literal of "
+                            f"3+ characters (it is looked for in every log line)")
     if comp == "benign" and not rule.line_capable:
         raise RuleError(f"{where}: benign rows may only use line:/text: atoms")
     if all(a.negate for a in atoms):
@@ -299,6 +311,8 @@ class _RuleSet:
     lit_rules: dict[str, frozenset[int]]  # reduced literal -> indices of the line rules needing it
     line_lits: tuple[re.Pattern[str] | None, ...]  # per line rule: one of these literals must occur
     gate: re.Pattern[str] | None  # on the lower-cased line: can any benign or line rule match?
+    cond_lits: tuple[str, ...]  # one of these occurs in every condition line (case-sensitive)
+    conds: tuple[re.Pattern[str], ...]  # the cond: regexes
 
 
 def _top_alternatives(pattern: str) -> list[str]:
@@ -349,8 +363,9 @@ def _combine(pats: Iterable[re.Pattern[str]]) -> re.Pattern[str] | None:
     return re.compile("|".join(parts)) if parts else None
 
 
-def _required_literals(pattern: str) -> set[str] | None:
-    """Lower-case strings one of which occurs in every match of ``pattern`` (None if unknown).
+def _required_literals(pattern: str, lower: bool = True) -> set[str] | None:
+    """Strings (lower-cased unless ``lower`` is false) one of which occurs in every match of
+    ``pattern`` (None if unknown).
 
     Used only to skip the full regexes on lines that cannot match: a speed-up that never
     changes a result (a pattern we cannot analyse is always tried).
@@ -367,7 +382,7 @@ def _required_literals(pattern: str) -> set[str] | None:
 
         def flush() -> None:
             if run:
-                cands.append({"".join(run).lower()})
+                cands.append({"".join(run).lower() if lower else "".join(run)})
                 run.clear()
         for op, av in items:
             if op is C.LITERAL:
@@ -375,6 +390,9 @@ def _required_literals(pattern: str) -> set[str] | None:
                 continue
             if op is C.IN and len(av) == 2 and all(o is C.LITERAL for o, _ in av) \
                     and chr(av[0][1]).lower() == chr(av[1][1]).lower():
+                if not lower:  # a case-sensitive literal cannot cover [Ee]
+                    flush()
+                    continue
                 run.append(chr(av[0][1]))  # [Ee] → e
                 continue
             flush()
@@ -456,6 +474,7 @@ def _ruleset(rules: tuple[Rule, ...]) -> _RuleSet:
     ordered = tuple(fixed + owner)
     line_rules = tuple(r for r in ordered if r.line_capable)
     line_lits = tuple(_rule_literals(r) for r in line_rules)
+    conds = tuple(dict.fromkeys(a.pattern for r in ordered for a in r.atoms if a.kind == "cond"))
     return _RuleSet(
         **dict(zip(("benign_start", "benign_any"),
                    _split_benign(a.pattern for r in benign for a in r.atoms if not a.negate))),
@@ -466,6 +485,8 @@ def _ruleset(rules: tuple[Rule, ...]) -> _RuleSet:
         **_literal_index(line_lits),
         line_lits=tuple(re.compile(_trie_regex(sorted(x))) if x else None for x in line_lits),
         gate=_prefilter([*(_rule_literals(r) for r in benign), *line_lits, _NATIVE_LITERALS]),
+        cond_lits=tuple(sorted({lit for p in conds for lit in _required_literals(p.pattern, lower=False) or ()})),
+        conds=conds,
     )
 
 
@@ -614,6 +635,7 @@ class _Scanner:
         self.gated = True  # the current line holds a literal some line/benign/native rule needs
         self.active: set[str] = set()  # streams inside a traceback
         self.boring: dict[str, None] = {}
+        self.conditions: list[str] = []  # lines that matched a cond: atom (a condition of the run)
         self._handlers = {_Phase.IDLE: self._in_idle, _Phase.FRAMES: self._in_frames, _Phase.EXC: self._in_exc,
                           _Phase.AFTER: self._in_after, _Phase.CONNECTOR: self._in_connector}
 
@@ -630,12 +652,17 @@ class _Scanner:
         benign_start = rs.benign_start.match if rs.benign_start is not None else _never
         benign_any = rs.benign_any.search if rs.benign_any is not None else _never
         fixed = stream
+        cond_lits = rs.cond_lits
         for raw in lines:
             self.index += 1
             if len(raw) > _MAX_LINE:
                 raw = raw[:_MAX_LINE]
             if "\x1b" in raw:
                 raw = _ANSI.sub("", raw)
+            for lit in cond_lits:  # a condition of the run, stated at any level (even INFO)
+                if lit in raw:
+                    self._condition(raw)
+                    break
             # the bulk of a big log: INFO lines outside any traceback (the substring test only
             # spares the regex on the other lines; the full prefix parse below decides the rest)
             if not self.active and ("INFO" in raw or "DEBUG" in raw) and quiet_fast(raw):
@@ -684,6 +711,11 @@ class _Scanner:
                     self._remember(msg)
             st.prev = msg
             self._track(st)
+
+    def _condition(self, raw: str) -> None:
+        if len(self.conditions) < 16 and any(p.search(raw) for p in self.rs.conds):
+            line = raw.rstrip("\r\n")
+            self.conditions.append(line[_PREFIX.match(line).end():].strip())
 
     def _remember(self, msg: str) -> None:
         """Cache a message that does nothing in an idle stream (logs repeat the same warnings)."""
@@ -987,7 +1019,7 @@ def _inner_path(frames: list[_Frame]) -> str | None:
     return None
 
 
-def _exc_values(exc: _Exc):
+def _exc_values(exc: _Exc, conditions: list[str] = ()):
     inner = _inner_path(exc.frames or exc.chain_frames)
 
     def values(kind: str) -> list[str]:
@@ -999,6 +1031,8 @@ def _exc_values(exc: _Exc):
             return [f.path for f in exc.chain_frames]
         if kind == "inner":
             return [inner] if inner else []
+        if kind == "cond":
+            return conditions
         return []
     return values
 
@@ -1107,7 +1141,7 @@ def _apply(rule: Rule, frames: list[_Frame], text: str, line: str) -> tuple[str,
     return comp, conf, fr
 
 
-def _judge(f: _Failure, rs: _RuleSet) -> _Verdict | None:
+def _judge(f: _Failure, rs: _RuleSet, conditions: list[str]) -> _Verdict | None:
     """Classify one failure candidate; None when it is only a wrapper."""
     if f.line_rule is not None:
         comp, conf, fr = _apply(f.line_rule, f.orphan_frames, f"{f.context}\n{f.line}", f.line)
@@ -1117,12 +1151,15 @@ def _judge(f: _Failure, rs: _RuleSet) -> _Verdict | None:
     exc, wrapped = _root_exc(f, rs)
     if exc is None:
         return None
-    values = _exc_values(exc)
+    values = _exc_values(exc, conditions)
     context = "\n".join([exc.detail, exc.line])
     for rule in rs.ordered:
         if rule.exception_capable and _atoms_hold(rule, values):
             comp, conf, fr = _apply(rule, exc.frames or exc.chain_frames, context, exc.line)
             ev = list(exc.evidence)
+            for atom in rule.atoms:
+                if atom.kind == "cond":  # the condition that explains the failure
+                    ev += [c for c in conditions if atom.pattern.search(c)][:1]
             if fr is not None:
                 ev.append(fr.text)
             elif rule.component != "owner" and any(a.kind in ("inner", "frame") for a in rule.atoms):
@@ -1223,7 +1260,7 @@ def classify_log(log: Path | Iterable[str], result: dict | None = None, rules=No
     verdicts: list[_Verdict] = []
     wrappers: list[str] = []
     for f in failures:
-        v = _judge(f, rs)
+        v = _judge(f, rs, scanner.conditions)
         if v is None:
             wrappers += [b.line for b in f.blocks[:1]]
         else:

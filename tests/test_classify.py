@@ -817,3 +817,44 @@ def test_a_components_own_log_line_without_a_failure_is_not_one() -> None:
     log = ("[INFO] [vllm_fl.dispatch] Registering vendor backends for current platform: acme\n"
            "node1:77:90 [0] FLAGCX INFO Using network Socket\n")
     assert classify_text(log).component == "none"
+
+
+def test_a_condition_of_the_run_explains_the_failure_after_it_but_is_no_failure_itself() -> None:
+    """`cond:` rows: vLLM saying it found no platform (an INFO line) explains the crash after it."""
+    quiet = "INFO 11-30 10:00:00 [__init__.py:250] No platform detected, vLLM is running on UnspecifiedPlatform\n"
+    crash = ('Traceback (most recent call last):\n'
+             '  File "/usr/lib/python3.12/site-packages/vllm/engine/arg_utils.py", line 900, in create_engine_config\n'
+             '    device_config = DeviceConfig(device=self.device)\n')
+    diag = classify_text(quiet + crash)
+    assert (diag.component, diag.rule) == ("environment", "E-no-platform"), diag
+    assert any("No platform detected" in e for e in diag.evidence)
+    assert classify_text(quiet).component == "none"  # a condition alone is not a failure
+    assert classify_text(crash).component == "vllm"  # without it the frames decide
+
+
+def test_a_plugin_built_for_another_vllm_explains_an_unattributed_crash() -> None:
+    warn = ("/opt/x/vllm_acme/version.py:40: RuntimeWarning: vLLM and vLLM-Acme appear to have "
+            "mismatched major/minor versions\n")
+    cut = "Process Worker-1:\nTraceback (most recent call last):\n"
+    diag = classify_text(warn + cut)
+    assert (diag.component, diag.rule) == ("plugin", "P-version-mismatch"), diag
+    # a lower layer still wins: the condition explains only what no earlier row explains
+    oom = classify_text(warn + "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\n")
+    assert oom.component == "resources", oom
+
+
+@pytest.mark.parametrize("match, needle", [
+    ("`cond:/No platform/i`", "case-sensitive"),
+    ("`!cond:/No platform/ exc:/X/`", "positive"),
+    ("`cond:/\\d+/`", "literal"),
+    ("`cond:/No platform/ text:/x/`", "cond: atoms explain failures"),
+])
+def test_malformed_cond_rows_are_errors(tmp_path: Path, match: str, needle: str) -> None:
+    refs = tmp_path / "references"
+    shutil.copytree(REPO / "references", refs)
+    doc = refs / "error-classification.md"
+    doc.write_text(doc.read_text(encoding="utf-8").replace(
+        "| D-flashinfer |", f"| E-bad | environment | 0 | high | {match} | h |\n| D-flashinfer |", 1), encoding="utf-8")
+    with pytest.raises(RuleError, match=needle) as info:
+        load_rules(refs)
+    assert "error-classification.md:" in str(info.value)
