@@ -552,6 +552,7 @@ _NATIVE_GATE = re.compile(r"Fatal Python|ssertion|UNREACHABLE|SIG[A-Z]|Segmentat
 _DOTTED_EXC = re.compile(r"(?P<type>(?:[a-z_]\w*\.)+[A-Z]\w*): (?P<msg>\S.*)")
 _STDLIB = re.compile(r"^<|/lib/python3\.\d+/(?!site-packages|dist-packages)")
 _MAX_LINE = 4000
+_COND_LINES = 20_000  # conditions of the run (cond: atoms) are printed at start-up: looked for there
 _MAX_DETAIL = 6
 _MAX_FRAMES = 64
 _MAX_CHAIN = 6
@@ -659,10 +660,11 @@ class _Scanner:
                 raw = raw[:_MAX_LINE]
             if "\x1b" in raw:
                 raw = _ANSI.sub("", raw)
-            for lit in cond_lits:  # a condition of the run, stated at any level (even INFO)
-                if lit in raw:
-                    self._condition(raw)
-                    break
+            if cond_lits and self.index <= _COND_LINES:  # a condition of the run, at any level
+                for lit in cond_lits:
+                    if lit in raw:
+                        self._condition(raw)
+                        break
             # the bulk of a big log: INFO lines outside any traceback (the substring test only
             # spares the regex on the other lines; the full prefix parse below decides the rest)
             if not self.active and ("INFO" in raw or "DEBUG" in raw) and quiet_fast(raw):
