@@ -506,6 +506,10 @@ _PREFIX = re.compile(
     r"(?:(?P<lvl>DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL)\s++\d\d-\d\d\s++\d\d:\d\d:\d\d(?:\.\d++)?\s++\[?(?P<src>[^\]\s]*+)\]\s?"
     r"|\[?(?P<glog>[IWEF])\d{4}\s++\d\d:\d\d:\d\d\.\d++\s++(?:\d++\s++)?(?P<gsrc>[^\]\s]++)\]\s?"
     r"|\[(?P<blvl>DEBUG|INFO|WARNING|ERROR|CRITICAL)\]\s)?")
+# A prefix starts with "(" (process tag), "[" or a level letter, or is docker compose's
+# "name-1  | ": a line that starts otherwise and has no "|" has none (the regex is skipped).
+_PREFIX_FIRST = frozenset("([DIWECF")
+_NO_PREFIX = _PREFIX.match("")
 # The same as _PREFIX with an INFO/DEBUG level, and nothing else: when it matches, _PREFIX would
 # call the line quiet too (a fast path for the bulk of a big log, never a different answer).
 _QUIET_FAST = re.compile(
@@ -649,11 +653,13 @@ class _Scanner:
         decides). The loop body runs once per log line of a 100 MB log: names are bound locally."""
         rs = self.rs
         quiet_fast, prefix, boring = _QUIET_FAST.match, _PREFIX.match, self.boring
+        prefix_first, no_prefix = _PREFIX_FIRST, _NO_PREFIX
         gate = rs.gate.search if rs.gate is not None else None
         benign_start = rs.benign_start.match if rs.benign_start is not None else _never
         benign_any = rs.benign_any.search if rs.benign_any is not None else _never
         fixed = stream
         cond_lits = rs.cond_lits
+        idle_phase, active, streams = _Phase.IDLE, self.active, self.streams
         for raw in lines:
             self.index += 1
             if len(raw) > _MAX_LINE:
@@ -670,7 +676,7 @@ class _Scanner:
             if not self.active and ("INFO" in raw or "DEBUG" in raw) and quiet_fast(raw):
                 continue
             raw = raw.rstrip("\r\n")
-            m = prefix(raw)
+            m = prefix(raw) if raw[:1] in prefix_first or "|" in raw else no_prefix
             lvl, glog, blvl = m.group("lvl", "glog", "blvl")
             level = lvl or glog or blvl
             stream = fixed
@@ -697,10 +703,10 @@ class _Scanner:
             if stream is None:
                 proc, pid = m.group("proc", "pid")
                 stream = f"{proc} {pid or ''}" if proc else ""
-            st = self.streams.get(stream)
+            st = streams.get(stream)
             if st is None:
                 st = self._new_stream(stream)
-            idle = st.phase is _Phase.IDLE
+            idle = st.phase is idle_phase
             if idle and msg in boring:
                 st.prev = msg
                 continue
@@ -709,10 +715,15 @@ class _Scanner:
             if not self._step(st, msg, m.group("src") or m.group("gsrc"), stream):
                 if gated:
                     self._line_rules(st, msg.strip(), stream, low.strip())
-                if idle and st.phase is _Phase.IDLE and events == self.emitted:
-                    self._remember(msg)
+                if idle and st.phase is idle_phase and events == self.emitted:
+                    if len(boring) >= 8192:  # _remember, inline: once per log line
+                        boring.clear()
+                    boring[msg] = None
             st.prev = msg
-            self._track(st)
+            if st.phase is idle_phase:  # _track, inline
+                active.discard(st.key)
+            else:
+                active.add(st.key)
 
     def _condition(self, raw: str) -> None:
         if len(self.conditions) < 16 and any(p.search(raw) for p in self.rs.conds):
