@@ -40,16 +40,12 @@ TEXT_ONLY_UNATTRIBUTABLE = {"d003", "d004"}
 # in an issue title, or in a part of the log the user did not paste). The classifier must still
 # see that they failed — never `none` — except n071, which is prose about a hang with no log line.
 NOT_IN_THE_EXCERPT = {
-    "n008": "Dynamo error; the plugin frame is pasted as prose after a blank line",
-    "n014": "traceback cut inside multiprocessing; the plugin import error is only in the title",
     "n022": "MetaX hardware trap with no kernel or frame; FlagGems only in the issue's text",
     "n032": "hardware trap naming `mm_kernel` only; no frame says whose kernel",
     "n071": "prose about an NCCL hang, no log line",
     "n077": "Dynamo `Unsupported context manager (RLock)` with no frame; the plugin is in the prose",
-    "n090": "traceback cut after its header; the FlagGems path is in Chinese prose",
     "n093": "hardware trap naming `mm_kernel` only",
     "n107": "TypeError through vLLM frames; vllm-ascend is named only in the title",
-    "n109": "vLLM frames cut; 'No platform detected' is an INFO line",
 }
 
 
@@ -100,7 +96,7 @@ def test_corpus_accuracy_and_confusion_table() -> None:
         print(f"{exp[:14]:<15} " + " ".join(f"{confusion[(exp, g)] or '.':>9}" for g in labels))
     correct = sum(v for (e, g), v in confusion.items() if e == g)
     print(f"exact component: {correct}/{len(cases)} = {correct / len(cases):.1%}")
-    assert correct / len(cases) >= 0.85
+    assert correct / len(cases) >= 0.90
     assert len(wrong_multichip) <= 1, wrong_multichip
     assert none_as_failure == []
     assert failure_as_none == ["n071"]  # prose only
@@ -143,7 +139,7 @@ def test_held_out_accuracy_leave_one_repository_out() -> None:
         for case in members:
             held.add(case, mod.classify(case, fold_rules), "")
     print(held.line())
-    assert held.exact / held.n >= 0.60
+    assert held.exact / held.n >= 0.70
     assert held.false_mc <= 1 and held.none_failed == 0
 
 
