@@ -305,12 +305,12 @@ class _RuleSet:
     wrappers: tuple[Rule, ...]
     ordered: tuple[Rule, ...]  # fixed-component rows then owner rows
     line_rules: tuple[Rule, ...]
-    line_any: re.Pattern[str] | None  # on the lower-cased line: can any line rule match?
-    # every occurrence of every (reduced) literal in a line, overlapping: which rules can match
-    line_find: re.Pattern[str] | None
-    lit_rules: dict[str, frozenset[int]]  # reduced literal -> indices of the line rules needing it
     line_lits: tuple[re.Pattern[str] | None, ...]  # per line rule: one of these literals must occur
-    gate: re.Pattern[str] | None  # on the lower-cased line: can any benign or line rule match?
+    # on the lower-cased line: can a line rule or a native failure match? Its literals are reduced
+    # (none contains another), so at each position at most one starts: searching again from the
+    # next position finds every occurrence of every one
+    gate: re.Pattern[str] | None
+    lit_rules: dict[str, frozenset[int]]  # gate literal -> indices of the line rules needing it
     cond_lits: tuple[str, ...]  # one of these occurs in every condition line (case-sensitive)
     conds: tuple[re.Pattern[str], ...]  # the cond: regexes
 
@@ -421,22 +421,12 @@ def _rule_literals(rule: Rule) -> tuple[str, ...] | None:
     return None
 
 
-def _prefilter(per_rule: Iterable[tuple[str, ...] | None]) -> re.Pattern[str] | None:
-    lits: set[str] = set()
-    for found in per_rule:
-        if found is None:
-            return None
-        lits |= set(found)
-    lits = {x for x in lits if not any(y != x and y in x for y in lits)}
-    return re.compile(_trie_regex(sorted(lits)))
-
-
 def _literal_index(per_rule: list[tuple[str, ...] | None]) -> dict:
-    """For the line rules: one regex finding every reduced literal in a line, and which rules each
-    literal lets through. After the reduction no kept literal is a prefix of another, so at each
-    position at most one can start: a look-ahead finditer finds every occurrence of every one."""
+    """The gate: one regex of the reduced literals of all line rules (and native failures), and
+    which line rules each literal lets through (the i-th entry of ``per_rule`` is line rule i).
+    A rule whose literals are unknown disables the gate: every line is tried."""
     if any(found is None for found in per_rule) or not per_rule:
-        return {"line_find": None, "lit_rules": {}}
+        return {"gate": None, "lit_rules": {}}
     lits: set[str] = set().union(*per_rule)  # type: ignore[arg-type]
     kept = {x for x in lits if not any(y != x and y in x for y in lits)}
     index: dict[str, set[int]] = {k: set() for k in kept}
@@ -445,7 +435,7 @@ def _literal_index(per_rule: list[tuple[str, ...] | None]) -> dict:
             for k in kept:
                 if k in lit:  # the rule's literal occurs only where this kept one does
                     index[k].add(i)
-    return {"line_find": re.compile(f"(?=({_trie_regex(sorted(kept))}))"),
+    return {"gate": re.compile(_trie_regex(sorted(kept))),
             "lit_rules": {k: frozenset(v) for k, v in index.items()}}
 
 
@@ -481,10 +471,9 @@ def _ruleset(rules: tuple[Rule, ...]) -> _RuleSet:
         wrappers=wrappers,
         ordered=ordered,
         line_rules=line_rules,
-        line_any=_prefilter(line_lits),
-        **_literal_index(line_lits),
+        # benign lines are recognised before the gate, by their own regexes
+        **_literal_index([*line_lits, _NATIVE_LITERALS]),
         line_lits=tuple(re.compile(_trie_regex(sorted(x))) if x else None for x in line_lits),
-        gate=_prefilter([*(_rule_literals(r) for r in benign), *line_lits, _NATIVE_LITERALS]),
         cond_lits=tuple(sorted({lit for p in conds for lit in _required_literals(p.pattern, lower=False) or ()})),
         conds=conds,
     )
@@ -766,8 +755,12 @@ class _Scanner:
         rs = self.rs
         if not text or not rs.line_rules:
             return
-        if rs.line_find is not None:
-            found = {m.group(1) for m in rs.line_find.finditer(low)}
+        if rs.gate is not None:
+            found: set[str] = set()
+            m = rs.gate.search(low)
+            while m is not None:
+                found.add(m.group())
+                m = rs.gate.search(low, m.start() + 1)
             if not found:
                 return
             maybe = frozenset().union(*(rs.lit_rules[f] for f in found))
