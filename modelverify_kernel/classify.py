@@ -543,6 +543,13 @@ _NATIVE_LITERALS = ("fatal python error", "assertion", "unreachable executed", "
 _NATIVE_GATE = re.compile(r"Fatal Python|ssertion|UNREACHABLE|SIG[A-Z]|Segmentation|Segfault|Bus error"
                           r"|Illegal instr|Aborted|Floating point exc|terminate called|cudaError|hipError|mcError|musaError|cnrtError")
 _DOTTED_EXC = re.compile(r"(?P<type>(?:[a-z_]\w*\.)+[A-Z]\w*): (?P<msg>\S.*)")
+# Can this line start anything in a process with nothing open? (a necessary condition, built from
+# the very patterns _Scanner._boundary and _in_idle use; lines that fail it skip the state
+# machine; an exception named anywhere and native failures are checked separately)
+_IDLE_HEAD = re.compile(r"\s*(?:" + "|".join(
+    re.sub(r"\(\?P<\w+>", "(?:", p.pattern)
+    for p in (_TB_START, _CONNECTOR, _FRAME, _LOCATION, _DIAG, _DOTTED_EXC)) +
+    r"|from user code:|[\^~]|\.\.\.)")
 _STDLIB = re.compile(r"^<|/lib/python3\.\d+/(?!site-packages|dist-packages)")
 _MAX_LINE = 4000
 _COND_LINES = 20_000  # conditions of the run (cond: atoms) are printed at start-up: looked for there
@@ -648,7 +655,7 @@ class _Scanner:
         benign_any = rs.benign_any.search if rs.benign_any is not None else _never
         fixed = stream
         cond_lits = rs.cond_lits
-        idle_phase, active, streams = _Phase.IDLE, self.active, self.streams
+        idle_phase, active, streams, idle_head = _Phase.IDLE, self.active, self.streams, _IDLE_HEAD.match
         for raw in lines:
             self.index += 1
             if len(raw) > _MAX_LINE:
@@ -701,7 +708,12 @@ class _Scanner:
                 continue
             events = self.emitted
             self.gated = gated
-            if not self._step(st, msg, m.group("src") or m.group("gsrc"), stream):
+            if idle and not gated and "Error" not in msg and "Exception" not in msg \
+                    and "Fault" not in msg and not idle_head(msg):
+                consumed = False  # nothing can start here (see _IDLE_HEAD)
+            else:
+                consumed = self._step(st, msg, m.group("src") or m.group("gsrc"), stream)
+            if not consumed:
                 if gated:
                     self._line_rules(st, msg.strip(), stream, low.strip())
                 if idle and st.phase is idle_phase and events == self.emitted:
