@@ -854,3 +854,23 @@ def test_malformed_cond_rows_are_errors(tmp_path: Path, match: str, needle: str)
     with pytest.raises(RuleError, match=needle) as info:
         load_rules(refs)
     assert "error-classification.md:" in str(info.value)
+
+
+def test_benign_rows_split_for_speed_match_exactly_what_the_rows_say() -> None:
+    """The benign regexes are split into line-start matches and searches (speed); same answers."""
+    import re as _re
+    from modelverify_kernel import classify as C
+    rules = [r for r in load_rules() if r.component == "benign"]
+    whole = [a.pattern for r in rules for a in r.atoms if not a.negate]
+    rs = C._ruleset(tuple(load_rules()))
+    lines = [ln for f in sorted(LOGS.glob("*.log")) for ln in f.read_text(encoding="utf-8").splitlines()]
+    lines += ["frame #3: c10::Error::Error() + 0x9", "  frame #3: indented is not a C++ frame line",
+              "/x/y.py:41: UserWarning: tl.where with a non-boolean condition is deprecated",
+              "    warnings.warn(", "Platform plugin fl is activated", "a Platform plugin  is activated"]
+    for line in lines:
+        msg = line[C._PREFIX.match(line).end():]
+        expected = any(p.search(msg) for p in whole)
+        got = bool((rs.benign_start and rs.benign_start.match(msg)) or (rs.benign_any and rs.benign_any.search(msg)))
+        assert got == expected, line
+    assert C._top_alternatives(r"a\|b|[|]x|(c|d)|e") == [r"a\|b", "[|]x", "(c|d)", "e"]
+    assert _re.compile("|".join(C._top_alternatives(r"^x|y"))).pattern == "^x|y"
