@@ -20,15 +20,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from .vocabulary import COMPONENT_LAYER
+from .vocabulary import MULTICHIP as _MULTICHIP
+
 __all__ = ["Diagnosis", "Rule", "RuleError", "load_rules", "classify_log", "cli_classify", "main"]
 
 # --------------------------------------------------------------------------- vocabulary
 
-COMPONENT_LAYER: dict[str, int] = {
-    "environment": 0, "dependency": 1, "model": 2, "resources": 3, "vllm": 4,
-    "FlagGems": 5, "FlagTree": 5, "FlagCX": 5, "plugin": 5, "numerical": 6,
-}
-MULTICHIP = frozenset({"FlagGems", "FlagTree", "FlagCX", "plugin"})
+MULTICHIP = frozenset(_MULTICHIP)
 _CONFIDENCE = ("low", "medium", "high")
 _ATOM_KINDS = ("exc", "msg", "frame", "inner", "line", "text", "cond")
 _RULE_HEADER = ["id", "component", "layer", "confidence", "match", "hint"]
