@@ -9,6 +9,8 @@ Standard library only: it runs on the host and must import without vLLM.
 from __future__ import annotations
 
 import argparse
+import difflib
+import enum
 import functools
 import json
 import re
@@ -18,17 +20,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from .vocabulary import COMPONENT_LAYER
+from .vocabulary import MULTICHIP as _MULTICHIP
+
 __all__ = ["Diagnosis", "Rule", "RuleError", "load_rules", "classify_log", "cli_classify", "main"]
 
 # --------------------------------------------------------------------------- vocabulary
 
-COMPONENT_LAYER: dict[str, int] = {
-    "environment": 0, "dependency": 1, "model": 2, "resources": 3, "vllm": 4,
-    "FlagGems": 5, "FlagTree": 5, "FlagCX": 5, "plugin": 5, "numerical": 6,
-}
-MULTICHIP = frozenset({"FlagGems", "FlagTree", "FlagCX", "plugin"})
+MULTICHIP = frozenset(_MULTICHIP)
 _CONFIDENCE = ("low", "medium", "high")
-_ATOM_KINDS = ("exc", "msg", "frame", "inner", "line", "text")
+_ATOM_KINDS = ("exc", "msg", "frame", "inner", "line", "text", "cond")
 _RULE_HEADER = ["id", "component", "layer", "confidence", "match", "hint"]
 _RULE_FILES = ("error-classification.md", "multichip-errors.md")
 
@@ -80,7 +81,8 @@ class Rule:
     atoms: tuple[Atom, ...]
     hint: str
     source: str  # "file.md:line"
-    fallback: str | None = None  # for owner(...) rows
+    fallback: str | None = None  # for owner(...) / caller(...) rows
+    caller: bool = False  # caller(...): Triton's own frames are skipped (the kernel's owner is blamed)
 
     @property
     def line_capable(self) -> bool:
@@ -90,6 +92,11 @@ class Rule:
     @property
     def exception_capable(self) -> bool:
         return not any(a.kind == "line" for a in self.atoms)
+
+    @property
+    def conditional(self) -> bool:
+        """True when the row needs a condition line (``cond:``) somewhere in the log."""
+        return any(a.kind == "cond" for a in self.atoms)
 
 
 @dataclass(frozen=True)
@@ -158,25 +165,65 @@ def _split_cells(line: str) -> list[str]:
     return [c.strip().replace("\\|", "|") for c in _CELL_SPLIT.split(body)]
 
 
+_SEPARATOR = re.compile(r"\|?\s*:?-{3,}:?\s*(?:\|\s*:?-{3,}:?\s*)*\|?")
+
+
+_ROLE = re.compile(r"(?:owner|caller)\(\w+\)|wrapper|benign|" + "|".join(COMPONENT_LAYER))
+
+
+def _header_like(cells: list[str]) -> bool:
+    """A table header close enough to the rule header that it was meant to be one (drifted)."""
+    names = [c.lower().strip("` *") for c in cells]
+    close = sum(1 for c in names if c and difflib.get_close_matches(c, _RULE_HEADER, n=1, cutoff=0.6))
+    return close >= 3 or (bool(names) and names[0] in ("id", "rule", "rule id"))
+
+
 def _parse_file(path: Path) -> Iterator[Rule]:
+    """Yield the rows of every rule table; anything that would make a row vanish is an error.
+
+    A rule table is found by its header. A header that drifted from the rule header (a renamed
+    or misspelt column, one column too many) would silently turn its rows into prose, so a table
+    header that resembles it is an error; so is a rule table without rows and a row that does not
+    start with '|' (it would end the table and drop the rows after it).
+    """
+    lines = path.read_text(encoding="utf-8").splitlines()
     in_table = False
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    rows = 0
+    header_at = 0
+    for lineno, line in enumerate(lines, 1):
         stripped = line.strip()
+        where = f"{path.name}:{lineno}"
         if not stripped.startswith("|"):
+            if in_table and "|" in stripped:
+                raise RuleError(f"{where}: a rule table row must start with '|'; as written it ends "
+                                f"the table and the rows after it would be ignored")
+            if in_table and rows == 0:
+                raise RuleError(f"{path.name}:{header_at}: rule table without rows")
             in_table = False
             continue
         cells = _split_cells(stripped)
+        nxt = lines[lineno].strip() if lineno < len(lines) else ""
         if [c.lower() for c in cells] == _RULE_HEADER:
-            in_table = True
+            if not _SEPARATOR.fullmatch(nxt):
+                raise RuleError(f"{where}: a rule table header must be followed by a |---| separator line")
+            in_table, rows, header_at = True, 0, lineno
             continue
-        if not in_table and cells and cells[0].lower() == "id" and \
-                len(set(c.lower() for c in cells) & set(_RULE_HEADER)) >= 3:
-            # a rule table whose header is misspelt would silently lose all its rules
-            raise RuleError(f"{path.name}:{lineno}: this looks like a rule table header but is not "
-                            f"exactly | {' | '.join(_RULE_HEADER)} |; its rows would be ignored")
-        if not in_table or re.fullmatch(r"[\s|:-]*", stripped):
+        if not in_table and _SEPARATOR.fullmatch(nxt) and _header_like(cells):
+            raise RuleError(f"{where}: this looks like a rule table header but is not exactly "
+                            f"| {' | '.join(_RULE_HEADER)} |; its rows would be ignored")
+        if not in_table and _SEPARATOR.fullmatch(stripped) and \
+                (lineno == 1 or not lines[lineno - 2].strip().startswith("|")):
+            raise RuleError(f"{where}: a table without a header line; a rule table needs "
+                            f"| {' | '.join(_RULE_HEADER)} | above its separator")
+        if not in_table and len(cells) == len(_RULE_HEADER) and _ROLE.fullmatch(cells[1]):
+            raise RuleError(f"{where}: this looks like a rule row outside a rule table (no "
+                            f"| {' | '.join(_RULE_HEADER)} | header above it); it would be ignored")
+        if not in_table or _SEPARATOR.fullmatch(stripped):
             continue
-        yield _parse_row(cells, f"{path.name}:{lineno}")
+        rows += 1
+        yield _parse_row(cells, where)
+    if in_table and rows == 0:
+        raise RuleError(f"{path.name}:{header_at}: rule table without rows")
 
 
 def _parse_row(cells: list[str], where: str) -> Rule:
@@ -187,15 +234,16 @@ def _parse_row(cells: list[str], where: str) -> Rule:
     if not re.fullmatch(r"[A-Za-z][\w.-]*", rid):
         raise RuleError(f"{where}: bad rule id {rid!r}")
     fallback = None
-    m = re.fullmatch(r"owner\((\w+)\)", comp)
+    m = re.fullmatch(r"(owner|caller)\((\w+)\)", comp)
+    caller = bool(m) and m.group(1) == "caller"
     if m:
-        fallback = m.group(1)
+        fallback = m.group(2)
         if fallback != "unknown" and fallback not in COMPONENT_LAYER:
             raise RuleError(f"{where}: owner fallback {fallback!r} is not a component")
         comp = "owner"
     elif comp not in COMPONENT_LAYER and comp not in ("wrapper", "benign"):
         raise RuleError(f"{where}: unknown component {comp!r}; use one of "
-                        f"{', '.join(COMPONENT_LAYER)}, owner(X), wrapper, benign")
+                        f"{', '.join(COMPONENT_LAYER)}, owner(X), caller(X), wrapper, benign")
     layer: int | None
     if comp in COMPONENT_LAYER:
         if layer_s != str(COMPONENT_LAYER[comp]):
@@ -210,9 +258,16 @@ def _parse_row(cells: list[str], where: str) -> Rule:
     if not hint:
         raise RuleError(f"{where}: empty hint")
     atoms = _parse_match(match.strip().strip("`").strip(), where)
-    rule = Rule(rid, comp, layer, conf, atoms, hint, where, fallback)
+    rule = Rule(rid, comp, layer, conf, atoms, hint, where, fallback, caller)
     if any(a.kind == "line" for a in atoms) and not rule.line_capable:
         raise RuleError(f"{where}: line: atoms cannot be combined with exception atoms")
+    if rule.conditional and (any(a.kind in ("line", "text") for a in atoms) or comp not in COMPONENT_LAYER):
+        raise RuleError(f"{where}: cond: atoms explain failures; they go with a component and exception atoms")
+    for atom in atoms:
+        if atom.kind == "cond" and (atom.negate or atom.pattern.flags & re.IGNORECASE
+                                    or not _required_literals(atom.pattern.pattern, lower=False)):
+            raise RuleError(f"{where}: a cond: atom must be positive, case-sensitive and hold a literal of "
+                            f"3+ characters (it is looked for in every log line)")
     if comp == "benign" and not rule.line_capable:
         raise RuleError(f"{where}: benign rows may only use line:/text: atoms")
     if all(a.negate for a in atoms):
@@ -246,16 +301,62 @@ def _parse_match(text: str, where: str) -> tuple[Atom, ...]:
 class _RuleSet:
     """Rules split by role, with the line-rule prefilter precompiled."""
 
-    benign: re.Pattern[str] | None
+    benign_start: re.Pattern[str] | None  # benign branches anchored at the line start (``match``)
+    benign_any: re.Pattern[str] | None  # the other benign branches (``search``)
     wrappers: tuple[Rule, ...]
     ordered: tuple[Rule, ...]  # fixed-component rows then owner rows
     line_rules: tuple[Rule, ...]
-    line_any: re.Pattern[str] | None  # on the lower-cased line: can any line rule match?
-    # every occurrence of every (reduced) literal in a line, overlapping: which rules can match
-    line_find: re.Pattern[str] | None
-    lit_rules: dict[str, frozenset[int]]  # reduced literal -> indices of the line rules needing it
     line_lits: tuple[re.Pattern[str] | None, ...]  # per line rule: one of these literals must occur
-    gate: re.Pattern[str] | None  # on the lower-cased line: can any benign or line rule match?
+    # on the lower-cased line: can a line rule or a native failure match? Its literals are reduced
+    # (none contains another), so at each position at most one starts: searching again from the
+    # next position finds every occurrence of every one
+    gate: re.Pattern[str] | None
+    lit_rules: dict[str, frozenset[int]]  # gate literal -> indices of the line rules needing it
+    cond_lits: tuple[str, ...]  # one of these occurs in every condition line (case-sensitive)
+    conds: tuple[re.Pattern[str], ...]  # the cond: regexes
+
+
+def _top_alternatives(pattern: str) -> list[str]:
+    """The top-level ``|`` branches of a regex (escapes, groups and classes respected)."""
+    out, depth, start, i, in_class = [], 0, 0, 0, False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+            if pattern[i + 1:i + 2] == "]":
+                i += 1  # "[]…]": a literal ']' first
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        elif c == "|" and depth == 0:
+            out.append(pattern[start:i])
+            start = i + 1
+        i += 1
+    return out + [pattern[start:]]
+
+
+def _split_benign(pats: Iterable[re.Pattern[str]]) -> tuple[re.Pattern[str] | None, re.Pattern[str] | None]:
+    """The benign patterns as (branches anchored at the line start, used with ``match``; the
+    other branches, used with ``search``). A log line has no newline, so a ``^`` branch can only
+    match at position 0: matching it there, instead of trying ``^`` at every position of a
+    multi-line search, gives the same answer several times faster (one check per log line)."""
+    anchored: list[str] = []
+    floating: list[str] = []
+    for pat in pats:
+        flag = "(?i)" if pat.flags & re.IGNORECASE else ""
+        for alt in _top_alternatives(pat.pattern):
+            if alt.startswith("^"):
+                anchored.append(f"(?{flag[2:3]}:{alt[1:]})" if flag else f"(?:{alt[1:]})")
+            else:
+                floating.append(f"(?{flag[2:3]}:{alt})" if flag else alt)
+    return (re.compile("|".join(anchored)) if anchored else None,
+            re.compile("|".join(floating)) if floating else None)
 
 
 def _combine(pats: Iterable[re.Pattern[str]]) -> re.Pattern[str] | None:
@@ -263,8 +364,9 @@ def _combine(pats: Iterable[re.Pattern[str]]) -> re.Pattern[str] | None:
     return re.compile("|".join(parts)) if parts else None
 
 
-def _required_literals(pattern: str) -> set[str] | None:
-    """Lower-case strings one of which occurs in every match of ``pattern`` (None if unknown).
+def _required_literals(pattern: str, lower: bool = True) -> set[str] | None:
+    """Strings (lower-cased unless ``lower`` is false) one of which occurs in every match of
+    ``pattern`` (None if unknown).
 
     Used only to skip the full regexes on lines that cannot match: a speed-up that never
     changes a result (a pattern we cannot analyse is always tried).
@@ -281,7 +383,7 @@ def _required_literals(pattern: str) -> set[str] | None:
 
         def flush() -> None:
             if run:
-                cands.append({"".join(run).lower()})
+                cands.append({"".join(run).lower() if lower else "".join(run)})
                 run.clear()
         for op, av in items:
             if op is C.LITERAL:
@@ -289,6 +391,9 @@ def _required_literals(pattern: str) -> set[str] | None:
                 continue
             if op is C.IN and len(av) == 2 and all(o is C.LITERAL for o, _ in av) \
                     and chr(av[0][1]).lower() == chr(av[1][1]).lower():
+                if not lower:  # a case-sensitive literal cannot cover [Ee]
+                    flush()
+                    continue
                 run.append(chr(av[0][1]))  # [Ee] → e
                 continue
             flush()
@@ -317,22 +422,12 @@ def _rule_literals(rule: Rule) -> tuple[str, ...] | None:
     return None
 
 
-def _prefilter(per_rule: Iterable[tuple[str, ...] | None]) -> re.Pattern[str] | None:
-    lits: set[str] = set()
-    for found in per_rule:
-        if found is None:
-            return None
-        lits |= set(found)
-    lits = {x for x in lits if not any(y != x and y in x for y in lits)}
-    return re.compile(_trie_regex(sorted(lits)))
-
-
 def _literal_index(per_rule: list[tuple[str, ...] | None]) -> dict:
-    """For the line rules: one regex finding every reduced literal in a line, and which rules each
-    literal lets through. After the reduction no kept literal is a prefix of another, so at each
-    position at most one can start: a look-ahead finditer finds every occurrence of every one."""
+    """The gate: one regex of the reduced literals of all line rules (and native failures), and
+    which line rules each literal lets through (the i-th entry of ``per_rule`` is line rule i).
+    A rule whose literals are unknown disables the gate: every line is tried."""
     if any(found is None for found in per_rule) or not per_rule:
-        return {"line_find": None, "lit_rules": {}}
+        return {"gate": None, "lit_rules": {}}
     lits: set[str] = set().union(*per_rule)  # type: ignore[arg-type]
     kept = {x for x in lits if not any(y != x and y in x for y in lits)}
     index: dict[str, set[int]] = {k: set() for k in kept}
@@ -341,7 +436,7 @@ def _literal_index(per_rule: list[tuple[str, ...] | None]) -> dict:
             for k in kept:
                 if k in lit:  # the rule's literal occurs only where this kept one does
                     index[k].add(i)
-    return {"line_find": re.compile(f"(?=({_trie_regex(sorted(kept))}))"),
+    return {"gate": re.compile(_trie_regex(sorted(kept))),
             "lit_rules": {k: frozenset(v) for k, v in index.items()}}
 
 
@@ -370,15 +465,18 @@ def _ruleset(rules: tuple[Rule, ...]) -> _RuleSet:
     ordered = tuple(fixed + owner)
     line_rules = tuple(r for r in ordered if r.line_capable)
     line_lits = tuple(_rule_literals(r) for r in line_rules)
+    conds = tuple(dict.fromkeys(a.pattern for r in ordered for a in r.atoms if a.kind == "cond"))
     return _RuleSet(
-        benign=_combine(a.pattern for r in benign for a in r.atoms if not a.negate),
+        **dict(zip(("benign_start", "benign_any"),
+                   _split_benign(a.pattern for r in benign for a in r.atoms if not a.negate))),
         wrappers=wrappers,
         ordered=ordered,
         line_rules=line_rules,
-        line_any=_prefilter(line_lits),
-        **_literal_index(line_lits),
+        # benign lines are recognised before the gate, by their own regexes
+        **_literal_index([*line_lits, _NATIVE_LITERALS]),
         line_lits=tuple(re.compile(_trie_regex(sorted(x))) if x else None for x in line_lits),
-        gate=_prefilter([*(_rule_literals(r) for r in benign), *line_lits, _NATIVE_LITERALS]),
+        cond_lits=tuple(sorted({lit for p in conds for lit in _required_literals(p.pattern, lower=False) or ()})),
+        conds=conds,
     )
 
 
@@ -390,23 +488,37 @@ _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 def strip_ansi(text: str) -> str:
     """A log line without terminal colour and cursor codes (vLLM colours its prefixes)."""
     return _ANSI.sub("", text) if "\x1b" in text else text
+# Possessive quantifiers (`++`, `*+`) where backtracking can never help (the character class
+# excludes what follows): the same matches, fewer steps on each of a big log's lines.
 _PREFIX = re.compile(
-    r"(?:[\w.]+-\d+\s+\|\s)?"  # docker compose "vllm-1  | "
-    r"(?:\((?P<proc>[A-Za-z_][\w.-]*)(?: (?:rank|tp|dp)=\d+)*(?: pid=(?P<pid>\d+))?\)\s+)?"  # (Worker_TP1 pid=123)
-    r"(?:(?P<lvl>DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL)\s+\d\d-\d\d\s+\d\d:\d\d:\d\d(?:\.\d+)?\s+\[?(?P<src>[^\]\s]*)\]\s?"
-    r"|\[?(?P<glog>[IWEF])\d{4}\s+\d\d:\d\d:\d\d\.\d+\s+(?:\d+\s+)?(?P<gsrc>[^\]\s]+)\]\s?"
+    r"(?:[\w.]++-\d++\s++\|\s)?"  # docker compose "vllm-1  | "
+    r"(?:\((?P<proc>[A-Za-z_][\w.-]*+)(?: (?:rank|tp|dp)=\d++)*+(?: pid=(?P<pid>\d++))?\)\s++)?"  # (Worker_TP1 pid=123)
+    r"(?:(?P<lvl>DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL)\s++\d\d-\d\d\s++\d\d:\d\d:\d\d(?:\.\d++)?\s++\[?(?P<src>[^\]\s]*+)\]\s?"
+    r"|\[?(?P<glog>[IWEF])\d{4}\s++\d\d:\d\d:\d\d\.\d++\s++(?:\d++\s++)?(?P<gsrc>[^\]\s]++)\]\s?"
     r"|\[(?P<blvl>DEBUG|INFO|WARNING|ERROR|CRITICAL)\]\s)?")
+# A prefix starts with "(" (process tag), "[" or a level letter, or is docker compose's
+# "name-1  | ": a line that starts otherwise and has no "|" has none (the regex is skipped).
+_PREFIX_FIRST = frozenset("([DIWECF")
+_NO_PREFIX = _PREFIX.match("")
 # The same as _PREFIX with an INFO/DEBUG level, and nothing else: when it matches, _PREFIX would
 # call the line quiet too (a fast path for the bulk of a big log, never a different answer).
 _QUIET_FAST = re.compile(
-    r"(?:[\w.]+-\d+\s+\|\s)?"
-    r"(?:\([A-Za-z_][\w.-]*(?: (?:rank|tp|dp)=\d+)*(?: pid=\d+)?\)\s+)?"
-    r"(?:INFO|DEBUG)\s+\d\d-\d\d\s+\d\d:\d\d:\d\d(?:\.\d+)?\s+\[?[^\]\s]*\]")
+    r"(?:[\w.]++-\d++\s++\|\s)?"
+    r"(?:\([A-Za-z_][\w.-]*+(?: (?:rank|tp|dp)=\d++)*+(?: pid=\d++)?\)\s++)?"
+    r"(?:INFO|DEBUG)\s++\d\d-\d\d\s++\d\d:\d\d:\d\d(?:\.\d++)?\s++\[?[^\]\s]*+\]")
 _QUIET = frozenset({"INFO", "DEBUG", "I"})
 _WARN = frozenset({"WARNING", "WARN", "W"})
 _FRAME = re.compile(r'\s*File "(?P<path>[^"]+)"(?:, line (?P<ln>\d+))?(?:,? in (?P<fn>\S.*))?\s*$')
+# A source location on a line of its own ("src/flag_gems/fused/x.py:308:56:", Dynamo's
+# "vllm_fl/dispatch/policy.py:") is a frame: compiler diagnostics and pasted stacks print them.
+_LOCATION = re.compile(r"\s*(?P<path>[^\s:\"'`]*/[^\s:\"'`]+\.py)(?:(?::\d+){1,2}:?|:)\s*$")
+# A line that is an error report of its own: a compiler diagnostic ("file:3:7: error: …", MLIR's
+# "error: failed to legalize …") or a tool's "error: …" line.
+_DIAG = re.compile(r"(?:(?P<loc>[^\s:\"'`]+:\d+:\d+):\s*)?error: (?P<msg>\S.*)")
 _BLOCK_EXC = re.compile(r"(?P<type>[A-Za-z_][\w.]*)(?::(?:\s(?P<msg>.*))?)?$")
-_BARE_EXC = re.compile(r"(?<![\w.])(?P<type>(?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception|Fault))(?::\s+(?P<msg>\S.*)|$)")
+_BARE_EXC = re.compile(r"(?<![\w.])(?P<type>(?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception|Fault))(?::\s+(?P<msg>\S.*)|$)"
+                       # a module-qualified exception named inside a sentence ("… raises torch.AcceleratorError，…")
+                       r"|(?<![\w.])(?P<qtype>(?:[a-z_]\w*\.)+[A-Z]\w*(?:Error|Exception))(?![\w.:(])")
 _CONNECTOR = re.compile(r"(?:The above exception was the direct cause of the following exception"
                         r"|During handling of the above exception, another exception occurred):")
 _TB_START = re.compile(r"Traceback \(most recent call last\):|(?:Current thread|Thread) 0x[0-9a-f]+ .*\(most recent call first\):")
@@ -422,15 +534,26 @@ _NATIVE = re.compile(
     r"|(?:.*\s)?(?P<sig2>Segmentation fault|Bus error|Illegal instruction|Aborted|Floating point exception)"
     r"(?: \(core dumped\))?"
     r"|terminate called after throwing an instance of '(?P<cpp>[^']+)'.*"
-    r"|!+ (?P<segv>Segfault) encountered !+")
+    r"|!+ (?P<segv>Segfault) encountered !+"
+    # a device runtime's error code (CUDA, HIP, MetaX MACA, Moore Threads MUSA, Cambricon CNRT)
+    r"|.*?(?<![A-Za-z])(?P<dev>(?:cuda|hip|mc|musa|cnrt)Error[A-Z]\w*).*")
 _NATIVE_LITERALS = ("fatal python error", "assertion", "unreachable executed", "received by pid",
                      "segmentation fault", "segfault", "bus error", "illegal instruction", "aborted",
-                     "floating point exception", "terminate called")  # lower case, one occurs in each
+                     "floating point exception", "terminate called",
+                     "cudaerror", "hiperror", "mcerror", "musaerror", "cnrterror")  # lower case, one occurs in each
 _NATIVE_GATE = re.compile(r"Fatal Python|ssertion|UNREACHABLE|SIG[A-Z]|Segmentation|Segfault|Bus error"
-                          r"|Illegal instr|Aborted|Floating point exc|terminate called")
+                          r"|Illegal instr|Aborted|Floating point exc|terminate called|cudaError|hipError|mcError|musaError|cnrtError")
 _DOTTED_EXC = re.compile(r"(?P<type>(?:[a-z_]\w*\.)+[A-Z]\w*): (?P<msg>\S.*)")
+# Can this line start anything in a process with nothing open? (a necessary condition, built from
+# the very patterns _Scanner._boundary and _in_idle use; lines that fail it skip the state
+# machine; an exception named anywhere and native failures are checked separately)
+_IDLE_HEAD = re.compile(r"\s*(?:" + "|".join(
+    re.sub(r"\(\?P<\w+>", "(?:", p.pattern)
+    for p in (_TB_START, _CONNECTOR, _FRAME, _LOCATION, _DIAG, _DOTTED_EXC)) +
+    r"|from user code:|[\^~]|\.\.\.)")
 _STDLIB = re.compile(r"^<|/lib/python3\.\d+/(?!site-packages|dist-packages)")
 _MAX_LINE = 4000
+_COND_LINES = 20_000  # conditions of the run (cond: atoms) are printed at start-up: looked for there
 _MAX_DETAIL = 6
 _MAX_FRAMES = 64
 _MAX_CHAIN = 6
@@ -478,10 +601,20 @@ class _Failure:
     user_frames: list[_Frame] = field(default_factory=list)  # Dynamo's "from user code:" frames
 
 
+class _Phase(enum.IntEnum):
+    """Where a process's output is in a traceback."""
+
+    IDLE = 0  # nothing open
+    FRAMES = 1  # in a traceback or stack dump, reading frames
+    EXC = 2  # after an exception line, reading its continuation lines
+    AFTER = 3  # an exception ended; a chain connector may follow
+    CONNECTOR = 4  # after "The above exception was the direct cause…"
+
+
 @dataclass
 class _Stream:
     key: str
-    phase: str = "idle"  # idle | frames | exc | after | connector
+    phase: _Phase = _Phase.IDLE
     block: _Block | None = None
     chain: list[_Block] = field(default_factory=list)
     last_failure: _Failure | None = None
@@ -504,59 +637,100 @@ class _Scanner:
         self.gated = True  # the current line holds a literal some line/benign/native rule needs
         self.active: set[str] = set()  # streams inside a traceback
         self.boring: dict[str, None] = {}
+        self.conditions: list[str] = []  # lines that matched a cond: atom (a condition of the run)
+        self._handlers = {_Phase.IDLE: self._in_idle, _Phase.FRAMES: self._in_frames, _Phase.EXC: self._in_exc,
+                          _Phase.AFTER: self._in_after, _Phase.CONNECTOR: self._in_connector}
 
     # -- input
     def feed(self, raw: str, stream: str | None = None) -> None:
-        self.index += 1
-        if len(raw) > _MAX_LINE:
-            raw = raw[:_MAX_LINE]
-        if "\x1b" in raw:  # inline: this loop runs once per log line
-            raw = _ANSI.sub("", raw)
-        if not self.active and _QUIET_FAST.match(raw):
-            return
-        raw = raw.rstrip("\r\n")
-        m = _PREFIX.match(raw)
-        lvl, glog, blvl = m.group("lvl", "glog", "blvl")
-        level = lvl or glog or blvl
-        if level in _QUIET:  # the bulk of a big log: nothing to do unless it ends a traceback
-            if self.active:
-                if stream is None:
-                    proc, pid = m.group("proc", "pid")
-                    stream = f"{proc} {pid or ''}" if proc else ""
-                st = self.streams.get(stream)
-                if st is not None and st.phase != "idle":
-                    self._flush(st)
-            return
-        msg = raw[m.end():]
-        if not self.active and msg in self.boring:  # a repeated harmless line, nothing open
-            return
-        low = msg.lower()
-        gated = self.rs.gate is None or self.rs.gate.search(low) is not None
-        if gated and msg and self.rs.benign is not None and self.rs.benign.search(msg):
-            self._remember(msg)
-            return
-        # a warning that names an exception in passing ("… errors like `OSError: …`") is advice,
-        # not a failure; an exception line of its own still counts
-        self.warning_line = level in _WARN
-        if stream is None:
-            proc, pid = m.group("proc", "pid")
-            stream = f"{proc} {pid or ''}" if proc else ""
-        st = self.streams.get(stream)
-        if st is None:
-            st = self._new_stream(stream)
-        idle = st.phase == "idle"
-        if idle and msg in self.boring:
-            st.prev = msg
-            return
-        events = self.emitted
-        self.gated = gated
-        if not self._step(st, msg, m.group("src") or m.group("gsrc"), stream):
-            if gated:
-                self._line_rules(st, msg.strip(), stream, low.strip())
-            if idle and st.phase == "idle" and events == self.emitted:
+        self.feed_all((raw,), stream)
+
+    def feed_all(self, lines: Iterable[str], stream: str | None = None) -> None:
+        """Read lines (all of one stream when ``stream`` is given, else each line's process tag
+        decides). The loop body runs once per log line of a 100 MB log: names are bound locally."""
+        rs = self.rs
+        quiet_fast, prefix, boring = _QUIET_FAST.match, _PREFIX.match, self.boring
+        prefix_first, no_prefix = _PREFIX_FIRST, _NO_PREFIX
+        gate = rs.gate.search if rs.gate is not None else None
+        benign_start = rs.benign_start.match if rs.benign_start is not None else _never
+        benign_any = rs.benign_any.search if rs.benign_any is not None else _never
+        fixed = stream
+        cond_lits = rs.cond_lits
+        idle_phase, active, streams, idle_head = _Phase.IDLE, self.active, self.streams, _IDLE_HEAD.match
+        for raw in lines:
+            self.index += 1
+            if len(raw) > _MAX_LINE:
+                raw = raw[:_MAX_LINE]
+            if "\x1b" in raw:
+                raw = _ANSI.sub("", raw)
+            if cond_lits and self.index <= _COND_LINES:  # a condition of the run, at any level
+                for lit in cond_lits:
+                    if lit in raw:
+                        self._condition(raw)
+                        break
+            # the bulk of a big log: INFO lines outside any traceback (the substring test only
+            # spares the regex on the other lines; the full prefix parse below decides the rest)
+            if not self.active and ("INFO" in raw or "DEBUG" in raw) and quiet_fast(raw):
+                continue
+            raw = raw.rstrip("\r\n")
+            m = prefix(raw) if raw[:1] in prefix_first or "|" in raw else no_prefix
+            lvl, glog, blvl = m.group("lvl", "glog", "blvl")
+            level = lvl or glog or blvl
+            stream = fixed
+            if level in _QUIET:  # nothing to do unless it ends a traceback
+                if self.active:
+                    if stream is None:
+                        proc, pid = m.group("proc", "pid")
+                        stream = f"{proc} {pid or ''}" if proc else ""
+                    st = self.streams.get(stream)
+                    if st is not None and st.phase is not _Phase.IDLE:
+                        self._flush(st)
+                continue
+            msg = raw[m.end():]
+            if not self.active and msg in boring:  # a repeated harmless line, nothing open
+                continue
+            if msg and (benign_start(msg) or benign_any(msg)):
                 self._remember(msg)
-        st.prev = msg
-        self._track(st)
+                continue
+            low = msg.lower()
+            gated = gate is None or gate(low) is not None
+            # a warning that names an exception in passing ("… errors like `OSError: …`") is
+            # advice, not a failure; an exception line of its own still counts
+            self.warning_line = level in _WARN
+            if stream is None:
+                proc, pid = m.group("proc", "pid")
+                stream = f"{proc} {pid or ''}" if proc else ""
+            st = streams.get(stream)
+            if st is None:
+                st = self._new_stream(stream)
+            idle = st.phase is idle_phase
+            if idle and msg in boring:
+                st.prev = msg
+                continue
+            events = self.emitted
+            self.gated = gated
+            if idle and not gated and "Error" not in msg and "Exception" not in msg \
+                    and "Fault" not in msg and not idle_head(msg):
+                consumed = False  # nothing can start here (see _IDLE_HEAD)
+            else:
+                consumed = self._step(st, msg, m.group("src") or m.group("gsrc"), stream)
+            if not consumed:
+                if gated:
+                    self._line_rules(st, msg.strip(), stream, low.strip())
+                if idle and st.phase is idle_phase and events == self.emitted:
+                    if len(boring) >= 8192:  # _remember, inline: once per log line
+                        boring.clear()
+                    boring[msg] = None
+            st.prev = msg
+            if st.phase is idle_phase:  # _track, inline
+                active.discard(st.key)
+            else:
+                active.add(st.key)
+
+    def _condition(self, raw: str) -> None:
+        if len(self.conditions) < 16 and any(p.search(raw) for p in self.rs.conds):
+            line = raw.rstrip("\r\n")
+            self.conditions.append(line[_PREFIX.match(line).end():].strip())
 
     def _remember(self, msg: str) -> None:
         """Cache a message that does nothing in an idle stream (logs repeat the same warnings)."""
@@ -565,7 +739,7 @@ class _Scanner:
         self.boring[msg] = None
 
     def _track(self, st: _Stream) -> None:
-        if st.phase == "idle":
+        if st.phase is _Phase.IDLE:
             self.active.discard(st.key)
         else:
             self.active.add(st.key)
@@ -594,8 +768,12 @@ class _Scanner:
         rs = self.rs
         if not text or not rs.line_rules:
             return
-        if rs.line_find is not None:
-            found = {m.group(1) for m in rs.line_find.finditer(low)}
+        if rs.gate is not None:
+            found: set[str] = set()
+            m = rs.gate.search(low)
+            while m is not None:
+                found.add(m.group())
+                m = rs.gate.search(low, m.start() + 1)
             if not found:
                 return
             maybe = frozenset().union(*(rs.lit_rules[f] for f in found))
@@ -616,7 +794,7 @@ class _Scanner:
             self._emit(st, _Failure(st.chain[0].start, stream, blocks=st.chain))
         st.chain = []
         st.block = None
-        st.phase = "idle"
+        st.phase = _Phase.IDLE
 
     def _close_block(self, st: _Stream) -> None:
         blk = st.block
@@ -661,114 +839,163 @@ class _Scanner:
         self._finish_chain(st, st.key)
         self._track(st)
 
+    # -- the per-process traceback state machine: one method per phase, each returns True when
+    # it consumed the line (False: the line is left to the line rules)
     def _step(self, st: _Stream, msg: str, src: str | None, stream: str) -> bool:
-        """Advance the per-process traceback state; True when the line was consumed."""
         s = msg.strip()
+        if self._boundary(st, s, src, stream):
+            return True
+        return self._handlers[st.phase](st, msg, s, src, stream)
+
+    def _boundary(self, st: _Stream, s: str, src: str | None, stream: str) -> bool:
+        """Lines that start a block in any phase: a traceback or dump header, Dynamo's
+        "from user code:", a chain connector."""
         if _TB_START.match(s):
-            if st.phase != "connector":
+            if st.phase is not _Phase.CONNECTOR:
                 self._close_block(st)
                 self._finish_chain(st, stream)
             st.block = _Block(self.index, src, header=True, reverse="first" in s,
                               current=s.startswith("Current thread"))
-            st.phase = "frames"
+            st.phase = _Phase.FRAMES
             return True
-        if s == "from user code:" and st.phase != "frames":
+        if s == "from user code:" and st.phase is not _Phase.FRAMES:
             self._close_block(st)
             self._finish_chain(st, stream)
-            st.user_code = st.last_failure if st.last_failure and self.index - st.last_failure.index < 200 else None
+            lf = st.last_failure
+            st.user_code = lf if lf and self.index - lf.index < 200 else None
             return True
         if _CONNECTOR.match(s):
             self._close_block(st)
             st.handled = s.startswith("During handling")
-            st.phase = "connector"
+            st.phase = _Phase.CONNECTOR
             return True
-        phase = st.phase
-        if phase == "frames":
-            blk = st.block
-            fm = _FRAME.match(msg)
-            if fm:
-                blk.frames.append(_Frame(fm.group("path"), s))
-                return True
-            if not s or msg[0] in " \t" or s == "..." or s[0] in "^~":
-                return True
-            em = _BLOCK_EXC.match(msg)
-            if em and _looks_like_type(em.group("type")):
-                self._set_exc(blk, em.group("type"), em.group("msg") or "", s, src)
-                st.phase = "exc"
-                return True
-            blk.junk += 1
-            if blk.header and blk.frames and blk.junk <= 30:
-                return False  # interleaved output inside a real traceback
-            self._close_block(st)
-            self._finish_chain(st, stream)
-            phase = "idle"
-        if phase == "exc":
-            blk = st.block
-            if s and s != "..." and src == blk.src and len(blk.detail) < _MAX_DETAIL \
-                    and not _FRAME.match(msg) and not msg.startswith("--"):
-                blk.detail.append(s[:1000])
-                return True
-            self._close_block(st)
-            st.phase = phase = "after"
-        if phase == "connector":
-            if not s:
-                return True
-            if _FRAME.match(msg) or msg[:1] in (" ", "\t"):
-                st.block = _Block(self.index, src)
-                st.phase = "frames"
-                return self._step(st, msg, src, stream)
-            self._finish_chain(st, stream)
-            phase = "idle"
+        return False
+
+    def _in_frames(self, st: _Stream, msg: str, s: str, src: str | None, stream: str) -> bool:
+        """Inside a traceback: frames, their code lines, then the exception line."""
+        blk = st.block
+        fm = _FRAME.match(msg) or _LOCATION.match(msg)
+        if fm:
+            blk.frames.append(_Frame(fm.group("path"), s))
+            return True
+        dg = _DIAG.match(s)
+        if dg:
+            self._diagnostic(blk, dg, s, src)
+            st.phase = _Phase.EXC
+            return True
+        if not s or msg[0] in " \t" or s == "..." or s[0] in "^~":
+            return True  # code lines, position markers, elisions
+        em = _BLOCK_EXC.match(msg)
+        if em and _looks_like_type(em.group("type")):
+            self._set_exc(blk, em.group("type"), em.group("msg") or "", s, src)
+            st.phase = _Phase.EXC
+            return True
+        blk.junk += 1
+        if blk.header and blk.frames and blk.junk <= 30:
+            return False  # interleaved output inside a real traceback
+        self._close_block(st)
+        self._finish_chain(st, stream)
+        return self._in_idle(st, msg, s, src, stream)
+
+    def _in_exc(self, st: _Stream, msg: str, s: str, src: str | None, stream: str) -> bool:
+        """After an exception line: its continuation lines (same source), up to a few."""
+        blk = st.block
+        if s and s != "..." and src == blk.src and len(blk.detail) < _MAX_DETAIL \
+                and not _FRAME.match(msg) and not msg.startswith("--"):
+            blk.detail.append(s[:1000])
+            return True
+        self._close_block(st)
+        st.phase = _Phase.AFTER
+        return self._in_after(st, msg, s, src, stream)
+
+    def _in_after(self, st: _Stream, msg: str, s: str, src: str | None, stream: str) -> bool:
+        """A chain whose last exception ended: a connector may still follow; anything else ends it."""
         if not s:
             return False
-        if phase == "after":
-            self._finish_chain(st, stream)
-        fm = _FRAME.match(msg)
+        self._finish_chain(st, stream)
+        return self._in_idle(st, msg, s, src, stream)
+
+    def _in_connector(self, st: _Stream, msg: str, s: str, src: str | None, stream: str) -> bool:
+        """After "The above exception was the direct cause…": the next block's frames."""
+        if not s:
+            return True
+        if _FRAME.match(msg) or msg[:1] in (" ", "\t"):
+            st.block = _Block(self.index, src)
+            st.phase = _Phase.FRAMES
+            return self._in_frames(st, msg, s, src, stream)
+        self._finish_chain(st, stream)
+        return self._in_idle(st, msg, s, src, stream)
+
+    def _in_idle(self, st: _Stream, msg: str, s: str, src: str | None, stream: str) -> bool:
+        """Nothing open: does this line start a failure (a headerless traceback, a native
+        failure, a diagnostic, an exception line)?"""
+        if not s:
+            return False
+        fm = _FRAME.match(msg) or _LOCATION.match(msg)
         if fm:  # a traceback without its header (cut log)
             st.block = _Block(self.index, src)
             st.block.frames.append(_Frame(fm.group("path"), s))
-            st.phase = "frames"
+            st.phase = _Phase.FRAMES
             return True
         if msg[0] in " \t" and (s[0] in "^~" or s == "..."):
             return True  # code-position markers of a cut traceback
         if self.gated and _NATIVE_GATE.search(s):
             nm = _NATIVE.fullmatch(s)
             if nm:
-                g = nm.groupdict()
-                if g["fatal"]:
-                    etype, text = "FatalPythonError", g["fatal"]
-                elif g["assert"] or g["unreach"]:
-                    etype, text = "NativeAssertionError", s
-                elif g["cpp"]:
-                    etype, text = "CppException", g["cpp"]
-                else:
-                    etype, text = "FatalSignal", g["sig"] or g["sig2"] or "SIGSEGV"
-                blk = _Block(self.index, src)
-                self._set_exc(blk, etype, text, s, src)
-                st.block, st.phase = blk, "exc"
-                return True
+                return self._open(st, *_native_exc(nm, s), s, src)
+        dg = _DIAG.match(s) if "error: " in s else None
+        if dg:
+            st.block, st.phase = _Block(self.index, src), _Phase.EXC
+            self._diagnostic(st.block, dg, s, src)
+            return True
         dm = _DOTTED_EXC.match(s) if not self.warning_line else None
         if dm:
-            blk = _Block(self.index, src)
-            self._set_exc(blk, dm.group("type"), dm.group("msg"), s, src)
-            st.block, st.phase = blk, "exc"
-            return True
+            return self._open(st, dm.group("type"), dm.group("msg"), s, src)
         em = _BARE_EXC.search(s) if ("Error" in s or "Exception" in s or "Fault" in s) else None
         if em and em.start() > 0 and self.warning_line:
             em = None
         if em:
             text = em.group("msg") or ""
-            if em.start() > 0 and s[em.start() - 1] in "`'\"":
+            if em.group("qtype"):  # named inside a sentence: the sentence is its message
+                text = s
+            elif em.start() > 0 and s[em.start() - 1] in "`'\"":
                 text = text.split(s[em.start() - 1], 1)[0]
-            blk = _Block(self.index, src)
-            self._set_exc(blk, em.group("type"), text, s, src)
-            st.block, st.phase = blk, "exc"
-            return True
+            return self._open(st, em.group("type") or em.group("qtype"), text, s, src)
         return False
+
+    def _open(self, st: _Stream, etype: str, message: str, line: str, src: str | None) -> bool:
+        """Start a frameless failure block at this line (its continuation lines may follow)."""
+        blk = _Block(self.index, src)
+        self._set_exc(blk, etype, message, line, src)
+        st.block, st.phase = blk, _Phase.EXC
+        return True
+
+    def _diagnostic(self, blk: _Block, dg: re.Match[str], line: str, src: str | None) -> None:
+        if dg.group("loc"):
+            blk.frames.append(_Frame(dg.group("loc").split(":", 1)[0], line))
+        self._set_exc(blk, "DiagnosticError", dg.group("msg"), line, src)
 
     @staticmethod
     def _set_exc(blk: _Block, etype: str, message: str, line: str, src: str | None) -> None:
         blk.exc_type, blk.message, blk.line, blk.src = etype, message.strip(), line[:1000], src
+
+
+def _native_exc(nm: re.Match[str], line: str) -> tuple[str, str]:
+    """The type and message a native failure line gets (see _NATIVE)."""
+    g = nm.groupdict()
+    if g["fatal"]:
+        return "FatalPythonError", g["fatal"]
+    if g["assert"] or g["unreach"]:
+        return "NativeAssertionError", line
+    if g["cpp"]:
+        return "CppException", g["cpp"]
+    if g["dev"]:
+        return "DeviceError", line
+    return "FatalSignal", g["sig"] or g["sig2"] or "SIGSEGV"
+
+
+def _never(_: str) -> None:
+    return None
 
 
 def _looks_like_type(name: str) -> bool:
@@ -811,7 +1038,7 @@ def _inner_path(frames: list[_Frame]) -> str | None:
     return None
 
 
-def _exc_values(exc: _Exc):
+def _exc_values(exc: _Exc, conditions: list[str] = ()):
     inner = _inner_path(exc.frames or exc.chain_frames)
 
     def values(kind: str) -> list[str]:
@@ -823,6 +1050,8 @@ def _exc_values(exc: _Exc):
             return [f.path for f in exc.chain_frames]
         if kind == "inner":
             return [inner] if inner else []
+        if kind == "cond":
+            return conditions
         return []
     return values
 
@@ -845,10 +1074,24 @@ def _pkg_owner(pkg: str | None) -> str | None:
     return comp
 
 
-def _owner(frames: list[_Frame], text: str, line: str) -> tuple[str | None, str, _Frame | None]:
-    """Who owns the code the failure came through: (component, how, frame)."""
+# Triton's compiler, backends, native core and driver discovery are FlagTree's code (it replaces
+# the `triton` package); triton.language and the launch path (jit, autotuner) run the kernel's
+# owner's code and are skipped like torch.
+_TRITON_OWNED = re.compile(r"(?:^|/)triton/(?:compiler|backends|_C|spec|runtime/(?:driver|build|cache))(?:/|\.py|$)")
+
+
+def _owner(frames: list[_Frame], text: str, line: str,
+           caller: bool = False) -> tuple[str | None, str, _Frame | None]:
+    """Who owns the code the failure came through: (component, how, frame).
+
+    ``caller``: the failure is the kernel's (its source, its launch, its fault on the device):
+    Triton's own frames are skipped so the code that called the kernel is blamed.
+    """
     for fr in reversed(frames):
-        comp = _pkg_owner(_frame_pkg(fr.path))
+        pkg = _frame_pkg(fr.path)
+        comp = _pkg_owner(pkg)
+        if pkg == "triton" and not caller and _TRITON_OWNED.search(fr.path.replace("\\", "/")):
+            comp = "FlagTree"
         if comp:
             return comp, "frame", fr
     for pat, comp in _OWNER_PATHS:
@@ -910,14 +1153,14 @@ def _lower(conf: str, cap: str) -> str:
 def _apply(rule: Rule, frames: list[_Frame], text: str, line: str) -> tuple[str, str, _Frame | None]:
     if rule.component != "owner":
         return rule.component, rule.confidence, None
-    comp, how, fr = _owner(frames, text, line)
+    comp, how, fr = _owner(frames, text, line, rule.caller)
     if comp is None:
         return rule.fallback or "unknown", "low", None
     conf = {"frame": rule.confidence, "path": _lower(rule.confidence, "medium")}.get(how, "low")
     return comp, conf, fr
 
 
-def _judge(f: _Failure, rs: _RuleSet) -> _Verdict | None:
+def _judge(f: _Failure, rs: _RuleSet, conditions: list[str]) -> _Verdict | None:
     """Classify one failure candidate; None when it is only a wrapper."""
     if f.line_rule is not None:
         comp, conf, fr = _apply(f.line_rule, f.orphan_frames, f"{f.context}\n{f.line}", f.line)
@@ -927,12 +1170,15 @@ def _judge(f: _Failure, rs: _RuleSet) -> _Verdict | None:
     exc, wrapped = _root_exc(f, rs)
     if exc is None:
         return None
-    values = _exc_values(exc)
+    values = _exc_values(exc, conditions)
     context = "\n".join([exc.detail, exc.line])
     for rule in rs.ordered:
         if rule.exception_capable and _atoms_hold(rule, values):
             comp, conf, fr = _apply(rule, exc.frames or exc.chain_frames, context, exc.line)
             ev = list(exc.evidence)
+            for atom in rule.atoms:
+                if atom.kind == "cond":  # the condition that explains the failure
+                    ev += [c for c in conditions if atom.pattern.search(c)][:1]
             if fr is not None:
                 ev.append(fr.text)
             elif rule.component != "owner" and any(a.kind in ("inner", "frame") for a in rule.atoms):
@@ -1025,17 +1271,15 @@ def classify_log(log: Path | Iterable[str], result: dict | None = None, rules=No
     if status == "PASS":
         return Diagnosis("none", None, None, [], None, "The phase passed.", "high", "", None)
     scanner = _Scanner(rs)
-    for raw in _iter_lines(log):
-        scanner.feed(raw)
+    scanner.feed_all(_iter_lines(log))
     if result:
-        for raw in _result_lines(result):
-            scanner.feed(raw, stream=_RESULT_STREAM)
+        scanner.feed_all(_result_lines(result), stream=_RESULT_STREAM)
     failures = scanner.close()
 
     verdicts: list[_Verdict] = []
     wrappers: list[str] = []
     for f in failures:
-        v = _judge(f, rs)
+        v = _judge(f, rs, scanner.conditions)
         if v is None:
             wrappers += [b.line for b in f.blocks[:1]]
         else:

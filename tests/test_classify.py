@@ -8,6 +8,7 @@ no FlagOS stack); they follow vLLM's real line format and multi-process interlea
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -39,16 +40,12 @@ TEXT_ONLY_UNATTRIBUTABLE = {"d003", "d004"}
 # in an issue title, or in a part of the log the user did not paste). The classifier must still
 # see that they failed — never `none` — except n071, which is prose about a hang with no log line.
 NOT_IN_THE_EXCERPT = {
-    "n008": "Dynamo error; the plugin frame is pasted as prose after a blank line",
-    "n014": "traceback cut inside multiprocessing; the plugin import error is only in the title",
     "n022": "MetaX hardware trap with no kernel or frame; FlagGems only in the issue's text",
     "n032": "hardware trap naming `mm_kernel` only; no frame says whose kernel",
     "n071": "prose about an NCCL hang, no log line",
     "n077": "Dynamo `Unsupported context manager (RLock)` with no frame; the plugin is in the prose",
-    "n090": "traceback cut after its header; the FlagGems path is in Chinese prose",
     "n093": "hardware trap naming `mm_kernel` only",
     "n107": "TypeError through vLLM frames; vllm-ascend is named only in the title",
-    "n109": "vLLM frames cut; 'No platform detected' is an INFO line",
 }
 
 
@@ -99,7 +96,7 @@ def test_corpus_accuracy_and_confusion_table() -> None:
         print(f"{exp[:14]:<15} " + " ".join(f"{confusion[(exp, g)] or '.':>9}" for g in labels))
     correct = sum(v for (e, g), v in confusion.items() if e == g)
     print(f"exact component: {correct}/{len(cases)} = {correct / len(cases):.1%}")
-    assert correct / len(cases) >= 0.85
+    assert correct / len(cases) >= 0.90
     assert len(wrong_multichip) <= 1, wrong_multichip
     assert none_as_failure == []
     assert failure_as_none == ["n071"]  # prose only
@@ -142,7 +139,7 @@ def test_held_out_accuracy_leave_one_repository_out() -> None:
         for case in members:
             held.add(case, mod.classify(case, fold_rules), "")
     print(held.line())
-    assert held.exact / held.n >= 0.60
+    assert held.exact / held.n >= 0.70
     assert held.false_mc <= 1 and held.none_failed == 0
 
 
@@ -673,6 +670,39 @@ def test_misspelt_rule_table_header_is_an_error_naming_file_and_line(tmp_path: P
         load_rules(refs)
 
 
+_HEADER = "| id | component | layer | confidence | match | hint |"
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (lambda h, sep, row: ["| rule | component | layer | confidence | match | hint |", sep, row],
+     "looks like a rule table header"),  # a renamed column
+    (lambda h, sep, row: [h[:-1] + " notes |", sep + "---|", row], "looks like a rule table header"),
+    (lambda h, sep, row: ["| ID | Component | Layer | Confidence | Regex | Hint |", sep, row],
+     "looks like a rule table header"),
+    (lambda h, sep, row: [sep, row], "table without a header"),  # header line deleted
+    (lambda h, sep, row: [row], "rule row outside a rule table"),  # header and separator deleted
+    (lambda h, sep, row: [h, sep, row.lstrip("|").lstrip()], r"must start with '\|'"),
+    (lambda h, sep, row: [h, sep], "rule table without rows"),
+    (lambda h, sep, row: [h, row], r"followed by a \|---\| separator"),
+])
+def test_a_drifted_rule_table_is_an_error_naming_file_and_line(tmp_path: Path, edit, needle: str) -> None:
+    """Issue 12: nothing in a rule document may make rows vanish silently (57 -> 51 rules)."""
+    refs = tmp_path / "references"
+    shutil.copytree(REPO / "references", refs)
+    doc = refs / "multichip-errors.md"
+    lines = doc.read_text(encoding="utf-8").splitlines()
+    at = next(i for i, ln in enumerate(lines) if ln.startswith("| G-import |"))
+    assert lines[at - 2] == _HEADER
+    block = edit(lines[at - 2], lines[at - 1], lines[at])
+    lines[at - 2:at + 1] = block
+    doc.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(RuleError, match=needle) as info:
+        load_rules(refs)
+    assert re.search(r"multichip-errors\.md:\d+: ", str(info.value)), info.value
+    line_no = int(re.search(r"\.md:(\d+)", str(info.value)).group(1))
+    assert at - 2 < line_no <= at - 2 + len(block)  # the line named is one of the edited ones
+
+
 def test_dynamo_user_code_frames_decide_the_owner() -> None:
     """torch.compile failures list the traced code after "from user code:": that code's owner."""
     log = """\
@@ -703,5 +733,144 @@ def test_flagcx_own_log_line_reporting_a_failure_is_flagcx() -> None:
     """FlagCX logs like NCCL ("host:pid:tid [rank] FLAGCX WARN …"); a WARN that reports a failure counts."""
     line = "gpu-node-3:2817:2901 [1] FLAGCX WARN Call to flagcxHeteroSend failed: internal error - please report this issue"
     diag = classify_text(line)
-    assert (diag.component, diag.rule) == ("FlagCX", "X-error"), diag
+    assert (diag.component, diag.rule) == ("FlagCX", "O-own-log"), diag
     assert classify_text("gpu-node-3:2817:2901 [1] FLAGCX INFO Using network IB").component == "none"
+
+
+# --------------------------------------------------------------------------- mechanisms (round 3)
+
+
+def test_exception_raised_in_triton_compiler_is_flagtree_but_a_kernel_failure_is_its_caller() -> None:
+    """Triton's compiler/backends are FlagTree's code; a kernel's own failure is its caller's."""
+    frames = """\
+Traceback (most recent call last):
+  File "/usr/lib/python3.12/site-packages/vllm/model_executor/layers/sampler.py", line 40, in forward
+    _sample_kernel[grid](x)
+  File "/usr/lib/python3.12/site-packages/triton/runtime/jit.py", line 700, in run
+    kernel = self.compile(src, target=target)
+  File "/usr/lib/python3.12/site-packages/triton/compiler/compiler.py", line 300, in compile
+    next_module = compile_ir(module, metadata)
+  File "/usr/lib/python3.12/site-packages/triton/backends/acme/compiler.py", line 88, in make_llir
+"""
+    cut = classify_text(frames)  # cut before the exception line
+    assert (cut.component, cut.rule) == ("FlagTree", "O-cut"), cut
+    generic = classify_text(frames + "    raise ValueError('unsupported layout')\nValueError: unsupported layout\n")
+    assert generic.component == "FlagTree", generic
+    kernel = frames.replace("vllm/model_executor/layers/sampler.py", "flag_gems/ops/softmax.py")
+    oor = classify_text(kernel + "triton.runtime.errors.OutOfResources: out of resource: shared memory\n")
+    assert (oor.component, oor.rule, oor.culprit_op) == ("FlagGems", "O-triton-kernel", "softmax"), oor
+
+
+def test_source_location_lines_are_frames() -> None:
+    """A location printed on its own line ("pkg/file.py:12:") says whose code it was."""
+    log = """\
+torch._dynamo.exc.Unsupported: Unsupported context manager
+
+Explanation: Dynamo does not know how to trace this context manager.
+
+vllm_fl/ops/registry.py:41:
+    with self._lock:
+"""
+    diag = classify_text(log)
+    assert diag.component == "plugin", diag
+    assert diag.error.startswith("torch._dynamo.exc.Unsupported")
+
+
+def test_compiler_diagnostic_and_error_lines_are_failures() -> None:
+    diag = classify_text("src/vllm_fl/ops/rope.py:12:9: error: operand type mismatch in tt.dot\n")
+    assert (diag.component, diag.error) == ("plugin", "DiagnosticError: operand type mismatch in tt.dot"), diag
+    split = classify_text("/x/site-packages/flag_gems/fused/topk.py:80:17:\n"
+                          "  error: 'tt.reduce' op unsupported reduction kind\n")
+    assert split.component == "FlagGems", split
+    bare = classify_text("error: the backend rejected the configuration\n")
+    assert bare.component == "unknown" and bare.error, bare  # a failure, never none
+    # a tool's usage error names its program first: still vLLM's argument error, not a diagnostic
+    assert classify_text("vllm serve: error: unrecognized arguments: --foo\n").rule == "V-argparse"
+
+
+def test_device_error_codes_and_qualified_exceptions_in_a_sentence_are_failures() -> None:
+    code = classify_text("[rank1] kernel launch returned musaErrorLaunchFailure in flag_gems/ops/mm.py\n")
+    assert (code.component, code.rule, code.culprit_op) == ("FlagGems", "O-device-error", "mm"), code
+    assert classify_text("launch returned hipErrorIllegalAddress\n").component == "unknown"
+    prose = classify_text("the op (flag_gems/ops/index_put.py:91) raised torch.AcceleratorError, and the worker died\n")
+    assert (prose.component, prose.rule) == ("FlagGems", "O-device-error"), prose
+    # an exception that is only named as a type, with a dot path but no sentence end, stays a failure type;
+    # a benign sentence without one does not
+    assert classify_text("the worker retried the request and succeeded\n").component == "none"
+
+
+@pytest.mark.parametrize("line, component", [
+    ("[WARNING] [vllm_fl.dispatch] Failed to register vendor operators: backend not supported", "plugin"),
+    ("WARNING 11-30 10:00:02 [registry.py:40] [flag_gems.runtime] failed to load the tuned configs for this vendor", "FlagGems"),
+    ("node1:77:90 [0] FLAGCX WARN Net : connect to 10.0.0.2 timed out", "FlagCX"),
+])
+def test_a_components_own_log_line_reporting_a_failure_names_it(line: str, component: str) -> None:
+    diag = classify_text(line + "\n")
+    assert (diag.component, diag.rule) == (component, "O-own-log"), diag
+
+
+def test_a_components_own_log_line_without_a_failure_is_not_one() -> None:
+    log = ("[INFO] [vllm_fl.dispatch] Registering vendor backends for current platform: acme\n"
+           "node1:77:90 [0] FLAGCX INFO Using network Socket\n")
+    assert classify_text(log).component == "none"
+
+
+def test_a_condition_of_the_run_explains_the_failure_after_it_but_is_no_failure_itself() -> None:
+    """`cond:` rows: vLLM saying it found no platform (an INFO line) explains the crash after it."""
+    quiet = "INFO 11-30 10:00:00 [__init__.py:250] No platform detected, vLLM is running on UnspecifiedPlatform\n"
+    crash = ('Traceback (most recent call last):\n'
+             '  File "/usr/lib/python3.12/site-packages/vllm/engine/arg_utils.py", line 900, in create_engine_config\n'
+             '    device_config = DeviceConfig(device=self.device)\n')
+    diag = classify_text(quiet + crash)
+    assert (diag.component, diag.rule) == ("environment", "E-no-platform"), diag
+    assert any("No platform detected" in e for e in diag.evidence)
+    assert classify_text(quiet).component == "none"  # a condition alone is not a failure
+    assert classify_text(crash).component == "vllm"  # without it the frames decide
+
+
+def test_a_plugin_built_for_another_vllm_explains_an_unattributed_crash() -> None:
+    warn = ("/opt/x/vllm_acme/version.py:40: RuntimeWarning: vLLM and vLLM-Acme appear to have "
+            "mismatched major/minor versions\n")
+    cut = "Process Worker-1:\nTraceback (most recent call last):\n"
+    diag = classify_text(warn + cut)
+    assert (diag.component, diag.rule) == ("plugin", "P-version-mismatch"), diag
+    # a lower layer still wins: the condition explains only what no earlier row explains
+    oom = classify_text(warn + "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\n")
+    assert oom.component == "resources", oom
+
+
+@pytest.mark.parametrize("match, needle", [
+    ("`cond:/No platform/i`", "case-sensitive"),
+    ("`!cond:/No platform/ exc:/X/`", "positive"),
+    ("`cond:/\\d+/`", "literal"),
+    ("`cond:/No platform/ text:/x/`", "cond: atoms explain failures"),
+])
+def test_malformed_cond_rows_are_errors(tmp_path: Path, match: str, needle: str) -> None:
+    refs = tmp_path / "references"
+    shutil.copytree(REPO / "references", refs)
+    doc = refs / "error-classification.md"
+    doc.write_text(doc.read_text(encoding="utf-8").replace(
+        "| D-flashinfer |", f"| E-bad | environment | 0 | high | {match} | h |\n| D-flashinfer |", 1), encoding="utf-8")
+    with pytest.raises(RuleError, match=needle) as info:
+        load_rules(refs)
+    assert "error-classification.md:" in str(info.value)
+
+
+def test_benign_rows_split_for_speed_match_exactly_what_the_rows_say() -> None:
+    """The benign regexes are split into line-start matches and searches (speed); same answers."""
+    import re as _re
+    from modelverify_kernel import classify as C
+    rules = [r for r in load_rules() if r.component == "benign"]
+    whole = [a.pattern for r in rules for a in r.atoms if not a.negate]
+    rs = C._ruleset(tuple(load_rules()))
+    lines = [ln for f in sorted(LOGS.glob("*.log")) for ln in f.read_text(encoding="utf-8").splitlines()]
+    lines += ["frame #3: c10::Error::Error() + 0x9", "  frame #3: indented is not a C++ frame line",
+              "/x/y.py:41: UserWarning: tl.where with a non-boolean condition is deprecated",
+              "    warnings.warn(", "Platform plugin fl is activated", "a Platform plugin  is activated"]
+    for line in lines:
+        msg = line[C._PREFIX.match(line).end():]
+        expected = any(p.search(msg) for p in whole)
+        got = bool((rs.benign_start and rs.benign_start.match(msg)) or (rs.benign_any and rs.benign_any.search(msg)))
+        assert got == expected, line
+    assert C._top_alternatives(r"a\|b|[|]x|(c|d)|e") == [r"a\|b", "[|]x", "(c|d)", "e"]
+    assert _re.compile("|".join(C._top_alternatives(r"^x|y"))).pattern == "^x|y"
