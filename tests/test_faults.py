@@ -72,7 +72,7 @@ def _in_background(fn):
     return thread, out
 
 
-@pytest.mark.slow
+@pytest.mark.engine
 def test_server_dying_during_startup_ends_the_phase_within_2_s(tmp_path, demo_model, marker, no_leftovers):
     params = _params(tmp_path, demo_model, health_timeout=300)
     thread, out = _in_background(lambda: _phase(params, "serve"))
@@ -91,7 +91,7 @@ def test_server_dying_during_startup_ends_the_phase_within_2_s(tmp_path, demo_mo
     assert data["status"] == "FAIL" and "killed by signal 9" in data["error"]
 
 
-@pytest.mark.slow
+@pytest.mark.engine
 def test_hung_engine_is_killed_at_the_timeout_with_the_last_200_lines(tmp_path, demo_model, marker, no_leftovers):
     """The engine core is stopped (SIGSTOP) in the middle of its start-up: a real hang."""
     params = _params(tmp_path, demo_model, offline_timeout=45, run_b="never")
@@ -117,7 +117,7 @@ def test_hung_engine_is_killed_at_the_timeout_with_the_last_200_lines(tmp_path, 
     assert data["run_a_without_multichip"]["phases"]["serve"]["status"] == "PASS"
 
 
-@pytest.mark.slow
+@pytest.mark.engine
 def test_slow_but_alive_start_is_stopped_only_at_the_cap_and_not_blamed(tmp_path, demo_model, marker, no_leftovers):
     """The stand-in plugin prints a "JIT compiling" line every 0.5 s, as FlagGems' first use does."""
     params = _params(tmp_path, demo_model, offline_timeout=15, timeout_cap=30,
@@ -132,7 +132,7 @@ def test_slow_but_alive_start_is_stopped_only_at_the_cap_and_not_blamed(tmp_path
     assert "raise timeout_cap" in d["hint"]
 
 
-@pytest.mark.slow
+@pytest.mark.engine
 def test_healthy_but_slow_run_b_is_not_a_failure(tmp_path, demo_model, marker, no_leftovers):
     """Issue 11 point 6: 12 s of "JIT compiling" lines push the phase past offline_timeout=15 s."""
     params = _params(tmp_path, demo_model, offline_timeout=15, timeout_cap=200,
@@ -143,7 +143,7 @@ def test_healthy_but_slow_run_b_is_not_a_failure(tmp_path, demo_model, marker, n
     assert pr.timeout_note and "past offline_timeout=15 s" in pr.timeout_note, pr.timeout_note
 
 
-@pytest.mark.slow
+@pytest.mark.engine
 def test_request_that_never_answers_fails_on_the_client_timeout(tmp_path, demo_model, marker, no_leftovers):
     """The stand-in plugin stalls the real engine core on its first request; /health stays 200."""
     params = _params(tmp_path, demo_model, request_timeout=8,
@@ -156,7 +156,7 @@ def test_request_that_never_answers_fails_on_the_client_timeout(tmp_path, demo_m
     assert pr.result["port_free_after_stop"] is True
 
 
-@pytest.mark.slow
+@pytest.mark.engine
 def test_model_too_large_for_memory_is_a_resources_diagnosis_with_the_hint(tmp_path, demo_model, marker, no_leftovers):
     """Seed row "model too large for memory": vLLM for CPU asked for far more KV cache than exists."""
     params = _params(tmp_path, demo_model, env={"VLLM_CPU_KVCACHE_SPACE": "100000"})
@@ -170,6 +170,7 @@ def test_model_too_large_for_memory_is_a_resources_diagnosis_with_the_hint(tmp_p
     assert "TP" in d["hint"] and "max_model_len" in d["hint"]
 
 
+@pytest.mark.process
 def test_port_taken_by_another_process(tmp_path, demo_model, marker, no_leftovers):
     with socket.socket() as other:
         other.bind(("127.0.0.1", 0))
@@ -197,7 +198,7 @@ sys.exit(0 if script == "run_offline_inference.py" else 3)  # serve: no result a
 """
 
 
-@pytest.mark.slow
+@pytest.mark.engine
 def test_missing_or_corrupt_result_file_is_a_clear_fail_and_the_notebook_completes(tmp_path, demo_model, marker, no_leftovers):
     import papermill as pm
 
@@ -218,7 +219,7 @@ def test_missing_or_corrupt_result_file_is_a_clear_fail_and_the_notebook_complet
     assert data["status"] == "FAIL"
 
 
-@pytest.mark.slow
+@pytest.mark.engine
 def test_killed_notebook_loses_nothing_and_the_report_is_rebuilt(tmp_path, demo_model, marker, no_leftovers):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
@@ -261,6 +262,7 @@ def test_killed_notebook_loses_nothing_and_the_report_is_rebuilt(tmp_path, demo_
     shutil.rmtree(out_dir / ".work")
 
 
+@pytest.mark.process
 def test_failed_probe_still_writes_a_fail_report(tmp_path, demo_model, marker, no_leftovers):
     v = Verification.run_all(_params(tmp_path, demo_model, target_python=str(tmp_path / "no-such-python")))
     data = json.loads((v.out_dir / "report.json").read_text())

@@ -52,6 +52,7 @@ def test_newlines_and_shell_syntax_in_parameters(tmp_path, field):
     assert not marker.exists()
 
 
+@pytest.mark.process
 def test_hostile_model_paths_and_ids_end_in_a_fail_report_and_run_nothing(tmp_path, demo_model):
     marker = tmp_path / "pwned"
     values = hostile(marker) + [f"/tmp/{v}" for v in hostile(marker)] + [f"Qwen/Qwen3{v}" for v in hostile(marker)]
@@ -64,7 +65,7 @@ def test_hostile_model_paths_and_ids_end_in_a_fail_report_and_run_nothing(tmp_pa
     assert not marker.exists()
 
 
-@pytest.mark.slow
+@pytest.mark.engine
 def test_hostile_engine_arguments_reach_vllm_as_plain_strings(tmp_path, demo_model):
     marker = tmp_path / "pwned"
     names = " ".join(f"'{v}'" for v in hostile(marker))
@@ -84,6 +85,7 @@ def test_unknown_papermill_parameter_is_reported(tmp_path):
         from_namespace({"model_path": "/m", "tp_sise": 2})
 
 
+@pytest.mark.process
 def test_unknown_parameter_through_papermill(tmp_path):
     with pytest.raises(pm.PapermillExecutionError) as exc:
         pm.execute_notebook(str(NOTEBOOK), str(tmp_path / "nb.ipynb"), cwd=str(REPO), kernel_name="python3",
@@ -98,7 +100,7 @@ def test_secret_as_a_parameter_is_refused(tmp_path):
         validate({"model_path": "/m", "run_b_env": {"HF_TOKEN": "hf_abc"}})
 
 
-@pytest.mark.slow
+@pytest.mark.engine
 def test_planted_secrets_appear_in_no_file(tmp_path, demo_model, monkeypatch):
     """The stand-in plugin (mode `leak`) prints HF_TOKEN into Run B's engine log, as a careless
     plugin would; the probe records VLLM_FL_* variables. Nothing may carry the values."""
@@ -124,7 +126,7 @@ def test_planted_secrets_appear_in_no_file(tmp_path, demo_model, monkeypatch):
     assert probe_env["VLLM_FL_ACCESS_KEY"] == "***"
 
 
-@pytest.mark.slow
+@pytest.mark.engine
 def test_remote_code_runs_only_when_asked_and_the_diagnosis_says_so(tmp_path, demo_model):
     model = tmp_path / "needs-remote-code"
     shutil.copytree(demo_model, model)
@@ -149,7 +151,7 @@ def test_remote_code_runs_only_when_asked_and_the_diagnosis_says_so(tmp_path, de
     assert "trust_remote_code" in d["hint"]
 
 
-@pytest.mark.slow
+@pytest.mark.engine
 def test_both_runs_failing_report_both_errors(tmp_path, demo_model):
     """Seed: "Run A and Run B both fail → report both errors separately"; Run B runs anyway."""
     params = validate({"model_path": str(demo_model), "output_dir": str(tmp_path / "out"), "env": CPU_ENV,

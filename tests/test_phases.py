@@ -13,7 +13,7 @@ from modelverify_kernel.target import SCRIPTS_DIR
 from modelverify_kernel.runs import RunSpec, run_phase
 from modelverify_kernel.target import LocalTarget
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.engine
 
 
 def _phase(tmp_path, demo_model, phase, extra=DEMO_ENGINE_ARGS, marker=None, **overrides):

@@ -74,6 +74,7 @@ def failing_report(tmp_path: Path) -> dict:
                                probe=None, model_step=None, tp=1, runs=runs, skip_reason=None, verdict=v)
 
 
+@pytest.mark.process
 def test_failing_report_shows_every_section(tmp_path):
     data = failing_report(tmp_path)
     _, html_path = report.write_report(data, tmp_path)
@@ -98,6 +99,7 @@ def test_failing_report_shows_every_section(tmp_path):
     assert not re.search(r"https?://", html)  # standalone: the page names no URL
 
 
+@pytest.mark.process
 def test_render_reproduces_the_html_byte_for_byte_in_another_process(tmp_path):
     _, html_path = report.write_report(failing_report(tmp_path), tmp_path)
     written = html_path.read_bytes()
@@ -107,6 +109,7 @@ def test_render_reproduces_the_html_byte_for_byte_in_another_process(tmp_path):
     assert html_path.read_bytes() == written
 
 
+@pytest.mark.process
 def test_junit_file_parses_with_a_junit_reader(tmp_path):
     report.write_report(failing_report(tmp_path), tmp_path)
     junit = tmp_path / "ci" / "junit.xml"
@@ -128,6 +131,7 @@ def test_junit_file_parses_with_a_junit_reader(tmp_path):
     assert suites["Run B (multi-chip)"].failures == 1 and suites["Run B (multi-chip)"].tests == 2
 
 
+@pytest.mark.process
 def test_junit_marks_skipped_and_not_run_phases_skipped(tmp_path):
     data = failing_report(tmp_path)
     for phase in data["run_b_with_multichip"]["phases"].values():
@@ -148,6 +152,7 @@ def test_junit_marks_skipped_and_not_run_phases_skipped(tmp_path):
     (lambda d: (d.mkdir(), (d / "report.json").write_text("{oops")), "is not valid JSON"),
     (lambda d: (d.mkdir(), (d / "report.json").write_text('{"status": "PASS"}')), "is not a model-verify report"),
 ])
+@pytest.mark.process
 def test_render_refuses_bad_input_with_one_sentence(tmp_path, setup, message):
     folder = tmp_path / "out"
     setup(folder)
@@ -157,6 +162,7 @@ def test_render_refuses_bad_input_with_one_sentence(tmp_path, setup, message):
     assert done.stderr.count("\n") == 1
 
 
+@pytest.mark.process
 def test_help_notebook_lists_every_parameter_with_type_default_and_help():
     done = subprocess.run([str(Path(sys.executable).parent / "papermill"), "--help-notebook", str(NOTEBOOK)],
                           capture_output=True, text=True, timeout=120)
@@ -213,7 +219,7 @@ def demo_run(tmp_path_factory, demo_model):
     return {"out": out_dir, "notebook": notebook, "error": exc.value, "base": base}
 
 
-@pytest.mark.slow
+@pytest.mark.engine
 def test_fail_on_fails_papermill_after_every_artifact(demo_run):
     err, out = demo_run["error"], demo_run["out"]
     assert err.ename == "VerdictFailed"
@@ -230,7 +236,7 @@ def test_fail_on_fails_papermill_after_every_artifact(demo_run):
     assert "check_fail_on" in "".join(last["source"]) and last["outputs"][-1]["output_type"] == "error"
 
 
-@pytest.mark.slow
+@pytest.mark.engine
 def test_executed_notebook_reads_well(demo_run):
     """Each step's cell shows a line or a small table, never a wall of logs."""
     nb = json.loads(demo_run["notebook"].read_text())
@@ -241,7 +247,7 @@ def test_executed_notebook_reads_well(demo_run):
             assert "INFO" not in text and "Traceback" not in text
 
 
-@pytest.mark.slow
+@pytest.mark.engine
 def test_render_of_the_demo_is_byte_for_byte(demo_run, tmp_path):
     out = demo_run["out"]
     copy = tmp_path / "copy"
@@ -270,7 +276,8 @@ def _chromium():
     return sync_playwright, exe
 
 
-@pytest.mark.slow
+@pytest.mark.engine
+@pytest.mark.browser
 def test_report_in_a_real_browser(demo_run, tmp_path):
     sync_playwright, exe = _chromium()
     html_path = demo_run["out"] / "report.html"
@@ -319,6 +326,7 @@ def test_report_in_a_real_browser(demo_run, tmp_path):
             browser.close()
 
 
+@pytest.mark.process
 def test_tables_escape_markup_from_logs_and_outputs(tmp_path):
     html = report.render_html(failing_report(tmp_path))
     rows = html[html.index('<table id="T_phases"'):]
@@ -326,6 +334,7 @@ def test_tables_escape_markup_from_logs_and_outputs(tmp_path):
     assert "<addmm>" not in html and "\x15" not in html.split('id="modelverify-report"')[0]
 
 
+@pytest.mark.process
 def test_timeline_marks_a_timeout_and_a_phase_near_its_timeout(tmp_path):
     data = failing_report(tmp_path)
     offline = data["run_b_with_multichip"]["phases"]["offline"]

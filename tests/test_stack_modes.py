@@ -20,7 +20,7 @@ import papermill as pm
 import pytest
 from conftest import CPU_ENV, DEMO_ENGINE_ARGS, REPO
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.engine
 NOTEBOOK = REPO / "notebooks" / "verify.ipynb"
 FAKE = REPO / "tests" / "fake_stack"
 PLUGIN_SITE, GEMS_STANDIN, LIAR = FAKE / "site", FAKE / "flaggems_standin", FAKE / "liar"
