@@ -1,4 +1,5 @@
 """The truth table of DESIGN.md, row by row."""
+
 import pytest
 
 from modelverify_kernel.compare import compare_phase
