@@ -79,6 +79,27 @@ def demo_model(tmp_path_factory) -> Path:
     return build_demo_model(tmp_path_factory.mktemp("demo") / "tiny-llama")
 
 
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory, demo_model) -> dict:
+    """The real notebook on the demo model, once per session: tests/test_notebook.py,
+    test_phases.py and test_report_html.py read it. With fail_on=partial, the demo's verdict (Run
+    B skipped, PARTIAL) must fail papermill after every artifact is written. Its processes carry
+    `marker`, so a test can tell that none outlived it."""
+    import papermill as pm
+
+    base = tmp_path_factory.mktemp("demo_run")
+    out_dir, notebook = base / "report", base / "verify.ipynb"
+    name, value = "MV_DEMO_RUN_MARKER", uuid.uuid4().hex
+    with pytest.MonkeyPatch.context() as mp, pytest.raises(pm.PapermillExecutionError) as exc:
+        mp.setenv(name, value)
+        pm.execute_notebook(str(REPO / "notebooks" / "verify.ipynb"), str(notebook), cwd=str(REPO),
+                            kernel_name="python3", progress_bar=False,
+                            parameters={"model_path": str(demo_model), "output_dir": str(out_dir), "env": CPU_ENV,
+                                        "extra_vllm_args": DEMO_ENGINE_ARGS, "max_model_len": 512,
+                                        "fail_on": "partial"})
+    return {"out": out_dir, "notebook": notebook, "error": exc.value, "base": base, "marker": f"{name}={value}"}
+
+
 def assert_demo_report_on_this_machine(data: dict, out_dir: Path) -> None:
     """The demo model here: Run A passes both phases; no FlagOS package, so Run B is skipped."""
     from modelverify_kernel import report

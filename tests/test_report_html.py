@@ -203,21 +203,7 @@ def test_fail_on_is_validated_and_decides_on_the_status():
                                                                ("partial", "FAIL")]
 
 
-# --------------------------------------------------------------------------- the real notebook, once for the module
-
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory, demo_model):
-    """The real notebook on the demo model with fail_on=partial: the demo's verdict (Run B skipped,
-    PARTIAL) must fail papermill, after every artifact is written."""
-    base = tmp_path_factory.mktemp("report_html")
-    out_dir, notebook = base / "report", base / "verify.ipynb"
-    with pytest.raises(pm.PapermillExecutionError) as exc:
-        pm.execute_notebook(str(NOTEBOOK), str(notebook), cwd=str(REPO), kernel_name="python3", progress_bar=False,
-                            parameters={"model_path": str(demo_model), "output_dir": str(out_dir), "env": CPU_ENV,
-                                        "extra_vllm_args": DEMO_ENGINE_ARGS, "max_model_len": 512,
-                                        "fail_on": "partial"})
-    return {"out": out_dir, "notebook": notebook, "error": exc.value, "base": base}
-
+# --------------------------------------------------------------------------- the real notebook (conftest's demo_run)
 
 @pytest.mark.engine
 def test_fail_on_fails_papermill_after_every_artifact(demo_run):
