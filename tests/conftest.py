@@ -43,6 +43,16 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under CI (env CI set) nothing may be skipped: a missing dockerd, Chromium or test stack
+    is a failure there (the fixtures say so too); this catches any skip they do not."""
+    report = (yield).get_result()
+    if os.environ.get("CI") and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome, report.longrepr = "failed", f"skipped under CI, where every test must run: {reason}"
+
+
 @pytest.fixture(autouse=True)
 def _unit_tests_stay_pure(request, monkeypatch):
     """A `unit` test that starts a process or opens a connection fails, naming the marker to use."""
