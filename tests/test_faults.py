@@ -192,7 +192,7 @@ sys.exit(0 if script == "run_offline_inference.py" else 3)  # serve: no result a
 """
 
 
-@pytest.mark.engine
+@pytest.mark.process  # the notebook, but the stand-in Python never starts an engine
 def test_missing_or_corrupt_result_file_is_a_clear_fail_and_the_notebook_completes(tmp_path, demo_model, marker, no_leftovers):
     import papermill as pm
 
