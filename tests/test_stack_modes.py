@@ -8,7 +8,9 @@ real plugin's environment semantics (or not, by mode); `tests/fake_stack/flaggem
 the real library needs a GPU (FACTS.md), so it is used only where its real CPU failure is the
 point (`flaggems` mode); `tests/fake_stack/liar`, no plugin at all, only the log lines a working
 stack prints. Everything else is real: vLLM, torch, papermill, the evidence recorded inside the
-engine processes, the verdict, the report.
+engine processes, the verdict, the report. Scenarios whose Run A is the same (the stand-in
+stack installed, the plugin excluded) share one real Run A (`standin_stack_run`); each has its
+own probe, Run B and verdict.
 """
 
 import dataclasses
@@ -76,12 +78,13 @@ def standin_stack_run(tmp_path_factory, demo_model) -> Path:
     return base / "report"
 
 
-def _verify_run_b(tmp_path, demo_model, run_a_dir: Path, run_b_env: dict) -> dict:
-    """Another Run B on the stand-in stack, through the notebook's steps (pipeline.Verification):
-    the real probe, model step and Run B, beside the real Run A of `standin_stack_run` (same
-    stack, same Run A flags), copied in; the comparison, gate, verdict and report are this run's."""
+def _verify_run_b(tmp_path, demo_model, run_a_dir: Path, run_b_env: dict, paths=(PLUGIN_SITE, GEMS_STANDIN)) -> dict:
+    """Another Run B, through the notebook's steps (pipeline.Verification): the real probe, model
+    step and Run B on `paths`, beside the real Run A of `standin_stack_run` copied in (the same
+    Run A flags: the plugin excluded, so no flag_gems is ever imported in it, as its recorded
+    evidence shows); the comparison, gate, verdict and report are this run's."""
     out_dir = tmp_path / "report"
-    v = Verification.start(validate(_parameters(out_dir, demo_model, [PLUGIN_SITE, GEMS_STANDIN], run_b_env)))
+    v = Verification.start(validate(_parameters(out_dir, demo_model, list(paths), run_b_env)))
     v.run_probe()
     v.resolve_model()
     assert v.precheck_error is None, v.precheck_error
@@ -171,11 +174,14 @@ def test_flaggems_active_in_run_b_only_and_correct_is_both_pass_naming_the_ops(t
     assert data["stack_gate"]["passed"] and data["stack_gate"]["strength"] == "strong"
 
 
-def test_the_real_flag_gems_failing_in_run_b_is_multichip_error(tmp_path, demo_model, test_stack):
-    data = _verify(tmp_path, demo_model, [PLUGIN_SITE, test_stack / "flaggems"],
-                   {"FAKE_FL_MODE": "flaggems", "FAKE_FL_TRITON_SITE": str(test_stack / "triton")})
+def test_the_real_flag_gems_failing_in_run_b_is_multichip_error(tmp_path, demo_model, test_stack, standin_stack_run):
+    # Run A (plugin excluded) never imports flag_gems: the stand-in stack's Run A is this one's
+    data = _verify_run_b(tmp_path, demo_model, standin_stack_run,
+                         {"FAKE_FL_MODE": "flaggems", "FAKE_FL_TRITON_SITE": str(test_stack / "triton")},
+                         paths=(PLUGIN_SITE, test_stack / "flaggems"))
     d = data["diff_analysis"]
     assert (d["conclusion"], d["multichip_component"], data["status"]) == ("MULTICHIP_ERROR", "FlagGems", "PARTIAL")
     err = data["run_b_with_multichip"]["errors"][0]
     assert err["component"] == "FlagGems" and "No device were detected" in err["error"]
     assert data["run_a_without_multichip"]["phase_a_offline"] == "PASS"
+    assert data["stack_activity"]["run_a"]["FlagGems"]["status"] == "inactive"
