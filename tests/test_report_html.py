@@ -15,9 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import papermill as pm
 import pytest
-from conftest import CPU_ENV, DEMO_ENGINE_ARGS, REPO
+from conftest import REPO
 from junitparser import Failure, JUnitXml, Skipped
 
 from modelverify_kernel import report
