@@ -21,7 +21,7 @@ TEST_STACK := $(VENV)/test-stack
 FLAGGEMS   := flag-gems==5.0.2
 TRITON     := triton==3.9.0
 
-.PHONY: setup demo test test-fast clean docker-deps browser-deps
+.PHONY: setup demo test test-fast test-unit test-process clean docker-deps browser-deps
 
 setup: $(STAMP)
 
@@ -61,8 +61,12 @@ browser-deps:
 test: $(STAMP) $(TEST_STACK)/.installed docker-deps browser-deps
 	$(PY) -m pytest
 
-test-fast: $(STAMP)
-	$(PY) -m pytest -m 'not slow'
+# Kinds of tests (pyproject.toml markers): unit (pure, seconds), process, engine, docker, browser.
+test-fast test-unit: $(STAMP)
+	$(PY) -m pytest -m unit
+
+test-process: $(STAMP)
+	$(PY) -m pytest -m process
 
 clean:
 	rm -rf outputs/demo outputs/demo-model

@@ -1,11 +1,16 @@
-"""Shared fixtures: the demo model (built once per session) and process-leftover checks."""
+"""Shared fixtures: the demo model (built once per session) and process-leftover checks; the
+test kinds (markers) and the guard that keeps `unit` tests pure."""
 
 from __future__ import annotations
 
+import multiprocessing.util
 import os
 import socket
+import subprocess
+import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,9 +23,91 @@ CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1"}
 DEMO_ENGINE_ARGS = ["--enforce-eager", "--dtype", "float32"]
 
 
+# What a test needs to run; pyproject.toml registers them. A test without any is `unit`; one that
+# uses the private Docker daemon's fixture is `docker`.
+KINDS = ("unit", "process", "engine", "docker", "browser")
+SLOW_KINDS = {"engine", "docker", "browser"}  # `slow` is their alias: -m 'not slow' still works
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "dockerd" in getattr(item, "fixturenames", ()):  # tests/test_docker.py: the private daemon
+            item.add_marker(pytest.mark.docker)
+        kinds = {m.name for m in item.iter_markers() if m.name in KINDS}
+        if not kinds:
+            item.add_marker(pytest.mark.unit)
+        elif "unit" in kinds and len(kinds) > 1:
+            raise pytest.UsageError(f"{item.nodeid} is marked unit and {sorted(kinds - {'unit'})}: pick one")
+        if kinds & SLOW_KINDS:
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under CI (env CI set) nothing may be skipped: a missing dockerd, Chromium or test stack
+    is a failure there (the fixtures say so too); this catches any skip they do not."""
+    report = (yield).get_result()
+    if os.environ.get("CI") and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome, report.longrepr = "failed", f"skipped under CI, where every test must run: {reason}"
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_stay_pure(request, monkeypatch):
+    """A `unit` test that starts a process or opens a connection fails, naming the marker to use."""
+    if request.node.get_closest_marker("unit") is None:
+        return
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"{request.node.nodeid} is a unit test (no marker) but starts a process or opens "
+                             "a connection: mark it process (or engine/docker/browser)")
+
+    monkeypatch.setattr(subprocess.Popen, "_execute_child", refuse)
+    monkeypatch.setattr(multiprocessing.util, "spawnv_passfds", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    for name in ("fork", "forkpty", "posix_spawn", "posix_spawnp", "system", "execv", "execve"):
+        if hasattr(os, name):
+            monkeypatch.setattr(os, name, refuse)
+
+
+def wait_until(condition: Callable[[], object], timeout: float, what: str, poll: float = 0.05):
+    """Wait for an event (a file, a process, a line): its value, or fail naming `what` after
+    `timeout` s — a guard against hanging forever, not a measurement."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {timeout} s")
+        time.sleep(poll)
+
+
 @pytest.fixture(scope="session")
 def demo_model(tmp_path_factory) -> Path:
     return build_demo_model(tmp_path_factory.mktemp("demo") / "tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory, demo_model) -> dict:
+    """The real notebook on the demo model, once per session: tests/test_notebook.py,
+    test_phases.py and test_report_html.py read it. With fail_on=partial, the demo's verdict (Run
+    B skipped, PARTIAL) must fail papermill after every artifact is written. Its processes carry
+    `marker`, so a test can tell that none outlived it."""
+    import papermill as pm
+
+    base = tmp_path_factory.mktemp("demo_run")
+    out_dir, notebook = base / "report", base / "verify.ipynb"
+    name, value = "MV_DEMO_RUN_MARKER", uuid.uuid4().hex
+    with pytest.MonkeyPatch.context() as mp, pytest.raises(pm.PapermillExecutionError) as exc:
+        mp.setenv(name, value)
+        pm.execute_notebook(str(REPO / "notebooks" / "verify.ipynb"), str(notebook), cwd=str(REPO),
+                            kernel_name="python3", progress_bar=False,
+                            parameters={"model_path": str(demo_model), "output_dir": str(out_dir), "env": CPU_ENV,
+                                        "extra_vllm_args": DEMO_ENGINE_ARGS, "max_model_len": 512,
+                                        "fail_on": "partial"})
+    return {"out": out_dir, "notebook": notebook, "error": exc.value, "base": base, "marker": f"{name}={value}"}
 
 
 def assert_demo_report_on_this_machine(data: dict, out_dir: Path) -> None:
@@ -65,16 +152,17 @@ def marker(monkeypatch):
 
 
 @pytest.fixture
-def no_leftovers(marker, tmp_path):
-    """After the test: no process of the run, no temporary folder of ours outside the output."""
-    before = set(Path("/tmp").glob("modelverify-*"))
+def no_leftovers(marker, tmp_path, monkeypatch):
+    """After the test: no process of the run, no temporary folder of ours outside the output.
+    The test's processes get their own TMPDIR, so only what this test made is looked at."""
+    own_tmp = tmp_path / "tmpdir"
+    own_tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(own_tmp))
+    monkeypatch.setattr(tempfile, "tempdir", str(own_tmp))
     ports: list[int] = []
     yield ports
-    deadline = time.monotonic() + 10
-    while processes_with_env(marker) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert processes_with_env(marker) == [], "processes of the run are still alive"
-    assert set(Path("/tmp").glob("modelverify-*")) - before == set(), "temporary files left behind"
+    wait_until(lambda: processes_with_env(marker) == [], 10, "the exit of every process of the run", poll=0.2)
+    assert list(own_tmp.glob("modelverify-*")) == [], "temporary files left behind"
     for work in Path(tmp_path).glob("**/.work"):
         assert not any(work.iterdir()), f"{work} was not cleaned up"
     for port in ports:

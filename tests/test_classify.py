@@ -560,6 +560,7 @@ def _crash(tmp_path: Path, body: str, package: str = "flag_gems/ops/mm.py") -> s
     return proc.stderr
 
 
+@pytest.mark.process
 def test_real_segfault_with_python_stack_is_attributed_to_the_frame(tmp_path: Path) -> None:
     err = _crash(tmp_path, "import ctypes, threading, time\n"
                            "def _idle():\n    time.sleep(30)\n"
@@ -572,6 +573,7 @@ def test_real_segfault_with_python_stack_is_attributed_to_the_frame(tmp_path: Pa
     assert any("flag_gems/ops/mm.py" in e for e in diag.evidence)
 
 
+@pytest.mark.process
 def test_real_abort_in_vllm_code_is_vllm_not_none(tmp_path: Path) -> None:
     err = _crash(tmp_path, "import os\ndef run():\n    os.abort()\n", package="vllm/v1/engine/core.py")
     diag = classify_text(err)

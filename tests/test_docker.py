@@ -263,7 +263,7 @@ def test_a_tmpfs_tmp_is_passed_over(dockerd):
         c.remove(force=True)
 
 
-@pytest.mark.slow
+@pytest.mark.engine
 def test_notebook_in_the_container_reaches_the_local_verdict(dockerd, container, demo_model, tmp_path):
     """The same run as tests/test_notebook.py::test_good_run_on_the_demo_model, in the container."""
     out_dir = tmp_path / "report"
@@ -320,7 +320,7 @@ def test_hostile_input_runs_nothing_in_the_container(dockerd, container, tmp_pat
     assert not Path(marker).exists()
 
 
-@pytest.mark.slow
+@pytest.mark.engine
 def test_secrets_of_the_container_appear_in_no_file(dockerd, demo_model, tmp_path):
     """A container whose environment holds tokens; the stand-in FL plugin (mode `leak`, mounted
     read-only) prints HF_TOKEN in Run B's engine log. Hostile engine arguments ride along."""

@@ -350,6 +350,7 @@ _PROBE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.process
 def test_vllm_resolves_the_platform_plugin_as_vllm_does():
     cases = {
         "fl_real": {"VLLM_PLUGINS": "fl", "FAKE_FL_MODE": "real"},
@@ -378,6 +379,7 @@ def test_vllm_resolves_the_platform_plugin_as_vllm_does():
     assert "Platform plugin fl is activated" in proc.stdout + proc.stderr
 
 
+@pytest.mark.process
 def test_liar_prints_an_active_stack_and_is_nothing_else():
     env = dict(os.environ, PYTHONPATH=str(LIAR))
     code = "import importlib.util as u, sys; print('MODS', u.find_spec('flag_gems') is None, 'flag_gems' in sys.modules)"
@@ -404,7 +406,7 @@ def _offline(tmp_path, demo_model, **env_extra) -> tuple[int, dict, str]:
     return proc.returncode, json.loads(out.read_text()), proc.stdout + proc.stderr
 
 
-@pytest.mark.slow
+@pytest.mark.engine
 def test_engine_embedding_fault_fails_through_the_kernel_file(tmp_path, demo_model):
     rc, result, log = _offline(tmp_path, demo_model, USE_FLAGGEMS="1", FAKE_FL_MODE="real",
                                FAKE_GEMS_FAULT="embedding=raise")
@@ -412,7 +414,7 @@ def test_engine_embedding_fault_fails_through_the_kernel_file(tmp_path, demo_mod
     assert "flag_gems/ops/embedding.py" in log and "flag_gems embedding kernel failed" in log
 
 
-@pytest.mark.slow
+@pytest.mark.engine
 @pytest.mark.parametrize("mode, enabled", [("real", False)])
 def test_engine_use_flaggems_0(tmp_path, demo_model, mode, enabled):
     """USE_FLAGGEMS=0: the 2026 plugin enables nothing. (The 2025-12 one enabling anyway, and

@@ -17,11 +17,10 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
-from conftest import CPU_ENV, DEMO_ENGINE_ARGS, REPO, processes_with_env
+from conftest import CPU_ENV, DEMO_ENGINE_ARGS, REPO, processes_with_env, wait_until
 
 from modelverify_kernel.params import validate
 from modelverify_kernel.pipeline import Verification
@@ -56,13 +55,9 @@ def _cmdline(pid: int) -> str:
 
 
 def _wait_for_process(marker: str, needle: str, timeout: float = 120) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for pid in processes_with_env(marker):
-            if needle in _cmdline(pid):
-                return pid
-        time.sleep(0.05)
-    raise AssertionError(f"no process {needle!r} appeared")
+    """The pid of the test's first process whose command line holds `needle`, once it exists."""
+    return wait_until(lambda: next((p for p in processes_with_env(marker) if needle in _cmdline(p)), None),
+                      timeout, f"a process {needle!r}")
 
 
 def _in_background(fn):
@@ -72,33 +67,32 @@ def _in_background(fn):
     return thread, out
 
 
-@pytest.mark.slow
-def test_server_dying_during_startup_ends_the_phase_within_2_s(tmp_path, demo_model, marker, no_leftovers):
+@pytest.mark.engine
+def test_server_dying_during_startup_ends_the_phase_on_its_death(tmp_path, demo_model, marker, no_leftovers):
+    """Ended by the death itself, not by health_timeout (300 s: the join below gives up long before)."""
     params = _params(tmp_path, demo_model, health_timeout=300)
     thread, out = _in_background(lambda: _phase(params, "serve"))
     _wait_for_process(marker, "EngineCore")  # mid-start: the engine core exists
     server = _wait_for_process(marker, "api_server")
     os.kill(server, signal.SIGKILL)
-    killed_at = time.monotonic()
     thread.join(120)
-    ended = time.monotonic() - killed_at
+    assert not thread.is_alive(), "the phase went on waiting for a dead server"
     pr = out["value"]
     assert pr.status == "FAIL" and not pr.timed_out
-    print(f"phase ended {ended:.2f} s after the server died")
-    assert ended < 2.0, f"the phase ended {ended:.1f} s after the server died"
     assert "killed by signal 9" in pr.error, pr.error
     data = json.loads((params.output_path / "phases" / "run_b_serve.json").read_text())
     assert data["status"] == "FAIL" and "killed by signal 9" in data["error"]
 
 
-@pytest.mark.slow
+@pytest.mark.engine
 def test_hung_engine_is_killed_at_the_timeout_with_the_last_200_lines(tmp_path, demo_model, marker, no_leftovers):
     """The engine core is stopped (SIGSTOP) in the middle of its start-up: a real hang."""
     params = _params(tmp_path, demo_model, offline_timeout=45, run_b="never")
 
     thread, out = _in_background(lambda: Verification.run_all(params))
     engine = _wait_for_process(marker, "EngineCore")  # the offline phase's engine comes first
-    time.sleep(1.0)
+    log = params.output_path / "logs" / "run_a_offline.log"
+    wait_until(lambda: "(EngineCore" in log.read_text(errors="replace"), 120, "the engine core's first log line")
     os.kill(engine, signal.SIGSTOP)
     thread.join(400)
     data = json.loads((params.output_path / "report.json").read_text())
@@ -117,14 +111,14 @@ def test_hung_engine_is_killed_at_the_timeout_with_the_last_200_lines(tmp_path, 
     assert data["run_a_without_multichip"]["phases"]["serve"]["status"] == "PASS"
 
 
-@pytest.mark.slow
+@pytest.mark.engine
 def test_slow_but_alive_start_is_stopped_only_at_the_cap_and_not_blamed(tmp_path, demo_model, marker, no_leftovers):
     """The stand-in plugin prints a "JIT compiling" line every 0.5 s, as FlagGems' first use does."""
     params = _params(tmp_path, demo_model, offline_timeout=15, timeout_cap=30,
                      env={**CPU_ENV, "PYTHONPATH": str(FAKE_PLUGIN_SITE)})
     pr = _phase(params, "offline", {"VLLM_PLUGINS": "fl", "FAKE_FL_MODE": "slow"})
     assert pr.status == "FAIL" and pr.timed_out
-    assert 28 <= pr.duration_s < 60, pr.duration_s  # ran on past offline_timeout, up to the cap
+    assert pr.duration_s >= 28, pr.duration_s  # ran on past offline_timeout, up to the cap
     assert "(the hard cap timeout_cap=30 s) while still making progress" in pr.error, pr.error
     assert "JIT compiling Triton kernel" in pr.error
     d = pr.diagnosis
@@ -132,7 +126,7 @@ def test_slow_but_alive_start_is_stopped_only_at_the_cap_and_not_blamed(tmp_path
     assert "raise timeout_cap" in d["hint"]
 
 
-@pytest.mark.slow
+@pytest.mark.engine
 def test_healthy_but_slow_run_b_is_not_a_failure(tmp_path, demo_model, marker, no_leftovers):
     """Issue 11 point 6: 12 s of "JIT compiling" lines push the phase past offline_timeout=15 s."""
     params = _params(tmp_path, demo_model, offline_timeout=15, timeout_cap=200,
@@ -143,7 +137,7 @@ def test_healthy_but_slow_run_b_is_not_a_failure(tmp_path, demo_model, marker, n
     assert pr.timeout_note and "past offline_timeout=15 s" in pr.timeout_note, pr.timeout_note
 
 
-@pytest.mark.slow
+@pytest.mark.engine
 def test_request_that_never_answers_fails_on_the_client_timeout(tmp_path, demo_model, marker, no_leftovers):
     """The stand-in plugin stalls the real engine core on its first request; /health stays 200."""
     params = _params(tmp_path, demo_model, request_timeout=8,
@@ -156,7 +150,7 @@ def test_request_that_never_answers_fails_on_the_client_timeout(tmp_path, demo_m
     assert pr.result["port_free_after_stop"] is True
 
 
-@pytest.mark.slow
+@pytest.mark.engine
 def test_model_too_large_for_memory_is_a_resources_diagnosis_with_the_hint(tmp_path, demo_model, marker, no_leftovers):
     """Seed row "model too large for memory": vLLM for CPU asked for far more KV cache than exists."""
     params = _params(tmp_path, demo_model, env={"VLLM_CPU_KVCACHE_SPACE": "100000"})
@@ -170,16 +164,17 @@ def test_model_too_large_for_memory_is_a_resources_diagnosis_with_the_hint(tmp_p
     assert "TP" in d["hint"] and "max_model_len" in d["hint"]
 
 
+@pytest.mark.process
 def test_port_taken_by_another_process(tmp_path, demo_model, marker, no_leftovers):
     with socket.socket() as other:
         other.bind(("127.0.0.1", 0))
         other.listen()
         port = other.getsockname()[1]
         params = _params(tmp_path, demo_model, port=port)
-        start = time.monotonic()
         pr = _phase(params, "serve")
-        assert time.monotonic() - start < 30  # refused before any engine starts
     assert pr.status == "FAIL"
+    assert "server_command" not in pr.result  # refused before any engine starts
+    assert "starting server" not in Path(pr.log).read_text()
     assert f"port {port} on 127.0.0.1 is already in use by another process" in pr.error
 
 
@@ -197,7 +192,7 @@ sys.exit(0 if script == "run_offline_inference.py" else 3)  # serve: no result a
 """
 
 
-@pytest.mark.slow
+@pytest.mark.process  # the notebook, but the stand-in Python never starts an engine
 def test_missing_or_corrupt_result_file_is_a_clear_fail_and_the_notebook_completes(tmp_path, demo_model, marker, no_leftovers):
     import papermill as pm
 
@@ -218,7 +213,7 @@ def test_missing_or_corrupt_result_file_is_a_clear_fail_and_the_notebook_complet
     assert data["status"] == "FAIL"
 
 
-@pytest.mark.slow
+@pytest.mark.engine
 def test_killed_notebook_loses_nothing_and_the_report_is_rebuilt(tmp_path, demo_model, marker, no_leftovers):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
@@ -227,12 +222,11 @@ def test_killed_notebook_loses_nothing_and_the_report_is_rebuilt(tmp_path, demo_
            "-p", "extra_vllm_args", " ".join(DEMO_ENGINE_ARGS), "-y", json.dumps({"env": CPU_ENV})]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        deadline = time.monotonic() + 240
-        while not (out_dir / "phases" / "run_a_offline.json").exists():
-            assert proc.poll() is None and time.monotonic() < deadline, "the offline phase never finished"
-            time.sleep(0.2)
+        offline_done = out_dir / "phases" / "run_a_offline.json"
+        wait_until(lambda: offline_done.exists() or proc.poll() is not None, 240, "the end of the offline phase")
+        assert proc.poll() is None, "the notebook ended before its serve phase"
         _wait_for_process(marker, "test_serve_mode.py")  # the serve phase is running
-        time.sleep(3)
+        _wait_for_process(marker, "api_server")  # and has started its server
         # SIGKILL the notebook: papermill and its kernel, nothing else
         for pid in processes_with_env(marker):
             if "papermill" in _cmdline(pid) or "ipykernel" in _cmdline(pid):
@@ -261,6 +255,7 @@ def test_killed_notebook_loses_nothing_and_the_report_is_rebuilt(tmp_path, demo_
     shutil.rmtree(out_dir / ".work")
 
 
+@pytest.mark.process
 def test_failed_probe_still_writes_a_fail_report(tmp_path, demo_model, marker, no_leftovers):
     v = Verification.run_all(_params(tmp_path, demo_model, target_python=str(tmp_path / "no-such-python")))
     data = json.loads((v.out_dir / "report.json").read_text())

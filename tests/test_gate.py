@@ -175,6 +175,7 @@ def test_run_a_excludes_fl_where_vllm_or_another_vendor_serves_the_devices():
     assert "VLLM_PLUGINS" not in a.env_set and a.base_mode["mode"] == "user"
 
 
+@pytest.mark.process
 def test_the_recorder_sees_flaggems_registrations_and_kernel_calls_in_a_real_process(tmp_path):
     """A real Python with real torch: a package named flag_gems registers an ATen override the
     way FlagGems does, and exposes a kernel called directly; the recorder writes both."""
@@ -216,6 +217,7 @@ def test_the_recorder_sees_flaggems_registrations_and_kernel_calls_in_a_real_pro
     assert (fg.status, fg.strength) == ("active", "strong")
 
 
+@pytest.mark.process
 def test_the_recorder_sees_backends_collectives_and_a_flagcx_library_in_a_real_process(tmp_path):
     """Real torch.distributed (gloo, one process on 127.0.0.1) and a real ctypes load that fails."""
     (tmp_path / "FlagCX" / "build" / "lib").mkdir(parents=True)
@@ -282,6 +284,7 @@ def _run_with_recorder(tmp_path, site_files: dict, body: str) -> list[dict]:
     return stack_evidence.collect(tmp_path / "ev")
 
 
+@pytest.mark.process
 def test_flagcx_communicator_collectives_are_recorded_only_when_it_is_on(tmp_path):
     """The FL plugin talks to libflagcx through its own communicator class, not torch.distributed."""
     comm = """
@@ -302,6 +305,7 @@ def test_flagcx_communicator_collectives_are_recorded_only_when_it_is_on(tmp_pat
     assert (flagcx.status, flagcx.strength, flagcx.work) == ("active", "strong", ["collective:all_reduce"])
 
 
+@pytest.mark.process
 def test_wrapped_kernels_trace_under_torch_compile_and_packages_keep_their_resources(tmp_path):
     """vLLM compiles with fullgraph=True: a wrapper must not break tracing; and a watched package's
     loader still answers importlib.resources (vendor backends read their files that way)."""
@@ -319,6 +323,7 @@ def test_wrapped_kernels_trace_under_torch_compile_and_packages_keep_their_resou
     assert [(e["op"], e["via"], e["caller"]) for e in ran] == [("neg", "direct", "caller_pkg")]
 
 
+@pytest.mark.process
 def test_a_forked_process_records_itself(tmp_path):
     events = _run_with_recorder(tmp_path, {}, """
         import os

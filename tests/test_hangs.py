@@ -12,10 +12,10 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from conftest import wait_until
 
 from modelverify_kernel.classify import classify_log
 from modelverify_kernel.runs import PhaseResult, _timed_out
@@ -43,19 +43,21 @@ def _session(tmp_path: Path, code: str, *opts: str, env: dict | None = None) -> 
 PRINTS_FOR = "import time\nfor i in range({n}):\n    print(f'compiling kernel {{i}}', flush=True)\n    time.sleep(0.25)\n"
 
 
+@pytest.mark.process
 def test_progress_past_the_timeout_runs_on_and_finishes(tmp_path: Path) -> None:
     out, st = _session(tmp_path, PRINTS_FOR.format(n=16), "--timeout", "1.5", "--cap", "30")
     assert (st["rc"], st["ended_by"], st["timed_out"]) == (0, "exit", False), st
-    assert "compiling kernel 15" in out and st["ran_s"] > 3.5
+    assert "compiling kernel 15" in out and st["ran_s"] > 1.5  # on past the timeout, to the end
     # without a cap the old behaviour: killed at the timeout
     out, st = _session(tmp_path, PRINTS_FOR.format(n=16), "--timeout", "1.5")
     assert (st["rc"], st["ended_by"]) == (124, "timeout"), st
 
 
+@pytest.mark.process
 def test_the_cap_stops_a_phase_that_never_stops_progressing(tmp_path: Path) -> None:
     out, st = _session(tmp_path, PRINTS_FOR.format(n=10_000), "--timeout", "1", "--cap", "3")
     assert (st["rc"], st["ended_by"], st["timed_out"]) == (124, "cap", True), st
-    assert 3 <= st["ran_s"] < 6 and st["idle_s"] < 1
+    assert st["ran_s"] >= 3 and st["idle_s"] < 1  # not before the cap; still printing then
 
 
 HUNG_PLUGIN = '''\
@@ -80,6 +82,7 @@ vllm_fl.register()
 '''
 
 
+@pytest.mark.process
 def test_a_hang_leaves_every_threads_stack_and_is_attributed_to_the_frame_it_waited_in(tmp_path: Path) -> None:
     site = tmp_path / "site"
     (site / "vllm_fl").mkdir(parents=True)
@@ -144,16 +147,15 @@ def _serve_module():
     return test_serve_mode
 
 
+@pytest.mark.process
 def test_health_timeout_gets_the_same_hang_vs_progress_judgement(tmp_path: Path, monkeypatch) -> None:
     serve = _serve_module()
     port = _free_port()
     monkeypatch.setenv("PYTHONPATH", str(HOOK))  # the server's processes get the stack handler
     busy = serve.Server([sys.executable, "-c", PRINTS_FOR.format(n=10_000)])
     try:
-        t0 = time.monotonic()
         with pytest.raises(serve.StartupStillProgressing, match="timeout_cap=4 s"):
             serve.wait_healthy(busy, port, timeout=1, cap=4)
-        assert time.monotonic() - t0 >= 4
     finally:
         busy.stop()
     silent = serve.Server([sys.executable, "-c", "import time\nprint('starting', flush=True)\ntime.sleep(1000)\n"])
@@ -161,8 +163,8 @@ def test_health_timeout_gets_the_same_hang_vs_progress_judgement(tmp_path: Path,
         with pytest.raises(serve.HealthTimeout, match="hung; 1 server process") as info:
             serve.wait_healthy(silent, port, timeout=1, cap=60, window=3)
         assert not isinstance(info.value, serve.StartupStillProgressing)
-        time.sleep(0.5)
-        assert any("(most recent call first)" in line for line in silent.tail.lines)
+        wait_until(lambda: any("(most recent call first)" in line for line in silent.tail.lines), 30,
+                   "the server's stack dump in its output")
     finally:
         silent.stop()
 
@@ -202,7 +204,7 @@ def _run_b_phase_with_plugin(tmp_path: Path, demo_model, plugin_source: str, pha
         target.cleanup()
 
 
-@pytest.mark.slow
+@pytest.mark.engine
 def test_plugin_hanging_in_register_inside_the_real_engine_is_blamed_on_the_plugin(tmp_path: Path, demo_model) -> None:
     """Real vLLM (CPU) loads a stand-in general plugin named `vllm_fl` whose register() never
     returns (no real FlagOS plugin runs here). The offline phase hangs silently; at the timeout
@@ -229,7 +231,7 @@ def register():
 '''
 
 
-@pytest.mark.slow
+@pytest.mark.engine
 def test_segfault_in_the_api_server_leaves_a_python_stack_and_a_diagnosis(tmp_path: Path, demo_model) -> None:
     """Real `vllm serve` (CPU) loads a stand-in general plugin `vllm_fl` that segfaults in register()
     (no real FlagOS plugin runs here): the API server dies by SIGSEGV; faulthandler, put into every

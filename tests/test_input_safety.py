@@ -52,6 +52,7 @@ def test_newlines_and_shell_syntax_in_parameters(tmp_path, field):
     assert not marker.exists()
 
 
+@pytest.mark.process
 def test_hostile_model_paths_and_ids_end_in_a_fail_report_and_run_nothing(tmp_path, demo_model):
     marker = tmp_path / "pwned"
     values = hostile(marker) + [f"/tmp/{v}" for v in hostile(marker)] + [f"Qwen/Qwen3{v}" for v in hostile(marker)]
@@ -64,26 +65,12 @@ def test_hostile_model_paths_and_ids_end_in_a_fail_report_and_run_nothing(tmp_pa
     assert not marker.exists()
 
 
-@pytest.mark.slow
-def test_hostile_engine_arguments_reach_vllm_as_plain_strings(tmp_path, demo_model):
-    marker = tmp_path / "pwned"
-    names = " ".join(f"'{v}'" for v in hostile(marker))
-    params = validate({"model_path": str(demo_model), "output_dir": str(tmp_path / "out"), "env": CPU_ENV,
-                       "max_model_len": 512,
-                       "extra_vllm_args": " ".join(DEMO_ENGINE_ARGS) + f" --served-model-name {names}"})
-    v, data = _verify(params)
-    serve = data["run_a_without_multichip"]["phases"]["serve"]
-    assert serve["status"] == "PASS", serve["error"]
-    served = json.loads((v.out_dir / "results" / "run_a_serve.json").read_text())["served_models"]
-    assert served == hostile(marker)  # every served name verbatim, none run
-    assert not marker.exists()
-
-
 def test_unknown_papermill_parameter_is_reported(tmp_path):
     with pytest.raises(ParameterError, match="Unknown parameter tp_sise .did you mean tp_size"):
         from_namespace({"model_path": "/m", "tp_sise": 2})
 
 
+@pytest.mark.process
 def test_unknown_parameter_through_papermill(tmp_path):
     with pytest.raises(pm.PapermillExecutionError) as exc:
         pm.execute_notebook(str(NOTEBOOK), str(tmp_path / "nb.ipynb"), cwd=str(REPO), kernel_name="python3",
@@ -98,12 +85,16 @@ def test_secret_as_a_parameter_is_refused(tmp_path):
         validate({"model_path": "/m", "run_b_env": {"HF_TOKEN": "hf_abc"}})
 
 
-@pytest.mark.slow
-def test_planted_secrets_appear_in_no_file(tmp_path, demo_model, monkeypatch):
-    """The stand-in plugin (mode `leak`) prints HF_TOKEN into Run B's engine log, as a careless
-    plugin would; the probe records VLLM_FL_* variables. Nothing may carry the values."""
+@pytest.mark.engine
+def test_planted_secrets_appear_in_no_file_and_hostile_engine_arguments_run_nothing(tmp_path, demo_model,
+                                                                                   monkeypatch):
+    """One notebook run for two promises. The stand-in plugin (mode `leak`) prints HF_TOKEN into
+    Run B's engine log, as a careless plugin would; the probe records VLLM_FL_* variables. Nothing
+    may carry the values. And shell syntax in extra_vllm_args reaches vLLM as plain strings."""
     for name, value in SECRETS.items():
         monkeypatch.setenv(name, value)
+    marker = tmp_path / "pwned"
+    names = " ".join(f"'{v}'" for v in hostile(marker))
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     notebook = out_dir / "verify.ipynb"
@@ -111,7 +102,12 @@ def test_planted_secrets_appear_in_no_file(tmp_path, demo_model, monkeypatch):
                         parameters=dict(model_path=str(demo_model), output_dir=str(out_dir), max_model_len=512,
                                         env=dict(CPU_ENV, PYTHONPATH=str(FAKE_PLUGIN_SITE)), run_b="always",
                                         run_b_env={"USE_FLAGGEMS": "1", "VLLM_PLUGINS": "fl", "FAKE_FL_MODE": "leak"},
-                                        extra_vllm_args=DEMO_ENGINE_ARGS))
+                                        extra_vllm_args=" ".join(DEMO_ENGINE_ARGS) + f" --served-model-name {names}"))
+    serve = json.loads((out_dir / "report.json").read_text())["run_a_without_multichip"]["phases"]["serve"]
+    assert serve["status"] == "PASS", serve["error"]
+    served = json.loads((out_dir / "results" / "run_a_serve.json").read_text())["served_models"]
+    assert served == hostile(marker)  # every served name verbatim, none run
+    assert not marker.exists()
     files = [p for p in out_dir.rglob("*") if p.is_file()]
     assert {"report.json", "report.html", "verify.ipynb", "run_b_offline.log", "probe.json"} <= {p.name for p in files}
     for path in files:
@@ -124,7 +120,7 @@ def test_planted_secrets_appear_in_no_file(tmp_path, demo_model, monkeypatch):
     assert probe_env["VLLM_FL_ACCESS_KEY"] == "***"
 
 
-@pytest.mark.slow
+@pytest.mark.engine
 def test_remote_code_runs_only_when_asked_and_the_diagnosis_says_so(tmp_path, demo_model):
     model = tmp_path / "needs-remote-code"
     shutil.copytree(demo_model, model)
@@ -149,9 +145,11 @@ def test_remote_code_runs_only_when_asked_and_the_diagnosis_says_so(tmp_path, de
     assert "trust_remote_code" in d["hint"]
 
 
-@pytest.mark.slow
+@pytest.mark.engine
 def test_both_runs_failing_report_both_errors(tmp_path, demo_model):
-    """Seed: "Run A and Run B both fail → report both errors separately"; Run B runs anyway."""
+    """Seed: "Run A and Run B both fail → report both errors separately"; Run B runs anyway.
+    The demo model has 512 positions: vLLM refuses max_model_len=4096 while starting, and the
+    serve phase ends on the server's own cause, never waiting out health_timeout (300 s)."""
     params = validate({"model_path": str(demo_model), "output_dir": str(tmp_path / "out"), "env": CPU_ENV,
                        "extra_vllm_args": DEMO_ENGINE_ARGS, "max_model_len": 4096, "run_b": "always"})
     v, data = _verify(params)
@@ -159,5 +157,9 @@ def test_both_runs_failing_report_both_errors(tmp_path, demo_model):
         run = data[key]
         assert (run["phase_a_offline"], run["phase_b_serve"]) == ("FAIL", "FAIL")
         assert len(run["errors"]) == 2 and all("4096" in e["error"] for e in run["errors"])
+        serve = run["phases"]["serve"]
+        assert not serve["timed_out"] and "512" in serve["error"], serve["error"]
+        assert "server exited" not in serve["error"]  # the server's own cause, not our wait loop
+        assert serve["diagnosis"]["component"] == "resources" and serve["diagnosis"]["evidence"]
     assert data["diff_analysis"]["conclusion"] == "SAME_ERROR"
     assert data["diff_analysis"]["component"] == "resources"

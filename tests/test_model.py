@@ -10,6 +10,8 @@ from modelverify_kernel.model import ModelError, resolve_model
 from modelverify_kernel.params import validate
 from modelverify_kernel.target import SCRIPTS_DIR, LocalTarget
 
+pytestmark = pytest.mark.process
+
 
 @pytest.fixture
 def target(tmp_path):

@@ -6,10 +6,9 @@ import subprocess
 
 import papermill as pm
 import pytest
-from conftest import CPU_ENV, DEMO_ENGINE_ARGS, REPO, assert_demo_report_on_this_machine
+from conftest import REPO, assert_demo_report_on_this_machine
 
 
-pytestmark = pytest.mark.slow
 NOTEBOOK = REPO / "notebooks" / "verify.ipynb"
 
 
@@ -20,10 +19,11 @@ def _execute(tmp_path, **parameters):
     return out
 
 
-def test_good_run_on_the_demo_model(tmp_path, demo_model):
-    out_dir = tmp_path / "report"
-    _execute(tmp_path, model_path=str(demo_model), output_dir=str(out_dir), env=CPU_ENV,
-             extra_vllm_args=DEMO_ENGINE_ARGS, max_model_len=512)
+@pytest.mark.engine
+def test_good_run_on_the_demo_model(demo_run):
+    """conftest's demo_run: the notebook on the demo model (with fail_on=partial, which only
+    decides papermill's exit after everything is written; tests/test_report_html.py checks that)."""
+    out_dir = demo_run["out"]
     data = json.loads((out_dir / "report.json").read_text())
     assert_demo_report_on_this_machine(data, out_dir)
     assert data["environment"]["probe"]["devices"]["count"] == 1
@@ -40,6 +40,7 @@ def test_good_run_on_the_demo_model(tmp_path, demo_model):
     assert [o["token_ids"] for o in redone["outputs"]] == [o["token_ids"] for o in first["outputs"]]
 
 
+@pytest.mark.process  # a notebook kernel; the pre-check stops it before any engine
 def test_missing_model_path_stops_in_the_first_cells(tmp_path):
     out_dir = tmp_path / "report"
     with pytest.raises(pm.PapermillExecutionError) as exc:
@@ -53,6 +54,7 @@ def test_missing_model_path_stops_in_the_first_cells(tmp_path):
     assert errors[0]["traceback"] == [f"ParameterError: {exc.value.evalue}"]
 
 
+@pytest.mark.process
 def test_model_path_without_config_json_writes_a_fail_report(tmp_path):
     empty = tmp_path / "not-a-model"
     empty.mkdir()
@@ -65,6 +67,7 @@ def test_model_path_without_config_json_writes_a_fail_report(tmp_path):
     assert not any(k.startswith("run_") for k in data["artifacts"]["logs"])  # no engine started
 
 
+@pytest.mark.process
 def test_tp_larger_than_devices_is_refused_before_any_engine(tmp_path, demo_model):
     out_dir = tmp_path / "report"
     _execute(tmp_path, model_path=str(demo_model), output_dir=str(out_dir), tp_size=4)

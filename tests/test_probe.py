@@ -5,7 +5,11 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from modelverify_kernel.target import SCRIPTS_DIR
+
+pytestmark = pytest.mark.process
 
 
 def test_probe_reports_versions_devices_and_plugins(tmp_path):

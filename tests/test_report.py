@@ -13,6 +13,8 @@ from dataclasses import replace
 from modelverify_kernel.runs import PhaseResult, run_specs
 from modelverify_kernel.verdict import decide
 
+pytestmark = pytest.mark.process  # report.tool_info runs git
+
 SEED_TOP = {"status", "stage", "model", "tensor_parallel_size", "run_a_without_multichip",
             "run_b_with_multichip", "diff_analysis"}
 SEED_RUN = {"flags", "phase_a_offline", "phase_b_serve", "output_sample", "errors"}

@@ -15,9 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import papermill as pm
 import pytest
-from conftest import CPU_ENV, DEMO_ENGINE_ARGS, REPO
+from conftest import REPO
 from junitparser import Failure, JUnitXml, Skipped
 
 from modelverify_kernel import report
@@ -78,6 +77,7 @@ def failing_report(tmp_path: Path) -> dict:
                                verdict=v)
 
 
+@pytest.mark.process
 def test_failing_report_shows_every_section(tmp_path):
     data = failing_report(tmp_path)
     _, html_path = report.write_report(data, tmp_path)
@@ -106,6 +106,7 @@ def test_failing_report_shows_every_section(tmp_path):
     assert not re.search(r"https?://", html)  # standalone: the page names no URL
 
 
+@pytest.mark.process
 def test_render_reproduces_the_html_byte_for_byte_in_another_process(tmp_path):
     _, html_path = report.write_report(failing_report(tmp_path), tmp_path)
     written = html_path.read_bytes()
@@ -115,6 +116,7 @@ def test_render_reproduces_the_html_byte_for_byte_in_another_process(tmp_path):
     assert html_path.read_bytes() == written
 
 
+@pytest.mark.process
 def test_junit_file_parses_with_a_junit_reader(tmp_path):
     report.write_report(failing_report(tmp_path), tmp_path)
     junit = tmp_path / "ci" / "junit.xml"
@@ -136,6 +138,7 @@ def test_junit_file_parses_with_a_junit_reader(tmp_path):
     assert suites["Run B (multi-chip)"].failures == 1 and suites["Run B (multi-chip)"].tests == 2
 
 
+@pytest.mark.process
 def test_junit_marks_skipped_and_not_run_phases_skipped(tmp_path):
     data = failing_report(tmp_path)
     for phase in data["run_b_with_multichip"]["phases"].values():
@@ -156,6 +159,7 @@ def test_junit_marks_skipped_and_not_run_phases_skipped(tmp_path):
     (lambda d: (d.mkdir(), (d / "report.json").write_text("{oops")), "is not valid JSON"),
     (lambda d: (d.mkdir(), (d / "report.json").write_text('{"status": "PASS"}')), "is not a model-verify report"),
 ])
+@pytest.mark.process
 def test_render_refuses_bad_input_with_one_sentence(tmp_path, setup, message):
     folder = tmp_path / "out"
     setup(folder)
@@ -165,6 +169,7 @@ def test_render_refuses_bad_input_with_one_sentence(tmp_path, setup, message):
     assert done.stderr.count("\n") == 1
 
 
+@pytest.mark.process
 def test_help_notebook_lists_every_parameter_with_type_default_and_help():
     done = subprocess.run([str(Path(sys.executable).parent / "papermill"), "--help-notebook", str(NOTEBOOK)],
                           capture_output=True, text=True, timeout=120)
@@ -205,23 +210,9 @@ def test_fail_on_is_validated_and_decides_on_the_status():
                                                                ("partial", "FAIL")]
 
 
-# --------------------------------------------------------------------------- the real notebook, once for the module
+# --------------------------------------------------------------------------- the real notebook (conftest's demo_run)
 
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory, demo_model):
-    """The real notebook on the demo model with fail_on=partial: the demo's verdict (Run B skipped,
-    PARTIAL) must fail papermill, after every artifact is written."""
-    base = tmp_path_factory.mktemp("report_html")
-    out_dir, notebook = base / "report", base / "verify.ipynb"
-    with pytest.raises(pm.PapermillExecutionError) as exc:
-        pm.execute_notebook(str(NOTEBOOK), str(notebook), cwd=str(REPO), kernel_name="python3", progress_bar=False,
-                            parameters={"model_path": str(demo_model), "output_dir": str(out_dir), "env": CPU_ENV,
-                                        "extra_vllm_args": DEMO_ENGINE_ARGS, "max_model_len": 512,
-                                        "fail_on": "partial"})
-    return {"out": out_dir, "notebook": notebook, "error": exc.value, "base": base}
-
-
-@pytest.mark.slow
+@pytest.mark.engine
 def test_fail_on_fails_papermill_after_every_artifact(demo_run):
     err, out = demo_run["error"], demo_run["out"]
     assert err.ename == "VerdictFailed"
@@ -238,7 +229,7 @@ def test_fail_on_fails_papermill_after_every_artifact(demo_run):
     assert "check_fail_on" in "".join(last["source"]) and last["outputs"][-1]["output_type"] == "error"
 
 
-@pytest.mark.slow
+@pytest.mark.engine
 def test_executed_notebook_reads_well(demo_run):
     """Each step's cell shows a line or a small table, never a wall of logs."""
     nb = json.loads(demo_run["notebook"].read_text())
@@ -249,7 +240,7 @@ def test_executed_notebook_reads_well(demo_run):
             assert "INFO" not in text and "Traceback" not in text
 
 
-@pytest.mark.slow
+@pytest.mark.engine
 def test_render_of_the_demo_is_byte_for_byte(demo_run, tmp_path):
     out = demo_run["out"]
     copy = tmp_path / "copy"
@@ -278,7 +269,8 @@ def _chromium():
     return sync_playwright, exe
 
 
-@pytest.mark.slow
+@pytest.mark.engine
+@pytest.mark.browser
 def test_report_in_a_real_browser(demo_run, tmp_path):
     sync_playwright, exe = _chromium()
     html_path = demo_run["out"] / "report.html"
@@ -328,6 +320,7 @@ def test_report_in_a_real_browser(demo_run, tmp_path):
             browser.close()
 
 
+@pytest.mark.process
 def test_tables_escape_markup_from_logs_and_outputs(tmp_path):
     html = report.render_html(failing_report(tmp_path))
     rows = html[html.index('<table id="T_phases"'):]
@@ -335,6 +328,7 @@ def test_tables_escape_markup_from_logs_and_outputs(tmp_path):
     assert "<addmm>" not in html and "\x15" not in html.split('id="modelverify-report"')[0]
 
 
+@pytest.mark.process
 def test_timeline_marks_a_timeout_and_a_phase_near_its_timeout(tmp_path):
     data = failing_report(tmp_path)
     offline = data["run_b_with_multichip"]["phases"]["offline"]

@@ -8,11 +8,15 @@ real plugin's environment semantics (or not, by mode); `tests/fake_stack/flaggem
 the real library needs a GPU (FACTS.md), so it is used only where its real CPU failure is the
 point (`flaggems` mode); `tests/fake_stack/liar`, no plugin at all, only the log lines a working
 stack prints. Everything else is real: vLLM, torch, papermill, the evidence recorded inside the
-engine processes, the verdict, the report.
+engine processes, the verdict, the report. Scenarios whose Run A is the same (the stand-in
+stack installed, the plugin excluded) share one real Run A (`standin_stack_run`); each has its
+own probe, Run B and verdict.
 """
 
+import dataclasses
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -20,7 +24,11 @@ import papermill as pm
 import pytest
 from conftest import CPU_ENV, DEMO_ENGINE_ARGS, REPO
 
-pytestmark = pytest.mark.slow
+from modelverify_kernel.params import validate
+from modelverify_kernel.pipeline import Verification
+from modelverify_kernel.runs import PHASES, load_phase
+
+pytestmark = pytest.mark.engine
 NOTEBOOK = REPO / "notebooks" / "verify.ipynb"
 FAKE = REPO / "tests" / "fake_stack"
 PLUGIN_SITE, GEMS_STANDIN, LIAR = FAKE / "site", FAKE / "flaggems_standin", FAKE / "liar"
@@ -37,20 +45,62 @@ def test_stack() -> Path:
     return TEST_STACK
 
 
-def _verify(tmp_path, demo_model, paths, run_b_env=None, **parameters) -> dict:
+def _parameters(out_dir, demo_model, paths, run_b_env=None, **parameters) -> dict:
     """Both runs share `paths` on PYTHONPATH, as an image's installed packages are."""
     env = dict(CPU_ENV, PYTHONPATH=os.pathsep.join(map(str, paths)))
-    out_dir = tmp_path / "report"
-    out_dir.mkdir()
-    pm.execute_notebook(str(NOTEBOOK), str(out_dir / "verify.ipynb"), cwd=str(REPO), kernel_name="python3",
-                        progress_bar=False, parameters=dict(
-                            model_path=str(demo_model), output_dir=str(out_dir), env=env,
-                            run_b_env=run_b_env or {}, extra_vllm_args=DEMO_ENGINE_ARGS, max_model_len=512,
-                            run_b="always", **parameters))
+    return dict(model_path=str(demo_model), output_dir=str(out_dir), env=env, run_b_env=run_b_env or {},
+                extra_vllm_args=DEMO_ENGINE_ARGS, max_model_len=512, run_b="always", **parameters)
+
+
+def _report(out_dir: Path) -> dict:
     data = json.loads((out_dir / "report.json").read_text())
     html = (out_dir / "report.html").read_text()
     assert data["diff_analysis"]["conclusion"] in html and "How Run A keeps FlagOS out" in html
     return data
+
+
+def _verify(tmp_path, demo_model, paths, run_b_env=None, **parameters) -> dict:
+    """The whole notebook, through papermill."""
+    out_dir = tmp_path / "report"
+    out_dir.mkdir()
+    pm.execute_notebook(str(NOTEBOOK), str(out_dir / "verify.ipynb"), cwd=str(REPO), kernel_name="python3",
+                        progress_bar=False, parameters=_parameters(out_dir, demo_model, paths, run_b_env, **parameters))
+    return _report(out_dir)
+
+
+@pytest.fixture(scope="module")
+def standin_stack_run(tmp_path_factory, demo_model) -> Path:
+    """The stand-in plugin and FlagGems installed, the plugin inert in Run B: the whole notebook
+    once. Its Run A (the plugin excluded) is the Run A of every scenario on this stack: Run B's
+    modes never reach it."""
+    base = tmp_path_factory.mktemp("standin_stack")
+    _verify(base, demo_model, [PLUGIN_SITE, GEMS_STANDIN], {"FAKE_FL_MODE": "inert"})
+    return base / "report"
+
+
+def _verify_run_b(tmp_path, demo_model, run_a_dir: Path, run_b_env: dict, paths=(PLUGIN_SITE, GEMS_STANDIN)) -> dict:
+    """Another Run B, through the notebook's steps (pipeline.Verification): the real probe, model
+    step and Run B on `paths`, beside the real Run A of `standin_stack_run` copied in (the same
+    Run A flags: the plugin excluded, so no flag_gems is ever imported in it, as its recorded
+    evidence shows); the comparison, gate, verdict and report are this run's."""
+    out_dir = tmp_path / "report"
+    v = Verification.start(validate(_parameters(out_dir, demo_model, list(paths), run_b_env)))
+    v.run_probe()
+    v.resolve_model()
+    assert v.precheck_error is None, v.precheck_error
+    for phase in PHASES:
+        shared = load_phase(run_a_dir / "phases" / f"run_a_{phase}.json")
+        copies = {}
+        for field, folder in (("log", "logs"), ("result_file", "results")):
+            copies[field] = str(out_dir / folder / Path(getattr(shared, field)).name)
+            Path(copies[field]).parent.mkdir(exist_ok=True)
+            shutil.copy(getattr(shared, field), copies[field])
+        v.runs["run_a"][phase] = dataclasses.replace(shared, **copies)
+    v.run("run_b")
+    v.compare()
+    v.decide()
+    v.write_report()
+    return _report(out_dir)
 
 
 def _verdict(data):
@@ -71,8 +121,8 @@ def test_printed_log_lines_without_any_plugin_are_stack_inactive(tmp_path, demo_
     assert all(p["exact_match"] for c in data["output_comparison"] for p in c["prompts"])
 
 
-def test_an_inert_plugin_is_stack_inactive(tmp_path, demo_model):
-    data = _verify(tmp_path, demo_model, [PLUGIN_SITE, GEMS_STANDIN], {"FAKE_FL_MODE": "inert"})
+def test_an_inert_plugin_is_stack_inactive(standin_stack_run):
+    data = _report(standin_stack_run)
     assert _verdict(data) == ("STACK_INACTIVE", "PARTIAL", "base")
     plugin = data["stack_activity"]["run_b"]["plugin"]
     assert plugin["status"] == "inactive" and "loading alone is not activity" in " ".join(plugin["evidence"])
@@ -101,19 +151,20 @@ def test_a_default_on_plugin_loaded_in_run_a_makes_the_comparison_invalid(tmp_pa
     assert data["stack_gate"]["run_a_not_base"]
 
 
-def test_one_op_off_by_five_percent_is_output_mismatch_across_prompts(tmp_path, demo_model):
-    data = _verify(tmp_path, demo_model, [PLUGIN_SITE, GEMS_STANDIN],
-                   {"FAKE_FL_MODE": "real", "FAKE_GEMS_FAULT": "rms_norm=scale:1.05"})
+def test_one_op_off_by_five_percent_is_output_mismatch_across_prompts(tmp_path, demo_model, standin_stack_run):
+    data = _verify_run_b(tmp_path, demo_model, standin_stack_run,
+                         {"FAKE_FL_MODE": "real", "FAKE_GEMS_FAULT": "rms_norm=scale:1.05"})
     assert _verdict(data) == ("OUTPUT_MISMATCH", "PARTIAL", "base")
     aggregates = [c["aggregate"] for c in data["output_comparison"]]
     assert any(a["systematic"] for a in aggregates)
     assert data["diff_analysis"]["component"] == "numerical"
 
 
-def test_flaggems_active_in_run_b_only_and_correct_is_both_pass_naming_the_ops(tmp_path, demo_model):
+def test_flaggems_active_in_run_b_only_and_correct_is_both_pass_naming_the_ops(tmp_path, demo_model,
+                                                                              standin_stack_run):
     # a correct reimplementation at another precision: the noise of a different kernel, not a fault
-    data = _verify(tmp_path, demo_model, [PLUGIN_SITE, GEMS_STANDIN],
-                   {"FAKE_FL_MODE": "real", "FAKE_GEMS_VARIANT": "rms_norm=bf16"})
+    data = _verify_run_b(tmp_path, demo_model, standin_stack_run,
+                         {"FAKE_FL_MODE": "real", "FAKE_GEMS_VARIANT": "rms_norm=bf16"})
     assert _verdict(data) == ("BOTH_PASS", "PASS", "full")
     gems = data["stack_activity"]["run_b"]["FlagGems"]
     assert (gems["status"], gems["strength"]) == ("active", "strong")
@@ -123,11 +174,14 @@ def test_flaggems_active_in_run_b_only_and_correct_is_both_pass_naming_the_ops(t
     assert data["stack_gate"]["passed"] and data["stack_gate"]["strength"] == "strong"
 
 
-def test_the_real_flag_gems_failing_in_run_b_is_multichip_error(tmp_path, demo_model, test_stack):
-    data = _verify(tmp_path, demo_model, [PLUGIN_SITE, test_stack / "flaggems"],
-                   {"FAKE_FL_MODE": "flaggems", "FAKE_FL_TRITON_SITE": str(test_stack / "triton")})
+def test_the_real_flag_gems_failing_in_run_b_is_multichip_error(tmp_path, demo_model, test_stack, standin_stack_run):
+    # Run A (plugin excluded) never imports flag_gems: the stand-in stack's Run A is this one's
+    data = _verify_run_b(tmp_path, demo_model, standin_stack_run,
+                         {"FAKE_FL_MODE": "flaggems", "FAKE_FL_TRITON_SITE": str(test_stack / "triton")},
+                         paths=(PLUGIN_SITE, test_stack / "flaggems"))
     d = data["diff_analysis"]
     assert (d["conclusion"], d["multichip_component"], data["status"]) == ("MULTICHIP_ERROR", "FlagGems", "PARTIAL")
     err = data["run_b_with_multichip"]["errors"][0]
     assert err["component"] == "FlagGems" and "No device were detected" in err["error"]
     assert data["run_a_without_multichip"]["phase_a_offline"] == "PASS"
+    assert data["stack_activity"]["run_a"]["FlagGems"]["status"] == "inactive"

@@ -5,9 +5,12 @@ import sys
 import time
 import uuid
 
+import pytest
 from conftest import processes_with_env
 
 from modelverify_kernel.target import LocalTarget
+
+pytestmark = pytest.mark.process
 
 
 def test_env_set_and_unset_reach_the_process(tmp_path, monkeypatch):

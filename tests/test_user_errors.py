@@ -47,6 +47,7 @@ def test_missing_prompts_file_and_a_good_one(tmp_path: Path) -> None:
         target.cleanup()
 
 
+@pytest.mark.process
 def test_phase_script_names_the_prompts_file_too(tmp_path: Path) -> None:
     """The container script (real subprocess) fails with the same sentence, not a bare JSONDecodeError."""
     bad = tmp_path / "prompts.txt"
@@ -71,7 +72,7 @@ def _phase(tmp_path: Path, demo_model: Path, phase: str, extra: list[str]):
         target.cleanup()
 
 
-@pytest.mark.slow
+@pytest.mark.engine
 @pytest.mark.parametrize("phase", ["offline", "serve"])
 def test_rejected_extra_vllm_args_name_the_parameter_and_vllms_message(tmp_path, demo_model, phase):
     pr = _phase(tmp_path, demo_model, phase, [*DEMO_ENGINE_ARGS, "--no-such-flag"])

@@ -1,5 +1,6 @@
 """The truth table of DESIGN.md, row by row."""
 
+import pytest
 
 from modelverify_kernel.compare import compare_phase
 from modelverify_kernel.runs import PhaseResult
@@ -118,6 +119,7 @@ def _result_pair(tmp_path, log_name):
     return a, b
 
 
+@pytest.mark.process
 def test_diff_cli_and_seed_front_share_one_verdict(tmp_path):
     import json
     import subprocess
@@ -138,6 +140,7 @@ def test_diff_cli_and_seed_front_share_one_verdict(tmp_path):
     assert d["errors"]["run_b"]["component"] == "FlagGems"
 
 
+@pytest.mark.process
 def test_diff_cli_bad_input_is_one_sentence(tmp_path):
     import subprocess
     import sys
@@ -149,6 +152,7 @@ def test_diff_cli_bad_input_is_one_sentence(tmp_path):
     assert proc.stderr.startswith("error: ") and "bad.json is not JSON" in proc.stderr
 
 
+@pytest.mark.process
 def test_diff_cli_applies_the_gate_and_the_comparison_to_two_passing_results(tmp_path):
     """Two passing phase results: the diff is BOTH_PASS only with FlagOS work recorded in Run B."""
     import json
