@@ -151,7 +151,7 @@ class Verification:
             v.runs["run_b"] = skipped(v.spec("run_b"), v.run_b_skip)
         attempts = [runs.load_phase(path) for path in Layout(v.out_dir).phases.glob("*.json")]
         for pr in sorted(attempts, key=lambda p: (p.attempt, RUNS.index(p.run), PHASES.index(p.phase))):
-            v._record(pr)
+            v.add_attempt(pr)
         return v
 
     def save_state(self) -> None:
@@ -258,14 +258,14 @@ class Verification:
                    **{k: params.to_dict()[k] for k in overrides}}
         pr = runs.run_phase(params, target, scripts, spec, phase, self.model.path, self.tp, self.out_dir,
                             attempt=attempt, overrides=changed)
-        self._record(pr)
+        self.add_attempt(pr)
         return pr
 
     def attempts(self, run: str | None = None, phase: str | None = None) -> list[PhaseResult]:
         """Every attempt (of one run / phase), oldest first."""
         return [p for p in self.history if run in (None, p.run) and phase in (None, p.phase)]
 
-    def _record(self, pr: PhaseResult) -> None:
+    def add_attempt(self, pr: PhaseResult) -> None:
         """A finished attempt becomes the phase's latest; what was judged before is judged again."""
         self.history.append(pr)
         self.runs.setdefault(pr.run, {})[pr.phase] = pr

@@ -95,11 +95,10 @@ def _verify_run_b(tmp_path, demo_model, run_a_dir: Path, run_b_env: dict, paths=
             copies[field] = str(out_dir / folder / Path(getattr(shared, field)).name)
             Path(copies[field]).parent.mkdir(exist_ok=True)
             shutil.copy(getattr(shared, field), copies[field])
-        v.runs["run_a"][phase] = dataclasses.replace(shared, **copies)
+        v.add_attempt(dataclasses.replace(shared, **copies))
     v.run("run_b")
-    v.compare()
-    v.decide()
     v.write_report()
+    v.close()
     return _report(out_dir)
 
 
