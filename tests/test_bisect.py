@@ -1,0 +1,72 @@
+"""The culprit-op search (issue 13): delta debugging over the FlagGems kernels that ran."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from modelverify_kernel import bisect, records
+from modelverify_kernel.params import validate
+
+OPS = ["embedding", "mean_dim", "rsqrt", "silu", "gems_rms_forward", "mm", "addmm", "softmax"]
+
+
+def _oracle(culprits: set[str], calls: list[frozenset[str]]):
+    """The fault shows when every culprit is on (two culprits: only together)."""
+    def fails(on: frozenset[str]) -> bool:
+        calls.append(on)
+        return culprits <= on
+    return fails
+
+
+@pytest.mark.parametrize("n", [2, 4, 8])
+def test_a_single_culprit_is_found_in_about_log2_n_steps(n):
+    """With the step that switches every kernel off (search() runs it first): about ceil(log2 n) + 2
+    on average over the culprit's position, never more than 2 ceil(log2 n) + 1."""
+    ops = OPS[:n]
+    steps = []
+    for culprit in ops:
+        calls: list[frozenset[str]] = []
+        assert bisect.ddmin(ops, _oracle({culprit}, calls)) == [culprit]
+        assert len(set(calls)) == len(calls)  # no subset run twice
+        steps.append(len(calls) + 1)
+    assert max(steps) <= 2 * math.ceil(math.log2(n)) + 1, steps
+    assert sum(steps) / n <= math.ceil(math.log2(n)) + 2, steps
+
+
+def test_two_kernels_that_fail_only_together_are_both_found():
+    for pair in ({"embedding", "silu"}, {"mean_dim", "rsqrt"}, {"embedding", "softmax"}):
+        calls: list[frozenset[str]] = []
+        assert set(bisect.ddmin(OPS, _oracle(pair, calls))) == pair
+        assert len(set(calls)) == len(calls)
+
+
+def test_a_flaky_oracle_never_yields_an_empty_culprit_set():
+    assert bisect.ddmin(["a"], lambda on: True) == ["a"]
+    assert bisect.ddmin(["a", "b"], lambda on: False) == ["a", "b"]  # neither half alone: both stay
+
+
+def test_kernel_names_come_from_the_recorded_evidence():
+    pr = records.PhaseResult(run="run_b", phase="offline", result={"stack_evidence": [
+        {"event": "flaggems_op_ran", "op": "mean.dim", "fn": "flag_gems.ops.mean.mean_dim", "via": "aten"},
+        {"event": "flaggems_op_ran", "op": "embedding", "fn": "flag_gems.ops.embedding.embedding", "via": "aten"},
+        {"event": "flaggems_op_ran", "op": "gems_rms_forward", "fn": "x.gems_rms_forward", "via": "direct"},
+        {"event": "flaggems_enabled", "ops": 4},
+    ]})
+    assert bisect.ops_that_ran(pr) == ["embedding", "gems_rms_forward", "mean_dim"]
+
+
+def test_a_found_search_gives_the_blacklist_and_the_sentence():
+    b = records.Bisection(status="found", reason="r", phase="offline", switch=bisect.PLUGIN_SWITCH,
+                          ops=("embedding", "silu"), culprit_ops=("embedding",))
+    assert b.blacklist == "VLLM_FL_FLAGOS_BLACKLIST=embedding"
+    assert b.advice.startswith("Ship on the full stack with VLLM_FL_FLAGOS_BLACKLIST=embedding")
+    assert records.Bisection(status="unconfirmed", reason="r", culprit_ops=("embedding",)).blacklist is None
+
+
+def test_budget_parameters_are_validated():
+    p = validate({"model_path": "/m"})
+    assert (p.bisect, p.bisect_max_steps, p.bisect_timeout) == (True, 12, 3600)
+    with pytest.raises(Exception, match="bisect_max_steps"):
+        validate({"model_path": "/m", "bisect_max_steps": 0})
