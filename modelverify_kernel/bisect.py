@@ -5,8 +5,9 @@ When Run A passed and Run B failed or diverged with FlagGems active, Run B's fir
 switched off through the stack's own switch — the FL plugin's `VLLM_FL_FLAGOS_BLACKLIST`, or,
 where FlagGems is enabled without the plugin, our recorder's `MODELVERIFY_FLAGGEMS_UNUSED`,
 which joins `flag_gems.enable(unused=…)` inside the engine. The search is delta debugging
-(Zeller's ddmin) over the kernels left *on*: it finds a smallest set whose kernels, on
-together, still bring the fault back — so two kernels that only fail together are both found.
+over the kernels left *on* — a binary search for one culprit, then Zeller's ddmin where the
+fault needs two kernels together — and finds a smallest set whose kernels, on together, still
+bring the fault back — so two kernels that only fail together are both found.
 A final Run B, both phases, with the culprits off must pass and agree with Run A before they
 are reported.
 
@@ -96,10 +97,13 @@ def why_not(v: "Verification") -> str | None:
     return None
 
 
-def ddmin(items: Sequence[str], fails: Callable[[frozenset[str]], bool]) -> list[str]:
-    """A smallest subset of `items` (kernels left on) for which `fails` still holds (ddmin).
+def narrow(items: Sequence[str], fails: Callable[[frozenset[str]], bool]) -> list[str]:
+    """A smallest subset of `items` (kernels left on) for which `fails` still holds.
 
-    `fails(items)` is known to hold. Results are cached: no subset is run twice.
+    `fails(items)` is known to hold. First a binary search that assumes one culprit — one step
+    per halving, and one check that the kernel it ends on really brings the fault back alone;
+    where that check fails (the fault needs two kernels together), delta debugging (ddmin) from
+    what is known. Results are cached: no subset is run twice.
     """
     seen: dict[frozenset[str], bool] = {frozenset(items): True}
 
@@ -109,11 +113,21 @@ def ddmin(items: Sequence[str], fails: Callable[[frozenset[str]], bool]) -> list
             seen[key] = fails(key)
         return seen[key]
 
+    current = list(items)
+    while len(current) > 1:
+        half = current[:len(current) // 2]
+        current = half if test(half) else current[len(current) // 2:]
+    if test(current):
+        return current
+    return ddmin(items, test)
+
+
+def ddmin(items: Sequence[str], test: Callable[[Sequence[str]], bool]) -> list[str]:
+    """Zeller's ddmin: a 1-minimal subset of `items` for which `test` holds (`test(items)` does)."""
     current, n = list(items), 2
     while len(current) >= 2:
         size = len(current) / n
-        chunks = [current[round(i * size):round((i + 1) * size)] for i in range(n)]
-        chunks = [c for c in chunks if c]
+        chunks = [c for c in (current[round(i * size):round((i + 1) * size)] for i in range(n)) if c]
         reduced = False
         for chunk in chunks:
             if test(chunk):
@@ -203,8 +217,11 @@ class _Search:
         return step.outcome == "fail"
 
     def search(self) -> Bisection:
+        """Step 0 switches every kernel that ran off; then narrow, confirm, and — when the fault
+        survives the culprits being off — narrow again among the kernels left (another culprit)."""
         assert self.phase is not None
         self.record("stopped", "interrupted before its first step")
+        culprits: list[str] = []
         try:
             if self.fails_with_on(frozenset()):
                 return self.record(
@@ -212,17 +229,27 @@ class _Search:
                     f"with every FlagGems kernel that ran switched off ({', '.join(self.ops)}), Run B's {self.phase} "
                     f"phase still fails or diverges: the fault is outside these kernels (or {self.switch} did not "
                     "reach FlagGems in this stack version); no op is blamed.")
-            culprits = ddmin(self.ops, self.fails_with_on)
+            remaining = list(self.ops)
+            while True:
+                found = narrow(remaining, lambda on: self.fails_with_on(on))
+                culprits += found
+                confirmed = self.confirm_culprits(culprits)
+                left = [o for o in remaining if o not in found]
+                searched = next(s for s in reversed(self.confirm) if s.phase == self.phase)
+                if confirmed.status == "found" or searched.outcome == "pass" or not left:
+                    return confirmed
+                remaining = left  # the fault is still there with these off: another kernel brings it
         except _Stop as stop:
+            suspects = culprits or self.smallest
             return self.record("stopped", f"stopped after {len(self.steps)} step(s): {stop}; narrowed to "
-                               f"{', '.join(self.smallest)} (not confirmed). Raise the limit to finish.", self.smallest)
-        return self.confirm_culprits(culprits)
+                               f"{', '.join(suspects)} (not confirmed). Raise the limit to finish.", suspects)
 
     def confirm_culprits(self, culprits: Sequence[str]) -> Bisection:
         """Run B, both phases, culprits off: only a passing, agreeing run makes them culprits."""
+        self.confirm = []
         for phase in PHASES:
-            folder = self.layout.bisect_confirm
-            step = self.run(phase, culprits, folder, len(self.steps) + len(self.confirm) + 1)
+            number = len(self.steps) + len(self.confirm) + 1
+            step = self.run(phase, culprits, self.layout.bisect_confirm / f"{number:02d}", number)
             self.confirm.append(step)
             self.on_step(step)
         names = ", ".join(culprits)
