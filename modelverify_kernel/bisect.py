@@ -193,8 +193,9 @@ class _Search:
     def judge(self, pr: PhaseResult) -> tuple[str, str]:
         """The same rules as the verification: the phase must pass and its outputs agree with Run A's."""
         if pr.status != "PASS":
-            component = (pr.diagnosis or {}).get("component")
-            return "fail", f"{pr.error}" + (f" (diagnosed: {component})" if component else "")
+            diagnosis = pr.diagnosis or {}
+            root, component = diagnosis.get("error"), diagnosis.get("component")
+            return "fail", f"{root or pr.error}" + (f" (diagnosed: {component})" if component else "")
         a = self.v.runs["run_a"][pr.phase]
         c = compare.compare_phase(pr.phase, a.result.get("outputs") or [], pr.result.get("outputs") or [],
                                   self.v.tolerances())
