@@ -43,6 +43,8 @@ class _Stop(Exception):
 def ops_that_ran(pr: PhaseResult) -> list[str]:
     """The FlagGems kernels a phase's processes ran, by the name FlagGems' op lists use.
 
+    A crash stops the phase at the first broken kernel, so the search adds the kernels that ran
+    in its own steps too (a kernel that runs only once another is off can be half of a pair).
     Kernels registered through torch.library are listed by their function name (what
     `enable(unused=…)` and the plugin's blacklist match); kernels the plugin called directly by
     the name they were called under.
@@ -160,6 +162,7 @@ class _Search:
         self.steps: list[BisectStep] = []
         self.confirm: list[BisectStep] = []
         self.smallest: tuple[str, ...] = self.ops
+        self.last_ran: set[str] = set()
 
     def record(self, status: str, reason: str, culprits: Iterable[str] = ()) -> Bisection:
         result = Bisection(status=status, reason=reason, phase=self.phase, switch=self.switch, ops=self.ops,
@@ -186,6 +189,7 @@ class _Search:
         spec = replace(spec, env_set=env, env_unset=tuple(n for n in spec.env_unset if n != self.switch))
         assert v.model is not None and v.model.path and v.tp
         pr = runs.run_phase(v.params, target, scripts, spec, phase, v.model.path, v.tp, folder)
+        self.last_ran = set(ops_that_ran(pr))
         outcome, why = self.judge(pr)
         return BisectStep(number=number, phase=phase, disabled=off, outcome=outcome, why=why,
                           duration_s=pr.duration_s, log=_rel(pr.log, v.out_dir), result_file=_rel(pr.result_file, v.out_dir))
@@ -224,12 +228,18 @@ class _Search:
         self.record("stopped", "interrupted before its first step")
         culprits: list[str] = []
         try:
-            if self.fails_with_on(frozenset()):
-                return self.record(
-                    "not_found",
-                    f"with every FlagGems kernel that ran switched off ({', '.join(self.ops)}), Run B's {self.phase} "
-                    f"phase still fails or diverges: the fault is outside these kernels (or {self.switch} did not "
-                    "reach FlagGems in this stack version); no op is blamed.")
+            while True:  # every kernel that ran off; kernels that run only then join the search
+                if self.fails_with_on(frozenset()):
+                    return self.record(
+                        "not_found",
+                        f"with every FlagGems kernel that ran switched off ({', '.join(self.ops)}), Run B's "
+                        f"{self.phase} phase still fails or diverges: the fault is outside these kernels (or "
+                        f"{self.switch} did not reach FlagGems in this stack version); no op is blamed.")
+                new = self.last_ran - set(self.ops)
+                if not new:
+                    break
+                self.ops = tuple(sorted({*self.ops, *new}))  # they ran only once the others were off
+                self.smallest = self.ops
             remaining = list(self.ops)
             while True:
                 found = narrow(remaining, lambda on: self.fails_with_on(on))
