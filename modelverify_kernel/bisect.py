@@ -163,6 +163,7 @@ class _Search:
         self.confirm: list[BisectStep] = []
         self.smallest: tuple[str, ...] = self.ops
         self.last_ran: set[str] = set()
+        self.outcomes: dict[frozenset[str], bool] = {}  # kernels off -> the fault showed; no set runs twice
 
     def record(self, status: str, reason: str, culprits: Iterable[str] = ()) -> Bisection:
         result = Bisection(status=status, reason=reason, phase=self.phase, switch=self.switch, ops=self.ops,
@@ -209,10 +210,14 @@ class _Search:
 
     def fails_with_on(self, on: frozenset[str]) -> bool:
         """A search step: the kernels in `on` stay on, every other kernel that ran is switched off."""
-        self.budget_left()
         assert self.phase is not None
+        off = frozenset(o for o in self.ops if o not in on)
+        if off in self.outcomes:  # the same kernels were off in an earlier step (before the search grew)
+            return self.outcomes[off]
+        self.budget_left()
         number = len(self.steps) + 1
-        step = self.run(self.phase, [o for o in self.ops if o not in on], self.layout.bisect_step(number), number)
+        step = self.run(self.phase, off, self.layout.bisect_step(number), number)
+        self.outcomes[off] = step.outcome == "fail"
         self.steps.append(step)
         if step.outcome == "fail" and len(on) < len(self.smallest):
             self.smallest = tuple(sorted(on))

@@ -115,5 +115,5 @@ def test_two_kernels_that_fail_only_together_are_found_confirmed_and_reported(tm
     html = (out_dir / "report.html").read_text()
     assert 'id="bisection-result"' in html and b["advice"] in html
     nb = json.loads((out_dir / "verify.ipynb").read_text())
-    printed = "".join(o.get("text", "") for c in nb["cells"] for o in c.get("outputs", []))
+    printed = "".join("".join(o.get("text", "")) for c in nb["cells"] for o in c.get("outputs", []))
     assert "step 1: Run B offline with" in printed and "found:" in printed  # the steps shown as they ran
