@@ -236,6 +236,31 @@ def _patch_flaggems_kernels(module: Any) -> None:
             setattr(module, attr, _direct(value))
 
 
+DISABLE_VAR = "MODELVERIFY_FLAGGEMS_UNUSED"  # comma-separated kernels the culprit-op search switches off
+
+
+def _disable_asked_ops(call: str, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """The culprit-op search's switch where FlagGems is enabled without the FL plugin: the
+    kernels named in MODELVERIFY_FLAGGEMS_UNUSED join `enable(unused=…)` or leave
+    `only_enable(include=…)`, as if the caller had listed them itself."""
+    asked = [o.strip() for o in os.environ.get(DISABLE_VAR, "").split(",") if o.strip()]
+    if not asked:
+        return args, kwargs
+    kw = "unused" if call == "enable" else "include"
+    args = list(args)
+    given = args[1] if len(args) > 1 else kwargs.get(kw)
+    if isinstance(given, str):  # a YAML op list: not ours to rewrite
+        record("flaggems_ops_disabled", call=call, ops=[], error=f"{kw} is the file {given}; nothing disabled")
+        return tuple(args), kwargs
+    if len(args) > 1:
+        args.pop(1)
+    kwargs.pop(kw, None)
+    given = list(given or [])
+    kwargs[kw] = sorted(set(given) | set(asked)) if call == "enable" else [o for o in given if o not in asked]
+    record("flaggems_ops_disabled", call=call, ops=asked)
+    return tuple(args), kwargs
+
+
 def _patch_flag_gems(module: Any) -> None:
     record("flaggems_imported", version=_dist_version("flag-gems") or _dist_version("flag_gems"),
            file=getattr(module, "__file__", None))
@@ -248,6 +273,7 @@ def _patch_flag_gems(module: Any) -> None:
             continue
 
         def wrapper(*args: Any, __original: Callable = original, __name: str = name, **kwargs: Any) -> Any:
+            args, kwargs = _disable_asked_ops(__name, args, kwargs)
             _taking_over.ops = []
             try:
                 out = __original(*args, **kwargs)

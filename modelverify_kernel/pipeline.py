@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from . import compare, records, report, runs, stack, verdict
+from . import bisect, compare, records, report, runs, stack, verdict
 from .errors import ParameterError, UserError
 from .model import ModelStep, resolve_model
 from .params import Params, validate
@@ -91,7 +91,8 @@ class Verification:
     activity: dict[str, dict[str, stack.ComponentActivity]] = field(default_factory=dict)
     engine_env: dict[str, dict[str, Any]] = field(default_factory=dict)  # stack variables each run's processes saw
     gate: stack.Gate | None = None  # Run B's FlagOS work that Run A did not do; Run A base or not
-    verdict: verdict.Verdict | None = None
+    verdict: records.Verdict | None = None
+    bisection: records.Bisection | None = None  # the culprit-op search, once made
     report: dict[str, Any] | None = None
     closed: bool = False
 
@@ -124,6 +125,8 @@ class Verification:
         v.resolve_model()
         v.run("run_a")
         v.run("run_b")
+        v.decide()
+        v.bisect()
         v.write_report()
         v.close()
         return v
@@ -152,6 +155,8 @@ class Verification:
         attempts = [runs.load_phase(path) for path in Layout(v.out_dir).phases.glob("*.json")]
         for pr in sorted(attempts, key=lambda p: (p.attempt, RUNS.index(p.run), PHASES.index(p.phase))):
             v.add_attempt(pr)
+        if Layout(v.out_dir).bisection.is_file():
+            v.bisection = records.read(records.Bisection, Layout(v.out_dir).bisection)
         return v
 
     def save_state(self) -> None:
@@ -269,7 +274,7 @@ class Verification:
         """A finished attempt becomes the phase's latest; what was judged before is judged again."""
         self.history.append(pr)
         self.runs.setdefault(pr.run, {})[pr.phase] = pr
-        self.comparisons, self.gate, self.verdict, self.report = [], None, None, None
+        self.comparisons, self.gate, self.verdict, self.report, self.bisection = [], None, None, None, None
 
     def _open(self) -> tuple[Target, str]:
         """The target with our scripts in it; a closed verification opens a fresh work folder."""
@@ -296,10 +301,7 @@ class Verification:
 
     def compare(self) -> list[records.PhaseComparison]:
         """Run A vs Run B outputs of the phases both passed, and the stack's activity per run."""
-        p = self.params
-        shift = {} if p.systematic_shift is None else {"systematic_shift": p.systematic_shift}
-        tol = compare.Tolerances(tie=p.tie_tolerance, logprob=p.logprob_tolerance,
-                                 repeat_fraction=p.repeat_fraction, **shift)
+        tol = self.tolerances()
         outputs = {
             run: {ph: pr.result.get("outputs") or [] for ph, pr in phases.items() if pr.status == "PASS"}
             for run, phases in self.runs.items()
@@ -321,6 +323,13 @@ class Verification:
         self.gate = stack.gate(self.activity.get("run_a"), self.activity.get("run_b"))
         return self.comparisons
 
+    def tolerances(self) -> compare.Tolerances:
+        """The comparison's thresholds from the parameters (the rest from references/)."""
+        p = self.params
+        shift = {} if p.systematic_shift is None else {"systematic_shift": p.systematic_shift}
+        return compare.Tolerances(tie=p.tie_tolerance, logprob=p.logprob_tolerance,
+                                  repeat_fraction=p.repeat_fraction, **shift)
+
     def decide(self) -> records.Verdict:
         """The verdict from the latest attempt of each phase (compared again every time)."""
         if self.precheck_error:
@@ -330,7 +339,16 @@ class Verification:
             self.verdict = verdict.decide(self.runs["run_a"], self.runs["run_b"], self.run_b_skip,
                                           self.comparisons, self.gate, self.in_both_runs(),
                                           self.spec("run_a").base_mode)
+            if self.bisection is not None:
+                self.verdict = verdict.with_culprits(self.verdict, self.bisection)
         return self.verdict
+
+    def bisect(self, on_step: Any = None) -> records.Bisection:
+        """The culprit-op search (bisect.py) on the decided verdict; `on_step(step)` sees each step."""
+        self.decide()
+        self.bisection = bisect.search(self, on_step)
+        self.decide()
+        return self.bisection
 
     def in_both_runs(self) -> list[str]:
         """FlagOS parts the probe found that Run A does not leave out."""
@@ -378,6 +396,7 @@ class Verification:
             activity={run: stack.to_dict(a) for run, a in self.activity.items()},
             notebook=notebook,
             attempts=self.history,
+            bisection=self.bisection,
         )
         # the last net: no secret of the host or the target reaches the report
         self.report = self.redactor().data(self.report)

@@ -301,3 +301,50 @@ class State:
     tp: int | None = None
     precheck_error: str | None = None
     run_b_skip: str | None = None
+
+
+# --------------------------------------------------------------------------- culprit-op search
+
+
+@dataclass(frozen=True)
+class BisectStep:
+    """One run of the faulty phase with some FlagGems kernels switched off."""
+
+    number: int
+    phase: str
+    disabled: tuple[str, ...]
+    outcome: str  # fail | pass (the fault is gone: the phase passed and agrees with Run A)
+    why: str  # the phase's error or the mismatch, or "passed and agrees with Run A"
+    duration_s: float | None = None
+    log: str | None = None
+    result_file: str | None = None
+
+
+@dataclass(frozen=True)
+class Bisection:
+    """The culprit-op search: whether it ran, every step, the culprits and the confirming run."""
+
+    status: str  # found | not_found | unconfirmed | stopped | not_run | off
+    reason: str
+    phase: str | None = None
+    switch: str | None = None  # VLLM_FL_FLAGOS_BLACKLIST, or MODELVERIFY_FLAGGEMS_UNUSED without the plugin
+    ops: tuple[str, ...] = ()  # the FlagGems kernels Run B's phase ran: what was searched
+    culprit_ops: tuple[str, ...] = ()  # confirmed culprits (status found), else the smallest failing set so far
+    steps: tuple[BisectStep, ...] = ()
+    confirm: tuple[BisectStep, ...] = ()  # Run B, both phases, culprits off
+    elapsed_s: float = 0.0
+
+    @property
+    def blacklist(self) -> str | None:
+        """The variable assignment that ships the model without the culprits."""
+        if self.status != "found" or not self.switch:
+            return None
+        return f"{self.switch}={','.join(self.culprit_ops)}"
+
+    @property
+    def advice(self) -> str | None:
+        """The sentence a release engineer needs."""
+        if self.blacklist is None:
+            return None
+        return (f"Ship on the full stack with {self.blacklist} (the confirming Run B passed and agreed with "
+                "Run A), or on base.")

@@ -27,7 +27,7 @@ from . import stack
 from .classify import strip_ansi
 from .errors import UserError
 from .params import Params
-from .records import PhaseResult, RunSpec, Verdict, run_status
+from .records import Bisection, PhaseResult, RunSpec, Verdict, run_status, to_json
 from .vocabulary import HTML_NAME, JSON_NAME, PHASE_TIMEOUT_PARAM, PHASES, Layout
 
 SCHEMA_VERSION = "1.2"
@@ -159,6 +159,7 @@ def build_report(
     activity: dict[str, dict[str, Any]] | None = None,
     notebook: str | None = None,
     attempts: Iterable[PhaseResult] = (),
+    bisection: Bisection | None = None,
 ) -> dict[str, Any]:
     out_dir = params.output_path
     specs = {s.name: s for s in specs}
@@ -190,6 +191,8 @@ def build_report(
         "multichip_component": verdict.multichip_component,
         "recommended_stack": verdict.recommended_stack,
         "component": verdict.component,
+        "culprit_ops": list(bisection.culprit_ops) if bisection and bisection.status == "found" else [],
+        "blacklist": bisection.blacklist if bisection else None,
     }
     report.update(
         output_comparison=comparisons or [],
@@ -212,8 +215,17 @@ def build_report(
         finished_at=now(),
     )
     report["attempts"] = [_attempt_entry(p, out_dir) for p in attempts]
+    report["bisection"] = _bisection_entry(bisection)
     report["reproduce"] = reproduce(report)
     return report
+
+
+def _bisection_entry(b: Bisection | None) -> dict[str, Any]:
+    """The culprit-op search as the report keeps it, with the sentence to act on."""
+    if b is None:
+        return {"status": "not_run", "reason": "No culprit-op search was made (the notebook's search cell did not run).",
+                "steps": [], "confirm": [], "culprit_ops": [], "blacklist": None, "advice": None}
+    return {**to_json(b), "blacklist": b.blacklist, "advice": b.advice}
 
 
 def _attempt_entry(p: PhaseResult, out_dir: Path) -> dict[str, Any]:
@@ -343,6 +355,14 @@ def attempts_table(attempts: Iterable[Mapping[str, Any] | PhaseResult]) -> pd.Da
                      "duration_s": a.get("duration_s"), "changed": changed or "(as the run)",
                      "component": a.get("component") or "", "log": a.get("log") or ""})
     return pd.DataFrame(rows, columns=["run", "phase", "attempt", "status", "duration_s", "changed", "component", "log"])
+
+
+def bisection_table(bisection: Mapping[str, Any]) -> pd.DataFrame:
+    """Every step of the culprit-op search, then the confirming runs."""
+    rows = [{"step": s["number"], "kind": kind, "phase": s["phase"], "switched off": ", ".join(s["disabled"]) or "(none)",
+             "outcome": s["outcome"], "duration_s": s.get("duration_s"), "why": s.get("why") or "", "log": s.get("log") or ""}
+            for kind, key in (("search", "steps"), ("confirm", "confirm")) for s in bisection.get(key) or []]
+    return pd.DataFrame(rows, columns=["step", "kind", "phase", "switched off", "outcome", "duration_s", "why", "log"])
 
 
 COMPARISON_COLUMNS = ["phase", "index", "prompt", "exact_match", "first_divergence",
@@ -568,6 +588,8 @@ def render_html(report: Mapping[str, Any]) -> str:
         "flags": _styled(flags_table(report), "flags", {}),
         "attempts": _styled(attempts_table(report.get("attempts") or []).rename(columns={"duration_s": "duration (s)"}),
                             "attempts", {"status": "st"}, {"duration (s)": "{:.1f}"}),
+        "bisection": _styled(bisection_table(report.get("bisection") or {}).rename(columns={"duration_s": "duration (s)"}),
+                             "bisection", {"outcome": "bo"}, {"duration (s)": "{:.1f}"}),
         "reruns": any(a.get("attempt", 1) > 1 for a in report.get("attempts") or []),
     }
     return _env().get_template("report.html.j2").render(

@@ -8,9 +8,10 @@ active is RUN_A_NOT_BASE: the comparison is invalid, whatever either run did.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Mapping, Sequence
 
-from .records import Gate, PhaseComparison, PhaseResult, Verdict, run_status
+from .records import Bisection, Gate, PhaseComparison, PhaseResult, Verdict, run_status
 from .vocabulary import MULTICHIP, conclusion
 
 NO_GATE = Gate(False, "none", [], [])  # nothing recorded in either run
@@ -21,6 +22,17 @@ def verdict(name: str, detail: str, multichip_component: str | None = None, comp
     """A verdict whose recommended stack and status come from the truth table's row (vocabulary)."""
     row = conclusion(name, run_a_failed)
     return Verdict(row.name, detail, multichip_component, row.recommended_stack, row.status, component)
+
+
+def with_culprits(v: Verdict, b: Bisection) -> Verdict:
+    """A confirmed culprit-op search names FlagGems and the ops; conclusion, stack and status stay."""
+    if b.status != "found":
+        return v
+    ops = ", ".join(b.culprit_ops)
+    return replace(v, multichip_component="FlagGems", component="FlagGems",
+                   detail=f"{v.detail} Culprit op search: the FlagGems kernel{'s' if len(b.culprit_ops) > 1 else ''} "
+                          f"{ops} {'break' if len(b.culprit_ops) > 1 else 'breaks'} Run B — ship on the full stack "
+                          f"with {b.blacklist}, or on base.")
 
 
 def failures(phases: Mapping[str, PhaseResult]) -> list[PhaseResult]:

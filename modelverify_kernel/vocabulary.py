@@ -131,6 +131,19 @@ class Layout:
     def phase_record(self, key: str, attempt: int = 1) -> Path:
         return self.phases / f"{self.stem(key, attempt)}.json"
 
+    @property
+    def bisection(self) -> Path:
+        """The culprit-op search's record, rewritten after every step."""
+        return self.root / "bisect" / "bisection.json"
+
+    def bisect_step(self, number: int) -> Path:
+        """The output folder of one search step (its own logs/, results/, phases/)."""
+        return self.root / "bisect" / f"{number:02d}"
+
+    @property
+    def bisect_confirm(self) -> Path:
+        return self.root / "bisect" / "confirm"
+
     def step_log(self, step: str) -> Path:
         """probe, download: steps before the runs."""
         return self.logs / f"{step}.log"

@@ -1,0 +1,119 @@
+"""The culprit-op search (issue 13): delta debugging over the FlagGems kernels that ran."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from modelverify_kernel import bisect, records
+from modelverify_kernel.params import validate
+
+OPS = ["embedding", "mean_dim", "rsqrt", "silu", "gems_rms_forward", "mm", "addmm", "softmax"]
+
+
+def _oracle(culprits: set[str], calls: list[frozenset[str]]):
+    """The fault shows when every culprit is on (two culprits: only together)."""
+    def fails(on: frozenset[str]) -> bool:
+        calls.append(on)
+        return culprits <= on
+    return fails
+
+
+@pytest.mark.parametrize("n", [2, 4, 8])
+def test_a_single_culprit_is_found_in_about_log2_n_steps(n):
+    """With the step that switches every kernel off (search() runs it first): about ceil(log2 n) + 2
+    on average over the culprit's position, never more than 2 ceil(log2 n) + 1."""
+    ops = OPS[:n]
+    steps = []
+    for culprit in ops:
+        calls: list[frozenset[str]] = []
+        assert bisect.narrow(ops, _oracle({culprit}, calls)) == [culprit]
+        assert len(set(calls)) == len(calls)  # no subset run twice
+        steps.append(len(calls) + 1)
+    assert max(steps) <= 2 * math.ceil(math.log2(n)) + 1, steps
+    assert sum(steps) / n <= math.ceil(math.log2(n)) + 2, steps
+
+
+def test_two_kernels_that_fail_only_together_are_both_found():
+    for pair in ({"embedding", "silu"}, {"mean_dim", "rsqrt"}, {"embedding", "softmax"}):
+        calls: list[frozenset[str]] = []
+        assert set(bisect.narrow(OPS, _oracle(pair, calls))) == pair
+        assert len(set(calls)) == len(calls)
+
+
+def test_a_flaky_oracle_never_yields_an_empty_culprit_set():
+    assert bisect.narrow(["a"], lambda on: True) == ["a"]
+    assert bisect.narrow(["a", "b"], lambda on: False) == ["a", "b"]  # neither half alone: both stay
+
+
+def test_kernel_names_come_from_the_recorded_evidence():
+    pr = records.PhaseResult(run="run_b", phase="offline", result={"stack_evidence": [
+        {"event": "flaggems_op_ran", "op": "mean.dim", "fn": "flag_gems.ops.mean.mean_dim", "via": "aten"},
+        {"event": "flaggems_op_ran", "op": "embedding", "fn": "flag_gems.ops.embedding.embedding", "via": "aten"},
+        {"event": "flaggems_op_ran", "op": "gems_rms_forward", "fn": "x.gems_rms_forward", "via": "direct"},
+        {"event": "flaggems_enabled", "ops": 4},
+    ]})
+    assert bisect.ops_that_ran(pr) == ["embedding", "gems_rms_forward", "mean_dim"]
+
+
+def test_a_found_search_gives_the_blacklist_and_the_sentence():
+    b = records.Bisection(status="found", reason="r", phase="offline", switch=bisect.PLUGIN_SWITCH,
+                          ops=("embedding", "silu"), culprit_ops=("embedding",))
+    assert b.blacklist == "VLLM_FL_FLAGOS_BLACKLIST=embedding"
+    assert b.advice.startswith("Ship on the full stack with VLLM_FL_FLAGOS_BLACKLIST=embedding")
+    assert records.Bisection(status="unconfirmed", reason="r", culprit_ops=("embedding",)).blacklist is None
+
+
+def test_budget_parameters_are_validated():
+    p = validate({"model_path": "/m"})
+    assert (p.bisect, p.bisect_max_steps, p.bisect_timeout) == (True, 12, 3600)
+    with pytest.raises(Exception, match="bisect_max_steps"):
+        validate({"model_path": "/m", "bisect_max_steps": 0})
+
+
+# --------------------------------------------------------------------------- the real engine
+
+@pytest.mark.slow
+def test_two_kernels_that_fail_only_together_are_found_confirmed_and_reported(tmp_path, demo_model):
+    """Stand-ins on the real vLLM CPU engine (tests/fake_stack): the `fl` plugin in its 2026 `real`
+    mode enables the flag_gems stand-in in the worker with enable(unused=VLLM_FL_FLAGOS_BLACKLIST),
+    and FAKE_GEMS_FAULT breaks two kernels only when both are on; everything else — vLLM, the
+    evidence recorded inside the engine, papermill, the comparison, the report — is real."""
+    import json
+    import os
+
+    import papermill as pm
+    from conftest import CPU_ENV, DEMO_ENGINE_ARGS, REPO
+
+    fake = REPO / "tests" / "fake_stack"
+    out_dir = tmp_path / "report"
+    out_dir.mkdir()
+    env = dict(CPU_ENV, PYTHONPATH=os.pathsep.join([str(fake / "site"), str(fake / "flaggems_standin")]))
+    pm.execute_notebook(str(REPO / "notebooks" / "verify.ipynb"), str(out_dir / "verify.ipynb"), cwd=str(REPO),
+                        kernel_name="python3", progress_bar=False, parameters=dict(
+                            model_path=str(demo_model), output_dir=str(out_dir), env=env, run_b="always",
+                            run_b_env={"FAKE_FL_MODE": "real", "FAKE_GEMS_FAULT": "embedding+silu=raise"},
+                            extra_vllm_args=DEMO_ENGINE_ARGS, max_model_len=512))
+    data = json.loads((out_dir / "report.json").read_text())
+    b = data["bisection"]
+    assert b["status"] == "found", b["reason"]
+    assert sorted(b["culprit_ops"]) == ["embedding", "silu"]  # both: neither alone brings the fault back
+    assert data["diff_analysis"]["culprit_ops"] == b["culprit_ops"]
+    assert data["diff_analysis"]["blacklist"] == "VLLM_FL_FLAGOS_BLACKLIST=" + ",".join(b["culprit_ops"])
+    assert data["diff_analysis"]["multichip_component"] == "FlagGems"
+    assert data["diff_analysis"]["recommended_stack"] == "base"  # the seed's field keeps its meaning
+    # all off: the fault is gone; silu runs (and joins the search) only once embedding is off
+    all_off = [s for s in b["steps"] if s["disabled"] == b["ops"]]
+    assert all_off and all_off[0]["outcome"] == "pass"
+    assert b["steps"][0]["disabled"] == ["embedding"] and "silu" in b["ops"]
+    for step in b["steps"]:
+        on = set(b["ops"]) - set(step["disabled"])
+        assert step["outcome"] == ("fail" if {"embedding", "silu"} <= on else "pass"), step
+        assert (out_dir / step["log"]).is_file()  # every step keeps its own log
+    assert [(s["phase"], s["outcome"]) for s in b["confirm"]] == [("offline", "pass"), ("serve", "pass")]
+    html = (out_dir / "report.html").read_text()
+    assert 'id="bisection-result"' in html and b["advice"] in html
+    nb = json.loads((out_dir / "verify.ipynb").read_text())
+    printed = "".join("".join(o.get("text", "")) for c in nb["cells"] for o in c.get("outputs", []))
+    assert "step 1: Run B offline with" in printed and "found:" in printed  # the steps shown as they ran
