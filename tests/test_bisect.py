@@ -74,7 +74,7 @@ def test_budget_parameters_are_validated():
 
 # --------------------------------------------------------------------------- the real engine
 
-@pytest.mark.slow
+@pytest.mark.engine
 def test_two_kernels_that_fail_only_together_are_found_confirmed_and_reported(tmp_path, demo_model):
     """Stand-ins on the real vLLM CPU engine (tests/fake_stack): the `fl` plugin in its 2026 `real`
     mode enables the flag_gems stand-in in the worker with enable(unused=VLLM_FL_FLAGOS_BLACKLIST),

@@ -115,7 +115,7 @@ def _parameterized(**parameters) -> nbformat.NotebookNode:
     return pm.parameterize.parameterize_notebook(nb, parameters, kernel_name="python3", language="python")
 
 
-@pytest.mark.slow
+@pytest.mark.process
 def test_executed_notebook_reexecutes_cell_by_cell_in_the_same_kernel(tmp_path):
     """The notebook's own variables (found, comparisons, verdict, v…) are no unknown parameters
     on the second pass, and the first verification is closed before the second starts."""
@@ -134,7 +134,7 @@ def test_executed_notebook_reexecutes_cell_by_cell_in_the_same_kernel(tmp_path):
     assert not (out_dir / ".work").exists()  # closed at the end of each pass
 
 
-@pytest.mark.slow
+@pytest.mark.engine
 def test_debug_rerun_changes_one_thing_and_the_report_lists_both_attempts(tmp_path, demo_model):
     """Run A fails on an engine argument vLLM rejects; the notebook's debugging cell re-runs its
     offline phase with good arguments: attempt 2 passes, attempt 1's log is kept, the verdict is

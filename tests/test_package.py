@@ -60,6 +60,7 @@ def _reproduce(tmp_path: Path) -> tuple[dict, dict]:
     return wanted.to_dict(), report.reproduce(data)
 
 
+@pytest.mark.process
 def test_model_verify_run_command_recreates_every_parameter(tmp_path):
     """The report's `model-verify run …` line, through the real console front and papermill."""
     wanted, commands = _reproduce(tmp_path)
@@ -71,6 +72,7 @@ def test_model_verify_run_command_recreates_every_parameter(tmp_path):
     assert _params_of(tmp_path / "out" / "verify.ipynb") == wanted
 
 
+@pytest.mark.process
 def test_papermill_command_recreates_every_parameter(tmp_path):
     """The report's papermill line, run by papermill's own CLI from the checkout."""
     wanted, commands = _reproduce(tmp_path)
@@ -90,6 +92,7 @@ def test_run_lists_the_notebook_parameters(capsys):
     assert sorted(listed) == sorted(mv_params.PARAMETER_NAMES)
 
 
+@pytest.mark.process
 def test_run_refuses_bad_yaml_and_reports_a_refused_parameter(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["run", "-y", "env: [", "--prepare-only"])
@@ -136,7 +139,7 @@ def test_docker_phase_reproduce_follows_the_latest_attempt():
 # --------------------------------------------------------------------------- a wheel in a fresh venv
 
 
-@pytest.mark.slow
+@pytest.mark.process
 def test_wheel_installs_into_a_fresh_venv_and_classifies(tmp_path):
     """Build the wheel from a copy of the repo's sources, install it into a fresh venv, classify.
 
