@@ -147,6 +147,13 @@ def _platform_answer(name: str, func: Callable) -> Callable:
     return answer
 
 
+def _vllm_op_name(module: Any, class_name: str) -> str | None:
+    """vLLM's registry name of the op class an OOT op replaces (class RMSNorm is "rms_norm"): the
+    name the plugin's op lists (VLLM_FL_FLAGOS_BLACKLIST) use for its own dispatch."""
+    registry = getattr(module, "op_registry", None) or {}
+    return next((key for key, op_cls in registry.items() if getattr(op_cls, "__name__", None) == class_name), None)
+
+
 def _patch_custom_op(module: Any) -> None:
     """Out-of-tree ops a plugin registers in vLLM, and whether their forward really ran."""
     custom_op = getattr(module, "CustomOp", None)
@@ -158,12 +165,14 @@ def _patch_custom_op(module: Any) -> None:
     def register_oot(cls: Any, _decorated_op_cls: Any = None, name: str | None = None) -> Any:
         def note(op_cls: Any) -> Any:
             op = name if name is not None else cls.__name__
-            record("plugin_op_registered", op=op, cls=_name(op_cls))
+            key = _vllm_op_name(module, op)
+            record("plugin_op_registered", op=op, cls=_name(op_cls), vllm_op=key)
             for attr in ("forward_oot", "forward_cuda", "forward_cpu", "forward_native", "forward_xpu",
                          "forward_hip", "forward_tpu", "forward"):
                 fn = op_cls.__dict__.get(attr)
                 if inspect.isfunction(fn):
-                    setattr(op_cls, attr, _counted(fn, "plugin_op_ran", op=op, cls=_name(op_cls), method=attr))
+                    setattr(op_cls, attr, _counted(fn, "plugin_op_ran", op=op, cls=_name(op_cls), method=attr,
+                                                   vllm_op=key))
             return op_cls
 
         if _decorated_op_cls is None:

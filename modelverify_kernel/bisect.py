@@ -46,16 +46,19 @@ def ops_that_ran(pr: PhaseResult) -> list[str]:
     A crash stops the phase at the first broken kernel, so the search adds the kernels that ran
     in its own steps too (a kernel that runs only once another is off can be half of a pair).
     Kernels registered through torch.library are listed by their function name (what
-    `enable(unused=…)` and the plugin's blacklist match); kernels the plugin called directly by
-    the name they were called under.
+    `enable(unused=…)` and the plugin's blacklist match). FlagGems code the plugin's own ops call
+    directly is switched by the plugin per op, under vLLM's name for the op (`rms_norm` for the
+    RMSNorm it replaces): those names stand for it when the plugin's ops ran, else the kernel's.
     """
-    names = set()
-    for e in pr.result.get("stack_evidence") or []:
+    events = pr.result.get("stack_evidence") or []
+    plugin_ops = {str(e["vllm_op"]) for e in events if e.get("event") == "plugin_op_ran" and e.get("vllm_op")}
+    names = set(plugin_ops)
+    for e in events:
         if e.get("event") != "flaggems_op_ran":
             continue
         if e.get("via") == "aten" and e.get("fn"):
             names.add(str(e["fn"]).rsplit(".", 1)[-1])
-        elif e.get("op"):
+        elif e.get("op") and not plugin_ops:
             names.add(str(e["op"]))
     return sorted(names)
 

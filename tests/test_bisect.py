@@ -55,6 +55,11 @@ def test_kernel_names_come_from_the_recorded_evidence():
         {"event": "flaggems_enabled", "ops": 4},
     ]})
     assert bisect.ops_that_ran(pr) == ["embedding", "gems_rms_forward", "mean_dim"]
+    # the plugin's own op ran and called FlagGems: the plugin switches it by vLLM's op name
+    plugin = {"event": "plugin_op_ran", "op": "RMSNorm", "vllm_op": "rms_norm", "cls": "vllm_fl.ops.RMSNormFL"}
+    pr = records.PhaseResult(run="run_b", phase="offline",
+                             result={"stack_evidence": [*pr.result["stack_evidence"], plugin]})
+    assert bisect.ops_that_ran(pr) == ["embedding", "mean_dim", "rms_norm"]
 
 
 def test_a_found_search_gives_the_blacklist_and_the_sentence():
