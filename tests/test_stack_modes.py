@@ -78,11 +78,13 @@ def standin_stack_run(tmp_path_factory, demo_model) -> Path:
     return base / "report"
 
 
-def _verify_run_b(tmp_path, demo_model, run_a_dir: Path, run_b_env: dict, paths=(PLUGIN_SITE, GEMS_STANDIN)) -> dict:
+def _verify_run_b(tmp_path, demo_model, run_a_dir: Path, run_b_env: dict, paths=(PLUGIN_SITE, GEMS_STANDIN),
+                  bisect: bool = False) -> dict:
     """Another Run B, through the notebook's steps (pipeline.Verification): the real probe, model
     step and Run B on `paths`, beside the real Run A of `standin_stack_run` copied in (the same
     Run A flags: the plugin excluded, so no flag_gems is ever imported in it, as its recorded
-    evidence shows); the comparison, gate, verdict and report are this run's."""
+    evidence shows); the comparison, gate, verdict, culprit-op search (`bisect`) and report are
+    this run's."""
     out_dir = tmp_path / "report"
     v = Verification.start(validate(_parameters(out_dir, demo_model, list(paths), run_b_env)))
     v.run_probe()
@@ -97,6 +99,8 @@ def _verify_run_b(tmp_path, demo_model, run_a_dir: Path, run_b_env: dict, paths=
             shutil.copy(getattr(shared, field), copies[field])
         v.add_attempt(dataclasses.replace(shared, **copies))
     v.run("run_b")
+    if bisect:
+        v.bisect()
     v.write_report()
     v.close()
     return _report(out_dir)
@@ -150,13 +154,41 @@ def test_a_default_on_plugin_loaded_in_run_a_makes_the_comparison_invalid(tmp_pa
     assert data["stack_gate"]["run_a_not_base"]
 
 
-def test_one_op_off_by_five_percent_is_output_mismatch_across_prompts(tmp_path, demo_model, standin_stack_run):
+def test_one_op_off_by_five_percent_is_output_mismatch_and_the_search_names_it(tmp_path, demo_model,
+                                                                             standin_stack_run):
+    """Issue 13: a kernel that only changes numbers is found through OUTPUT_MISMATCH — the plugin's
+    own RMSNorm calls FlagGems' rms_norm directly, switched by the plugin's blacklist per op."""
     data = _verify_run_b(tmp_path, demo_model, standin_stack_run,
-                         {"FAKE_FL_MODE": "real", "FAKE_GEMS_FAULT": "rms_norm=scale:1.05"})
+                         {"FAKE_FL_MODE": "real", "FAKE_GEMS_FAULT": "rms_norm=scale:1.05"}, bisect=True)
     assert _verdict(data) == ("OUTPUT_MISMATCH", "PARTIAL", "base")
     aggregates = [c["aggregate"] for c in data["output_comparison"]]
     assert any(a["systematic"] for a in aggregates)
-    assert data["diff_analysis"]["component"] == "numerical"
+    b = data["bisection"]
+    assert (b["status"], b["culprit_ops"], b["switch"]) == ("found", ["rms_norm"], "VLLM_FL_FLAGOS_BLACKLIST"), b
+    assert "rms_norm" in b["ops"] and len(b["ops"]) >= 3  # searched among every kernel that ran
+    assert all(s["outcome"] == "pass" for s in b["confirm"]) and len(b["confirm"]) == 2
+    d = data["diff_analysis"]
+    assert (d["culprit_ops"], d["blacklist"]) == (["rms_norm"], "VLLM_FL_FLAGOS_BLACKLIST=rms_norm")
+    assert d["component"] == "FlagGems" and "VLLM_FL_FLAGOS_BLACKLIST=rms_norm, or on base" in d["detail"]
+    for step in b["steps"]:  # each step judged by the comparison with Run A; its own log kept
+        on = set(b["ops"]) - set(step["disabled"])
+        assert step["outcome"] == ("fail" if "rms_norm" in on else "pass"), step
+        assert (tmp_path / "report" / step["log"]).is_file()
+
+
+def test_a_fault_outside_flaggems_is_not_blamed_on_a_kernel(tmp_path, demo_model, standin_stack_run):
+    """Issue 13: FlagGems active in Run B, and the plugin's worker fails on its own after FlagGems'
+    kernels ran (FAKE_FL_WORKER_FAULT): switching every kernel off leaves the fault, so the search
+    names none."""
+    data = _verify_run_b(tmp_path, demo_model, standin_stack_run,
+                         {"FAKE_FL_MODE": "real", "FAKE_FL_WORKER_FAULT": "1"}, bisect=True)
+    assert data["diff_analysis"]["conclusion"] == "MULTICHIP_ERROR"
+    b = data["bisection"]
+    assert (b["status"], b["phase"], b["culprit_ops"]) == ("not_found", "offline", []), b
+    assert len(b["steps"]) == 1 and b["steps"][0]["disabled"] == b["ops"] and b["steps"][0]["outcome"] == "fail"
+    assert "outside these kernels" in b["reason"] and not b["advice"] and not b["confirm"]
+    d = data["diff_analysis"]
+    assert d["culprit_ops"] == [] and d["blacklist"] is None and d["multichip_component"] != "FlagGems"
 
 
 def test_flaggems_active_in_run_b_only_and_correct_is_both_pass_naming_the_ops(tmp_path, demo_model,

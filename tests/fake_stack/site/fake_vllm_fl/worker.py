@@ -9,9 +9,14 @@ By FAKE_FL_MODE:
   `flag_gems.enable(record=False, unused=["index", "index_put_"])`, whatever the environment;
 - `direct-dispatch`: register the OOT RMSNorm only, never enable/only_enable;
 - `inert`: log "FlagGems enabled" lines and do nothing.
+
+`FAKE_FL_WORKER_FAULT=1`: the worker's second model step raises a RuntimeError of the plugin's
+own, whatever FlagGems does — a fault outside FlagGems after its kernels ran in the first step.
 """
 
 from __future__ import annotations
+
+import os
 
 from vllm.logger import init_logger
 from vllm.v1.worker.cpu_worker import CPUWorker
@@ -27,6 +32,13 @@ class WorkerFL(CPUWorker):
         super().__init__(vllm_config, local_rank, rank, distributed_init_method,
                          is_driver_worker=is_driver_worker)
         enable_flaggems(self.rank)
+        self._fake_steps = 0
+
+    def execute_model(self, *args, **kwargs):
+        self._fake_steps += 1
+        if os.environ.get("FAKE_FL_WORKER_FAULT") == "1" and self._fake_steps == 2:
+            raise RuntimeError("fake_vllm_fl WorkerFL fault: FAKE_FL_WORKER_FAULT=1 (outside FlagGems)")
+        return super().execute_model(*args, **kwargs)
 
 
 def enable_flaggems(rank: int) -> None:
