@@ -344,6 +344,6 @@ def from_namespace(namespace: Mapping[str, Any]) -> Params:
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise ParameterError(
             f"Unknown parameter {unknown[0]}{hint}: it would be ignored; "
-            f"`papermill --help-notebook notebooks/verify.ipynb` lists the parameters."
+            f"`model-verify run --help-notebook` (or `papermill --help-notebook notebooks/verify.ipynb`) lists the parameters."
         )
     return validate({name: namespace[name] for name in PARAMETER_NAMES if name in namespace})
