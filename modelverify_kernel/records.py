@@ -346,5 +346,9 @@ class Bisection:
         """The sentence a release engineer needs."""
         if self.blacklist is None:
             return None
+        if self.switch == "MODELVERIFY_FLAGGEMS_UNUSED":  # FlagGems enabled without the plugin
+            ops = ", ".join(repr(o) for o in self.culprit_ops)
+            return (f"Ship on the full stack with FlagGems enabled as flag_gems.enable(unused=[{ops}]) (the "
+                    f"confirming Run B, {self.blacklist}, passed and agreed with Run A), or on base.")
         return (f"Ship on the full stack with {self.blacklist} (the confirming Run B passed and agreed with "
                 "Run A), or on base.")

@@ -313,9 +313,19 @@ def reproduce(report: Mapping[str, Any]) -> dict[str, Any]:
                 cap = max(given.get("timeout_cap") or defaults["timeout_cap"], timeout)
                 phases[f"{key}_{phase}"] = _phase_reproduce(f"{key}_{phase}", p["command"],
                                                             _env_prefix(env_set, env["unset"]), target, timeout, cap)
-    return {"run": shlex.join(["model-verify", "run", *options]),
-            "papermill": f"{shlex.join(['mkdir', '-p', out_dir])} && {shlex.join(papermill)}",  # papermill needs the folder
-            "phases": phases}
+    out = {"run": shlex.join(["model-verify", "run", *options]),
+           "papermill": f"{shlex.join(['mkdir', '-p', out_dir])} && {shlex.join(papermill)}",  # papermill needs the folder
+           "phases": phases}
+    bisection = report.get("bisection") or {}
+    if bisection.get("status") == "found":
+        # the confirming run as a whole verification: Run B with the culprits off, in its own folder
+        confirm = {**params, "output_dir": f"{out_dir}-without-culprits", "bisect": False,
+                   "run_b_env": {**params.get("run_b_env", {}), bisection["switch"]: ",".join(bisection["culprit_ops"])}}
+        options = [o for name, value in confirm.items()
+                   if name == "model_path" or name not in defaults or value != defaults[name]
+                   for o in _papermill_option(name, value)]
+        out["bisection"] = shlex.join(["model-verify", "run", *options])
+    return out
 
 
 def validate(report: dict[str, Any]) -> None:
