@@ -219,6 +219,7 @@ class Target(ABC):
             except BaseException:  # interrupted (KeyboardInterrupt): end the session, keep the folder
                 proc.stop()
                 proc.drain()
+                proc.exit_code()  # reaped: nothing of ours runs on
                 stream.note("interrupted: the phase's process session was stopped")
                 raise
             finally:
@@ -305,11 +306,12 @@ class _LocalProcess:
         return self.proc.wait()
 
     def close(self) -> None:
-        try:
-            assert self.proc.stdin is not None
-            self.proc.stdin.close()
-        except OSError:
-            pass
+        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            try:
+                if pipe is not None:
+                    pipe.close()
+            except OSError:
+                pass  # stdin: the helper has ended already
 
 
 class LocalTarget(Target):
