@@ -53,7 +53,7 @@ class ExecResult:
     ended_by: str | None = None  # exit | timeout | silence (after progress past the timeout) | cap
     ran_s: float | None = None  # how long the command ran before it ended or was stopped
     dumped: list[int] = field(default_factory=list)  # pids that printed their threads' stacks
-    start_error: str | None = None  # why the command (or the target's python) could not start
+    start_error: str | None = None  # why the target's python (or the command) could not start
 
 
 class LogStream:
@@ -114,7 +114,7 @@ class LogStream:
 
 
 class CannotStart(Exception):
-    """The session helper itself could not be started (the target's python is not there)."""
+    """The session helper itself could not be started (the target's python is not there); why."""
 
 
 class Process(Protocol):
@@ -205,7 +205,7 @@ class Target(ABC):
             try:
                 proc = self._start(helper, {**env_set, "PYTHONUNBUFFERED": "1"})
             except CannotStart as exc:
-                stream.note(str(exc))
+                stream.note(f"cannot start {helper[0]}: {exc}")
                 return stream.result(argv, {"exit_code": 127, "start_error": str(exc)}, 127, start, log_path, [])
             first, stderr = bytearray(), bytearray()
             try:
@@ -358,7 +358,7 @@ class LocalTarget(Target):
             proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     env={**os.environ, **env}, cwd=self.workdir)
         except OSError as exc:
-            raise CannotStart(f"cannot start {argv[0]}: {exc}") from None
+            raise CannotStart(str(exc)) from None
         return _LocalProcess(proc)
 
     def _start_failure(self, code: int | None, output: bytes) -> str | None:
@@ -402,9 +402,8 @@ class _DockerProcess:
             yield demux_adaptor(stream_id, data)
 
     def stop(self) -> None:
-        try:
-            send = getattr(self.sock, "sendall", None) or self.sock.write  # ssh channel / socket file
-            send(b"stop\n")
+        try:  # the SDK hands out a read-only socket file over the connection (or an ssh channel)
+            getattr(self.sock, "_sock", self.sock).sendall(b"stop\n")
         except OSError:
             pass
 
@@ -580,7 +579,7 @@ class DockerTarget(Target):
 
     def _start_failure(self, code: int | None, output: bytes) -> str | None:
         match = OCI_START_FAILED.match(output.decode(errors="replace").strip()) if code in (126, 127) else None
-        return f"cannot start {match.group(1)}" if match else None
+        return match.group(1) if match else None
 
     def _reap(self, sid: int) -> list[int]:
         _, out = self._exec_output([self._python, "-I", self._helper(), "--reap", str(sid),

@@ -64,17 +64,27 @@ def start_driver(kind: str, where: str, host: str, log: Path, marker: str,
     return driver, work
 
 
-def interrupt_when(log: Path, text: str) -> threading.Thread:
-    """KeyboardInterrupt in this (main) thread once `log` shows `text`: the notebook's interrupt."""
+def interrupt_when(log: Path, text: str, gone: Callable[[], bool]) -> tuple[threading.Thread, dict]:
+    """KeyboardInterrupt in this (main) thread once `log` shows `text`: the notebook's interrupt.
+
+    Then waits (generous deadline) until `gone()`: the session ended because of the interrupt,
+    not at its far timeout; the outcome lands in the returned dict under "gone".
+    """
     main = threading.main_thread().ident
     assert main == threading.get_ident()
+    outcome: dict = {}
 
     def watch() -> None:
         wait_until(lambda: log.exists() and text in log.read_text(), f"{text!r} in {log}")
         signal.pthread_kill(main, signal.SIGINT)
+        try:
+            wait_until(gone, "the interrupted session to end")
+            outcome["gone"] = True
+        except AssertionError as exc:
+            outcome["gone"] = str(exc)
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
-    return thread
+    return thread, outcome
 
 
 def test_env_set_and_unset_reach_the_process(tmp_path, monkeypatch):
@@ -149,11 +159,11 @@ def test_an_interrupted_run_stops_its_session_and_keeps_the_work_folder(tmp_path
     t = LocalTarget(kill_grace=2, work_root=tmp_path / "work")
     log = tmp_path / "log.txt"
     try:
-        watcher = interrupt_when(log, "started")
+        watcher, outcome = interrupt_when(log, "started", lambda: not processes_with_env(marker))
         with pytest.raises(KeyboardInterrupt):
             t.run([sys.executable, "-c", TREE], env_set={name: value}, env_unset=[], timeout=600, log_path=log)
         watcher.join()
-        assert processes_with_env(marker) == []
+        assert outcome["gone"] is True and processes_with_env(marker) == []
         assert "interrupted: the phase's process session was stopped" in log.read_text()
         assert t.workdir.is_dir()
         res = t.run([sys.executable, "-c", "print('again')"], env_set={}, env_unset=[], timeout=30,
