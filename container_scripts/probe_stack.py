@@ -141,9 +141,9 @@ def flagcx(path: str | None) -> dict[str, Any]:
             "library": str(library) if library.is_file() else None, "expected_library": str(library)}
 
 
-def probe(flagcx_path: str | None) -> dict[str, Any]:
+def probe(flagcx_path: str | None, import_check: bool = True) -> dict[str, Any]:
     started = time.monotonic()
-    importing = start_vllm_import()  # runs while the rest is read
+    importing = start_vllm_import() if import_check else None  # runs while the rest is read
     versions = _common.package_versions(PACKAGES)
     modules = {m: importlib.util.find_spec(m) is not None for m in ("vllm", "flag_gems", "triton", "vllm_fl", "torch")}
     eps = entry_points()
@@ -166,7 +166,7 @@ def probe(flagcx_path: str | None) -> dict[str, Any]:
         "triton": {"flagtree": flagtree},  # FlagTree's version when it installs the triton package
         "multichip_present": stack,
         "devices": devices(),
-        "vllm_import": vllm_import(importing, started),
+        "vllm_import": vllm_import(importing, started) if import_check else None,
         "env": {k: v for k, v in os.environ.items()
                 if k.startswith(("VLLM_FL_", "USE_FLAGGEMS", "FLAGCX", "FLAGGEMS_")) or k == "VLLM_PLUGINS"},
     }
@@ -177,8 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--flagcx-path", default=os.environ.get("FLAGCX_PATH"),
                    help="where Run B will look for FlagCX (default: $FLAGCX_PATH)")
     p.add_argument("--output", default=None, help="result JSON (default: stdout)")
+    p.add_argument("--metadata-only", action="store_true",
+                   help="skip the `import vllm` proof (seconds): versions, plugins, devices only")
     args = p.parse_args(argv)
-    data = probe(args.flagcx_path)
+    data = probe(args.flagcx_path, import_check=not args.metadata_only)
     if args.output:
         _common.write_result(args.output, data)
     else:

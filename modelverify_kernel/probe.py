@@ -38,7 +38,7 @@ class Probe:
 
     def vllm_problem(self) -> str | None:
         """What stops this Python from importing vLLM, if anything (a slow import is not proof)."""
-        check = self.data.get("vllm_import") or {}
+        check = self.data.get("vllm_import") or {}  # None: the probe was told not to check
         if check.get("ok") is False:
             return str(check.get("error") or "import vllm failed")
         return None

@@ -385,3 +385,33 @@ def test_secrets_of_the_container_appear_in_no_file(dockerd, demo_model, tmp_pat
         assert in_container(c, ["test", "-e", marker])[0] == 1
     finally:
         c.remove(force=True)  # our own container, not the user's
+
+
+def _precheck(container, dockerd, tmp_path, **values) -> tuple[str, Path]:
+    from modelverify_kernel.pipeline import Verification
+
+    params = validate({"model_path": "/models/m", "container": container.name, "docker_host": dockerd.host,
+                       "output_dir": str(tmp_path / "out"), **values})
+    v = Verification.run_all(params)
+    data = json.loads((v.out_dir / "report.json").read_text())
+    assert (data["status"], data["diff_analysis"]["conclusion"]) == ("FAIL", "PRECHECK_FAILED")
+    assert sorted(p.name for p in (v.out_dir / "logs").iterdir()) == ["probe.log"]  # no phase ran
+    message = data["precheck"]["error"]
+    one_sentence(message)
+    return message, v.out_dir
+
+
+def test_a_container_python3_without_vllm_fails_the_pre_check(dockerd, container, tmp_path):
+    """The container's `python3` is the system Python of the mounted /usr: it has no vLLM."""
+    code, out = in_container(container, ["python3", "-c", "import sys, importlib.util as u; "
+                                         "print(sys.executable, u.find_spec('vllm'))"])
+    assert (code, out) == (0, "/usr/bin/python3 None\n")
+    message, _ = _precheck(container, dockerd, tmp_path)  # target_python: the default, python3
+    assert message.startswith("Parameter target_python: python3 (/usr/bin/python3) in the target cannot import "
+                              "vLLM (No module named 'vllm'); set target_python")
+
+
+def test_a_target_python_missing_in_the_container_fails_the_pre_check(dockerd, container, tmp_path):
+    message, _ = _precheck(container, dockerd, tmp_path, target_python="/opt/nope/bin/python")
+    assert message.startswith("Parameter target_python: the stack probe cannot start /opt/nope/bin/python in the "
+                              "target (exec: \"/opt/nope/bin/python\": stat /opt/nope/bin/python: no such file")
