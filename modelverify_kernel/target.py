@@ -50,7 +50,7 @@ class ExecResult:
     leftovers: list[int] = field(default_factory=list)
     idle_s: float | None = None  # on timeout: seconds since the last output line
     last_line: str | None = None  # on timeout: the last line printed before it fired
-    ended_by: str | None = None  # exit | timeout | silence (after progress past the timeout) | cap
+    ended_by: str | None = None  # exit | timeout | silence (after progress past the timeout) | cap | terminated
     ran_s: float | None = None  # how long the command ran before it ended or was stopped
     dumped: list[int] = field(default_factory=list)  # pids that printed their threads' stacks
     start_error: str | None = None  # why the target's python (or the command) could not start
@@ -207,15 +207,8 @@ class Target(ABC):
             except CannotStart as exc:
                 stream.note(f"cannot start {helper[0]}: {exc}")
                 return stream.result(argv, {"exit_code": 127, "start_error": str(exc)}, 127, start, log_path, [])
-            first, stderr = bytearray(), bytearray()
             try:
-                for out, err in proc.chunks():
-                    if out:
-                        stream.feed(out)
-                        if len(first) < 4096:
-                            first += out[:4096]
-                    if err:
-                        stderr += err
+                first, stderr = self._stream(proc, stream)
             except BaseException:  # interrupted (KeyboardInterrupt): end the session, keep the folder
                 proc.stop()
                 proc.drain()
@@ -224,26 +217,45 @@ class Target(ABC):
                 raise
             finally:
                 proc.close()
-            stream.close()
             code = proc.exit_code()
-            status, other = _session_status(bytes(stderr))
-            if other:  # the helper's own complaints, if any
-                stream.feed(other)
-                stream.close()
-            if not status:
-                failure = self._start_failure(code, bytes(first))
-                if failure:
-                    status = {"exit_code": 127, "start_error": failure}
-            if status.get("error"):
-                stream.note(status["error"])
-                status.setdefault("start_error", status["error"])
-            leftovers = list(status.get("leftovers") or [])
-            if "sid" in status:  # the helper killed its session; make sure, from a second process
-                reaped = self._reap(int(status["sid"]))
-                if reaped:
-                    stream.note(f"killed processes left in the target: {reaped}")
-                    leftovers += [p for p in reaped if p not in leftovers]
+            status, leftovers = self._settle(stream, code, first, stderr)
         return stream.result(argv, status, code, start, log_path, leftovers)
+
+    @staticmethod
+    def _stream(proc: Process, stream: LogStream) -> tuple[bytes, bytes]:
+        """The helper's stdout into the log as it comes; its first output and its whole stderr."""
+        first, stderr = bytearray(), bytearray()
+        for out, err in proc.chunks():
+            if out:
+                stream.feed(out)
+                if len(first) < 4096:
+                    first += out[:4096]
+            if err:
+                stderr += err
+        stream.close()
+        return bytes(first), bytes(stderr)
+
+    def _settle(self, stream: LogStream, code: int | None, first: bytes,
+                stderr: bytes) -> tuple[dict[str, Any], list[int]]:
+        """The helper's status (or why it never ran), and every process that had to be killed."""
+        status, other = _session_status(stderr)
+        if other:  # the helper's own complaints, if any
+            stream.feed(other)
+            stream.close()
+        if not status:
+            failure = self._start_failure(code, first)
+            if failure:
+                status = {"exit_code": 127, "start_error": failure}
+        if status.get("error"):
+            stream.note(status["error"])
+            status.setdefault("start_error", status["error"])
+        leftovers = list(status.get("leftovers") or [])
+        if "sid" in status:  # the helper killed its session; make sure, from a second process
+            reaped = self._reap(int(status["sid"]))
+            if reaped:
+                stream.note(f"killed processes left in the target: {reaped}")
+                leftovers += [p for p in reaped if p not in leftovers]
+        return status, leftovers
 
     def fetch(self, path: str, dest: Path) -> bool:
         """Copy a (text) result file to the host, secrets masked."""
