@@ -396,6 +396,7 @@ def _precheck(container, dockerd, tmp_path, **values) -> tuple[str, Path]:
     data = json.loads((v.out_dir / "report.json").read_text())
     assert (data["status"], data["diff_analysis"]["conclusion"]) == ("FAIL", "PRECHECK_FAILED")
     assert sorted(p.name for p in (v.out_dir / "logs").iterdir()) == ["probe.log"]  # no phase ran
+    assert data["environment"]["target"]["docker_host_url"] == dockerd.host  # for `docker -H URL exec`
     message = data["precheck"]["error"]
     one_sentence(message)
     return message, v.out_dir
