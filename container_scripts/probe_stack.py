@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """Probe the software stack and the devices of the target (runs inside the target).
 
-Reads package metadata and entry points only: importing vLLM takes seconds and importing
-flag_gems without a device raises, so nothing of the stack is imported. Writes JSON to
---output (or stdout). Exit code 0.
+Reads package metadata and entry points: importing flag_gems without a device raises, so
+nothing of the stack is imported into this process. One proof needs more than metadata: that
+this Python can import vLLM at all (a container's `python3` may lack it, or a broken torch may
+make the import fail). `import vllm` runs in a child process, alongside the rest of the probe
+(4 s here, all of it importing torch), with a timeout; its answer is `vllm_import`. Writes JSON
+to --output (or stdout). Exit code 0.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -86,6 +90,42 @@ def devices() -> dict[str, Any]:
     return {"kind": "cpu", "count": 1, "names": [cpu], "driver": None, "cpus": os.cpu_count()}
 
 
+# `import vllm` in a child: seconds when healthy (torch is most of it); a timeout proves nothing.
+VLLM_IMPORT_TIMEOUT_S = 120
+VLLM_IMPORT = "import vllm, sys; sys.stdout.write(str(getattr(vllm, '__version__', '')))"
+
+
+def start_vllm_import() -> subprocess.Popen | None:
+    """Start `import vllm` in a child process of this Python; None when there is no vllm to import."""
+    if importlib.util.find_spec("vllm") is None:
+        return None
+    return subprocess.Popen([sys.executable, "-c", VLLM_IMPORT], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def vllm_import(proc: subprocess.Popen | None, started: float, timeout: float = VLLM_IMPORT_TIMEOUT_S) -> dict[str, Any]:
+    """{"ok": True | False | None, "error", "version", "seconds"} of the child `import vllm`.
+
+    ok is None when the import did not finish in time: slow, not proven broken.
+    """
+    if proc is None:
+        return {"ok": False, "error": "No module named 'vllm'", "version": None, "seconds": 0.0}
+    try:
+        out, err = proc.communicate(timeout=max(1.0, timeout - (time.monotonic() - started)))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        return {"ok": None, "error": f"import vllm did not finish in {timeout:.0f} s", "version": None,
+                "seconds": round(time.monotonic() - started, 2)}
+    seconds = round(time.monotonic() - started, 2)
+    if proc.returncode == 0:
+        version = out.strip().splitlines()[-1:]  # written last, after whatever vLLM logs on import
+        return {"ok": True, "error": None, "version": version[0] if version else None, "seconds": seconds}
+    lines = [line.strip() for line in err.splitlines() if line.strip()]
+    reason = lines[-1] if lines else f"exit code {proc.returncode}"  # the exception line ends a traceback
+    return {"ok": False, "error": reason[:300], "version": None, "seconds": seconds}
+
+
 # Where the FL plugin's communicator loads FlagCX from, relative to FLAGCX_PATH (FACTS.md).
 FLAGCX_LIBRARY = "build/lib/libflagcx.so"
 
@@ -101,7 +141,9 @@ def flagcx(path: str | None) -> dict[str, Any]:
             "library": str(library) if library.is_file() else None, "expected_library": str(library)}
 
 
-def probe(flagcx_path: str | None) -> dict[str, Any]:
+def probe(flagcx_path: str | None, import_check: bool = True) -> dict[str, Any]:
+    started = time.monotonic()
+    importing = start_vllm_import() if import_check else None  # runs while the rest is read
     versions = _common.package_versions(PACKAGES)
     modules = {m: importlib.util.find_spec(m) is not None for m in ("vllm", "flag_gems", "triton", "vllm_fl", "torch")}
     eps = entry_points()
@@ -124,6 +166,7 @@ def probe(flagcx_path: str | None) -> dict[str, Any]:
         "triton": {"flagtree": flagtree},  # FlagTree's version when it installs the triton package
         "multichip_present": stack,
         "devices": devices(),
+        "vllm_import": vllm_import(importing, started) if import_check else None,
         "env": {k: v for k, v in os.environ.items()
                 if k.startswith(("VLLM_FL_", "USE_FLAGGEMS", "FLAGCX", "FLAGGEMS_")) or k == "VLLM_PLUGINS"},
     }
@@ -134,8 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--flagcx-path", default=os.environ.get("FLAGCX_PATH"),
                    help="where Run B will look for FlagCX (default: $FLAGCX_PATH)")
     p.add_argument("--output", default=None, help="result JSON (default: stdout)")
+    p.add_argument("--metadata-only", action="store_true",
+                   help="skip the `import vllm` proof (seconds): versions, plugins, devices only")
     args = p.parse_args(argv)
-    data = probe(args.flagcx_path)
+    data = probe(args.flagcx_path, import_check=not args.metadata_only)
     if args.output:
         _common.write_result(args.output, data)
     else:

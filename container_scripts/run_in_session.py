@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Run a command in a process session of its own, with a timeout that kills the whole session.
 
-Used inside a Docker container, where closing the exec stream does not stop anything: the
-timeout must be enforced in the container itself. The command starts in a new session (the
-serve script puts the vLLM server in a process group of its own, so a group is not enough);
-on timeout, or when the command ends and left processes behind, every process of the session
-gets SIGTERM, then SIGKILL after --grace seconds.
+Every phase of both targets runs under this helper: on this machine and inside a Docker
+container, where closing the exec stream does not stop anything, so the timeout must be
+enforced in the target itself. The command starts in a new session (the serve script puts the
+vLLM server in a process group of its own, so a group is not enough); on timeout, or when the
+command ends and left processes behind, every process of the session gets SIGTERM, then SIGKILL
+after --grace seconds. The command gets /dev/null as stdin; --unset NAME removes a variable from
+its environment.
 
 A timeout is judged before anything is killed. With --cap, a command whose output is still
 coming when --timeout is reached (output in the last --window seconds: loading, compiling
@@ -14,12 +16,21 @@ cap end it. Before the kill, every process of the session that registered the st
 (`stack_dumps.py`, loaded into each Python process of a phase) is sent it, one at a time: each
 prints the stack of every thread into the output, so a hang shows where each process waited.
 
+The controller (the notebook) may die with no code of its own running: SIGKILL, OOM killer.
+With --watch-stdin our stdin is a pipe (a `docker exec` attached stdin, which dockerd closes
+when the controller's connection goes) that the controller holds open and never writes to
+unless it wants the session stopped: the line "stop" ends the session (an interrupted
+notebook); end of file means the controller is gone: the session is killed, the --workdir
+folder removed, and the helper exits. PR_SET_PDEATHSIG (SIGTERM when our parent dies) does the
+same on this machine, but does not cross `docker exec`.
+
 stdout carries only the command's output (its stderr is merged into it). Status lines for the
 caller go to stderr, each a JSON object after the prefix below: first {"sid": N}, at the end
 {"exit_code", "timed_out", "timeout_at", "ended_by", "ran_s", "idle_s", "dumped", "leftovers",
 "remaining"}; `ended_by` is "exit", "timeout" (silent at the timeout, or no --cap), "silence"
-(output stopped after the timeout) or "cap". Exit code: the command's, 124 on
-timeout, 127 when the command cannot start.
+(output stopped after the timeout), "cap", "stopped" (the controller asked) or "terminated"
+(SIGTERM/SIGINT); when the controller is gone no status follows. Exit code: the command's,
+124 on timeout, 127 when the command cannot start.
 
 `--reap SID` kills whatever is left of a session and prints the pids it found as JSON (the
 caller's check that nothing is left). Standard library only.
@@ -30,6 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -39,6 +51,9 @@ from pathlib import Path
 
 STATUS_PREFIX = "MODELVERIFY-SESSION "
 TIMEOUT_EXIT = 124
+TIMED_OUT = ("timeout", "silence", "cap")
+# Only a folder of ours is ever removed (the targets name their work folders so).
+WORKDIR_PREFIX = "modelverify-"
 
 
 # The one implementation of the session kill: this script runs standalone inside someone
@@ -169,6 +184,39 @@ def status(**fields: object) -> None:
     sys.stderr.flush()
 
 
+class Controller:
+    """Why the session must end early, if it must: the controller asked, died, or a signal came."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self.wake = threading.Event()
+        self.gone = threading.Event()  # end of file on stdin: nobody is listening any more
+        self.parent = os.getppid()
+
+    def stop(self, reason: str) -> None:
+        self.reason = self.reason or reason
+        self.wake.set()
+
+    def watch_stdin(self) -> None:
+        """In a thread: "stop" ends the session; end of file means the controller is gone."""
+        def watch() -> None:
+            for line in sys.stdin.buffer:
+                if line.strip() == b"stop":
+                    self.stop("stopped")
+            self.gone.set()
+            self.stop("controller gone")
+        threading.Thread(target=watch, daemon=True).start()
+
+    def is_gone(self) -> bool:
+        """End of file on stdin, or (on this machine) our parent died and we were re-parented."""
+        return self.gone.is_set() or os.getppid() != self.parent
+
+
+def remove_workdir(path: str | None) -> None:
+    if path and Path(path).name.startswith(WORKDIR_PREFIX):
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--timeout", type=float, default=None, help="seconds before the session is killed")
@@ -177,6 +225,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="hard cap in seconds: past --timeout, keep going while output still comes, up to this")
     p.add_argument("--window", type=float, default=None,
                    help="output this many seconds old still counts as progress (default: timeout/10, 5..60)")
+    p.add_argument("--unset", action="append", default=[], metavar="NAME",
+                   help="remove NAME from the command's environment (repeatable)")
+    p.add_argument("--watch-stdin", action="store_true",
+                   help='stdin is the controller\'s pipe: a "stop" line ends the session, end of file '
+                        "means the controller is gone (kill the session, remove --workdir, exit)")
+    p.add_argument("--workdir", default=None,
+                   help=f"the run's work folder (named {WORKDIR_PREFIX}*), removed when the controller is gone")
     p.add_argument("--reap", type=int, default=None, metavar="SID", help="kill what is left of session SID")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- argv to run")
     args = p.parse_args(argv)
@@ -192,9 +247,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.reap is not None:
         print(json.dumps(kill_session(args.reap, args.grace)))
         return 0
+    controller = Controller()
+    env = {k: v for k, v in os.environ.items() if k not in args.unset}
     try:
         proc = subprocess.Popen(args.command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True, env=env)
     except OSError as exc:
         status(error=f"cannot start {args.command[0]}: {exc}")
         return 127
@@ -212,17 +269,17 @@ def main(argv: list[str] | None = None) -> int:
 
     reader = threading.Thread(target=relay, daemon=True)
     reader.start()
-
-    def stop(signum: int, _frame: object) -> None:
-        # Told to stop ourselves: take the whole session down first.
-        kill_session(proc.pid, args.grace)
-        sys.exit(128 + signum)
-
-    signal.signal(signal.SIGTERM, stop)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda _signum, _frame: controller.stop("terminated"))
     die_with_parent()
+    if args.watch_stdin:
+        controller.watch_stdin()
     window = args.window if args.window is not None else (progress_window(args.timeout) if args.timeout else 5.0)
     ended_by, extended = "exit", False
     while proc.poll() is None:
+        if controller.reason:
+            ended_by = controller.reason
+            break
         now = time.monotonic()
         if args.timeout is not None and now - start >= args.timeout:
             if args.cap is None or now - last_output[0] > window:
@@ -232,8 +289,8 @@ def main(argv: list[str] | None = None) -> int:
                 ended_by = "cap"
                 break
             extended = True  # still making progress: keep going
-        time.sleep(0.2)
-    timed_out = ended_by != "exit"
+        controller.wake.wait(0.2)
+    timed_out = ended_by in TIMED_OUT
     timeout_at = time.time() if timed_out else None  # the caller compares it with its own clock
     ran_s = round(time.monotonic() - start, 3)
     idle_s = round(time.monotonic() - last_output[0], 3)
@@ -242,6 +299,10 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(1.0)  # let the last dump reach the output
     # The leader may be gone while its workers live on: end the whole session.
     leftovers = kill_session(proc.pid, args.grace)
+    if controller.is_gone():
+        # Nobody reads our output or status any more (a write could block forever): clean up, go.
+        remove_workdir(args.workdir)
+        os._exit(128 + signal.SIGTERM)
     code = proc.wait()
     reader.join(5)
     remaining = session_members(proc.pid)

@@ -1,8 +1,9 @@
 """Step 3: what the target holds — versions, plugins, devices.
 
-Runs `container_scripts/probe_stack.py` inside the target. Its answer sets the default TP,
-refuses a TP larger than the devices, decides whether Run B has anything to test, and is the
-report's environment fingerprint.
+Runs `container_scripts/probe_stack.py` inside the target with `target_python`. Its answer
+proves that Python can import vLLM (else the pre-check fails, before any engine starts, with one
+sentence naming `target_python`), sets the default TP, refuses a TP larger than the devices,
+decides whether Run B has anything to test, and is the report's environment fingerprint.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 from .errors import UserError
 from .target import Target
 
-PROBE_TIMEOUT_S = 60
+PROBE_TIMEOUT_S = 180  # the probe's own `import vllm` may take up to 120 s
 
 
 class ProbeError(UserError):
@@ -35,6 +36,13 @@ class Probe:
     def multichip_present(self) -> dict[str, bool]:
         return dict(self.data.get("multichip_present", {}))
 
+    def vllm_problem(self) -> str | None:
+        """What stops this Python from importing vLLM, if anything (a slow import is not proof)."""
+        check = self.data.get("vllm_import") or {}  # None: the probe was told not to check
+        if check.get("ok") is False:
+            return str(check.get("error") or "import vllm failed")
+        return None
+
     def any_multichip(self) -> bool:
         """Run B has something to test only if FlagGems, FlagTree or FlagCX is there."""
         present = self.multichip_present
@@ -51,14 +59,31 @@ def run_probe(target: Target, scripts: str, flagcx_path: str | None, out_dir: Pa
     log = out_dir / "logs" / "probe.log"
     res = target.run(argv, env_set=env or {}, env_unset=[], timeout=PROBE_TIMEOUT_S, log_path=log)
     local = out_dir / "results" / "probe.json"
+    python = target.python()
+    if res.start_error:
+        raise ProbeError(
+            f"Parameter target_python: the stack probe cannot start {python} in the target "
+            f"({res.start_error.rstrip('.')}); "
+            f"set target_python to the Python that has vLLM there, e.g. -p target_python /opt/venv/bin/python."
+        )
     if res.timed_out:
         raise ProbeError(f"The stack probe did not finish in {PROBE_TIMEOUT_S} s; see {log}.")
     if res.exit_code != 0 or not target.fetch(remote, local):
         raise ProbeError(
-            f"The stack probe failed with exit code {res.exit_code} (is '{target.python()}' a "
-            f"Python 3 in the target?); see {log}."
+            f"Parameter target_python: the stack probe run with {python} failed with exit code "
+            f"{res.exit_code} (is it a Python 3 in the target?); see {log}."
         )
     try:
-        return Probe(json.loads(local.read_text(encoding="utf-8")))
+        probe = Probe(json.loads(local.read_text(encoding="utf-8")))
     except json.JSONDecodeError as exc:
         raise ProbeError(f"The stack probe wrote unreadable JSON to {local}: {exc.msg}.") from None
+    problem = probe.vllm_problem()
+    if problem:
+        ran = probe.data.get("executable") or python
+        where = python if ran == python else f"{python} ({ran})"
+        raise ProbeError(
+            f"Parameter target_python: {where} in the target cannot import vLLM ({problem.rstrip('.')}); "
+            f"set target_python to the Python where vLLM is installed and imports, "
+            f"e.g. -p target_python /opt/venv/bin/python."
+        )
+    return probe

@@ -2,9 +2,11 @@
 
 A target copies the container scripts in, runs an argv list with variables set and unset
 under a timeout (the whole process session dies at the end, its output streamed to a host log
-file), and fetches result files back. `LocalTarget` runs subprocesses on this machine: for
-Jupyter inside the GPU container, and for the demo. `DockerTarget` drives a running container
-through the docker SDK (the release engineer's usual case). No shell strings anywhere.
+file), and fetches result files back. `Target` holds all of that once; `LocalTarget` starts
+subprocesses on this machine (Jupyter inside the GPU container, the demo), `DockerTarget`
+execs in a running container through the docker SDK (the release engineer's usual case).
+Either way a controller that dies ends its phase in the target and removes the work folder
+(see `run_in_session.py`). No shell strings anywhere.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ import tarfile
 import tempfile
 import time
 import uuid
+from abc import ABC, abstractmethod
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections import deque
 from typing import Any, BinaryIO, Iterator, Mapping, Protocol, Sequence
 
 from .errors import UserError
@@ -48,9 +51,10 @@ class ExecResult:
     leftovers: list[int] = field(default_factory=list)
     idle_s: float | None = None  # on timeout: seconds since the last output line
     last_line: str | None = None  # on timeout: the last line printed before it fired
-    ended_by: str | None = None  # exit | timeout | silence (after progress past the timeout) | cap
+    ended_by: str | None = None  # exit | timeout | silence (after progress past the timeout) | cap | terminated
     ran_s: float | None = None  # how long the command ran before it ended or was stopped
     dumped: list[int] = field(default_factory=list)  # pids that printed their threads' stacks
+    start_error: str | None = None  # why the target's python (or the command) could not start
 
 
 class LogStream:
@@ -106,18 +110,78 @@ class LogStream:
             timed_out=timed_out, duration_s=round(time.monotonic() - start, 3), log_path=log_path,
             leftovers=leftovers, idle_s=idle, last_line=last, ended_by=status.get("ended_by"),
             ran_s=status.get("ran_s"), dumped=list(status.get("dumped") or []),
+            start_error=status.get("start_error"),
         )
 
 
-class Target(Protocol):
+class CannotStart(Exception):
+    """The session helper itself could not be started (the target's python is not there); why."""
+
+
+class Process(Protocol):
+    """A started session helper, as each target sees it."""
+
+    def chunks(self) -> Iterator[tuple[bytes | None, bytes | None]]:
+        """(stdout, stderr) pieces as they come, until the helper has ended."""
+    def stop(self) -> None:
+        """Ask the helper to end its session now (our stdin line "stop")."""
+    def drain(self) -> None:
+        """Read and drop whatever is left until the helper has ended."""
+    def exit_code(self) -> int | None: ...
+    def close(self) -> None:
+        """Let go of the helper's stdin: if it still runs, it takes that as "the controller is gone"."""
+
+
+class Target(ABC):
+    """Where commands run: one rule for running a phase, whatever the target.
+
+    `run` wraps every command in `container_scripts/run_in_session.py` (own session, timeout
+    on the whole session, variables unset, our stdin held open so that a controller that dies
+    takes its phase and work folder with it), streams its output into the host log with
+    secrets masked, and checks afterwards that nothing of the session is left. Subclasses say
+    only how to start a process, read a file and remove the work folder.
+    """
+
     kind: str
     redactor: Redactor  # every log line and fetched file goes through it
+    keep_files: bool
+    kill_grace: float
 
+    @abstractmethod
     def describe(self) -> dict: ...
+    @abstractmethod
     def python(self) -> str: ...
+    @abstractmethod
     def install_scripts(self, src: Path) -> str: ...
+    @abstractmethod
     def path_exists(self, path: str) -> bool: ...
-    def work_path(self, name: str) -> str: ...
+    @property
+    @abstractmethod
+    def work_folder(self) -> str:
+        """The per-run folder in the target (named modelverify-*)."""
+    @abstractmethod
+    def _helper(self) -> str:
+        """Where the target can run `run_in_session.py`."""
+    @abstractmethod
+    def _start(self, argv: list[str], env: dict[str, str]) -> Process:
+        """Start argv in the work folder with `env` added to the target's environment, stdin a pipe.
+
+        Raises CannotStart when nothing could start."""
+    @abstractmethod
+    def _start_failure(self, code: int | None, output: bytes) -> str | None:
+        """Why the helper never ran, told from its exit code and first output; None if it did run."""
+    @abstractmethod
+    def _reap(self, sid: int) -> list[int]:
+        """Kill whatever is left of session `sid`; the pids found (none when all went well)."""
+    @abstractmethod
+    def _read(self, path: str) -> bytes | None:
+        """A file's bytes, None when it is not a regular file."""
+    @abstractmethod
+    def _remove_work_folder(self) -> None: ...
+
+    def work_path(self, name: str) -> str:
+        return f"{self.work_folder}/{name}"
+
     def run(
         self,
         argv: Sequence[str],
@@ -127,10 +191,86 @@ class Target(Protocol):
         timeout: float,
         log_path: Path,
         cap: float | None = None,
-    ) -> ExecResult: ...
+    ) -> ExecResult:
+        """Run argv with `env_set` set and `env_unset` removed (set wins), under `timeout` (and `cap`)."""
+        unset = [n for n in env_unset if n not in env_set]
+        helper = [self.python(), "-I", self._helper(), "--timeout", str(timeout), "--grace", str(self.kill_grace),
+                  *(["--cap", str(cap)] if cap else []), "--watch-stdin",
+                  *([] if self.keep_files else ["--workdir", self.work_folder]),
+                  *[a for n in unset for a in ("--unset", n)], "--", *argv]
+        self.redactor.add(secret_values([env_set]))
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        start = time.monotonic()
+        with open(log_path, "ab") as log:
+            stream = LogStream(log, self.redactor)
+            try:
+                proc = self._start(helper, {**env_set, "PYTHONUNBUFFERED": "1"})
+            except CannotStart as exc:
+                stream.note(f"cannot start {helper[0]}: {exc}")
+                return stream.result(argv, {"exit_code": 127, "start_error": str(exc)}, 127, start, log_path, [])
+            try:
+                first, stderr = self._stream(proc, stream)
+            except BaseException:  # interrupted (KeyboardInterrupt): end the session, keep the folder
+                proc.stop()
+                proc.drain()
+                proc.exit_code()  # reaped: nothing of ours runs on
+                stream.note("interrupted: the phase's process session was stopped")
+                raise
+            finally:
+                proc.close()
+            code = proc.exit_code()
+            status, leftovers = self._settle(stream, code, first, stderr)
+        return stream.result(argv, status, code, start, log_path, leftovers)
+
+    @staticmethod
+    def _stream(proc: Process, stream: LogStream) -> tuple[bytes, bytes]:
+        """The helper's stdout into the log as it comes; its first output and its whole stderr."""
+        first, stderr = bytearray(), bytearray()
+        for out, err in proc.chunks():
+            if out:
+                stream.feed(out)
+                if len(first) < 4096:
+                    first += out[:4096]
+            if err:
+                stderr += err
+        stream.close()
+        return bytes(first), bytes(stderr)
+
+    def _settle(self, stream: LogStream, code: int | None, first: bytes,
+                stderr: bytes) -> tuple[dict[str, Any], list[int]]:
+        """The helper's status (or why it never ran), and every process that had to be killed."""
+        status, other = _session_status(stderr)
+        if other:  # the helper's own complaints, if any
+            stream.feed(other)
+            stream.close()
+        if not status:
+            failure = self._start_failure(code, first)
+            if failure:
+                status = {"exit_code": 127, "start_error": failure}
+        if status.get("error"):
+            stream.note(status["error"])
+            status.setdefault("start_error", status["error"])
+        leftovers = list(status.get("leftovers") or [])
+        if "sid" in status:  # the helper killed its session; make sure, from a second process
+            reaped = self._reap(int(status["sid"]))
+            if reaped:
+                stream.note(f"killed processes left in the target: {reaped}")
+                leftovers += [p for p in reaped if p not in leftovers]
+        return status, leftovers
+
     def fetch(self, path: str, dest: Path) -> bool:
         """Copy a (text) result file to the host, secrets masked."""
-    def cleanup(self) -> None: ...
+        data = self._read(path)
+        if data is None:
+            return False
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(self.redactor.text(data.decode("utf-8", errors="replace")).encode("utf-8"))
+        return True
+
+    def cleanup(self) -> None:
+        """Remove the work folder, unless keep_files."""
+        if not self.keep_files:
+            self._remove_work_folder()
 
 
 def _load_session_helper() -> Any:
@@ -149,9 +289,45 @@ _session = _load_session_helper()
 session_members = _session.session_members
 progress_window = _session.progress_window
 kill_session = _session.kill_session
+WORKDIR_PREFIX = _session.WORKDIR_PREFIX  # the helper removes only a work folder named so
+SESSION_STATUS_PREFIX = _session.STATUS_PREFIX  # its status lines on stderr
 
 
-class LocalTarget:
+class _LocalProcess:
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc = proc
+
+    def chunks(self) -> Iterator[tuple[bytes | None, bytes | None]]:
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        for chunk in iter(lambda: self.proc.stdout.read1(65536), b""):  # type: ignore[union-attr]
+            yield chunk, None
+        yield None, self.proc.stderr.read()  # only the helper's status lines: small
+
+    def stop(self) -> None:
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(b"stop\n")
+            self.proc.stdin.flush()
+        except OSError:
+            pass  # it has ended already
+
+    def drain(self) -> None:
+        assert self.proc.stdout is not None
+        self.proc.stdout.read()
+
+    def exit_code(self) -> int | None:
+        return self.proc.wait()
+
+    def close(self) -> None:
+        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            try:
+                if pipe is not None:
+                    pipe.close()
+            except OSError:
+                pass  # stdin: the helper has ended already
+
+
+class LocalTarget(Target):
     """Runs on this machine, in a temporary work folder removed by `cleanup`."""
 
     kind = "local"
@@ -165,7 +341,7 @@ class LocalTarget:
         self.kill_grace = kill_grace
         if work_root is not None:
             work_root.mkdir(parents=True, exist_ok=True)
-        self.workdir = Path(tempfile.mkdtemp(prefix="modelverify-", dir=work_root))
+        self.workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX, dir=work_root))
         self._work_root = work_root
         self.redactor = Redactor(secret_values([os.environ]))
 
@@ -175,6 +351,10 @@ class LocalTarget:
     def python(self) -> str:
         return self._python
 
+    @property
+    def work_folder(self) -> str:
+        return str(self.workdir)
+
     def install_scripts(self, src: Path) -> str:
         dest = self.workdir / "container_scripts"
         shutil.copytree(src, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
@@ -183,76 +363,80 @@ class LocalTarget:
     def path_exists(self, path: str) -> bool:
         return Path(path).exists()
 
-    def work_path(self, name: str) -> str:
-        return str(self.workdir / name)
+    def _helper(self) -> str:
+        return str(SCRIPTS_DIR / SESSION_HELPER)
 
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        env_set: Mapping[str, str],
-        env_unset: Sequence[str],
-        timeout: float,
-        log_path: Path,
-        cap: float | None = None,
-    ) -> ExecResult:
-        env = {k: v for k, v in os.environ.items() if k not in env_unset}
-        env.update(env_set)
-        env["PYTHONUNBUFFERED"] = "1"
-        self.redactor.add(secret_values([env_set]))
-        helper = [self._python, str(SCRIPTS_DIR / SESSION_HELPER), "--timeout", str(timeout),
-                  "--grace", str(self.kill_grace), *(["--cap", str(cap)] if cap else []), "--"]
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        start = time.monotonic()
-        with open(log_path, "ab") as log:
-            stream = LogStream(log, self.redactor)
-            try:
-                proc = subprocess.Popen([*helper, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        stdin=subprocess.DEVNULL, env=env, cwd=self.workdir)
-            except OSError as exc:
-                stream.note(f"cannot start {self._python}: {exc}")
-                return stream.result(argv, {"exit_code": 127}, 127, start, log_path, [])
-            assert proc.stdout is not None and proc.stderr is not None
-            for chunk in iter(lambda: proc.stdout.read1(65536), b""):
-                stream.feed(chunk)
-            stream.close()
-            status, other = _session_status(proc.stderr.read())
-            code = proc.wait()
-            if other:
-                stream.feed(other)
-                stream.close()
-        leftovers = list(status.get("leftovers") or [])
-        if "sid" in status:  # the helper killed its session; make sure, from here too
-            leftovers += [p for p in kill_session(int(status["sid"]), self.kill_grace) if p not in leftovers]
-        return stream.result(argv, status, code, start, log_path, leftovers)
+    def _start(self, argv: list[str], env: dict[str, str]) -> Process:
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    env={**os.environ, **env}, cwd=self.workdir)
+        except OSError as exc:
+            raise CannotStart(str(exc)) from None
+        return _LocalProcess(proc)
 
-    def fetch(self, path: str, dest: Path) -> bool:
+    def _start_failure(self, code: int | None, output: bytes) -> str | None:
+        return None  # a python that cannot start raises in _start
+
+    def _reap(self, sid: int) -> list[int]:
+        return kill_session(sid, self.kill_grace)
+
+    def _read(self, path: str) -> bytes | None:
         src = Path(path)
-        if not src.is_file():
-            return False
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_bytes(self.redactor.text(src.read_bytes().decode("utf-8", errors="replace")).encode("utf-8"))
-        return True
+        return src.read_bytes() if src.is_file() else None
 
-    def cleanup(self) -> None:
-        if not self.keep_files:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-            if self._work_root is not None and not any(self._work_root.iterdir()):
-                self._work_root.rmdir()
+    def _remove_work_folder(self) -> None:
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        if self._work_root is not None and self._work_root.is_dir() and not any(self._work_root.iterdir()):
+            self._work_root.rmdir()
 
 
 class DockerError(UserError):
     """The Docker daemon or the container cannot be used as the target."""
 
 
-# The in-container helper that enforces the timeout on the whole session (see its docstring).
-SESSION_STATUS_PREFIX = "MODELVERIFY-SESSION "  # same as STATUS_PREFIX in the helper
 # Where the per-run folder goes, first choice first. `put_archive` cannot write into a tmpfs
 # mount (the files land hidden under it), so a tmpfs /tmp is passed over.
 WORK_BASES = ("/tmp", "/var/tmp")
+# How dockerd says an exec never started (exit code 126 or 127, this on its stdout).
+OCI_START_FAILED = re.compile(r"^OCI runtime exec failed: (?:exec failed: )?(?:unable to start container process: )?(.*?)(?:: unknown)?\s*$")
 
 
-class DockerTarget:
+class _DockerProcess:
+    """An exec with stdin attached: dockerd closes that stdin when our connection goes, so the
+    helper sees end of file when this process dies, however it dies."""
+
+    def __init__(self, api: Any, exec_id: str, sock: Any) -> None:
+        self.api, self.exec_id, self.sock = api, exec_id, sock
+
+    def chunks(self) -> Iterator[tuple[bytes | None, bytes | None]]:
+        from docker.utils.socket import demux_adaptor, frames_iter
+
+        for stream_id, data in frames_iter(self.sock, tty=False):
+            yield demux_adaptor(stream_id, data)
+
+    def stop(self) -> None:
+        try:  # the SDK hands out a read-only socket file over the connection (or an ssh channel)
+            getattr(self.sock, "_sock", self.sock).sendall(b"stop\n")
+        except OSError:
+            pass
+
+    def drain(self) -> None:
+        from docker.utils.socket import read
+
+        while read(self.sock, 65536):
+            pass
+
+    def exit_code(self) -> int | None:
+        return self.api.exec_inspect(self.exec_id)["ExitCode"]
+
+    def close(self) -> None:
+        inner = getattr(self.sock, "_sock", None)  # a socket file over the connection: close both
+        self.sock.close()
+        if inner is not None:
+            inner.close()
+
+
+class DockerTarget(Target):
     """Runs inside a running container through the docker SDK, never touching its lifecycle.
 
     The scripts go into a per-run folder with `put_archive`; each command is an exec of an
@@ -280,6 +464,7 @@ class DockerTarget:
                 f"Cannot reach the Docker daemon at {self.docker_host} ({_short(exc)}); start Docker "
                 f"or point docker_host (or DOCKER_HOST) at a daemon that answers."
             ) from None
+        self.docker_host_url, self.docker_tls = docker_cli_host(docker_host)
         self.api = self.client.api
         try:
             self.container = self.client.containers.get(container)
@@ -296,7 +481,7 @@ class DockerTarget:
                 f"Container {container!r} is {self.container.status}, not running; start it "
                 f"({fix} {container}) or pick a running one: {self._running()}."
             )
-        self.workdir = f"{self._work_base()}/modelverify-{uuid.uuid4().hex[:12]}"
+        self.workdir = f"{self._work_base()}/{WORKDIR_PREFIX}{uuid.uuid4().hex[:12]}"
         container_env = dict(e.split("=", 1) for e in (self.container.attrs.get("Config") or {}).get("Env") or [] if "=" in e)
         self.redactor = Redactor(secret_values([os.environ, container_env]))
         self._scripts: str | None = None
@@ -314,6 +499,7 @@ class DockerTarget:
         return next((b for b in WORK_BASES if b not in tmpfs), WORK_BASES[-1])
 
     def describe(self) -> dict:
+        """`docker_host_url` is the daemon the SDK talked to, as `docker -H URL` takes it."""
         attrs = self.container.attrs
         image_id = attrs.get("Image")
         digests: list[str] = []
@@ -322,7 +508,8 @@ class DockerTarget:
         except self._docker.errors.DockerException:
             pass
         return {
-            "kind": self.kind, "docker_host": self.docker_host,
+            "kind": self.kind, "docker_host": self.docker_host, "docker_host_url": self.docker_host_url,
+            "docker_tls": self.docker_tls,
             "container_id": self.container.id, "container_name": self.container.name,
             "image": (attrs.get("Config") or {}).get("Image"), "image_id": image_id,
             "image_digests": digests, "python": self._python, "workdir": self.workdir,
@@ -331,22 +518,18 @@ class DockerTarget:
     def python(self) -> str:
         return self._python
 
-    def _exec(self, argv: Sequence[str], environment: Mapping[str, str] | None = None,
-              workdir: str | None = None) -> tuple[str, Iterator[tuple[bytes | None, bytes | None]]]:
-        """Start an exec: its id and its (stdout, stderr) chunks.
-
-        The low-level API, because `exec_run(stream=True)` gives no exit code (FACTS.md):
-        `exec_inspect(id)` has it once the stream has ended.
-        """
-        exec_id = self.api.exec_create(self.container.id, list(argv), environment=dict(environment or {}),
-                                       workdir=workdir, stdin=False, tty=False)["Id"]
-        return exec_id, self.api.exec_start(exec_id, stream=True, demux=True)
+    @property
+    def work_folder(self) -> str:
+        return self.workdir
 
     def _exec_output(self, argv: Sequence[str]) -> tuple[int | None, bytes]:
-        """A short exec, output gathered: (exit code, stdout + stderr)."""
-        exec_id, stream = self._exec(argv)
-        out = b"".join((o or b"") + (e or b"") for o, e in stream)
-        return self.api.exec_inspect(exec_id)["ExitCode"], out
+        """A short exec, output gathered: (exit code, stdout + stderr).
+
+        The low-level API, because `exec_run` gives no exit code when streaming (FACTS.md).
+        """
+        exec_id = self.api.exec_create(self.container.id, list(argv), stdin=False, tty=False)["Id"]
+        out = self.api.exec_start(exec_id)
+        return self.api.exec_inspect(exec_id)["ExitCode"], out or b""
 
     def _ensure_workdir(self) -> None:
         if self._made:
@@ -397,91 +580,65 @@ class DockerTarget:
         code, _ = self._exec_output(["test", "-e", path])
         return code == 0
 
-    def work_path(self, name: str) -> str:
-        return f"{self.workdir}/{name}"
-
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        env_set: Mapping[str, str],
-        env_unset: Sequence[str],
-        timeout: float,
-        log_path: Path,
-        cap: float | None = None,
-    ) -> ExecResult:
+    def _helper(self) -> str:
         if self._scripts is None:
             self.install_scripts(SCRIPTS_DIR)
-        unset = [n for n in env_unset if n not in env_set]  # set wins, as in LocalTarget
-        wrapper = ["env", *[a for n in unset for a in ("-u", n)]] if unset else []
-        full = [*wrapper, *self._helper(), "--timeout", str(timeout), "--grace", str(self.kill_grace),
-                *(["--cap", str(cap)] if cap else []), "--", *argv]
-        environment = {**env_set, "PYTHONUNBUFFERED": "1"}
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        start = time.monotonic()
-        stderr = bytearray()
-        self.redactor.add(secret_values([env_set]))
-        with open(log_path, "ab") as log:
-            stream = LogStream(log, self.redactor)
-            exec_id, chunks = self._exec(full, environment, self.workdir)
-            for out, err in chunks:
-                if out:
-                    stream.feed(out)
-                if err:
-                    stderr += err
-            stream.close()
-            code = self.api.exec_inspect(exec_id)["ExitCode"]
-            status, other = _session_status(bytes(stderr))
-            if other:  # the helper's own complaints, if any
-                stream.feed(other)
-                stream.close()
-            if status.get("error"):
-                stream.note(status["error"])
-            leftovers = list(status.get("leftovers") or [])
-            if "sid" in status:
-                # Check, from a second exec, that nothing of the session is left.
-                reaped = self._reap(int(status["sid"]))
-                if reaped:
-                    stream.note(f"killed processes left in the container: {reaped}")
-                    leftovers += [p for p in reaped if p not in leftovers]
-        return stream.result(argv, status, code, start, log_path, leftovers)
+        return f"{self._scripts}/{SESSION_HELPER}"
 
-    def _helper(self) -> list[str]:
-        return [self._python, f"{self._scripts}/{SESSION_HELPER}"]
+    def _start(self, argv: list[str], env: dict[str, str]) -> Process:
+        exec_id = self.api.exec_create(self.container.id, argv, environment=env, workdir=self.workdir,
+                                       stdin=True, tty=False)["Id"]
+        return _DockerProcess(self.api, exec_id, self.api.exec_start(exec_id, socket=True))
+
+    def _start_failure(self, code: int | None, output: bytes) -> str | None:
+        match = OCI_START_FAILED.match(output.decode(errors="replace").strip()) if code in (126, 127) else None
+        return match.group(1) if match else None
 
     def _reap(self, sid: int) -> list[int]:
-        """Kill whatever is left of the session; the pids found (none when all went well)."""
-        _, out = self._exec_output([*self._helper(), "--reap", str(sid), "--grace", str(self.kill_grace)])
+        _, out = self._exec_output([self._python, "-I", self._helper(), "--reap", str(sid),
+                                    "--grace", str(self.kill_grace)])
         try:
             return [int(p) for p in json.loads(out.decode().strip().splitlines()[-1])]
         except (ValueError, IndexError):
             return []
 
-    def fetch(self, path: str, dest: Path) -> bool:
+    def _read(self, path: str) -> bytes | None:
         try:
             stream, stat = self.container.get_archive(path)
         except self._docker.errors.NotFound:
-            return False
+            return None
         if stat.get("mode", 0) & (1 << 31):  # Go's ModeDir: a folder, not a file
-            return False
-        data = b"".join(stream)
-        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            return None
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
             member = next((m for m in tar.getmembers() if m.isfile()), None)
-            if member is None:
-                return False
-            src = tar.extractfile(member)
-            assert src is not None
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_bytes(self.redactor.text(src.read().decode("utf-8", errors="replace")).encode("utf-8"))
-        return True
+            src = tar.extractfile(member) if member is not None else None
+            return src.read() if src is not None else None
 
-    def cleanup(self) -> None:
-        if self.keep_files or not self._made:
+    def _remove_work_folder(self) -> None:
+        if not self._made:
             return
         try:
             self._exec_output(["rm", "-rf", "--one-file-system", self.workdir])
         except self._docker.errors.DockerException:
             pass  # the container went away: nothing of ours is left to remove
+
+
+def docker_cli_host(docker_host: str | None) -> tuple[str, bool]:
+    """The daemon URL the docker SDK connects to, as the docker CLI's `-H` takes it; and whether TLS.
+
+    The SDK's own parsing (`docker.utils.parse_host`) of what it was given: `docker_host`, else
+    DOCKER_HOST (and DOCKER_TLS_VERIFY) from the environment, else the default socket.
+    """
+    from docker.constants import DEFAULT_UNIX_SOCKET
+    from docker.utils import kwargs_from_env, parse_host
+
+    env = {} if docker_host else kwargs_from_env()
+    tls = bool(env.get("tls"))
+    url = parse_host(docker_host or env.get("base_url") or DEFAULT_UNIX_SOCKET, tls=tls)
+    for sdk, cli in (("http+unix://", "unix://"), ("http://", "tcp://"), ("https://", "tcp://")):
+        if url.startswith(sdk):
+            return cli + url[len(sdk):], url.startswith("https://")
+    return url, tls
 
 
 def _session_status(stderr: bytes) -> tuple[dict[str, Any], bytes]:

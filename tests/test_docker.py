@@ -15,8 +15,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import subprocess
 import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -24,6 +24,7 @@ import papermill as pm
 import pytest
 from conftest import CPU_ENV, DEMO_ENGINE_ARGS, REPO, assert_demo_report_on_this_machine
 from docker_daemon import IMAGE, DaemonUnavailable, PrivateDockerd
+from test_target import TREE, interrupt_when, start_driver, wait_until
 
 from modelverify_kernel.errors import ParameterError
 from modelverify_kernel.model import ModelError, resolve_model
@@ -183,36 +184,79 @@ def test_timeout_kills_the_whole_session_inside_the_container(target, container,
     child that ignores SIGTERM must die with the phase, inside the container."""
     marker = f"MV_TEST_MARKER={uuid.uuid4().hex}"
     name, value = marker.split("=")
-    tree = (
-        "import subprocess, sys, time\n"
-        "sub = 'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)'\n"
-        "subprocess.Popen([sys.executable, '-c', sub], process_group=0)\n"
-        "subprocess.Popen([sys.executable, '-c', sub])\n"
-        "print('started', flush=True)\n"
-        "time.sleep(600)\n"
-    )
     log = tmp_path / "log.txt"
     out: dict = {}
     worker = threading.Thread(target=lambda: out.update(res=target.run(
-        [sys.executable, "-c", tree], env_set={name: value}, env_unset=[], timeout=4, log_path=log)))
-    start = time.monotonic()
+        [sys.executable, "-c", TREE], env_set={name: value}, env_unset=[], timeout=4, log_path=log)))
     worker.start()
-    seen_live = False
-    while worker.is_alive():
-        if log.exists() and "started" in log.read_text():
-            seen_live = True  # streamed while the phase still runs
-            code, pids = in_container(container, [sys.executable, "-c", SCAN, marker])
-            assert code == 0 and len(pids.split()) == 4  # the session helper and the three
-            break
-        time.sleep(0.1)
-    worker.join(60)
-    elapsed = time.monotonic() - start
+    # streamed while the phase still runs: the session helper and the three are there
+    wait_until(lambda: log.exists() and "started" in log.read_text() or not worker.is_alive(), "the phase to start")
+    assert worker.is_alive() and len(scan(container, marker)) == 4
+    worker.join()
     res = out["res"]
-    assert seen_live
-    assert res.timed_out and res.exit_code is None
+    assert res.timed_out and res.exit_code is None and res.ended_by == "timeout"
     assert len(res.leftovers) == 3  # leader, own-group child, SIGTERM-ignoring child
-    assert in_container(container, [sys.executable, "-c", SCAN, marker]) == (0, "")
-    assert elapsed < 4 + GRACE + 10
+    assert scan(container, marker) == []
+
+
+def scan(container, marker: str) -> list[str]:
+    """Pids of the container's live processes whose environment holds `marker`."""
+    code, pids = in_container(container, [sys.executable, "-c", SCAN, marker])
+    assert code == 0
+    return pids.split()
+
+
+def test_a_killed_controller_leaves_nothing_in_the_container(dockerd, container, tmp_path):
+    """The notebook SIGKILLed mid-phase (no code of it runs): dockerd closes the exec's stdin, the
+    helper ends the session and removes the work folder, within a generous deadline."""
+    marker = f"MV_TEST_MARKER={uuid.uuid4().hex}"
+    driver, work = start_driver("docker", container.name, dockerd.host, tmp_path / "log.txt", marker, grace=GRACE)
+    assert len(scan(container, marker)) == 4  # the helper and the three of TREE
+    assert work.startswith("/tmp/modelverify-") and in_container(container, ["test", "-d", work])[0] == 0
+    driver.kill()
+    driver.wait()
+    driver.stdout.close()
+    wait_until(lambda: not scan(container, marker) and in_container(container, ["test", "-e", work])[0] == 1,
+               "no process of the session and no work folder in the container")
+
+
+def test_an_interrupted_run_stops_its_session_in_the_container_and_keeps_the_folder(target, container, tmp_path):
+    marker = f"MV_TEST_MARKER={uuid.uuid4().hex}"
+    name, value = marker.split("=")
+    log = tmp_path / "log.txt"
+    watcher, outcome = interrupt_when(log, "started", lambda: not scan(container, marker))
+    with pytest.raises(KeyboardInterrupt):
+        target.run([sys.executable, "-c", TREE], env_set={name: value}, env_unset=[], timeout=600, log_path=log)
+    watcher.join()
+    assert outcome["gone"] is True and scan(container, marker) == []
+    assert in_container(container, ["test", "-d", target.workdir])[0] == 0  # kept for the next run
+    assert "interrupted: the phase's process session was stopped" in log.read_text()
+    res = target.run([sys.executable, "-c", "print('again')"], env_set={}, env_unset=[], timeout=30,
+                     log_path=tmp_path / "again.txt")
+    assert res.exit_code == 0 and "again" in (tmp_path / "again.txt").read_text()
+
+
+def test_describe_names_the_daemon_as_the_docker_cli_takes_it(dockerd, container, monkeypatch):
+    """The report's reproduce command is `docker -H URL exec ...`: the URL must reach this daemon."""
+    explicit = DockerTarget(container.name, docker_host=dockerd.host).describe()
+    monkeypatch.setenv("DOCKER_HOST", dockerd.host)
+    from_env = DockerTarget(container.name).describe()
+    assert explicit["docker_host_url"] == from_env["docker_host_url"] == dockerd.host
+    assert explicit["docker_tls"] is False
+    monkeypatch.delenv("DOCKER_HOST")
+    cli = subprocess.run(["docker", "-H", explicit["docker_host_url"], "exec", container.name, "printenv",
+                          "FLAGCX_PATH"], capture_output=True, text=True)
+    assert (cli.returncode, cli.stdout) == (0, "/should/be/gone\n"), cli.stderr
+
+
+def test_docker_cli_host_without_a_daemon(monkeypatch):
+    """Nothing given: the SDK's default socket, spelled as the CLI takes it; tcp stays tcp."""
+    from modelverify_kernel.target import docker_cli_host
+
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    monkeypatch.delenv("DOCKER_TLS_VERIFY", raising=False)
+    assert docker_cli_host(None) == ("unix:///var/run/docker.sock", False)
+    assert docker_cli_host("tcp://gpu-host:2375") == ("tcp://gpu-host:2375", False)
 
 
 def test_orphans_of_a_finished_command_are_killed(target, container, tmp_path):
@@ -356,3 +400,34 @@ def test_secrets_of_the_container_appear_in_no_file(dockerd, demo_model, tmp_pat
         assert in_container(c, ["test", "-e", marker])[0] == 1
     finally:
         c.remove(force=True)  # our own container, not the user's
+
+
+def _precheck(container, dockerd, tmp_path, **values) -> tuple[str, Path]:
+    from modelverify_kernel.pipeline import Verification
+
+    params = validate({"model_path": "/models/m", "container": container.name, "docker_host": dockerd.host,
+                       "output_dir": str(tmp_path / "out"), **values})
+    v = Verification.run_all(params)
+    data = json.loads((v.out_dir / "report.json").read_text())
+    assert (data["status"], data["diff_analysis"]["conclusion"]) == ("FAIL", "PRECHECK_FAILED")
+    assert sorted(p.name for p in (v.out_dir / "logs").iterdir()) == ["probe.log"]  # no phase ran
+    assert data["environment"]["target"]["docker_host_url"] == dockerd.host  # for `docker -H URL exec`
+    message = data["precheck"]["error"]
+    one_sentence(message)
+    return message, v.out_dir
+
+
+def test_a_container_python3_without_vllm_fails_the_pre_check(dockerd, container, tmp_path):
+    """The container's `python3` is the system Python of the mounted /usr: it has no vLLM."""
+    code, out = in_container(container, ["python3", "-c", "import sys, importlib.util as u; "
+                                         "print(sys.executable, u.find_spec('vllm'))"])
+    assert (code, out) == (0, "/usr/bin/python3 None\n")
+    message, _ = _precheck(container, dockerd, tmp_path)  # target_python: the default, python3
+    assert message.startswith("Parameter target_python: python3 (/usr/bin/python3) in the target cannot import "
+                              "vLLM (No module named 'vllm'); set target_python")
+
+
+def test_a_target_python_missing_in_the_container_fails_the_pre_check(dockerd, container, tmp_path):
+    message, _ = _precheck(container, dockerd, tmp_path, target_python="/opt/nope/bin/python")
+    assert message.startswith("Parameter target_python: the stack probe cannot start /opt/nope/bin/python in the "
+                              "target (exec: \"/opt/nope/bin/python\": stat /opt/nope/bin/python: no such file")

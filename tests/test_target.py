@@ -1,16 +1,92 @@
-"""LocalTarget with real subprocesses: env set/unset, streamed log, the whole session killed."""
+"""LocalTarget with real subprocesses: env set/unset, streamed log, the whole session killed,
+and a controller that dies (SIGKILL) or is interrupted takes its phase with it."""
 
+import json
 import os
+import signal
+import subprocess
 import sys
+import threading
 import time
 import uuid
+from pathlib import Path
+from typing import Callable
 
 import pytest
-from conftest import processes_with_env
+from conftest import REPO, processes_with_env
 
 from modelverify_kernel.target import LocalTarget
 
 pytestmark = pytest.mark.process
+
+# A phase's process tree: a child in a process group of its own (as the serve script starts the
+# server) and one that ignores SIGTERM, under a leader that prints "started" and sleeps.
+TREE = (
+    "import subprocess, sys, time\n"
+    "sub = 'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)'\n"
+    "subprocess.Popen([sys.executable, '-c', sub], process_group=0)\n"
+    "subprocess.Popen([sys.executable, '-c', sub])\n"
+    "print('started', flush=True)\n"
+    "time.sleep(600)\n"
+)
+# The notebook's stand-in: a real process that runs TREE through a target, then is killed.
+# argv: kind (local|docker), where (work root | container), docker_host, python, log, marker, grace.
+DRIVER = (
+    "import sys\n"
+    "from pathlib import Path\n"
+    "from modelverify_kernel.target import DockerTarget, LocalTarget\n"
+    "kind, where, host, python, log, marker, grace = sys.argv[1:8]\n"
+    "name, value = marker.split('=')\n"
+    "t = (DockerTarget(where, docker_host=host, python=python, kill_grace=float(grace)) if kind == 'docker'\n"
+    "     else LocalTarget(python=python, kill_grace=float(grace), work_root=Path(where)))\n"
+    "print(t.work_folder, flush=True)\n"
+    "t.run([python, '-c', sys.argv[8]], env_set={name: value}, env_unset=[], timeout=600, log_path=Path(log))\n"
+)
+
+
+def wait_until(check: Callable[[], object], what: str, deadline_s: float = 60.0) -> None:
+    """Poll `check` until it is true; fail naming `what` after a generous deadline."""
+    deadline = time.monotonic() + deadline_s
+    while not check():
+        assert time.monotonic() < deadline, f"still waiting after {deadline_s:.0f} s: {what}"
+        time.sleep(0.1)
+
+
+def start_driver(kind: str, where: str, host: str, log: Path, marker: str,
+                 grace: float) -> tuple[subprocess.Popen, str]:
+    """The driver and its work folder, once TREE runs (its log says "started")."""
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER, kind, where, host, sys.executable, str(log), marker,
+                               str(grace), TREE], env={**os.environ, "PYTHONPATH": str(REPO)},
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+    assert driver.stdout is not None
+    work = driver.stdout.readline().strip()
+    wait_until(lambda: log.exists() and "started" in log.read_text() or driver.poll() is not None,
+               "the driver's phase to start")
+    assert driver.poll() is None, f"the driver ended with {driver.returncode}"
+    return driver, work
+
+
+def interrupt_when(log: Path, text: str, gone: Callable[[], bool]) -> tuple[threading.Thread, dict]:
+    """KeyboardInterrupt in this (main) thread once `log` shows `text`: the notebook's interrupt.
+
+    Then waits (generous deadline) until `gone()`: the session ended because of the interrupt,
+    not at its far timeout; the outcome lands in the returned dict under "gone".
+    """
+    main = threading.main_thread().ident
+    assert main == threading.get_ident()
+    outcome: dict = {}
+
+    def watch() -> None:
+        wait_until(lambda: log.exists() and text in log.read_text(), f"{text!r} in {log}")
+        signal.pthread_kill(main, signal.SIGINT)
+        try:
+            wait_until(gone, "the interrupted session to end")
+            outcome["gone"] = True
+        except AssertionError as exc:
+            outcome["gone"] = str(exc)
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread, outcome
 
 
 def test_env_set_and_unset_reach_the_process(tmp_path, monkeypatch):
@@ -23,6 +99,11 @@ def test_env_set_and_unset_reach_the_process(tmp_path, monkeypatch):
         log = (tmp_path / "log.txt").read_text()
         assert res.exit_code == 0 and not res.timed_out
         assert "USE 0" in log and "CX None" in log
+        # a variable both set and unset is set; the phase reads /dev/null, not the helper's pipe
+        code = "import os, sys; print('CX', os.environ['FLAGCX_PATH']); print('STDIN', repr(sys.stdin.read()))"
+        res = t.run([sys.executable, "-c", code], env_set={"FLAGCX_PATH": "/tmp/FlagCX"}, env_unset=["FLAGCX_PATH"],
+                    timeout=30, log_path=tmp_path / "log2.txt")
+        assert res.exit_code == 0 and "CX /tmp/FlagCX\nSTDIN ''\n" in (tmp_path / "log2.txt").read_text()
     finally:
         t.cleanup()
     assert not t.workdir.exists()
@@ -33,27 +114,15 @@ def test_timeout_kills_every_process_of_the_session(tmp_path):
     does with the server) and a grandchild that ignores SIGTERM; all must die."""
     marker = f"MV_TEST_MARKER={uuid.uuid4().hex}"
     name, value = marker.split("=")
-    script = tmp_path / "tree.py"
-    script.write_text(
-        "import os, signal, subprocess, sys, time\n"
-        "sub = 'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)'\n"
-        "subprocess.Popen([sys.executable, '-c', sub], process_group=0)\n"
-        "subprocess.Popen([sys.executable, '-c', sub])\n"
-        "print('started', flush=True)\n"
-        "time.sleep(600)\n"
-    )
-    t = LocalTarget()
+    t = LocalTarget(kill_grace=2)
     try:
-        start = time.monotonic()
-        res = t.run([sys.executable, str(script)], env_set={name: value}, env_unset=[],
+        res = t.run([sys.executable, "-c", TREE], env_set={name: value}, env_unset=[],
                     timeout=3, log_path=tmp_path / "log.txt")
-        elapsed = time.monotonic() - start
     finally:
         t.cleanup()
-    assert res.timed_out and res.exit_code is None
+    assert res.timed_out and res.exit_code is None and res.ended_by == "timeout"
     assert len(res.leftovers) == 3  # leader, own-group child, SIGTERM-ignoring child
     assert processes_with_env(marker) == []
-    assert elapsed < 3 + 10 + 6  # timeout + TERM grace + KILL wait
     assert "started" in (tmp_path / "log.txt").read_text()
 
 
@@ -69,6 +138,82 @@ def test_orphans_of_a_finished_command_are_killed(tmp_path):
         t.cleanup()
     assert res.exit_code == 0 and len(res.leftovers) == 1
     assert processes_with_env(marker) == []
+
+
+def test_a_killed_controller_leaves_no_process_and_no_work_folder(tmp_path):
+    """SIGKILL: no code of the driver runs. The helper sees its stdin close (and PDEATHSIG)."""
+    marker = f"MV_TEST_MARKER={uuid.uuid4().hex}"
+    root = tmp_path / "work"
+    driver, work = start_driver("local", str(root), "", tmp_path / "log.txt", marker, grace=2)
+    assert len(processes_with_env(marker)) == 4  # the helper and the three of TREE
+    assert Path(work).is_dir() and Path(work).parent == root
+    driver.kill()
+    driver.wait()
+    driver.stdout.close()
+    wait_until(lambda: not processes_with_env(marker) and not Path(work).exists(),
+               "no process of the session and no work folder")
+
+
+def test_an_interrupted_run_stops_its_session_and_keeps_the_work_folder(tmp_path):
+    """The notebook's interrupt button: the phase ends, the target stays usable for a re-run."""
+    marker = f"MV_TEST_MARKER={uuid.uuid4().hex}"
+    name, value = marker.split("=")
+    t = LocalTarget(kill_grace=2, work_root=tmp_path / "work")
+    log = tmp_path / "log.txt"
+    try:
+        watcher, outcome = interrupt_when(log, "started", lambda: not processes_with_env(marker))
+        with pytest.raises(KeyboardInterrupt):
+            t.run([sys.executable, "-c", TREE], env_set={name: value}, env_unset=[], timeout=600, log_path=log)
+        watcher.join()
+        assert outcome["gone"] is True and processes_with_env(marker) == []
+        assert "interrupted: the phase's process session was stopped" in log.read_text()
+        assert t.workdir.is_dir()
+        res = t.run([sys.executable, "-c", "print('again')"], env_set={}, env_unset=[], timeout=30,
+                    log_path=tmp_path / "again.txt")
+        assert res.exit_code == 0 and "again" in (tmp_path / "again.txt").read_text()
+    finally:
+        t.cleanup()
+    assert not (tmp_path / "work").exists()
+
+
+def test_a_python_that_does_not_exist_is_a_start_error(tmp_path):
+    t = LocalTarget(python=str(tmp_path / "no-such-python"))
+    try:
+        res = t.run([t.python(), "-c", "1"], env_set={}, env_unset=[], timeout=30, log_path=tmp_path / "log.txt")
+    finally:
+        t.cleanup()
+    assert res.exit_code == 127 and "no-such-python" in (res.start_error or "")
+
+
+def test_the_helper_stops_on_request_and_cleans_up_when_its_controller_is_gone(tmp_path):
+    """run_in_session.py --watch-stdin on its own: "stop" keeps the folder; end of file removes it."""
+    from modelverify_kernel.target import SCRIPTS_DIR
+
+    for message, ended_by in ((b"stop\n", "stopped"), (b"", None)):
+        marker = f"MV_TEST_MARKER={uuid.uuid4().hex}"
+        work = tmp_path / f"modelverify-{uuid.uuid4().hex[:8]}"
+        work.mkdir()
+        with subprocess.Popen(
+                [sys.executable, "-I", str(SCRIPTS_DIR / "run_in_session.py"), "--grace", "2", "--watch-stdin",
+                 "--workdir", str(work), "--", sys.executable, "-c", TREE],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                env={**os.environ, marker.split("=")[0]: marker.split("=")[1]}) as helper:
+            assert helper.stdout.readline() == b"started\n"
+            if message:
+                helper.stdin.write(message)  # and keep stdin open: the controller still listens
+                helper.stdin.flush()
+            else:
+                helper.stdin.close()
+            helper.stdout.read()
+            err = helper.stderr.read()
+        assert processes_with_env(marker) == []
+        statuses = [json.loads(line.split(" ", 1)[1]) for line in err.decode().splitlines()
+                    if line.startswith("MODELVERIFY-SESSION ")]
+        if ended_by:
+            assert statuses[-1]["ended_by"] == ended_by and len(statuses[-1]["leftovers"]) == 3
+            assert work.is_dir()
+        else:
+            assert len(statuses) == 1 and not work.exists()  # only {"sid": N}: nobody listens any more
 
 
 def test_fetch_and_install_scripts(tmp_path):
