@@ -277,7 +277,8 @@ def _phase_reproduce(key: str, command: list[str], env: list[str], target: Mappi
         args[args.index("--output") + 1] = f"/tmp/model-verify-{key}.json" if docker else f"{key}.json"
     if not docker:
         return shlex.join(env + [python, str(scripts_dir() / script), *args])
-    cli = ["docker"] + (["-H", target["docker_host"]] if target.get("docker_host") else [])
+    host = target.get("docker_host_url")  # the daemon the SDK really used, as `docker -H` takes it
+    cli = ["docker"] + (["-H", host] if host else []) + (["--tlsverify"] if target.get("docker_tls") else [])
     container = target.get("container_name") or target.get("container_id") or "CONTAINER"
     copy = cli + ["cp", f"{scripts_dir()}/.", f"{container}:{REPRODUCE_SCRIPTS}"]
     session = [python, f"{REPRODUCE_SCRIPTS}/run_in_session.py", "--timeout", str(timeout), "--cap", str(cap), "--"]

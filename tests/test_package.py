@@ -122,8 +122,10 @@ def test_docker_phase_reproduce_follows_the_latest_attempt():
     serve = {"command": ["python3", "/tmp/gone/test_serve_mode.py", "--model", "/m", "--output", "/tmp/gone/x.json"],
              "env": {"set": {"USE_FLAGGEMS": "1", "FLAGGEMS_OPS": "-addmm"}, "unset": ["FLAGCX_PATH"]},
              "overrides": {"serve_timeout": 900}, "attempt": 2}
+    # docker_host_url: the daemon the SDK really used (DockerTarget.describe), as `docker -H` takes it
     data = {"parameters": params.to_dict(), "environment": {"target": {"kind": "docker", "container_name": "c1",
-                                                                        "docker_host": "tcp://gpu:2375"}},
+                                                                        "docker_host": "tcp://gpu:2375",
+                                                                        "docker_host_url": "tcp://gpu:2375"}},
             "run_a_without_multichip": {"env": {"set": {}, "unset": []}, "phases": {}},
             "run_b_with_multichip": {"env": {"set": {"USE_FLAGGEMS": "1"}, "unset": []}, "phases": {"serve": serve}}}
     copy, run = report.reproduce(data)["phases"]["run_b_serve"].split(" && ")
@@ -134,6 +136,10 @@ def test_docker_phase_reproduce_follows_the_latest_attempt():
         "FLAGGEMS_OPS=-addmm", "python3", "/tmp/model-verify-scripts/run_in_session.py", "--timeout", "900",
         "--cap", "1800", "--", "python3", "/tmp/model-verify-scripts/test_serve_mode.py", "--model", "/m",
         "--output", "/tmp/model-verify-run_b_serve.json"]
+    data["environment"]["target"].update(docker_host="the default socket", docker_host_url="unix:///var/run/docker.sock",
+                                         docker_tls=True)
+    copy, _ = report.reproduce(data)["phases"]["run_b_serve"].split(" && ")
+    assert shlex.split(copy)[:4] == ["docker", "-H", "unix:///var/run/docker.sock", "--tlsverify"]
 
 
 # --------------------------------------------------------------------------- a wheel in a fresh venv
