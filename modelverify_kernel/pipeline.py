@@ -185,6 +185,7 @@ class Verification:
             flagcx = self.spec("run_b").flagcx_path
             self.probe = run_probe(self.target, self.scripts, flagcx, self.out_dir, dict(self.params.env))
         except (UserError, OSError) as exc:
+            self.probe = getattr(exc, "probe", None)  # a Python without vLLM still leaves its fingerprint
             self._precheck_fail(f"{exc}")
             self.save_state()
             return None

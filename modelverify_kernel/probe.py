@@ -20,7 +20,11 @@ PROBE_TIMEOUT_S = 180  # the probe's own `import vllm` may take up to 120 s
 
 
 class ProbeError(UserError):
-    """The probe could not run or answered nonsense."""
+    """The probe could not run, answered nonsense, or found no usable vLLM (`probe`: what it did find)."""
+
+    def __init__(self, message: str, probe: "Probe | None" = None) -> None:
+        super().__init__(message)
+        self.probe = probe
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,7 @@ def run_probe(target: Target, scripts: str, flagcx_path: str | None, out_dir: Pa
         raise ProbeError(
             f"Parameter target_python: {where} in the target cannot import vLLM ({problem.rstrip('.')}); "
             f"set target_python to the Python where vLLM is installed and imports, "
-            f"e.g. -p target_python /opt/venv/bin/python."
+            f"e.g. -p target_python /opt/venv/bin/python.",
+            probe,
         )
     return probe

@@ -138,3 +138,5 @@ def test_the_pre_check_fails_before_any_engine_with_the_system_python(tmp_path):
     assert data["precheck"]["error"].startswith(f"Parameter target_python: {SYSTEM_PYTHON} in the target cannot "
                                                 f"import vLLM (No module named 'vllm')")
     assert sorted(p.name for p in (v.out_dir / "logs").iterdir()) == ["probe.log"]  # no phase ran
+    # what the probe did find stays in the fingerprint: the Python it ran, and no vLLM there
+    assert data["environment"]["probe"]["executable"] and data["environment"]["probe"]["python"]
