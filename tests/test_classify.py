@@ -452,12 +452,16 @@ def test_rules_load_from_references() -> None:
     ("| E-driver-old | environment | 0 | high | `text:/x/` | h |", "already defined"),
 ])
 def test_malformed_rule_row_is_an_error(tmp_path: Path, bad_row: str, needle: str) -> None:
+    _assert_row_refused(tmp_path, bad_row, needle)
+
+
+def _assert_row_refused(tmp_path: Path, bad_row: str, needle: str) -> None:
+    """A copy of references/ with `bad_row` added to the first table fails to load, naming file:line."""
     refs = tmp_path / "references"
     shutil.copytree(REPO / "references", refs)
     doc = refs / "error-classification.md"
-    text = doc.read_text(encoding="utf-8")
     anchor = "| D-flashinfer |"
-    doc.write_text(text.replace(anchor, bad_row + "\n" + anchor, 1), encoding="utf-8")
+    doc.write_text(doc.read_text(encoding="utf-8").replace(anchor, bad_row + "\n" + anchor, 1), encoding="utf-8")
     with pytest.raises(RuleError, match=needle) as info:
         load_rules(refs)
     assert "error-classification.md:" in str(info.value)
@@ -848,14 +852,7 @@ def test_a_plugin_built_for_another_vllm_explains_an_unattributed_crash() -> Non
     ("`cond:/No platform/ text:/x/`", "cond: atoms explain failures"),
 ])
 def test_malformed_cond_rows_are_errors(tmp_path: Path, match: str, needle: str) -> None:
-    refs = tmp_path / "references"
-    shutil.copytree(REPO / "references", refs)
-    doc = refs / "error-classification.md"
-    doc.write_text(doc.read_text(encoding="utf-8").replace(
-        "| D-flashinfer |", f"| E-bad | environment | 0 | high | {match} | h |\n| D-flashinfer |", 1), encoding="utf-8")
-    with pytest.raises(RuleError, match=needle) as info:
-        load_rules(refs)
-    assert "error-classification.md:" in str(info.value)
+    _assert_row_refused(tmp_path, f"| E-bad | environment | 0 | high | {match} | h |", needle)
 
 
 def test_benign_rows_split_for_speed_match_exactly_what_the_rows_say() -> None:
