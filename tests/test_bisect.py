@@ -122,3 +122,61 @@ def test_two_kernels_that_fail_only_together_are_found_confirmed_and_reported(tm
     nb = json.loads((out_dir / "verify.ipynb").read_text())
     printed = "".join("".join(o.get("text", "")) for c in nb["cells"] for o in c.get("outputs", []))
     assert "step 1: Run B offline with" in printed and "found:" in printed  # the steps shown as they ran
+
+
+# --------------------------------------------------------------------------- budget and interruption
+
+
+def _failing_verification(tmp_path, **params):
+    """A decided verification whose Run B offline phase failed with FlagGems active (records only)."""
+    from modelverify_kernel.pipeline import Verification
+    from modelverify_kernel.stack import ComponentActivity
+
+    v = Verification(params=validate({"model_path": "/m", "output_dir": str(tmp_path), **params}), target=None)
+    ran = [{"event": "flaggems_op_ran", "via": "aten", "fn": f"flag_gems.ops.{op}.{op}", "op": op}
+           for op in ("embedding", "mean_dim", "rsqrt", "silu")]
+    for run in ("run_a", "run_b"):
+        for phase in ("offline", "serve"):
+            failed = run == "run_b" and phase == "offline"
+            v.add_attempt(records.PhaseResult(run=run, phase=phase, status="FAIL" if failed else "PASS",
+                                              error="RuntimeError: boom" if failed else None,
+                                              result={"stack_evidence": ran if run == "run_b" else []}))
+    v.activity = {"run_b": {"FlagGems": ComponentActivity("FlagGems", "active", ["ran"], "strong")}}
+    v.verdict = records.Verdict("MULTICHIP_ERROR", "d", "FlagGems", "base", "PARTIAL", "FlagGems")
+    return v
+
+
+def test_the_budget_stops_the_search_and_the_record_says_where(tmp_path, monkeypatch):
+    """The phase runs are simulated here (the engine tests run them for real): the search stops at
+    bisect_max_steps, keeps every finished step in bisect/bisection.json, and says how far it got."""
+    v = _failing_verification(tmp_path, bisect_max_steps=2)
+    ran = []
+
+    def fake_run(self, phase, disabled, folder, number):
+        ran.append(tuple(sorted(disabled)))
+        fails = "silu" not in disabled
+        return records.BisectStep(number, phase, tuple(sorted(disabled)), "fail" if fails else "pass", "w", 1.0)
+
+    monkeypatch.setattr(bisect._Search, "run", fake_run)
+    result = bisect._Search(v, None).search()
+    assert result.status == "stopped" and "bisect_max_steps=2" in result.reason
+    assert len(result.steps) == len(ran) == 2
+    on_disk = records.read(records.Bisection, tmp_path / "bisect" / "bisection.json")
+    assert on_disk == result and on_disk.culprit_ops and on_disk.blacklist is None  # narrowed, not confirmed
+    # what `report OUTPUT_DIR` rebuilds from after a kill: the search as far as it got
+    v.save_state()
+    from modelverify_kernel.pipeline import Verification
+
+    assert Verification.resume(tmp_path).bisection == result
+
+
+def test_a_second_culprit_is_searched_when_the_first_one_off_is_not_enough(tmp_path, monkeypatch):
+    """Two kernels that each break the phase alone: the confirming run with the first one off still
+    fails, so the search goes on among the rest and reports both."""
+    v = _failing_verification(tmp_path)
+    monkeypatch.setattr(bisect._Search, "run", lambda self, phase, disabled, folder, number: records.BisectStep(
+        number, phase, tuple(sorted(disabled)), "pass" if {"mean_dim", "silu"} <= set(disabled) else "fail", "w"))
+    result = bisect._Search(v, None).search()
+    assert (result.status, sorted(result.culprit_ops)) == ("found", ["mean_dim", "silu"])
+    assert [s.outcome for s in result.confirm] == ["pass", "pass"]
+    assert len({s.disabled for s in result.steps}) == len(result.steps)  # no set of kernels run twice
