@@ -200,8 +200,13 @@ class Controller:
     def watch_stdin(self) -> None:
         """In a thread: "stop" ends the session; end of file means the controller is gone."""
         def watch() -> None:
-            for line in sys.stdin.buffer:
-                if line.strip() == b"stop":
+            # os.read, not sys.stdin: a daemon thread blocked inside the buffered reader holds its
+            # lock, and Python aborts at exit ("Fatal Python error: _enter_buffered_busy")
+            pending = b""
+            while chunk := os.read(0, 4096):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                if any(line.strip() == b"stop" for line in lines):
                     self.stop("stopped")
             self.gone.set()
             self.stop("controller gone")
