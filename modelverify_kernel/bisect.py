@@ -26,13 +26,11 @@ from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 from . import compare, records, runs
 from .records import BisectStep, Bisection, PhaseResult
-from .vocabulary import PHASES, Layout
+from .vocabulary import PHASES, PLUGIN_SWITCH, RECORDER_SWITCH, Layout
 
 if TYPE_CHECKING:
     from .pipeline import Verification
 
-PLUGIN_SWITCH = "VLLM_FL_FLAGOS_BLACKLIST"
-RECORDER_SWITCH = "MODELVERIFY_FLAGGEMS_UNUSED"  # container_scripts/stack_evidence.py DISABLE_VAR
 SEARCHED = ("MULTICHIP_ERROR", "OUTPUT_MISMATCH")
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
-from .vocabulary import PHASES
+from .vocabulary import PHASES, RECORDER_SWITCH
 
 R = TypeVar("R")
 
@@ -346,7 +346,7 @@ class Bisection:
         """The sentence a release engineer needs."""
         if self.blacklist is None:
             return None
-        if self.switch == "MODELVERIFY_FLAGGEMS_UNUSED":  # FlagGems enabled without the plugin
+        if self.switch == RECORDER_SWITCH:  # FlagGems enabled without the plugin
             ops = ", ".join(repr(o) for o in self.culprit_ops)
             return (f"Ship on the full stack with FlagGems enabled as flag_gems.enable(unused=[{ops}]) (the "
                     f"confirming Run B, {self.blacklist}, passed and agreed with Run A), or on base.")

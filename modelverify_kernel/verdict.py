@@ -28,11 +28,10 @@ def with_culprits(v: Verdict, b: Bisection) -> Verdict:
     """A confirmed culprit-op search names FlagGems and the ops; conclusion, stack and status stay."""
     if b.status != "found":
         return v
-    ops = ", ".join(b.culprit_ops)
+    many = len(b.culprit_ops) > 1
     return replace(v, multichip_component="FlagGems", component="FlagGems",
-                   detail=f"{v.detail} Culprit op search: the FlagGems kernel{'s' if len(b.culprit_ops) > 1 else ''} "
-                          f"{ops} {'break' if len(b.culprit_ops) > 1 else 'breaks'} Run B — ship on the full stack "
-                          f"with {b.blacklist}, or on base.")
+                   detail=f"{v.detail} Culprit op search: the FlagGems kernel{'s' if many else ''} "
+                          f"{', '.join(b.culprit_ops)} {'break' if many else 'breaks'} Run B. {b.advice}")
 
 
 def failures(phases: Mapping[str, PhaseResult]) -> list[PhaseResult]:

@@ -38,6 +38,12 @@ RUN_A_UNSET: tuple[str, ...] = ("FLAGCX_PATH",)
 RUN_B_ENV = {"USE_FLAGGEMS": "1", "FLAGCX_PATH": "/tmp/FlagCX", "VLLM_PLUGINS": "fl"}
 RUN_B_UNSET: tuple[str, ...] = ()
 
+# The switches the culprit-op search turns kernels off with: the FL plugin's own, and ours for
+# FlagGems enabled without the plugin (container_scripts/stack_evidence.py DISABLE_VAR, which
+# cannot import this package, spells it too).
+PLUGIN_SWITCH = "VLLM_FL_FLAGOS_BLACKLIST"
+RECORDER_SWITCH = "MODELVERIFY_FLAGGEMS_UNUSED"
+
 # --------------------------------------------------------------------------- the truth table
 
 
