@@ -4,10 +4,9 @@ When Run A passed and Run B failed or diverged with FlagGems active, Run B's fir
 (offline when it shows the fault) is run again with subsets of the FlagGems kernels that ran
 switched off through the stack's own switch — the FL plugin's `VLLM_FL_FLAGOS_BLACKLIST`, or,
 where FlagGems is enabled without the plugin, our recorder's `MODELVERIFY_FLAGGEMS_UNUSED`,
-which joins `flag_gems.enable(unused=…)` inside the engine. The search is delta debugging
-over the kernels left *on* — a binary search for one culprit, then Zeller's ddmin where the
-fault needs two kernels together — and finds a smallest set whose kernels, on together, still
-bring the fault back — so two kernels that only fail together are both found.
+which joins `flag_gems.enable(unused=…)` inside the engine. The search runs over the kernels
+left *on* (adaptive group testing, see `narrow`) and finds a smallest set whose kernels, on
+together, still bring the fault back — so two kernels that only fail together are both found.
 A final Run B, both phases, with the culprits off must pass and agree with Run A before they
 are reported.
 
@@ -101,52 +100,37 @@ def why_not(v: "Verification") -> str | None:
 
 
 def narrow(items: Sequence[str], fails: Callable[[frozenset[str]], bool]) -> list[str]:
-    """A smallest subset of `items` (kernels left on) for which `fails` still holds.
+    """A smallest set of `items` (kernels left on) for which `fails` still holds.
 
-    `fails(items)` is known to hold. First a binary search that assumes one culprit — one step
-    per halving, and one check that the kernel it ends on really brings the fault back alone;
-    where that check fails (the fault needs two kernels together), delta debugging (ddmin) from
-    what is known. Results are cached: no subset is run twice.
+    `fails(items)` is known to hold and `fails(∅)` not (the all-off step ran first). Adaptive
+    group testing, as in QuickXplain: a binary search for the shortest prefix of the candidates
+    that, on together with the culprits found so far, brings the fault back — its last kernel is
+    a culprit; then, unless the culprits alone bring it back, the same search among the kernels
+    before it. k culprits among n kernels take about k·(⌈log2 n⌉ + 1) steps — one culprit
+    ⌈log2 n⌉ + 1, a pair that only fails together about twice that. Each kernel found is needed:
+    without it, what is left lies inside a prefix that passed. Results are cached: no set runs twice.
     """
     seen: dict[frozenset[str], bool] = {frozenset(items): True}
 
-    def test(subset: Sequence[str]) -> bool:
+    def test(subset: Iterable[str]) -> bool:
         key = frozenset(subset)
         if key not in seen:
             seen[key] = fails(key)
         return seen[key]
 
-    current = list(items)
-    while len(current) > 1:
-        half = current[:len(current) // 2]
-        current = half if test(half) else current[len(current) // 2:]
-    if test(current):
-        return current
-    return ddmin(items, test)
-
-
-def ddmin(items: Sequence[str], test: Callable[[Sequence[str]], bool]) -> list[str]:
-    """Zeller's ddmin: a 1-minimal subset of `items` for which `test` holds (`test(items)` does)."""
-    current, n = list(items), 2
-    while len(current) >= 2:
-        size = len(current) / n
-        chunks = [c for c in (current[round(i * size):round((i + 1) * size)] for i in range(n)) if c]
-        reduced = False
-        for chunk in chunks:
-            if test(chunk):
-                current, n, reduced = chunk, 2, True
-                break
-        if not reduced and n > 2:
-            for chunk in chunks:
-                rest = [x for x in current if x not in chunk]
-                if test(rest):
-                    current, n, reduced = rest, max(n - 1, 2), True
-                    break
-        if not reduced:
-            if n >= len(current):
-                break
-            n = min(len(current), n * 2)
-    return current
+    culprits: list[str] = []
+    candidates = list(items)
+    while candidates and not (culprits and test(culprits)):
+        lo, hi = 1, len(candidates)  # culprits + candidates[:hi] brings the fault back
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if test([*culprits, *candidates[:mid]]):
+                hi = mid
+            else:
+                lo = mid + 1
+        culprits.append(candidates[lo - 1])
+        candidates = candidates[:lo - 1]
+    return [o for o in items if o in culprits]
 
 
 class _Search:

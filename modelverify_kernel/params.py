@@ -68,7 +68,7 @@ class Params:
     fail_on: str = "never"  # never | fail | partial: make papermill fail on the verdict
     # The culprit-op search (bisect.py): on by default when Run B fails or diverges with FlagGems active.
     bisect: bool = True
-    bisect_max_steps: int = 12  # search steps (phase runs) before it stops; the 2 confirming runs come on top
+    bisect_max_steps: int = 24  # search steps (phase runs) before it stops; the 2 confirming runs come on top
     bisect_timeout: int = 3600  # seconds the search may spend before it stops
     # The notebook's "Debugging a failing run" cells: re-run one phase once more, changed.
     debug_rerun: str | None = None  # RUN:PHASE, e.g. run_b:serve; None: the debugging cells do nothing
@@ -274,7 +274,7 @@ def validate(values: Mapping[str, Any]) -> Params:
         keep_files=_bool("keep_files", get("keep_files")),
         fail_on=_choice("fail_on", get("fail_on"), ("never", "fail", "partial")),
         bisect=_bool("bisect", get("bisect")),
-        bisect_max_steps=_int("bisect_max_steps", get("bisect_max_steps"), "12"),
+        bisect_max_steps=_int("bisect_max_steps", get("bisect_max_steps"), "24"),
         bisect_timeout=_int("bisect_timeout", get("bisect_timeout"), "3600"),
         debug_rerun=None if get("debug_rerun") is None
         else _choice("debug_rerun", get("debug_rerun"), DEBUG_RERUNS),

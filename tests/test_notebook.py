@@ -20,7 +20,7 @@ def _execute(tmp_path, **parameters):
 
 
 @pytest.mark.engine
-def test_good_run_on_the_demo_model(demo_run):
+def test_good_run_on_the_demo_model(demo_run, tmp_path):
     """conftest's demo_run: the notebook on the demo model (with fail_on=partial, which only
     decides papermill's exit after everything is written; tests/test_report_html.py checks that)."""
     out_dir = demo_run["out"]
