@@ -58,8 +58,12 @@ browser-deps:
 	  apt-get install -y -qq --no-install-recommends chromium; } || \
 	  echo "chromium missing and not root: the browser test will skip (and fail under CI)"
 
+# Two workers (pytest-xdist): most of a test's time is vLLM importing in one process, so two
+# run side by side on two cores; tests that share a costly fixture stay on one worker (conftest).
+TEST_WORKERS ?= 2
+
 test: $(STAMP) $(TEST_STACK)/.installed docker-deps browser-deps
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 # Kinds of tests (pyproject.toml markers): unit (pure, seconds), process, engine, docker, browser.
 test-fast test-unit: $(STAMP)

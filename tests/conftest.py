@@ -18,15 +18,37 @@ import pytest
 from modelverify_kernel.demo import build_demo_model
 
 REPO = Path(__file__).resolve().parents[1]
-# vLLM for CPU on this kind of machine needs a small KV cache request (FACTS.md).
-CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1"}
-DEMO_ENGINE_ARGS = ["--enforce-eager", "--dtype", "float32"]
+# vLLM for CPU on this kind of machine needs a small KV cache request (FACTS.md); the demo's
+# engine arguments are the README's.
+KV_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1"}
+ENGINE_ARGS = ["--enforce-eager", "--dtype", "float32"]
+# Most engine tests run vLLM in one process for an offline phase (two for serve: the API server
+# and the engine) instead of three, each importing vLLM: 20 s a phase here instead of 32, same
+# tokens. The demo run (conftest) and the Docker notebook test keep vLLM's default shape; the
+# process-tree tests use serve, which keeps a tree.
+CPU_ENV = {**KV_ENV, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+DEMO_ENGINE_ARGS = [*ENGINE_ARGS, "--distributed-executor-backend", "uni"]
 
 
 # What a test needs to run; pyproject.toml registers them. A test without any is `unit`; one that
 # uses the private Docker daemon's fixture is `docker`.
 KINDS = ("unit", "process", "engine", "docker", "browser")
 SLOW_KINDS = {"engine", "docker", "browser"}  # `slow` is their alias: -m 'not slow' still works
+# `make test` runs two pytest-xdist workers (--dist loadgroup). Tests that share a fixture too
+# costly to build twice run on one worker: the demo run, the private Docker daemon, and a
+# module's own module-scoped run (tests/test_stack_modes.py).
+SHARED_SESSION_FIXTURES = {"demo_run": "demo_run", "dockerd": "docker"}
+
+
+def _worker_group(item) -> str | None:
+    for name, group in SHARED_SESSION_FIXTURES.items():
+        if name in getattr(item, "fixturenames", ()):
+            return group
+    info = getattr(item, "_fixtureinfo", None)
+    for defs in (info.name2fixturedefs.values() if info else ()):
+        if defs and defs[-1].scope == "module":
+            return item.module.__name__
+    return None
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects
@@ -41,6 +63,9 @@ def pytest_collection_modifyitems(config, items):
             raise pytest.UsageError(f"{item.nodeid} is marked unit and {sorted(kinds - {'unit'})}: pick one")
         if kinds & SLOW_KINDS:
             item.add_marker(pytest.mark.slow)
+        group = _worker_group(item)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -104,8 +129,8 @@ def demo_run(tmp_path_factory, demo_model) -> dict:
         mp.setenv(name, value)
         pm.execute_notebook(str(REPO / "notebooks" / "verify.ipynb"), str(notebook), cwd=str(REPO),
                             kernel_name="python3", progress_bar=False,
-                            parameters={"model_path": str(demo_model), "output_dir": str(out_dir), "env": CPU_ENV,
-                                        "extra_vllm_args": DEMO_ENGINE_ARGS, "max_model_len": 512,
+                            parameters={"model_path": str(demo_model), "output_dir": str(out_dir), "env": KV_ENV,
+                                        "extra_vllm_args": ENGINE_ARGS, "max_model_len": 512,
                                         "fail_on": "partial"})
     return {"out": out_dir, "notebook": notebook, "error": exc.value, "base": base, "marker": f"{name}={value}"}
 
