@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing.util
 import os
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -180,14 +181,17 @@ def marker(monkeypatch):
 def no_leftovers(marker, tmp_path, monkeypatch):
     """After the test: no process of the run, no temporary folder of ours outside the output.
     The test's processes get their own TMPDIR, so only what this test made is looked at."""
-    own_tmp = tmp_path / "tmpdir"
-    own_tmp.mkdir()
+    # short, under the system's temp folder: vLLM puts its ZeroMQ sockets there, and a socket
+    # path over 107 characters (a pytest-xdist worker's tmp_path) is refused
+    own_tmp = Path(tempfile.mkdtemp(prefix="mvt-"))
     monkeypatch.setenv("TMPDIR", str(own_tmp))
     monkeypatch.setattr(tempfile, "tempdir", str(own_tmp))
     ports: list[int] = []
     yield ports
     wait_until(lambda: processes_with_env(marker) == [], 10, "the exit of every process of the run", poll=0.2)
-    assert list(own_tmp.glob("modelverify-*")) == [], "temporary files left behind"
+    left = list(own_tmp.glob("modelverify-*"))
+    shutil.rmtree(own_tmp, ignore_errors=True)
+    assert left == [], "temporary files left behind"
     for work in Path(tmp_path).glob("**/.work"):
         assert not any(work.iterdir()), f"{work} was not cleaned up"
     for port in ports:

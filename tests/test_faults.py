@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import CPU_ENV, DEMO_ENGINE_ARGS, REPO, processes_with_env, wait_until
+from conftest import CPU_ENV, DEMO_ENGINE_ARGS, ENGINE_ARGS, KV_ENV, REPO, processes_with_env, wait_until
 
 from modelverify_kernel.params import validate
 from modelverify_kernel.pipeline import Verification
@@ -68,8 +68,9 @@ def _in_background(fn):
 
 @pytest.mark.engine
 def test_server_dying_during_startup_ends_the_phase_on_its_death(tmp_path, demo_model, marker, no_leftovers):
-    """Ended by the death itself, not by health_timeout (300 s: the join below gives up long before)."""
-    params = _params(tmp_path, demo_model, health_timeout=300)
+    """Ended by the death itself, not by health_timeout (300 s: the join below gives up long before).
+    vLLM's default shape: an engine core process to wait for."""
+    params = _params(tmp_path, demo_model, health_timeout=300, env=KV_ENV, extra_vllm_args=ENGINE_ARGS)
     thread, out = _in_background(lambda: _phase(params, "serve"))
     _wait_for_process(marker, "EngineCore")  # mid-start: the engine core exists
     server = _wait_for_process(marker, "api_server")
@@ -85,8 +86,9 @@ def test_server_dying_during_startup_ends_the_phase_on_its_death(tmp_path, demo_
 
 @pytest.mark.engine
 def test_hung_engine_is_killed_at_the_timeout_with_the_last_200_lines(tmp_path, demo_model, marker, no_leftovers):
-    """The engine core is stopped (SIGSTOP) in the middle of its start-up: a real hang."""
-    params = _params(tmp_path, demo_model, offline_timeout=45, run_b="never")
+    """The engine core is stopped (SIGSTOP) in the middle of its start-up: a real hang (vLLM's
+    default shape, where the engine core is a process of its own)."""
+    params = _params(tmp_path, demo_model, offline_timeout=45, run_b="never", env=KV_ENV, extra_vllm_args=ENGINE_ARGS)
 
     thread, out = _in_background(lambda: Verification.run_all(params))
     engine = _wait_for_process(marker, "EngineCore")  # the offline phase's engine comes first
