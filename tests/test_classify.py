@@ -871,3 +871,140 @@ def test_benign_rows_split_for_speed_match_exactly_what_the_rows_say() -> None:
         assert got == expected, line
     assert C._top_alternatives(r"a\|b|[|]x|(c|d)|e") == [r"a\|b", "[|]x", "(c|d)", "e"]
     assert _re.compile("|".join(C._top_alternatives(r"^x|y"))).pattern == "^x|y"
+
+
+# --------------------------------------------------------------------------- one row per mechanism (issue 11)
+
+
+@pytest.mark.parametrize("row, needle", [
+    ("| E-bad | environment | 0 | high | `text:/x/ or !exc:/Y/` | h |", "positive atom"),
+    ("| E-bad | environment | 0 | high | `or text:/x/` | h |", "cannot parse"),
+    ("| E-bad | environment | 0 | high | `text:/x/ or` | h |", "cannot parse"),
+    ("| E-bad | environment | 0 | high | `text:/x/ and exc:/Y/` | h |", "cannot parse"),
+    ("| E-bad | environment | 0 | high | `exc:/Y/ or line:/x/ exc:/Z/` | h |", "line:"),
+    ("| B-bad | benign | - | high | `line:/x/ or line:/y/` | h |", "one alternative"),
+])
+def test_malformed_alternatives_are_errors(tmp_path: Path, row: str, needle: str) -> None:
+    _assert_row_refused(tmp_path, row, needle)
+
+
+def test_a_row_with_alternatives_matches_a_line_or_an_exception(tmp_path: Path) -> None:
+    """`a or b`: a log line matches the line alternative, a traceback the frame alternative."""
+    refs = tmp_path / "references"
+    shutil.copytree(REPO / "references", refs)
+    doc = refs / "error-classification.md"
+    row = ("| M-zz-test | model | 2 | high | `line:/zebra quokka refused/ or exc:/ValueError/ "
+           "inner:/zz_loader\\/load\\.py/` | h |")
+    doc.write_text(doc.read_text(encoding="utf-8").replace("| D-flashinfer |", row + "\n| D-flashinfer |", 1),
+                   encoding="utf-8")
+    rules = load_rules(refs)
+    rule = next(r for r in rules if r.id == "M-zz-test")
+    assert len(rule.alts) == 2 and rule.line_capable and rule.exception_capable
+    line = classify_log(["ERROR 11-30 10:00:00 [x.py:1] zebra quokka refused the weights"], rules=rules)
+    assert (line.component, line.rule) == ("model", "M-zz-test")
+    tb = ['Traceback (most recent call last):',
+          '  File "/usr/lib/python3.12/site-packages/zz_loader/load.py", line 3, in load',
+          'ValueError: bad thing']
+    assert (classify_log(tb, rules=rules).rule) == "M-zz-test"
+    assert classify_log(tb[:2] + ["KeyError: 'w'"], rules=rules).rule != "M-zz-test"  # each alternative whole
+    assert classify_log(["ValueError: zebra quokka refused"], rules=rules).rule != "M-zz-test"  # line: is lines only
+
+
+@pytest.mark.parametrize("log", [
+    "RuntimeError: CUDA error: no kernel image is available for execution on the device\n",
+    "UserWarning:\n    Found GPU0 Quadro K6000 which is of cuda capability 3.5.\n"
+    "    The minimum cuda capability supported by this library is 5.0.\n",
+    "RuntimeError: The detected CUDA version (12.4) mismatches the version that was used to compile PyTorch (11.8).\n",
+    "RuntimeError: Unexpected error from cudaGetDeviceCount(). Error 804: forward compatibility was attempted on non supported HW\n",
+])
+def test_installed_binaries_that_do_not_fit_the_host_are_environment(log: str) -> None:
+    diag = classify_text(log)
+    assert (diag.component, diag.rule) == ("environment", "E-host-build"), diag
+
+
+@pytest.mark.parametrize("log", [
+    "ImportError: /opt/conda/lib/python3.11/site-packages/flash_attn_2_cuda.cpython-311-x86_64-linux-gnu.so: "
+    "undefined symbol: _ZN3c104cuda9SetDeviceEi\n",
+    "RuntimeError: xformers version (0.0.27) does not match torch version (2.5.1): rebuild xformers\n",
+    "RuntimeError: nvidia-cudnn-frontend version 1.3 does not match cudnn version 1.5. Please install the same version of both.\n",
+    "AttributeError: module 'numpy' has no attribute 'float_'\n",
+    "WARNING 11-30 10:00:00 [registry.py:500] Model architectures ['AcmeForCausalLM'] failed to be inspected. "
+    "Please check the logs for more details.\n",
+])
+def test_packages_out_of_step_are_dependency(log: str) -> None:
+    diag = classify_text(log)
+    assert (diag.component, diag.rule) == ("dependency", "D-skew"), diag
+
+
+def test_undefined_symbol_in_a_multichip_library_is_not_a_dependency() -> None:
+    diag = classify_text("ImportError: /x/site-packages/triton/_C/libtriton.so: undefined symbol: _ZN4mlir3foo\n")
+    assert diag.component == "FlagTree", diag
+
+
+def test_remote_code_refused_by_transformers_loader_is_model_even_when_the_message_is_cut() -> None:
+    log = """\
+Traceback (most recent call last):
+  File "/srv/venv/lib/python3.11/site-packages/vllm/transformers_utils/config.py", line 300, in get_config
+    config = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code)
+  File "/srv/venv/lib/python3.11/site-packages/transformers/models/auto/configuration_auto.py", line 1100, in from_pretrained
+    config_class = get_class_from_dynamic_module(class_ref, pretrained_model_name_or_path, **kwargs)
+  File "/srv/venv/lib/python3.11/site-packages/transformers/dynamic_module_utils.py", line 500, in get_class_from_dynamic_module
+    raise ValueError(
+ValueError: The reposit
+"""
+    diag = classify_text(log)
+    assert (diag.component, diag.rule) == ("model", "M-remote-code"), diag
+
+
+@pytest.mark.parametrize("log", [
+    'Traceback (most recent call last):\n'
+    '  File "/usr/lib/python3.10/site-packages/triton/backends/acme/driver.py", line 12, in <module>\n'
+    '    from triton.backends.acme import acme_utils\n'
+    "ModuleNotFoundError: No module named 'triton.backends.acme.acme_utils'\n",
+    "OSError: libtriton_acme.so: cannot open shared object file: No such file or directory\n",
+    "RuntimeError: 2 active drivers ([AcmeDriver, CudaDriver]). There should only be one.\n",
+])
+def test_an_incomplete_flagtree_install_is_flagtree(log: str) -> None:
+    diag = classify_text(log)
+    assert (diag.component, diag.rule) == ("FlagTree", "T-install"), diag
+
+
+@pytest.mark.parametrize("log", [
+    # torch's HCCL watchdog (Ascend) — a collective timeout, another library
+    "[rank3]:[E ProcessGroupHCCL.cpp:588] [Rank 3] Watchdog caught collective operation timeout: "
+    "WorkHCCL(SeqNum=88, OpType=BROADCAST, Timeout(ms)=1800000) ran for 1800012 milliseconds before timing out.\n",
+    # prose in an issue: a hang inside a communicator's initialisation
+    "With TP=4 the server hangs forever inside ncclCommInitRankConfig, GPU util 0%.\n",
+    "All ranks are stuck in flagcxAllReduce after the first decode step.\n",
+    # the stack faulthandler prints at a timeout: a worker waiting in vLLM's NCCL wrapper
+    "Thread 0x00007f1c (most recent call first):\n"
+    '  File "/usr/lib/python3.12/site-packages/vllm/distributed/device_communicators/pynccl_wrapper.py", line 300 in ncclAllReduce\n'
+    '  File "/usr/lib/python3.12/site-packages/vllm/distributed/device_communicators/pynccl.py", line 120 in all_reduce\n',
+])
+def test_collective_communication_that_never_completes_is_flagcx(log: str) -> None:
+    diag = classify_text(log)
+    assert (diag.component, diag.rule) == ("FlagCX", "X-comm-hang"), diag
+
+
+@pytest.mark.parametrize("log", [
+    # NCCL's own INFO lines of a healthy start name the same calls: no failure
+    "gpu1:3312:3312 [0] NCCL INFO ncclCommInitRank comm 0x5a1e rank 0 nranks 2 cudaDev 0 - Init COMPLETE\n",
+    "node7:91:91 [1] NCCL INFO AllReduce: opCount 0 sendbuff 0x7f blocking=1 count 4096 datatype 7\n",
+    # a hang word and an NCCL variable in advice is not a hang in a collective
+    "WARNING 11-30 10:00:00 [utils.py:10] If the run hangs, set NCCL_P2P_DISABLE=1 and retry.\n",
+])
+def test_healthy_collective_lines_are_not_hangs(log: str) -> None:
+    assert classify_text(log).component == "none"
+
+
+def test_plugin_version_skew_is_one_rule_in_three_forms() -> None:
+    frames = ('Traceback (most recent call last):\n'
+              '  File "/opt/venv/lib/python3.12/site-packages/vllm_fl/ops/linear.py", line 4, in <module>\n'
+              '    import fused_gemm\n'
+              "ModuleNotFoundError: No module named 'fused_gemm'\n")
+    bare = "ImportError: cannot import name 'SamplerOutput' from 'vllm.model_executor.layers.sampler'\n"
+    cond = ("WARNING 11-30 10:00:00 [plugin.py:9] vLLM 0.31.0 is not compatible with this plugin: versions "
+            "differ\nProcess EngineCore_0:\nTraceback (most recent call last):\n")
+    for log in (frames, bare, cond):
+        diag = classify_text(log)
+        assert (diag.component, diag.rule) == ("plugin", "P-vllm-skew"), (log, diag)
