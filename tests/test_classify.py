@@ -1008,3 +1008,17 @@ def test_plugin_version_skew_is_one_rule_in_three_forms() -> None:
     for log in (frames, bare, cond):
         diag = classify_text(log)
         assert (diag.component, diag.rule) == ("plugin", "P-vllm-skew"), (log, diag)
+
+
+@pytest.mark.parametrize("log, component", [
+    # torch's compiler asks the installed triton (FlagTree) for a name it does not have
+    ("ImportError: cannot import name 'AttrsDescriptor' from 'triton.backends.compiler' "
+     "(/opt/venv/lib/python3.10/site-packages/triton/backends/compiler.py)\n", "FlagTree"),
+    ("ModuleNotFoundError: No module named 'triton'\n", "FlagTree"),
+    # one platform plugin importing a name another (vllm_ascend) no longer exports: plugin skew
+    ("ImportError: cannot import name 'AscendRMSNorm' from 'vllm_ascend.ops.layernorm'\n", "plugin"),
+    # an ordinary library's missing name stays a dependency
+    ("ImportError: cannot import name 'cached_download' from 'huggingface_hub'\n", "dependency"),
+])
+def test_import_of_a_name_the_installed_package_lacks_blames_that_package_family(log: str, component: str) -> None:
+    assert classify_text(log).component == component, classify_text(log)
