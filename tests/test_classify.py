@@ -1022,3 +1022,23 @@ def test_plugin_version_skew_is_one_rule_in_three_forms() -> None:
 ])
 def test_import_of_a_name_the_installed_package_lacks_blames_that_package_family(log: str, component: str) -> None:
     assert classify_text(log).component == component, classify_text(log)
+
+
+@pytest.mark.parametrize("log, rule", [
+    ("RuntimeError: HCCL timeout: the broadcast on rank 2 did not complete in 1200 s\n", "X-comm-hang"),
+    ("ERROR 11-30 10:00:00 [worker.py:50] FlagCX allgather on rank 1 timed out after 900 s\n", "X-comm-hang"),
+    ("torch.distributed.DistBackendError: NCCL error in: ../torch/csrc/distributed/c10d/NCCLUtils.cpp:77, internal "
+     "error - please report this issue to the NCCL developers, NCCL version 2.19.3\nncclInternalError: Internal check "
+     "failed.\n", "X-error"),
+])
+def test_the_communication_library_failing_on_its_own_is_flagcx(log: str, rule: str) -> None:
+    diag = classify_text(log)
+    assert (diag.component, diag.rule) == ("FlagCX", rule), diag
+
+
+def test_a_communication_timeout_setting_is_not_a_timeout() -> None:
+    assert classify_text("WARNING 11-30 10:00:00 [utils.py:9] NCCL timeout set to 600 s for this group\n").component == "none"
+    # an NCCL system error is the host's setup, not the library's own failure
+    diag = classify_text("torch.distributed.DistBackendError: NCCL error in: ../x.cpp:1, unhandled system error "
+                         "(run with NCCL_DEBUG=INFO for details), NCCL version 2.19.3\n")
+    assert diag.component == "environment", diag
