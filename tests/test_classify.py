@@ -1042,3 +1042,12 @@ def test_a_communication_timeout_setting_is_not_a_timeout() -> None:
     diag = classify_text("torch.distributed.DistBackendError: NCCL error in: ../x.cpp:1, unhandled system error "
                          "(run with NCCL_DEBUG=INFO for details), NCCL version 2.19.3\n")
     assert diag.component == "environment", diag
+
+
+def test_a_components_own_line_about_a_fallback_is_no_failure() -> None:
+    """A component that says it failed at something and fell back carried on: not a failure."""
+    fallback = ("[WARNING] [vllm_fl.dispatch] FlagGems kernel for rotary_embedding not supported on acme, "
+                "falling back to the reference implementation\n")
+    assert classify_text(fallback).component == "none"
+    failed = "[ERROR] [vllm_fl.platform] Failed to initialise the acme device backend: driver handle is null\n"
+    assert classify_text(failed).component == "plugin"
