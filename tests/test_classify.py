@@ -1051,3 +1051,15 @@ def test_a_components_own_line_about_a_fallback_is_no_failure() -> None:
     assert classify_text(fallback).component == "none"
     failed = "[ERROR] [vllm_fl.platform] Failed to initialise the acme device backend: driver handle is null\n"
     assert classify_text(failed).component == "plugin"
+
+
+def test_code_using_a_vllm_name_this_vllm_lacks_is_plugin_unless_vllm_itself_does() -> None:
+    bare = "AttributeError: module 'vllm.model_executor.layers.fused_moe' has no attribute 'FusedMoEMethodBase'\n"
+    assert (classify_text(bare).component, classify_text(bare).rule) == ("plugin", "P-vllm-skew")
+    own = ('Traceback (most recent call last):\n'
+           '  File "/opt/venv/lib/python3.12/site-packages/vllm/config/__init__.py", line 40, in get\n'
+           '    return vllm.envs.VLLM_FOO\n'
+           "AttributeError: module 'vllm.envs' has no attribute 'VLLM_FOO'\n")
+    assert classify_text(own).component == "vllm"
+    other = "AttributeError: module 'vllm_ascend.ops.rotary' has no attribute 'AscendRoPE'\n"  # a platform plugin's API
+    assert classify_text(other).component == "plugin"
