@@ -332,6 +332,8 @@ class _RuleSet:
     wrappers: tuple[Rule, ...]
     ordered: tuple[Rule, ...]  # fixed-component rows then owner rows
     line_rules: tuple[Rule, ...]
+    line_alts: tuple[tuple[tuple[tuple[re.Pattern[str], bool], ...], ...], ...]  # per line rule: its line
+    # alternatives as (regex, negated) pairs (the exception alternatives never match a bare line)
     line_lits: tuple[re.Pattern[str] | None, ...]  # per line rule: one of these literals must occur
     # on the lower-cased line: can a line rule or a native failure match? Its literals are reduced
     # (none contains another), so at each position at most one starts: searching again from the
@@ -502,6 +504,7 @@ def _ruleset(rules: tuple[Rule, ...]) -> _RuleSet:
         wrappers=wrappers,
         ordered=ordered,
         line_rules=line_rules,
+        line_alts=tuple(tuple(tuple((a.pattern, a.negate) for a in alt) for alt in r.line_alts) for r in line_rules),
         # benign lines are recognised before the gate, by their own regexes
         **_literal_index([*line_lits, _NATIVE_LITERALS]),
         line_lits=tuple(re.compile(_trie_regex(sorted(x))) if x else None for x in line_lits),
@@ -809,12 +812,13 @@ class _Scanner:
             maybe = frozenset().union(*(rs.lit_rules[f] for f in found))
         else:
             maybe = None
-        for i, (rule, lits) in enumerate(zip(rs.line_rules, rs.line_lits)):
+        for i, (rule, lits, alts) in enumerate(zip(rs.line_rules, rs.line_lits, rs.line_alts)):
             if maybe is not None and i not in maybe:
                 continue
             if maybe is None and lits is not None and not lits.search(low):
                 continue
-            if _atoms_hold(rule, lambda kind: [text] if kind in ("line", "text") else []) is not None:
+            # _atoms_hold on the line alternatives, inline (a big log's warning lines come here)
+            if any(all((pat.search(text) is None) is neg for pat, neg in alt) for alt in alts):
                 self._emit(st, _Failure(self.index, stream, line_rule=rule, line=text,
                                         context=st.prev.strip()[:1000]))
                 return
