@@ -72,7 +72,11 @@ class Atom:
 
 @dataclass(frozen=True)
 class Rule:
-    """One row of a rule table in references/."""
+    """One row of a rule table in references/.
+
+    Its match is one or more alternatives joined by ``or`` (one mechanism that shows in several
+    forms: a watchdog's timeout line, or a stack dump waiting in the same library); ``atoms`` is
+    all of their atoms together."""
 
     id: str
     component: str  # a component, "owner", "wrapper" or "benign"
@@ -83,15 +87,25 @@ class Rule:
     source: str  # "file.md:line"
     fallback: str | None = None  # for owner(...) / caller(...) rows
     caller: bool = False  # caller(...): Triton's own frames are skipped (the kernel's owner is blamed)
+    alts: tuple[tuple[Atom, ...], ...] = ()  # the alternatives (one: ``(atoms,)``)
+
+    def __post_init__(self) -> None:
+        if not self.alts:
+            object.__setattr__(self, "alts", (self.atoms,))
+
+    @property
+    def line_alts(self) -> tuple[tuple[Atom, ...], ...]:
+        """The alternatives that can match a bare log line (only line:/text: atoms)."""
+        return tuple(alt for alt in self.alts if all(a.kind in ("line", "text") for a in alt))
 
     @property
     def line_capable(self) -> bool:
-        """True when the row can match a bare log line (only line:/text: atoms)."""
-        return all(a.kind in ("line", "text") for a in self.atoms)
+        """True when the row can match a bare log line (an alternative of only line:/text: atoms)."""
+        return bool(self.line_alts)
 
     @property
     def exception_capable(self) -> bool:
-        return not any(a.kind == "line" for a in self.atoms)
+        return any(not any(a.kind == "line" for a in alt) for alt in self.alts)
 
     @property
     def conditional(self) -> bool:
@@ -257,29 +271,40 @@ def _parse_row(cells: list[str], where: str) -> Rule:
         raise RuleError(f"{where}: confidence must be one of {_CONFIDENCE}, got {conf!r}")
     if not hint:
         raise RuleError(f"{where}: empty hint")
-    atoms = _parse_match(match.strip().strip("`").strip(), where)
-    rule = Rule(rid, comp, layer, conf, atoms, hint, where, fallback, caller)
-    if any(a.kind == "line" for a in atoms) and not rule.line_capable:
-        raise RuleError(f"{where}: line: atoms cannot be combined with exception atoms")
-    if rule.conditional and (any(a.kind in ("line", "text") for a in atoms) or comp not in COMPONENT_LAYER):
-        raise RuleError(f"{where}: cond: atoms explain failures; they go with a component and exception atoms")
+    alts = _parse_match(match.strip().strip("`").strip(), where)
+    atoms = tuple(a for alt in alts for a in alt)
+    rule = Rule(rid, comp, layer, conf, atoms, hint, where, fallback, caller, alts)
+    for alt in alts:
+        kinds = {a.kind for a in alt}
+        if "line" in kinds and not kinds <= {"line", "text"}:
+            raise RuleError(f"{where}: line: atoms cannot be combined with exception atoms")
+        if "cond" in kinds and (kinds & {"line", "text"} or comp not in COMPONENT_LAYER):
+            raise RuleError(f"{where}: cond: atoms explain failures; they go with a component and exception atoms")
+        if all(a.negate for a in alt):
+            raise RuleError(f"{where}: a match (each alternative of it) needs at least one positive atom")
+    if comp in ("benign", "wrapper") and len(alts) > 1:
+        raise RuleError(f"{where}: {comp} rows take one alternative (no 'or')")
     for atom in atoms:
         if atom.kind == "cond" and (atom.negate or atom.pattern.flags & re.IGNORECASE
                                     or not _required_literals(atom.pattern.pattern, lower=False)):
             raise RuleError(f"{where}: a cond: atom must be positive, case-sensitive and hold a literal of "
                             f"3+ characters (it is looked for in every log line)")
-    if comp == "benign" and not rule.line_capable:
+    if comp == "benign" and not all(a.kind in ("line", "text") for a in atoms):
         raise RuleError(f"{where}: benign rows may only use line:/text: atoms")
-    if all(a.negate for a in atoms):
-        raise RuleError(f"{where}: a match needs at least one positive atom")
     return rule
 
 
-def _parse_match(text: str, where: str) -> tuple[Atom, ...]:
+def _parse_match(text: str, where: str) -> tuple[tuple[Atom, ...], ...]:
+    """The alternatives of a match cell: atoms separated by spaces, alternatives by ``or``."""
+    alts: list[tuple[Atom, ...]] = []
     atoms: list[Atom] = []
     pos = 0
     for m in _ATOM_RE.finditer(text):
-        if text[pos:m.start()].strip():
+        between = text[pos:m.start()].strip()
+        if between == "or" and atoms:
+            alts.append(tuple(atoms))
+            atoms = []
+        elif between:
             raise RuleError(f"{where}: cannot parse match near {text[pos:m.start()]!r}")
         pos = m.end()
         neg, kind, body, flag = m.groups()
@@ -293,8 +318,9 @@ def _parse_match(text: str, where: str) -> tuple[Atom, ...]:
             raise RuleError(f"{where}: bad regex /{body}/: {exc}") from None
         atoms.append(Atom(kind, pat, bool(neg)))
     if text[pos:].strip() or not atoms:
-        raise RuleError(f"{where}: cannot parse match {text!r}; expected atoms like exc:/RE/ msg:/RE/ line:/RE/")
-    return tuple(atoms)
+        raise RuleError(f"{where}: cannot parse match {text!r}; expected atoms like exc:/RE/ msg:/RE/ line:/RE/"
+                        f" (alternatives joined by 'or')")
+    return (*alts, tuple(atoms))
 
 
 @dataclass(frozen=True)
@@ -306,6 +332,8 @@ class _RuleSet:
     wrappers: tuple[Rule, ...]
     ordered: tuple[Rule, ...]  # fixed-component rows then owner rows
     line_rules: tuple[Rule, ...]
+    line_alts: tuple[tuple[tuple[tuple[re.Pattern[str], bool], ...], ...], ...]  # per line rule: its line
+    # alternatives as (regex, negated) pairs (the exception alternatives never match a bare line)
     line_lits: tuple[re.Pattern[str] | None, ...]  # per line rule: one of these literals must occur
     # on the lower-cased line: can a line rule or a native failure match? Its literals are reduced
     # (none contains another), so at each position at most one starts: searching again from the
@@ -415,11 +443,15 @@ def _required_literals(pattern: str, lower: bool = True) -> set[str] | None:
 
 
 def _rule_literals(rule: Rule) -> tuple[str, ...] | None:
-    for atom in rule.atoms:  # one positive atom suffices: all atoms must hold
-        if not atom.negate:
-            found = _required_literals(atom.pattern.pattern)
-            return tuple(sorted(found)) if found else None
-    return None
+    """Literals one of which occurs in every line the row matches (None: unknown)."""
+    out: set[str] = set()
+    for alt in rule.line_alts:
+        pos = next((a for a in alt if not a.negate), None)  # one positive atom suffices: all must hold
+        found = _required_literals(pos.pattern.pattern) if pos is not None else None
+        if not found:
+            return None
+        out |= found
+    return tuple(sorted(out)) if out else None
 
 
 def _literal_index(per_rule: list[tuple[str, ...] | None]) -> dict:
@@ -472,6 +504,7 @@ def _ruleset(rules: tuple[Rule, ...]) -> _RuleSet:
         wrappers=wrappers,
         ordered=ordered,
         line_rules=line_rules,
+        line_alts=tuple(tuple(tuple((a.pattern, a.negate) for a in alt) for alt in r.line_alts) for r in line_rules),
         # benign lines are recognised before the gate, by their own regexes
         **_literal_index([*line_lits, _NATIVE_LITERALS]),
         line_lits=tuple(re.compile(_trie_regex(sorted(x))) if x else None for x in line_lits),
@@ -779,12 +812,13 @@ class _Scanner:
             maybe = frozenset().union(*(rs.lit_rules[f] for f in found))
         else:
             maybe = None
-        for i, (rule, lits) in enumerate(zip(rs.line_rules, rs.line_lits)):
+        for i, (rule, lits, alts) in enumerate(zip(rs.line_rules, rs.line_lits, rs.line_alts)):
             if maybe is not None and i not in maybe:
                 continue
             if maybe is None and lits is not None and not lits.search(low):
                 continue
-            if _atoms_hold(rule, lambda kind: [text] if kind in ("line", "text") else []):
+            # _atoms_hold on the line alternatives, inline (a big log's warning lines come here)
+            if any(all((pat.search(text) is None) is neg for pat, neg in alt) for alt in alts):
                 self._emit(st, _Failure(self.index, stream, line_rule=rule, line=text,
                                         context=st.prev.strip()[:1000]))
                 return
@@ -1019,16 +1053,20 @@ class _Exc:
     evidence: list[str]
 
 
-def _atoms_hold(rule: Rule, values) -> bool:
-    for atom in rule.atoms:
-        vals = values(atom.kind)
-        if atom.kind == "exc":
-            hit = any(v and atom.pattern.fullmatch(v) for v in vals)
+def _atoms_hold(rule: Rule, values) -> tuple[Atom, ...] | None:
+    """The first alternative of the row whose atoms all hold (None: the row does not match)."""
+    for alt in rule.alts:
+        for atom in alt:
+            vals = values(atom.kind)
+            if atom.kind == "exc":
+                hit = any(v and atom.pattern.fullmatch(v) for v in vals)
+            else:
+                hit = any(atom.pattern.search(v) for v in vals)
+            if hit == atom.negate:
+                break
         else:
-            hit = any(atom.pattern.search(v) for v in vals)
-        if hit == atom.negate:
-            return False
-    return True
+            return alt
+    return None
 
 
 def _inner_path(frames: list[_Frame]) -> str | None:
@@ -1112,7 +1150,7 @@ def _root_exc(f: _Failure, rs: _RuleSet) -> tuple[_Exc | None, list[str]]:
         detail = "\n".join([blk.message, *blk.detail])
         exc = _Exc(blk.exc_type or "", blk.message, detail, blk.line, frames, chain_frames,
                    [blk.line, *blk.detail[:2]])
-        wrapper = next((w for w in rs.wrappers if _atoms_hold(w, _exc_values(exc))), None)
+        wrapper = next((w for w in rs.wrappers if _atoms_hold(w, _exc_values(exc)) is not None), None)
         if wrapper is None:
             return exc, wrapped
         wrapped.append(blk.line)
@@ -1173,15 +1211,16 @@ def _judge(f: _Failure, rs: _RuleSet, conditions: list[str]) -> _Verdict | None:
     values = _exc_values(exc, conditions)
     context = "\n".join([exc.detail, exc.line])
     for rule in rs.ordered:
-        if rule.exception_capable and _atoms_hold(rule, values):
+        held = _atoms_hold(rule, values) if rule.exception_capable else None
+        if held is not None:
             comp, conf, fr = _apply(rule, exc.frames or exc.chain_frames, context, exc.line)
             ev = list(exc.evidence)
-            for atom in rule.atoms:
+            for atom in held:
                 if atom.kind == "cond":  # the condition that explains the failure
                     ev += [c for c in conditions if atom.pattern.search(c)][:1]
             if fr is not None:
                 ev.append(fr.text)
-            elif rule.component != "owner" and any(a.kind in ("inner", "frame") for a in rule.atoms):
+            elif rule.component != "owner" and any(a.kind in ("inner", "frame") for a in held):
                 inner = _inner_path(exc.frames or exc.chain_frames)
                 ev += [fr2.text for fr2 in exc.chain_frames if fr2.path == inner][:1]
             return _Verdict(comp, rule, conf, f, exc, fr, ev + wrapped[:1])
