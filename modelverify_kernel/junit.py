@@ -1,7 +1,8 @@
 """The verdict as JUnit XML, the format CI systems show natively.
 
-One test suite per run, one test case per phase: a failed phase is a failure whose message is
-its diagnosis (component, layer, error) and whose text holds the evidence, hint and log tail;
+One test suite per run, one test case per phase (a fleet summary: one suite per cell holding
+the same cases): a failed phase is a failure whose message is its diagnosis (component, layer,
+error) and whose text holds the evidence, hint and log tail;
 a skipped or not-run phase is skipped with its reason. A last suite holds the verdict itself,
 failed unless the status is PASS, because a run can fail with every phase passing
 (OUTPUT_MISMATCH, STACK_INACTIVE, RUN_B_SKIPPED).
@@ -46,18 +47,16 @@ def _count(suite: ET.Element) -> None:
     suite.set("skipped", str(sum(1 for c in cases if c.find("skipped") is not None)))
 
 
-def report_suites(report: Mapping[str, Any], label: str | None = None) -> list[ET.Element]:
+def report_suites(report: Mapping[str, Any], name: str | None = None) -> list[ET.Element]:
     """One report's suites: a suite per run (a case per phase), then the verdict's.
 
-    `label` names the cell in a fleet file (suites and cases carry it, so two cells never share
-    a test name); None: the per-run file, cases named by the model.
+    `name` goes into every case name (default: the model): a fleet file names the cell there,
+    so no two cells share a test name.
     """
-    model = report["model"]
-    name = label or model
-    prefix = f"{label} · " if label else ""
+    name = name or report["model"]
     suites = []
     for key, title in RUN_TITLES.items():
-        suite = _suite(prefix + title)
+        suite = _suite(title)
         run = key.split("_with")[0]
         for phase, p in report[key]["phases"].items():
             case = _case(suite, f"model-verify.{run}", f"{phase} [{name}]", p.get("duration_s"))
@@ -67,7 +66,7 @@ def report_suites(report: Mapping[str, Any], label: str | None = None) -> list[E
             elif p["status"] in ("SKIPPED", "NOT_RUN"):
                 ET.SubElement(case, "skipped", message=f"{p['status']}: {p.get('reason') or 'not run'}")
         suites.append(suite)
-    suite = _suite(prefix + "verdict")
+    suite = _suite("verdict")
     da = report["diff_analysis"]
     case = _case(suite, "model-verify.verdict", f"verdict [{name}]", None)
     if report["status"] != "PASS":
@@ -77,6 +76,14 @@ def report_suites(report: Mapping[str, Any], label: str | None = None) -> list[E
                                               f"recommended_stack={da['recommended_stack']}")
     suites.append(suite)
     return suites
+
+
+def cell_suite(report: Mapping[str, Any], name: str) -> ET.Element:
+    """One fleet cell as one suite named `name`: its phases' cases, then its verdict's."""
+    suite = _suite(name)
+    for part in report_suites(report, name):
+        suite.extend(part.findall("testcase"))
+    return suite
 
 
 def error_suite(name: str, errors: Iterable[tuple[str, str]]) -> ET.Element:

@@ -18,7 +18,7 @@ from functools import lru_cache
 from importlib import metadata
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import jinja2
 import jsonschema
@@ -644,8 +644,11 @@ def write_report(report: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
     return json_path, html_path
 
 
-def load_report(out_dir: Path) -> dict[str, Any]:
-    """A validated report.json from an output folder; a user error when it is not one."""
+def load_report(out_dir: Path, check: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """A validated report.json from an output folder; a user error when it is not one.
+
+    `check` validates instead of this version's schema (the fleet summary reads older reports too).
+    """
     path = Path(out_dir) / JSON_NAME
     if not Path(out_dir).is_dir():
         raise UserError(f"{out_dir} is not a folder; give the output_dir of a model-verify run.")
@@ -658,7 +661,7 @@ def load_report(out_dir: Path) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise UserError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); rerun the notebook.") from None
     try:
-        validate(data)
+        (check or validate)(data)
     except jsonschema.ValidationError as exc:
         where = "/".join(str(x) for x in exc.absolute_path) or "the top level"
         raise UserError(f"{path} is not a model-verify report ({exc.message} at {where}).") from None
