@@ -1,11 +1,11 @@
 """The verdict as JUnit XML, the format CI systems show natively.
 
-One test suite per run, one test case per phase (a fleet summary: one suite per cell holding
-the same cases): a failed phase is a failure whose message is its diagnosis (component, layer,
-error) and whose text holds the evidence, hint and log tail;
+One test suite per run, one test case per phase: a failed phase is a failure whose message is
+its diagnosis (component, layer, error) and whose text holds the evidence, hint and log tail;
 a skipped or not-run phase is skipped with its reason. A last suite holds the verdict itself,
 failed unless the status is PASS, because a run can fail with every phase passing
-(OUTPUT_MISMATCH, STACK_INACTIVE, RUN_B_SKIPPED).
+(OUTPUT_MISMATCH, STACK_INACTIVE, RUN_B_SKIPPED). A fleet summary has one suite per cell
+holding the same cases, and errors for folders without a report.
 """
 
 from __future__ import annotations

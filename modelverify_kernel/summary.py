@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 from datetime import datetime
 from functools import lru_cache
 from importlib import metadata
@@ -141,10 +142,17 @@ def render_html(summary: Mapping[str, Any]) -> str:
 
 
 def _write(path: Path, text: str) -> None:
-    """Whole or not at all: a batch rewrites the summary while someone may be reading it."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    """Whole or not at all: a batch rewrites the summary (maybe from two cells ending at once)
+    while someone may be reading it."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def summarize(output_dirs: Sequence[Path | str], out_dir: Path | str) -> dict[str, Any]:

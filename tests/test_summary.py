@@ -160,6 +160,16 @@ def test_summarize_writes_three_files_and_lists_unreadable_folders_with_why(tmp_
     assert [e.message for e in errors] == [n["reason"] for n in s["no_report"]]
 
 
+def test_a_summary_of_folders_without_reports_still_says_why(tmp_path):
+    (tmp_path / "x").mkdir()
+    s = summary.summarize([tmp_path / "x"], tmp_path / "out")
+    assert (s["cells"], s["totals"]["no_report"]) == ([], 1)
+    assert "No folder held a readable report." in (tmp_path / "out" / "index.html").read_text()
+    assert parse_pivot((tmp_path / "out" / "index.html").read_text()).cells == {}
+    assert [suite.name for suite in JUnitXml.fromfile(str(tmp_path / "out" / "junit.xml"))] == ["no report"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["index.html", "junit.xml", "summary.json"]
+
+
 def test_fleet_junit_names_each_cell_and_fails_what_failed(tmp_path):
     reads = [("x", _fails_in_flaggems(minimal_report("org/a", "gpu"))), ("y", minimal_report("org/a", "cpu"))]
     s = summary.build(reads, [], tmp_path)
