@@ -1,7 +1,7 @@
 """Command line: `model-verify COMMAND ...`, the same as `python -m modelverify_kernel COMMAND ...`.
 
 Exit codes: 0 done; 1 the verdict or the notebook said no (`diff` not PASS, `run` stopped by a
-refused parameter or fail_on); 2 bad input, one sentence on stderr.
+refused parameter or fail_on, `summarize --fail-on`); 2 bad input, one sentence on stderr.
 """
 
 from __future__ import annotations
@@ -171,6 +171,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m modelverify_kerne
     p.add_argument("--junit", metavar="FILE", help="also write JUnit XML: a test case per run × phase, plus the verdict")
     p = sub.add_parser("report", help="rebuild report.json and report.html from what a run left in OUTPUT_DIR")
     p.add_argument("output_dir", help="the output_dir of a run that was interrupted (or not)")
+    p = sub.add_parser("summarize", help="merge output folders (a batch, CI jobs) into index.html, summary.json, junit.xml")
+    p.add_argument("dirs", nargs="*", metavar="DIR", help="output_dir of each run (any order; cells come from the reports)")
+    p.add_argument("--out", default="summary", metavar="DIR", help="where the summary goes (default: ./summary)")
+    p.add_argument("--fail-on", choices=("never", "fail", "partial"), default="never",
+                   help="exit 1 when a cell is FAIL (fail) or FAIL/PARTIAL (partial), or a folder has no report; as fail_on")
     args = parser.parse_args(argv)
     try:
         if args.command == "run" and args.help_notebook:
@@ -191,6 +196,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m modelverify_kerne
             return render(args.output_dir, args.junit)
         if args.command == "report":
             return rebuild(args.output_dir)
+        if args.command == "summarize":
+            from .summary import cli as summarize_cli
+
+            return summarize_cli(args.dirs, args.out, args.fail_on)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

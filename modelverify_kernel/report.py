@@ -10,6 +10,7 @@ import io
 import json
 import re
 import shlex
+import socket
 import subprocess
 from collections import deque
 from datetime import datetime, timezone
@@ -17,7 +18,7 @@ from functools import lru_cache
 from importlib import metadata
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import jinja2
 import jsonschema
@@ -30,7 +31,7 @@ from .params import Params
 from .records import Bisection, PhaseResult, RunSpec, Verdict, run_status, to_json
 from .vocabulary import HTML_NAME, JSON_NAME, PHASE_TIMEOUT_PARAM, PHASES, Layout
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 SEED_RUN_KEYS = {"run_a": "run_a_without_multichip", "run_b": "run_b_with_multichip"}
 SEED_PHASE_KEYS = {"offline": "phase_a_offline", "serve": "phase_b_serve"}
 RUN_TITLES = {"run_a_without_multichip": "Run A (base)", "run_b_with_multichip": "Run B (multi-chip)"}
@@ -65,6 +66,23 @@ def tool_info() -> dict[str, Any]:
     except (OSError, subprocess.TimeoutExpired):
         rev = None
     return {"name": "model-verify", "version": version, "git_revision": rev}
+
+
+def target_label(parameters: Mapping[str, Any], target: Mapping[str, Any], hostname: str | None = None) -> str:
+    """The target's name in fleet summaries: the target_label parameter, else the container
+    (`NAME@DOCKER_HOST` when a docker_host was given), else `local:HOSTNAME`.
+
+    Also derives a label for reports written before the parameter existed (`local` when
+    they did not record the host).
+    """
+    if parameters.get("target_label"):
+        return str(parameters["target_label"])
+    container = parameters.get("container") or target.get("container_name")
+    if container:
+        host = parameters.get("docker_host")
+        return f"{container}@{host}" if host else str(container)
+    host = target.get("hostname") or hostname
+    return f"local:{host}" if host else "local"
 
 
 def _rel(path: str | None, out_dir: Path) -> str | None:
@@ -200,7 +218,8 @@ def build_report(
         stack_gate=dict(gate or {"passed": False, "strength": "none", "evidence": [], "run_a_not_base": []}),
         warnings=list(warnings or []),
         parameters=params.to_dict(),
-        environment={"target": target, "probe": probe},
+        environment={"target": {**target, "label": target_label(params.to_dict(), target, socket.gethostname())},
+                     "probe": probe},
         model_resolution=model_step,
         precheck={"status": "FAIL" if precheck_error else "PASS", "error": precheck_error},
         artifacts={
@@ -625,8 +644,11 @@ def write_report(report: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
     return json_path, html_path
 
 
-def load_report(out_dir: Path) -> dict[str, Any]:
-    """A validated report.json from an output folder; a user error when it is not one."""
+def load_report(out_dir: Path, check: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """A validated report.json from an output folder; a user error when it is not one.
+
+    `check` validates instead of this version's schema (the fleet summary reads older reports too).
+    """
     path = Path(out_dir) / JSON_NAME
     if not Path(out_dir).is_dir():
         raise UserError(f"{out_dir} is not a folder; give the output_dir of a model-verify run.")
@@ -639,7 +661,7 @@ def load_report(out_dir: Path) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise UserError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); rerun the notebook.") from None
     try:
-        validate(data)
+        (check or validate)(data)
     except jsonschema.ValidationError as exc:
         where = "/".join(str(x) for x in exc.absolute_path) or "the top level"
         raise UserError(f"{path} is not a model-verify report ({exc.message} at {where}).") from None
