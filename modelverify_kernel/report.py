@@ -12,7 +12,6 @@ import re
 import shlex
 import subprocess
 from collections import deque
-from datetime import datetime, timezone
 from functools import lru_cache
 from importlib import metadata
 from importlib.resources import files
@@ -27,10 +26,10 @@ from . import stack
 from .classify import strip_ansi
 from .errors import UserError
 from .params import Params
-from .records import Bisection, PhaseResult, RunSpec, Verdict, run_status, to_json
+from .records import Bisection, PhaseResult, RunSpec, Verdict, now, run_status, to_json
 from .vocabulary import HTML_NAME, JSON_NAME, PHASE_TIMEOUT_PARAM, PHASES, Layout
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 SEED_RUN_KEYS = {"run_a": "run_a_without_multichip", "run_b": "run_b_with_multichip"}
 SEED_PHASE_KEYS = {"offline": "phase_a_offline", "serve": "phase_b_serve"}
 RUN_TITLES = {"run_a_without_multichip": "Run A (base)", "run_b_with_multichip": "Run B (multi-chip)"}
@@ -47,10 +46,6 @@ FAIL_ON = {"never": (), "fail": ("FAIL",), "partial": ("FAIL", "PARTIAL")}
 @lru_cache(maxsize=1)
 def schema() -> dict[str, Any]:
     return json.loads(files(__package__).joinpath("report.schema.json").read_text(encoding="utf-8"))
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def tool_info() -> dict[str, Any]:
@@ -149,6 +144,7 @@ def build_report(
     tp: int | None,
     runs: Mapping[str, Mapping[str, PhaseResult]],
     specs: Iterable[RunSpec],
+    device_plan: Mapping[str, Any] | None = None,
     engine_env: Mapping[str, Mapping[str, Any]] | None = None,
     gate: Mapping[str, Any] | None = None,
     warnings: list[str] | None = None,
@@ -202,6 +198,8 @@ def build_report(
         parameters=params.to_dict(),
         environment={"target": target, "probe": probe},
         model_resolution=model_step,
+        parallel_runs=dict(device_plan or {"parallel": False, "reason": "not planned", "variable": None,
+                                           "run_a": None, "run_b": None}),
         precheck={"status": "FAIL" if precheck_error else "PASS", "error": precheck_error},
         artifacts={
             "report_json": JSON_NAME,
@@ -230,8 +228,8 @@ def _bisection_entry(b: Bisection | None) -> dict[str, Any]:
 
 def _attempt_entry(p: PhaseResult, out_dir: Path) -> dict[str, Any]:
     """One line of the attempts list: what ran, with what changed, and how it ended."""
-    return {"run": p.run, "phase": p.phase, "attempt": p.attempt, "status": p.status, "duration_s": p.duration_s,
-            "overrides": dict(p.overrides), "env": dict(p.env), "log": _rel(p.log, out_dir),
+    return {"run": p.run, "phase": p.phase, "attempt": p.attempt, "status": p.status, "started_at": p.started_at,
+            "duration_s": p.duration_s, "overrides": dict(p.overrides), "env": dict(p.env), "log": _rel(p.log, out_dir),
             "result_file": _rel(p.result_file, out_dir), "error": p.error,
             "component": (p.diagnosis or {}).get("component"), "command": list(p.command)}
 
