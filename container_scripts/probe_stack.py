@@ -87,7 +87,11 @@ def devices() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    return {"kind": "cpu", "count": 1, "names": [cpu], "driver": None, "cpus": os.cpu_count()}
+    try:  # the cores this process may run on (a container's cpuset), which Runs A and B can split
+        cores = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = list(range(os.cpu_count() or 1))
+    return {"kind": "cpu", "count": 1, "names": [cpu], "driver": None, "cpus": os.cpu_count(), "cores": cores}
 
 
 # `import vllm` in a child: seconds when healthy (torch is most of it); a timeout proves nothing.

@@ -18,6 +18,7 @@ from typing import Any, Mapping
 
 from .errors import ParameterError
 from .redact import is_secret_name
+from .vocabulary import PARALLEL_RUNS
 
 EXAMPLE = (
     "papermill notebooks/verify.ipynb out.ipynb -p model_path /data/models/Qwen3-0.6B "
@@ -67,6 +68,7 @@ class Params:
     target_label: str | None = None  # the target's name in fleet summaries; None: derived (report.target_label)
     keep_files: bool = False
     fail_on: str = "never"  # never | fail | partial: make papermill fail on the verdict
+    parallel_runs: str = "auto"  # auto: Run A and Run B side by side when the target has 2 × TP devices; off
     # The culprit-op search (bisect.py): on by default when Run B fails or diverges with FlagGems active.
     bisect: bool = True
     bisect_max_steps: int = 24  # search steps (phase runs) before it stops; the 2 confirming runs come on top
@@ -275,6 +277,7 @@ def validate(values: Mapping[str, Any]) -> Params:
         target_label=_opt_str("target_label", get("target_label"), "h100-node-3"),
         keep_files=_bool("keep_files", get("keep_files")),
         fail_on=_choice("fail_on", get("fail_on"), ("never", "fail", "partial")),
+        parallel_runs=_choice("parallel_runs", get("parallel_runs"), PARALLEL_RUNS),
         bisect=_bool("bisect", get("bisect")),
         bisect_max_steps=_int("bisect_max_steps", get("bisect_max_steps"), "24"),
         bisect_timeout=_int("bisect_timeout", get("bisect_timeout"), "3600"),

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -95,6 +97,7 @@ class Verification:
     bisection: records.Bisection | None = None  # the culprit-op search, once made
     report: dict[str, Any] | None = None
     closed: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)  # runs side by side
 
     @classmethod
     def start(cls, params: Params) -> "Verification":
@@ -123,8 +126,7 @@ class Verification:
         v = cls.start(params)
         v.run_probe()
         v.resolve_model()
-        v.run("run_a")
-        v.run("run_b")
+        v.run_both()
         v.decide()
         v.bisect()
         v.write_report()
@@ -213,8 +215,27 @@ class Verification:
         return self.model
 
     def specs(self) -> tuple[RunSpec, RunSpec]:
-        """Both runs' flags; Run A's way of keeping the FL plugin out comes from the probe."""
-        return runs.run_specs(self.params, self.probe.data if self.probe else None)
+        """Both runs' flags; Run A's way of keeping the FL plugin out comes from the probe, and
+        each run's devices from the device plan when they run side by side."""
+        return runs.run_specs(self.params, self.probe.data if self.probe else None, self.device_plan())
+
+    def device_plan(self) -> dict[str, Any]:
+        """Side by side or one after the other, and on which devices (runs.device_plan)."""
+        run_b_runs = self.probe is not None and not self.precheck_error and not self.run_b_skip
+        return runs.device_plan(self.params, self.probe.data if self.probe else None, self.tp, run_b_runs)
+
+    def run_both(self) -> dict[str, dict[str, PhaseResult]]:
+        """Run A and Run B: side by side on disjoint devices when the target has 2 × TP of them
+        (parallel_runs=auto), else one after the other. Each run's phases keep their order."""
+        if not self.device_plan()["parallel"]:
+            for name in RUNS:
+                self.run(name)
+            return self.runs
+        self._open()  # one work folder for both, made before the runs start
+        with ThreadPoolExecutor(max_workers=len(RUNS), thread_name_prefix="model-verify") as pool:
+            for future in [pool.submit(self.run, name) for name in RUNS]:
+                future.result()
+        return self.runs
 
     def spec(self, name: str) -> RunSpec:
         return {s.name: s for s in self.specs()}[name]
@@ -259,7 +280,8 @@ class Verification:
             env_set, env_unset = runs.combine(spec.env_set, spec.env_unset, dict(env or {}), unset)
             spec = replace(spec, env_set=env_set, env_unset=env_unset)
         target, scripts = self._open()
-        attempt = 1 + sum(1 for p in self.history if p.run == run and p.phase == phase)
+        with self._lock:
+            attempt = 1 + sum(1 for p in self.history if p.run == run and p.phase == phase)
         changed = {**({"env": dict(env)} if env else {}), **({"unset": list(unset)} if unset else {}),
                    **{k: params.to_dict()[k] for k in overrides}}
         pr = runs.run_phase(params, target, scripts, spec, phase, self.model.path, self.tp, self.out_dir,
@@ -273,9 +295,10 @@ class Verification:
 
     def add_attempt(self, pr: PhaseResult) -> None:
         """A finished attempt becomes the phase's latest; what was judged before is judged again."""
-        self.history.append(pr)
-        self.runs.setdefault(pr.run, {})[pr.phase] = pr
-        self.comparisons, self.gate, self.verdict, self.report, self.bisection = [], None, None, None, None
+        with self._lock:
+            self.history.append(pr)
+            self.runs.setdefault(pr.run, {})[pr.phase] = pr
+            self.comparisons, self.gate, self.verdict, self.report, self.bisection = [], None, None, None, None
 
     def _open(self) -> tuple[Target, str]:
         """The target with our scripts in it; a closed verification opens a fresh work folder."""
@@ -387,6 +410,7 @@ class Verification:
             tp=self.tp,
             runs=self.runs,
             specs=self.specs(),
+            device_plan=self.device_plan(),
             engine_env=self.engine_env,
             gate=self.gate.to_dict() if self.gate else None,
             warnings=self.warnings(),

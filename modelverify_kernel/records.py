@@ -13,10 +13,16 @@ import json
 import types
 import typing
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
 from .vocabulary import PHASES, RECORDER_SWITCH
+
+
+def now() -> str:
+    """A timestamp as every record writes it (UTC, seconds)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 R = TypeVar("R")
 
@@ -113,6 +119,7 @@ class PhaseResult:
     phase: str
     status: str = "NOT_RUN"  # PASS | FAIL | SKIPPED | NOT_RUN
     duration_s: float | None = None
+    started_at: str | None = None  # when the attempt started (UTC): runs side by side overlap
     exit_code: int | None = None
     timed_out: bool = False
     error: str | None = None

@@ -13,7 +13,6 @@ import shlex
 import socket
 import subprocess
 from collections import deque
-from datetime import datetime, timezone
 from functools import lru_cache
 from importlib import metadata
 from importlib.resources import files
@@ -28,7 +27,7 @@ from . import stack
 from .classify import strip_ansi
 from .errors import UserError
 from .params import Params
-from .records import Bisection, PhaseResult, RunSpec, Verdict, run_status, to_json
+from .records import Bisection, PhaseResult, RunSpec, Verdict, now, run_status, to_json
 from .vocabulary import HTML_NAME, JSON_NAME, PHASE_TIMEOUT_PARAM, PHASES, Layout
 
 SCHEMA_VERSION = "1.3"
@@ -48,10 +47,6 @@ FAIL_ON = {"never": (), "fail": ("FAIL",), "partial": ("FAIL", "PARTIAL")}
 @lru_cache(maxsize=1)
 def schema() -> dict[str, Any]:
     return json.loads(files(__package__).joinpath("report.schema.json").read_text(encoding="utf-8"))
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def tool_info() -> dict[str, Any]:
@@ -167,6 +162,7 @@ def build_report(
     tp: int | None,
     runs: Mapping[str, Mapping[str, PhaseResult]],
     specs: Iterable[RunSpec],
+    device_plan: Mapping[str, Any] | None = None,
     engine_env: Mapping[str, Mapping[str, Any]] | None = None,
     gate: Mapping[str, Any] | None = None,
     warnings: list[str] | None = None,
@@ -221,6 +217,8 @@ def build_report(
         environment={"target": {**target, "label": target_label(params.to_dict(), target, socket.gethostname())},
                      "probe": probe},
         model_resolution=model_step,
+        parallel_runs=dict(device_plan or {"parallel": False, "reason": "not planned", "variable": None,
+                                           "run_a": None, "run_b": None}),
         precheck={"status": "FAIL" if precheck_error else "PASS", "error": precheck_error},
         artifacts={
             "report_json": JSON_NAME,
@@ -249,8 +247,8 @@ def _bisection_entry(b: Bisection | None) -> dict[str, Any]:
 
 def _attempt_entry(p: PhaseResult, out_dir: Path) -> dict[str, Any]:
     """One line of the attempts list: what ran, with what changed, and how it ended."""
-    return {"run": p.run, "phase": p.phase, "attempt": p.attempt, "status": p.status, "duration_s": p.duration_s,
-            "overrides": dict(p.overrides), "env": dict(p.env), "log": _rel(p.log, out_dir),
+    return {"run": p.run, "phase": p.phase, "attempt": p.attempt, "status": p.status, "started_at": p.started_at,
+            "duration_s": p.duration_s, "overrides": dict(p.overrides), "env": dict(p.env), "log": _rel(p.log, out_dir),
             "result_file": _rel(p.result_file, out_dir), "error": p.error,
             "component": (p.diagnosis or {}).get("component"), "command": list(p.command)}
 

@@ -16,11 +16,11 @@ from dataclasses import replace
 
 from . import classify
 from .params import Params
-from .records import PhaseResult, RunSpec, read, skipped, write
+from .records import PhaseResult, RunSpec, now, read, skipped, write
 from .target import ExecResult, Target
 from .target import progress_window as _progress_window
-from .vocabulary import (PHASE_SCRIPTS, PHASE_TIMEOUT_PARAM, PHASES, RUN_A_ENV, RUN_A_UNSET, RUN_B_ENV, RUN_B_UNSET,
-                         RUN_TITLES, Layout)
+from .vocabulary import (CPU_CORES_VARIABLE, PHASE_SCRIPTS, PHASE_TIMEOUT_PARAM, PHASES, RUN_A_ENV, RUN_A_UNSET,
+                         RUN_B_ENV, RUN_B_UNSET, RUN_TITLES, RUNS, VISIBLE_DEVICES, Layout)
 
 __all__ = ["PHASES", "PhaseResult", "RunSpec", "skipped", "run_phase", "run_specs", "load_phase", "save_phase"]
 
@@ -73,15 +73,85 @@ def run_a_base(probe_data: Mapping[str, Any] | None) -> dict[str, Any]:
                       + (" (every other installed plugin still loads)" if others else " (load no plugin)")}
 
 
-def run_specs(params: Params, probe_data: Mapping[str, Any] | None = None) -> tuple[RunSpec, RunSpec]:
+def _id_list(value: str) -> list[str]:
+    """A device or core list as vendors and vLLM write it: "0,1,4-7" -> ["0", "1", "4", …, "7"]."""
+    out: list[str] = []
+    for part in (p.strip() for p in value.replace("|", ",").split(",")):
+        lo, dash, hi = part.partition("-")
+        if dash and lo.isdigit() and hi.isdigit():
+            out += [str(i) for i in range(int(lo), int(hi) + 1)]
+        elif part:
+            out.append(part)
+    return out
+
+
+def device_plan(params: Params, probe_data: Mapping[str, Any] | None, tp: int | None,
+                run_b_runs: bool) -> dict[str, Any]:
+    """Whether Run A and Run B run side by side, and on which devices.
+
+    Side by side when the target has at least 2 × TP devices: Run A gets the first TP, Run B the
+    next TP, through the vendor's visible-devices variable (vLLM for CPU: the first and second
+    half of the cores, through VLLM_CPU_OMP_THREADS_BIND, one core list per TP rank). A device
+    list given in `env` is the pool that is split; one given per run is the user's choice and
+    the runs go one after the other. Otherwise (fewer devices, a device count the probe could
+    not read, Run B not running, parallel_runs=off) one after the other, as the reason says.
+    """
+    def serial(reason: str) -> dict[str, Any]:
+        return {"parallel": False, "reason": reason, "variable": None, "run_a": None, "run_b": None}
+
+    if params.parallel_runs == "off":
+        return serial("parallel_runs=off: one run after the other")
+    if not run_b_runs:
+        return serial("Run B does not run: Run A runs alone")
+    devices = (probe_data or {}).get("devices") or {}
+    if not devices or not tp:
+        return serial("the probe did not report the devices: one run after the other")
+    cpu = devices.get("kind") == "cpu"
+    variable = CPU_CORES_VARIABLE if cpu else VISIBLE_DEVICES.get(str(devices.get("tool")))
+    if variable is None:
+        return serial(f"no visible-devices variable is known for {devices.get('tool') or devices.get('kind')}: "
+                      "one run after the other")
+    per_run = [name for name, given in (("run_a", params.run_a_env), ("run_b", params.run_b_env)) if variable in given]
+    if per_run or variable in (*params.run_a_unset, *params.run_b_unset):
+        return serial(f"{variable} is chosen per run ({', '.join(f'{n}_env' for n in per_run) or 'run_*_unset'}): "
+                      "the runs keep the devices given and run one after the other")
+    if variable in params.env:
+        pool, source = _id_list(params.env[variable]), f"{variable}={params.env[variable]} (env)"
+        if cpu and not all(c.isdigit() for c in pool):
+            return serial(f"{source} is not a core list: one run after the other")
+    elif cpu:
+        cores = devices.get("cores") or list(range(int(devices.get("cpus") or 1)))
+        pool, source = [str(c) for c in cores], f"{len(cores)} cores"
+    elif isinstance(devices.get("count"), int):
+        pool, source = [str(i) for i in range(devices["count"])], f"{devices['count']} devices"
+    else:
+        return serial(f"the probe could not count the devices ({devices.get('tool')}): one run after the other")
+    if len(pool) < 2 * tp:
+        return serial(f"{source} < 2 × TP={tp}: one run after the other")
+    if cpu:
+        size = len(pool) // 2 // tp  # cores per TP rank
+        a, b = (pool[h * tp * size:(h + 1) * tp * size] for h in (0, 1))
+        value = {name: "|".join(",".join(half[r * size:(r + 1) * size]) for r in range(tp))
+                 for name, half in (("run_a", a), ("run_b", b))}
+    else:
+        value = {"run_a": ",".join(pool[:tp]), "run_b": ",".join(pool[tp:2 * tp])}
+    return {"parallel": True, "variable": variable, **value,
+            "reason": f"{source} ≥ 2 × TP={tp}: Run A ({variable}={value['run_a']}) and Run B "
+                      f"({variable}={value['run_b']}) run side by side"}
+
+
+def run_specs(params: Params, probe_data: Mapping[str, Any] | None = None,
+              plan: Mapping[str, Any] | None = None) -> tuple[RunSpec, RunSpec]:
     base = run_a_base(probe_data)
     user_plugins = "VLLM_PLUGINS" in params.run_a_env or "VLLM_PLUGINS" in params.run_a_unset
     if user_plugins and base["mode"] != "no_plugin":
         base = {"mode": "user", "env": {},
                 "reason": "Run A's VLLM_PLUGINS was given in run_a_env/run_a_unset; the probe's choice "
                           f"({base['mode']}) was not applied"}
-    a_env, a_unset = combine({**RUN_A_ENV, **base["env"]}, RUN_A_UNSET, params.run_a_env, params.run_a_unset)
-    b_env, b_unset = combine(RUN_B_ENV, RUN_B_UNSET, params.run_b_env, params.run_b_unset)
+    devices = {name: {plan["variable"]: plan[name]} if plan and plan.get("parallel") else {} for name in RUNS}
+    a_env, a_unset = combine({**RUN_A_ENV, **base["env"], **devices["run_a"]}, RUN_A_UNSET, params.run_a_env,
+                             params.run_a_unset)
+    b_env, b_unset = combine({**RUN_B_ENV, **devices["run_b"]}, RUN_B_UNSET, params.run_b_env, params.run_b_unset)
     run_a = RunSpec("run_a", RUN_TITLES["run_a"], a_env, a_unset, {"mode": base["mode"], "reason": base["reason"]})
     run_b = RunSpec("run_b", RUN_TITLES["run_b"], b_env, b_unset)
     return run_a, run_b
@@ -135,8 +205,10 @@ def run_phase(params: Params, target: Target, scripts: str, spec: RunSpec, phase
     timeout = params.offline_timeout if phase == "offline" else params.serve_timeout
     cap = max(params.timeout_cap, timeout)
     env_set = {**params.env, **spec.env_set}
+    started_at = now()
     res = target.run(command, env_set=env_set, env_unset=spec.env_unset, timeout=timeout, log_path=log, cap=cap)
-    pr = PhaseResult(run=spec.name, phase=phase, duration_s=res.duration_s, exit_code=res.exit_code,
+    pr = PhaseResult(run=spec.name, phase=phase, duration_s=res.duration_s, started_at=started_at,
+                     exit_code=res.exit_code,
                      timed_out=res.timed_out, command=command, log=str(log), leftover_pids=res.leftovers,
                      attempt=attempt, overrides=dict(overrides or {}),
                      env={"set": dict(spec.env_set), "unset": list(spec.env_unset)})

@@ -44,6 +44,17 @@ RUN_B_UNSET: tuple[str, ...] = ()
 PLUGIN_SWITCH = "VLLM_FL_FLAGOS_BLACKLIST"
 RECORDER_SWITCH = "MODELVERIFY_FLAGGEMS_UNUSED"
 
+# Runs A and B side by side (runs.device_plan): each on its own devices, chosen with the vendor's
+# visible-devices variable (by the probe's device tool), or on its own cores for vLLM for CPU.
+VISIBLE_DEVICES = {
+    "nvidia-smi": "CUDA_VISIBLE_DEVICES", "ixsmi": "CUDA_VISIBLE_DEVICES",  # NVIDIA, Iluvatar (CUDA-compatible)
+    "rocm-smi": "HIP_VISIBLE_DEVICES", "hy-smi": "HIP_VISIBLE_DEVICES",  # AMD, Hygon DCU (ROCm/HIP)
+    "npu-smi": "ASCEND_RT_VISIBLE_DEVICES", "cnmon": "MLU_VISIBLE_DEVICES",  # Ascend, Cambricon
+    "mthreads-gmi": "MUSA_VISIBLE_DEVICES", "xpu-smi": "XPU_VISIBLE_DEVICES",  # Moore Threads, Kunlun
+}
+CPU_CORES_VARIABLE = "VLLM_CPU_OMP_THREADS_BIND"  # "0,1|2,3": one core list per TP rank
+PARALLEL_RUNS = ("auto", "off")
+
 # --------------------------------------------------------------------------- the truth table
 
 

@@ -140,6 +140,31 @@ def test_an_inert_plugin_is_stack_inactive(standin_stack_run):
     assert data["run_b_with_multichip"]["engine_env"]["VLLM_PLUGINS"] == "fl"
 
 
+def test_run_a_and_run_b_ran_side_by_side_each_on_its_own_cores(standin_stack_run):
+    """Issue 14: the shared run on this machine (vLLM for CPU, TP=1, at least 2 cores, which
+    `make test`'s two workers need anyway): Run B started beside Run A, each bound to its half
+    of the cores the probe found, and their phases overlap in time."""
+    from datetime import datetime, timedelta
+
+    data = _report(standin_stack_run)
+    cores = data["environment"]["probe"]["devices"]["cores"]
+    assert len(cores) >= 2, cores
+    plan, half = data["parallel_runs"], len(cores) // 2
+    assert plan["parallel"] and plan["variable"] == "VLLM_CPU_OMP_THREADS_BIND", plan
+    assert (plan["run_a"], plan["run_b"]) == (",".join(map(str, cores[:half])), ",".join(map(str, cores[half:2 * half])))
+    for name, key in (("run_a", "run_a_without_multichip"), ("run_b", "run_b_with_multichip")):
+        assert data[key]["env"]["set"]["VLLM_CPU_OMP_THREADS_BIND"] == plan[name]
+    spans = {}
+    for a in data["attempts"]:
+        start = datetime.fromisoformat(a["started_at"])
+        spans.setdefault(a["run"], []).append((start, start + timedelta(seconds=a["duration_s"])))
+    (a_start, a_end), (b_start, b_end) = (
+        (min(s for s, _ in spans[r]), max(e for _, e in spans[r])) for r in ("run_a", "run_b"))
+    assert b_start < a_end and a_start < b_end, spans  # the runs overlapped
+    html = (standin_stack_run / "report.html").read_text()
+    assert 'id="parallel-runs"' in html and "Runs side by side" in html
+
+
 def test_a_default_on_plugin_loaded_in_run_a_makes_the_comparison_invalid(tmp_path, demo_model):
     # as the image ships it: the 2025-12 plugin enables FlagGems whenever it is loaded, and Run A
     # is made to leave VLLM_PLUGINS unset (every installed plugin loads), as the seed did
