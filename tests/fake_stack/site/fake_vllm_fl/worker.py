@@ -37,7 +37,7 @@ class WorkerFL(CPUWorker):
     def execute_model(self, *args, **kwargs):
         self._fake_steps += 1
         if os.environ.get("FAKE_FL_WORKER_FAULT") == "1" and self._fake_steps == 2:
-            raise RuntimeError("fake_vllm_fl WorkerFL fault: FAKE_FL_WORKER_FAULT=1 (outside FlagGems)")
+            raise RuntimeError("fake_vllm_fl WorkerFL fault: FAKE_FL_WORKER_FAULT=1 (in the worker itself)")
         return super().execute_model(*args, **kwargs)
 
 
