@@ -171,6 +171,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m modelverify_kerne
     p.add_argument("--junit", metavar="FILE", help="also write JUnit XML: a test case per run × phase, plus the verdict")
     p = sub.add_parser("report", help="rebuild report.json and report.html from what a run left in OUTPUT_DIR")
     p.add_argument("output_dir", help="the output_dir of a run that was interrupted (or not)")
+    p = sub.add_parser("batch", help="verify models x targets from a YAML/JSON matrix: a papermill run per cell, resumable")
+    p.add_argument("matrix", help="YAML or JSON: models, targets (container + docker_host, or local: true), parameters")
+    p.add_argument("--out", default="outputs/batch", help="folder of the cell folders, batch.json and the summary (default outputs/batch)")
+    p.add_argument("--per-host", type=int, default=1, metavar="N", help="cells at once per machine (default 1: no two share devices)")
+    p.add_argument("--dry-run", action="store_true", help="validate the matrix, list the cells and what a run would do, run nothing")
     args = parser.parse_args(argv)
     try:
         if args.command == "run" and args.help_notebook:
@@ -191,6 +196,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m modelverify_kerne
             return render(args.output_dir, args.junit)
         if args.command == "report":
             return rebuild(args.output_dir)
+        if args.command == "batch":
+            from .batch import main as batch_main
+
+            return batch_main(args.matrix, args.out, args.per_host, args.dry_run)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

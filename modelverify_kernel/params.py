@@ -64,6 +64,7 @@ class Params:
     run_b_unset: tuple[str, ...] = ()  # added to RUN_B_UNSET, removed from RUN_B_ENV
     target_python: str | None = None
     docker_host: str | None = None
+    target_label: str | None = None  # the target's name in fleet summaries; None: derived (report.target_label)
     keep_files: bool = False
     fail_on: str = "never"  # never | fail | partial: make papermill fail on the verdict
     # The culprit-op search (bisect.py): on by default when Run B fails or diverges with FlagGems active.
@@ -271,6 +272,7 @@ def validate(values: Mapping[str, Any]) -> Params:
         run_b_unset=_names("run_b_unset", get("run_b_unset")),
         target_python=_opt_str("target_python", get("target_python"), "python3"),
         docker_host=_docker_host(get("docker_host")),
+        target_label=_opt_str("target_label", get("target_label"), "h100-node-3"),
         keep_files=_bool("keep_files", get("keep_files")),
         fail_on=_choice("fail_on", get("fail_on"), ("never", "fail", "partial")),
         bisect=_bool("bisect", get("bisect")),
