@@ -243,7 +243,9 @@ def load_matrix(path: Path, out: Path) -> list[Cell]:
             try:
                 validate(values)
             except ParameterError as exc:
-                raise UserError(f"Matrix {source}, cell {slug} × {name}: {exc}") from None
+                # the notebook's sentence, its `-p NAME VALUE` example spelled as the matrix writes it
+                said = re.sub(r"; for example: -p (\w+) (.*)$", r"; for example \1: \2", str(exc)).rstrip(".")
+                raise UserError(f"Matrix {source}, cell {slug} × {name}: {said}.") from None
             cells.append(Cell(slug, name, host_key(target), values))
     if not cells:
         raise UserError(f"Matrix {source}: every cell is skipped; remove a skip: true from cells.")
@@ -465,7 +467,8 @@ class Batch:
         pools = [ThreadPoolExecutor(max_workers=self.per_host, thread_name_prefix=f"batch-{host}")
                  for host in by_host]
         futures = [pool.submit(self._run_cell, cell) for pool, cells in zip(pools, by_host.values()) for cell in cells]
-        previous = {sig: signal.signal(sig, lambda *_: self.stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+        previous = {sig: signal.signal(sig, lambda *_: self.stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)} \
+            if threading.current_thread() is threading.main_thread() else {}  # tests drive it from a thread
         try:
             while not all(f.done() for f in futures):
                 if self.stop.wait(0.2):
