@@ -193,12 +193,14 @@ def test_per_host_limit_and_hosts_in_parallel(tmp_path, per_host):
         lines = events.read_text().splitlines() if events.exists() else []
         return {h: sum(line.startswith(f"start {h} ") for line in lines) for h in ("h1", "h2")}
 
-    # both hosts fill their slots while no cell can end: the hosts run side by side
-    wait_until(lambda: started() == {"h1": per_host, "h2": per_host}, 30, "per_host cells started on each host")
-    running = [r for r in json.loads((out / "batch.json").read_text())["cells"] if r["state"] == "running"]
-    assert len(running) == 2 * per_host
-    release.touch()
-    runner.join()
+    try:
+        # both hosts fill their slots while no cell can end: the hosts run side by side
+        wait_until(lambda: started() == {"h1": per_host, "h2": per_host}, 30, "per_host cells started on each host")
+        running = [r for r in json.loads((out / "batch.json").read_text())["cells"] if r["state"] == "running"]
+        assert len(running) == 2 * per_host
+    finally:
+        release.touch()  # pass or fail, every probe cell ends
+        runner.join()
     assert done["code"] == 0
     assert concurrency(events) == {"h1": per_host, "h2": per_host}
     assert started() == {"h1": 3, "h2": 3}
