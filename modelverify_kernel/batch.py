@@ -274,8 +274,8 @@ def set_aside(cell_dir: Path) -> tuple[Path, str]:
         v.decide()
         v.write_report()
         note = f"report rebuilt ({v.verdict.conclusion})"
-    except UserError as exc:
-        note = f"no report rebuilt: {exc}"  # killed before the notebook recorded anything
+    except (UserError, OSError, ValueError) as exc:  # e.g. killed before the notebook recorded anything
+        note = f"no report rebuilt: {exc}"
     n = 1
     while (cell_dir.parent / f"{cell_dir.name}.interrupted-{n}").exists():
         n += 1
@@ -339,7 +339,7 @@ class Batch:
     per_host: int = 1
     command: Callable[[Cell], list[str]] = cell_command
     matrix: str = ""
-    echo: Callable[[str], None] = print
+    echo: Callable[[str], None] = lambda line: print(line, flush=True)  # progress reaches a CI log as it happens
     records: dict[str, dict] = field(default_factory=dict)
     stop: threading.Event = field(default_factory=threading.Event)
     _running: dict[str, subprocess.Popen] = field(default_factory=dict)
