@@ -11,6 +11,7 @@ change, and a cell folder that already holds a finished report is never run agai
 from __future__ import annotations
 
 import fcntl
+import importlib.util
 import json
 import os
 import re
@@ -377,7 +378,7 @@ class Batch:
             n = [c.id for c in self.cells].index(cell.id) + 1
             self.echo(f"[{n}/{len(self.cells)}] {cell.label}: {line}")
 
-    def _finish(self, cell: Cell, started: float | None, code: int | None) -> None:
+    def _finish(self, cell: Cell, started: float | None, code: int | None, summarize: bool = True) -> None:
         report = finished_report(self.out / cell.id)
         took = None if started is None else round(time.monotonic() - started, 1)
         if report:
@@ -392,14 +393,15 @@ class Batch:
             why = "stopped with the batch" if state == "killed" else f"exit {code}, no report; see {cell.id}/{CELL_LOG}"
             self._set(cell, f"{state}: {why} ({took:.0f} s)", state=state, exit_code=code, ended_at=_now(),
                       duration_s=took)
-        self.summarize()
+        if summarize:
+            self.summarize()
 
     def summarize(self) -> None:
         """OUT/index.html, summary.json, junit.xml over every cell folder there is (issue 14 point 2)."""
-        try:
-            from . import summary
-        except ImportError:
-            return  # summary.py comes from the summary branch; without it the batch writes no index
+        if importlib.util.find_spec(f"{__package__}.summary") is None:
+            return  # summary.py comes from the summary branch (issue 14 point 2); until merged, no index
+        from . import summary
+
         with self._lock:
             dirs = [self.out / c.id for c in self.cells if (self.out / c.id).is_dir()]
             try:
@@ -414,13 +416,14 @@ class Batch:
         for cell in self.cells:
             cell_dir = self.out / cell.id
             if finished_report(cell_dir):
-                self._finish(cell, None, self.records[cell.id]["exit_code"])
+                self._finish(cell, None, self.records[cell.id]["exit_code"], summarize=False)
                 continue
             if cell_dir.exists():
                 dest, note = set_aside(cell_dir)
                 self.records[cell.id]["interrupted"].append(dest.name)
                 self._set(cell, f"interrupted attempt kept in {dest.name} ({note}); runs again")
             todo.append(cell)
+        self.summarize()
         return todo
 
     def _run_cell(self, cell: Cell) -> None:

@@ -300,8 +300,8 @@ def test_a_killed_batch_resumes(dockerd, demo_model, tmp_path):
         with open(tmp_path / "first.log", "wb") as log:
             batch = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
             wait_until(lambda: cells_state() == {"tiny__box0": "done", "tiny__box1": "running"} and
-                       (out / "tiny__box1" / "logs").is_dir() or batch.poll() is not None, 900,
-                       "the first cell done and the second's first phase started")
+                       (out / "tiny__box1" / "logs" / "run_a_offline.log").is_file() or batch.poll() is not None,
+                       900, "the first cell done and the second's first phase started")
             assert batch.poll() is None, (tmp_path / "first.log").read_text()
             batch.send_signal(signal.SIGTERM)
             assert batch.wait(120) == 1
