@@ -265,6 +265,19 @@ def test_sigterm_stops_the_running_cells_and_the_rest_stays_pending(tmp_path, ma
     assert not (out / "m1__h").exists()
 
 
+def test_a_second_batch_in_the_same_out_is_refused(tmp_path, capsys):
+    import fcntl
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with open(out / ".batch.lock", "a+") as held:  # as a running batch holds it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert main(["batch", str(write(tmp_path, "models: [/m]\ntargets: [{name: a, local: true}]\n")),
+                     "--out", str(out)]) == 2
+    assert capsys.readouterr().err == f"error: Another batch is running in {out}; wait for it to end or give another --out.\n"
+    assert sorted(p.name for p in out.iterdir()) == [".batch.lock"]  # nothing touched
+
+
 # -- the real thing ---------------------------------------------------------------------------
 
 @pytest.mark.engine
