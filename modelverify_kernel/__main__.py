@@ -176,6 +176,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m modelverify_kerne
     p.add_argument("--out", default="summary", metavar="DIR", help="where the summary goes (default: ./summary)")
     p.add_argument("--fail-on", choices=("never", "fail", "partial"), default="never",
                    help="exit 1 when a cell is FAIL (fail) or FAIL/PARTIAL (partial), or a folder has no report; as fail_on")
+    p = sub.add_parser("batch", help="verify models x targets from a YAML/JSON matrix: a papermill run per cell, resumable")
+    p.add_argument("matrix", help="YAML or JSON: models, targets (container + docker_host, or local: true), parameters")
+    p.add_argument("--out", default="outputs/batch", help="folder of the cell folders, batch.json and the summary (default outputs/batch)")
+    p.add_argument("--per-host", type=int, default=1, metavar="N", help="cells at once per machine (default 1: no two share devices)")
+    p.add_argument("--dry-run", action="store_true", help="validate the matrix, list the cells and what a run would do, run nothing")
     args = parser.parse_args(argv)
     try:
         if args.command == "run" and args.help_notebook:
@@ -200,6 +205,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m modelverify_kerne
             from .summary import cli as summarize_cli
 
             return summarize_cli(args.dirs, args.out, args.fail_on)
+        if args.command == "batch":
+            from .batch import main as batch_main
+
+            return batch_main(args.matrix, args.out, args.per_host, args.dry_run)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
