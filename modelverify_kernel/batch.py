@@ -11,7 +11,6 @@ change, and a cell folder that already holds a finished report is never run agai
 from __future__ import annotations
 
 import fcntl
-import importlib.util
 import json
 import os
 import re
@@ -398,13 +397,8 @@ class Batch:
 
     def summarize(self) -> None:
         """OUT/index.html, summary.json, junit.xml over every cell folder there is (issue 14 point 2)."""
-        if importlib.util.find_spec(f"{__package__}.summary") is None:
-            return  # summary.py comes from the summary branch (issue 14 point 2); until merged, no index
-        try:
-            from . import summary
-        except ImportError as exc:  # a summary module of another version (an editable install elsewhere)
-            self.echo(f"warning: the summary was not written: {exc}")
-            return
+        from . import summary
+
         with self._lock:
             dirs = [self.out / c.id for c in self.cells if (self.out / c.id).is_dir()]
             try:

@@ -340,6 +340,15 @@ def test_a_killed_batch_resumes(dockerd, demo_model, tmp_path):
             assert data["environment"]["target"]["container_name"] == c.name
         assert cells_state() == {"tiny__box0": "done", "tiny__box1": "done"}
         assert processes_with_env(f"{marker_name}={marker_value}") == []
+        # the batch's summary is the summary of its cell folders merged afterwards, byte for byte
+        names = ("summary.json", "index.html", "junit.xml")
+        written = {n: (out / n).read_bytes() for n in names}
+        assert [c["target"] for c in json.loads(written["summary.json"])["cells"]] == ["box0", "box1"]
+        merged = subprocess.run([sys.executable, "-m", "modelverify_kernel", "summarize", str(out / "tiny__box1"),
+                                 str(out / "tiny__box0"), "--out", str(out)], env=env, capture_output=True, text=True,
+                                cwd=tmp_path, timeout=120)
+        assert merged.returncode == 0, merged.stdout + merged.stderr
+        assert {n: (out / n).read_bytes() for n in names} == written
     finally:
         for c in containers:
             c.remove(force=True)
