@@ -63,7 +63,7 @@ browser-deps:
 TEST_WORKERS ?= 2
 
 test: $(STAMP) $(TEST_STACK)/.installed docker-deps browser-deps
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 # Kinds of tests (pyproject.toml markers): unit (pure, seconds), process, engine, docker, browser.
 test-fast test-unit: $(STAMP)

@@ -38,7 +38,7 @@ SLOW_KINDS = {"engine", "docker", "browser"}  # `slow` is their alias: -m 'not s
 # `make test` runs two pytest-xdist workers (--dist loadgroup). Tests that share a fixture too
 # costly to build twice run on one worker: the demo run, the private Docker daemon, and a
 # module's own module-scoped run (tests/test_stack_modes.py).
-SHARED_SESSION_FIXTURES = {"demo_run": "demo_run", "dockerd": "docker"}
+SHARED_SESSION_FIXTURES = {"dockerd": "docker", "demo_run": "demo_run"}
 
 
 def _worker_group(item) -> str | None:
@@ -67,6 +67,25 @@ def pytest_collection_modifyitems(config, items):
         group = _worker_group(item)
         if group:
             item.add_marker(pytest.mark.xdist_group(group))
+    if getattr(config.option, "dist", "no") != "no":
+        items[:] = _longest_first(items)
+
+
+def _longest_first(items: list) -> list:
+    """Under xdist, the work that takes longest starts first (make test keeps this order with
+    --no-loadscope-reorder): a module's shared run and the tests beside it (several whole
+    notebooks in sequence on one worker), then the Docker tests, then the demo run's readers,
+    then the other engine tests, then the rest. The order is the same on every worker, as
+    xdist requires."""
+    rank = {group: i + 1 for i, group in enumerate(SHARED_SESSION_FIXTURES.values())}
+
+    def key(item) -> tuple:
+        group = next((m.args[0] for m in item.iter_markers("xdist_group")), None)
+        if group:
+            return (0, rank.get(group, 0), group)
+        return (1, item.get_closest_marker("engine") is None, "")
+
+    return sorted(items, key=key)
 
 
 @pytest.hookimpl(hookwrapper=True)
