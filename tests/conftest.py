@@ -25,8 +25,8 @@ KV_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1"}
 ENGINE_ARGS = ["--enforce-eager", "--dtype", "float32"]
 # Most engine tests run vLLM in one process for an offline phase (two for serve: the API server
 # and the engine) instead of three, each importing vLLM: 20 s a phase here instead of 32, same
-# tokens. The demo run (conftest) and the Docker notebook test keep vLLM's default shape; the
-# process-tree tests use serve, which keeps a tree.
+# tokens. The demo run (conftest) keeps vLLM's default shape, as do the fault tests that wait
+# for its engine-core process; the process-tree tests use serve, which keeps a tree.
 CPU_ENV = {**KV_ENV, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
 DEMO_ENGINE_ARGS = [*ENGINE_ARGS, "--distributed-executor-backend", "uni"]
 

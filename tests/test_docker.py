@@ -22,7 +22,7 @@ from pathlib import Path
 
 import papermill as pm
 import pytest
-from conftest import CPU_ENV, DEMO_ENGINE_ARGS, ENGINE_ARGS, KV_ENV, REPO, assert_demo_report_on_this_machine
+from conftest import CPU_ENV, DEMO_ENGINE_ARGS, REPO, assert_demo_report_on_this_machine
 from docker_daemon import IMAGE, DaemonUnavailable, PrivateDockerd
 from test_target import TREE, interrupt_when, start_driver, wait_until
 
@@ -314,8 +314,8 @@ def test_notebook_in_the_container_reaches_the_local_verdict(dockerd, container,
     pm.execute_notebook(
         str(REPO / "notebooks" / "verify.ipynb"), str(tmp_path / "verify.ipynb"), cwd=str(REPO),
         kernel_name="python3", progress_bar=False,
-        parameters=dict(model_path=str(demo_model), output_dir=str(out_dir), env=KV_ENV,
-                        extra_vllm_args=ENGINE_ARGS, max_model_len=512, container=container.name,
+        parameters=dict(model_path=str(demo_model), output_dir=str(out_dir), env=CPU_ENV,
+                        extra_vllm_args=DEMO_ENGINE_ARGS, max_model_len=512, container=container.name,
                         docker_host=dockerd.host, target_python=sys.executable),
     )
     data = json.loads((out_dir / "report.json").read_text())
