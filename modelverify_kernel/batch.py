@@ -14,7 +14,6 @@ import fcntl
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from urllib.parse import urlparse
 
 from .errors import ParameterError, UserError
 from .params import PARAMETER_NAMES, validate
+from .records import now, write_atomic
 
 STATE_FILE = "batch.json"
 LOCK_FILE = ".batch.lock"  # held while a batch runs in OUT: a second one would move live cell folders
@@ -318,18 +318,6 @@ def cell_command(cell: Cell) -> list[str]:
             str(Path(cell.parameters["output_dir"]) / "verify.ipynb")]
 
 
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _now() -> str:
-    from .report import now
-
-    return now()
-
-
 @dataclass
 class Batch:
     """The cells of one matrix run into OUT; `command(cell)` gives a cell's argv (tests inject one)."""
@@ -366,9 +354,9 @@ class Batch:
     # -- bookkeeping -------------------------------------------------------------------------
     def save(self) -> None:
         with self._lock:
-            _write_json(self.out / STATE_FILE, {
-                "matrix": self.matrix, "per_host": self.per_host, "updated_at": _now(),
-                "cells": [self.records[c.id] for c in self.cells]})
+            write_atomic(self.out / STATE_FILE, json.dumps({
+                "matrix": self.matrix, "per_host": self.per_host, "updated_at": now(),
+                "cells": [self.records[c.id] for c in self.cells]}, indent=2) + "\n")
 
     def _set(self, cell: Cell, line: str, **changes: Any) -> None:
         with self._lock:
@@ -384,13 +372,13 @@ class Batch:
             status, conclusion = report.get("status"), (report.get("diff_analysis") or {}).get("conclusion")
             line = f"done {status} {conclusion}" + (f" ({took:.0f} s)" if took is not None else ", finished earlier: skipped")
             times = {"started_at": report.get("started_at"), "ended_at": report.get("finished_at")} \
-                if started is None else {"ended_at": _now()}
+                if started is None else {"ended_at": now()}
             self._set(cell, line, state="done", exit_code=code, status=status, conclusion=conclusion,
                       duration_s=took, **times)
         else:
             state = "killed" if self.stop.is_set() else "failed"
             why = "stopped with the batch" if state == "killed" else f"exit {code}, no report; see {cell.id}/{CELL_LOG}"
-            self._set(cell, f"{state}: {why} ({took:.0f} s)", state=state, exit_code=code, ended_at=_now(),
+            self._set(cell, f"{state}: {why} ({took:.0f} s)", state=state, exit_code=code, ended_at=now(),
                       duration_s=took)
         if summarize:
             self.summarize()
@@ -434,7 +422,7 @@ class Batch:
                                         stdin=subprocess.DEVNULL, process_group=0)
             self._running[cell.id] = proc  # this thread waits for it: the cell's PR_SET_PDEATHSIG stays armed
             started = time.monotonic()
-            self._set(cell, f"running (host {cell.host}, pid {proc.pid})", state="running", started_at=_now(),
+            self._set(cell, f"running (host {cell.host}, pid {proc.pid})", state="running", started_at=now(),
                       ended_at=None, exit_code=None, pid=proc.pid)
         code = proc.wait()
         with self._lock:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import tempfile
 import types
 import typing
 from dataclasses import dataclass, field
@@ -73,13 +75,27 @@ def from_json(cls: type[R], data: Mapping[str, Any]) -> R:
     return cls(**{k: _convert(hints[k], v) for k, v in data.items() if k in known})
 
 
+def write_atomic(path: Path, text: str) -> None:
+    """Whole or not at all: a file another process (a `report` rebuild, a summary reader, two
+    batch cells ending at once) may read while it is rewritten."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def write(path: Path, record: Any, redact: typing.Callable[[Any], Any] | None = None) -> Path:
     """One record as a JSON file (through `redact`, the last net for secrets)."""
     data = to_json(record)
     if redact is not None:
         data = redact(data)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
+    write_atomic(path, json.dumps(data, indent=1, default=str))
     return path
 
 

@@ -580,7 +580,7 @@ def failure_text(phases: Mapping[str, PhaseResult], lines: int = 20) -> str:
     return "\n".join(out)
 
 
-def _embed(report: Mapping[str, Any]) -> str:
+def embed_json(report: Mapping[str, Any]) -> str:
     """JSON safe inside <script>: no "<" can close the element early."""
     return json.dumps(report, indent=1, ensure_ascii=False).replace("<", "\\u003c")
 
@@ -592,7 +592,7 @@ def visible(text: str) -> str:
 
 
 @lru_cache(maxsize=1)
-def _env() -> jinja2.Environment:
+def template_env() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader(__package__, "templates"),
         autoescape=jinja2.select_autoescape(["html", "j2"]),
@@ -620,10 +620,10 @@ def render_html(report: Mapping[str, Any]) -> str:
                              "bisection", {"outcome": "bo"}, {"duration (s)": "{:.1f}"}),
         "reruns": any(a.get("attempt", 1) > 1 for a in report.get("attempts") or []),
     }
-    return _env().get_template("report.html.j2").render(
+    return template_env().get_template("report.html.j2").render(
         r=report, tables=tables, timeline=timeline_svg(report), reason=verdict_reason(report),
         advice=STACK_ADVICE, reproduce=report.get("reproduce") or reproduce(report),
-        run_titles=RUN_TITLES, embedded=_embed(report),
+        run_titles=RUN_TITLES, embedded=embed_json(report),
     )
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from datetime import datetime
 from functools import lru_cache
 from importlib import metadata
@@ -24,7 +23,8 @@ import pandas as pd
 
 from . import junit
 from .errors import UserError
-from .report import FAIL_ON, _embed, _env, load_report, target_label, verdict_reason
+from .records import write_atomic
+from .report import FAIL_ON, embed_json, load_report, target_label, template_env, verdict_reason
 from .vocabulary import HTML_NAME
 
 SCHEMA_VERSION = "1.0"
@@ -137,22 +137,8 @@ def junit_xml(summary: Mapping[str, Any], reports: Mapping[str, Mapping[str, Any
 
 def render_html(summary: Mapping[str, Any]) -> str:
     """The standalone index page; everything on it comes from `summary`."""
-    return _env().get_template("summary.html.j2").render(
-        s=summary, pivot=pivot(summary), embedded=_embed(summary))
-
-
-def _write(path: Path, text: str) -> None:
-    """Whole or not at all: a batch rewrites the summary (maybe from two cells ending at once)
-    while someone may be reading it."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    return template_env().get_template("summary.html.j2").render(
+        s=summary, pivot=pivot(summary), embedded=embed_json(summary))
 
 
 def summarize(output_dirs: Sequence[Path | str], out_dir: Path | str) -> dict[str, Any]:
@@ -179,9 +165,9 @@ def summarize(output_dirs: Sequence[Path | str], out_dir: Path | str) -> dict[st
     validate(summary)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        _write(out_dir / SUMMARY_NAME, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
-        _write(out_dir / INDEX_NAME, render_html(summary))
-        _write(out_dir / JUNIT_NAME, junit_xml(summary, reports))
+        write_atomic(out_dir / SUMMARY_NAME, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+        write_atomic(out_dir / INDEX_NAME, render_html(summary))
+        write_atomic(out_dir / JUNIT_NAME, junit_xml(summary, reports))
     except OSError as exc:
         raise UserError(f"Cannot write the summary into {out_dir} ({exc.strerror}); give a writable --out.") from None
     return summary
