@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from . import kernel_index
 from .vocabulary import COMPONENT_LAYER
 from .vocabulary import MULTICHIP as _MULTICHIP
 
@@ -917,8 +918,8 @@ class _Scanner:
             self._diagnostic(blk, dg, s, src)
             st.phase = _Phase.EXC
             return True
-        if not s or msg[0] in " \t" or s == "..." or s[0] in "^~":
-            return True  # code lines, position markers, elisions
+        if not s or s == "..." or s[0] in "^~" or (msg[0] in " \t" and blk.frames):
+            return True  # code lines (only a frame has them), position markers, elisions
         em = _BLOCK_EXC.match(msg)
         if em and _looks_like_type(em.group("type")):
             self._set_exc(blk, em.group("type"), em.group("msg") or "", s, src)
@@ -1135,10 +1136,28 @@ def _owner(frames: list[_Frame], text: str, line: str,
     for pat, comp in _OWNER_PATHS:
         if pat.search(text):
             return comp, "path", None
+    if caller:
+        named = _kernel_named(text)
+        if named:
+            return named[1], "kernel", None
     for pat, comp in _OWNER_NAMES:
         if pat.search(line):
             return comp, "name", None
     return None, "none", None
+
+
+_IDENT = re.compile(r"[A-Za-z_]\w*_\w+")
+
+
+def _kernel_named(text: str) -> tuple[str, str, str | None] | None:
+    """The Triton kernel the failure's own text names, by who defines it: (kernel, component,
+    op). None when no known kernel is named, or the names point at different components."""
+    index = kernel_index.load()
+    hits = {name: index[name] for name in _IDENT.findall(text) if name in index}
+    if not hits or len({comp for comp, _ in hits.values()}) > 1:
+        return None
+    name, (comp, op) = next(iter(hits.items()))
+    return name, comp, op
 
 
 def _root_exc(f: _Failure, rs: _RuleSet) -> tuple[_Exc | None, list[str]]:
@@ -1194,7 +1213,8 @@ def _apply(rule: Rule, frames: list[_Frame], text: str, line: str) -> tuple[str,
     comp, how, fr = _owner(frames, text, line, rule.caller)
     if comp is None:
         return rule.fallback or "unknown", "low", None
-    conf = {"frame": rule.confidence, "path": _lower(rule.confidence, "medium")}.get(how, "low")
+    conf = {"frame": rule.confidence, "path": _lower(rule.confidence, "medium"),
+            "kernel": _lower(rule.confidence, "medium")}.get(how, "low")
     return comp, conf, fr
 
 
@@ -1263,13 +1283,16 @@ def _flagos_frame(frames: list[_Frame]) -> str | None:
     return None
 
 
-def _culprit(frames: list[_Frame], text: str) -> str | None:
+def _culprit(frames: list[_Frame], text: str, component: str) -> str | None:
     for fr in reversed(frames):
         m = _OP_PATH.search(fr.path.replace("\\", "/"))
         if m:
             return m.group(1) or m.group(2)
     m = _OP_PATH.search(text)
-    return (m.group(1) or m.group(2)) if m else None
+    if m:
+        return m.group(1) or m.group(2)
+    named = _kernel_named(text)  # a kernel named in the text: its op, if the blame is its owner's
+    return named[2] if named and named[1] == component else None
 
 
 # --------------------------------------------------------------------------- entry points
@@ -1402,7 +1425,7 @@ def _diagnosis(v: _Verdict) -> Diagnosis:
     else:
         frames, text = v.failure.orphan_frames, "\n".join(v.evidence)
         error = sig_head = v.failure.line
-    op = _culprit(frames, text)
+    op = _culprit(frames, text, v.component)
     where = _flagos_frame(frames)
     signature = _normalise(sig_head) + (f" @ {_normalise(where)}" if where else "")
     comp = v.component

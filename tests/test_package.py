@@ -188,12 +188,13 @@ def test_wheel_installs_into_a_fresh_venv_and_classifies(tmp_path):
 
     # the targets find the scripts inside the installed package, not in a checkout
     probe = ("import json; from pathlib import Path\n"
-             "from modelverify_kernel import resources\n"
+             "from modelverify_kernel import kernel_index, resources\n"
              "from modelverify_kernel.target import SCRIPTS_DIR, LocalTarget\n"
              "t = LocalTarget(work_root=Path('work'))\n"
              "dest = Path(t.install_scripts(SCRIPTS_DIR))\n"
              "print(json.dumps({'scripts': str(resources.scripts_dir()), 'refs': str(resources.references_dir()),"
-             " 'nb': str(resources.notebook_path()), 'copied': sorted(p.name for p in dest.iterdir())}))\n"
+             " 'nb': str(resources.notebook_path()), 'copied': sorted(p.name for p in dest.iterdir()),"
+             " 'kernels': len(kernel_index.load())}))\n"
              "t.cleanup()\n")
     proc = subprocess.run([str(bin_dir / "python"), "-c", probe], capture_output=True, text=True, env=clean,
                           cwd=tmp_path, timeout=120)
@@ -202,4 +203,5 @@ def test_wheel_installs_into_a_fresh_venv_and_classifies(tmp_path):
     site = next((env_dir / "lib").glob("python3*/site-packages/modelverify_kernel"))
     assert Path(found["scripts"]) == site / "container_scripts"
     assert Path(found["refs"]) == site / "references" and Path(found["nb"]) == site / "notebooks" / "verify.ipynb"
+    assert found["kernels"] > 1000  # the kernel index ships with the rule tables
     assert {"run_offline_inference.py", "test_serve_mode.py", "run_in_session.py", "evidence_hook"} <= set(found["copied"])
