@@ -95,7 +95,7 @@ def kill_session(sid: int, grace: float) -> list[int]:
 
 def dump_signal() -> int:
     """The signal `stack_dumps.py` registers (kept equal to it; this script runs standalone)."""
-    return int(signal.SIGRTMIN) + 5
+    return int(signal.SIGWINCH)
 
 
 def _catches(pid: int, sig: int) -> bool:

@@ -25,8 +25,11 @@ _dlopen_pending = [False]
 
 
 def dump_signal() -> int:
-    """A real-time signal nothing in vLLM uses (SIGUSR1/2 are taken by some libraries)."""
-    return int(signal.SIGRTMIN) + 5
+    """SIGWINCH: nothing in vLLM uses it (SIGUSR1/2 are taken by some libraries), no terminal
+    sends it to a phase (its session has none), and its default action is to ignore it — so a
+    process caught without our handler (one being exec'd as it is signalled) is not killed, as
+    it would be by a real-time signal."""
+    return int(signal.SIGWINCH)
 
 
 def _arm() -> None:

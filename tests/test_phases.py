@@ -15,13 +15,14 @@ from modelverify_kernel.runs import RunSpec, load_phase, run_phase
 from modelverify_kernel.target import SCRIPTS_DIR, LocalTarget
 
 pytestmark = pytest.mark.engine
+FAKE_PLUGIN_SITE = Path(__file__).resolve().parent / "fake_stack" / "site"
 
 
-def _phase(tmp_path, demo_model, phase, extra=DEMO_ENGINE_ARGS, marker=None, **overrides):
+def _phase(tmp_path, demo_model, phase, extra=DEMO_ENGINE_ARGS, marker=None, run_env=None, **overrides):
     values = {"model_path": str(demo_model), "output_dir": str(tmp_path), "env": CPU_ENV,
               "extra_vllm_args": list(extra), **overrides}
     params = validate(values)
-    env = {}
+    env = dict(run_env or {})
     if marker:
         name, value = marker.split("=")
         env[name] = value
@@ -89,9 +90,14 @@ def test_serve_phase_passes_stops_the_server_and_frees_the_port(demo_run, demo_m
 
 
 def test_phase_timeout_kills_the_whole_engine_process_tree(tmp_path, demo_model):
+    """The stand-in plugin stalls the engine core on its first request, so the phase is still
+    running at its timeout whatever the machine's speed (a healthy tiny-model phase can finish
+    just as a short timeout fires, and then there is nothing left to kill)."""
     marker = f"MV_TEST_MARKER={uuid.uuid4().hex}"
     # timeout_cap=20: no running on past the timeout while the server still prints (issue 11)
-    pr = _phase(tmp_path, demo_model, "serve", marker=marker, serve_timeout=20, timeout_cap=20)
+    pr = _phase(tmp_path, demo_model, "serve", marker=marker, serve_timeout=20, timeout_cap=20,
+                env={**CPU_ENV, "PYTHONPATH": str(FAKE_PLUGIN_SITE)},
+                run_env={"VLLM_PLUGINS": "fl", "FAKE_FL_MODE": "stall"})
     assert pr.status == "FAIL" and pr.timed_out and pr.error_type == "Timeout"
     assert "20 s" in pr.error
     assert len(pr.leftover_pids) >= 2  # the script and the server it started at least
