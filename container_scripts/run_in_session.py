@@ -7,7 +7,9 @@ enforced in the target itself. The command starts in a new session (the serve sc
 vLLM server in a process group of its own, so a group is not enough); on timeout, or when the
 command ends and left processes behind, every process of the session gets SIGTERM, then SIGKILL
 after --grace seconds. The command gets /dev/null as stdin; --unset NAME removes a variable from
-its environment.
+its environment. Unless the caller set VLLM_RPC_BASE_PATH, the session gets a folder of its own
+for vLLM's ZeroMQ socket files, removed when the session ends (a killed vLLM leaves them behind,
+and they would pile up in the container's /tmp).
 
 A timeout is judged before anything is killed. With --cap, a command whose output is still
 coming when --timeout is reached (output in the last --window seconds: loading, compiling
@@ -45,6 +47,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -254,6 +257,22 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     controller = Controller()
     env = {k: v for k, v in os.environ.items() if k not in args.unset}
+    ipc_dir = None
+    if "VLLM_RPC_BASE_PATH" not in env:
+        # vLLM's ZeroMQ socket files go to the temp folder and stay there when a process is
+        # killed: give the session its own folder, removed when it ends
+        ipc_dir = tempfile.mkdtemp(prefix="mv-ipc-")
+        env["VLLM_RPC_BASE_PATH"] = ipc_dir
+    try:
+        return _supervise(args, controller, env, ipc_dir)
+    finally:
+        if ipc_dir:
+            shutil.rmtree(ipc_dir, ignore_errors=True)
+
+
+def _supervise(args: argparse.Namespace, controller: "Controller", env: dict[str, str],
+               ipc_dir: str | None) -> int:
+    """Run the command in its own session until it ends or the timeout; report its status."""
     try:
         proc = subprocess.Popen(args.command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, start_new_session=True, env=env)
@@ -307,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     if controller.is_gone():
         # Nobody reads our output or status any more (a write could block forever): clean up, go.
         remove_workdir(args.workdir)
+        if ipc_dir:
+            shutil.rmtree(ipc_dir, ignore_errors=True)
         os._exit(128 + signal.SIGTERM)
     code = proc.wait()
     reader.join(5)

@@ -97,7 +97,7 @@ def test_phase_timeout_kills_the_whole_engine_process_tree(tmp_path, demo_model)
     # timeout_cap=20: no running on past the timeout while the server still prints (issue 11)
     pr = _phase(tmp_path, demo_model, "serve", marker=marker, serve_timeout=20, timeout_cap=20,
                 env={**CPU_ENV, "PYTHONPATH": str(FAKE_PLUGIN_SITE)},
-                run_env={"VLLM_PLUGINS": "fl", "FAKE_FL_MODE": "stall"})
+                run_env={"VLLM_PLUGINS": "fl", "FAKE_FL_MODE": "stall", "USE_FLAGGEMS": "1"})
     assert pr.status == "FAIL" and pr.timed_out and pr.error_type == "Timeout"
     assert "20 s" in pr.error
     assert len(pr.leftover_pids) >= 2  # the script and the server it started at least

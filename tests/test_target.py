@@ -229,3 +229,29 @@ def test_fetch_and_install_scripts(tmp_path):
         assert not t.fetch(os.path.join(where, "nope.json"), tmp_path / "n.json")
     finally:
         t.cleanup()
+
+
+def test_a_killed_session_leaves_no_socket_files_of_vllm_behind(tmp_path):
+    """vLLM puts its ZeroMQ sockets in VLLM_RPC_BASE_PATH (default: the temp folder) and a killed
+    vLLM never removes them: each session gets a folder of its own, gone when the session ends;
+    a caller's own VLLM_RPC_BASE_PATH is left as it is."""
+    leader = ("import os, socket, sys, time\n"
+              "base = os.environ['VLLM_RPC_BASE_PATH']\n"
+              "s = socket.socket(socket.AF_UNIX); s.bind(os.path.join(base, 'engine.sock'))\n"
+              "print('base', base, flush=True)\n"
+              "time.sleep(600)\n")
+    t = LocalTarget(kill_grace=1)
+    try:
+        res = t.run([sys.executable, "-c", leader], env_set={}, env_unset=[], timeout=3,
+                    log_path=tmp_path / "log.txt")
+        mine = tmp_path / "mine"
+        mine.mkdir()
+        t.run([sys.executable, "-c", leader], env_set={"VLLM_RPC_BASE_PATH": str(mine)}, env_unset=[],
+              timeout=3, log_path=tmp_path / "log2.txt")
+    finally:
+        t.cleanup()
+    assert res.timed_out
+    base = Path((tmp_path / "log.txt").read_text().split("base ", 1)[1].split()[0])
+    assert base.name.startswith("mv-ipc-") and len(str(base)) + 37 < 100  # a socket path fits
+    assert not base.exists()
+    assert (mine / "engine.sock").exists()
