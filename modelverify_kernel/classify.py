@@ -1124,8 +1124,14 @@ def _owner(frames: list[_Frame], text: str, line: str,
     """Who owns the code the failure came through: (component, how, frame).
 
     ``caller``: the failure is the kernel's (its source, its launch, its fault on the device):
-    Triton's own frames are skipped so the code that called the kernel is blamed.
+    a Triton kernel the failure's text names is blamed on whoever defines it (kernel_index) —
+    a device fault's stack is often not where the kernel ran; else Triton's own frames are
+    skipped so the code that called the kernel is blamed.
     """
+    if caller:  # the kernel the failure names is the most direct evidence of whose kernel it was
+        named = _kernel_named(text)
+        if named:
+            return named[1], "kernel", None
     for fr in reversed(frames):
         pkg = _frame_pkg(fr.path)
         comp = _pkg_owner(pkg)
@@ -1136,10 +1142,6 @@ def _owner(frames: list[_Frame], text: str, line: str,
     for pat, comp in _OWNER_PATHS:
         if pat.search(text):
             return comp, "path", None
-    if caller:
-        named = _kernel_named(text)
-        if named:
-            return named[1], "kernel", None
     for pat, comp in _OWNER_NAMES:
         if pat.search(line):
             return comp, "name", None

@@ -1092,13 +1092,19 @@ def test_a_kernel_name_is_evidence_only_for_the_kernels_own_failure() -> None:
         "    run()\n"
         "ValueError: could not schedule rms_norm_kernel's batch\n")
     assert diag.component == "vllm", diag
-    # a frame beats the name: the launch went through vLLM's own op
+    # a device fault's stack is wherever the error surfaced; the kernel it names is whose it was
     fault = classify_text(
+        "Traceback (most recent call last):\n"
+        '  File "/x/site-packages/vllm/v1/sample/sampler.py", line 5, in forward\n'
+        "    probs = logits.softmax(dim=-1)\n"
+        "RuntimeError: CUDA error: an illegal memory access was encountered (kernel rms_norm_kernel)\n")
+    assert (fault.component, fault.culprit_op) == ("FlagGems", "rms_norm"), fault
+    # without a kernel name the frames decide, as before
+    assert classify_text(
         "Traceback (most recent call last):\n"
         '  File "/x/site-packages/vllm/model_executor/layers/layernorm.py", line 5, in forward\n'
         "    rms_norm_kernel[grid](x)\n"
-        "RuntimeError: CUDA error: an illegal memory access was encountered\n")
-    assert fault.component == "vllm", fault
+        "RuntimeError: CUDA error: an illegal memory access was encountered\n").component == "vllm"
 
 
 def test_kernel_index_is_built_from_the_components_sources(tmp_path: Path) -> None:
