@@ -12,7 +12,9 @@ import argparse
 import difflib
 import enum
 import functools
+import itertools
 import json
+import os
 import re
 import sys
 from collections import deque
@@ -526,7 +528,7 @@ def strip_ansi(text: str) -> str:
 # excludes what follows): the same matches, fewer steps on each of a big log's lines.
 _PREFIX = re.compile(
     r"(?:[\w.]++-\d++\s++\|\s)?"  # docker compose "vllm-1  | "
-    r"(?:\((?P<proc>[A-Za-z_][\w.-]*+)(?: (?:rank|tp|dp)=\d++)*+(?: pid=(?P<pid>\d++))?\)\s++)?"  # (Worker_TP1 pid=123)
+    r"(?:\((?P<proc>[A-Za-z_][\w.-]*+)(?: (?:rank|tp|dp)=\d++)*+(?: pid=(?P<pid>\d++))?(?:, ip=[\w.:-]++)?\)\s++)?"  # (Worker_TP1 pid=123), Ray's (RayWorkerWrapper pid=1, ip=10.0.0.1)
     r"(?:(?P<lvl>DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL)\s++\d\d-\d\d\s++\d\d:\d\d:\d\d(?:\.\d++)?\s++\[?(?P<src>[^\]\s]*+)\]\s?"
     r"|\[?(?P<glog>[IWEF])\d{4}\s++\d\d:\d\d:\d\d\.\d++\s++(?:\d++\s++)?(?P<gsrc>[^\]\s]++)\]\s?"
     r"|\[(?P<blvl>DEBUG|INFO|WARNING|ERROR|CRITICAL)\]\s)?")
@@ -538,8 +540,37 @@ _NO_PREFIX = _PREFIX.match("")
 # call the line quiet too (a fast path for the bulk of a big log, never a different answer).
 _QUIET_FAST = re.compile(
     r"(?:[\w.]++-\d++\s++\|\s)?"
-    r"(?:\([A-Za-z_][\w.-]*+(?: (?:rank|tp|dp)=\d++)*+(?: pid=\d++)?\)\s++)?"
+    r"(?:\([A-Za-z_][\w.-]*+(?: (?:rank|tp|dp)=\d++)*+(?: pid=\d++)?(?:, ip=[\w.:-]++)?\)\s++)?"
     r"(?:INFO|DEBUG)\s++\d\d-\d\d\s++\d\d:\d\d:\d\d(?:\.\d++)?\s++\[?[^\]\s]*+\]")
+# What a log collector or a paste puts in front of every line, before the program's own
+# prefix: `docker logs -t` / `kubectl logs --timestamps` times, journald's "Nov 30 10:00:00 host
+# unit[pid]: ", kubectl's "[pod/name/container] ", torchrun's "[rank0]:" / "[default0]:", and a
+# Markdown quote ("> "). Looked for in the first lines of a log (_outer_prefix): when most carry
+# one, it is taken off every line that has it.
+_OUTER = re.compile(
+    r"(?:\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?\s"
+    r"|[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \S+ [\w.@/-]+(?:\[\d+\])?: "
+    r"|\[pod/[^\]\s]+\] "
+    r"|\[(?:rank|default)\d+\]:\s?"
+    r"|>(?: |$))*")
+_OUTER_HEAD = 64  # lines looked at
+
+
+def _outer_prefix(lines: Iterator[str]) -> tuple[Iterator[str], re.Pattern[str] | None, str]:
+    """The log's lines (none consumed), the outer prefix most of its first lines carry (or None),
+    and the indentation all of them share (a pasted excerpt indented as a whole)."""
+    head = list(itertools.islice(lines, _OUTER_HEAD))
+    body = [_ANSI.sub("", ln).rstrip("\r\n") for ln in head]
+    body = [ln for ln in body if ln.strip()]
+    outer = None
+    if body and sum(1 for ln in body if _OUTER.match(ln).end()) * 2 >= len(body):
+        outer = _OUTER
+        body = [ln[_OUTER.match(ln).end():] for ln in body]
+        body = [ln for ln in body if ln.strip()]
+    indent = os.path.commonprefix([ln[:len(ln) - len(ln.lstrip())] for ln in body]) if body else ""
+    return itertools.chain(head, lines), outer, indent
+
+
 _QUIET = frozenset({"INFO", "DEBUG", "I"})
 _WARN = frozenset({"WARNING", "WARN", "W"})
 _FRAME = re.compile(r'\s*File "(?P<path>[^"]+)"(?:, line (?P<ln>\d+))?(?:,? in (?P<fn>\S.*))?\s*$')
@@ -690,6 +721,8 @@ class _Scanner:
         benign_any = rs.benign_any.search if rs.benign_any is not None else _never
         fixed = stream
         cond_lits = rs.cond_lits
+        lines, outer, indent = _outer_prefix(iter(lines))
+        outer_match = outer.match if outer is not None else None
         idle_phase, active, streams, idle_head = _Phase.IDLE, self.active, self.streams, _IDLE_HEAD.match
         for raw in lines:
             self.index += 1
@@ -697,6 +730,10 @@ class _Scanner:
                 raw = raw[:_MAX_LINE]
             if "\x1b" in raw:
                 raw = _ANSI.sub("", raw)
+            if outer_match is not None:
+                raw = raw[outer_match(raw).end():]
+            if indent and raw.startswith(indent):
+                raw = raw[len(indent):]
             if cond_lits and self.index <= _COND_LINES:  # a condition of the run, at any level
                 for lit in cond_lits:
                     if lit in raw:

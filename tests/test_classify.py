@@ -1158,3 +1158,45 @@ def test_the_shipped_kernel_index_covers_the_real_flag_gems() -> None:
     missing = {k for k in real if k not in shipped["kernels"] and k not in shipped["ambiguous"]}
     assert not missing, sorted(missing)[:20]
     assert all(shipped["kernels"][k][0] == "FlagGems" for k in real if k in shipped["kernels"])
+
+
+# --------------------------------------------------------------------------- what collectors add
+
+_COLLECTED = {
+    "docker logs -t": lambda ln: "2026-05-20T04:39:23.123456789Z " + ln,
+    "kubectl logs --prefix --timestamps": lambda ln: "[pod/vllm-0/server] 2026-05-20T04:39:23.1Z " + ln,
+    "journald": lambda ln: "May 20 04:39:23 gpu-node-7 vllm-serve[4242]: " + ln,
+    "torchrun": lambda ln: "[rank0]: " + ln,
+    "a Markdown quote": lambda ln: "> " + ln,
+    "pasted indented": lambda ln: "    " + ln,
+}
+
+
+@pytest.mark.parametrize("how", sorted(_COLLECTED))
+@pytest.mark.parametrize("name", ["flaggems_no_device.log", "oom_worker.log", "tp_heads.log",
+                                  "triton_no_driver.log", "vllm_cpu_startup_ok.log", "benign_gpu_run_b.log"])
+def test_a_log_reads_the_same_through_a_collectors_line_prefix(name: str, how: str) -> None:
+    """Issue threads and log collectors put something in front of every line; without taking it
+    off, tracebacks were not recognised and failed logs came out `none`."""
+    lines = (LOGS / name).read_text().splitlines()
+    plain = classify_log(lines)
+    collected = classify_log([_COLLECTED[how](ln) for ln in lines])
+    assert (collected.component, collected.rule, collected.culprit_op) == (plain.component, plain.rule, plain.culprit_op)
+    assert len(collected.evidence) == len(plain.evidence)
+
+
+def test_rays_worker_prefix_names_the_process() -> None:
+    log = ("(RayWorkerWrapper pid=2345, ip=10.0.0.1) ERROR 05-20 04:39:23 [worker_base.py:620] Traceback (most recent call last):\n"
+           '(RayWorkerWrapper pid=2345, ip=10.0.0.1) ERROR 05-20 04:39:23 [worker_base.py:620]   File "/x/site-packages/flag_gems/ops/mm.py", line 9, in mm\n'
+           "(RayWorkerWrapper pid=2345, ip=10.0.0.1) ERROR 05-20 04:39:23 [worker_base.py:620]     return mm_kernel_general[grid](a, b)\n"
+           "(RayWorkerWrapper pid=2346, ip=10.0.0.2) INFO 05-20 04:39:23 [model_runner.py:1] Loading weights\n"
+           "(RayWorkerWrapper pid=2345, ip=10.0.0.1) ERROR 05-20 04:39:23 [worker_base.py:620] RuntimeError: mm: unsupported dtype\n")
+    diag = classify_text(log)
+    assert (diag.component, diag.culprit_op, diag.error) == ("FlagGems", "mm", "RuntimeError: mm: unsupported dtype"), diag
+
+
+def test_a_line_that_only_looks_like_a_prefix_is_kept() -> None:
+    # a quote marker on a few lines of an otherwise plain log is left alone, and a Python prompt is no quote
+    log = ("INFO 05-20 04:39:20 [core.py:1] starting\n> note from the operator\n>>> import vllm\n"
+           "INFO 05-20 04:39:21 [core.py:2] ready\n")
+    assert classify_text(log).component == "none"
