@@ -571,6 +571,10 @@ def _outer_prefix(lines: Iterator[str]) -> tuple[Iterator[str], re.Pattern[str] 
     return itertools.chain(head, lines), outer, indent
 
 
+# Python's exception-group traceback draws a gutter: "  + Exception Group Traceback …", "  | "
+# before each line of the group and of each sub-exception, "+-+---- 1 ----" between them.
+_GROUP_START = re.compile(r"\s*\+ Exception Group Traceback")
+_GROUP_GUTTER = re.compile(r"\s*(?:\| ?|\+-[-+]*(?: (?:\d+|\.\.\.) -+)?$|\+ (?=Exception Group Traceback))")
 _QUIET = frozenset({"INFO", "DEBUG", "I"})
 _WARN = frozenset({"WARNING", "WARN", "W"})
 _FRAME = re.compile(r'\s*File "(?P<path>[^"]+)"(?:, line (?P<ln>\d+))?(?:,? in (?P<fn>\S.*))?\s*$')
@@ -723,6 +727,7 @@ class _Scanner:
         cond_lits = rs.cond_lits
         lines, outer, indent = _outer_prefix(iter(lines))
         outer_match = outer.match if outer is not None else None
+        in_group = False
         idle_phase, active, streams, idle_head = _Phase.IDLE, self.active, self.streams, _IDLE_HEAD.match
         for raw in lines:
             self.index += 1
@@ -758,6 +763,13 @@ class _Scanner:
                         self._flush(st)
                 continue
             msg = raw[m.end():]
+            if in_group or "Exception Group" in msg:  # an exception group's gutter comes off
+                in_group = in_group or _GROUP_START.match(msg) is not None
+                gm = _GROUP_GUTTER.match(msg) if in_group else None
+                if gm is not None:
+                    msg = msg[gm.end():]
+                else:
+                    in_group = False
             if not self.active and msg in boring:  # a repeated harmless line, nothing open
                 continue
             if msg and (benign_start(msg) or benign_any(msg)):

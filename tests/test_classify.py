@@ -1200,3 +1200,34 @@ def test_a_line_that_only_looks_like_a_prefix_is_kept() -> None:
     log = ("INFO 05-20 04:39:20 [core.py:1] starting\n> note from the operator\n>>> import vllm\n"
            "INFO 05-20 04:39:21 [core.py:2] ready\n")
     assert classify_text(log).component == "none"
+
+
+def test_an_exception_group_is_read_through_its_gutter() -> None:
+    """The API server runs on anyio task groups: a request's error prints as an exception group,
+    every line behind a "| " gutter. The sub-exception is the cause, the group a wrapper."""
+    log = (
+        "(APIServer pid=7) ERROR 05-20 04:39:23 [launcher.py:100] Exception in ASGI application\n"
+        "  + Exception Group Traceback (most recent call last):\n"
+        '  |   File "/usr/local/lib/python3.12/dist-packages/anyio/_backends/_asyncio.py", line 772, in __aexit__\n'
+        "  |     raise BaseExceptionGroup(\n"
+        "  | ExceptionGroup: unhandled errors in a TaskGroup (2 sub-exceptions)\n"
+        "  +-+---------------- 1 ----------------\n"
+        "    | Traceback (most recent call last):\n"
+        '    |   File "/usr/local/lib/python3.12/dist-packages/vllm/entrypoints/openai/serving_chat.py", line 300, in create\n'
+        "    |     result = await self.engine.generate(...)\n"
+        '    |   File "/usr/local/lib/python3.12/dist-packages/vllm_fl/dispatch/manager.py", line 88, in call_op\n'
+        "    |     return impl(*args)\n"
+        "    | NotImplementedError: op silu_and_mul has no implementation for backend metax\n"
+        "    +---------------- 2 ----------------\n"
+        "    | Traceback (most recent call last):\n"
+        '    |   File "/usr/local/lib/python3.12/dist-packages/starlette/responses.py", line 260, in wrap\n'
+        "    |     await func()\n"
+        "    | asyncio.exceptions.CancelledError\n"
+        "    +------------------------------------\n"
+        "(APIServer pid=7) INFO 05-20 04:39:24 [launcher.py:101] shutting down\n")
+    diag = classify_text(log)
+    assert diag.component == "plugin", diag
+    assert diag.error == "NotImplementedError: op silu_and_mul has no implementation for backend metax"
+    assert any("vllm_fl/dispatch/manager.py" in line for line in diag.evidence), diag
+    # a Markdown table's pipes are not a gutter
+    assert classify_text("| GPU | MetaX C550 |\n| vLLM | 0.24.0 |\n").component == "none"
