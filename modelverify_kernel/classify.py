@@ -568,7 +568,40 @@ def _outer_prefix(lines: Iterator[str]) -> tuple[Iterator[str], re.Pattern[str] 
         body = [ln[_OUTER.match(ln).end():] for ln in body]
         body = [ln for ln in body if ln.strip()]
     indent = os.path.commonprefix([ln[:len(ln) - len(ln.lstrip())] for ln in body]) if body else ""
-    return itertools.chain(head, lines), outer, indent
+    out = itertools.chain(head, lines)
+    width = _wrap_width([_ANSI.sub("", ln).rstrip("\r\n") for ln in head])
+    return (_unwrap(out, width) if width else out), outer, indent
+
+
+def _wrap_width(head: list[str]) -> int | None:
+    """The width a terminal or a pager hard-wrapped the log at: a fifth of the lines (three at
+    least) exactly that long, none longer, and most of them going on in a line that is no line
+    of its own (no log prefix, no indent: a wrap cuts mid-text). Several workers printing the
+    same longest line are followed by their own prefixed lines."""
+    lines = [ln for ln in head if ln.strip()]
+    lengths = [len(ln) for ln in lines]
+    if not lengths:
+        return None
+    widest = max(lengths)
+    if widest < 60 or lengths.count(widest) < max(3, len(lengths) // 5):
+        return None
+    goes_on = [not nxt[:1].isspace() and not _PREFIX.match(nxt).end()
+               for ln, nxt in zip(lines, lines[1:]) if len(ln) == widest]
+    return widest if goes_on and sum(goes_on) * 3 >= len(goes_on) * 2 else None
+
+
+def _unwrap(lines: Iterator[str], width: int) -> Iterator[str]:
+    """Lines of a hard-wrapped log joined back: a line exactly `width` long goes on in the next."""
+    part = ""
+    for line in lines:
+        text = line.rstrip("\r\n")
+        if len(_ANSI.sub("", text)) == width:
+            part += text
+            continue
+        yield part + line
+        part = ""
+    if part:
+        yield part
 
 
 # Python's exception-group traceback draws a gutter: "  + Exception Group Traceback …", "  | "

@@ -1231,3 +1231,27 @@ def test_an_exception_group_is_read_through_its_gutter() -> None:
     assert any("vllm_fl/dispatch/manager.py" in line for line in diag.evidence), diag
     # a Markdown table's pipes are not a gutter
     assert classify_text("| GPU | MetaX C550 |\n| vLLM | 0.24.0 |\n").component == "none"
+
+
+@pytest.mark.parametrize("width", [80, 100, 120])
+@pytest.mark.parametrize("name", ["flaggems_no_device.log", "oom_worker.log", "triton_no_driver.log",
+                                  "unsupported_architecture.log"])
+def test_a_hard_wrapped_paste_reads_as_the_log_it_came_from(name: str, width: int) -> None:
+    """A terminal or pager copy cuts every long line at its width; the pieces are joined back."""
+    lines = (LOGS / name).read_text().splitlines()
+    wrapped = [ln[i:i + width] for ln in lines for i in range(0, max(len(ln), 1), width)]
+    plain = classify_log(lines)
+    got = classify_log(wrapped)
+    assert (got.component, got.rule, got.culprit_op) == (plain.component, plain.rule, plain.culprit_op)
+
+
+def test_workers_printing_the_same_longest_line_are_not_a_wrap() -> None:
+    same = "INFO 11-25 21:32:26 [scheduler.py:207] Chunked prefill is enabled with max_num_batched_tokens=2048."
+    log = [f"(EngineCore_DP{i} pid={4095160 + i}) {same}" for i in range(4)]
+    log += ["(EngineCore_DP0 pid=4095160) ERROR 11-25 21:32:27 [core.py:700] Traceback (most recent call last):",
+            '(EngineCore_DP0 pid=4095160) ERROR 11-25 21:32:27 [core.py:700]   File "/x/site-packages/vllm/v1/core/kv_cache_utils.py", line 9, in check',
+            "(EngineCore_DP0 pid=4095160) ERROR 11-25 21:32:27 [core.py:700]     raise ValueError(msg)",
+            "(EngineCore_DP0 pid=4095160) ERROR 11-25 21:32:27 [core.py:700] ValueError: To serve at least one request "
+            "with the models's max seq len (4096), (2.0 GiB KV cache is needed, which is larger than the available KV "
+            "cache memory (1.0 GiB). Try increasing `gpu_memory_utilization` or decreasing `max_model_len`"]
+    assert classify_log(log).component == "resources"
