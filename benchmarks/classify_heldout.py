@@ -19,6 +19,9 @@ those rows exist without any corpus case. ``--no-fixtures`` drops that allowance
 - false multi-chip blame (a non-multi-chip case blamed on one of them);
 - `none` cases classified as failures, and failures classified as `none`.
 
+Then the seen figure again with every excerpt as a log collector, a terminal or an issue thread
+hands it over (timestamps or pod names before each line, a Markdown quote, hard wraps).
+
     python benchmarks/classify_heldout.py [--folds repo|5] [--verbose]
 
 Targets (issue 11): >= 90 % exact, >= 95 % of multi-chip failures right, <= 1 false multi-chip
@@ -86,6 +89,19 @@ def support(cases: list[dict], rules) -> dict[str, set[str]]:
         if diag.rule and diag.component == case["expected_component"]:
             out[diag.rule].add(case["id"])
     return out
+
+
+# The same excerpts as a log collector, a terminal or an issue thread hands them over
+FORMS = {
+    "docker logs -t": lambda lines: ["2026-05-20T04:39:23.123456789Z " + ln for ln in lines],
+    "kubectl --prefix": lambda lines: ["[pod/vllm-0/server] " + ln for ln in lines],
+    "journald": lambda lines: ["May 20 04:39:23 node7 vllm[42]: " + ln for ln in lines],
+    "torchrun [rank0]:": lambda lines: ["[rank0]: " + ln for ln in lines],
+    "Markdown quote": lambda lines: ["> " + ln for ln in lines],
+    "indented paste": lambda lines: ["    " + ln for ln in lines],
+    "wrapped at 120": lambda lines: [ln[i:i + 120] for ln in lines for i in range(0, max(len(ln), 1), 120)],
+    "wrapped at 80": lambda lines: [ln[i:i + 80] for ln in lines for i in range(0, max(len(ln), 1), 80)],
+}
 
 
 class Score:
@@ -158,6 +174,12 @@ def main() -> int:
         print("held-out misses (id expected -> got, fold):")
         for cid, exp, got, fold in held.wrong:
             print(f"  {cid:5} {exp:>11} -> {got:<11} {fold}")
+    print("seen, as pasted or collected (every line of every excerpt changed the same way):")
+    for name, form in FORMS.items():
+        score = Score()
+        for case in cases:
+            score.add(case, classify_log(form(case["excerpt"].splitlines()), rules=rules).component, name)
+        print(f"  {name:<18} {score.line()}")
     return 0
 
 

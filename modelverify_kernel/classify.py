@@ -574,7 +574,7 @@ def _outer_prefix(lines: Iterator[str]) -> tuple[Iterator[str], re.Pattern[str] 
 
 
 def _wrap_width(head: list[str]) -> int | None:
-    """The width a terminal or a pager hard-wrapped the log at: a fifth of the lines (three at
+    """The width a terminal or a pager hard-wrapped the log at: a fifth of the lines (two at
     least) exactly that long, none longer, and most of them going on in a line that is no line
     of its own (no log prefix, no indent: a wrap cuts mid-text). Several workers printing the
     same longest line are followed by their own prefixed lines."""
@@ -583,11 +583,13 @@ def _wrap_width(head: list[str]) -> int | None:
     if not lengths:
         return None
     widest = max(lengths)
-    if widest < 60 or lengths.count(widest) < max(3, len(lengths) // 5):
+    if widest < 60 or lengths.count(widest) < max(2, len(lengths) // 5):
         return None
-    goes_on = [not nxt[:1].isspace() and not _PREFIX.match(nxt).end()
+    goes_on = [not nxt[:1].isspace() and not _PREFIX.match(nxt).end() and not _FRAME.match(nxt)
                for ln, nxt in zip(lines, lines[1:]) if len(ln) == widest]
-    return widest if goes_on and sum(goes_on) * 3 >= len(goes_on) * 2 else None
+    # two such lines must both go on; more, two thirds of them (a cut at a space looks indented)
+    need = len(goes_on) if len(goes_on) < 3 else (len(goes_on) * 2 + 2) // 3
+    return widest if goes_on and sum(goes_on) >= need else None
 
 
 def _unwrap(lines: Iterator[str], width: int) -> Iterator[str]:
