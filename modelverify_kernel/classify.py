@@ -1185,7 +1185,12 @@ def _frame_pkg(path: str) -> str | None:
         if marker in parts:
             idx = len(parts) - 1 - parts[::-1].index(marker)
             return parts[idx + 1] if idx + 1 < len(parts) else None
-    return next((p for p in parts[:-1] if p in _KNOWN_PKG or _PLUGIN_PKG.fullmatch(p)), None)
+    for p in parts[:-1]:
+        if p in _KNOWN_PKG or _PLUGIN_PKG.fullmatch(p):
+            return p
+        if p.lower() == "flagcx":  # a FlagCX checkout ($FLAGCX_PATH, e.g. /workspace/FlagCX)
+            return "flagcx"
+    return None
 
 
 def _pkg_owner(pkg: str | None) -> str | None:
@@ -1304,12 +1309,18 @@ def _apply(rule: Rule, frames: list[_Frame], text: str, line: str) -> tuple[str,
     return comp, conf, fr
 
 
+_REPORTS_TROUBLE = re.compile(r"\b(?:WARN(?:ING)?|ERROR|CRITICAL|FATAL)\b")
+
+
 def _judge(f: _Failure, rs: _RuleSet, conditions: list[str]) -> _Verdict | None:
     """Classify one failure candidate; None when it is only a wrapper."""
     if f.line_rule is not None:
         comp, conf, fr = _apply(f.line_rule, f.orphan_frames, f"{f.context}\n{f.line}", f.line)
-        ev = [f.line] if comp == "unknown" or not f.context or f.line_rule.component != "owner" \
-            else [f.context, f.line]
+        # the line before goes with it when it is the cause being reported (a FlagCX WARN line,
+        # then its error-return trace) or the code the failure is in (owner rows)
+        with_context = f.context and comp != "unknown" and (
+            f.line_rule.component == "owner" or _REPORTS_TROUBLE.search(f.context) is not None)
+        ev = [f.context, f.line] if with_context else [f.line]
         return _Verdict(comp, f.line_rule, conf, f, None, fr, ev)
     exc, wrapped = _root_exc(f, rs)
     if exc is None:

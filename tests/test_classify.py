@@ -1002,9 +1002,9 @@ def test_healthy_collective_lines_are_not_hangs(log: str) -> None:
 
 def test_plugin_version_skew_is_one_rule_in_three_forms() -> None:
     frames = ('Traceback (most recent call last):\n'
-              '  File "/opt/venv/lib/python3.12/site-packages/vllm_fl/ops/linear.py", line 4, in <module>\n'
-              '    import fused_gemm\n'
-              "ModuleNotFoundError: No module named 'fused_gemm'\n")
+              '  File "/opt/venv/lib/python3.12/site-packages/vllm_fl/worker/worker.py", line 4, in <module>\n'
+              '    from vllm.worker.worker_base import WorkerBase\n'
+              "ModuleNotFoundError: No module named 'vllm.worker'\n")
     bare = "ImportError: cannot import name 'SamplerOutput' from 'vllm.model_executor.layers.sampler'\n"
     cond = ("WARNING 11-30 10:00:00 [plugin.py:9] vLLM 0.31.0 is not compatible with this plugin: versions "
             "differ\nProcess EngineCore_0:\nTraceback (most recent call last):\n")
@@ -1025,6 +1025,31 @@ def test_plugin_version_skew_is_one_rule_in_three_forms() -> None:
 ])
 def test_import_of_a_name_the_installed_package_lacks_blames_that_package_family(log: str, component: str) -> None:
     assert classify_text(log).component == component, classify_text(log)
+
+
+@pytest.mark.parametrize("importer, module, component", [
+    # an ordinary library missing is a dependency, whoever imports it (layer 1 explains it)
+    ("flag_gems/utils/models/sql.py", "sqlalchemy", "dependency"),
+    ("vllm_fl/ops/linear.py", "einops", "dependency"),
+    # a module Triton's own compiler imports from its own build is FlagTree's packaging
+    ("triton/compiler/compiler.py", "mlir", "FlagTree"),
+    # the component's own module missing is that component's install
+    ("vllm_fl/ops/linear.py", "vllm_fl._C", "plugin"),
+])
+def test_a_missing_module_is_blamed_by_what_is_missing(importer: str, module: str, component: str) -> None:
+    log = ("Traceback (most recent call last):\n"
+           f'  File "/usr/local/lib/python3.10/dist-packages/{importer}", line 16, in <module>\n'
+           f"    import {module}\n"
+           f"ModuleNotFoundError: No module named '{module}'\n")
+    assert classify_text(log).component == component, classify_text(log)
+
+
+def test_a_library_a_component_says_it_requires_is_a_dependency() -> None:
+    log = ("Traceback (most recent call last):\n"
+           '  File "/usr/local/lib/python3.10/dist-packages/flag_gems/fused/fused_moe.py", line 89, in dequant_mxfp4\n'
+           '    raise ImportError("amd-quark is required for MX-FP4") from err\n'
+           "ImportError: amd-quark is required for MX-FP4\n")
+    assert classify_text(log).component == "dependency"
 
 
 @pytest.mark.parametrize("log, rule", [
@@ -1255,3 +1280,81 @@ def test_workers_printing_the_same_longest_line_are_not_a_wrap() -> None:
             "with the models's max seq len (4096), (2.0 GiB KV cache is needed, which is larger than the available KV "
             "cache memory (1.0 GiB). Try increasing `gpu_memory_utilization` or decreasing `max_model_len`"]
     assert classify_log(log).component == "resources"
+
+
+# Messages as the real sources print them (FlagCX flagcx/core/socket.cc:569, init.cc:120 and
+# service/debug.cc's line format; triton 3.9 runtime/build.py, backends/nvidia/driver.py,
+# runtime/cache.py; vLLM 0.32 platforms/__init__.py:277, v1/worker/utils.py:766,
+# model_loader/weight_utils.py:375, config/vllm.py:903, config/model.py:2659).
+_VLLM = "(EngineCore_DP0 pid=3318) ERROR 11-30 14:02:11 [core.py:1510] "
+
+
+@pytest.mark.parametrize("log, component, rule", [
+    # FlagCX reports an error and returns it up its stack ("file:line -> code" traces)
+    ("gpu-a:7731:7731 [0] /workspace/FlagCX/flagcx/core/socket.cc:569 FLAGCX WARN socketStartConnect: exceeded retries (20000)\n"
+     "gpu-a:7731:7731 [0] FLAGCX INFO /workspace/FlagCX/flagcx/core/socket.cc:731 -> 6\n", "FlagCX", None),
+    ("gpu-a:7731:7731 [0] FLAGCX INFO /workspace/FlagCX/flagcx/core/bootstrap.cc:284 -> 6\n", "FlagCX", "X-error"),
+    # two ranks on one GPU: the host's device assignment, whichever library notices
+    ("gpu-a:1:1 [1] init.cc:120 FLAGCX WARN Duplicate GPU detected : rank 1 and rank 0 both on CUDA device 1b000\n",
+     "environment", "E-nccl-system"),
+    # an optional communication plugin that does not load is not a failure
+    ("gpu-a:611:611 [0] ccl_plugin_load.cc:36 FLAGCX WARN ADAPTOR/Plugin: Failed to open CCL adaptor plugin 'libx.so'\n", "none", None),
+    # FlagCX's own Python binding in its checkout ($FLAGCX_PATH) owns the frame
+    ("Traceback (most recent call last):\n"
+     '  File "/workspace/FlagCX/plugin/interservice/flagcx_wrapper.py", line 88, in all_reduce\n'
+     '    raise ValueError(f"Unsupported dtype: {dtype}")\n'
+     "ValueError: Unsupported dtype: torch.float8_e4m3fn\n", "FlagCX", None),
+    # the image lacks what the compiler stack needs at run time: environment, not FlagTree
+    ("Traceback (most recent call last):\n"
+     '  File "/usr/local/lib/python3.10/dist-packages/triton/runtime/build.py", line 32, in get_cc_for_language\n'
+     "    raise RuntimeError(\n"
+     "RuntimeError: Failed to find C compiler. Please specify via CC environment variable or set triton.knobs.build.impl.\n",
+     "environment", "E-toolchain"),
+    ("Traceback (most recent call last):\n"
+     '  File "/usr/local/lib/python3.10/dist-packages/triton/runtime/cache.py", line 57, in __init__\n'
+     '    raise RuntimeError("Could not create or locate cache dir")\n'
+     "RuntimeError: Could not create or locate cache dir\n", "environment", "E-toolchain"),
+    ("Traceback (most recent call last):\n"
+     '  File "/usr/local/lib/python3.10/dist-packages/triton/backends/nvidia/driver.py", line 46, in libcuda_dirs\n'
+     "    assert any(os.path.exists(os.path.join(path, 'libcuda.so.1')) for path in dirs), msg\n"
+     "AssertionError: libcuda.so cannot found!\n", "environment", "E-no-device"),
+    # an MLIR verifier error on an op only the compiler's passes create is the compiler's
+    ("/usr/local/lib/python3.10/dist-packages/flag_gems/ops/mm.py:98:20: error: triton_gpu.dot_op kWidth parameter "
+     "can only be non-zero for Ampere or Hopper MMA parent\n", "FlagTree", "T-lowering"),
+    # two platform plugins installed for one device
+    ("Traceback (most recent call last):\n"
+     '  File "/usr/local/lib/python3.10/dist-packages/vllm/platforms/__init__.py", line 276, in resolve_current_platform_cls_qualname\n'
+     "    raise RuntimeError(\n"
+     "RuntimeError: Only one platform plugin can be activated, but got: ['ascend', 'fl']\n", "plugin", "P-conflict"),
+    # vLLM's own words for resources, model and configuration problems
+    (_VLLM + "ValueError: Free memory on device cuda:0 (20.41/79.25 GiB) on startup is less than desired GPU memory "
+     "utilization (0.9, 71.33 GiB). Decrease GPU memory utilization or reduce GPU memory used by other processes.\n",
+     "resources", "R-kv-cache"),
+    (_VLLM + "ValueError: Cannot find the config file for awq\n", "model", "M-config"),
+    (_VLLM + "ValueError: The quantization method fp8 is not supported for the current GPU. Minimum capability: 89. "
+     "Current capability: 80.\n", "environment", "E-host-build"),
+    ("pydantic_core._pydantic_core.ValidationError: 1 validation error for ModelConfig\n"
+     "  Value error, max_model_len must be a positive integer, got int: 0. [type=value_error]\n", "vllm", "V-config"),
+    # the same over-long max_model_len: refused (a failure) or allowed by the user (a warning)
+    (_VLLM + "ValueError: User-specified max_model_len (65536) is greater than the derived max_model_len "
+     "(max_position_embeddings=32768 or model_max_length=None in model's config.json). To allow overriding this maximum, "
+     "set the env var VLLM_ALLOW_LONG_MAX_MODEL_LEN=1. VLLM_ALLOW_LONG_MAX_MODEL_LEN must be used with extreme caution.\n",
+     "resources", "R-max-len"),
+    ("(EngineCore_DP0 pid=31) WARNING 11-30 16:00:00 [model.py:2660] User-specified max_model_len (65536) is greater "
+     "than the derived max_model_len (max_position_embeddings=32768 or model_max_length=None in model's config.json). "
+     "VLLM_ALLOW_LONG_MAX_MODEL_LEN must be used with extreme caution. If the model uses relative position encoding "
+     "(RoPE), positions exceeding derived_max_model_len lead to nan.\n", "none", None),
+])
+def test_mechanisms_read_from_the_components_sources(log: str, component: str, rule: str | None) -> None:
+    diag = classify_text(log)
+    assert diag.component == component, diag
+    if rule:
+        assert diag.rule == rule, diag
+    if component != "none":
+        assert diag.evidence and diag.error, diag
+
+
+def test_flagcx_error_trace_shows_the_warning_that_caused_it() -> None:
+    diag = classify_text("gpu-a:7731:7731 [0] /workspace/FlagCX/flagcx/core/bootstrap.cc:90 FLAGCX WARN Bootstrap : no socket interface found\n"
+                         "gpu-a:7731:7731 [0] FLAGCX INFO /workspace/FlagCX/flagcx/core/bootstrap.cc:284 -> 3\n")
+    assert diag.component == "FlagCX" and "no socket interface found" in diag.evidence[0], diag
