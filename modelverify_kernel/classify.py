@@ -32,7 +32,7 @@ __all__ = ["Diagnosis", "Rule", "RuleError", "load_rules", "classify_log", "cli_
 
 MULTICHIP = frozenset(_MULTICHIP)
 _CONFIDENCE = ("low", "medium", "high")
-_ATOM_KINDS = ("exc", "msg", "frame", "inner", "line", "text", "cond")
+_ATOM_KINDS = ("exc", "msg", "frame", "inner", "code", "line", "text", "cond")
 _RULE_HEADER = ["id", "component", "layer", "confidence", "match", "hint"]
 _RULE_FILES = ("error-classification.md", "multichip-errors.md")
 
@@ -185,7 +185,7 @@ def _split_cells(line: str) -> list[str]:
 _SEPARATOR = re.compile(r"\|?\s*:?-{3,}:?\s*(?:\|\s*:?-{3,}:?\s*)*\|?")
 
 
-_ROLE = re.compile(r"(?:owner|caller)\(\w+\)|wrapper|benign|" + "|".join(COMPONENT_LAYER))
+_ROLE = re.compile(r"(?:owner|caller|wrapper)\(\w+\)|wrapper|benign|" + "|".join(COMPONENT_LAYER))
 
 
 def _header_like(cells: list[str]) -> bool:
@@ -251,13 +251,13 @@ def _parse_row(cells: list[str], where: str) -> Rule:
     if not re.fullmatch(r"[A-Za-z][\w.-]*", rid):
         raise RuleError(f"{where}: bad rule id {rid!r}")
     fallback = None
-    m = re.fullmatch(r"(owner|caller)\((\w+)\)", comp)
+    m = re.fullmatch(r"(owner|caller|wrapper)\((\w+)\)", comp)
     caller = bool(m) and m.group(1) == "caller"
     if m:
         fallback = m.group(2)
         if fallback != "unknown" and fallback not in COMPONENT_LAYER:
-            raise RuleError(f"{where}: owner fallback {fallback!r} is not a component")
-        comp = "owner"
+            raise RuleError(f"{where}: {m.group(1)} fallback {fallback!r} is not a component")
+        comp = "wrapper" if m.group(1) == "wrapper" else "owner"
     elif comp not in COMPONENT_LAYER and comp not in ("wrapper", "benign"):
         raise RuleError(f"{where}: unknown component {comp!r}; use one of "
                         f"{', '.join(COMPONENT_LAYER)}, owner(X), caller(X), wrapper, benign")
@@ -625,7 +625,16 @@ _BARE_EXC = re.compile(r"(?<![\w.])(?P<type>(?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|
                        r"|(?<![\w.])(?P<qtype>(?:[a-z_]\w*\.)+[A-Z]\w*(?:Error|Exception))(?![\w.:(])")
 _CONNECTOR = re.compile(r"(?:The above exception was the direct cause of the following exception"
                         r"|During handling of the above exception, another exception occurred):")
-_TB_START = re.compile(r"Traceback \(most recent call last\):|(?:Current thread|Thread) 0x[0-9a-f]+ .*\(most recent call first\):")
+# a traceback; a faulthandler dump's thread; a py-spy dump's thread (`py-spy dump --pid N`, what
+# vLLM's docs ask for at a hang): the two dumps list the most recent call first
+_TB_START = re.compile(r"Traceback \(most recent call last\):|(?:Current thread|Thread) 0x[0-9a-f]+ .*\(most recent call first\):"
+                       r'|Thread (?:0x[0-9a-fA-F]+|\d+) \((?:active|idle)[^)]*\)(?:: ".*")?$')
+# a program saying it goes on another way; a traceback it prints right after is the exception it
+# handled (logged with exc_info), not the failure
+_FALLS_BACK = re.compile(r"\b(?:fall(?:s|ing)? ?back|fell back)\b", re.IGNORECASE)
+# an exception line of its own: it ends the message before it rather than continuing it
+_NEXT_EXC = re.compile(r"(?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception): \S")
+_PYSPY_FRAME = re.compile(r"\s+(?P<fn>[\w<>.]+) \((?P<path>[^()\s]+\.py):(?P<ln>\d+)\)\s*$")
 # Native failures have no Python exception line; they get a type of their own so the rules can
 # name them: FatalPythonError (faulthandler), FatalSignal (a signal killed the process),
 # NativeAssertionError (a C/C++ `Assertion … failed`, LLVM `UNREACHABLE`), CppException
@@ -653,7 +662,7 @@ _DOTTED_EXC = re.compile(r"(?P<type>(?:[a-z_]\w*\.)+[A-Z]\w*): (?P<msg>\S.*)")
 # machine; an exception named anywhere and native failures are checked separately)
 _IDLE_HEAD = re.compile(r"\s*(?:" + "|".join(
     re.sub(r"\(\?P<\w+>", "(?:", p.pattern)
-    for p in (_TB_START, _CONNECTOR, _FRAME, _LOCATION, _DIAG, _DOTTED_EXC)) +
+    for p in (_TB_START, _CONNECTOR, _FRAME, _LOCATION, _DIAG, _DOTTED_EXC, _PYSPY_FRAME)) +
     r"|from user code:|[\^~]|\.\.\.)")
 _STDLIB = re.compile(r"^<|/lib/python3\.\d+/(?!site-packages|dist-packages)")
 _MAX_LINE = 4000
@@ -668,6 +677,7 @@ _HEAD, _TAIL = 32, 256
 class _Frame:
     path: str
     text: str  # the verbatim frame line, stripped
+    code: str = ""  # the source line printed under it, stripped
 
 
 @dataclass
@@ -685,6 +695,7 @@ class _Block:
     detail: list[str] = field(default_factory=list)
     line: str = ""
     junk: int = 0
+    handled: bool = False  # printed right after "…, falling back to …": the handled exception behind it
 
     def ordered_frames(self) -> list[_Frame]:
         return list(reversed(self.frames)) if self.reverse else list(self.frames)
@@ -909,7 +920,7 @@ class _Scanner:
                 return
 
     def _finish_chain(self, st: _Stream, stream: str) -> None:
-        if st.chain:
+        if st.chain and not st.chain[0].handled:
             self._emit(st, _Failure(st.chain[0].start, stream, blocks=st.chain))
         st.chain = []
         st.block = None
@@ -973,8 +984,10 @@ class _Scanner:
             if st.phase is not _Phase.CONNECTOR:
                 self._close_block(st)
                 self._finish_chain(st, stream)
-            st.block = _Block(self.index, src, header=True, reverse="first" in s,
-                              current=s.startswith("Current thread"))
+            st.block = _Block(self.index, src, header=True,
+                              reverse="first" in s or not s.startswith("Traceback"),
+                              current=s.startswith("Current thread"),
+                              handled=st.phase is _Phase.IDLE and _FALLS_BACK.search(st.prev) is not None)
             st.phase = _Phase.FRAMES
             return True
         if s == "from user code:" and st.phase is not _Phase.FRAMES:
@@ -993,7 +1006,7 @@ class _Scanner:
     def _in_frames(self, st: _Stream, msg: str, s: str, src: str | None, stream: str) -> bool:
         """Inside a traceback: frames, their code lines, then the exception line."""
         blk = st.block
-        fm = _FRAME.match(msg) or _LOCATION.match(msg)
+        fm = _FRAME.match(msg) or _LOCATION.match(msg) or (_PYSPY_FRAME.match(msg) if blk.reverse else None)
         if fm:
             blk.frames.append(_Frame(fm.group("path"), s))
             return True
@@ -1003,6 +1016,8 @@ class _Scanner:
             st.phase = _Phase.EXC
             return True
         if not s or s == "..." or s[0] in "^~" or (msg[0] in " \t" and blk.frames):
+            if s and s[0] not in "^~" and s != "..." and not blk.frames[-1].code:
+                blk.frames[-1].code = s[:500]  # the frame's source line (rules read it: code:)
             return True  # code lines (only a frame has them), position markers, elisions
         em = _BLOCK_EXC.match(msg)
         if em and _looks_like_type(em.group("type")):
@@ -1020,7 +1035,7 @@ class _Scanner:
         """After an exception line: its continuation lines (same source), up to a few."""
         blk = st.block
         if s and s != "..." and src == blk.src and len(blk.detail) < _MAX_DETAIL \
-                and not _FRAME.match(msg) and not msg.startswith("--"):
+                and not _FRAME.match(msg) and not msg.startswith("--") and not _NEXT_EXC.match(s):
             blk.detail.append(s[:1000])
             return True
         self._close_block(st)
@@ -1155,14 +1170,20 @@ def _atoms_hold(rule: Rule, values) -> tuple[Atom, ...] | None:
 
 
 def _inner_path(frames: list[_Frame]) -> str | None:
+    fr = _inner_frame(frames)
+    return fr.path if fr else None
+
+
+def _inner_frame(frames: list[_Frame]) -> _Frame | None:
     for fr in reversed(frames):
         if not _STDLIB.search(fr.path):
-            return fr.path
+            return fr
     return None
 
 
 def _exc_values(exc: _Exc, conditions: list[str] = ()):
-    inner = _inner_path(exc.frames or exc.chain_frames)
+    inner_frame = _inner_frame(exc.frames or exc.chain_frames)
+    inner = inner_frame.path if inner_frame else None
 
     def values(kind: str) -> list[str]:
         if kind == "exc":
@@ -1173,6 +1194,8 @@ def _exc_values(exc: _Exc, conditions: list[str] = ()):
             return [f.path for f in exc.chain_frames]
         if kind == "inner":
             return [inner] if inner else []
+        if kind == "code":
+            return [inner_frame.code] if inner_frame and inner_frame.code else []
         if kind == "cond":
             return conditions
         return []
@@ -1272,6 +1295,16 @@ def _root_exc(f: _Failure, rs: _RuleSet) -> tuple[_Exc | None, list[str]]:
             return _Exc(etype, imsg, "\n".join([imsg, rest]).strip(), blk.line, [], [],
                         [blk.line, *blk.detail[:2]]), wrapped
     return None, wrapped
+
+
+def _wrapper_rules(f: _Failure, rs: _RuleSet) -> list[Rule]:
+    """The wrapper rows the failure's exceptions matched."""
+    out = []
+    for blk in f.blocks:
+        exc = _Exc(blk.exc_type or "", blk.message, "\n".join([blk.message, *blk.detail]), blk.line,
+                   blk.ordered_frames(), blk.ordered_frames(), [blk.line])
+        out += [w for w in rs.wrappers if _atoms_hold(w, _exc_values(exc)) is not None][:1]
+    return out
 
 
 def _wrapped_inner(wrapper: Rule, detail: str) -> str | None:
@@ -1437,10 +1470,12 @@ def classify_log(log: Path | Iterable[str], result: dict | None = None, rules=No
 
     verdicts: list[_Verdict] = []
     wrappers: list[str] = []
+    said: list[Rule] = []  # wrapper(X) rows hit: what the wrapper itself means when nothing else is found
     for f in failures:
         v = _judge(f, rs, scanner.conditions)
         if v is None:
             wrappers += [b.line for b in f.blocks[:1]]
+            said += [w for w in _wrapper_rules(f, rs) if w.fallback]
         else:
             verdicts.append(v)
     err = (result or {}).get("error")
@@ -1459,6 +1494,10 @@ def classify_log(log: Path | Iterable[str], result: dict | None = None, rules=No
     if verdicts:
         first = min(verdicts, key=lambda v: (_is_cut(v), v.failure.line_rule is not None, v.failure.index))
         return _diagnosis(first)
+    if said:
+        w = said[0]
+        return Diagnosis(w.fallback, COMPONENT_LAYER.get(w.fallback), w.id, wrappers[:3], None, w.hint,
+                         "low", _normalise(wrappers[0]), wrappers[0])
     if wrappers:
         return Diagnosis("unknown", None, None, wrappers[:3], None,
                          "Only wrapper errors are in the log; the root cause was not captured "

@@ -1355,6 +1355,87 @@ def test_mechanisms_read_from_the_components_sources(log: str, component: str, r
 
 
 def test_flagcx_error_trace_shows_the_warning_that_caused_it() -> None:
-    diag = classify_text("gpu-a:7731:7731 [0] /workspace/FlagCX/flagcx/core/bootstrap.cc:90 FLAGCX WARN Bootstrap : no socket interface found\n"
-                         "gpu-a:7731:7731 [0] FLAGCX INFO /workspace/FlagCX/flagcx/core/bootstrap.cc:284 -> 3\n")
-    assert diag.component == "FlagCX" and "no socket interface found" in diag.evidence[0], diag
+    diag = classify_text("gpu-a:7731:7731 [0] /workspace/FlagCX/flagcx/core/proxy.cc:90 FLAGCX WARN Proxy: unexpected op type 7\n"
+                         "gpu-a:7731:7731 [0] FLAGCX INFO /workspace/FlagCX/flagcx/core/proxy.cc:284 -> 3\n")
+    assert diag.component == "FlagCX" and "unexpected op type" in diag.evidence[0], diag
+
+
+# From a blind probe: messages of the FlagTree backends (metax, mlu, musa, hcu), FlagCX's ibrc
+# adaptor, FlagGems' cambricon attention, vLLM 0.32's device config and weight loader.
+@pytest.mark.parametrize("log, component, rule", [
+    # a variable the code reads from the environment is unset (its source line shows it)
+    (_VLLM + "Traceback (most recent call last):\n"
+     + _VLLM + '  File "/usr/local/lib/python3.10/dist-packages/triton/backends/metax/compiler.py", line 366, in make_mcfatbin\n'
+     + _VLLM + "    mxcc_arch = os.environ.get('MACA_PATH') + \"/mxgpu_llvm/bin/mxcc\"\n"
+     + _VLLM + "TypeError: unsupported operand type(s) for +: 'NoneType' and 'str'\n", "environment", "E-toolchain"),
+    # the same TypeError in code that reads no variable stays the code's owner's bug
+    ("Traceback (most recent call last):\n"
+     '  File "/usr/local/lib/python3.10/dist-packages/triton/backends/metax/compiler.py", line 366, in make_mcfatbin\n'
+     "    arch = self.target.arch + suffix\n"
+     "TypeError: unsupported operand type(s) for +: 'NoneType' and 'str'\n", "FlagTree", None),
+    ("RuntimeError: TRITON_LIBHIP_PATH '/opt/dtk-24.04/lib/libamdhip64.so' does not point to a valid libamdhip64.so\n",
+     "environment", "E-toolchain"),
+    ("/tmp/tmpa1b2/main.c:3:10: fatal error: musa.h: No such file or directory\n", "environment", "E-toolchain"),
+    ("Traceback (most recent call last):\n"
+     '  File "/usr/local/lib/python3.10/dist-packages/triton/backends/mlu/compiler.py", line 60, in check_cntoolkit_version\n'
+     "    raise RuntimeError(\n"
+     "RuntimeError: cntoolkit version 3.8.4 is lower than required 3.15.0\n", "environment", "E-host-build"),
+    ("gpu-node-3:601:601 [0] /opt/FlagCX/flagcx/adaptor/net/ibrc_adaptor.cc:407 FLAGCX WARN NET/IB : No IP interface found.\n"
+     "gpu-node-3:601:601 [0] FLAGCX INFO /opt/FlagCX/flagcx/core/init.cc:276 -> 3\n", "environment", "E-nccl-system"),
+    # a kernel's own compile-time assertion is the kernel's, not the compiler's
+    (_VLLM + "Traceback (most recent call last):\n"
+     + _VLLM + '  File "/usr/local/lib/python3.10/dist-packages/flag_gems/runtime/backend/_cambricon/ops/attention.py", line 815, in sdpa\n'
+     + _VLLM + "    _attn_fwd[grid](\n"
+     + _VLLM + '  File "/usr/local/lib/python3.10/dist-packages/triton/compiler/compiler.py", line 300, in compile\n'
+     + _VLLM + "    module = src.make_ir(target, options, codegen_fns, module_map, context)\n"
+     + _VLLM + "triton.compiler.errors.CompileTimeAssertionFailure: at 41:4:\n"
+     + _VLLM + "    tl.static_assert(BLOCK_N <= HEAD_DIM)\n", "FlagGems", "O-triton-kernel"),
+    # vLLM calling a platform plugin's method with this vLLM's signature
+    (_VLLM + "Traceback (most recent call last):\n"
+     + _VLLM + '  File "/usr/local/lib/python3.10/dist-packages/vllm/v1/attention/selector.py", line 215, in _cached_get_attn_backend\n'
+     + _VLLM + "    attention_cls = current_platform.get_attn_backend_cls(\n"
+     + _VLLM + "TypeError: PlatformFL.get_attn_backend_cls() got an unexpected keyword argument 'attn_selector_config'\n",
+     "plugin", "P-vllm-skew"),
+    # a wrapper with no cause before it says what it means
+    ("(APIServer pid=1) RuntimeError: Failed to infer device type, please set the environment variable "
+     "`VLLM_LOGGING_LEVEL=DEBUG` to turn on verbose logging to help debug the issue.\n", "environment", "W-infer-device"),
+    ("RuntimeError: 0 active drivers ([]). There should only be one.\n"
+     "RuntimeError: Failed to infer device type\n", "FlagTree", "T-install"),
+    (_VLLM + "RuntimeError: Cannot find any model weights with `/data/ckpt/Qwen3-32B`\n", "model", "M-config"),
+    ("ValueError: The checkpoint you are trying to load has model type `qwen9` but Transformers does not recognize this "
+     "architecture. This could be because of an issue with the checkpoint, or because your version of Transformers is "
+     "out of date.\n", "dependency", "D-skew"),
+])
+def test_mechanisms_from_the_blind_probe(log: str, component: str, rule: str | None) -> None:
+    diag = classify_text(log)
+    assert diag.component == component, diag
+    if rule:
+        assert diag.rule == rule, diag
+
+
+def test_a_py_spy_dump_of_a_hang_is_read_like_a_faulthandler_dump() -> None:
+    log = ("(EngineCore_DP0 pid=2199) INFO 11-30 12:03:15 [shm_broadcast.py:542] No available shared memory broadcast "
+           "block found in 60 seconds.\n"
+           "$ py-spy dump --pid 2251\n"
+           'Thread 2251 (active): "MainThread"\n'
+           "    flagcxAllReduce (flagcx_wrapper.py:588)\n"
+           "    all_reduce (vllm_fl/distributed/device_communicators/flagcx.py:143)\n"
+           "    __init__ (vllm_fl/distributed/device_communicators/flagcx.py:118)\n"
+           'Thread 2290 (idle): "Thread-1"\n'
+           "    wait (/usr/lib/python3.10/threading.py:320)\n")
+    diag = classify_text(log)
+    assert (diag.component, diag.rule) == ("FlagCX", "X-comm-hang"), diag
+    assert any("flagcxAllReduce" in line for line in diag.evidence)
+
+
+def test_the_exception_behind_a_fallback_is_not_the_failure() -> None:
+    fallback = ("WARNING 11-30 14:00:03 [__init__.py:224] AMD Zen CPU detected but zentorch failed to import, falling back to CpuPlatform.\n"
+                "Traceback (most recent call last):\n"
+                '  File "/usr/local/lib/python3.10/dist-packages/vllm/platforms/__init__.py", line 209, in cpu_platform_plugin\n'
+                "    import zentorch  # noqa: F401\n"
+                "OSError: /x/zentorch/_C.so: undefined symbol: _ZN3c104impl3cow23materialize\n"
+                "INFO 11-30 14:00:05 [__init__.py:282] Automatically detected platform cpu.\n")
+    assert classify_text(fallback).component == "none"
+    # the run's real failure later is still found, not hidden behind the handled one
+    later = fallback + ("ERROR 11-30 14:00:09 [core.py:700] torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\n")
+    assert classify_text(later).component == "resources"
