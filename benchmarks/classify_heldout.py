@@ -44,6 +44,7 @@ from modelverify_kernel.classify import MULTICHIP, classify_log, load_rules  # n
 
 CORPUS = ROOT / "tests" / "data" / "corpus"
 FIXTURES = ROOT / "tests" / "data" / "logs"
+PROBES = ROOT / "tests" / "data" / "probes"
 FILES = ("dev_cases.json", "dev_cases_2.json")
 
 
@@ -174,6 +175,19 @@ def main() -> int:
         print("held-out misses (id expected -> got, fold):")
         for cid, exp, got, fold in held.wrong:
             print(f"  {cid:5} {exp:>11} -> {got:<11} {fold}")
+    print("probe sets (tests/data/probes: written from the components' sources, scored blind once, then "
+          "used for fixes):")
+    for path in sorted(PROBES.glob("probe_*.json")):
+        probe = json.loads(path.read_text(encoding="utf-8"))
+        every, clear = Score(), Score()
+        for case in probe:
+            got = classify_log(case["excerpt"].splitlines(), rules=rules).component
+            every.add(case, got, path.stem)
+            if not case["ambiguous"]:
+                clear.add(case, got, path.stem)
+        print(f"  {path.stem}: {every.line()}")
+        print(f"  {path.stem} without the {every.n - clear.n} ambiguous: exact {clear.exact}/{clear.n} = "
+              f"{clear.exact / max(clear.n, 1):.1%}; false multi-chip blame {clear.false_mc}")
     print("seen, as pasted or collected (every line of every excerpt changed the same way):")
     for name, form in FORMS.items():
         score = Score()

@@ -746,6 +746,7 @@ class _Scanner:
         self.streams: dict[str, _Stream] = {}
         self.head: list[_Failure] = []
         self.tail: deque[_Failure] = deque(maxlen=_TAIL)
+        self.handled: list[_Failure] = []  # tracebacks behind a "falling back" line (not failures)
         self.index = 0
         self.emitted = 0
         self.warning_line = False
@@ -920,7 +921,10 @@ class _Scanner:
                 return
 
     def _finish_chain(self, st: _Stream, stream: str) -> None:
-        if st.chain and not st.chain[0].handled:
+        if st.chain and st.chain[0].handled:
+            if len(self.handled) < _HEAD:  # only if nothing else explains a failed phase
+                self.handled.append(_Failure(st.chain[0].start, stream, blocks=st.chain))
+        elif st.chain:
             self._emit(st, _Failure(st.chain[0].start, stream, blocks=st.chain))
         st.chain = []
         st.block = None
@@ -1225,10 +1229,11 @@ def _pkg_owner(pkg: str | None) -> str | None:
     return comp
 
 
-# Triton's compiler, backends, native core and driver discovery are FlagTree's code (it replaces
-# the `triton` package); triton.language and the launch path (jit, autotuner) run the kernel's
+# Triton's compiler, backends, native core, driver discovery and FlagTree's own `*_ext.py` vendor
+# extensions (upstream Triton has none) are FlagTree's code (it replaces the `triton` package); triton.language and the launch path (jit, autotuner) run the kernel's
 # owner's code and are skipped like torch.
-_TRITON_OWNED = re.compile(r"(?:^|/)triton/(?:compiler|backends|_C|spec|runtime/(?:driver|build|cache))(?:/|\.py|$)")
+_TRITON_OWNED = re.compile(r"(?:^|/)triton/(?:compiler|backends|_C|spec|runtime/(?:driver|build|cache))(?:/|\.py|$)"
+                           r"|(?:^|/)triton/(?:[\w/]+/)?\w+_ext\.py$")  # FlagTree's vendor extensions
 
 
 def _owner(frames: list[_Frame], text: str, line: str,
@@ -1503,6 +1508,12 @@ def classify_log(log: Path | Iterable[str], result: dict | None = None, rules=No
                          "Only wrapper errors are in the log; the root cause was not captured "
                          "(look at the child processes' output, rerun with VLLM_LOGGING_LEVEL=DEBUG).",
                          "low", _normalise(wrappers[0]), wrappers[0])
+    if status and status != "PASS" and scanner.handled:
+        # the phase failed and nothing else says why: the exception it said it fell back from
+        # is the best lead there is
+        handled = [v for v in (_judge(f, rs, scanner.conditions) for f in scanner.handled) if v]
+        if handled:
+            return _diagnosis(min(handled, key=lambda v: v.failure.index))
     if status and status != "PASS":
         err = str((result or {}).get("error") or f"phase status {status}")
         return Diagnosis("unknown", None, None, [err], None,

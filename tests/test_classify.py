@@ -1439,3 +1439,86 @@ def test_the_exception_behind_a_fallback_is_not_the_failure() -> None:
     # the run's real failure later is still found, not hidden behind the handled one
     later = fallback + ("ERROR 11-30 14:00:09 [core.py:700] torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\n")
     assert classify_text(later).component == "resources"
+
+
+PROBES = Path(__file__).resolve().parent / "data" / "probes"
+# Clear probe cases still missed, and why (left open, see the stop note of issue 11)
+KNOWN_PROBE_MISSES = {
+    "p3-N05": "a request the server rejected with 400 (VLLMValidationError) in a server that went on "
+              "serving: read as a vLLM failure; in a run of ours the same error is the phase's own",
+}
+
+
+def _probe_cases() -> list[dict]:
+    return [c for path in sorted(PROBES.glob("probe_*.json")) for c in json.loads(path.read_text(encoding="utf-8"))]
+
+
+@pytest.mark.parametrize("case", _probe_cases(), ids=lambda c: c["id"])
+def test_probe_case(case: dict) -> None:
+    """The probe sets (tests/data/probes/README.md): a clear case gets its label; of an ambiguous
+    one (two answers defensible) only that a failure is never `none`."""
+    diag = classify_text(case["excerpt"])
+    expected = case["expected_component"]
+    if case["id"] in KNOWN_PROBE_MISSES:
+        assert diag.component != expected and diag.component not in MULTICHIP, diag  # update the list when fixed
+    elif not case["ambiguous"]:
+        assert diag.component == expected, (diag, case["why"])
+    elif expected != "none":
+        assert diag.component != "none", (diag, case["why"])
+
+
+def test_a_failed_phase_whose_only_exception_was_handled_is_diagnosed_from_it() -> None:
+    log = ("WARNING 11-30 14:00:03 [__init__.py:224] zentorch failed to import, falling back to CpuPlatform.\n"
+           "Traceback (most recent call last):\n"
+           '  File "/usr/local/lib/python3.10/dist-packages/vllm/platforms/__init__.py", line 209, in cpu_platform_plugin\n'
+           "    import zentorch  # noqa: F401\n"
+           "OSError: /x/zentorch/_C.so: undefined symbol: _ZN3c104impl3cow23materialize\n")
+    assert classify_text(log).component == "none"  # as a log alone: handled
+    failed = classify_log(log.splitlines(), {"status": "FAIL", "error": "the engine exited with code 1"})
+    assert failed.component == "dependency", failed  # the phase failed: the lead is the handled one
+
+
+# From the third blind probe: messages of vllm-ascend, FlagTree's vendor extensions, FlagGems' cache.
+@pytest.mark.parametrize("log, component, rule", [
+    (_VLLM + "ValueError: flash_attn_npu_v3 is not installed but FA3 backend is requested. Please install "
+     "flash_attn_npu_v3 to enable FA3.\n", "dependency", "D-import"),
+    ("(Worker_TP3 pid=214) ERROR 11-30 09:31:40 [multiproc_executor.py:953] RuntimeError: PTA and CANN version is too "
+     "old to support mc2 hierarchy comm, please upgrade your version.\n", "environment", "E-host-build"),
+    ("(Worker_TP0 pid=4410) ERROR 11-30 10:02:21 [multiproc_executor.py:1063] RuntimeError: NPU card health status is not OK\n",
+     "environment", "E-no-device"),
+    (_VLLM + "RuntimeError: cannot locate libamdhip64.so after attempted paths ['/opt/rocm/lib/libamdhip64.so']\n",
+     "environment", "E-vendor-so"),
+    (_VLLM + "OSError: [Errno 30] Read-only file system: '/home/svc/.flaggems'\n", "environment", "E-toolchain"),
+    # FlagTree's own vendor extension of the autotuner raising
+    (_VLLM + "Traceback (most recent call last):\n"
+     + _VLLM + '  File "/usr/local/lib/python3.10/dist-packages/flag_gems/utils/libentry.py", line 210, in run\n'
+     + _VLLM + "    return self.fn.run(*args, **kwargs)\n"
+     + _VLLM + '  File "/usr/local/lib/python3.10/dist-packages/triton/runtime/autotuner_ext.py", line 15, in get_jit_func\n'
+     + _VLLM + '    raise RuntimeError(f"Current {fn} has no attribute cache_key.")\n'
+     + _VLLM + "RuntimeError: Current <flag_gems.utils.libentry.LibTuner object at 0x7f> has no attribute cache_key.\n",
+     "FlagTree", None),
+    # killed from outside by coreutils' timeout: a failure nobody explains
+    ("(Worker_TP1 pid=411) INFO 11-30 10:02:31 [backends.py:640] Compiling a graph takes 21.88 s\n"
+     "timeout: sending signal TERM to command ‘vllm’\n", "unknown", "O-killed-timeout"),
+    # a plugin's call into this vLLM with another signature, while a platform plugin is active
+    ("INFO 03-20 11:08:30 [__init__.py:30] Platform plugin ascend is activated\n"
+     "ERROR 03-20 11:08:38 [engine.py:448] Traceback (most recent call last):\n"
+     'ERROR 03-20 11:08:38 [engine.py:448]   File "/x/site-packages/vllm/worker/model_runner.py", line 90, in execute_model\n'
+     "ERROR 03-20 11:08:38 [engine.py:448]     hidden = model(input_ids, positions, kv_caches, attn_metadata)\n"
+     "ERROR 03-20 11:08:38 [engine.py:448] TypeError: Qwen2ForCausalLM.forward() got an unexpected keyword argument 'kv_caches'\n",
+     "plugin", "P-vllm-skew"),
+])
+def test_mechanisms_from_the_third_probe(log: str, component: str, rule: str | None) -> None:
+    diag = classify_text(log)
+    assert diag.component == component, diag
+    if rule:
+        assert diag.rule == rule, diag
+    assert diag.evidence and diag.error, diag
+
+
+def test_a_signature_mismatch_inside_vllm_alone_stays_vllms() -> None:
+    log = ("ERROR 03-20 11:08:38 [engine.py:448] Traceback (most recent call last):\n"
+           'ERROR 03-20 11:08:38 [engine.py:448]   File "/x/site-packages/vllm/worker/model_runner.py", line 90, in execute_model\n'
+           "ERROR 03-20 11:08:38 [engine.py:448]     hidden = model(input_ids, positions, kv_caches, attn_metadata)\n"
+           "ERROR 03-20 11:08:38 [engine.py:448] TypeError: Qwen2ForCausalLM.forward() got an unexpected keyword argument 'kv_caches'\n")
+    assert classify_text(log).component == "vllm"
