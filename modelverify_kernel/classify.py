@@ -735,6 +735,7 @@ class _Stream:
     last_failure: _Failure | None = None
     handled: bool = False  # the next block was raised while handling the chain so far
     prev: str = ""  # the previous non-INFO message of this process
+    prev_at: int = 0  # its line number
     user_code: _Failure | None = None  # the failure a "from user code:" section belongs to
 
 
@@ -835,7 +836,7 @@ class _Scanner:
                 st = self._new_stream(stream)
             idle = st.phase is idle_phase
             if idle and msg in boring:
-                st.prev = msg
+                st.prev, st.prev_at = msg, self.index
                 continue
             events = self.emitted
             self.gated = gated
@@ -851,7 +852,7 @@ class _Scanner:
                     if len(boring) >= 8192:  # _remember, inline: once per log line
                         boring.clear()
                     boring[msg] = None
-            st.prev = msg
+            st.prev, st.prev_at = msg, self.index
             if st.phase is idle_phase:  # _track, inline
                 active.discard(st.key)
             else:
@@ -991,7 +992,8 @@ class _Scanner:
             st.block = _Block(self.index, src, header=True,
                               reverse="first" in s or not s.startswith("Traceback"),
                               current=s.startswith("Current thread"),
-                              handled=st.phase is _Phase.IDLE and _FALLS_BACK.search(st.prev) is not None)
+                              handled=st.phase is _Phase.IDLE and self.index - st.prev_at == 1
+                              and _FALLS_BACK.search(st.prev) is not None)
             st.phase = _Phase.FRAMES
             return True
         if s == "from user code:" and st.phase is not _Phase.FRAMES:

@@ -1522,3 +1522,13 @@ def test_a_signature_mismatch_inside_vllm_alone_stays_vllms() -> None:
            "ERROR 03-20 11:08:38 [engine.py:448]     hidden = model(input_ids, positions, kv_caches, attn_metadata)\n"
            "ERROR 03-20 11:08:38 [engine.py:448] TypeError: Qwen2ForCausalLM.forward() got an unexpected keyword argument 'kv_caches'\n")
     assert classify_text(log).component == "vllm"
+
+
+def test_a_crash_long_after_a_fallback_line_is_a_failure() -> None:
+    log = ("(EngineCore_DP0 pid=7) WARNING 11-30 14:00:03 [sampler.py:20] FlashInfer is not available, falling back to the PyTorch sampler.\n"
+           "(EngineCore_DP0 pid=7) INFO 11-30 14:00:04 [core.py:90] Loading weights took 3.1 s\n"
+           "(EngineCore_DP0 pid=7) Traceback (most recent call last):\n"
+           '(EngineCore_DP0 pid=7)   File "/x/site-packages/flag_gems/ops/mm.py", line 9, in mm\n'
+           "(EngineCore_DP0 pid=7)     return mm_kernel_general[grid](a, b)\n"
+           "(EngineCore_DP0 pid=7) RuntimeError: mm: unsupported dtype\n")
+    assert classify_text(log).component == "FlagGems"
