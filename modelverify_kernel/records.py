@@ -22,6 +22,14 @@ from typing import Any, Mapping, TypeVar
 from .vocabulary import PHASES, RECORDER_SWITCH
 
 
+def headline(error: str | None, limit: int = 300) -> str:
+    """An error's first line, cut to `limit`: what the verdict and the A-vs-B table show (Dynamo's
+    and pydantic's messages run to dozens of lines; the phase record keeps them whole)."""
+    text = (error or "").strip()
+    first = text.splitlines()[0] if text else ""
+    return first if len(first) <= limit else first[:limit - 1] + "…"
+
+
 def now() -> str:
     """A timestamp as every record writes it (UTC, seconds)."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -27,7 +27,7 @@ from . import stack
 from .classify import strip_ansi
 from .errors import UserError
 from .params import Params
-from .records import Bisection, PhaseResult, RunSpec, Verdict, now, run_status, to_json
+from .records import Bisection, PhaseResult, RunSpec, Verdict, headline, now, run_status, to_json
 from .vocabulary import HTML_NAME, JSON_NAME, PHASE_TIMEOUT_PARAM, PHASES, Layout
 
 SCHEMA_VERSION = "1.3"
@@ -360,7 +360,8 @@ def _phases(report: Mapping[str, Any]) -> Iterable[tuple[str, str, Mapping[str, 
 def _row(run: str, phase: str, p: Mapping[str, Any]) -> dict[str, Any]:
     diag = p.get("diagnosis") or {}
     return {"run": run, "phase": phase, "status": p["status"], "duration_s": p["duration_s"],
-            "component": diag.get("component"), "error": p["error"] or p.get("reason") or p.get("timeout_note")}
+            "component": diag.get("component"),
+            "error": headline(p["error"]) or p.get("reason") or p.get("timeout_note")}
 
 
 def phase_table(report: Mapping[str, Any]) -> pd.DataFrame:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, Mapping, Sequence
 
-from .records import Bisection, Gate, PhaseComparison, PhaseResult, Verdict, run_status
+from .records import Bisection, Gate, PhaseComparison, PhaseResult, Verdict, headline, run_status
 from .vocabulary import MULTICHIP, conclusion
 
 NO_GATE = Gate(False, "none", [], [])  # nothing recorded in either run
@@ -56,9 +56,9 @@ def _describe(fails: list[PhaseResult]) -> str:
     """Each failed phase's recorded error, with the diagnosed root cause beside it when it differs."""
     parts = []
     for p in fails:
-        root = (p.diagnosis or {}).get("error")
+        root = headline((p.diagnosis or {}).get("error"))
         extra = f" (root cause: {root})" if root and root not in (p.error or "") else ""
-        parts.append(f"{p.phase}: {p.error}{extra}")
+        parts.append(f"{p.phase}: {headline(p.error)}{extra}")
     return "; ".join(parts)
 
 

@@ -177,3 +177,19 @@ def test_diff_cli_applies_the_gate_and_the_comparison_to_two_passing_results(tmp
 
     assert diff("b_idle") == (1, "STACK_INACTIVE")
     assert diff("b_work") == (0, "BOTH_PASS")
+
+
+def test_the_verdict_shows_each_error_by_its_first_line():
+    """Dynamo's and pydantic's errors run to dozens of lines; the verdict is read at a glance,
+    the phase record keeps the whole message."""
+    long_error = ("Unsupported: logging.Logger method not supported for non-export cases\n"
+                  "  Explanation: logging.Logger methods are not supported.\n\nfrom user code:\n"
+                  '   File "/x/vllm/model_executor/models/llama.py", line 436, in forward\n' + "x" * 500)
+    b = run("run_b", offline="FAIL", sig="x", component="FlagGems")
+    b["offline"] = PhaseResult(run="run_b", phase="offline", status="FAIL", error=long_error,
+                               diagnosis={"signature": "x", "component": "FlagGems", "error": "torch._dynamo.exc." + "y" * 400})
+    v = decide(run("run_a"), b)
+    assert "offline: Unsupported: logging.Logger method not supported for non-export cases" in v.detail
+    assert "from user code" not in v.detail and "Explanation" not in v.detail
+    assert "(root cause: torch._dynamo.exc." in v.detail and "y" * 300 not in v.detail and "…" in v.detail
+    assert b["offline"].error == long_error
