@@ -53,9 +53,7 @@ _OWNER_NAMES = (  # a component named in the failing line itself (weakest eviden
     (re.compile(r"(?i)\bflagcx\b"), "FlagCX"),
     (re.compile(r"(?i)\bflagtree\b"), "FlagTree"),
 )
-_OP_PATH = re.compile(
-    r"flag_gems/(?:runtime/backend/_\w+/)?(?:ops|fused)/(\w+)\.py"
-    r"|vllm_fl/ops/(?:[\w/]*/)?(\w+)\.py")
+_OP_PATH = kernel_index.OP_PATH  # one rule for where an op's code lives
 
 # --------------------------------------------------------------------------- public types
 
@@ -1424,10 +1422,10 @@ def _culprit(frames: list[_Frame], text: str, component: str) -> str | None:
     for fr in reversed(frames):
         m = _OP_PATH.search(fr.path.replace("\\", "/"))
         if m:
-            return m.group(1) or m.group(2)
+            return m.group(1)
     m = _OP_PATH.search(text)
     if m:
-        return m.group(1) or m.group(2)
+        return m.group(1)
     named = _kernel_named(text)  # a kernel named in the text: its op, if the blame is its owner's
     return named[2] if named and named[1] == component else None
 

@@ -32,8 +32,10 @@ COMPONENTS = ("FlagGems", "vllm", "plugin", "FlagTree")
 _KERNEL_DECORATORS = frozenset({"jit", "libentry", "autotune", "heuristics", "libtuner",
                                 "pointwise_dynamic"})
 _SPECIFIC = re.compile(r"_*[A-Za-z0-9]+_[A-Za-z0-9_]*[A-Za-z0-9]_*")
-_OP_PATH = re.compile(r"(?:flag_gems/(?:runtime/backend/_\w+/)?(?:ops|fused)"
-                      r"|vllm_fl/ops(?:/[\w/]*)?)/(\w+)\.py$")
+# where an op's code lives: flag_gems/ops/<op>.py (vendor copies under runtime/backend/_<vendor>/),
+# flag_gems/fused/<op>.py, the plugin's vllm_fl/ops/…/<op>.py
+OP_PATH = re.compile(r"(?:flag_gems/(?:runtime/backend/_\w+/)?(?:ops|fused)"
+                     r"|vllm_fl/ops(?:/[\w/]*)?)/(\w+)\.py")
 
 
 def _decorator_name(node: ast.expr) -> str | None:
@@ -53,7 +55,7 @@ def kernels_in(tree: Path) -> dict[str, str | None]:
         except (SyntaxError, ValueError):
             continue
         rel = path.as_posix()
-        m = _OP_PATH.search(rel)
+        m = OP_PATH.search(rel)
         op = m.group(1) if m else None
         for node in ast.walk(module):
             if isinstance(node, ast.FunctionDef) and _SPECIFIC.fullmatch(node.name) \
