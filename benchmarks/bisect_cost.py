@@ -35,16 +35,22 @@ def runs_for(n: int, culprits: set[int]) -> int:
 
 
 def logic() -> None:
-    print("search steps (all-off step + narrowing; + 2 confirming runs), by number of kernels that ran:")
-    print(f"{'n':>5} {'log2 n + 2':>10} {'single avg':>10} {'single max':>10} {'pair avg':>9} {'pair max':>9}")
+    print(
+        "search steps (all-off step + narrowing; + 2 confirming runs), by number of kernels that ran:"
+    )
+    print(
+        f"{'n':>5} {'log2 n + 2':>10} {'single avg':>10} {'single max':>10} {'pair avg':>9} {'pair max':>9}"
+    )
     for n in (2, 3, 4, 8, 16, 22, 64, 433):
         single = [runs_for(n, {i}) for i in range(n)]
         pairs = list(itertools.combinations(range(n), 2))
         if len(pairs) > 400:
             pairs = pairs[:: len(pairs) // 400]
         pair = [runs_for(n, set(p)) for p in pairs]
-        print(f"{n:>5} {math.ceil(math.log2(n)) + 2:>10} {sum(single) / n:>10.1f} {max(single):>10} "
-              f"{sum(pair) / len(pair):>9.1f} {max(pair):>9}")
+        print(
+            f"{n:>5} {math.ceil(math.log2(n)) + 2:>10} {sum(single) / n:>10.1f} {max(single):>10} "
+            f"{sum(pair) / len(pair):>9.1f} {max(pair):>9}"
+        )
 
 
 def engine(fault: str) -> None:
@@ -57,28 +63,51 @@ def engine(fault: str) -> None:
         model = build_demo_model(Path(tmp) / "tiny-llama")
         out = Path(tmp) / "report"
         out.mkdir()
-        env = {"VLLM_CPU_KVCACHE_SPACE": "1",
-               "PYTHONPATH": os.pathsep.join([str(fake / "site"), str(fake / "flaggems_standin")])}
+        env = {
+            "VLLM_CPU_KVCACHE_SPACE": "1",
+            "PYTHONPATH": os.pathsep.join([str(fake / "site"), str(fake / "flaggems_standin")]),
+        }
         start = time.monotonic()
-        pm.execute_notebook(str(ROOT / "notebooks" / "verify.ipynb"), str(out / "verify.ipynb"), cwd=str(ROOT),
-                            kernel_name="python3", progress_bar=False, parameters=dict(
-                                model_path=str(model), output_dir=str(out), env=env, run_b="always",
-                                run_b_env={"FAKE_FL_MODE": "real", "FAKE_GEMS_FAULT": fault},
-                                extra_vllm_args=["--enforce-eager", "--dtype", "float32"], max_model_len=512))
+        pm.execute_notebook(
+            str(ROOT / "notebooks" / "verify.ipynb"),
+            str(out / "verify.ipynb"),
+            cwd=str(ROOT),
+            kernel_name="python3",
+            progress_bar=False,
+            parameters=dict(
+                model_path=str(model),
+                output_dir=str(out),
+                env=env,
+                run_b="always",
+                run_b_env={"FAKE_FL_MODE": "real", "FAKE_GEMS_FAULT": fault},
+                extra_vllm_args=["--enforce-eager", "--dtype", "float32"],
+                max_model_len=512,
+            ),
+        )
         total = time.monotonic() - start
         b = json.loads((out / "report.json").read_text())["bisection"]
-    print(f"\nreal engine, FAKE_GEMS_FAULT={fault}: {b['status']} {b['culprit_ops']} among {len(b['ops'])} kernels "
-          f"{b['ops']}")
+    print(
+        f"\nreal engine, FAKE_GEMS_FAULT={fault}: {b['status']} {b['culprit_ops']} among {len(b['ops'])} kernels "
+        f"{b['ops']}"
+    )
     for s in b["steps"] + b["confirm"]:
-        print(f"  step {s['number']:>2} {s['phase']:<7} off={','.join(s['disabled']) or '-':<40} {s['outcome']:<4} "
-              f"{s['duration_s']:.0f} s")
-    print(f"  search {len(b['steps'])} steps + {len(b['confirm'])} confirming runs: {b['elapsed_s']:.0f} s; "
-          f"whole notebook {total:.0f} s (load: {os.getloadavg()[0]:.1f})")
+        print(
+            f"  step {s['number']:>2} {s['phase']:<7} off={','.join(s['disabled']) or '-':<40} {s['outcome']:<4} "
+            f"{s['duration_s']:.0f} s"
+        )
+    print(
+        f"  search {len(b['steps'])} steps + {len(b['confirm'])} confirming runs: {b['elapsed_s']:.0f} s; "
+        f"whole notebook {total:.0f} s (load: {os.getloadavg()[0]:.1f})"
+    )
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--engine", action="store_true", help="also run the real notebook with the stand-ins")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--engine", action="store_true", help="also run the real notebook with the stand-ins"
+    )
     ap.add_argument("--fault", default="silu=raise", help="FAKE_GEMS_FAULT for --engine")
     args = ap.parse_args()
     logic()

@@ -51,8 +51,11 @@ FILES = ("dev_cases.json", "dev_cases_2.json")
 def load_cases() -> list[dict]:
     cases: list[dict] = []
     for name in FILES:
-        cases += [c for c in json.loads((CORPUS / name).read_text(encoding="utf-8"))
-                  if c["expected_component"] != "numerical"]
+        cases += [
+            c
+            for c in json.loads((CORPUS / name).read_text(encoding="utf-8"))
+            if c["expected_component"] != "numerical"
+        ]
     return cases
 
 
@@ -100,8 +103,12 @@ FORMS = {
     "torchrun [rank0]:": lambda lines: ["[rank0]: " + ln for ln in lines],
     "Markdown quote": lambda lines: ["> " + ln for ln in lines],
     "indented paste": lambda lines: ["    " + ln for ln in lines],
-    "wrapped at 120": lambda lines: [ln[i:i + 120] for ln in lines for i in range(0, max(len(ln), 1), 120)],
-    "wrapped at 80": lambda lines: [ln[i:i + 80] for ln in lines for i in range(0, max(len(ln), 1), 80)],
+    "wrapped at 120": lambda lines: [
+        ln[i : i + 120] for ln in lines for i in range(0, max(len(ln), 1), 120)
+    ],
+    "wrapped at 80": lambda lines: [
+        ln[i : i + 80] for ln in lines for i in range(0, max(len(ln), 1), 80)
+    ],
 }
 
 
@@ -129,18 +136,27 @@ class Score:
             self.wrong.append((case["id"], exp, got, fold))
 
     def line(self) -> str:
-        return (f"exact {self.exact}/{self.n} = {self.exact / self.n:.1%}; multi-chip right "
-                f"{self.mc_ok}/{self.mc} = {self.mc_ok / max(self.mc, 1):.1%}; false multi-chip blame "
-                f"{self.false_mc}; none cases called failures {self.none_failed}/{self.none_n}; "
-                f"failures called none {self.failed_as_none}")
+        return (
+            f"exact {self.exact}/{self.n} = {self.exact / self.n:.1%}; multi-chip right "
+            f"{self.mc_ok}/{self.mc} = {self.mc_ok / max(self.mc, 1):.1%}; false multi-chip blame "
+            f"{self.false_mc}; none cases called failures {self.none_failed}/{self.none_n}; "
+            f"failures called none {self.failed_as_none}"
+        )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--folds", default="repo", help="'repo' (leave one source repository out) or a number k")
-    parser.add_argument("--verbose", action="store_true", help="list every miss and the rules removed per fold")
-    parser.add_argument("--no-fixtures", action="store_true",
-                        help="also remove rules that only the project's own log fixtures justify")
+    parser.add_argument(
+        "--folds", default="repo", help="'repo' (leave one source repository out) or a number k"
+    )
+    parser.add_argument(
+        "--verbose", action="store_true", help="list every miss and the rules removed per fold"
+    )
+    parser.add_argument(
+        "--no-fixtures",
+        action="store_true",
+        help="also remove rules that only the project's own log fixtures justify",
+    )
     args = parser.parse_args()
     rules = load_rules()
     cases = load_cases()
@@ -164,19 +180,29 @@ def main() -> int:
         for case in members:
             held.add(case, classify(case, fold_rules), fold)
         if args.verbose and dropped:
-            print(f"  {fold}: rules justified only by its own cases, removed: {', '.join(sorted(dropped))}")
+            print(
+                f"  {fold}: rules justified only by its own cases, removed: {', '.join(sorted(dropped))}"
+            )
 
-    mode = "leave one source repository out" if args.folds == "repo" else f"{args.folds}-fold by case id"
-    print(f"corpus: {len(cases)} failure/none cases from {len({repo_of(c) for c in cases})} repositories "
-          f"(numerical cases excluded); {len(rules)} rules")
+    mode = (
+        "leave one source repository out"
+        if args.folds == "repo"
+        else f"{args.folds}-fold by case id"
+    )
+    print(
+        f"corpus: {len(cases)} failure/none cases from {len({repo_of(c) for c in cases})} repositories "
+        f"(numerical cases excluded); {len(rules)} rules"
+    )
     print(f"seen (tuned on):   {seen.line()}")
     print(f"held out ({mode}, {len(by_fold)} folds, {removed_total} rule removals): {held.line()}")
     if args.verbose or held.wrong:
         print("held-out misses (id expected -> got, fold):")
         for cid, exp, got, fold in held.wrong:
             print(f"  {cid:5} {exp:>11} -> {got:<11} {fold}")
-    print("probe sets (tests/data/probes: written from the components' sources, scored blind once, then "
-          "used for fixes):")
+    print(
+        "probe sets (tests/data/probes: written from the components' sources, scored blind once, then "
+        "used for fixes):"
+    )
     for path in sorted(PROBES.glob("probe_*.json")):
         probe = json.loads(path.read_text(encoding="utf-8"))
         every, clear = Score(), Score()
@@ -186,13 +212,17 @@ def main() -> int:
             if not case["ambiguous"]:
                 clear.add(case, got, path.stem)
         print(f"  {path.stem}: {every.line()}")
-        print(f"  {path.stem} without the {every.n - clear.n} ambiguous: exact {clear.exact}/{clear.n} = "
-              f"{clear.exact / max(clear.n, 1):.1%}; false multi-chip blame {clear.false_mc}")
+        print(
+            f"  {path.stem} without the {every.n - clear.n} ambiguous: exact {clear.exact}/{clear.n} = "
+            f"{clear.exact / max(clear.n, 1):.1%}; false multi-chip blame {clear.false_mc}"
+        )
     print("seen, as pasted or collected (every line of every excerpt changed the same way):")
     for name, form in FORMS.items():
         score = Score()
         for case in cases:
-            score.add(case, classify_log(form(case["excerpt"].splitlines()), rules=rules).component, name)
+            score.add(
+                case, classify_log(form(case["excerpt"].splitlines()), rules=rules).component, name
+            )
         print(f"  {name:<18} {score.line()}")
     return 0
 

@@ -66,10 +66,18 @@ def build_log(path: Path, megabytes: int, unique: bool = False, seed: int = 7) -
         while written < target:
             pid = rng.randint(1000, 99999)
             ts = f"05-{rng.randint(1, 28):02d} {rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}"
-            chunk = [ln.replace("pid=2820", f"pid={pid}").replace("pid=2798", f"pid={pid + 1}") for ln in real]
-            chunk += [rng.choice(GPU_NOISE).format(pid=pid, tp=rng.randint(0, 7), ts=ts) for _ in range(40)]
+            chunk = [
+                ln.replace("pid=2820", f"pid={pid}").replace("pid=2798", f"pid={pid + 1}")
+                for ln in real
+            ]
+            chunk += [
+                rng.choice(GPU_NOISE).format(pid=pid, tp=rng.randint(0, 7), ts=ts)
+                for _ in range(40)
+            ]
             if unique:
-                chunk = [ln if " INFO " in ln[:40] else f"{ln} #{rng.randrange(10**9)}" for ln in chunk]
+                chunk = [
+                    ln if " INFO " in ln[:40] else f"{ln} #{rng.randrange(10**9)}" for ln in chunk
+                ]
             text = "\n".join(chunk) + "\n"
             out.write(text)
             written += len(text.encode("utf-8"))
@@ -99,7 +107,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.keep or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
-        print(f"{'size':>8} {'lines':>10} {'time':>8} {'cpu':>7} {'MB/s':>7} {'peak py mem':>12}  diagnosis")
+        print(
+            f"{'size':>8} {'lines':>10} {'time':>8} {'cpu':>7} {'MB/s':>7} {'peak py mem':>12}  diagnosis"
+        )
         runs = [(mb, False) for mb in args.sizes]
         if not args.no_worst:
             runs.append((max(args.sizes), True))
@@ -109,8 +119,10 @@ def main() -> int:
             with path.open("rb") as fh:
                 lines = sum(1 for _ in fh)
             elapsed, cpu, peak, diag = measure(path)
-            print(f"{size / 1e6:7.1f}M {lines:>10,} {elapsed:7.2f}s {cpu:6.2f}s {size / 1e6 / elapsed:7.1f} "
-                  f"{peak / 1024:10.0f}KiB  {diag}{'  (worst case: no repeated lines)' if unique else ''}")
+            print(
+                f"{size / 1e6:7.1f}M {lines:>10,} {elapsed:7.2f}s {cpu:6.2f}s {size / 1e6 / elapsed:7.1f} "
+                f"{peak / 1024:10.0f}KiB  {diag}{'  (worst case: no repeated lines)' if unique else ''}"
+            )
     return 0
 
 

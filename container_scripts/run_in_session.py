@@ -135,8 +135,10 @@ def dump_stacks_of(pids: list[int], pause: float = 0.5, budget: float = 15.0) ->
         if time.monotonic() > deadline:
             break
         if _catches(pid, sig):
-            sys.stdout.write(f"[model-verify] stacks of every thread of pid {pid} ({_cmdline(pid)}), "
-                             f"before the kill:\n")
+            sys.stdout.write(
+                f"[model-verify] stacks of every thread of pid {pid} ({_cmdline(pid)}), "
+                f"before the kill:\n"
+            )
             sys.stdout.flush()
             _signal(pid, sig)
             dumped.append(pid)
@@ -202,6 +204,7 @@ class Controller:
 
     def watch_stdin(self) -> None:
         """In a thread: "stop" ends the session; end of file means the controller is gone."""
+
         def watch() -> None:
             # os.read, not sys.stdin: a daemon thread blocked inside the buffered reader holds its
             # lock, and Python aborts at exit ("Fatal Python error: _enter_buffered_busy")
@@ -213,6 +216,7 @@ class Controller:
                     self.stop("stopped")
             self.gone.set()
             self.stop("controller gone")
+
         threading.Thread(target=watch, daemon=True).start()
 
     def is_gone(self) -> bool:
@@ -226,21 +230,46 @@ def remove_workdir(path: str | None) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--timeout", type=float, default=None, help="seconds before the session is killed")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--timeout", type=float, default=None, help="seconds before the session is killed"
+    )
     p.add_argument("--grace", type=float, default=10.0, help="seconds between SIGTERM and SIGKILL")
-    p.add_argument("--cap", type=float, default=None,
-                   help="hard cap in seconds: past --timeout, keep going while output still comes, up to this")
-    p.add_argument("--window", type=float, default=None,
-                   help="output this many seconds old still counts as progress (default: timeout/10, 5..60)")
-    p.add_argument("--unset", action="append", default=[], metavar="NAME",
-                   help="remove NAME from the command's environment (repeatable)")
-    p.add_argument("--watch-stdin", action="store_true",
-                   help='stdin is the controller\'s pipe: a "stop" line ends the session, end of file '
-                        "means the controller is gone (kill the session, remove --workdir, exit)")
-    p.add_argument("--workdir", default=None,
-                   help=f"the run's work folder (named {WORKDIR_PREFIX}*), removed when the controller is gone")
-    p.add_argument("--reap", type=int, default=None, metavar="SID", help="kill what is left of session SID")
+    p.add_argument(
+        "--cap",
+        type=float,
+        default=None,
+        help="hard cap in seconds: past --timeout, keep going while output still comes, up to this",
+    )
+    p.add_argument(
+        "--window",
+        type=float,
+        default=None,
+        help="output this many seconds old still counts as progress (default: timeout/10, 5..60)",
+    )
+    p.add_argument(
+        "--unset",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="remove NAME from the command's environment (repeatable)",
+    )
+    p.add_argument(
+        "--watch-stdin",
+        action="store_true",
+        help='stdin is the controller\'s pipe: a "stop" line ends the session, end of file '
+        "means the controller is gone (kill the session, remove --workdir, exit)",
+    )
+    p.add_argument(
+        "--workdir",
+        default=None,
+        help=f"the run's work folder (named {WORKDIR_PREFIX}*), removed when the controller is gone",
+    )
+    p.add_argument(
+        "--reap", type=int, default=None, metavar="SID", help="kill what is left of session SID"
+    )
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- argv to run")
     args = p.parse_args(argv)
     if args.command[:1] == ["--"]:
@@ -270,12 +299,19 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(ipc_dir, ignore_errors=True)
 
 
-def _supervise(args: argparse.Namespace, controller: "Controller", env: dict[str, str],
-               ipc_dir: str | None) -> int:
+def _supervise(
+    args: argparse.Namespace, controller: Controller, env: dict[str, str], ipc_dir: str | None
+) -> int:
     """Run the command in its own session until it ends or the timeout; report its status."""
     try:
-        proc = subprocess.Popen(args.command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        proc = subprocess.Popen(
+            args.command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+        )
     except OSError as exc:
         status(error=f"cannot start {args.command[0]}: {exc}")
         return 127
@@ -298,7 +334,11 @@ def _supervise(args: argparse.Namespace, controller: "Controller", env: dict[str
     die_with_parent()
     if args.watch_stdin:
         controller.watch_stdin()
-    window = args.window if args.window is not None else (progress_window(args.timeout) if args.timeout else 5.0)
+    window = (
+        args.window
+        if args.window is not None
+        else (progress_window(args.timeout) if args.timeout else 5.0)
+    )
     ended_by, extended = "exit", False
     while proc.poll() is None:
         if controller.reason:
@@ -332,9 +372,17 @@ def _supervise(args: argparse.Namespace, controller: "Controller", env: dict[str
     code = proc.wait()
     reader.join(5)
     remaining = session_members(proc.pid)
-    status(exit_code=None if timed_out else code, timed_out=timed_out, timeout_at=timeout_at,
-           ended_by=ended_by, ran_s=ran_s, idle_s=idle_s if timed_out else None, dumped=dumped,
-           leftovers=leftovers, remaining=remaining)
+    status(
+        exit_code=None if timed_out else code,
+        timed_out=timed_out,
+        timeout_at=timeout_at,
+        ended_by=ended_by,
+        ran_s=ran_s,
+        idle_s=idle_s if timed_out else None,
+        dumped=dumped,
+        leftovers=leftovers,
+        remaining=remaining,
+    )
     if timed_out:
         return TIMEOUT_EXIT
     return code if code >= 0 else 128 - code

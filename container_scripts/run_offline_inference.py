@@ -27,7 +27,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output", required=True, help="where to write the result JSON")
     p.add_argument("--max-model-len", type=int, default=None)
     p.add_argument("--max-tokens", type=int, default=16, help="tokens generated per prompt")
-    p.add_argument("--prompts", default=None, help="prompt set JSON (default: default_prompts.json)")
+    p.add_argument(
+        "--prompts", default=None, help="prompt set JSON (default: default_prompts.json)"
+    )
     p.add_argument("--extra-args", default=None, help="JSON list of vLLM engine CLI arguments")
     return p.parse_args(argv)
 
@@ -44,6 +46,7 @@ def engine_kwargs(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
 
     def refuse(message: str) -> None:  # argparse would print usage and exit(2) with no result
         raise _common.VllmArgumentError(extra, message)
+
     parser.error = refuse  # type: ignore[method-assign]
     argv = ["--model", args.model, "--tensor-parallel-size", str(args.tp)]
     if args.trust_remote_code:

@@ -55,7 +55,11 @@ def _on_audit(event: str, args: tuple) -> None:
         for name in _REARM_AFTER:
             mod = sys.modules.get(name)
             spec = getattr(mod, "__spec__", None)
-            if name not in _armed_after and mod is not None and not getattr(spec, "_initializing", False):
+            if (
+                name not in _armed_after
+                and mod is not None
+                and not getattr(spec, "_initializing", False)
+            ):
                 _armed_after.add(name)  # its import has finished: its handler (if any) is in place
                 rearm = True
     if rearm:

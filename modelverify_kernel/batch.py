@@ -19,11 +19,12 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from difflib import get_close_matches
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 from urllib.parse import urlparse
 
 from .errors import ParameterError, UserError
@@ -31,7 +32,9 @@ from .params import PARAMETER_NAMES, validate
 from .records import now, write_atomic
 
 STATE_FILE = "batch.json"
-LOCK_FILE = ".batch.lock"  # held while a batch runs in OUT: a second one would move live cell folders
+LOCK_FILE = (
+    ".batch.lock"  # held while a batch runs in OUT: a second one would move live cell folders
+)
 CELL_LOG = "batch-cell.log"  # the cell process's own output (papermill's), inside the cell folder
 KILL_GRACE_S = 20.0  # a phase's session helper needs its own grace (10 s) to stop vLLM
 THIS_MACHINE = "local"  # the per-host key of `local: true` targets and of daemons on this machine
@@ -47,20 +50,56 @@ SCHEMA = {
     "additionalProperties": False,
     "properties": {
         "parameters": _PARAMS,
-        "models": {"type": "array", "minItems": 1, "items": {"anyOf": [
-            {"type": "string", "minLength": 1},
-            {"type": "object", "required": ["model_path"], "additionalProperties": False,
-             "properties": {"model_path": {"type": "string", "minLength": 1}, "name": _NAME,
-                            "parameters": _PARAMS}}]}},
-        "targets": {"type": "array", "minItems": 1, "items": {
-            "type": "object", "required": ["name"], "additionalProperties": False,
-            "properties": {"name": _NAME, "container": {"type": "string", "minLength": 1},
-                           "docker_host": {"type": ["string", "null"]}, "local": {"type": "boolean"},
-                           "host": _NAME, "parameters": _PARAMS}}},
-        "cells": {"type": "array", "items": {
-            "type": "object", "required": ["model", "target"], "additionalProperties": False,
-            "properties": {"model": {"type": "string"}, "target": {"type": "string"},
-                           "skip": {"type": "boolean"}, "parameters": _PARAMS}}},
+        "models": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "anyOf": [
+                    {"type": "string", "minLength": 1},
+                    {
+                        "type": "object",
+                        "required": ["model_path"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "model_path": {"type": "string", "minLength": 1},
+                            "name": _NAME,
+                            "parameters": _PARAMS,
+                        },
+                    },
+                ]
+            },
+        },
+        "targets": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["name"],
+                "additionalProperties": False,
+                "properties": {
+                    "name": _NAME,
+                    "container": {"type": "string", "minLength": 1},
+                    "docker_host": {"type": ["string", "null"]},
+                    "local": {"type": "boolean"},
+                    "host": _NAME,
+                    "parameters": _PARAMS,
+                },
+            },
+        },
+        "cells": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["model", "target"],
+                "additionalProperties": False,
+                "properties": {
+                    "model": {"type": "string"},
+                    "target": {"type": "string"},
+                    "skip": {"type": "boolean"},
+                    "parameters": _PARAMS,
+                },
+            },
+        },
     },
 }
 FIXES = {  # what to write instead, by the schema rule that failed
@@ -95,7 +134,11 @@ class Cell:
 def model_slug(model_path: str) -> str:
     """The folder name of a model: a hub ID org/name gives org--name, a path its last part."""
     text = model_path.rstrip("/")
-    base = text.replace("/", "--") if not text.startswith((".", "/")) and text.count("/") == 1 else text.rsplit("/", 1)[-1]
+    base = (
+        text.replace("/", "--")
+        if not text.startswith((".", "/")) and text.count("/") == 1
+        else text.rsplit("/", 1)[-1]
+    )
     return re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip("-.") or "model"
 
 
@@ -129,7 +172,9 @@ def _entry(path: list, data: Any) -> str:
         node = node[part] if isinstance(node, (list, dict)) else None
         if isinstance(part, int):
             words[-1] += f"[{part}]"
-            if isinstance(node, dict) and isinstance(node.get("name") or node.get("model_path"), str):
+            if isinstance(node, dict) and isinstance(
+                node.get("name") or node.get("model_path"), str
+            ):
                 words[-1] += f" ({node.get('name') or node.get('model_path')})"
         else:
             words.append(str(part))
@@ -149,14 +194,20 @@ def _schema_error(source: str, data: Any) -> UserError | None:
         allowed = sorted(error.schema.get("properties", {}))
         extra = sorted(set(error.instance) - set(allowed))[0]
         close = get_close_matches(extra, allowed, n=1)
-        problem = f"has the unknown key {extra!r}" + (f" (did you mean {close[0]}?)" if close else "")
+        problem = f"has the unknown key {extra!r}" + (
+            f" (did you mean {close[0]}?)" if close else ""
+        )
         fix = FIXES[rule].format(allowed=", ".join(allowed))
     elif rule == "required":
         missing = [k for k in error.validator_value if k not in error.instance][0]
         problem, fix = f"lacks {missing}", FIXES[rule]
     else:
         problem = f"is {error.instance!r}, which does not fit ({error.message})"
-        expected = error.validator_value if isinstance(error.validator_value, str) else "value of the right type"
+        expected = (
+            error.validator_value
+            if isinstance(error.validator_value, str)
+            else "value of the right type"
+        )
         fix = FIXES.get(rule, "see the matrix format in the README").format(expected=expected)
     return UserError(f"Matrix {source}: {where} {problem}; {fix}.")
 
@@ -164,13 +215,17 @@ def _schema_error(source: str, data: Any) -> UserError | None:
 def _check_names(source: str, where: str, section: Mapping[str, Any]) -> None:
     for name in section:
         if name in SET_BY_BATCH:
-            raise UserError(f"Matrix {source}: {where} sets {name}, which the batch sets from the model and target "
-                            "entries; give it there (model_path in models, container/docker_host in targets).")
+            raise UserError(
+                f"Matrix {source}: {where} sets {name}, which the batch sets from the model and target "
+                "entries; give it there (model_path in models, container/docker_host in targets)."
+            )
         if name not in PARAMETER_NAMES:
             close = get_close_matches(name, PARAMETER_NAMES, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
-            raise UserError(f"Matrix {source}: {where} has {name!r}, which is no parameter{hint}; "
-                            "`model-verify run --help-notebook` lists them.")
+            raise UserError(
+                f"Matrix {source}: {where} has {name!r}, which is no parameter{hint}; "
+                "`model-verify run --help-notebook` lists them."
+            )
 
 
 def load_matrix(path: Path, out: Path) -> list[Cell]:
@@ -181,19 +236,27 @@ def load_matrix(path: Path, out: Path) -> list[Cell]:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"Cannot read the matrix {source} ({getattr(exc, 'strerror', None) or exc}); "
-                        "give a YAML or JSON file.") from None
+        raise UserError(
+            f"Cannot read the matrix {source} ({getattr(exc, 'strerror', None) or exc}); "
+            "give a YAML or JSON file."
+        ) from None
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except json.JSONDecodeError as exc:
-        raise UserError(f"Matrix {source} is not JSON ({exc.msg} at line {exc.lineno}); fix the file.") from None
+        raise UserError(
+            f"Matrix {source} is not JSON ({exc.msg} at line {exc.lineno}); fix the file."
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""
-        raise UserError(f"Matrix {source} is not YAML ({getattr(exc, 'problem', None) or 'syntax error'}{at}); "
-                        "fix the file.") from None
+        raise UserError(
+            f"Matrix {source} is not YAML ({getattr(exc, 'problem', None) or 'syntax error'}{at}); "
+            "fix the file."
+        ) from None
     if not isinstance(data, dict):
-        raise UserError(f"Matrix {source} is not a mapping; give models: and targets: (see the README's Batch section).")
+        raise UserError(
+            f"Matrix {source} is not a mapping; give models: and targets: (see the README's Batch section)."
+        )
     error = _schema_error(source, data)
     if error:
         raise error
@@ -203,28 +266,38 @@ def load_matrix(path: Path, out: Path) -> list[Cell]:
         entry = {"model_path": entry} if isinstance(entry, str) else entry
         slug = entry.get("name") or model_slug(entry["model_path"])
         if slug in models:
-            raise UserError(f"Matrix {source}: models[{i}] ({entry['model_path']}) gets the name {slug}, like an "
-                            "earlier model; give each a distinct name: (it names the cell folders).")
+            raise UserError(
+                f"Matrix {source}: models[{i}] ({entry['model_path']}) gets the name {slug}, like an "
+                "earlier model; give each a distinct name: (it names the cell folders)."
+            )
         _check_names(source, f"models[{i}] ({slug}).parameters", entry.get("parameters") or {})
         models[slug] = entry
     targets: dict[str, dict] = {}
     for i, entry in enumerate(data["targets"]):
         name, where = entry["name"], f"targets[{i}] ({entry['name']})"
         if name in targets:
-            raise UserError(f"Matrix {source}: {where} repeats the name {name}; give each target a distinct name.")
+            raise UserError(
+                f"Matrix {source}: {where} repeats the name {name}; give each target a distinct name."
+            )
         if bool(entry.get("container")) == bool(entry.get("local")):
-            raise UserError(f"Matrix {source}: {where} needs either container: NAME (and docker_host: unix://, "
-                            "tcp:// or ssh://) or local: true, not both or neither.")
+            raise UserError(
+                f"Matrix {source}: {where} needs either container: NAME (and docker_host: unix://, "
+                "tcp:// or ssh://) or local: true, not both or neither."
+            )
         if entry.get("local") and entry.get("docker_host"):
-            raise UserError(f"Matrix {source}: {where} is local: true but has a docker_host; remove one.")
+            raise UserError(
+                f"Matrix {source}: {where} is local: true but has a docker_host; remove one."
+            )
         _check_names(source, f"{where}.parameters", entry.get("parameters") or {})
         targets[name] = entry
     overrides: dict[tuple[str, str], dict] = {}
     for i, entry in enumerate(data.get("cells") or []):
         for key, known in (("model", models), ("target", targets)):
             if entry[key] not in known:
-                raise UserError(f"Matrix {source}: cells[{i}] names the {key} {entry[key]!r}, which is not in "
-                                f"{key}s; use one of {', '.join(known)}.")
+                raise UserError(
+                    f"Matrix {source}: cells[{i}] names the {key} {entry[key]!r}, which is not in "
+                    f"{key}s; use one of {', '.join(known)}."
+                )
         _check_names(source, f"cells[{i}].parameters", entry.get("parameters") or {})
         overrides[(entry["model"], entry["target"])] = entry
     _check_names(source, "parameters", data.get("parameters") or {})
@@ -236,15 +309,26 @@ def load_matrix(path: Path, out: Path) -> list[Cell]:
             if override.get("skip"):
                 continue
             cell_dir = Path(out).resolve() / f"{slug}__{name}"
-            values = _merge(data.get("parameters") or {}, model.get("parameters") or {},
-                            target.get("parameters") or {}, override.get("parameters") or {})
-            values.update(model_path=model["model_path"], container=target.get("container"),
-                          docker_host=target.get("docker_host"), output_dir=str(cell_dir), target_label=name)
+            values = _merge(
+                data.get("parameters") or {},
+                model.get("parameters") or {},
+                target.get("parameters") or {},
+                override.get("parameters") or {},
+            )
+            values.update(
+                model_path=model["model_path"],
+                container=target.get("container"),
+                docker_host=target.get("docker_host"),
+                output_dir=str(cell_dir),
+                target_label=name,
+            )
             try:
                 validate(values)
             except ParameterError as exc:
                 # the notebook's sentence, its `-p NAME VALUE` example spelled as the matrix writes it
-                said = re.sub(r"; for example: -p (\w+) (.*)$", r"; for example \1: \2", str(exc)).rstrip(".")
+                said = re.sub(
+                    r"; for example: -p (\w+) (.*)$", r"; for example \1: \2", str(exc)
+                ).rstrip(".")
                 raise UserError(f"Matrix {source}, cell {slug} × {name}: {said}.") from None
             cells.append(Cell(slug, name, host_key(target), values))
     if not cells:
@@ -274,7 +358,11 @@ def set_aside(cell_dir: Path) -> tuple[Path, str]:
         v.decide()
         v.write_report()
         note = f"report rebuilt ({v.verdict.conclusion})"
-    except (UserError, OSError, ValueError) as exc:  # e.g. killed before the notebook recorded anything
+    except (
+        UserError,
+        OSError,
+        ValueError,
+    ) as exc:  # e.g. killed before the notebook recorded anything
         note = f"no report rebuilt: {exc}"
     n = 1
     while (cell_dir.parent / f"{cell_dir.name}.interrupted-{n}").exists():
@@ -313,9 +401,15 @@ def terminate_trees(pids: list[int], grace: float = KILL_GRACE_S) -> None:
 def cell_command(cell: Cell) -> list[str]:
     """The cell's process: `model-verify run` with the cell's parameters, under this module's
     child entry (which makes the cell die with the batch)."""
-    return [sys.executable, "-m", "modelverify_kernel.batch", "--cell", str(os.getpid()),
-            json.dumps(dict(cell.parameters), sort_keys=True),
-            str(Path(cell.parameters["output_dir"]) / "verify.ipynb")]
+    return [
+        sys.executable,
+        "-m",
+        "modelverify_kernel.batch",
+        "--cell",
+        str(os.getpid()),
+        json.dumps(dict(cell.parameters), sort_keys=True),
+        str(Path(cell.parameters["output_dir"]) / "verify.ipynb"),
+    ]
 
 
 @dataclass
@@ -327,7 +421,9 @@ class Batch:
     per_host: int = 1
     command: Callable[[Cell], list[str]] = cell_command
     matrix: str = ""
-    echo: Callable[[str], None] = lambda line: print(line, flush=True)  # progress reaches a CI log as it happens
+    echo: Callable[[str], None] = lambda line: print(
+        line, flush=True
+    )  # progress reaches a CI log as it happens
     records: dict[str, dict] = field(default_factory=dict)
     stop: threading.Event = field(default_factory=threading.Event)
     _running: dict[str, subprocess.Popen] = field(default_factory=dict)
@@ -339,10 +435,20 @@ class Batch:
         for cell in self.cells:
             old = previous.get(cell.id, {})
             self.records[cell.id] = {
-                "model": cell.model, "target": cell.target, "host": cell.host, "dir": cell.id,
-                "state": "pending", "exit_code": None, "started_at": None, "ended_at": None, "duration_s": None,
-                "status": None, "conclusion": None, "interrupted": old.get("interrupted", []),
-                "parameters": dict(cell.parameters)}
+                "model": cell.model,
+                "target": cell.target,
+                "host": cell.host,
+                "dir": cell.id,
+                "state": "pending",
+                "exit_code": None,
+                "started_at": None,
+                "ended_at": None,
+                "duration_s": None,
+                "status": None,
+                "conclusion": None,
+                "interrupted": old.get("interrupted", []),
+                "parameters": dict(cell.parameters),
+            }
 
     def _load_state(self) -> dict[str, dict]:
         try:
@@ -354,9 +460,19 @@ class Batch:
     # -- bookkeeping -------------------------------------------------------------------------
     def save(self) -> None:
         with self._lock:
-            write_atomic(self.out / STATE_FILE, json.dumps({
-                "matrix": self.matrix, "per_host": self.per_host, "updated_at": now(),
-                "cells": [self.records[c.id] for c in self.cells]}, indent=2) + "\n")
+            write_atomic(
+                self.out / STATE_FILE,
+                json.dumps(
+                    {
+                        "matrix": self.matrix,
+                        "per_host": self.per_host,
+                        "updated_at": now(),
+                        "cells": [self.records[c.id] for c in self.cells],
+                    },
+                    indent=2,
+                )
+                + "\n",
+            )
 
     def _set(self, cell: Cell, line: str, **changes: Any) -> None:
         with self._lock:
@@ -365,21 +481,49 @@ class Batch:
             n = [c.id for c in self.cells].index(cell.id) + 1
             self.echo(f"[{n}/{len(self.cells)}] {cell.label}: {line}")
 
-    def _finish(self, cell: Cell, started: float | None, code: int | None, summarize: bool = True) -> None:
+    def _finish(
+        self, cell: Cell, started: float | None, code: int | None, summarize: bool = True
+    ) -> None:
         report = finished_report(self.out / cell.id)
         took = None if started is None else round(time.monotonic() - started, 1)
         if report:
-            status, conclusion = report.get("status"), (report.get("diff_analysis") or {}).get("conclusion")
-            line = f"done {status} {conclusion}" + (f" ({took:.0f} s)" if took is not None else ", finished earlier: skipped")
-            times = {"started_at": report.get("started_at"), "ended_at": report.get("finished_at")} \
-                if started is None else {"ended_at": now()}
-            self._set(cell, line, state="done", exit_code=code, status=status, conclusion=conclusion,
-                      duration_s=took, **times)
+            status, conclusion = (
+                report.get("status"),
+                (report.get("diff_analysis") or {}).get("conclusion"),
+            )
+            line = f"done {status} {conclusion}" + (
+                f" ({took:.0f} s)" if took is not None else ", finished earlier: skipped"
+            )
+            times = (
+                {"started_at": report.get("started_at"), "ended_at": report.get("finished_at")}
+                if started is None
+                else {"ended_at": now()}
+            )
+            self._set(
+                cell,
+                line,
+                state="done",
+                exit_code=code,
+                status=status,
+                conclusion=conclusion,
+                duration_s=took,
+                **times,
+            )
         else:
             state = "killed" if self.stop.is_set() else "failed"
-            why = "stopped with the batch" if state == "killed" else f"exit {code}, no report; see {cell.id}/{CELL_LOG}"
-            self._set(cell, f"{state}: {why} ({took:.0f} s)", state=state, exit_code=code, ended_at=now(),
-                      duration_s=took)
+            why = (
+                "stopped with the batch"
+                if state == "killed"
+                else f"exit {code}, no report; see {cell.id}/{CELL_LOG}"
+            )
+            self._set(
+                cell,
+                f"{state}: {why} ({took:.0f} s)",
+                state=state,
+                exit_code=code,
+                ended_at=now(),
+                duration_s=took,
+            )
         if summarize:
             self.summarize()
 
@@ -418,12 +562,26 @@ class Batch:
                 return  # stays pending
             cell_dir.mkdir(parents=True, exist_ok=True)
             with open(cell_dir / CELL_LOG, "wb") as log:
-                proc = subprocess.Popen(self.command(cell), stdout=log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, process_group=0)
-            self._running[cell.id] = proc  # this thread waits for it: the cell's PR_SET_PDEATHSIG stays armed
+                proc = subprocess.Popen(
+                    self.command(cell),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    process_group=0,
+                )
+            self._running[cell.id] = (
+                proc  # this thread waits for it: the cell's PR_SET_PDEATHSIG stays armed
+            )
             started = time.monotonic()
-            self._set(cell, f"running (host {cell.host}, pid {proc.pid})", state="running", started_at=now(),
-                      ended_at=None, exit_code=None, pid=proc.pid)
+            self._set(
+                cell,
+                f"running (host {cell.host}, pid {proc.pid})",
+                state="running",
+                started_at=now(),
+                ended_at=None,
+                exit_code=None,
+                pid=proc.pid,
+            )
         code = proc.wait()
         with self._lock:
             del self._running[cell.id]
@@ -443,7 +601,9 @@ class Batch:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise UserError(f"Another batch is running in {self.out}; wait for it to end or give another --out.") from None
+                raise UserError(
+                    f"Another batch is running in {self.out}; wait for it to end or give another --out."
+                ) from None
             return self._run()
 
     def _run(self) -> int:
@@ -452,11 +612,23 @@ class Batch:
         by_host: dict[str, list[Cell]] = {}
         for cell in todo:
             by_host.setdefault(cell.host, []).append(cell)
-        pools = [ThreadPoolExecutor(max_workers=self.per_host, thread_name_prefix=f"batch-{host}")
-                 for host in by_host]
-        futures = [pool.submit(self._run_cell, cell) for pool, cells in zip(pools, by_host.values()) for cell in cells]
-        previous = {sig: signal.signal(sig, lambda *_: self.stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)} \
-            if threading.current_thread() is threading.main_thread() else {}  # tests drive it from a thread
+        pools = [
+            ThreadPoolExecutor(max_workers=self.per_host, thread_name_prefix=f"batch-{host}")
+            for host in by_host
+        ]
+        futures = [
+            pool.submit(self._run_cell, cell)
+            for pool, cells in zip(pools, by_host.values())
+            for cell in cells
+        ]
+        previous = (
+            {
+                sig: signal.signal(sig, lambda *_: self.stop.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)
+            }
+            if threading.current_thread() is threading.main_thread()
+            else {}
+        )  # tests drive it from a thread
         try:
             while not all(f.done() for f in futures):
                 if self.stop.wait(0.2):
@@ -477,8 +649,15 @@ class Batch:
         rows = [("cell", "state", "status", "conclusion", "seconds")]
         for c in self.cells:
             r = self.records[c.id]
-            rows.append((c.id, r["state"], r["status"] or "-", r["conclusion"] or "-",
-                         "-" if r["duration_s"] is None else f"{r['duration_s']:.0f}"))
+            rows.append(
+                (
+                    c.id,
+                    r["state"],
+                    r["status"] or "-",
+                    r["conclusion"] or "-",
+                    "-" if r["duration_s"] is None else f"{r['duration_s']:.0f}",
+                )
+            )
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         for row in rows:
             self.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
@@ -491,9 +670,16 @@ def main(matrix: str, out: str, per_host: int, dry_run: bool) -> int:
     cells = load_matrix(Path(matrix), Path(out))
     if dry_run:
         for c in cells:
-            state = "done, skipped" if finished_report(Path(out).resolve() / c.id) else \
-                "interrupted: rebuilt, then runs" if (Path(out).resolve() / c.id).exists() else "runs"
-            print(f"{c.id}  host {c.host}  {state}  {json.dumps(dict(c.parameters), sort_keys=True)}")
+            state = (
+                "done, skipped"
+                if finished_report(Path(out).resolve() / c.id)
+                else "interrupted: rebuilt, then runs"
+                if (Path(out).resolve() / c.id).exists()
+                else "runs"
+            )
+            print(
+                f"{c.id}  host {c.host}  {state}  {json.dumps(dict(c.parameters), sort_keys=True)}"
+            )
         return 0
     return Batch(cells, Path(out), per_host, matrix=str(Path(matrix).resolve())).run()
 
@@ -526,5 +712,7 @@ def _cell_main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     if sys.argv[1:2] != ["--cell"]:
-        sys.exit("usage: model-verify batch MATRIX (this module's own entry is for the batch's cell processes)")
+        sys.exit(
+            "usage: model-verify batch MATRIX (this module's own entry is for the batch's cell processes)"
+        )
     sys.exit(_cell_main(sys.argv[2:]))

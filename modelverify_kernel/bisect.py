@@ -19,12 +19,13 @@ search leaves every finished step on disk and says where it stopped.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from . import compare, records, runs
-from .records import BisectStep, Bisection, PhaseResult
+from .records import Bisection, BisectStep, PhaseResult
 from .vocabulary import PHASES, PLUGIN_SWITCH, RECORDER_SWITCH, Layout
 
 if TYPE_CHECKING:
@@ -48,7 +49,9 @@ def ops_that_ran(pr: PhaseResult) -> list[str]:
     RMSNorm it replaces): those names stand for it when the plugin's ops ran, else the kernel's.
     """
     events = pr.result.get("stack_evidence") or []
-    plugin_ops = {str(e["vllm_op"]) for e in events if e.get("event") == "plugin_op_ran" and e.get("vllm_op")}
+    plugin_ops = {
+        str(e["vllm_op"]) for e in events if e.get("event") == "plugin_op_ran" and e.get("vllm_op")
+    }
     names = set(plugin_ops)
     for e in events:
         if e.get("event") != "flaggems_op_ran":
@@ -60,7 +63,7 @@ def ops_that_ran(pr: PhaseResult) -> list[str]:
     return sorted(names)
 
 
-def faulty_phase(v: "Verification") -> tuple[str | None, str]:
+def faulty_phase(v: Verification) -> tuple[str | None, str]:
     """Run B's first failing phase, else its first diverging one; why, in words."""
     b = v.runs["run_b"]
     for phase in PHASES:
@@ -72,21 +75,23 @@ def faulty_phase(v: "Verification") -> tuple[str | None, str]:
     return None, "no phase of Run B failed or diverged"
 
 
-def switch_for(v: "Verification") -> str:
+def switch_for(v: Verification) -> str:
     """The plugin's own blacklist where the FL plugin ran in Run B, else our recorder's switch."""
     plugin = v.activity.get("run_b", {}).get("plugin")
     return PLUGIN_SWITCH if plugin is not None and plugin.loaded else RECORDER_SWITCH
 
 
-def why_not(v: "Verification") -> str | None:
+def why_not(v: Verification) -> str | None:
     """Why no search is made (point 1 of issue 13), or None when one should be."""
     if not v.params.bisect:
         return "bisect=False was asked."
     verdict = v.verdict
     if verdict is None or verdict.conclusion not in SEARCHED:
         name = verdict.conclusion if verdict else "no verdict yet"
-        return (f"the verdict is {name}: a culprit op is searched only when Run A passed and Run B failed "
-                "(MULTICHIP_ERROR) or diverged (OUTPUT_MISMATCH).")
+        return (
+            f"the verdict is {name}: a culprit op is searched only when Run A passed and Run B failed "
+            "(MULTICHIP_ERROR) or diverged (OUTPUT_MISMATCH)."
+        )
     gems = v.activity.get("run_b", {}).get("FlagGems")
     if gems is None or gems.status != "active":
         return "FlagGems was not active in Run B, so none of its kernels can be at fault."
@@ -94,8 +99,10 @@ def why_not(v: "Verification") -> str | None:
     if phase is None:
         return "no phase of Run B failed or diverged."
     if not ops_that_ran(v.runs["run_b"][phase]):
-        return (f"Run B's {phase} phase recorded no FlagGems kernel that ran (it may have failed before the first "
-                "one), so there is nothing to switch off.")
+        return (
+            f"Run B's {phase} phase recorded no FlagGems kernel that ran (it may have failed before the first "
+            "one), so there is nothing to switch off."
+        )
     return None
 
 
@@ -129,14 +136,14 @@ def narrow(items: Sequence[str], fails: Callable[[frozenset[str]], bool]) -> lis
             else:
                 lo = mid + 1
         culprits.append(candidates[lo - 1])
-        candidates = candidates[:lo - 1]
+        candidates = candidates[: lo - 1]
     return [o for o in items if o in culprits]
 
 
 class _Search:
     """One search: runs the steps, keeps the budget, writes progress after every step."""
 
-    def __init__(self, v: "Verification", on_step: Callable[[BisectStep], None] | None) -> None:
+    def __init__(self, v: Verification, on_step: Callable[[BisectStep], None] | None) -> None:
         self.v = v
         self.on_step = on_step or (lambda step: None)
         self.phase, self.why = faulty_phase(v)
@@ -148,12 +155,22 @@ class _Search:
         self.confirm: list[BisectStep] = []
         self.smallest: tuple[str, ...] = self.ops
         self.last_ran: set[str] = set()
-        self.outcomes: dict[frozenset[str], bool] = {}  # kernels off -> the fault showed; no set runs twice
+        self.outcomes: dict[
+            frozenset[str], bool
+        ] = {}  # kernels off -> the fault showed; no set runs twice
 
     def record(self, status: str, reason: str, culprits: Iterable[str] = ()) -> Bisection:
-        result = Bisection(status=status, reason=reason, phase=self.phase, switch=self.switch, ops=self.ops,
-                           culprit_ops=tuple(culprits), steps=tuple(self.steps), confirm=tuple(self.confirm),
-                           elapsed_s=round(time.monotonic() - self.started, 1))
+        result = Bisection(
+            status=status,
+            reason=reason,
+            phase=self.phase,
+            switch=self.switch,
+            ops=self.ops,
+            culprit_ops=tuple(culprits),
+            steps=tuple(self.steps),
+            confirm=tuple(self.confirm),
+            elapsed_s=round(time.monotonic() - self.started, 1),
+        )
         records.write(self.layout.bisection, result, self.v.redactor().data)
         return result
 
@@ -172,23 +189,39 @@ class _Search:
         given = [o for o in spec.env_set.get(self.switch, "").split(",") if o]
         off = tuple(sorted(set(disabled)))
         env = {**spec.env_set, self.switch: ",".join(dict.fromkeys([*given, *off]))}
-        spec = replace(spec, env_set=env, env_unset=tuple(n for n in spec.env_unset if n != self.switch))
+        spec = replace(
+            spec, env_set=env, env_unset=tuple(n for n in spec.env_unset if n != self.switch)
+        )
         assert v.model is not None and v.model.path and v.tp
         pr = runs.run_phase(v.params, target, scripts, spec, phase, v.model.path, v.tp, folder)
         self.last_ran = set(ops_that_ran(pr))
         outcome, why = self.judge(pr)
-        return BisectStep(number=number, phase=phase, disabled=off, outcome=outcome, why=why,
-                          duration_s=pr.duration_s, log=_rel(pr.log, v.out_dir), result_file=_rel(pr.result_file, v.out_dir))
+        return BisectStep(
+            number=number,
+            phase=phase,
+            disabled=off,
+            outcome=outcome,
+            why=why,
+            duration_s=pr.duration_s,
+            log=_rel(pr.log, v.out_dir),
+            result_file=_rel(pr.result_file, v.out_dir),
+        )
 
     def judge(self, pr: PhaseResult) -> tuple[str, str]:
         """The same rules as the verification: the phase must pass and its outputs agree with Run A's."""
         if pr.status != "PASS":
             diagnosis = pr.diagnosis or {}
             root, component = diagnosis.get("error"), diagnosis.get("component")
-            return "fail", f"{root or pr.error}" + (f" (diagnosed: {component})" if component else "")
+            return "fail", f"{root or pr.error}" + (
+                f" (diagnosed: {component})" if component else ""
+            )
         a = self.v.runs["run_a"][pr.phase]
-        c = compare.compare_phase(pr.phase, a.result.get("outputs") or [], pr.result.get("outputs") or [],
-                                  self.v.tolerances())
+        c = compare.compare_phase(
+            pr.phase,
+            a.result.get("outputs") or [],
+            pr.result.get("outputs") or [],
+            self.v.tolerances(),
+        )
         if c.mismatch_reason:
             return "fail", c.mismatch_reason
         return "pass", "passed and agrees with Run A"
@@ -197,7 +230,9 @@ class _Search:
         """A search step: the kernels in `on` stay on, every other kernel that ran is switched off."""
         assert self.phase is not None
         off = frozenset(o for o in self.ops if o not in on)
-        if off in self.outcomes:  # the same kernels were off in an earlier step (before the search grew)
+        if (
+            off in self.outcomes
+        ):  # the same kernels were off in an earlier step (before the search grew)
             return self.outcomes[off]
         self.budget_left()
         number = len(self.steps) + 1
@@ -207,8 +242,11 @@ class _Search:
         if step.outcome == "fail" and len(on) < len(self.smallest):
             self.smallest = tuple(sorted(on))
         self.on_step(step)
-        self.record("stopped", f"interrupted after step {number} (narrowed to {', '.join(self.smallest)})",
-                    self.smallest)
+        self.record(
+            "stopped",
+            f"interrupted after step {number} (narrowed to {', '.join(self.smallest)})",
+            self.smallest,
+        )
         return step.outcome == "fail"
 
     def search(self) -> Bisection:
@@ -224,11 +262,14 @@ class _Search:
                         "not_found",
                         f"with every FlagGems kernel that ran switched off ({', '.join(self.ops)}), Run B's "
                         f"{self.phase} phase still fails or diverges: the fault is outside these kernels (or "
-                        f"{self.switch} did not reach FlagGems in this stack version); no op is blamed.")
+                        f"{self.switch} did not reach FlagGems in this stack version); no op is blamed.",
+                    )
                 new = self.last_ran - set(self.ops)
                 if not new:
                     break
-                self.ops = tuple(sorted({*self.ops, *new}))  # they ran only once the others were off
+                self.ops = tuple(
+                    sorted({*self.ops, *new})
+                )  # they ran only once the others were off
                 self.smallest = self.ops
             remaining = list(self.ops)
             while True:
@@ -239,11 +280,17 @@ class _Search:
                 searched = next(s for s in reversed(self.confirm) if s.phase == self.phase)
                 if confirmed.status == "found" or searched.outcome == "pass" or not left:
                     return confirmed
-                remaining = left  # the fault is still there with these off: another kernel brings it
+                remaining = (
+                    left  # the fault is still there with these off: another kernel brings it
+                )
         except _Stop as stop:
             suspects = culprits or self.smallest
-            return self.record("stopped", f"stopped after {len(self.steps)} step(s): {stop}; narrowed to "
-                               f"{', '.join(suspects)} (not confirmed). Raise the limit to finish.", suspects)
+            return self.record(
+                "stopped",
+                f"stopped after {len(self.steps)} step(s): {stop}; narrowed to "
+                f"{', '.join(suspects)} (not confirmed). Raise the limit to finish.",
+                suspects,
+            )
 
     def confirm_culprits(self, culprits: Sequence[str]) -> Bisection:
         """Run B, both phases, culprits off: only a passing, agreeing run makes them culprits."""
@@ -255,14 +302,22 @@ class _Search:
             self.on_step(step)
         names = ", ".join(culprits)
         if all(s.outcome == "pass" for s in self.confirm):
-            return self.record("found", f"with {self.switch}={','.join(culprits)} Run B passes both phases and agrees "
-                               f"with Run A: {names} {'is' if len(culprits) == 1 else 'are'} at fault.", culprits)
+            return self.record(
+                "found",
+                f"with {self.switch}={','.join(culprits)} Run B passes both phases and agrees "
+                f"with Run A: {names} {'is' if len(culprits) == 1 else 'are'} at fault.",
+                culprits,
+            )
         bad = next(s for s in self.confirm if s.outcome == "fail")
-        return self.record("unconfirmed", f"the search narrowed the fault to {names}, but Run B with them off still "
-                           f"fails its {bad.phase} phase ({bad.why}); no op is blamed.", culprits)
+        return self.record(
+            "unconfirmed",
+            f"the search narrowed the fault to {names}, but Run B with them off still "
+            f"fails its {bad.phase} phase ({bad.why}); no op is blamed.",
+            culprits,
+        )
 
 
-def search(v: "Verification", on_step: Callable[[BisectStep], None] | None = None) -> Bisection:
+def search(v: Verification, on_step: Callable[[BisectStep], None] | None = None) -> Bisection:
     """The culprit-op search for a decided verification (or why none is made)."""
     reason = why_not(v)
     if reason:

@@ -18,9 +18,9 @@ import os
 import re
 import sys
 from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from . import kernel_index
 from .vocabulary import COMPONENT_LAYER
@@ -37,8 +37,13 @@ _RULE_HEADER = ["id", "component", "layer", "confidence", "match", "hint"]
 _RULE_FILES = ("error-classification.md", "multichip-errors.md")
 
 # Frame packages that "own" code, innermost first wins (triton/torch/stdlib are skipped).
-_OWNER_PKG = {"flag_gems": "FlagGems", "vllm_fl": "plugin", "flagcx": "FlagCX",
-              "vllm": "vllm", "transformers_modules": "model"}
+_OWNER_PKG = {
+    "flag_gems": "FlagGems",
+    "vllm_fl": "plugin",
+    "flagcx": "FlagCX",
+    "vllm": "vllm",
+    "transformers_modules": "model",
+}
 _KNOWN_PKG = frozenset(_OWNER_PKG) | {"triton", "torch", "transformers"}
 _PLUGIN_PKG = re.compile(r"vllm_(?!fl$)[a-z]\w*")
 _FLAGOS_PKG = ("flag_gems", "vllm_fl", "flagcx", "triton")
@@ -87,7 +92,9 @@ class Rule:
     hint: str
     source: str  # "file.md:line"
     fallback: str | None = None  # for owner(...) / caller(...) rows
-    caller: bool = False  # caller(...): Triton's own frames are skipped (the kernel's owner is blamed)
+    caller: bool = (
+        False  # caller(...): Triton's own frames are skipped (the kernel's owner is blamed)
+    )
     alts: tuple[tuple[Atom, ...], ...] = ()  # the alternatives (one: ``(atoms,)``)
 
     def __post_init__(self) -> None:
@@ -163,7 +170,9 @@ def _load_cached(key: tuple[tuple[str, int], ...]) -> tuple[Rule, ...]:
         path = Path(path_str)
         for rule in _parse_file(path):
             if rule.id in seen:
-                raise RuleError(f"{rule.source}: rule id {rule.id!r} already defined at {seen[rule.id]}")
+                raise RuleError(
+                    f"{rule.source}: rule id {rule.id!r} already defined at {seen[rule.id]}"
+                )
             seen[rule.id] = rule.source
             rules.append(rule)
     if not rules:
@@ -189,7 +198,9 @@ _ROLE = re.compile(r"(?:owner|caller|wrapper)\(\w+\)|wrapper|benign|" + "|".join
 def _header_like(cells: list[str]) -> bool:
     """A table header close enough to the rule header that it was meant to be one (drifted)."""
     names = [c.lower().strip("` *") for c in cells]
-    close = sum(1 for c in names if c and difflib.get_close_matches(c, _RULE_HEADER, n=1, cutoff=0.6))
+    close = sum(
+        1 for c in names if c and difflib.get_close_matches(c, _RULE_HEADER, n=1, cutoff=0.6)
+    )
     return close >= 3 or (bool(names) and names[0] in ("id", "rule", "rule id"))
 
 
@@ -210,8 +221,10 @@ def _parse_file(path: Path) -> Iterator[Rule]:
         where = f"{path.name}:{lineno}"
         if not stripped.startswith("|"):
             if in_table and "|" in stripped:
-                raise RuleError(f"{where}: a rule table row must start with '|'; as written it ends "
-                                f"the table and the rows after it would be ignored")
+                raise RuleError(
+                    f"{where}: a rule table row must start with '|'; as written it ends "
+                    f"the table and the rows after it would be ignored"
+                )
             if in_table and rows == 0:
                 raise RuleError(f"{path.name}:{header_at}: rule table without rows")
             in_table = False
@@ -220,19 +233,30 @@ def _parse_file(path: Path) -> Iterator[Rule]:
         nxt = lines[lineno].strip() if lineno < len(lines) else ""
         if [c.lower() for c in cells] == _RULE_HEADER:
             if not _SEPARATOR.fullmatch(nxt):
-                raise RuleError(f"{where}: a rule table header must be followed by a |---| separator line")
+                raise RuleError(
+                    f"{where}: a rule table header must be followed by a |---| separator line"
+                )
             in_table, rows, header_at = True, 0, lineno
             continue
         if not in_table and _SEPARATOR.fullmatch(nxt) and _header_like(cells):
-            raise RuleError(f"{where}: this looks like a rule table header but is not exactly "
-                            f"| {' | '.join(_RULE_HEADER)} |; its rows would be ignored")
-        if not in_table and _SEPARATOR.fullmatch(stripped) and \
-                (lineno == 1 or not lines[lineno - 2].strip().startswith("|")):
-            raise RuleError(f"{where}: a table without a header line; a rule table needs "
-                            f"| {' | '.join(_RULE_HEADER)} | above its separator")
+            raise RuleError(
+                f"{where}: this looks like a rule table header but is not exactly "
+                f"| {' | '.join(_RULE_HEADER)} |; its rows would be ignored"
+            )
+        if (
+            not in_table
+            and _SEPARATOR.fullmatch(stripped)
+            and (lineno == 1 or not lines[lineno - 2].strip().startswith("|"))
+        ):
+            raise RuleError(
+                f"{where}: a table without a header line; a rule table needs "
+                f"| {' | '.join(_RULE_HEADER)} | above its separator"
+            )
         if not in_table and len(cells) == len(_RULE_HEADER) and _ROLE.fullmatch(cells[1]):
-            raise RuleError(f"{where}: this looks like a rule row outside a rule table (no "
-                            f"| {' | '.join(_RULE_HEADER)} | header above it); it would be ignored")
+            raise RuleError(
+                f"{where}: this looks like a rule row outside a rule table (no "
+                f"| {' | '.join(_RULE_HEADER)} | header above it); it would be ignored"
+            )
         if not in_table or _SEPARATOR.fullmatch(stripped):
             continue
         rows += 1
@@ -243,8 +267,10 @@ def _parse_file(path: Path) -> Iterator[Rule]:
 
 def _parse_row(cells: list[str], where: str) -> Rule:
     if len(cells) != len(_RULE_HEADER):
-        raise RuleError(f"{where}: rule row has {len(cells)} cells, expected {len(_RULE_HEADER)} "
-                        f"({' | '.join(_RULE_HEADER)}); escape a regex '|' as '\\|'")
+        raise RuleError(
+            f"{where}: rule row has {len(cells)} cells, expected {len(_RULE_HEADER)} "
+            f"({' | '.join(_RULE_HEADER)}); escape a regex '|' as '\\|'"
+        )
     rid, comp, layer_s, conf, match, hint = cells
     if not re.fullmatch(r"[A-Za-z][\w.-]*", rid):
         raise RuleError(f"{where}: bad rule id {rid!r}")
@@ -257,12 +283,16 @@ def _parse_row(cells: list[str], where: str) -> Rule:
             raise RuleError(f"{where}: {m.group(1)} fallback {fallback!r} is not a component")
         comp = "wrapper" if m.group(1) == "wrapper" else "owner"
     elif comp not in COMPONENT_LAYER and comp not in ("wrapper", "benign"):
-        raise RuleError(f"{where}: unknown component {comp!r}; use one of "
-                        f"{', '.join(COMPONENT_LAYER)}, owner(X), caller(X), wrapper, benign")
+        raise RuleError(
+            f"{where}: unknown component {comp!r}; use one of "
+            f"{', '.join(COMPONENT_LAYER)}, owner(X), caller(X), wrapper, benign"
+        )
     layer: int | None
     if comp in COMPONENT_LAYER:
         if layer_s != str(COMPONENT_LAYER[comp]):
-            raise RuleError(f"{where}: component {comp} is layer {COMPONENT_LAYER[comp]}, row says {layer_s!r}")
+            raise RuleError(
+                f"{where}: component {comp} is layer {COMPONENT_LAYER[comp]}, row says {layer_s!r}"
+            )
         layer = COMPONENT_LAYER[comp]
     else:
         if layer_s != "-":
@@ -280,16 +310,25 @@ def _parse_row(cells: list[str], where: str) -> Rule:
         if "line" in kinds and not kinds <= {"line", "text"}:
             raise RuleError(f"{where}: line: atoms cannot be combined with exception atoms")
         if "cond" in kinds and (kinds & {"line", "text"} or comp not in COMPONENT_LAYER):
-            raise RuleError(f"{where}: cond: atoms explain failures; they go with a component and exception atoms")
+            raise RuleError(
+                f"{where}: cond: atoms explain failures; they go with a component and exception atoms"
+            )
         if all(a.negate for a in alt):
-            raise RuleError(f"{where}: a match (each alternative of it) needs at least one positive atom")
+            raise RuleError(
+                f"{where}: a match (each alternative of it) needs at least one positive atom"
+            )
     if comp in ("benign", "wrapper") and len(alts) > 1:
         raise RuleError(f"{where}: {comp} rows take one alternative (no 'or')")
     for atom in atoms:
-        if atom.kind == "cond" and (atom.negate or atom.pattern.flags & re.IGNORECASE
-                                    or not _required_literals(atom.pattern.pattern, lower=False)):
-            raise RuleError(f"{where}: a cond: atom must be positive, case-sensitive and hold a literal of "
-                            f"3+ characters (it is looked for in every log line)")
+        if atom.kind == "cond" and (
+            atom.negate
+            or atom.pattern.flags & re.IGNORECASE
+            or not _required_literals(atom.pattern.pattern, lower=False)
+        ):
+            raise RuleError(
+                f"{where}: a cond: atom must be positive, case-sensitive and hold a literal of "
+                f"3+ characters (it is looked for in every log line)"
+            )
     if comp == "benign" and not all(a.kind in ("line", "text") for a in atoms):
         raise RuleError(f"{where}: benign rows may only use line:/text: atoms")
     return rule
@@ -301,26 +340,30 @@ def _parse_match(text: str, where: str) -> tuple[tuple[Atom, ...], ...]:
     atoms: list[Atom] = []
     pos = 0
     for m in _ATOM_RE.finditer(text):
-        between = text[pos:m.start()].strip()
+        between = text[pos : m.start()].strip()
         if between == "or" and atoms:
             alts.append(tuple(atoms))
             atoms = []
         elif between:
-            raise RuleError(f"{where}: cannot parse match near {text[pos:m.start()]!r}")
+            raise RuleError(f"{where}: cannot parse match near {text[pos : m.start()]!r}")
         pos = m.end()
         neg, kind, body, flag = m.groups()
         if kind not in _ATOM_KINDS:
             raise RuleError(f"{where}: unknown atom kind {kind!r}; use {', '.join(_ATOM_KINDS)}")
         if re.match(r"\(\?[aiLmsux]+\)", body):
-            raise RuleError(f"{where}: inline global regex flags are not allowed; append 'i' after the closing '/'")
+            raise RuleError(
+                f"{where}: inline global regex flags are not allowed; append 'i' after the closing '/'"
+            )
         try:
             pat = re.compile(body, re.MULTILINE | (re.IGNORECASE if flag else 0))
         except re.error as exc:
             raise RuleError(f"{where}: bad regex /{body}/: {exc}") from None
         atoms.append(Atom(kind, pat, bool(neg)))
     if text[pos:].strip() or not atoms:
-        raise RuleError(f"{where}: cannot parse match {text!r}; expected atoms like exc:/RE/ msg:/RE/ line:/RE/"
-                        f" (alternatives joined by 'or')")
+        raise RuleError(
+            f"{where}: cannot parse match {text!r}; expected atoms like exc:/RE/ msg:/RE/ line:/RE/"
+            f" (alternatives joined by 'or')"
+        )
     return (*alts, tuple(atoms))
 
 
@@ -333,7 +376,9 @@ class _RuleSet:
     wrappers: tuple[Rule, ...]
     ordered: tuple[Rule, ...]  # fixed-component rows then owner rows
     line_rules: tuple[Rule, ...]
-    line_alts: tuple[tuple[tuple[tuple[re.Pattern[str], bool], ...], ...], ...]  # per line rule: its line
+    line_alts: tuple[
+        tuple[tuple[tuple[re.Pattern[str], bool], ...], ...], ...
+    ]  # per line rule: its line
     # alternatives as (regex, negated) pairs (the exception alternatives never match a bare line)
     line_lits: tuple[re.Pattern[str] | None, ...]  # per line rule: one of these literals must occur
     # on the lower-cased line: can a line rule or a native failure match? Its literals are reduced
@@ -357,7 +402,7 @@ def _top_alternatives(pattern: str) -> list[str]:
             in_class = c != "]"
         elif c == "[":
             in_class = True
-            if pattern[i + 1:i + 2] == "]":
+            if pattern[i + 1 : i + 2] == "]":
                 i += 1  # "[]…]": a literal ']' first
         elif c == "(":
             depth += 1
@@ -370,7 +415,9 @@ def _top_alternatives(pattern: str) -> list[str]:
     return out + [pattern[start:]]
 
 
-def _split_benign(pats: Iterable[re.Pattern[str]]) -> tuple[re.Pattern[str] | None, re.Pattern[str] | None]:
+def _split_benign(
+    pats: Iterable[re.Pattern[str]],
+) -> tuple[re.Pattern[str] | None, re.Pattern[str] | None]:
     """The benign patterns as (branches anchored at the line start, used with ``match``; the
     other branches, used with ``search``). A log line has no newline, so a ``^`` branch can only
     match at position 0: matching it there, instead of trying ``^`` at every position of a
@@ -384,8 +431,10 @@ def _split_benign(pats: Iterable[re.Pattern[str]]) -> tuple[re.Pattern[str] | No
                 anchored.append(f"(?{flag[2:3]}:{alt[1:]})" if flag else f"(?:{alt[1:]})")
             else:
                 floating.append(f"(?{flag[2:3]}:{alt})" if flag else alt)
-    return (re.compile("|".join(anchored)) if anchored else None,
-            re.compile("|".join(floating)) if floating else None)
+    return (
+        re.compile("|".join(anchored)) if anchored else None,
+        re.compile("|".join(floating)) if floating else None,
+    )
 
 
 def _combine(pats: Iterable[re.Pattern[str]]) -> re.Pattern[str] | None:
@@ -400,7 +449,9 @@ def _required_literals(pattern: str, lower: bool = True) -> set[str] | None:
     Used only to skip the full regexes on lines that cannot match: a speed-up that never
     changes a result (a pattern we cannot analyse is always tried).
     """
-    from re import _constants as C, _parser as P  # stdlib internals, guarded by the fallback
+    from re import _constants as C  # stdlib internals, guarded by the fallback
+    from re import _parser as P
+
     try:
         tree = list(P.parse(pattern))
     except Exception:  # noqa: BLE001 - any surprise just disables the prefilter
@@ -414,12 +465,17 @@ def _required_literals(pattern: str, lower: bool = True) -> set[str] | None:
             if run:
                 cands.append({"".join(run).lower() if lower else "".join(run)})
                 run.clear()
+
         for op, av in items:
             if op is C.LITERAL:
                 run.append(chr(av))
                 continue
-            if op is C.IN and len(av) == 2 and all(o is C.LITERAL for o, _ in av) \
-                    and chr(av[0][1]).lower() == chr(av[1][1]).lower():
+            if (
+                op is C.IN
+                and len(av) == 2
+                and all(o is C.LITERAL for o, _ in av)
+                and chr(av[0][1]).lower() == chr(av[1][1]).lower()
+            ):
                 if not lower:  # a case-sensitive literal cannot cover [Ee]
                     flush()
                     continue
@@ -438,6 +494,7 @@ def _required_literals(pattern: str, lower: bool = True) -> set[str] | None:
                 cands.append(sub)
         flush()
         return max(cands, key=lambda c: min(map(len, c))) if cands else None
+
     lits = seq(tree)
     lits = {x.strip() for x in lits} if lits else None  # a space is everywhere: a poor anchor
     return lits if lits and min(map(len, lits)) >= 3 else None
@@ -447,7 +504,9 @@ def _rule_literals(rule: Rule) -> tuple[str, ...] | None:
     """Literals one of which occurs in every line the row matches (None: unknown)."""
     out: set[str] = set()
     for alt in rule.line_alts:
-        pos = next((a for a in alt if not a.negate), None)  # one positive atom suffices: all must hold
+        pos = next(
+            (a for a in alt if not a.negate), None
+        )  # one positive atom suffices: all must hold
         found = _required_literals(pos.pattern.pattern) if pos is not None else None
         if not found:
             return None
@@ -469,8 +528,10 @@ def _literal_index(per_rule: list[tuple[str, ...] | None]) -> dict:
             for k in kept:
                 if k in lit:  # the rule's literal occurs only where this kept one does
                     index[k].add(i)
-    return {"gate": re.compile(_trie_regex(sorted(kept))),
-            "lit_rules": {k: frozenset(v) for k, v in index.items()}}
+    return {
+        "gate": re.compile(_trie_regex(sorted(kept))),
+        "lit_rules": {k: frozenset(v) for k, v in index.items()},
+    }
 
 
 def _trie_regex(words: list[str]) -> str:
@@ -485,7 +546,11 @@ def _trie_regex(words: list[str]) -> str:
         if "" in tails:  # a shorter word is a prefix of the others: it alone suffices
             alts.append(re.escape(head))
         else:
-            alts.append(re.escape(head) + _trie_regex(tails) if len(tails) > 1 else re.escape(head + tails[0]))
+            alts.append(
+                re.escape(head) + _trie_regex(tails)
+                if len(tails) > 1
+                else re.escape(head + tails[0])
+            )
     return alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
 
 
@@ -500,16 +565,25 @@ def _ruleset(rules: tuple[Rule, ...]) -> _RuleSet:
     line_lits = tuple(_rule_literals(r) for r in line_rules)
     conds = tuple(dict.fromkeys(a.pattern for r in ordered for a in r.atoms if a.kind == "cond"))
     return _RuleSet(
-        **dict(zip(("benign_start", "benign_any"),
-                   _split_benign(a.pattern for r in benign for a in r.atoms if not a.negate))),
+        **dict(
+            zip(
+                ("benign_start", "benign_any"),
+                _split_benign(a.pattern for r in benign for a in r.atoms if not a.negate),
+            )
+        ),
         wrappers=wrappers,
         ordered=ordered,
         line_rules=line_rules,
-        line_alts=tuple(tuple(tuple((a.pattern, a.negate) for a in alt) for alt in r.line_alts) for r in line_rules),
+        line_alts=tuple(
+            tuple(tuple((a.pattern, a.negate) for a in alt) for alt in r.line_alts)
+            for r in line_rules
+        ),
         # benign lines are recognised before the gate, by their own regexes
         **_literal_index([*line_lits, _NATIVE_LITERALS]),
         line_lits=tuple(re.compile(_trie_regex(sorted(x))) if x else None for x in line_lits),
-        cond_lits=tuple(sorted({lit for p in conds for lit in _required_literals(p.pattern, lower=False) or ()})),
+        cond_lits=tuple(
+            sorted({lit for p in conds for lit in _required_literals(p.pattern, lower=False) or ()})
+        ),
         conds=conds,
     )
 
@@ -522,6 +596,8 @@ _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 def strip_ansi(text: str) -> str:
     """A log line without terminal colour and cursor codes (vLLM colours its prefixes)."""
     return _ANSI.sub("", text) if "\x1b" in text else text
+
+
 # Possessive quantifiers (`++`, `*+`) where backtracking can never help (the character class
 # excludes what follows): the same matches, fewer steps on each of a big log's lines.
 _PREFIX = re.compile(
@@ -529,7 +605,8 @@ _PREFIX = re.compile(
     r"(?:\((?P<proc>[A-Za-z_][\w.-]*+)(?: (?:rank|tp|dp)=\d++)*+(?: pid=(?P<pid>\d++))?(?:, ip=[\w.:-]++)?\)\s++)?"  # (Worker_TP1 pid=123), Ray's (RayWorkerWrapper pid=1, ip=10.0.0.1)
     r"(?:(?P<lvl>DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL)\s++\d\d-\d\d\s++\d\d:\d\d:\d\d(?:\.\d++)?\s++\[?(?P<src>[^\]\s]*+)\]\s?"
     r"|\[?(?P<glog>[IWEF])\d{4}\s++\d\d:\d\d:\d\d\.\d++\s++(?:\d++\s++)?(?P<gsrc>[^\]\s]++)\]\s?"
-    r"|\[(?P<blvl>DEBUG|INFO|WARNING|ERROR|CRITICAL)\]\s)?")
+    r"|\[(?P<blvl>DEBUG|INFO|WARNING|ERROR|CRITICAL)\]\s)?"
+)
 # A prefix starts with "(" (process tag), "[" or a level letter, or is docker compose's
 # "name-1  | ": a line that starts otherwise and has no "|" has none (the regex is skipped).
 _PREFIX_FIRST = frozenset("([DIWECF")
@@ -539,7 +616,8 @@ _NO_PREFIX = _PREFIX.match("")
 _QUIET_FAST = re.compile(
     r"(?:[\w.]++-\d++\s++\|\s)?"
     r"(?:\([A-Za-z_][\w.-]*+(?: (?:rank|tp|dp)=\d++)*+(?: pid=\d++)?(?:, ip=[\w.:-]++)?\)\s++)?"
-    r"(?:INFO|DEBUG)\s++\d\d-\d\d\s++\d\d:\d\d:\d\d(?:\.\d++)?\s++\[?[^\]\s]*+\]")
+    r"(?:INFO|DEBUG)\s++\d\d-\d\d\s++\d\d:\d\d:\d\d(?:\.\d++)?\s++\[?[^\]\s]*+\]"
+)
 # What a log collector or a paste puts in front of every line, before the program's own
 # prefix: `docker logs -t` / `kubectl logs --timestamps` times, journald's "Nov 30 10:00:00 host
 # unit[pid]: ", kubectl's "[pod/name/container] ", torchrun's "[rank0]:" / "[default0]:", and a
@@ -550,7 +628,8 @@ _OUTER = re.compile(
     r"|[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \S+ [\w.@/-]+(?:\[\d+\])?: "
     r"|\[pod/[^\]\s]+\] "
     r"|\[(?:rank|default)\d+\]:\s?"
-    r"|>(?: |$))*")
+    r"|>(?: |$))*"
+)
 _OUTER_HEAD = 64  # lines looked at
 
 
@@ -563,9 +642,9 @@ def _outer_prefix(lines: Iterator[str]) -> tuple[Iterator[str], re.Pattern[str] 
     outer = None
     if body and sum(1 for ln in body if _OUTER.match(ln).end()) * 2 >= len(body):
         outer = _OUTER
-        body = [ln[_OUTER.match(ln).end():] for ln in body]
+        body = [ln[_OUTER.match(ln).end() :] for ln in body]
         body = [ln for ln in body if ln.strip()]
-    indent = os.path.commonprefix([ln[:len(ln) - len(ln.lstrip())] for ln in body]) if body else ""
+    indent = os.path.commonprefix([ln[: len(ln) - len(ln.lstrip())] for ln in body]) if body else ""
     out = itertools.chain(head, lines)
     width = _wrap_width([_ANSI.sub("", ln).rstrip("\r\n") for ln in head])
     return (_unwrap(out, width) if width else out), outer, indent
@@ -583,8 +662,11 @@ def _wrap_width(head: list[str]) -> int | None:
     widest = max(lengths)
     if widest < 60 or lengths.count(widest) < max(2, len(lengths) // 5):
         return None
-    goes_on = [not nxt[:1].isspace() and not _PREFIX.match(nxt).end() and not _FRAME.match(nxt)
-               for ln, nxt in zip(lines, lines[1:]) if len(ln) == widest]
+    goes_on = [
+        not nxt[:1].isspace() and not _PREFIX.match(nxt).end() and not _FRAME.match(nxt)
+        for ln, nxt in zip(lines, lines[1:])
+        if len(ln) == widest
+    ]
     # two such lines must both go on; more, two thirds of them (a cut at a space looks indented)
     need = len(goes_on) if len(goes_on) < 3 else (len(goes_on) * 2 + 2) // 3
     return widest if goes_on and sum(goes_on) >= need else None
@@ -607,7 +689,9 @@ def _unwrap(lines: Iterator[str], width: int) -> Iterator[str]:
 # Python's exception-group traceback draws a gutter: "  + Exception Group Traceback …", "  | "
 # before each line of the group and of each sub-exception, "+-+---- 1 ----" between them.
 _GROUP_START = re.compile(r"\s*\+ Exception Group Traceback")
-_GROUP_GUTTER = re.compile(r"\s*(?:\| ?|\+-[-+]*(?: (?:\d+|\.\.\.) -+)?$|\+ (?=Exception Group Traceback))")
+_GROUP_GUTTER = re.compile(
+    r"\s*(?:\| ?|\+-[-+]*(?: (?:\d+|\.\.\.) -+)?$|\+ (?=Exception Group Traceback))"
+)
 _QUIET = frozenset({"INFO", "DEBUG", "I"})
 _WARN = frozenset({"WARNING", "WARN", "W"})
 _FRAME = re.compile(r'\s*File "(?P<path>[^"]+)"(?:, line (?P<ln>\d+))?(?:,? in (?P<fn>\S.*))?\s*$')
@@ -618,15 +702,21 @@ _LOCATION = re.compile(r"\s*(?P<path>[^\s:\"'`]*/[^\s:\"'`]+\.py)(?:(?::\d+){1,2
 # "error: failed to legalize …") or a tool's "error: …" line.
 _DIAG = re.compile(r"(?:(?P<loc>[^\s:\"'`]+:\d+:\d+):\s*)?error: (?P<msg>\S.*)")
 _BLOCK_EXC = re.compile(r"(?P<type>[A-Za-z_][\w.]*)(?::(?:\s(?P<msg>.*))?)?$")
-_BARE_EXC = re.compile(r"(?<![\w.])(?P<type>(?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception|Fault))(?::\s+(?P<msg>\S.*)|$)"
-                       # a module-qualified exception named inside a sentence ("… raises torch.AcceleratorError，…")
-                       r"|(?<![\w.])(?P<qtype>(?:[a-z_]\w*\.)+[A-Z]\w*(?:Error|Exception))(?![\w.:(])")
-_CONNECTOR = re.compile(r"(?:The above exception was the direct cause of the following exception"
-                        r"|During handling of the above exception, another exception occurred):")
+_BARE_EXC = re.compile(
+    r"(?<![\w.])(?P<type>(?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception|Fault))(?::\s+(?P<msg>\S.*)|$)"
+    # a module-qualified exception named inside a sentence ("… raises torch.AcceleratorError，…")
+    r"|(?<![\w.])(?P<qtype>(?:[a-z_]\w*\.)+[A-Z]\w*(?:Error|Exception))(?![\w.:(])"
+)
+_CONNECTOR = re.compile(
+    r"(?:The above exception was the direct cause of the following exception"
+    r"|During handling of the above exception, another exception occurred):"
+)
 # a traceback; a faulthandler dump's thread; a py-spy dump's thread (`py-spy dump --pid N`, what
 # vLLM's docs ask for at a hang): the two dumps list the most recent call first
-_TB_START = re.compile(r"Traceback \(most recent call last\):|(?:Current thread|Thread) 0x[0-9a-f]+ .*\(most recent call first\):"
-                       r'|Thread (?:0x[0-9a-fA-F]+|\d+) \((?:active|idle)[^)]*\)(?:: ".*")?$')
+_TB_START = re.compile(
+    r"Traceback \(most recent call last\):|(?:Current thread|Thread) 0x[0-9a-f]+ .*\(most recent call first\):"
+    r'|Thread (?:0x[0-9a-fA-F]+|\d+) \((?:active|idle)[^)]*\)(?:: ".*")?$'
+)
 # a program saying it goes on another way; a traceback it prints right after is the exception it
 # handled (logged with exc_info), not the failure
 _FALLS_BACK = re.compile(r"\b(?:fall(?:s|ing)? ?back|fell back)\b", re.IGNORECASE)
@@ -647,24 +737,47 @@ _NATIVE = re.compile(
     r"|terminate called after throwing an instance of '(?P<cpp>[^']+)'.*"
     r"|!+ (?P<segv>Segfault) encountered !+"
     # a device runtime's error code (CUDA, HIP, MetaX MACA, Moore Threads MUSA, Cambricon CNRT)
-    r"|.*?(?<![A-Za-z])(?P<dev>(?:cuda|hip|mc|musa|cnrt)Error[A-Z]\w*).*")
-_NATIVE_LITERALS = ("fatal python error", "assertion", "unreachable executed", "received by pid",
-                     "segmentation fault", "segfault", "bus error", "illegal instruction", "aborted",
-                     "floating point exception", "terminate called",
-                     "cudaerror", "hiperror", "mcerror", "musaerror", "cnrterror")  # lower case, one occurs in each
-_NATIVE_GATE = re.compile(r"Fatal Python|ssertion|UNREACHABLE|SIG[A-Z]|Segmentation|Segfault|Bus error"
-                          r"|Illegal instr|Aborted|Floating point exc|terminate called|cudaError|hipError|mcError|musaError|cnrtError")
+    r"|.*?(?<![A-Za-z])(?P<dev>(?:cuda|hip|mc|musa|cnrt)Error[A-Z]\w*).*"
+)
+_NATIVE_LITERALS = (
+    "fatal python error",
+    "assertion",
+    "unreachable executed",
+    "received by pid",
+    "segmentation fault",
+    "segfault",
+    "bus error",
+    "illegal instruction",
+    "aborted",
+    "floating point exception",
+    "terminate called",
+    "cudaerror",
+    "hiperror",
+    "mcerror",
+    "musaerror",
+    "cnrterror",
+)  # lower case, one occurs in each
+_NATIVE_GATE = re.compile(
+    r"Fatal Python|ssertion|UNREACHABLE|SIG[A-Z]|Segmentation|Segfault|Bus error"
+    r"|Illegal instr|Aborted|Floating point exc|terminate called|cudaError|hipError|mcError|musaError|cnrtError"
+)
 _DOTTED_EXC = re.compile(r"(?P<type>(?:[a-z_]\w*\.)+[A-Z]\w*): (?P<msg>\S.*)")
 # Can this line start anything in a process with nothing open? (a necessary condition, built from
 # the very patterns _Scanner._boundary and _in_idle use; lines that fail it skip the state
 # machine; an exception named anywhere and native failures are checked separately)
-_IDLE_HEAD = re.compile(r"\s*(?:" + "|".join(
-    re.sub(r"\(\?P<\w+>", "(?:", p.pattern)
-    for p in (_TB_START, _CONNECTOR, _FRAME, _LOCATION, _DIAG, _DOTTED_EXC, _PYSPY_FRAME)) +
-    r"|from user code:|[\^~]|\.\.\.)")
+_IDLE_HEAD = re.compile(
+    r"\s*(?:"
+    + "|".join(
+        re.sub(r"\(\?P<\w+>", "(?:", p.pattern)
+        for p in (_TB_START, _CONNECTOR, _FRAME, _LOCATION, _DIAG, _DOTTED_EXC, _PYSPY_FRAME)
+    )
+    + r"|from user code:|[\^~]|\.\.\.)"
+)
 _STDLIB = re.compile(r"^<|/lib/python3\.\d+/(?!site-packages|dist-packages)")
 _MAX_LINE = 4000
-_COND_LINES = 20_000  # conditions of the run (cond: atoms) are printed at start-up: looked for there
+_COND_LINES = (
+    20_000  # conditions of the run (cond: atoms) are printed at start-up: looked for there
+)
 _MAX_DETAIL = 6
 _MAX_FRAMES = 64
 _MAX_CHAIN = 6
@@ -693,7 +806,9 @@ class _Block:
     detail: list[str] = field(default_factory=list)
     line: str = ""
     junk: int = 0
-    handled: bool = False  # printed right after "…, falling back to …": the handled exception behind it
+    handled: bool = (
+        False  # printed right after "…, falling back to …": the handled exception behind it
+    )
 
     def ordered_frames(self) -> list[_Frame]:
         return list(reversed(self.frames)) if self.reverse else list(self.frames)
@@ -709,7 +824,9 @@ class _Failure:
     line_rule: Rule | None = None
     line: str = ""
     orphan_frames: list[_Frame] = field(default_factory=list)
-    context: str = ""  # the line before a line-rule failure (compiler diagnostics name the file there)
+    context: str = (
+        ""  # the line before a line-rule failure (compiler diagnostics name the file there)
+    )
     dump: str = ""  # orphan frames came from a stack dump: "current" or "thread"
     user_frames: list[_Frame] = field(default_factory=list)  # Dynamo's "from user code:" frames
 
@@ -753,8 +870,13 @@ class _Scanner:
         self.active: set[str] = set()  # streams inside a traceback
         self.boring: dict[str, None] = {}
         self.conditions: list[str] = []  # lines that matched a cond: atom (a condition of the run)
-        self._handlers = {_Phase.IDLE: self._in_idle, _Phase.FRAMES: self._in_frames, _Phase.EXC: self._in_exc,
-                          _Phase.AFTER: self._in_after, _Phase.CONNECTOR: self._in_connector}
+        self._handlers = {
+            _Phase.IDLE: self._in_idle,
+            _Phase.FRAMES: self._in_frames,
+            _Phase.EXC: self._in_exc,
+            _Phase.AFTER: self._in_after,
+            _Phase.CONNECTOR: self._in_connector,
+        }
 
     # -- input
     def feed(self, raw: str, stream: str | None = None) -> None:
@@ -774,7 +896,12 @@ class _Scanner:
         lines, outer, indent = _outer_prefix(iter(lines))
         outer_match = outer.match if outer is not None else None
         in_group = False
-        idle_phase, active, streams, idle_head = _Phase.IDLE, self.active, self.streams, _IDLE_HEAD.match
+        idle_phase, active, streams, idle_head = (
+            _Phase.IDLE,
+            self.active,
+            self.streams,
+            _IDLE_HEAD.match,
+        )
         for raw in lines:
             self.index += 1
             if len(raw) > _MAX_LINE:
@@ -782,9 +909,9 @@ class _Scanner:
             if "\x1b" in raw:
                 raw = _ANSI.sub("", raw)
             if outer_match is not None:
-                raw = raw[outer_match(raw).end():]
+                raw = raw[outer_match(raw).end() :]
             if indent and raw.startswith(indent):
-                raw = raw[len(indent):]
+                raw = raw[len(indent) :]
             if cond_lits and self.index <= _COND_LINES:  # a condition of the run, at any level
                 for lit in cond_lits:
                     if lit in raw:
@@ -808,12 +935,12 @@ class _Scanner:
                     if st is not None and st.phase is not _Phase.IDLE:
                         self._flush(st)
                 continue
-            msg = raw[m.end():]
+            msg = raw[m.end() :]
             if in_group or "Exception Group" in msg:  # an exception group's gutter comes off
                 in_group = in_group or _GROUP_START.match(msg) is not None
                 gm = _GROUP_GUTTER.match(msg) if in_group else None
                 if gm is not None:
-                    msg = msg[gm.end():]
+                    msg = msg[gm.end() :]
                 else:
                     in_group = False
             if not self.active and msg in boring:  # a repeated harmless line, nothing open
@@ -838,8 +965,14 @@ class _Scanner:
                 continue
             events = self.emitted
             self.gated = gated
-            if idle and not gated and "Error" not in msg and "Exception" not in msg \
-                    and "Fault" not in msg and not idle_head(msg):
+            if (
+                idle
+                and not gated
+                and "Error" not in msg
+                and "Exception" not in msg
+                and "Fault" not in msg
+                and not idle_head(msg)
+            ):
                 consumed = False  # nothing can start here (see _IDLE_HEAD)
             else:
                 consumed = self._step(st, msg, m.group("src") or m.group("gsrc"), stream)
@@ -859,7 +992,7 @@ class _Scanner:
     def _condition(self, raw: str) -> None:
         if len(self.conditions) < 16 and any(p.search(raw) for p in self.rs.conds):
             line = raw.rstrip("\r\n")
-            self.conditions.append(line[_PREFIX.match(line).end():].strip())
+            self.conditions.append(line[_PREFIX.match(line).end() :].strip())
 
     def _remember(self, msg: str) -> None:
         """Cache a message that does nothing in an idle stream (logs repeat the same warnings)."""
@@ -915,8 +1048,16 @@ class _Scanner:
                 continue
             # _atoms_hold on the line alternatives, inline (a big log's warning lines come here)
             if any(all((pat.search(text) is None) is neg for pat, neg in alt) for alt in alts):
-                self._emit(st, _Failure(self.index, stream, line_rule=rule, line=text,
-                                        context=st.prev.strip()[:1000]))
+                self._emit(
+                    st,
+                    _Failure(
+                        self.index,
+                        stream,
+                        line_rule=rule,
+                        line=text,
+                        context=st.prev.strip()[:1000],
+                    ),
+                )
                 return
 
     def _finish_chain(self, st: _Stream, stream: str) -> None:
@@ -942,8 +1083,16 @@ class _Scanner:
                 st.user_code = None
                 return
             lf = st.last_failure
-            recent = lf is not None and self.index - lf.index < 200 and not any(b.frames for b in lf.blocks)
-            if recent and frames and (not lf.orphan_frames or (blk.current and lf.dump == "thread")):
+            recent = (
+                lf is not None
+                and self.index - lf.index < 200
+                and not any(b.frames for b in lf.blocks)
+            )
+            if (
+                recent
+                and frames
+                and (not lf.orphan_frames or (blk.current and lf.dump == "thread"))
+            ):
                 # the stack of a frameless failure (a fatal error's thread dump, pasted frames)
                 lf.orphan_frames = frames
                 lf.dump = "current" if blk.current else ("thread" if blk.reverse else "")
@@ -954,8 +1103,10 @@ class _Scanner:
                 return  # indented text, not a traceback
             # a traceback cut before its exception line, or a stack dump: a failure all the same,
             # attributed by its frames
-            inner = next((fr.text for fr in reversed(frames) if not _STDLIB.search(fr.path)),
-                         frames[-1].text if frames else "")
+            inner = next(
+                (fr.text for fr in reversed(frames) if not _STDLIB.search(fr.path)),
+                frames[-1].text if frames else "",
+            )
             what = "stack dump" if blk.reverse else "traceback cut before its exception line"
             blk.exc_type = ""
             blk.message = f"{what}; innermost frame: {inner}" if inner else what
@@ -987,11 +1138,16 @@ class _Scanner:
             if st.phase is not _Phase.CONNECTOR:
                 self._close_block(st)
                 self._finish_chain(st, stream)
-            st.block = _Block(self.index, src, header=True,
-                              reverse="first" in s or not s.startswith("Traceback"),
-                              current=s.startswith("Current thread"),
-                              handled=st.phase is _Phase.IDLE and self.index - st.prev_at == 1
-                              and _FALLS_BACK.search(st.prev) is not None)
+            st.block = _Block(
+                self.index,
+                src,
+                header=True,
+                reverse="first" in s or not s.startswith("Traceback"),
+                current=s.startswith("Current thread"),
+                handled=st.phase is _Phase.IDLE
+                and self.index - st.prev_at == 1
+                and _FALLS_BACK.search(st.prev) is not None,
+            )
             st.phase = _Phase.FRAMES
             return True
         if s == "from user code:" and st.phase is not _Phase.FRAMES:
@@ -1010,7 +1166,11 @@ class _Scanner:
     def _in_frames(self, st: _Stream, msg: str, s: str, src: str | None, stream: str) -> bool:
         """Inside a traceback: frames, their code lines, then the exception line."""
         blk = st.block
-        fm = _FRAME.match(msg) or _LOCATION.match(msg) or (_PYSPY_FRAME.match(msg) if blk.reverse else None)
+        fm = (
+            _FRAME.match(msg)
+            or _LOCATION.match(msg)
+            or (_PYSPY_FRAME.match(msg) if blk.reverse else None)
+        )
         if fm:
             blk.frames.append(_Frame(fm.group("path"), s))
             return True
@@ -1038,8 +1198,15 @@ class _Scanner:
     def _in_exc(self, st: _Stream, msg: str, s: str, src: str | None, stream: str) -> bool:
         """After an exception line: its continuation lines (same source), up to a few."""
         blk = st.block
-        if s and s != "..." and src == blk.src and len(blk.detail) < _MAX_DETAIL \
-                and not _FRAME.match(msg) and not msg.startswith("--") and not _NEXT_EXC.match(s):
+        if (
+            s
+            and s != "..."
+            and src == blk.src
+            and len(blk.detail) < _MAX_DETAIL
+            and not _FRAME.match(msg)
+            and not msg.startswith("--")
+            and not _NEXT_EXC.match(s)
+        ):
             blk.detail.append(s[:1000])
             return True
         self._close_block(st)
@@ -1203,6 +1370,7 @@ def _exc_values(exc: _Exc, conditions: list[str] = ()):
         if kind == "cond":
             return conditions
         return []
+
     return values
 
 
@@ -1232,12 +1400,15 @@ def _pkg_owner(pkg: str | None) -> str | None:
 # Triton's compiler, backends, native core, driver discovery and FlagTree's own `*_ext.py` vendor
 # extensions (upstream Triton has none) are FlagTree's code (it replaces the `triton` package); triton.language and the launch path (jit, autotuner) run the kernel's
 # owner's code and are skipped like torch.
-_TRITON_OWNED = re.compile(r"(?:^|/)triton/(?:compiler|backends|_C|spec|runtime/(?:driver|build|cache))(?:/|\.py|$)"
-                           r"|(?:^|/)triton/(?:[\w/]+/)?\w+_ext\.py$")  # FlagTree's vendor extensions
+_TRITON_OWNED = re.compile(
+    r"(?:^|/)triton/(?:compiler|backends|_C|spec|runtime/(?:driver|build|cache))(?:/|\.py|$)"
+    r"|(?:^|/)triton/(?:[\w/]+/)?\w+_ext\.py$"
+)  # FlagTree's vendor extensions
 
 
-def _owner(frames: list[_Frame], text: str, line: str,
-           caller: bool = False) -> tuple[str | None, str, _Frame | None]:
+def _owner(
+    frames: list[_Frame], text: str, line: str, caller: bool = False
+) -> tuple[str | None, str, _Frame | None]:
     """Who owns the code the failure came through: (component, how, frame).
 
     ``caller``: the failure is the kernel's (its source, its launch, its fault on the device):
@@ -1281,24 +1452,46 @@ def _kernel_named(text: str) -> tuple[str, str, str | None] | None:
 
 def _root_exc(f: _Failure, rs: _RuleSet) -> tuple[_Exc | None, list[str]]:
     """First non-wrapper exception of the chain (wrappers with an inner error unwrapped)."""
-    chain_frames = ([fr for b in f.blocks for fr in b.ordered_frames()] or f.orphan_frames) + f.user_frames
+    chain_frames = (
+        [fr for b in f.blocks for fr in b.ordered_frames()] or f.orphan_frames
+    ) + f.user_frames
     wrapped: list[str] = []
     for blk in f.blocks:
-        frames = (blk.ordered_frames() or (f.orphan_frames if blk is f.blocks[0] else [])) + f.user_frames
+        frames = (
+            blk.ordered_frames() or (f.orphan_frames if blk is f.blocks[0] else [])
+        ) + f.user_frames
         detail = "\n".join([blk.message, *blk.detail])
-        exc = _Exc(blk.exc_type or "", blk.message, detail, blk.line, frames, chain_frames,
-                   [blk.line, *blk.detail[:2]])
-        wrapper = next((w for w in rs.wrappers if _atoms_hold(w, _exc_values(exc)) is not None), None)
+        exc = _Exc(
+            blk.exc_type or "",
+            blk.message,
+            detail,
+            blk.line,
+            frames,
+            chain_frames,
+            [blk.line, *blk.detail[:2]],
+        )
+        wrapper = next(
+            (w for w in rs.wrappers if _atoms_hold(w, _exc_values(exc)) is not None), None
+        )
         if wrapper is None:
             return exc, wrapped
         wrapped.append(blk.line)
         inner = _wrapped_inner(wrapper, detail)
         if inner:
-            em = re.match(r"(?P<type>(?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception)):\s*(?P<msg>.*)", inner)
+            em = re.match(
+                r"(?P<type>(?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception)):\s*(?P<msg>.*)", inner
+            )
             etype, imsg = (em.group("type"), em.group("msg")) if em else ("", inner)
             rest = "\n".join(blk.detail)
-            return _Exc(etype, imsg, "\n".join([imsg, rest]).strip(), blk.line, [], [],
-                        [blk.line, *blk.detail[:2]]), wrapped
+            return _Exc(
+                etype,
+                imsg,
+                "\n".join([imsg, rest]).strip(),
+                blk.line,
+                [],
+                [],
+                [blk.line, *blk.detail[:2]],
+            ), wrapped
     return None, wrapped
 
 
@@ -1306,8 +1499,15 @@ def _wrapper_rules(f: _Failure, rs: _RuleSet) -> list[Rule]:
     """The wrapper rows the failure's exceptions matched."""
     out = []
     for blk in f.blocks:
-        exc = _Exc(blk.exc_type or "", blk.message, "\n".join([blk.message, *blk.detail]), blk.line,
-                   blk.ordered_frames(), blk.ordered_frames(), [blk.line])
+        exc = _Exc(
+            blk.exc_type or "",
+            blk.message,
+            "\n".join([blk.message, *blk.detail]),
+            blk.line,
+            blk.ordered_frames(),
+            blk.ordered_frames(),
+            [blk.line],
+        )
         out += [w for w in rs.wrappers if _atoms_hold(w, _exc_values(exc)) is not None][:1]
     return out
 
@@ -1336,14 +1536,19 @@ def _lower(conf: str, cap: str) -> str:
     return _CONFIDENCE[min(_CONFIDENCE.index(conf), _CONFIDENCE.index(cap))]
 
 
-def _apply(rule: Rule, frames: list[_Frame], text: str, line: str) -> tuple[str, str, _Frame | None]:
+def _apply(
+    rule: Rule, frames: list[_Frame], text: str, line: str
+) -> tuple[str, str, _Frame | None]:
     if rule.component != "owner":
         return rule.component, rule.confidence, None
     comp, how, fr = _owner(frames, text, line, rule.caller)
     if comp is None:
         return rule.fallback or "unknown", "low", None
-    conf = {"frame": rule.confidence, "path": _lower(rule.confidence, "medium"),
-            "kernel": _lower(rule.confidence, "medium")}.get(how, "low")
+    conf = {
+        "frame": rule.confidence,
+        "path": _lower(rule.confidence, "medium"),
+        "kernel": _lower(rule.confidence, "medium"),
+    }.get(how, "low")
     return comp, conf, fr
 
 
@@ -1356,8 +1561,11 @@ def _judge(f: _Failure, rs: _RuleSet, conditions: list[str]) -> _Verdict | None:
         comp, conf, fr = _apply(f.line_rule, f.orphan_frames, f"{f.context}\n{f.line}", f.line)
         # the line before goes with it when it is the cause being reported (a FlagCX WARN line,
         # then its error-return trace) or the code the failure is in (owner rows)
-        with_context = f.context and comp != "unknown" and (
-            f.line_rule.component == "owner" or _REPORTS_TROUBLE.search(f.context) is not None)
+        with_context = (
+            f.context
+            and comp != "unknown"
+            and (f.line_rule.component == "owner" or _REPORTS_TROUBLE.search(f.context) is not None)
+        )
         ev = [f.context, f.line] if with_context else [f.line]
         return _Verdict(comp, f.line_rule, conf, f, None, fr, ev)
     exc, wrapped = _root_exc(f, rs)
@@ -1412,7 +1620,7 @@ def _flagos_frame(frames: list[_Frame]) -> str | None:
         for pkg in _FLAGOS_PKG:
             i = path.rfind(f"/{pkg}/")
             if i >= 0 or path.startswith(f"{pkg}/"):
-                rel = path[i + 1:] if i >= 0 else path
+                rel = path[i + 1 :] if i >= 0 else path
                 fn = re.search(r"\bin (\S+)\s*$", fr.text)
                 return rel + (f":{fn.group(1)}" if fn else "")
     return None
@@ -1450,8 +1658,12 @@ def _result_lines(result: dict) -> list[str]:
     if isinstance(err, str) and err.strip():
         etype = result.get("error_type")
         first = err.strip().splitlines()[0]
-        if isinstance(etype, str) and etype and not first.startswith(etype.rsplit(".", 1)[-1]) \
-                and not first.startswith(etype):
+        if (
+            isinstance(etype, str)
+            and etype
+            and not first.startswith(etype.rsplit(".", 1)[-1])
+            and not first.startswith(etype)
+        ):
             err = f"{etype}: {err.strip()}"
         if not any(err.strip().splitlines()[0] in ln for ln in lines):
             lines += ["", *err.strip().splitlines()]
@@ -1475,7 +1687,9 @@ def classify_log(log: Path | Iterable[str], result: dict | None = None, rules=No
 
     verdicts: list[_Verdict] = []
     wrappers: list[str] = []
-    said: list[Rule] = []  # wrapper(X) rows hit: what the wrapper itself means when nothing else is found
+    said: list[
+        Rule
+    ] = []  # wrapper(X) rows hit: what the wrapper itself means when nothing else is found
     for f in failures:
         v = _judge(f, rs, scanner.conditions)
         if v is None:
@@ -1486,28 +1700,59 @@ def classify_log(log: Path | Iterable[str], result: dict | None = None, rules=No
     err = (result or {}).get("error")
     # a phase's own exception anchors the diagnosis; a root cause the phase guessed from the
     # server's output ("error_from_log") does not: the whole log decides then
-    anchor = None if (result or {}).get("error_from_log") else _anchor(verdicts, err if isinstance(err, str) else "")
+    anchor = (
+        None
+        if (result or {}).get("error_from_log")
+        else _anchor(verdicts, err if isinstance(err, str) else "")
+    )
     if anchor is not None:
         return _diagnosis(anchor)
     known = [v for v in verdicts if v.component in COMPONENT_LAYER]
     if known:
         # a failure with its exception line beats one whose traceback was cut; then the lowest
         # layer; then the earliest
-        best = min(known, key=lambda v: (_is_cut(v), _dump_rank(v), COMPONENT_LAYER[v.component],
-                                         v.failure.index, v.failure.line_rule is not None))
+        best = min(
+            known,
+            key=lambda v: (
+                _is_cut(v),
+                _dump_rank(v),
+                COMPONENT_LAYER[v.component],
+                v.failure.index,
+                v.failure.line_rule is not None,
+            ),
+        )
         return _diagnosis(best)
     if verdicts:
-        first = min(verdicts, key=lambda v: (_is_cut(v), v.failure.line_rule is not None, v.failure.index))
+        first = min(
+            verdicts, key=lambda v: (_is_cut(v), v.failure.line_rule is not None, v.failure.index)
+        )
         return _diagnosis(first)
     if said:
         w = said[0]
-        return Diagnosis(w.fallback, COMPONENT_LAYER.get(w.fallback), w.id, wrappers[:3], None, w.hint,
-                         "low", _normalise(wrappers[0]), wrappers[0])
+        return Diagnosis(
+            w.fallback,
+            COMPONENT_LAYER.get(w.fallback),
+            w.id,
+            wrappers[:3],
+            None,
+            w.hint,
+            "low",
+            _normalise(wrappers[0]),
+            wrappers[0],
+        )
     if wrappers:
-        return Diagnosis("unknown", None, None, wrappers[:3], None,
-                         "Only wrapper errors are in the log; the root cause was not captured "
-                         "(look at the child processes' output, rerun with VLLM_LOGGING_LEVEL=DEBUG).",
-                         "low", _normalise(wrappers[0]), wrappers[0])
+        return Diagnosis(
+            "unknown",
+            None,
+            None,
+            wrappers[:3],
+            None,
+            "Only wrapper errors are in the log; the root cause was not captured "
+            "(look at the child processes' output, rerun with VLLM_LOGGING_LEVEL=DEBUG).",
+            "low",
+            _normalise(wrappers[0]),
+            wrappers[0],
+        )
     if status and status != "PASS" and scanner.handled:
         # the phase failed and nothing else says why: the exception it said it fell back from
         # is the best lead there is
@@ -1516,9 +1761,17 @@ def classify_log(log: Path | Iterable[str], result: dict | None = None, rules=No
             return _diagnosis(min(handled, key=lambda v: v.failure.index))
     if status and status != "PASS":
         err = str((result or {}).get("error") or f"phase status {status}")
-        return Diagnosis("unknown", None, None, [err], None,
-                         "The phase failed but its log shows no recognisable error.",
-                         "low", _normalise(err), err)
+        return Diagnosis(
+            "unknown",
+            None,
+            None,
+            [err],
+            None,
+            "The phase failed but its log shows no recognisable error.",
+            "low",
+            _normalise(err),
+            err,
+        )
     return Diagnosis("none", None, None, [], None, "No failure in the log.", "high", "", None)
 
 
@@ -1542,8 +1795,11 @@ def _anchor(verdicts: list[_Verdict], error: str) -> _Verdict | None:
     of memory warning before raising ImportError failed with the ImportError). When the log holds
     the same exception with its frames, that copy is used (the frames attribute it).
     """
-    recorded = [v for v in verdicts if v.failure.stream == _RESULT_STREAM and v.exc is not None
-                and v.exc.etype]
+    recorded = [
+        v
+        for v in verdicts
+        if v.failure.stream == _RESULT_STREAM and v.exc is not None and v.exc.etype
+    ]
     if not recorded:
         return None
     # the exception the phase named in its `error` field (its traceback may end in our own
@@ -1552,8 +1808,14 @@ def _anchor(verdicts: list[_Verdict], error: str) -> _Verdict | None:
     named = [v for v in recorded if first and v.exc.message and v.exc.message[:80] in first]
     rec = named[-1] if named else recorded[0]
     head = f"{rec.exc.etype.rsplit('.', 1)[-1]}: {rec.exc.message}"[:200]
-    same = [v for v in verdicts if v.failure.stream != _RESULT_STREAM and v.exc is not None
-            and v.exc.etype and f"{v.exc.etype.rsplit('.', 1)[-1]}: {v.exc.message}"[:200] == head]
+    same = [
+        v
+        for v in verdicts
+        if v.failure.stream != _RESULT_STREAM
+        and v.exc is not None
+        and v.exc.etype
+        and f"{v.exc.etype.rsplit('.', 1)[-1]}: {v.exc.message}"[:200] == head
+    ]
     for v in same + [rec]:
         if v.component in COMPONENT_LAYER:
             return v
@@ -1566,7 +1828,9 @@ def _diagnosis(v: _Verdict) -> Diagnosis:
         frames = exc.frames or exc.chain_frames
         text = "\n".join([exc.detail, exc.line])
         # the message with up to two continuation lines (pydantic puts the reason below)
-        message = " ".join(x.strip() for x in exc.detail.splitlines()[:3] if x.strip()) or exc.message
+        message = (
+            " ".join(x.strip() for x in exc.detail.splitlines()[:3] if x.strip()) or exc.message
+        )
         error = f"{exc.etype}: {message}" if exc.etype else message
         sig_head = f"{exc.etype.rsplit('.', 1)[-1]}: {exc.message}" if exc.etype else exc.message
     else:
@@ -1577,7 +1841,7 @@ def _diagnosis(v: _Verdict) -> Diagnosis:
     signature = _normalise(sig_head) + (f" @ {_normalise(where)}" if where else "")
     comp = v.component
     if v.rule is None or comp == "unknown":
-        hint = (v.rule.hint if v.rule else "No rule explains this failure; read the evidence lines.")
+        hint = v.rule.hint if v.rule else "No rule explains this failure; read the evidence lines."
         hint = hint.replace("{owner}", "an unidentified component")
     else:
         hint = v.rule.hint.replace("{owner}", comp)
@@ -1586,8 +1850,17 @@ def _diagnosis(v: _Verdict) -> Diagnosis:
     for line in v.evidence:
         if line and line not in evidence:
             evidence.append(line)
-    return Diagnosis(comp, COMPONENT_LAYER.get(comp), v.rule.id if v.rule else None, evidence[:6],
-                     op, hint, v.confidence if comp != "unknown" else "low", signature, error)
+    return Diagnosis(
+        comp,
+        COMPONENT_LAYER.get(comp),
+        v.rule.id if v.rule else None,
+        evidence[:6],
+        op,
+        hint,
+        v.confidence if comp != "unknown" else "low",
+        signature,
+        error,
+    )
 
 
 def _load_result(path: Path) -> dict | None:
@@ -1632,8 +1905,10 @@ def cli_classify(paths: list[str], as_json: bool) -> int:
         else:
             layer = "-" if diag.layer is None else diag.layer
             tail = f" — {diag.error}" if diag.error else ""
-            print(f"{name}: {diag.component} (layer {layer}, rule {diag.rule or '-'}, "
-                  f"{diag.confidence}){tail}")
+            print(
+                f"{name}: {diag.component} (layer {layer}, rule {diag.rule or '-'}, "
+                f"{diag.confidence}){tail}"
+            )
     return code
 
 

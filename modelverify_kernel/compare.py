@@ -22,9 +22,10 @@ import functools
 import math
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .records import AggregateJudgement, GarbageFinding, PhaseComparison, PromptComparison
 from .vocabulary import PHASES
@@ -54,9 +55,13 @@ def _default_references() -> Path:
 
 def load_constants(references_dir: Path | None = None) -> dict[str, float | int]:
     """The aggregate rule's constants, parsed from references/output-comparison.md (cached by mtime)."""
-    path = (Path(references_dir) if references_dir is not None else _default_references()) / CONSTANTS_FILE
+    path = (
+        Path(references_dir) if references_dir is not None else _default_references()
+    ) / CONSTANTS_FILE
     if not path.is_file():
-        raise ConstantsError(f"{path} is missing: the output comparison reads its constants from it")
+        raise ConstantsError(
+            f"{path} is missing: the output comparison reads its constants from it"
+        )
     return dict(_load_constants_cached(str(path.resolve()), path.stat().st_mtime_ns))
 
 
@@ -78,24 +83,36 @@ def _load_constants_cached(path_str: str, _mtime: int) -> tuple[tuple[str, float
             continue
         where = f"{path.name}:{lineno}"
         if len(cells) != len(_CONSTANTS_HEADER):
-            raise ConstantsError(f"{where}: constants row has {len(cells)} cells, expected "
-                                 f"{len(_CONSTANTS_HEADER)} ({' | '.join(_CONSTANTS_HEADER)})")
+            raise ConstantsError(
+                f"{where}: constants row has {len(cells)} cells, expected "
+                f"{len(_CONSTANTS_HEADER)} ({' | '.join(_CONSTANTS_HEADER)})"
+            )
         name, value_s = cells[0].strip("`"), cells[1].strip("`")
         if name not in _CONSTANT_KINDS:
-            raise ConstantsError(f"{where}: unknown constant {name!r}; known: {', '.join(_CONSTANT_KINDS)}")
+            raise ConstantsError(
+                f"{where}: unknown constant {name!r}; known: {', '.join(_CONSTANT_KINDS)}"
+            )
         if name in found:
-            raise ConstantsError(f"{where}: constant {name!r} already defined at line {found[name][1]}")
+            raise ConstantsError(
+                f"{where}: constant {name!r} already defined at line {found[name][1]}"
+            )
         kind, low, high = _CONSTANT_KINDS[name]
         try:
             value: float | int = kind(value_s)
         except ValueError:
-            raise ConstantsError(f"{where}: value of {name!r} must be {'an integer' if kind is int else 'a number'}, "
-                                 f"got {value_s!r}") from None
+            raise ConstantsError(
+                f"{where}: value of {name!r} must be {'an integer' if kind is int else 'a number'}, "
+                f"got {value_s!r}"
+            ) from None
         if not (low <= value <= high) or not math.isfinite(value):
-            raise ConstantsError(f"{where}: value of {name!r} must lie in [{low}, {high}], got {value_s!r}")
+            raise ConstantsError(
+                f"{where}: value of {name!r} must lie in [{low}, {high}], got {value_s!r}"
+            )
         found[name] = (value, lineno)
     if not seen_table:
-        raise ConstantsError(f"{path}: no constants table (header: | {' | '.join(_CONSTANTS_HEADER)} |)")
+        raise ConstantsError(
+            f"{path}: no constants table (header: | {' | '.join(_CONSTANTS_HEADER)} |)"
+        )
     missing = [n for n in _CONSTANT_KINDS if n not in found]
     if missing:
         raise ConstantsError(f"{path}: constants table lacks {', '.join(missing)}")
@@ -150,26 +167,33 @@ def _top(position: dict[str, Any]) -> dict[int, float]:
     return top
 
 
-def judge_divergence(pos_a: dict[str, Any], pos_b: dict[str, Any], tol: Tolerances) -> tuple[str, str]:
+def judge_divergence(
+    pos_a: dict[str, Any], pos_b: dict[str, Any], tol: Tolerances
+) -> tuple[str, str]:
     """At the first differing position: near-tie flip, or changed distribution."""
     top_a, top_b = _top(pos_a), _top(pos_b)
     ta, tb = pos_a["token_id"], pos_b["token_id"]
     if tb not in top_a or ta not in top_b:
         return "changed_distribution", (
-            f"token {tb} (Run B) is not in Run A's top-{len(top_a)} or token {ta} (Run A) not in Run B's")
+            f"token {tb} (Run B) is not in Run A's top-{len(top_a)} or token {ta} (Run A) not in Run B's"
+        )
     gap_a, gap_b = abs(top_a[ta] - top_a[tb]), abs(top_b[ta] - top_b[tb])
     common = top_a.keys() & top_b.keys()
     moved = max((abs(top_a[t] - top_b[t]) for t in common), default=math.inf)
     if gap_a <= tol.tie and gap_b <= tol.tie and moved <= tol.logprob:
         return "near_tie_flip", (
             f"tokens {ta}/{tb} tie within {max(gap_a, gap_b):.4f} nats in both runs; "
-            f"shared top tokens moved at most {moved:.4f}")
+            f"shared top tokens moved at most {moved:.4f}"
+        )
     return "changed_distribution", (
         f"gap between tokens {ta}/{tb}: {gap_a:.4f} nats in Run A, {gap_b:.4f} in Run B; "
-        f"shared top tokens moved up to {moved:.4f} (tolerances: tie {tol.tie}, logprob {tol.logprob})")
+        f"shared top tokens moved up to {moved:.4f} (tolerances: tie {tol.tie}, logprob {tol.logprob})"
+    )
 
 
-def compare_output(index: int, a: dict[str, Any], b: dict[str, Any], tol: Tolerances) -> PromptComparison:
+def compare_output(
+    index: int, a: dict[str, Any], b: dict[str, Any], tol: Tolerances
+) -> PromptComparison:
     ids_a, ids_b = list(a.get("token_ids") or []), list(b.get("token_ids") or [])
     lps_a, lps_b = a.get("logprobs") or [], b.get("logprobs") or []
     first: int | None = None
@@ -188,13 +212,25 @@ def compare_output(index: int, a: dict[str, Any], b: dict[str, Any], tol: Tolera
     if first is None and len(ids_a) != len(ids_b):
         first = min(len(ids_a), len(ids_b))
         judgement, detail = "length", "one run stopped earlier (end of sequence) on the same tokens"
-    if judgement in ("identical", "length") and diffs and (max(diffs) > tol.logprob or any(map(math.isnan, diffs))):
+    if (
+        judgement in ("identical", "length")
+        and diffs
+        and (max(diffs) > tol.logprob or any(map(math.isnan, diffs)))
+    ):
         judgement = "logprob_drift"
         detail = f"same tokens, but a chosen token's logprob moved {max(diffs):.4f} nats (> {tol.logprob})"
-    return PromptComparison(index=index, prompt=_prompt_text(a.get("prompt")), kind=a.get("kind", "completion"),
-                            exact_match=ids_a == ids_b, tokens_a=len(ids_a), tokens_b=len(ids_b),
-                            first_divergence=first, max_logprob_diff_prefix=round(max(diffs), 6) if diffs else None,
-                            judgement=judgement, detail=detail)
+    return PromptComparison(
+        index=index,
+        prompt=_prompt_text(a.get("prompt")),
+        kind=a.get("kind", "completion"),
+        exact_match=ids_a == ids_b,
+        tokens_a=len(ids_a),
+        tokens_b=len(ids_b),
+        first_divergence=first,
+        max_logprob_diff_prefix=round(max(diffs), 6) if diffs else None,
+        judgement=judgement,
+        detail=detail,
+    )
 
 
 def garbage_checks(outputs: Sequence[dict[str, Any]], tol: Tolerances) -> list[GarbageFinding]:
@@ -207,7 +243,9 @@ def garbage_checks(outputs: Sequence[dict[str, Any]], tol: Tolerances) -> list[G
             continue
         token, count = Counter(ids).most_common(1)[0]
         if len(ids) >= tol.min_tokens_for_repeat and count / len(ids) > tol.repeat_fraction:
-            found.append(GarbageFinding("repetition", i, f"token {token} is {count} of {len(ids)} tokens"))
+            found.append(
+                GarbageFinding("repetition", i, f"token {token} is {count} of {len(ids)} tokens")
+            )
         values = [_num(p.get("logprob")) for p in o.get("logprobs") or []]
         values += [_num(v) for p in o.get("logprobs") or [] for _, v in p.get("top", [])]
         bad = [v for v in values if not math.isfinite(v) and v != -math.inf]
@@ -237,11 +275,15 @@ def _quantile(values: Sequence[float], q: float) -> float | None:
     return xs[i] + (xs[j] - xs[i]) * (k - i)
 
 
-def _shifts(a: dict[str, Any], b: dict[str, Any], c: PromptComparison) -> tuple[list[float], list[float], int]:
+def _shifts(
+    a: dict[str, Any], b: dict[str, Any], c: PromptComparison
+) -> tuple[list[float], list[float], int]:
     """One prompt's chosen-token shifts (common prefix), shared top-k shifts (same context), positions."""
     lps_a, lps_b = a.get("logprobs") or [], b.get("logprobs") or []
     end = c.first_divergence if c.first_divergence is not None else min(c.tokens_a, c.tokens_b)
-    span = min(end + 1, c.tokens_a, c.tokens_b, len(lps_a), len(lps_b))  # + the first divergent position
+    span = min(
+        end + 1, c.tokens_a, c.tokens_b, len(lps_a), len(lps_b)
+    )  # + the first divergent position
     chosen: list[float] = []
     shared: list[float] = []
     for i in range(span):
@@ -257,8 +299,12 @@ def _shifts(a: dict[str, Any], b: dict[str, Any], c: PromptComparison) -> tuple[
     return chosen, shared, span
 
 
-def aggregate_judgement(prompts: Sequence[PromptComparison], outputs_a: Sequence[dict],
-                        outputs_b: Sequence[dict], tol: Tolerances | None = None) -> AggregateJudgement:
+def aggregate_judgement(
+    prompts: Sequence[PromptComparison],
+    outputs_a: Sequence[dict],
+    outputs_b: Sequence[dict],
+    tol: Tolerances | None = None,
+) -> AggregateJudgement:
     """Judge a phase as a whole (references/output-comparison.md): shift test, then flip test."""
     tol = tol or Tolerances()
     chosen: list[float] = []
@@ -272,60 +318,97 @@ def aggregate_judgement(prompts: Sequence[PromptComparison], outputs_a: Sequence
     flipped = sum(1 for c in prompts if c.first_divergence is not None and c.judgement != "length")
     r = lambda x: None if x is None else round(x, 6)  # noqa: E731
     figures_of = dict(
-        prompts_compared=len(prompts), prompts_flipped=flipped, positions_compared=positions,
+        prompts_compared=len(prompts),
+        prompts_flipped=flipped,
+        positions_compared=positions,
         shifts_compared=len(shared),
-        chosen_median=r(_quantile(chosen, 0.5)), chosen_p90=r(_quantile(chosen, 0.9)),
+        chosen_median=r(_quantile(chosen, 0.5)),
+        chosen_p90=r(_quantile(chosen, 0.9)),
         chosen_max=r(max(chosen)) if chosen else None,
-        shared_median=r(_quantile(shared, 0.5)), shared_p90=r(_quantile(shared, 0.9)),
+        shared_median=r(_quantile(shared, 0.5)),
+        shared_p90=r(_quantile(shared, 0.9)),
         shared_max=r(max(shared)) if shared else None,
-        limits={"shift_p90": tol.systematic_shift, "flip_fraction": tol.flip_fraction,
-                "flip_median": tol.flip_median, "min_shifts": tol.min_shifts,
-                "min_prompts_for_flips": tol.min_prompts_for_flips},
+        limits={
+            "shift_p90": tol.systematic_shift,
+            "flip_fraction": tol.flip_fraction,
+            "flip_median": tol.flip_median,
+            "min_shifts": tol.min_shifts,
+            "min_prompts_for_flips": tol.min_prompts_for_flips,
+        },
     )
     systematic, reason = False, None
     p90, median = _quantile(shared, 0.9), _quantile(shared, 0.5)
     if len(shared) >= tol.min_shifts and p90 is not None and p90 > tol.systematic_shift:
         systematic, reason = True, "shift"
-    elif (len(prompts) >= tol.min_prompts_for_flips and flipped >= tol.flip_fraction * len(prompts)
-          and median is not None and median > tol.flip_median):
+    elif (
+        len(prompts) >= tol.min_prompts_for_flips
+        and flipped >= tol.flip_fraction * len(prompts)
+        and median is not None
+        and median > tol.flip_median
+    ):
         systematic, reason = True, "flips"
-    figures = (f"{flipped}/{len(prompts)} prompts flipped; the logprobs of the top-k tokens both runs list "
-               + (f"moved by median {median:.4f}, p90 {p90:.4f}, max {max(shared):.4f} nats "
-                  f"({len(shared)} values at {positions} positions with the same context)"
-                  if shared else "could not be compared (no position with the same context)"))
+    figures = (
+        f"{flipped}/{len(prompts)} prompts flipped; the logprobs of the top-k tokens both runs list "
+        + (
+            f"moved by median {median:.4f}, p90 {p90:.4f}, max {max(shared):.4f} nats "
+            f"({len(shared)} values at {positions} positions with the same context)"
+            if shared
+            else "could not be compared (no position with the same context)"
+        )
+    )
     if reason == "shift":
-        detail = (f"{figures} — a systematic shift: the p90 is above {tol.systematic_shift} nats, more than "
-                     f"a correct but different kernel moved even its largest logprob in calibration.")
+        detail = (
+            f"{figures} — a systematic shift: the p90 is above {tol.systematic_shift} nats, more than "
+            f"a correct but different kernel moved even its largest logprob in calibration."
+        )
     elif reason == "flips":
-        detail = (f"{figures} — systematic: {flipped} of {len(prompts)} prompts flipped "
-                     f"(limit {tol.flip_fraction:.0%}) while the median shift is above {tol.flip_median} nats, "
-                     f"which ties alone do not do.")
+        detail = (
+            f"{figures} — systematic: {flipped} of {len(prompts)} prompts flipped "
+            f"(limit {tol.flip_fraction:.0%}) while the median shift is above {tol.flip_median} nats, "
+            f"which ties alone do not do."
+        )
     elif len(shared) < tol.min_shifts:
-        detail = f"{figures} — too few values to judge the distribution; no sign of systematic drift."
+        detail = (
+            f"{figures} — too few values to judge the distribution; no sign of systematic drift."
+        )
     else:
-        detail = (f"{figures} — within the noise of a correct but different kernel "
-                     f"(p90 limit {tol.systematic_shift} nats).")
+        detail = (
+            f"{figures} — within the noise of a correct but different kernel "
+            f"(p90 limit {tol.systematic_shift} nats)."
+        )
     return AggregateJudgement(**figures_of, systematic=systematic, reason=reason, detail=detail)
 
 
-def compare_phase(phase: str, outputs_a: Sequence[dict], outputs_b: Sequence[dict],
-                  tol: Tolerances | None = None) -> PhaseComparison:
+def compare_phase(
+    phase: str, outputs_a: Sequence[dict], outputs_b: Sequence[dict], tol: Tolerances | None = None
+) -> PhaseComparison:
     tol = tol or Tolerances()
     if not outputs_a or not outputs_b:
-        return PhaseComparison(phase=phase, note="not compared: a run has no outputs for this phase")
+        return PhaseComparison(
+            phase=phase, note="not compared: a run has no outputs for this phase"
+        )
     pairs = list(zip(outputs_a, outputs_b))
-    if [_prompt_text(a.get("prompt")) for a, _ in pairs] != [_prompt_text(b.get("prompt")) for _, b in pairs] \
-            or len(outputs_a) != len(outputs_b):
+    if [_prompt_text(a.get("prompt")) for a, _ in pairs] != [
+        _prompt_text(b.get("prompt")) for _, b in pairs
+    ] or len(outputs_a) != len(outputs_b):
         return PhaseComparison(phase=phase, note="not compared: the runs used different prompts")
     prompts = [compare_output(i, a, b, tol) for i, (a, b) in enumerate(pairs)]
-    return PhaseComparison(phase=phase, prompts=prompts, garbage_a=garbage_checks(outputs_a, tol),
-                           garbage_b=garbage_checks(outputs_b, tol),
-                           aggregate=aggregate_judgement(prompts, outputs_a, outputs_b, tol))
+    return PhaseComparison(
+        phase=phase,
+        prompts=prompts,
+        garbage_a=garbage_checks(outputs_a, tol),
+        garbage_b=garbage_checks(outputs_b, tol),
+        aggregate=aggregate_judgement(prompts, outputs_a, outputs_b, tol),
+    )
 
 
-def compare_runs(outputs_a: dict[str, Sequence[dict]], outputs_b: dict[str, Sequence[dict]],
-                 tol: Tolerances | None = None) -> list[PhaseComparison]:
+def compare_runs(
+    outputs_a: dict[str, Sequence[dict]],
+    outputs_b: dict[str, Sequence[dict]],
+    tol: Tolerances | None = None,
+) -> list[PhaseComparison]:
     """Offline with offline, serve with serve."""
-    return [compare_phase(phase, outputs_a.get(phase) or [], outputs_b.get(phase) or [], tol)
-            for phase in PHASES]
-
+    return [
+        compare_phase(phase, outputs_a.get(phase) or [], outputs_b.get(phase) or [], tol)
+        for phase in PHASES
+    ]

@@ -11,8 +11,9 @@ holding the same cases, and errors for folders without a report.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from .report import RUN_TITLES, diagnosis_message, verdict_reason, visible
 
@@ -36,7 +37,9 @@ def _suite(name: str) -> ET.Element:
 
 
 def _case(suite: ET.Element, classname: str, name: str, seconds: float | None) -> ET.Element:
-    return ET.SubElement(suite, "testcase", classname=classname, name=name, time=f"{seconds or 0:.3f}")
+    return ET.SubElement(
+        suite, "testcase", classname=classname, name=name, time=f"{seconds or 0:.3f}"
+    )
 
 
 def _count(suite: ET.Element) -> None:
@@ -62,18 +65,28 @@ def report_suites(report: Mapping[str, Any], name: str | None = None) -> list[ET
             case = _case(suite, f"model-verify.{run}", f"{phase} [{name}]", p.get("duration_s"))
             if p["status"] == "FAIL":
                 kind = (p.get("diagnosis") or {}).get("component") or "unknown"
-                ET.SubElement(case, "failure", message=diagnosis_message(p), type=kind).text = _failure_text(p)
+                ET.SubElement(
+                    case, "failure", message=diagnosis_message(p), type=kind
+                ).text = _failure_text(p)
             elif p["status"] in ("SKIPPED", "NOT_RUN"):
-                ET.SubElement(case, "skipped", message=f"{p['status']}: {p.get('reason') or 'not run'}")
+                ET.SubElement(
+                    case, "skipped", message=f"{p['status']}: {p.get('reason') or 'not run'}"
+                )
         suites.append(suite)
     suite = _suite("verdict")
     da = report["diff_analysis"]
     case = _case(suite, "model-verify.verdict", f"verdict [{name}]", None)
     if report["status"] != "PASS":
-        ET.SubElement(case, "failure", message=f"{report['status']} {da['conclusion']}: {verdict_reason(report)}",
-                      type=da["conclusion"]).text = f"recommended_stack={da['recommended_stack']}\n{da['detail']}"
-    ET.SubElement(case, "system-out").text = (f"status={report['status']} conclusion={da['conclusion']} "
-                                              f"recommended_stack={da['recommended_stack']}")
+        ET.SubElement(
+            case,
+            "failure",
+            message=f"{report['status']} {da['conclusion']}: {verdict_reason(report)}",
+            type=da["conclusion"],
+        ).text = f"recommended_stack={da['recommended_stack']}\n{da['detail']}"
+    ET.SubElement(case, "system-out").text = (
+        f"status={report['status']} conclusion={da['conclusion']} "
+        f"recommended_stack={da['recommended_stack']}"
+    )
     suites.append(suite)
     return suites
 
@@ -90,7 +103,12 @@ def error_suite(name: str, errors: Iterable[tuple[str, str]]) -> ET.Element:
     """A suite of cases that could not be judged at all (name, one sentence why): JUnit errors."""
     suite = _suite(name)
     for case_name, message in errors:
-        ET.SubElement(_case(suite, "model-verify.summary", case_name, None), "error", message=message, type="no_report")
+        ET.SubElement(
+            _case(suite, "model-verify.summary", case_name, None),
+            "error",
+            message=message,
+            type="no_report",
+        )
     return suite
 
 

@@ -29,13 +29,16 @@ from pathlib import Path
 INDEX_NAME = "triton-kernels.json"  # in references/ (resources.references_dir)
 COMPONENTS = ("FlagGems", "vllm", "plugin", "FlagTree")
 # decorators that make a function a Triton kernel (or FlagGems' wrappers of one)
-_KERNEL_DECORATORS = frozenset({"jit", "libentry", "autotune", "heuristics", "libtuner",
-                                "pointwise_dynamic"})
+_KERNEL_DECORATORS = frozenset(
+    {"jit", "libentry", "autotune", "heuristics", "libtuner", "pointwise_dynamic"}
+)
 _SPECIFIC = re.compile(r"_*[A-Za-z0-9]+_[A-Za-z0-9_]*[A-Za-z0-9]_*")
 # where an op's code lives: flag_gems/ops/<op>.py (vendor copies under runtime/backend/_<vendor>/),
 # flag_gems/fused/<op>.py, the plugin's vllm_fl/ops/…/<op>.py
-OP_PATH = re.compile(r"(?:flag_gems/(?:runtime/backend/_\w+/)?(?:ops|fused)"
-                     r"|vllm_fl/ops(?:/[\w/]*)?)/(\w+)\.py")
+OP_PATH = re.compile(
+    r"(?:flag_gems/(?:runtime/backend/_\w+/)?(?:ops|fused)"
+    r"|vllm_fl/ops(?:/[\w/]*)?)/(\w+)\.py"
+)
 
 
 def _decorator_name(node: ast.expr) -> str | None:
@@ -58,9 +61,12 @@ def kernels_in(tree: Path) -> dict[str, str | None]:
         m = OP_PATH.search(rel)
         op = m.group(1) if m else None
         for node in ast.walk(module):
-            if isinstance(node, ast.FunctionDef) and _SPECIFIC.fullmatch(node.name) \
-                    and not node.name.startswith("__") and any(
-                    _decorator_name(d) in _KERNEL_DECORATORS for d in node.decorator_list):
+            if (
+                isinstance(node, ast.FunctionDef)
+                and _SPECIFIC.fullmatch(node.name)
+                and not node.name.startswith("__")
+                and any(_decorator_name(d) in _KERNEL_DECORATORS for d in node.decorator_list)
+            ):
                 if found.get(node.name) is None:  # the generic ops/ copy names the op
                     found[node.name] = op
     return found
@@ -79,20 +85,27 @@ def build(sources: list[tuple[str, Path]], about: str = "") -> dict:
     for comp, names in per_comp.items():
         for name in names:
             owners.setdefault(name, set()).add(comp)
-    kernels = {name: [next(iter(comps)), per_comp[next(iter(comps))][name]]
-               for name, comps in sorted(owners.items()) if len(comps) == 1}
-    return {"about": about or "Triton kernels by the component that defines them "
-                              "(modelverify_kernel/kernel_index.py).",
-            "counts": {comp: sum(1 for c, _ in kernels.values() if c == comp) for comp in per_comp},
-            "ambiguous": sorted(n for n, comps in owners.items() if len(comps) > 1),
-            "kernels": kernels}
+    kernels = {
+        name: [next(iter(comps)), per_comp[next(iter(comps))][name]]
+        for name, comps in sorted(owners.items())
+        if len(comps) == 1
+    }
+    return {
+        "about": about
+        or "Triton kernels by the component that defines them "
+        "(modelverify_kernel/kernel_index.py).",
+        "counts": {comp: sum(1 for c, _ in kernels.values() if c == comp) for comp in per_comp},
+        "ambiguous": sorted(n for n, comps in owners.items() if len(comps) > 1),
+        "kernels": kernels,
+    }
 
 
 def _dumps(index: dict) -> str:
     """JSON with one kernel per line (the file is reviewed as a diff when rebuilt)."""
     head = {k: v for k, v in index.items() if k != "kernels"}
-    body = ",\n".join(f"  {json.dumps(name)}: {json.dumps(entry)}"
-                      for name, entry in index["kernels"].items())
+    body = ",\n".join(
+        f"  {json.dumps(name)}: {json.dumps(entry)}" for name, entry in index["kernels"].items()
+    )
     return json.dumps(head, indent=1)[:-2] + ',\n "kernels": {\n' + body + "\n }\n}\n"
 
 
@@ -116,25 +129,40 @@ def load(path: Path | None = None) -> dict[str, tuple[str, str | None]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kernel_index", description=__doc__.splitlines()[0])
-    parser.add_argument("sources", nargs="+", metavar="COMPONENT=SRC",
-                        help=f"a component ({', '.join(COMPONENTS)}) and a source tree of it")
-    parser.add_argument("--out", type=Path, default=None,
-                        help=f"where to write the index (default: references/{INDEX_NAME})")
-    parser.add_argument("--about", default="", help="where the sources came from (kept in the file)")
+    parser.add_argument(
+        "sources",
+        nargs="+",
+        metavar="COMPONENT=SRC",
+        help=f"a component ({', '.join(COMPONENTS)}) and a source tree of it",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=f"where to write the index (default: references/{INDEX_NAME})",
+    )
+    parser.add_argument(
+        "--about", default="", help="where the sources came from (kept in the file)"
+    )
     args = parser.parse_args(argv)
     sources = []
     for spec in args.sources:
         comp, sep, src = spec.partition("=")
         if not sep or comp not in COMPONENTS or not Path(src).is_dir():
-            print(f"kernel_index: {spec!r} must be COMPONENT=DIR with COMPONENT one of "
-                  f"{', '.join(COMPONENTS)} and DIR an existing source tree", file=sys.stderr)
+            print(
+                f"kernel_index: {spec!r} must be COMPONENT=DIR with COMPONENT one of "
+                f"{', '.join(COMPONENTS)} and DIR an existing source tree",
+                file=sys.stderr,
+            )
             return 2
         sources.append((comp, Path(src)))
     index = build(sources, args.about)
     out = args.out or index_file()
     out.write_text(_dumps(index), encoding="utf-8")
-    print(f"{out}: {len(index['kernels'])} kernels {index['counts']}, "
-          f"{len(index['ambiguous'])} ambiguous names left out")
+    print(
+        f"{out}: {len(index['kernels'])} kernels {index['counts']}, "
+        f"{len(index['ambiguous'])} ambiguous names left out"
+    )
     return 0
 
 

@@ -72,12 +72,21 @@ def resolve_model(params: Params, target: Target, scripts: str, out_dir: Path) -
     step.path = dest
     remote_result = target.work_path("download.json")
     argv = [
-        target.python(), f"{scripts}/download_model.py", "--model-id", params.model_path,
-        "--source", params.model_source, "--dest", dest, "--output", remote_result,
+        target.python(),
+        f"{scripts}/download_model.py",
+        "--model-id",
+        params.model_path,
+        "--source",
+        params.model_source,
+        "--dest",
+        dest,
+        "--output",
+        remote_result,
     ]
     log = Layout(out_dir).step_log("download")
-    res = target.run(argv, env_set=dict(params.env), env_unset=[],
-                     timeout=params.download_timeout, log_path=log)
+    res = target.run(
+        argv, env_set=dict(params.env), env_unset=[], timeout=params.download_timeout, log_path=log
+    )
     local = Layout(out_dir).step_result("download")
     if res.timed_out:
         raise ModelError(
@@ -88,6 +97,8 @@ def resolve_model(params: Params, target: Target, scripts: str, out_dir: Path) -
         step.download = json.loads(local.read_text(encoding="utf-8"))
     if res.exit_code != 0:
         cause = step.download.get("error") or f"exit code {res.exit_code}"
-        raise ModelError(f"Downloading {params.model_path} from {params.model_source} failed: {cause} (log: {log}).")
+        raise ModelError(
+            f"Downloading {params.model_path} from {params.model_source} failed: {cause} (log: {log})."
+        )
     step.status = "PASS"
     return step

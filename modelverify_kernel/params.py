@@ -11,10 +11,11 @@ import difflib
 import json
 import re
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import ParameterError
 from .redact import is_secret_name
@@ -65,19 +66,29 @@ class Params:
     run_b_unset: tuple[str, ...] = ()  # added to RUN_B_UNSET, removed from RUN_B_ENV
     target_python: str | None = None
     docker_host: str | None = None
-    target_label: str | None = None  # the target's name in fleet summaries; None: derived (report.target_label)
+    target_label: str | None = (
+        None  # the target's name in fleet summaries; None: derived (report.target_label)
+    )
     keep_files: bool = False
     fail_on: str = "never"  # never | fail | partial: make papermill fail on the verdict
-    parallel_runs: str = "auto"  # auto: Run A and Run B side by side when the target has 2 × TP devices; off
+    parallel_runs: str = (
+        "auto"  # auto: Run A and Run B side by side when the target has 2 × TP devices; off
+    )
     # The culprit-op search (bisect.py): on by default when Run B fails or diverges with FlagGems active.
     bisect: bool = True
-    bisect_max_steps: int = 24  # search steps (phase runs) before it stops; the 2 confirming runs come on top
+    bisect_max_steps: int = (
+        24  # search steps (phase runs) before it stops; the 2 confirming runs come on top
+    )
     bisect_timeout: int = 3600  # seconds the search may spend before it stops
     # The notebook's "Debugging a failing run" cells: re-run one phase once more, changed.
-    debug_rerun: str | None = None  # RUN:PHASE, e.g. run_b:serve; None: the debugging cells do nothing
+    debug_rerun: str | None = (
+        None  # RUN:PHASE, e.g. run_b:serve; None: the debugging cells do nothing
+    )
     debug_env: Mapping[str, str] = field(default_factory=dict)  # set for that attempt only
     debug_unset: tuple[str, ...] = ()  # removed for that attempt only
-    debug_extra_vllm_args: tuple[str, ...] | None = None  # that attempt's extra_vllm_args; None: unchanged
+    debug_extra_vllm_args: tuple[str, ...] | None = (
+        None  # that attempt's extra_vllm_args; None: unchanged
+    )
 
     @property
     def output_path(self) -> Path:
@@ -169,7 +180,7 @@ def _port(value: Any) -> int:
 
 
 def _env(name: str, value: Any) -> Mapping[str, str]:
-    example = "'{\"VLLM_CPU_KVCACHE_SPACE\": \"1\"}' (with -y or -p)"
+    example = '\'{"VLLM_CPU_KVCACHE_SPACE": "1"}\' (with -y or -p)'
     if value is None:
         return MappingProxyType({})
     if isinstance(value, str):
@@ -224,7 +235,9 @@ def _docker_host(value: Any) -> str | None:
     example = "unix:///var/run/docker.sock"
     host = _opt_str("docker_host", value, example)
     if host is not None and not re.match(r"^(unix|tcp|ssh|http|https)://\S+$", host):
-        raise _fail("docker_host", f"must be a unix://, tcp:// or ssh:// address, got {host!r}", example)
+        raise _fail(
+            "docker_host", f"must be a unix://, tcp:// or ssh:// address, got {host!r}", example
+        )
     return host
 
 
@@ -239,14 +252,18 @@ def validate(values: Mapping[str, Any]) -> Params:
     model_path = _opt_str("model_path", model_path, "/data/models/Qwen3-0.6B")
     container = _opt_str("container", values.get("container"), "my-vllm-container")
     if container is not None and not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", container):
-        raise _fail("container", f"is not a container name or id: {container!r}", "my-vllm-container")
+        raise _fail(
+            "container", f"is not a container name or id: {container!r}", "my-vllm-container"
+        )
     d = Params(model_path=model_path)  # defaults
     get = lambda name: values.get(name, getattr(d, name))  # noqa: E731
     return Params(
         model_path=model_path,
         container=container,
         tp_size=_opt_int("tp_size", get("tp_size"), "8"),
-        extra_vllm_args=_str_list("extra_vllm_args", get("extra_vllm_args"), "'--enforce-eager --max-num-seqs 8'"),
+        extra_vllm_args=_str_list(
+            "extra_vllm_args", get("extra_vllm_args"), "'--enforce-eager --max-num-seqs 8'"
+        ),
         trust_remote_code=_bool("trust_remote_code", get("trust_remote_code")),
         output_dir=_opt_str("output_dir", get("output_dir"), "outputs/my-model") or d.output_dir,
         max_model_len=_opt_int("max_model_len", get("max_model_len"), "4096"),
@@ -263,8 +280,11 @@ def validate(values: Mapping[str, Any]) -> Params:
         port=_port(get("port")),
         run_b=_choice("run_b", get("run_b"), ("auto", "always", "never")),
         tie_tolerance=_fraction("tie_tolerance", get("tie_tolerance"), "0.02", upper=10.0),
-        logprob_tolerance=_fraction("logprob_tolerance", get("logprob_tolerance"), "0.05", upper=10.0),
-        systematic_shift=None if get("systematic_shift") is None
+        logprob_tolerance=_fraction(
+            "logprob_tolerance", get("logprob_tolerance"), "0.05", upper=10.0
+        ),
+        systematic_shift=None
+        if get("systematic_shift") is None
         else _fraction("systematic_shift", get("systematic_shift"), "0.006", upper=10.0),
         repeat_fraction=_fraction("repeat_fraction", get("repeat_fraction"), "0.8", upper=1.0),
         env=_env("env", get("env")),
@@ -281,11 +301,13 @@ def validate(values: Mapping[str, Any]) -> Params:
         bisect=_bool("bisect", get("bisect")),
         bisect_max_steps=_int("bisect_max_steps", get("bisect_max_steps"), "24"),
         bisect_timeout=_int("bisect_timeout", get("bisect_timeout"), "3600"),
-        debug_rerun=None if get("debug_rerun") is None
+        debug_rerun=None
+        if get("debug_rerun") is None
         else _choice("debug_rerun", get("debug_rerun"), DEBUG_RERUNS),
         debug_env=_env("debug_env", get("debug_env")),
         debug_unset=_names("debug_unset", get("debug_unset")),
-        debug_extra_vllm_args=None if get("debug_extra_vllm_args") is None
+        debug_extra_vllm_args=None
+        if get("debug_extra_vllm_args") is None
         else _str_list("debug_extra_vllm_args", get("debug_extra_vllm_args"), "'--enforce-eager'"),
     )
 
@@ -315,8 +337,13 @@ def _parameter_cell_names(history: list[Any]) -> set[str] | None:
             return None
         names = set()
         for node in tree.body:
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target] \
-                if isinstance(node, ast.AnnAssign) else []
+            targets = (
+                node.targets
+                if isinstance(node, ast.Assign)
+                else [node.target]
+                if isinstance(node, ast.AnnAssign)
+                else []
+            )
             names |= {t.id for t in targets if isinstance(t, ast.Name)}
         return names
     return None
@@ -335,8 +362,11 @@ def unknown_parameters(namespace: Mapping[str, Any]) -> list[str]:
     if given is not None:
         return sorted(k for k in given if k not in PARAMETER_NAMES)
     return sorted(
-        k for k, v in namespace.items()
-        if not k.startswith("_") and k not in PARAMETER_NAMES and k not in _KERNEL_NAMES
+        k
+        for k, v in namespace.items()
+        if not k.startswith("_")
+        and k not in PARAMETER_NAMES
+        and k not in _KERNEL_NAMES
         and isinstance(v, _PARAMETER_TYPES)
     )
 

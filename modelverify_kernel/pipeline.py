@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from . import bisect, compare, records, report, runs, stack, verdict
 from .errors import ParameterError, UserError
@@ -25,24 +26,43 @@ from .redact import Redactor, secret_values
 from .target import SCRIPTS_DIR, DockerTarget, LocalTarget, Target
 from .vocabulary import PHASES, RUNS, Layout
 
+
 def make_target(params: Params) -> Target:
     """A container name or id means the Docker target; none means this machine."""
     if params.container:
-        return DockerTarget(params.container, docker_host=params.docker_host,
-                            python=params.target_python, keep_files=params.keep_files)
-    return LocalTarget(python=params.target_python, keep_files=params.keep_files,
-                       work_root=Layout(params.output_path).work)
+        return DockerTarget(
+            params.container,
+            docker_host=params.docker_host,
+            python=params.target_python,
+            keep_files=params.keep_files,
+        )
+    return LocalTarget(
+        python=params.target_python,
+        keep_files=params.keep_files,
+        work_root=Layout(params.output_path).work,
+    )
 
 
 # What run_phase may change for one attempt: the parameters a phase reads.
-PHASE_OVERRIDES = ("extra_vllm_args", "offline_timeout", "serve_timeout", "health_timeout", "request_timeout",
-                   "timeout_cap", "max_tokens", "max_model_len")
+PHASE_OVERRIDES = (
+    "extra_vllm_args",
+    "offline_timeout",
+    "serve_timeout",
+    "health_timeout",
+    "request_timeout",
+    "timeout_cap",
+    "max_tokens",
+    "max_model_len",
+)
 
 
 def _container_common() -> Any:
     """`container_scripts/_common.py`, the one implementation the phases use inside the target."""
     import importlib.util
-    spec = importlib.util.spec_from_file_location("modelverify_container_common", SCRIPTS_DIR / "_common.py")
+
+    spec = importlib.util.spec_from_file_location(
+        "modelverify_container_common", SCRIPTS_DIR / "_common.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -60,14 +80,22 @@ def check_prompts_file(path: str | None, target: Target, out_dir: Path) -> str |
     local = Layout(out_dir).step_result("prompts_file")
     local.parent.mkdir(parents=True, exist_ok=True)
     if not target.fetch(path, local):
-        return (f"Parameter prompts_file: {path} does not exist in the target or is not a readable file; "
-                f"give the path of a JSON prompt set inside the target, {common.PROMPTS_SHAPE}.")
+        return (
+            f"Parameter prompts_file: {path} does not exist in the target or is not a readable file; "
+            f"give the path of a JSON prompt set inside the target, {common.PROMPTS_SHAPE}."
+        )
     try:
         data = json.loads(local.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
-        why = f"{exc.msg} at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else str(exc)
-        return (f"Parameter prompts_file: {path} is not valid JSON ({why}); it must be "
-                f"{common.PROMPTS_SHAPE}.")
+        why = (
+            f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+            if isinstance(exc, json.JSONDecodeError)
+            else str(exc)
+        )
+        return (
+            f"Parameter prompts_file: {path} is not valid JSON ({why}); it must be "
+            f"{common.PROMPTS_SHAPE}."
+        )
     try:
         common.check_prompts(data, path)
     except common.PromptsFileError as exc:
@@ -87,20 +115,26 @@ class Verification:
     tp: int | None = None
     precheck_error: str | None = None
     run_b_skip: str | None = None
-    runs: dict[str, dict[str, PhaseResult]] = field(default_factory=dict)  # the latest attempt of each phase
+    runs: dict[str, dict[str, PhaseResult]] = field(
+        default_factory=dict
+    )  # the latest attempt of each phase
     history: list[PhaseResult] = field(default_factory=list)  # every attempt, in the order they ran
     comparisons: list[compare.PhaseComparison] = field(default_factory=list)
     activity: dict[str, dict[str, stack.ComponentActivity]] = field(default_factory=dict)
-    engine_env: dict[str, dict[str, Any]] = field(default_factory=dict)  # stack variables each run's processes saw
+    engine_env: dict[str, dict[str, Any]] = field(
+        default_factory=dict
+    )  # stack variables each run's processes saw
     gate: stack.Gate | None = None  # Run B's FlagOS work that Run A did not do; Run A base or not
     verdict: records.Verdict | None = None
     bisection: records.Bisection | None = None  # the culprit-op search, once made
     report: dict[str, Any] | None = None
     closed: bool = False
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)  # runs side by side
+    _lock: threading.Lock = field(
+        default_factory=threading.Lock, repr=False, compare=False
+    )  # runs side by side
 
     @classmethod
-    def start(cls, params: Params) -> "Verification":
+    def start(cls, params: Params) -> Verification:
         """Open the target; a target that cannot be used is a failed pre-check, reported.
 
         A new verification in a folder that held an earlier one drops that one's phase records,
@@ -110,7 +144,9 @@ class Verification:
         for stale in Layout(params.output_path).phases.glob("*.json"):
             stale.unlink()
         v = cls(params=params, target=None)
-        v.runs = {spec.name: skipped(spec, "not run yet", "NOT_RUN") for spec in runs.run_specs(params)}
+        v.runs = {
+            spec.name: skipped(spec, "not run yet", "NOT_RUN") for spec in runs.run_specs(params)
+        }
         try:
             v.target = make_target(params)
             v.target_info = v.target.describe()
@@ -121,7 +157,7 @@ class Verification:
         return v
 
     @classmethod
-    def run_all(cls, params: Params) -> "Verification":
+    def run_all(cls, params: Params) -> Verification:
         """Every step in the notebook's order, for scripts and tests; the report is written."""
         v = cls.start(params)
         v.run_probe()
@@ -134,28 +170,42 @@ class Verification:
         return v
 
     @classmethod
-    def resume(cls, out_dir: Path) -> "Verification":
+    def resume(cls, out_dir: Path) -> Verification:
         """What a run left on disk, the phases it never finished marked NOT_RUN."""
         state_path = Layout(Path(out_dir)).state
         try:
             state = records.read(records.State, state_path)
         except OSError:
-            raise UserError(f"{state_path} does not exist: {out_dir} is not a model-verify output folder.") from None
+            raise UserError(
+                f"{state_path} does not exist: {out_dir} is not a model-verify output folder."
+            ) from None
         except json.JSONDecodeError as exc:
             raise UserError(f"{state_path} is corrupt ({exc.msg}); rerun the notebook.") from None
         params = validate({**state.params, "output_dir": str(Path(out_dir).resolve())})
-        v = cls(params=params, target=None, started_at=state.started_at, target_info=state.target,
-                tp=state.tp, precheck_error=state.precheck_error, run_b_skip=state.run_b_skip, closed=True)
+        v = cls(
+            params=params,
+            target=None,
+            started_at=state.started_at,
+            target_info=state.target,
+            tp=state.tp,
+            precheck_error=state.precheck_error,
+            run_b_skip=state.run_b_skip,
+            closed=True,
+        )
         if state.probe:
             v.probe = Probe(state.probe)
         if state.model:
             v.model = ModelStep(**state.model)
         reason = "NOT_RUN: the verification stopped before this phase finished"
-        v.runs = {spec.name: skipped(spec, v.precheck_error or reason, "NOT_RUN") for spec in v.specs()}
+        v.runs = {
+            spec.name: skipped(spec, v.precheck_error or reason, "NOT_RUN") for spec in v.specs()
+        }
         if v.run_b_skip:
             v.runs["run_b"] = skipped(v.spec("run_b"), v.run_b_skip)
         attempts = [runs.load_phase(path) for path in Layout(v.out_dir).phases.glob("*.json")]
-        for pr in sorted(attempts, key=lambda p: (p.attempt, RUNS.index(p.run), PHASES.index(p.phase))):
+        for pr in sorted(
+            attempts, key=lambda p: (p.attempt, RUNS.index(p.run), PHASES.index(p.phase))
+        ):
             v.add_attempt(pr)
         if Layout(v.out_dir).bisection.is_file():
             v.bisection = records.read(records.Bisection, Layout(v.out_dir).bisection)
@@ -164,9 +214,15 @@ class Verification:
     def save_state(self) -> None:
         """Everything but the phases (saved as they end), for `report OUTPUT_DIR`."""
         state = records.State(
-            params=self.params.to_dict(), started_at=self.started_at, target=self.target_info,
-            probe=self.probe.data if self.probe else None, model=self.model.to_dict() if self.model else None,
-            tp=self.tp, precheck_error=self.precheck_error, run_b_skip=self.run_b_skip)
+            params=self.params.to_dict(),
+            started_at=self.started_at,
+            target=self.target_info,
+            probe=self.probe.data if self.probe else None,
+            model=self.model.to_dict() if self.model else None,
+            tp=self.tp,
+            precheck_error=self.precheck_error,
+            run_b_skip=self.run_b_skip,
+        )
         records.write(Layout(self.out_dir).state, state, self.redactor().data)
 
     @property
@@ -185,9 +241,13 @@ class Verification:
         try:
             self.scripts = self.target.install_scripts(SCRIPTS_DIR)
             flagcx = self.spec("run_b").flagcx_path
-            self.probe = run_probe(self.target, self.scripts, flagcx, self.out_dir, dict(self.params.env))
+            self.probe = run_probe(
+                self.target, self.scripts, flagcx, self.out_dir, dict(self.params.env)
+            )
         except (UserError, OSError) as exc:
-            self.probe = getattr(exc, "probe", None)  # a Python without vLLM still leaves its fingerprint
+            self.probe = getattr(
+                exc, "probe", None
+            )  # a Python without vLLM still leaves its fingerprint
             self._precheck_fail(f"{exc}")
             self.save_state()
             return None
@@ -217,12 +277,16 @@ class Verification:
     def specs(self) -> tuple[RunSpec, RunSpec]:
         """Both runs' flags; Run A's way of keeping the FL plugin out comes from the probe, and
         each run's devices from the device plan when they run side by side."""
-        return runs.run_specs(self.params, self.probe.data if self.probe else None, self.device_plan())
+        return runs.run_specs(
+            self.params, self.probe.data if self.probe else None, self.device_plan()
+        )
 
     def device_plan(self) -> dict[str, Any]:
         """Side by side or one after the other, and on which devices (runs.device_plan)."""
         run_b_runs = self.probe is not None and not self.precheck_error and not self.run_b_skip
-        return runs.device_plan(self.params, self.probe.data if self.probe else None, self.tp, run_b_runs)
+        return runs.device_plan(
+            self.params, self.probe.data if self.probe else None, self.tp, run_b_runs
+        )
 
     def run_both(self) -> dict[str, dict[str, PhaseResult]]:
         """Run A and Run B: side by side on disjoint devices when the target has 2 × TP of them
@@ -252,8 +316,15 @@ class Verification:
             self.run_phase(name, phase)
         return self.runs[name]
 
-    def run_phase(self, run: str, phase: str, *, env: Mapping[str, str] | None = None,
-                  unset: Sequence[str] = (), **overrides: Any) -> PhaseResult:
+    def run_phase(
+        self,
+        run: str,
+        phase: str,
+        *,
+        env: Mapping[str, str] | None = None,
+        unset: Sequence[str] = (),
+        **overrides: Any,
+    ) -> PhaseResult:
         """Run one phase again — with variables set (`env`) or removed (`unset`) on top of the run's
         flags, or with other phase parameters (`extra_vllm_args`, the timeouts, `max_tokens`,
         `max_model_len`) — as a new numbered attempt with its own log and result.
@@ -262,18 +333,26 @@ class Verification:
         report lists every attempt. This is the debugging loop: change one thing, re-run, re-read.
         """
         if run not in RUNS or phase not in PHASES:
-            raise ParameterError(f"run_phase({run!r}, {phase!r}): run is one of {', '.join(RUNS)} and phase one "
-                                 f"of {', '.join(PHASES)}, e.g. v.run_phase('run_b', 'serve').")
+            raise ParameterError(
+                f"run_phase({run!r}, {phase!r}): run is one of {', '.join(RUNS)} and phase one "
+                f"of {', '.join(PHASES)}, e.g. v.run_phase('run_b', 'serve')."
+            )
         unknown = sorted(set(overrides) - set(PHASE_OVERRIDES))
         if unknown:
-            raise ParameterError(f"run_phase cannot change {unknown[0]}: it changes env, unset and "
-                                 f"{', '.join(PHASE_OVERRIDES)}; start a new verification for anything else.")
+            raise ParameterError(
+                f"run_phase cannot change {unknown[0]}: it changes env, unset and "
+                f"{', '.join(PHASE_OVERRIDES)}; start a new verification for anything else."
+            )
         if self.precheck_error:
-            raise UserError(f"The pre-check failed ({self.precheck_error}); no phase can run until it passes: "
-                            "fix it and run the notebook again.")
+            raise UserError(
+                f"The pre-check failed ({self.precheck_error}); no phase can run until it passes: "
+                "fix it and run the notebook again."
+            )
         if self.model is None or not self.model.path or not self.tp:
-            raise UserError("The probe and model steps have not run yet: call v.run_probe() and "
-                            "v.resolve_model() (or run the notebook's first cells) before run_phase.")
+            raise UserError(
+                "The probe and model steps have not run yet: call v.run_probe() and "
+                "v.resolve_model() (or run the notebook's first cells) before run_phase."
+            )
         params = validate({**self.params.to_dict(), **overrides}) if overrides else self.params
         spec = self.spec(run)
         if env or unset:
@@ -282,10 +361,23 @@ class Verification:
         target, scripts = self._open()
         with self._lock:
             attempt = 1 + sum(1 for p in self.history if p.run == run and p.phase == phase)
-        changed = {**({"env": dict(env)} if env else {}), **({"unset": list(unset)} if unset else {}),
-                   **{k: params.to_dict()[k] for k in overrides}}
-        pr = runs.run_phase(params, target, scripts, spec, phase, self.model.path, self.tp, self.out_dir,
-                            attempt=attempt, overrides=changed)
+        changed = {
+            **({"env": dict(env)} if env else {}),
+            **({"unset": list(unset)} if unset else {}),
+            **{k: params.to_dict()[k] for k in overrides},
+        }
+        pr = runs.run_phase(
+            params,
+            target,
+            scripts,
+            spec,
+            phase,
+            self.model.path,
+            self.tp,
+            self.out_dir,
+            attempt=attempt,
+            overrides=changed,
+        )
         self.add_attempt(pr)
         return pr
 
@@ -298,7 +390,13 @@ class Verification:
         with self._lock:
             self.history.append(pr)
             self.runs.setdefault(pr.run, {})[pr.phase] = pr
-            self.comparisons, self.gate, self.verdict, self.report, self.bisection = [], None, None, None, None
+            self.comparisons, self.gate, self.verdict, self.report, self.bisection = (
+                [],
+                None,
+                None,
+                None,
+                None,
+            )
 
     def _open(self) -> tuple[Target, str]:
         """The target with our scripts in it; a closed verification opens a fresh work folder."""
@@ -317,7 +415,7 @@ class Verification:
             self.target.cleanup()
         self.closed = True
 
-    def __enter__(self) -> "Verification":
+    def __enter__(self) -> Verification:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -327,22 +425,36 @@ class Verification:
         """Run A vs Run B outputs of the phases both passed, and the stack's activity per run."""
         tol = self.tolerances()
         outputs = {
-            run: {ph: pr.result.get("outputs") or [] for ph, pr in phases.items() if pr.status == "PASS"}
+            run: {
+                ph: pr.result.get("outputs") or []
+                for ph, pr in phases.items()
+                if pr.status == "PASS"
+            }
             for run, phases in self.runs.items()
         }
         shared = [ph for ph in PHASES if ph in outputs["run_a"] and ph in outputs["run_b"]]
-        self.comparisons = [compare.compare_phase(ph, outputs["run_a"][ph], outputs["run_b"][ph], tol)
-                            for ph in shared]
+        self.comparisons = [
+            compare.compare_phase(ph, outputs["run_a"][ph], outputs["run_b"][ph], tol)
+            for ph in shared
+        ]
         flagcx = (self.probe.data.get("flagcx") or {}) if self.probe else {}
         for name, phases in self.runs.items():
             spec = self.spec(name)
             library = flagcx.get("library") if spec.flagcx_path == flagcx.get("path") else None
             ran = [pr for pr in phases.values() if pr.status in ("PASS", "FAIL")]
             events = [pr.result.get("stack_evidence") or [] for pr in ran]
-            self.activity[name] = stack.merge({
-                pr.phase: stack.assess(ev, stack.claims_in_log(pr.log), self.tp, spec.flagcx_path, library)
-                for pr, ev in zip(ran, events)
-            }) if ran else {}
+            self.activity[name] = (
+                stack.merge(
+                    {
+                        pr.phase: stack.assess(
+                            ev, stack.claims_in_log(pr.log), self.tp, spec.flagcx_path, library
+                        )
+                        for pr, ev in zip(ran, events)
+                    }
+                )
+                if ran
+                else {}
+            )
             self.engine_env[name] = stack.engine_environment(e for ev in events for e in ev)
         self.gate = stack.gate(self.activity.get("run_a"), self.activity.get("run_b"))
         return self.comparisons
@@ -351,8 +463,12 @@ class Verification:
         """The comparison's thresholds from the parameters (the rest from references/)."""
         p = self.params
         shift = {} if p.systematic_shift is None else {"systematic_shift": p.systematic_shift}
-        return compare.Tolerances(tie=p.tie_tolerance, logprob=p.logprob_tolerance,
-                                  repeat_fraction=p.repeat_fraction, **shift)
+        return compare.Tolerances(
+            tie=p.tie_tolerance,
+            logprob=p.logprob_tolerance,
+            repeat_fraction=p.repeat_fraction,
+            **shift,
+        )
 
     def decide(self) -> records.Verdict:
         """The verdict from the latest attempt of each phase (compared again every time)."""
@@ -360,9 +476,15 @@ class Verification:
             self.verdict = verdict.precheck_failed(self.precheck_error)
         else:
             self.compare()
-            self.verdict = verdict.decide(self.runs["run_a"], self.runs["run_b"], self.run_b_skip,
-                                          self.comparisons, self.gate, self.in_both_runs(),
-                                          self.spec("run_a").base_mode)
+            self.verdict = verdict.decide(
+                self.runs["run_a"],
+                self.runs["run_b"],
+                self.run_b_skip,
+                self.comparisons,
+                self.gate,
+                self.in_both_runs(),
+                self.spec("run_a").base_mode,
+            )
             if self.bisection is not None:
                 self.verdict = verdict.with_culprits(self.verdict, self.bisection)
         return self.verdict
@@ -389,12 +511,22 @@ class Verification:
         out = []
         flagcx = (self.probe.data.get("flagcx") or {}) if self.probe else {}
         path = self.spec("run_b").flagcx_path
-        if path and flagcx.get("path") == path and not flagcx.get("library") and self.run_b_skip is None:
-            relevance = ("it matters only at TP>1: at TP=1 FlagCX is never exercised" if (self.tp or 1) <= 1
-                         else "so FlagCX is counted inactive in Run B")
-            out.append(f"Run B's FLAGCX_PATH={path} does not hold {flagcx.get('expected_library') or 'build/lib/libflagcx.so'}: "
-                       f"the FL plugin's FlagCX communicator turns itself off silently ({relevance}). Point FLAGCX_PATH "
-                       "at a FlagCX build with -y 'run_b_env: {\"FLAGCX_PATH\": \"…\"}'.")
+        if (
+            path
+            and flagcx.get("path") == path
+            and not flagcx.get("library")
+            and self.run_b_skip is None
+        ):
+            relevance = (
+                "it matters only at TP>1: at TP=1 FlagCX is never exercised"
+                if (self.tp or 1) <= 1
+                else "so FlagCX is counted inactive in Run B"
+            )
+            out.append(
+                f"Run B's FLAGCX_PATH={path} does not hold {flagcx.get('expected_library') or 'build/lib/libflagcx.so'}: "
+                f"the FL plugin's FlagCX communicator turns itself off silently ({relevance}). Point FLAGCX_PATH "
+                'at a FlagCX build with -y \'run_b_env: {"FLAGCX_PATH": "…"}\'.'
+            )
         return out
 
     def write_report(self, notebook: str | None = None) -> tuple[Path, Path]:

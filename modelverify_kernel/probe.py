@@ -22,7 +22,7 @@ PROBE_TIMEOUT_S = 180  # the probe's own `import vllm` may take up to 120 s
 class ProbeError(UserError):
     """The probe could not run, answered nonsense, or found no usable vLLM (`probe`: what it did find)."""
 
-    def __init__(self, message: str, probe: "Probe | None" = None) -> None:
+    def __init__(self, message: str, probe: Probe | None = None) -> None:
         super().__init__(message)
         self.probe = probe
 
@@ -53,8 +53,13 @@ class Probe:
         return any(present.get(k) for k in ("FlagGems", "FlagTree", "FlagCX"))
 
 
-def run_probe(target: Target, scripts: str, flagcx_path: str | None, out_dir: Path,
-              env: dict[str, str] | None = None) -> Probe:
+def run_probe(
+    target: Target,
+    scripts: str,
+    flagcx_path: str | None,
+    out_dir: Path,
+    env: dict[str, str] | None = None,
+) -> Probe:
     """Probe with the variables both runs share (`env`), so it sees what the runs will see."""
     remote = target.work_path("probe.json")
     argv = [target.python(), f"{scripts}/probe_stack.py", "--output", remote]

@@ -14,10 +14,11 @@ import os
 import tempfile
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Mapping, TypeVar
+from typing import Any, TypeVar
 
 from .vocabulary import PHASES, RECORDER_SWITCH
 
@@ -27,12 +28,13 @@ def headline(error: str | None, limit: int = 300) -> str:
     and pydantic's messages run to dozens of lines; the phase record keeps them whole)."""
     text = (error or "").strip()
     first = text.splitlines()[0] if text else ""
-    return first if len(first) <= limit else first[:limit - 1] + "…"
+    return first if len(first) <= limit else first[: limit - 1] + "…"
 
 
 def now() -> str:
     """A timestamp as every record writes it (UTC, seconds)."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
 
 R = TypeVar("R")
 
@@ -157,8 +159,12 @@ class PhaseResult:
     reason: str | None = None  # why SKIPPED / NOT_RUN
     timeout_note: str | None = None  # ran past its timeout because it kept making progress
     attempt: int = 1  # 1 for the run itself; 2, 3, … for re-runs made with Verification.run_phase
-    overrides: dict[str, Any] = field(default_factory=dict)  # what the re-run changed (run_phase's arguments)
-    env: dict[str, Any] = field(default_factory=dict)  # {"set": {...}, "unset": [...]} this attempt ran with
+    overrides: dict[str, Any] = field(
+        default_factory=dict
+    )  # what the re-run changed (run_phase's arguments)
+    env: dict[str, Any] = field(
+        default_factory=dict
+    )  # {"set": {...}, "unset": [...]} this attempt ran with
 
     @property
     def key(self) -> str:
@@ -201,7 +207,9 @@ class PromptComparison:
     tokens_b: int
     first_divergence: int | None = None
     max_logprob_diff_prefix: float | None = None  # over the common prefix
-    judgement: str = "identical"  # identical | near_tie_flip | changed_distribution | logprob_drift | length
+    judgement: str = (
+        "identical"  # identical | near_tie_flip | changed_distribution | logprob_drift | length
+    )
     detail: str = ""
 
 
@@ -258,15 +266,21 @@ class PhaseComparison:
         systematic drift across prompts), as the verdict's detail; None when they agree."""
         if self.diverged:
             d = self.diverged[0]
-            return (f"Run B's {self.phase} output diverges from Run A's at prompt {d.index} ({d.prompt[:60]!r}), "
-                    f"token position {d.first_divergence}: {d.judgement} — {d.detail}.")
+            return (
+                f"Run B's {self.phase} output diverges from Run A's at prompt {d.index} ({d.prompt[:60]!r}), "
+                f"token position {d.first_divergence}: {d.judgement} — {d.detail}."
+            )
         if self.new_garbage:
             g = self.new_garbage[0]
-            return (f"Run B's {self.phase} output is garbage where Run A's is not: {g.check} at prompt {g.index} "
-                    f"({g.detail}).")
+            return (
+                f"Run B's {self.phase} output is garbage where Run A's is not: {g.check} at prompt {g.index} "
+                f"({g.detail})."
+            )
         if self.aggregate.systematic:
-            return (f"Run B's {self.phase} outputs drift from Run A's across prompts, beyond the noise of a correct "
-                    f"but different kernel: {self.aggregate.detail}")
+            return (
+                f"Run B's {self.phase} outputs drift from Run A's across prompts, beyond the noise of a correct "
+                f"but different kernel: {self.aggregate.detail}"
+            )
         return None
 
     @property
@@ -358,9 +372,13 @@ class Bisection:
     status: str  # found | not_found | unconfirmed | stopped | not_run | off
     reason: str
     phase: str | None = None
-    switch: str | None = None  # VLLM_FL_FLAGOS_BLACKLIST, or MODELVERIFY_FLAGGEMS_UNUSED without the plugin
+    switch: str | None = (
+        None  # VLLM_FL_FLAGOS_BLACKLIST, or MODELVERIFY_FLAGGEMS_UNUSED without the plugin
+    )
     ops: tuple[str, ...] = ()  # the FlagGems kernels Run B's phase ran: what was searched
-    culprit_ops: tuple[str, ...] = ()  # confirmed culprits (status found), else the smallest failing set so far
+    culprit_ops: tuple[
+        str, ...
+    ] = ()  # confirmed culprits (status found), else the smallest failing set so far
     steps: tuple[BisectStep, ...] = ()
     confirm: tuple[BisectStep, ...] = ()  # Run B, both phases, culprits off
     elapsed_s: float = 0.0
@@ -379,7 +397,11 @@ class Bisection:
             return None
         if self.switch == RECORDER_SWITCH:  # FlagGems enabled without the plugin
             ops = ", ".join(repr(o) for o in self.culprit_ops)
-            return (f"Ship on the full stack with FlagGems enabled as flag_gems.enable(unused=[{ops}]) (the "
-                    f"confirming Run B, {self.blacklist}, passed and agreed with Run A), or on base.")
-        return (f"Ship on the full stack with {self.blacklist} (the confirming Run B passed and agreed with "
-                "Run A), or on base.")
+            return (
+                f"Ship on the full stack with FlagGems enabled as flag_gems.enable(unused=[{ops}]) (the "
+                f"confirming Run B, {self.blacklist}, passed and agreed with Run A), or on base."
+            )
+        return (
+            f"Ship on the full stack with {self.blacklist} (the confirming Run B passed and agreed with "
+            "Run A), or on base."
+        )

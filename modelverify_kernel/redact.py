@@ -9,9 +9,12 @@ files, the report) goes through one `Redactor`.
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
-SECRET_NAME = re.compile(r"^(?:HF_TOKEN|MODELSCOPE_API_TOKEN|\w*_(?:TOKEN|KEY|SECRET|PASSWORD))$", re.IGNORECASE)
+SECRET_NAME = re.compile(
+    r"^(?:HF_TOKEN|MODELSCOPE_API_TOKEN|\w*_(?:TOKEN|KEY|SECRET|PASSWORD))$", re.IGNORECASE
+)
 MASK = "***"
 MIN_SECRET_LEN = 4  # shorter values ("1", "no") would mask ordinary text everywhere
 
@@ -21,7 +24,12 @@ def is_secret_name(name: str) -> bool:
 
 
 def secret_values(envs: Iterable[Mapping[str, str]]) -> list[str]:
-    found = {v for env in envs for k, v in env.items() if is_secret_name(k) and v and len(v) >= MIN_SECRET_LEN}
+    found = {
+        v
+        for env in envs
+        for k, v in env.items()
+        if is_secret_name(k) and v and len(v) >= MIN_SECRET_LEN
+    }
     return sorted(found, key=len, reverse=True)  # longest first: no partial leftovers
 
 

@@ -13,11 +13,12 @@ import shlex
 import socket
 import subprocess
 from collections import deque
+from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
 from importlib import metadata
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import jinja2
 import jsonschema
@@ -33,7 +34,10 @@ from .vocabulary import HTML_NAME, JSON_NAME, PHASE_TIMEOUT_PARAM, PHASES, Layou
 SCHEMA_VERSION = "1.3"
 SEED_RUN_KEYS = {"run_a": "run_a_without_multichip", "run_b": "run_b_with_multichip"}
 SEED_PHASE_KEYS = {"offline": "phase_a_offline", "serve": "phase_b_serve"}
-RUN_TITLES = {"run_a_without_multichip": "Run A (base)", "run_b_with_multichip": "Run B (multi-chip)"}
+RUN_TITLES = {
+    "run_a_without_multichip": "Run A (base)",
+    "run_b_with_multichip": "Run B (multi-chip)",
+}
 LOG_TAIL_LINES, LOG_TAIL_WIDTH = 60, 400
 FAILED_LOG_TAIL_LINES = 200  # a failed phase keeps more: the lines before a hang or crash
 STACK_ADVICE = {
@@ -56,14 +60,23 @@ def tool_info() -> dict[str, Any]:
         version = "unknown"
     here = Path(__file__).resolve().parent
     try:
-        rev = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=5).stdout.strip() or None
+        rev = (
+            subprocess.run(
+                ["git", "-C", str(here), "rev-parse", "HEAD"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.TimeoutExpired):
         rev = None
     return {"name": "model-verify", "version": version, "git_revision": rev}
 
 
-def target_label(parameters: Mapping[str, Any], target: Mapping[str, Any], hostname: str | None = None) -> str:
+def target_label(
+    parameters: Mapping[str, Any], target: Mapping[str, Any], hostname: str | None = None
+) -> str:
     """The target's name in fleet summaries: the target_label parameter, else the container
     (`NAME@DOCKER_HOST` when a docker_host was given), else `local:HOSTNAME`.
 
@@ -133,11 +146,18 @@ def _output_sample(phases: Mapping[str, PhaseResult]) -> str | None:
     return None
 
 
-def _run_section(spec: RunSpec, phases: Mapping[str, PhaseResult], out_dir: Path,
-                 skip_reason: str | None, engine_env: Mapping[str, Any] | None) -> dict[str, Any]:
-    section: dict[str, Any] = {"flags": spec.flags(),
-                               "env": {"set": dict(spec.env_set), "unset": list(spec.env_unset)},
-                               "engine_env": dict(engine_env or {})}
+def _run_section(
+    spec: RunSpec,
+    phases: Mapping[str, PhaseResult],
+    out_dir: Path,
+    skip_reason: str | None,
+    engine_env: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    section: dict[str, Any] = {
+        "flags": spec.flags(),
+        "env": {"set": dict(spec.env_set), "unset": list(spec.env_unset)},
+        "engine_env": dict(engine_env or {}),
+    }
     if spec.base_mode is not None:
         section["base_mode"] = dict(spec.base_mode)
     if spec.name == "run_b":
@@ -198,27 +218,46 @@ def build_report(
         "tensor_parallel_size": tp,
     }
     for name, key in SEED_RUN_KEYS.items():
-        report[key] = _run_section(specs[name], runs[name], out_dir, skip_reason, (engine_env or {}).get(name))
+        report[key] = _run_section(
+            specs[name], runs[name], out_dir, skip_reason, (engine_env or {}).get(name)
+        )
     report["diff_analysis"] = {
         "conclusion": verdict.conclusion,
         "detail": verdict.detail,
         "multichip_component": verdict.multichip_component,
         "recommended_stack": verdict.recommended_stack,
         "component": verdict.component,
-        "culprit_ops": list(bisection.culprit_ops) if bisection and bisection.status == "found" else [],
+        "culprit_ops": list(bisection.culprit_ops)
+        if bisection and bisection.status == "found"
+        else [],
         "blacklist": bisection.blacklist if bisection else None,
     }
     report.update(
         output_comparison=comparisons or [],
         stack_activity=activity or {},
-        stack_gate=dict(gate or {"passed": False, "strength": "none", "evidence": [], "run_a_not_base": []}),
+        stack_gate=dict(
+            gate or {"passed": False, "strength": "none", "evidence": [], "run_a_not_base": []}
+        ),
         warnings=list(warnings or []),
         parameters=params.to_dict(),
-        environment={"target": {**target, "label": target_label(params.to_dict(), target, socket.gethostname())},
-                     "probe": probe},
+        environment={
+            "target": {
+                **target,
+                "label": target_label(params.to_dict(), target, socket.gethostname()),
+            },
+            "probe": probe,
+        },
         model_resolution=model_step,
-        parallel_runs=dict(device_plan or {"parallel": False, "reason": "not planned", "variable": None,
-                                           "run_a": None, "run_b": None}),
+        parallel_runs=dict(
+            device_plan
+            or {
+                "parallel": False,
+                "reason": "not planned",
+                "variable": None,
+                "run_a": None,
+                "run_b": None,
+            }
+        ),
         precheck={"status": "FAIL" if precheck_error else "PASS", "error": precheck_error},
         artifacts={
             "report_json": JSON_NAME,
@@ -240,17 +279,35 @@ def build_report(
 def _bisection_entry(b: Bisection | None) -> dict[str, Any]:
     """The culprit-op search as the report keeps it, with the sentence to act on."""
     if b is None:
-        return {"status": "not_run", "reason": "No culprit-op search was made (the notebook's search cell did not run).",
-                "steps": [], "confirm": [], "culprit_ops": [], "blacklist": None, "advice": None}
+        return {
+            "status": "not_run",
+            "reason": "No culprit-op search was made (the notebook's search cell did not run).",
+            "steps": [],
+            "confirm": [],
+            "culprit_ops": [],
+            "blacklist": None,
+            "advice": None,
+        }
     return {**to_json(b), "blacklist": b.blacklist, "advice": b.advice}
 
 
 def _attempt_entry(p: PhaseResult, out_dir: Path) -> dict[str, Any]:
     """One line of the attempts list: what ran, with what changed, and how it ended."""
-    return {"run": p.run, "phase": p.phase, "attempt": p.attempt, "status": p.status, "started_at": p.started_at,
-            "duration_s": p.duration_s, "overrides": dict(p.overrides), "env": dict(p.env), "log": _rel(p.log, out_dir),
-            "result_file": _rel(p.result_file, out_dir), "error": p.error,
-            "component": (p.diagnosis or {}).get("component"), "command": list(p.command)}
+    return {
+        "run": p.run,
+        "phase": p.phase,
+        "attempt": p.attempt,
+        "status": p.status,
+        "started_at": p.started_at,
+        "duration_s": p.duration_s,
+        "overrides": dict(p.overrides),
+        "env": dict(p.env),
+        "log": _rel(p.log, out_dir),
+        "result_file": _rel(p.result_file, out_dir),
+        "error": p.error,
+        "component": (p.diagnosis or {}).get("component"),
+        "command": list(p.command),
+    }
 
 
 def _papermill_option(name: str, value: Any) -> list[str]:
@@ -273,11 +330,14 @@ def _env_prefix(set_: Mapping[str, str], unset: Iterable[str]) -> list[str]:
     return argv + [f"{k}={v}" for k, v in set_.items()]
 
 
-REPRODUCE_SCRIPTS = "/tmp/model-verify-scripts"  # Docker target: where a reproduce command copies the scripts
+REPRODUCE_SCRIPTS = (
+    "/tmp/model-verify-scripts"  # Docker target: where a reproduce command copies the scripts
+)
 
 
-def _phase_reproduce(key: str, command: list[str], env: list[str], target: Mapping[str, Any],
-                     timeout: int, cap: int) -> str:
+def _phase_reproduce(
+    key: str, command: list[str], env: list[str], target: Mapping[str, Any], timeout: int, cap: int
+) -> str:
     """One phase's command, runnable as written: the scripts of the installed package, not the
     deleted work folder; the result file lands where the command can write it.
 
@@ -291,15 +351,31 @@ def _phase_reproduce(key: str, command: list[str], env: list[str], target: Mappi
     python, script, args = command[0], command[1].rsplit("/", 1)[-1], list(command[2:])
     docker = target.get("kind") == "docker"
     if "--output" in args[:-1]:
-        args[args.index("--output") + 1] = f"/tmp/model-verify-{key}.json" if docker else f"{key}.json"
+        args[args.index("--output") + 1] = (
+            f"/tmp/model-verify-{key}.json" if docker else f"{key}.json"
+        )
     if not docker:
         return shlex.join(env + [python, str(scripts_dir() / script), *args])
     host = target.get("docker_host_url")  # the daemon the SDK really used, as `docker -H` takes it
-    cli = ["docker"] + (["-H", host] if host else []) + (["--tlsverify"] if target.get("docker_tls") else [])
+    cli = (
+        ["docker"]
+        + (["-H", host] if host else [])
+        + (["--tlsverify"] if target.get("docker_tls") else [])
+    )
     container = target.get("container_name") or target.get("container_id") or "CONTAINER"
     copy = cli + ["cp", f"{scripts_dir()}/.", f"{container}:{REPRODUCE_SCRIPTS}"]
-    session = [python, f"{REPRODUCE_SCRIPTS}/run_in_session.py", "--timeout", str(timeout), "--cap", str(cap), "--"]
-    run = cli + ["exec", container] + env + session + [python, f"{REPRODUCE_SCRIPTS}/{script}", *args]
+    session = [
+        python,
+        f"{REPRODUCE_SCRIPTS}/run_in_session.py",
+        "--timeout",
+        str(timeout),
+        "--cap",
+        str(cap),
+        "--",
+    ]
+    run = (
+        cli + ["exec", container] + env + session + [python, f"{REPRODUCE_SCRIPTS}/{script}", *args]
+    )
     return f"{shlex.join(copy)} && {shlex.join(run)}"
 
 
@@ -327,21 +403,41 @@ def reproduce(report: Mapping[str, Any]) -> dict[str, Any]:
                 env = p.get("env") or report[run]["env"]
                 env_set = {**params.get("env", {}), **env["set"]}  # as runs.run_phase sets it
                 given = {**params, **(p.get("overrides") or {})}
-                timeout = given.get(PHASE_TIMEOUT_PARAM[phase]) or defaults[PHASE_TIMEOUT_PARAM[phase]]
+                timeout = (
+                    given.get(PHASE_TIMEOUT_PARAM[phase]) or defaults[PHASE_TIMEOUT_PARAM[phase]]
+                )
                 cap = max(given.get("timeout_cap") or defaults["timeout_cap"], timeout)
-                phases[f"{key}_{phase}"] = _phase_reproduce(f"{key}_{phase}", p["command"],
-                                                            _env_prefix(env_set, env["unset"]), target, timeout, cap)
-    out = {"run": shlex.join(["model-verify", "run", *options]),
-           "papermill": f"{shlex.join(['mkdir', '-p', out_dir])} && {shlex.join(papermill)}",  # papermill needs the folder
-           "phases": phases}
+                phases[f"{key}_{phase}"] = _phase_reproduce(
+                    f"{key}_{phase}",
+                    p["command"],
+                    _env_prefix(env_set, env["unset"]),
+                    target,
+                    timeout,
+                    cap,
+                )
+    out = {
+        "run": shlex.join(["model-verify", "run", *options]),
+        "papermill": f"{shlex.join(['mkdir', '-p', out_dir])} && {shlex.join(papermill)}",  # papermill needs the folder
+        "phases": phases,
+    }
     bisection = report.get("bisection") or {}
     if bisection.get("status") == "found":
         # the confirming run as a whole verification: Run B with the culprits off, in its own folder
-        confirm = {**params, "output_dir": f"{out_dir}-without-culprits", "bisect": False,
-                   "run_b_env": {**params.get("run_b_env", {}), bisection["switch"]: ",".join(bisection["culprit_ops"])}}
-        options = [o for name, value in confirm.items()
-                   if name == "model_path" or name not in defaults or value != defaults[name]
-                   for o in _papermill_option(name, value)]
+        confirm = {
+            **params,
+            "output_dir": f"{out_dir}-without-culprits",
+            "bisect": False,
+            "run_b_env": {
+                **params.get("run_b_env", {}),
+                bisection["switch"]: ",".join(bisection["culprit_ops"]),
+            },
+        }
+        options = [
+            o
+            for name, value in confirm.items()
+            if name == "model_path" or name not in defaults or value != defaults[name]
+            for o in _papermill_option(name, value)
+        ]
         out["bisection"] = shlex.join(["model-verify", "run", *options])
     return out
 
@@ -359,9 +455,14 @@ def _phases(report: Mapping[str, Any]) -> Iterable[tuple[str, str, Mapping[str, 
 
 def _row(run: str, phase: str, p: Mapping[str, Any]) -> dict[str, Any]:
     diag = p.get("diagnosis") or {}
-    return {"run": run, "phase": phase, "status": p["status"], "duration_s": p["duration_s"],
-            "component": diag.get("component"),
-            "error": headline(p["error"]) or p.get("reason") or p.get("timeout_note")}
+    return {
+        "run": run,
+        "phase": phase,
+        "status": p["status"],
+        "duration_s": p["duration_s"],
+        "component": diag.get("component"),
+        "error": headline(p["error"]) or p.get("reason") or p.get("timeout_note"),
+    }
 
 
 def phase_table(report: Mapping[str, Any]) -> pd.DataFrame:
@@ -378,24 +479,62 @@ def attempts_table(attempts: Iterable[Mapping[str, Any] | PhaseResult]) -> pd.Da
     """Every attempt of every phase, re-runs made while debugging included (the latest is judged)."""
     rows = []
     for a in attempts:
-        a = a if isinstance(a, Mapping) else {**a.to_dict(), "component": (a.diagnosis or {}).get("component")}
+        a = (
+            a
+            if isinstance(a, Mapping)
+            else {**a.to_dict(), "component": (a.diagnosis or {}).get("component")}
+        )
         changed = "; ".join(f"{k}={json.dumps(v)}" for k, v in (a.get("overrides") or {}).items())
-        rows.append({"run": a["run"], "phase": a["phase"], "attempt": a["attempt"], "status": a["status"],
-                     "duration_s": a.get("duration_s"), "changed": changed or "(as the run)",
-                     "component": a.get("component") or "", "log": a.get("log") or ""})
-    return pd.DataFrame(rows, columns=["run", "phase", "attempt", "status", "duration_s", "changed", "component", "log"])
+        rows.append(
+            {
+                "run": a["run"],
+                "phase": a["phase"],
+                "attempt": a["attempt"],
+                "status": a["status"],
+                "duration_s": a.get("duration_s"),
+                "changed": changed or "(as the run)",
+                "component": a.get("component") or "",
+                "log": a.get("log") or "",
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=["run", "phase", "attempt", "status", "duration_s", "changed", "component", "log"],
+    )
 
 
 def bisection_table(bisection: Mapping[str, Any]) -> pd.DataFrame:
     """Every step of the culprit-op search, then the confirming runs."""
-    rows = [{"step": s["number"], "kind": kind, "phase": s["phase"], "switched off": ", ".join(s["disabled"]) or "(none)",
-             "outcome": s["outcome"], "duration_s": s.get("duration_s"), "why": s.get("why") or "", "log": s.get("log") or ""}
-            for kind, key in (("search", "steps"), ("confirm", "confirm")) for s in bisection.get(key) or []]
-    return pd.DataFrame(rows, columns=["step", "kind", "phase", "switched off", "outcome", "duration_s", "why", "log"])
+    rows = [
+        {
+            "step": s["number"],
+            "kind": kind,
+            "phase": s["phase"],
+            "switched off": ", ".join(s["disabled"]) or "(none)",
+            "outcome": s["outcome"],
+            "duration_s": s.get("duration_s"),
+            "why": s.get("why") or "",
+            "log": s.get("log") or "",
+        }
+        for kind, key in (("search", "steps"), ("confirm", "confirm"))
+        for s in bisection.get(key) or []
+    ]
+    return pd.DataFrame(
+        rows,
+        columns=["step", "kind", "phase", "switched off", "outcome", "duration_s", "why", "log"],
+    )
 
 
-COMPARISON_COLUMNS = ["phase", "index", "prompt", "exact_match", "first_divergence",
-                      "max_logprob_diff_prefix", "judgement", "detail"]
+COMPARISON_COLUMNS = [
+    "phase",
+    "index",
+    "prompt",
+    "exact_match",
+    "first_divergence",
+    "max_logprob_diff_prefix",
+    "judgement",
+    "detail",
+]
 
 
 def comparison_table(comparisons: list[Mapping[str, Any]]) -> pd.DataFrame:
@@ -412,9 +551,15 @@ def comparison_table(comparisons: list[Mapping[str, Any]]) -> pd.DataFrame:
         for run in ("a", "b"):
             for g in c.get(f"garbage_{run}", []):
                 shared = run == "b" and (g["check"], g["index"]) not in new
-                rows.append({"phase": c["phase"], "index": g["index"], "detail": g["detail"],
-                             "judgement": f"garbage in Run {run.upper()}: {g['check']}"
-                             + (" (also in Run A)" if shared else "")})
+                rows.append(
+                    {
+                        "phase": c["phase"],
+                        "index": g["index"],
+                        "detail": g["detail"],
+                        "judgement": f"garbage in Run {run.upper()}: {g['check']}"
+                        + (" (also in Run A)" if shared else ""),
+                    }
+                )
         if c.get("note"):
             rows.append({"phase": c["phase"], "judgement": "note", "detail": c["note"]})
     return pd.DataFrame(rows, columns=cols)
@@ -423,10 +568,18 @@ def comparison_table(comparisons: list[Mapping[str, Any]]) -> pd.DataFrame:
 def activity_table(activity: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> pd.DataFrame:
     """Per run × component: active / inactive / unknown / not_exercised, how strong, the evidence."""
     return pd.DataFrame(
-        [{"run": run, "component": name, "status": a["status"],
-          "strength": a.get("strength", "none") + ("" if a.get("counts_for_gate", True) else " (never counts)"),
-          "evidence": "; ".join(a["evidence"])}
-         for run, comps in activity.items() for name, a in comps.items()],
+        [
+            {
+                "run": run,
+                "component": name,
+                "status": a["status"],
+                "strength": a.get("strength", "none")
+                + ("" if a.get("counts_for_gate", True) else " (never counts)"),
+                "evidence": "; ".join(a["evidence"]),
+            }
+            for run, comps in activity.items()
+            for name, a in comps.items()
+        ],
         columns=["run", "component", "status", "strength", "evidence"],
     )
 
@@ -438,19 +591,40 @@ def flags_table(report: Mapping[str, Any]) -> pd.DataFrame:
         run = report[key]
         env = run.get("env") or {"set": {}, "unset": []}
         seen = run.get("engine_env") or {}
-        names = [*env["set"], *env["unset"]] + [n for n in seen if n not in env["set"] and n not in env["unset"]]
+        names = [*env["set"], *env["unset"]] + [
+            n for n in seen if n not in env["set"] and n not in env["unset"]
+        ]
         for name in dict.fromkeys(names):
-            asked = ("unset" if name in env["unset"] else stack.env_text(env["set"][name]) if name in env["set"]
-                     else "(inherited)")
+            asked = (
+                "unset"
+                if name in env["unset"]
+                else stack.env_text(env["set"][name])
+                if name in env["set"]
+                else "(inherited)"
+            )
             ran = run.get("status") not in ("SKIPPED", "NOT_RUN")
-            rows.append({"run": title, "variable": name, "asked": asked,
-                         "engine saw": stack.env_text(seen[name]) if name in seen
-                         else "(not recorded)" if ran else "(run not started)"})
+            rows.append(
+                {
+                    "run": title,
+                    "variable": name,
+                    "asked": asked,
+                    "engine saw": stack.env_text(seen[name])
+                    if name in seen
+                    else "(not recorded)"
+                    if ran
+                    else "(run not started)",
+                }
+            )
     return pd.DataFrame(rows, columns=["run", "variable", "asked", "engine saw"])
 
 
-def _styled(frame: pd.DataFrame, uuid: str, classes: Mapping[str, str], formats: Mapping[str, str] | None = None,
-            caption: str | None = None) -> str:
+def _styled(
+    frame: pd.DataFrame,
+    uuid: str,
+    classes: Mapping[str, str],
+    formats: Mapping[str, str] | None = None,
+    caption: str | None = None,
+) -> str:
     """A table as HTML through pandas' Styler, every cell escaped (logs and model output are
     text, never markup); cells of `classes` columns get a CSS class named prefix-value (e.g.
     st-FAIL), so the colours live in the page's stylesheet."""
@@ -458,18 +632,27 @@ def _styled(frame: pd.DataFrame, uuid: str, classes: Mapping[str, str], formats:
         return ""
     cls = pd.DataFrame("", index=frame.index, columns=frame.columns)
     for col, prefix in classes.items():
-        cls[col] = [f"{prefix}-{re.sub(r'[^A-Za-z0-9_]', '_', str(v).split(':')[0])}" for v in frame[col]]
+        cls[col] = [
+            f"{prefix}-{re.sub(r'[^A-Za-z0-9_]', '_', str(v).split(':')[0])}" for v in frame[col]
+        ]
     frame = frame.map(lambda v: visible(v) if isinstance(v, str) else v)
-    styler = (frame.style.hide(axis="index").set_uuid(uuid).set_td_classes(cls)
-              .format(na_rep="", escape="html").format(formats or {}, na_rep="", escape="html"))
+    styler = (
+        frame.style.hide(axis="index")
+        .set_uuid(uuid)
+        .set_td_classes(cls)
+        .format(na_rep="", escape="html")
+        .format(formats or {}, na_rep="", escape="html")
+    )
     if caption:
         styler = styler.set_caption(caption)
     return styler.to_html(table_attributes=f'class="{uuid}"', doctype_html=False)
 
 
 _SEGMENTS = {  # timings keys drawn inside a phase's bar, in the order they happen
-    "import_s": ("import", "#8c959f"), "load_s": ("load / start-up", "#54aeff"),
-    "startup_s": ("load / start-up", "#54aeff"), "generate_s": ("generate / requests", "#4ac26b"),
+    "import_s": ("import", "#8c959f"),
+    "load_s": ("load / start-up", "#54aeff"),
+    "startup_s": ("load / start-up", "#54aeff"),
+    "generate_s": ("generate / requests", "#4ac26b"),
     "requests_s": ("generate / requests", "#4ac26b"),
 }
 _OTHER, _TIMED_OUT = ("other (teardown, waits)", "#d0d7de"), ("until the timeout", "#ffebe9")
@@ -490,11 +673,18 @@ def timeline_svg(report: Mapping[str, Any], *, inline: bool = True) -> str:
     fig = Figure(figsize=(9.5, 0.55 * len(rows) + 1.1))
     ax = fig.add_subplot()
     clock, used = 0.0, set()
-    for y, (title, phase, p) in enumerate(rows):
+    for y, (_title, phase, p) in enumerate(rows):
         dur = p.get("duration_s")
         if dur is None:  # x in axes coordinates: clear of the axis whatever the scale
-            ax.text(0.01, y, p["status"].lower().replace("_", " "), va="center", fontsize=9, color="#57606a",
-                    transform=ax.get_yaxis_transform())
+            ax.text(
+                0.01,
+                y,
+                p["status"].lower().replace("_", " "),
+                va="center",
+                fontsize=9,
+                color="#57606a",
+                transform=ax.get_yaxis_transform(),
+            )
             continue
         x = clock
         for key, (label, color) in _SEGMENTS.items():
@@ -506,8 +696,16 @@ def timeline_svg(report: Mapping[str, Any], *, inline: bool = True) -> str:
         failed = p["status"] == "FAIL"
         if clock + dur - x > 0:
             rest = _TIMED_OUT if p.get("timed_out") else _OTHER
-            ax.barh(y, clock + dur - x, left=x, height=0.6, color=rest[1], hatch="//" if p.get("timed_out") else None,
-                    edgecolor="#cf222e" if p.get("timed_out") else "white", linewidth=0.5)
+            ax.barh(
+                y,
+                clock + dur - x,
+                left=x,
+                height=0.6,
+                color=rest[1],
+                hatch="//" if p.get("timed_out") else None,
+                edgecolor="#cf222e" if p.get("timed_out") else "white",
+                linewidth=0.5,
+            )
             used.add(rest)
         if failed:
             ax.barh(y, dur, left=clock, height=0.6, fill=False, edgecolor="#cf222e", linewidth=1.5)
@@ -519,32 +717,48 @@ def timeline_svg(report: Mapping[str, Any], *, inline: bool = True) -> str:
             note += f" ({dur / limit:.0%} of its {limit} s timeout)"
         if p.get("timeout_note"):
             note += ", ran on past it: still making progress"
-        ax.text(clock + dur, y, note, va="center", fontsize=9, color="#cf222e" if failed else "#1d2329")
+        ax.text(
+            clock + dur, y, note, va="center", fontsize=9, color="#cf222e" if failed else "#1d2329"
+        )
         clock += dur
     ax.set_yticks(range(len(rows)), [f"{title} · {phase}" for title, phase, _ in rows], fontsize=9)
     ax.invert_yaxis()
     ax.set_xlim(0, max(clock, 1.0) * 1.22)
-    ax.set_xlabel("seconds since the first phase started (phases run one after another)", fontsize=9)
+    ax.set_xlabel(
+        "seconds since the first phase started (phases run one after another)", fontsize=9
+    )
     ax.tick_params(axis="x", labelsize=8)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     ax.grid(axis="x", color="#eaeef2", linewidth=0.6)
     ax.set_axisbelow(True)
-    order = list(dict.fromkeys(label for label, _ in _SEGMENTS.values())) + [_OTHER[0], _TIMED_OUT[0]]
-    handles = [Patch(color=c, label=label) for label, c in sorted(used, key=lambda u: order.index(u[0]))]
+    order = list(dict.fromkeys(label for label, _ in _SEGMENTS.values())) + [
+        _OTHER[0],
+        _TIMED_OUT[0],
+    ]
+    handles = [
+        Patch(color=c, label=label) for label, c in sorted(used, key=lambda u: order.index(u[0]))
+    ]
     if handles:
-        ax.legend(handles=handles, loc="lower right", fontsize=8, frameon=False, ncol=len(handles),
-                  bbox_to_anchor=(1.0, 1.0))
+        ax.legend(
+            handles=handles,
+            loc="lower right",
+            fontsize=8,
+            frameon=False,
+            ncol=len(handles),
+            bbox_to_anchor=(1.0, 1.0),
+        )
     fig.tight_layout()
     buf = io.StringIO()
-    with matplotlib.rc_context({"svg.hashsalt": "modelverify", "svg.fonttype": "none",
-                                "font.family": "sans-serif"}):
+    with matplotlib.rc_context(
+        {"svg.hashsalt": "modelverify", "svg.fonttype": "none", "font.family": "sans-serif"}
+    ):
         fig.savefig(buf, format="svg", metadata={"Date": None})
     svg = buf.getvalue()
     if not inline:  # a standalone SVG document (the notebook displays this one)
         return svg
     # Inside HTML the SVG needs no namespaces and no RDF metadata: the page names no URL.
-    svg = re.sub(r"\s*<metadata>.*?</metadata>", "", svg[svg.index("<svg"):], count=1, flags=re.S)
+    svg = re.sub(r"\s*<metadata>.*?</metadata>", "", svg[svg.index("<svg") :], count=1, flags=re.S)
     return re.sub(r'\s+xmlns(:xlink)?="[^"]*"', "", svg, count=2)
 
 
@@ -575,8 +789,10 @@ def failure_text(phases: Mapping[str, PhaseResult], lines: int = 20) -> str:
     out = []
     for phase, p in phases.items():
         if p.status == "FAIL":
-            out.append(f"{p.run} {phase} FAILED in {diagnosis_message(p.to_dict())}\n"
-                       f"--- last lines of {p.log} ---")
+            out.append(
+                f"{p.run} {phase} FAILED in {diagnosis_message(p.to_dict())}\n"
+                f"--- last lines of {p.log} ---"
+            )
             out += log_tail(p.log, lines) or ["(no log)"]
     return "\n".join(out)
 
@@ -606,25 +822,58 @@ def template_env() -> jinja2.Environment:
 def render_html(report: Mapping[str, Any]) -> str:
     """The standalone page; everything on it comes from `report` (render reproduces it)."""
     comparison = comparison_table(report.get("output_comparison") or [])
-    comparison["prompt"] = comparison["prompt"].map(lambda t: t if not isinstance(t, str) or len(t) <= 60 else t[:60] + "…")
+    comparison["prompt"] = comparison["prompt"].map(
+        lambda t: t if not isinstance(t, str) or len(t) <= 60 else t[:60] + "…"
+    )
     comparison["exact_match"] = comparison["exact_match"].map({True: "yes", False: "no"})
     tables = {
-        "phases": _styled(phase_table(report).rename(columns={"duration_s": "duration (s)"}), "phases",
-                          {"status": "st", "component": "comp"}, {"duration (s)": "{:.1f}"}),
-        "comparison": _styled(comparison, "comparison", {"judgement": "j"}, {"max_logprob_diff_prefix": "{:.4f}",
-                                                                            "first_divergence": "{:.0f}"}),
-        "activity": _styled(activity_table(report.get("stack_activity") or {}), "activity", {"status": "a"}),
+        "phases": _styled(
+            phase_table(report).rename(columns={"duration_s": "duration (s)"}),
+            "phases",
+            {"status": "st", "component": "comp"},
+            {"duration (s)": "{:.1f}"},
+        ),
+        "comparison": _styled(
+            comparison,
+            "comparison",
+            {"judgement": "j"},
+            {"max_logprob_diff_prefix": "{:.4f}", "first_divergence": "{:.0f}"},
+        ),
+        "activity": _styled(
+            activity_table(report.get("stack_activity") or {}), "activity", {"status": "a"}
+        ),
         "flags": _styled(flags_table(report), "flags", {}),
-        "attempts": _styled(attempts_table(report.get("attempts") or []).rename(columns={"duration_s": "duration (s)"}),
-                            "attempts", {"status": "st"}, {"duration (s)": "{:.1f}"}),
-        "bisection": _styled(bisection_table(report.get("bisection") or {}).rename(columns={"duration_s": "duration (s)"}),
-                             "bisection", {"outcome": "bo"}, {"duration (s)": "{:.1f}"}),
+        "attempts": _styled(
+            attempts_table(report.get("attempts") or []).rename(
+                columns={"duration_s": "duration (s)"}
+            ),
+            "attempts",
+            {"status": "st"},
+            {"duration (s)": "{:.1f}"},
+        ),
+        "bisection": _styled(
+            bisection_table(report.get("bisection") or {}).rename(
+                columns={"duration_s": "duration (s)"}
+            ),
+            "bisection",
+            {"outcome": "bo"},
+            {"duration (s)": "{:.1f}"},
+        ),
         "reruns": any(a.get("attempt", 1) > 1 for a in report.get("attempts") or []),
     }
-    return template_env().get_template("report.html.j2").render(
-        r=report, tables=tables, timeline=timeline_svg(report), reason=verdict_reason(report),
-        advice=STACK_ADVICE, reproduce=report.get("reproduce") or reproduce(report),
-        run_titles=RUN_TITLES, embedded=embed_json(report),
+    return (
+        template_env()
+        .get_template("report.html.j2")
+        .render(
+            r=report,
+            tables=tables,
+            timeline=timeline_svg(report),
+            reason=verdict_reason(report),
+            advice=STACK_ADVICE,
+            reproduce=report.get("reproduce") or reproduce(report),
+            run_titles=RUN_TITLES,
+            embedded=embed_json(report),
+        )
     )
 
 
@@ -643,7 +892,9 @@ def write_report(report: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
     return json_path, html_path
 
 
-def load_report(out_dir: Path, check: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+def load_report(
+    out_dir: Path, check: Callable[[dict[str, Any]], None] | None = None
+) -> dict[str, Any]:
     """A validated report.json from an output folder; a user error when it is not one.
 
     `check` validates instead of this version's schema (the fleet summary reads older reports too).
@@ -654,16 +905,22 @@ def load_report(out_dir: Path, check: Callable[[dict[str, Any]], None] | None = 
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise UserError(f"{path} does not exist; give the output_dir of a finished model-verify run.") from None
+        raise UserError(
+            f"{path} does not exist; give the output_dir of a finished model-verify run."
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"Cannot read {path} ({exc}); check the file.") from None
     except json.JSONDecodeError as exc:
-        raise UserError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); rerun the notebook.") from None
+        raise UserError(
+            f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); rerun the notebook."
+        ) from None
     try:
         (check or validate)(data)
     except jsonschema.ValidationError as exc:
         where = "/".join(str(x) for x in exc.absolute_path) or "the top level"
-        raise UserError(f"{path} is not a model-verify report ({exc.message} at {where}).") from None
+        raise UserError(
+            f"{path} is not a model-verify report ({exc.message} at {where})."
+        ) from None
     return data
 
 
@@ -684,12 +941,14 @@ def check_fail_on(report: Mapping[str, Any], fail_on: str) -> None:
     if report["status"] in FAIL_ON[fail_on]:
         da = report["diff_analysis"]
         out = report["parameters"].get("output_dir", ".")
-        raise VerdictFailed(f"Verdict {report['status']} ({da['conclusion']}) fails this run because fail_on={fail_on}: "
-                            f"{da['detail'].rstrip('.')}; every artifact is written, see {out}/{HTML_NAME}.")
+        raise VerdictFailed(
+            f"Verdict {report['status']} ({da['conclusion']}) fails this run because fail_on={fail_on}: "
+            f"{da['detail'].rstrip('.')}; every artifact is written, see {out}/{HTML_NAME}."
+        )
 
 
 def embedded_json(html: str) -> dict[str, Any]:
     """The report JSON carried inside a report.html."""
     start_tag = '<script type="application/json" id="modelverify-report">'
     start = html.index(start_tag) + len(start_tag)
-    return json.loads(html[start: html.index("</script>", start)])
+    return json.loads(html[start : html.index("</script>", start)])

@@ -9,24 +9,49 @@ loses nothing that finished.
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Any, Iterable, Mapping
-
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 from . import classify
 from .params import Params
 from .records import PhaseResult, RunSpec, now, read, skipped, write
 from .target import ExecResult, Target
 from .target import progress_window as _progress_window
-from .vocabulary import (CPU_CORES_VARIABLE, PHASE_SCRIPTS, PHASE_TIMEOUT_PARAM, PHASES, RUN_A_ENV, RUN_A_UNSET,
-                         RUN_B_ENV, RUN_B_UNSET, RUN_TITLES, RUNS, VISIBLE_DEVICES, Layout)
+from .vocabulary import (
+    CPU_CORES_VARIABLE,
+    PHASE_SCRIPTS,
+    PHASE_TIMEOUT_PARAM,
+    PHASES,
+    RUN_A_ENV,
+    RUN_A_UNSET,
+    RUN_B_ENV,
+    RUN_B_UNSET,
+    RUN_TITLES,
+    RUNS,
+    VISIBLE_DEVICES,
+    Layout,
+)
 
-__all__ = ["PHASES", "PhaseResult", "RunSpec", "skipped", "run_phase", "run_specs", "load_phase", "save_phase"]
+__all__ = [
+    "PHASES",
+    "PhaseResult",
+    "RunSpec",
+    "skipped",
+    "run_phase",
+    "run_specs",
+    "load_phase",
+    "save_phase",
+]
 
 
-def combine(default_set: Mapping[str, str], default_unset: Iterable[str], user_set: Mapping[str, str],
-            user_unset: Iterable[str]) -> tuple[dict[str, str], tuple[str, ...]]:
+def combine(
+    default_set: Mapping[str, str],
+    default_unset: Iterable[str],
+    user_set: Mapping[str, str],
+    user_unset: Iterable[str],
+) -> tuple[dict[str, str], tuple[str, ...]]:
     """A run's flags: the defaults plus the user's; a user's value or removal wins over a default."""
     user_unset = tuple(user_unset)
     env = {k: v for k, v in default_set.items() if k not in user_unset}
@@ -51,26 +76,48 @@ def run_a_base(probe_data: Mapping[str, Any] | None) -> dict[str, Any]:
     platform = [e.get("name") for e in eps.get("vllm.platform_plugins") or []]
     general = [e.get("name") for e in eps.get("vllm.general_plugins") or []]
     if probe_data is None:
-        return {"mode": "unknown", "reason": "the probe did not run: Run A keeps its flags as given", "env": {}}
+        return {
+            "mode": "unknown",
+            "reason": "the probe did not run: Run A keeps its flags as given",
+            "env": {},
+        }
     if "fl" not in platform + general:
-        return {"mode": "no_plugin", "env": {},
-                "reason": "no vLLM plugin named 'fl' is installed: Run A leaves VLLM_PLUGINS as it is"}
+        return {
+            "mode": "no_plugin",
+            "env": {},
+            "reason": "no vLLM plugin named 'fl' is installed: Run A leaves VLLM_PLUGINS as it is",
+        }
     others = sorted({n for n in platform + general if n and n != "fl"})
     devices = probe_data.get("devices") or {}
-    builtin = "CPU" if devices.get("kind") == "cpu" else BUILTIN_PLATFORM_TOOLS.get(str(devices.get("tool")))
+    builtin = (
+        "CPU"
+        if devices.get("kind") == "cpu"
+        else BUILTIN_PLATFORM_TOOLS.get(str(devices.get("tool")))
+    )
     vendor = sorted({n for n in platform if n and n != "fl"})
     if "fl" in platform and not builtin and not vendor:
-        return {"mode": "native", "env": {},
-                "reason": f"the FL plugin is the only platform for these devices ({devices.get('tool') or devices.get('kind')}): "
-                          "Run A keeps it in its native mode (USE_FLAGGEMS=0, FLAGCX_PATH unset); its recorded "
-                          "evidence must show FlagGems inactive"}
-    server = (f"vLLM's own {builtin} platform" if builtin else f"the platform plugin {', '.join(vendor)}" if vendor
-              else "a platform other than the FL plugin (it is installed only as a general plugin)")
+        return {
+            "mode": "native",
+            "env": {},
+            "reason": f"the FL plugin is the only platform for these devices ({devices.get('tool') or devices.get('kind')}): "
+            "Run A keeps it in its native mode (USE_FLAGGEMS=0, FLAGCX_PATH unset); its recorded "
+            "evidence must show FlagGems inactive",
+        }
+    server = (
+        f"vLLM's own {builtin} platform"
+        if builtin
+        else f"the platform plugin {', '.join(vendor)}"
+        if vendor
+        else "a platform other than the FL plugin (it is installed only as a general plugin)"
+    )
     value = ",".join(others)
-    return {"mode": "exclude_plugin", "env": {"VLLM_PLUGINS": value},
-            "reason": f"{server} serves these devices, so Run A excludes the FL plugin with "
-                      f"VLLM_PLUGINS={value or chr(34) * 2}"
-                      + (" (every other installed plugin still loads)" if others else " (load no plugin)")}
+    return {
+        "mode": "exclude_plugin",
+        "env": {"VLLM_PLUGINS": value},
+        "reason": f"{server} serves these devices, so Run A excludes the FL plugin with "
+        f"VLLM_PLUGINS={value or chr(34) * 2}"
+        + (" (every other installed plugin still loads)" if others else " (load no plugin)"),
+    }
 
 
 def _id_list(value: str) -> list[str]:
@@ -85,8 +132,9 @@ def _id_list(value: str) -> list[str]:
     return out
 
 
-def device_plan(params: Params, probe_data: Mapping[str, Any] | None, tp: int | None,
-                run_b_runs: bool) -> dict[str, Any]:
+def device_plan(
+    params: Params, probe_data: Mapping[str, Any] | None, tp: int | None, run_b_runs: bool
+) -> dict[str, Any]:
     """Whether Run A and Run B run side by side, and on which devices.
 
     Side by side when the target has at least 2 × TP devices: Run A gets the first TP, Run B the
@@ -96,6 +144,7 @@ def device_plan(params: Params, probe_data: Mapping[str, Any] | None, tp: int | 
     the runs go one after the other. Otherwise (fewer devices, a device count the probe could
     not read, Run B not running, parallel_runs=off) one after the other, as the reason says.
     """
+
     def serial(reason: str) -> dict[str, Any]:
         return {"parallel": False, "reason": reason, "variable": None, "run_a": None, "run_b": None}
 
@@ -109,12 +158,20 @@ def device_plan(params: Params, probe_data: Mapping[str, Any] | None, tp: int | 
     cpu = devices.get("kind") == "cpu"
     variable = CPU_CORES_VARIABLE if cpu else VISIBLE_DEVICES.get(str(devices.get("tool")))
     if variable is None:
-        return serial(f"no visible-devices variable is known for {devices.get('tool') or devices.get('kind')}: "
-                      "one run after the other")
-    per_run = [name for name, given in (("run_a", params.run_a_env), ("run_b", params.run_b_env)) if variable in given]
+        return serial(
+            f"no visible-devices variable is known for {devices.get('tool') or devices.get('kind')}: "
+            "one run after the other"
+        )
+    per_run = [
+        name
+        for name, given in (("run_a", params.run_a_env), ("run_b", params.run_b_env))
+        if variable in given
+    ]
     if per_run or variable in (*params.run_a_unset, *params.run_b_unset):
-        return serial(f"{variable} is chosen per run ({', '.join(f'{n}_env' for n in per_run) or 'run_*_unset'}): "
-                      "the runs keep the devices given and run one after the other")
+        return serial(
+            f"{variable} is chosen per run ({', '.join(f'{n}_env' for n in per_run) or 'run_*_unset'}): "
+            "the runs keep the devices given and run one after the other"
+        )
     if variable in params.env:
         pool, source = _id_list(params.env[variable]), f"{variable}={params.env[variable]} (env)"
         if cpu and not all(c.isdigit() for c in pool):
@@ -125,42 +182,82 @@ def device_plan(params: Params, probe_data: Mapping[str, Any] | None, tp: int | 
     elif isinstance(devices.get("count"), int):
         pool, source = [str(i) for i in range(devices["count"])], f"{devices['count']} devices"
     else:
-        return serial(f"the probe could not count the devices ({devices.get('tool')}): one run after the other")
+        return serial(
+            f"the probe could not count the devices ({devices.get('tool')}): one run after the other"
+        )
     if len(pool) < 2 * tp:
         return serial(f"{source} < 2 × TP={tp}: one run after the other")
     if cpu:
         size = len(pool) // 2 // tp  # cores per TP rank
-        a, b = (pool[h * tp * size:(h + 1) * tp * size] for h in (0, 1))
-        value = {name: "|".join(",".join(half[r * size:(r + 1) * size]) for r in range(tp))
-                 for name, half in (("run_a", a), ("run_b", b))}
+        a, b = (pool[h * tp * size : (h + 1) * tp * size] for h in (0, 1))
+        value = {
+            name: "|".join(",".join(half[r * size : (r + 1) * size]) for r in range(tp))
+            for name, half in (("run_a", a), ("run_b", b))
+        }
     else:
-        value = {"run_a": ",".join(pool[:tp]), "run_b": ",".join(pool[tp:2 * tp])}
-    return {"parallel": True, "variable": variable, **value,
-            "reason": f"{source} ≥ 2 × TP={tp}: Run A ({variable}={value['run_a']}) and Run B "
-                      f"({variable}={value['run_b']}) run side by side"}
+        value = {"run_a": ",".join(pool[:tp]), "run_b": ",".join(pool[tp : 2 * tp])}
+    return {
+        "parallel": True,
+        "variable": variable,
+        **value,
+        "reason": f"{source} ≥ 2 × TP={tp}: Run A ({variable}={value['run_a']}) and Run B "
+        f"({variable}={value['run_b']}) run side by side",
+    }
 
 
-def run_specs(params: Params, probe_data: Mapping[str, Any] | None = None,
-              plan: Mapping[str, Any] | None = None) -> tuple[RunSpec, RunSpec]:
+def run_specs(
+    params: Params,
+    probe_data: Mapping[str, Any] | None = None,
+    plan: Mapping[str, Any] | None = None,
+) -> tuple[RunSpec, RunSpec]:
     base = run_a_base(probe_data)
     user_plugins = "VLLM_PLUGINS" in params.run_a_env or "VLLM_PLUGINS" in params.run_a_unset
     if user_plugins and base["mode"] != "no_plugin":
-        base = {"mode": "user", "env": {},
-                "reason": "Run A's VLLM_PLUGINS was given in run_a_env/run_a_unset; the probe's choice "
-                          f"({base['mode']}) was not applied"}
-    devices = {name: {plan["variable"]: plan[name]} if plan and plan.get("parallel") else {} for name in RUNS}
-    a_env, a_unset = combine({**RUN_A_ENV, **base["env"], **devices["run_a"]}, RUN_A_UNSET, params.run_a_env,
-                             params.run_a_unset)
-    b_env, b_unset = combine({**RUN_B_ENV, **devices["run_b"]}, RUN_B_UNSET, params.run_b_env, params.run_b_unset)
-    run_a = RunSpec("run_a", RUN_TITLES["run_a"], a_env, a_unset, {"mode": base["mode"], "reason": base["reason"]})
+        base = {
+            "mode": "user",
+            "env": {},
+            "reason": "Run A's VLLM_PLUGINS was given in run_a_env/run_a_unset; the probe's choice "
+            f"({base['mode']}) was not applied",
+        }
+    devices = {
+        name: {plan["variable"]: plan[name]} if plan and plan.get("parallel") else {}
+        for name in RUNS
+    }
+    a_env, a_unset = combine(
+        {**RUN_A_ENV, **base["env"], **devices["run_a"]},
+        RUN_A_UNSET,
+        params.run_a_env,
+        params.run_a_unset,
+    )
+    b_env, b_unset = combine(
+        {**RUN_B_ENV, **devices["run_b"]}, RUN_B_UNSET, params.run_b_env, params.run_b_unset
+    )
+    run_a = RunSpec(
+        "run_a",
+        RUN_TITLES["run_a"],
+        a_env,
+        a_unset,
+        {"mode": base["mode"], "reason": base["reason"]},
+    )
     run_b = RunSpec("run_b", RUN_TITLES["run_b"], b_env, b_unset)
     return run_a, run_b
 
 
-def phase_argv(params: Params, target: Target, scripts: str, phase: str, model: str,
-               tp: int, output: str) -> list[str]:
-    argv = [target.python(), f"{scripts}/{PHASE_SCRIPTS[phase]}", "--model", model,
-            "--tp", str(tp), "--output", output, "--max-tokens", str(params.max_tokens)]
+def phase_argv(
+    params: Params, target: Target, scripts: str, phase: str, model: str, tp: int, output: str
+) -> list[str]:
+    argv = [
+        target.python(),
+        f"{scripts}/{PHASE_SCRIPTS[phase]}",
+        "--model",
+        model,
+        "--tp",
+        str(tp),
+        "--output",
+        output,
+        "--max-tokens",
+        str(params.max_tokens),
+    ]
     if params.trust_remote_code:
         argv.append("--trust-remote-code")
     if params.max_model_len:
@@ -170,9 +267,16 @@ def phase_argv(params: Params, target: Target, scripts: str, phase: str, model: 
     if params.extra_vllm_args:
         argv += ["--extra-args", json.dumps(list(params.extra_vllm_args))]
     if phase == "serve":
-        argv += ["--health-timeout", str(params.health_timeout), "--request-timeout",
-                 str(params.request_timeout), "--port", str(params.port),
-                 "--timeout-cap", str(max(params.timeout_cap, params.health_timeout))]
+        argv += [
+            "--health-timeout",
+            str(params.health_timeout),
+            "--request-timeout",
+            str(params.request_timeout),
+            "--port",
+            str(params.port),
+            "--timeout-cap",
+            str(max(params.timeout_cap, params.health_timeout)),
+        ]
     return argv
 
 
@@ -186,9 +290,18 @@ def progress_window(timeout: float) -> float:
     return _progress_window(timeout)
 
 
-def run_phase(params: Params, target: Target, scripts: str, spec: RunSpec, phase: str,
-              model: str, tp: int, out_dir: Path, attempt: int = 1,
-              overrides: dict[str, Any] | None = None) -> PhaseResult:
+def run_phase(
+    params: Params,
+    target: Target,
+    scripts: str,
+    spec: RunSpec,
+    phase: str,
+    model: str,
+    tp: int,
+    out_dir: Path,
+    attempt: int = 1,
+    overrides: dict[str, Any] | None = None,
+) -> PhaseResult:
     """Run one attempt of one phase; every way it can end becomes a PhaseResult, never an exception.
 
     Each attempt has its own log, result and record file (vocabulary.Layout), so a re-run made
@@ -206,12 +319,23 @@ def run_phase(params: Params, target: Target, scripts: str, spec: RunSpec, phase
     cap = max(params.timeout_cap, timeout)
     env_set = {**params.env, **spec.env_set}
     started_at = now()
-    res = target.run(command, env_set=env_set, env_unset=spec.env_unset, timeout=timeout, log_path=log, cap=cap)
-    pr = PhaseResult(run=spec.name, phase=phase, duration_s=res.duration_s, started_at=started_at,
-                     exit_code=res.exit_code,
-                     timed_out=res.timed_out, command=command, log=str(log), leftover_pids=res.leftovers,
-                     attempt=attempt, overrides=dict(overrides or {}),
-                     env={"set": dict(spec.env_set), "unset": list(spec.env_unset)})
+    res = target.run(
+        command, env_set=env_set, env_unset=spec.env_unset, timeout=timeout, log_path=log, cap=cap
+    )
+    pr = PhaseResult(
+        run=spec.name,
+        phase=phase,
+        duration_s=res.duration_s,
+        started_at=started_at,
+        exit_code=res.exit_code,
+        timed_out=res.timed_out,
+        command=command,
+        log=str(log),
+        leftover_pids=res.leftovers,
+        attempt=attempt,
+        overrides=dict(overrides or {}),
+        env={"set": dict(spec.env_set), "unset": list(spec.env_unset)},
+    )
     file_error = None
     if target.fetch(remote, local):
         result, file_error = _read_result(local)
@@ -219,10 +343,14 @@ def run_phase(params: Params, target: Target, scripts: str, spec: RunSpec, phase
     elif not res.timed_out:
         file_error = f"the phase wrote no result file {local.name} (exit code {res.exit_code}); its log is {log}"
     if not res.timed_out and res.duration_s > timeout:
-        pr = replace(pr, timeout_note=(
-            f"took {res.duration_s:.0f} s, past {timeout_param(phase)}={timeout:g} s: output was still coming at "
-            f"the timeout (loading, compiling kernels), so it ran on — up to timeout_cap={cap:g} s — and "
-            f"finished by itself"))
+        pr = replace(
+            pr,
+            timeout_note=(
+                f"took {res.duration_s:.0f} s, past {timeout_param(phase)}={timeout:g} s: output was still coming at "
+                f"the timeout (loading, compiling kernels), so it ran on — up to timeout_cap={cap:g} s — and "
+                f"finished by itself"
+            ),
+        )
     if res.timed_out:
         pr = _timed_out(pr, res, timeout_param(phase), timeout, cap)
     elif pr.result.get("status") == "PASS" and res.exit_code == 0 and not file_error:
@@ -231,16 +359,28 @@ def run_phase(params: Params, target: Target, scripts: str, spec: RunSpec, phase
         # what happened is the broken result file, whatever the log last said
         pr = diagnose(replace(pr, status="FAIL", error=file_error, error_type="ResultFileError"))
     else:
-        pr = replace(pr, status="FAIL", error=pr.result.get("error") or f"exit code {res.exit_code}",
-                     error_type=pr.result.get("error_type"))
+        pr = replace(
+            pr,
+            status="FAIL",
+            error=pr.result.get("error") or f"exit code {res.exit_code}",
+            error_type=pr.result.get("error_type"),
+        )
         if pr.error_type == "StartupStillProgressing":  # the serve script's health wait hit the cap
-            pr = replace(pr, diagnosis={
-                "component": "none", "layer": None, "rule": "TIMEOUT-CAP", "evidence": [pr.error],
-                "culprit_op": None, "confidence": "high", "signature": "Timeout: still progressing (health)",
-                "hint": "The server was still starting (loading, compiling kernels) when timeout_cap ran "
-                        "out: raise timeout_cap and health_timeout; no component is blamed.",
-                "error": pr.error,
-            })
+            pr = replace(
+                pr,
+                diagnosis={
+                    "component": "none",
+                    "layer": None,
+                    "rule": "TIMEOUT-CAP",
+                    "evidence": [pr.error],
+                    "culprit_op": None,
+                    "confidence": "high",
+                    "signature": "Timeout: still progressing (health)",
+                    "hint": "The server was still starting (loading, compiling kernels) when timeout_cap ran "
+                    "out: raise timeout_cap and health_timeout; no component is blamed.",
+                    "error": pr.error,
+                },
+            )
         else:
             pr = diagnose(pr)
     save_phase(pr, out_dir)
@@ -253,13 +393,18 @@ def _read_result(local: Path) -> tuple[dict[str, Any], str | None]:
     try:
         result = json.loads(text)
     except json.JSONDecodeError as exc:
-        return {}, f"result file {local.name} is corrupt: not valid JSON ({exc.msg} at line {exc.lineno})"
+        return (
+            {},
+            f"result file {local.name} is corrupt: not valid JSON ({exc.msg} at line {exc.lineno})",
+        )
     if not isinstance(result, dict) or result.get("status") not in ("PASS", "FAIL"):
         return {}, f"result file {local.name} is not a phase result (no PASS/FAIL status)"
     return result, None
 
 
-def _timed_out(pr: PhaseResult, res: ExecResult, param: str, timeout: float, cap: float) -> PhaseResult:
+def _timed_out(
+    pr: PhaseResult, res: ExecResult, param: str, timeout: float, cap: float
+) -> PhaseResult:
     """A hang and a slow start both hit the timeout; only a hang is a failure of a component.
 
     Past its timeout a phase whose output keeps coming runs on, up to `cap` (timeout_cap); only
@@ -272,25 +417,44 @@ def _timed_out(pr: PhaseResult, res: ExecResult, param: str, timeout: float, cap
     last = (res.last_line or "").strip()
     ran = res.ran_s if res.ran_s is not None else res.duration_s
     progressing = res.ended_by == "cap" or (
-        res.ended_by in (None, "timeout") and res.idle_s is not None and res.idle_s <= window)
+        res.ended_by in (None, "timeout") and res.idle_s is not None and res.idle_s <= window
+    )
     if progressing:
         at_cap = res.ended_by == "cap"
         limit = f"the hard cap timeout_cap={cap:g} s" if at_cap else f"{param}={timeout:g} s"
         raise_what = "timeout_cap" if at_cap else param
-        idle = f"output {res.idle_s:.0f} s before it" if res.idle_s is not None else "output until the end"
+        idle = (
+            f"output {res.idle_s:.0f} s before it"
+            if res.idle_s is not None
+            else "output until the end"
+        )
         error = f"timed out after {ran:.0f} s ({limit}) while still making progress: {idle}, last line: {last[:300]!r}"
-        return replace(pr, error=error, diagnosis={
-            "component": "none", "layer": None, "rule": "TIMEOUT-CAP" if at_cap else "TIMEOUT-PROGRESS",
-            "evidence": [last] if last else [], "culprit_op": None, "confidence": "high",
-            "signature": f"Timeout: still progressing ({raise_what})",
-            "hint": f"The phase was still working (loading, compiling kernels) when {limit} ran out: raise "
-                    f"{raise_what} and rerun; this is not a hang and no component is blamed.",
-            "error": error,
-        })
-    silent = f"no output for the last {res.idle_s:.0f} s" if res.idle_s is not None else "no output at all"
+        return replace(
+            pr,
+            error=error,
+            diagnosis={
+                "component": "none",
+                "layer": None,
+                "rule": "TIMEOUT-CAP" if at_cap else "TIMEOUT-PROGRESS",
+                "evidence": [last] if last else [],
+                "culprit_op": None,
+                "confidence": "high",
+                "signature": f"Timeout: still progressing ({raise_what})",
+                "hint": f"The phase was still working (loading, compiling kernels) when {limit} ran out: raise "
+                f"{raise_what} and rerun; this is not a hang and no component is blamed.",
+                "error": error,
+            },
+        )
+    silent = (
+        f"no output for the last {res.idle_s:.0f} s"
+        if res.idle_s is not None
+        else "no output at all"
+    )
     if res.ended_by == "silence":
-        error = (f"ran past {param}={timeout:g} s while output kept coming, then hung: {silent} "
-                 f"(stopped after {ran:.0f} s); every process of the phase was killed")
+        error = (
+            f"ran past {param}={timeout:g} s while output kept coming, then hung: {silent} "
+            f"(stopped after {ran:.0f} s); every process of the phase was killed"
+        )
     else:
         error = f"timed out after {timeout:g} s ({param}) with {silent}: hung; every process of the phase was killed"
     if res.dumped:
@@ -299,17 +463,22 @@ def _timed_out(pr: PhaseResult, res: ExecResult, param: str, timeout: float, cap
     diag = dict(pr.diagnosis or {})
     if diag.get("component") in (None, "none", "unknown"):
         diag.update(
-            component="unknown", layer=None, rule="TIMEOUT-HANG", confidence="low",
+            component="unknown",
+            layer=None,
+            rule="TIMEOUT-HANG",
+            confidence="low",
             evidence=(diag.get("evidence") or ([last] if last else []))[:6],
             signature=f"Timeout: hung ({param})",
             hint="The phase stopped making progress and no frame in the stacks printed before the kill "
-                 "(or no stack at all) names a component: read the last log lines and the stacks; "
-                 "rerun with VLLM_LOGGING_LEVEL=DEBUG.",
+            "(or no stack at all) names a component: read the last log lines and the stacks; "
+            "rerun with VLLM_LOGGING_LEVEL=DEBUG.",
             error=error,
         )
         return replace(pr, diagnosis=diag)
     if diag.get("error") and not diag["error"].startswith(("stack dump", "traceback cut")):
-        return replace(pr, error=f"{error}; before it: {diag['error']}")  # it failed first, then hung
+        return replace(
+            pr, error=f"{error}; before it: {diag['error']}"
+        )  # it failed first, then hung
     return pr
 
 
@@ -335,12 +504,17 @@ def diagnose(pr: PhaseResult) -> PhaseResult:
     diagnosis' one.
     """
     log = Path(pr.log) if pr.log and Path(pr.log).is_file() else []
-    recorded = pr.result if pr.result.get("error") else \
-        {**pr.result, "status": "FAIL", "error": pr.error, "error_type": pr.error_type}
+    recorded = (
+        pr.result
+        if pr.result.get("error")
+        else {**pr.result, "status": "FAIL", "error": pr.error, "error_type": pr.error_type}
+    )
     diag = classify.classify_log(log, recorded)
     pr = replace(pr, diagnosis=diag.to_dict())
     if not pr.error and diag.error:
-        pr = replace(pr, error=diag.error, error_type=diag.error.split(":", 1)[0].rsplit(".", 1)[-1])
+        pr = replace(
+            pr, error=diag.error, error_type=diag.error.split(":", 1)[0].rsplit(".", 1)[-1]
+        )
     return pr
 
 
@@ -348,10 +522,16 @@ def from_result_file(run: str, path: Path) -> PhaseResult:
     """A PhaseResult rebuilt from a phase's result JSON and its log (beside it, or in ../logs/)."""
     result = json.loads(path.read_text(encoding="utf-8"))
     logs = [path.with_suffix(".log"), path.parent.parent / "logs" / f"{path.stem}.log"]
-    pr = PhaseResult(run=run, phase=result.get("phase", "offline"), result=result,
-                     result_file=str(path), status="PASS" if result.get("status") == "PASS" else "FAIL",
-                     error=result.get("error"), error_type=result.get("error_type"),
-                     log=next((str(log) for log in logs if log.is_file()), None))
+    pr = PhaseResult(
+        run=run,
+        phase=result.get("phase", "offline"),
+        result=result,
+        result_file=str(path),
+        status="PASS" if result.get("status") == "PASS" else "FAIL",
+        error=result.get("error"),
+        error_type=result.get("error_type"),
+        log=next((str(log) for log in logs if log.is_file()), None),
+    )
     return diagnose(pr) if pr.status == "FAIL" else pr
 
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from functools import lru_cache
 from importlib import metadata
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import jsonschema
 import pandas as pd
@@ -34,7 +35,9 @@ STATUSES = ("PASS", "PARTIAL", "FAIL")
 
 @lru_cache(maxsize=1)
 def schema() -> dict[str, Any]:
-    return json.loads(files(__package__).joinpath("summary.schema.json").read_text(encoding="utf-8"))
+    return json.loads(
+        files(__package__).joinpath("summary.schema.json").read_text(encoding="utf-8")
+    )
 
 
 def validate(summary: Mapping[str, Any]) -> None:
@@ -48,7 +51,9 @@ def check_report(data: Mapping[str, Any]) -> None:
 
 def _duration(started: str | None, finished: str | None) -> float | None:
     try:
-        return round((datetime.fromisoformat(finished) - datetime.fromisoformat(started)).total_seconds(), 1)
+        return round(
+            (datetime.fromisoformat(finished) - datetime.fromisoformat(started)).total_seconds(), 1
+        )
     except (TypeError, ValueError):
         return None
 
@@ -83,8 +88,11 @@ def _key(c: Mapping[str, Any]) -> tuple[str, str, str]:
     return c["model"], c["target"], c["folder"]
 
 
-def build(readable: Iterable[tuple[str, Mapping[str, Any]]], unreadable: Iterable[tuple[str, str]],
-          out_dir: Path) -> dict[str, Any]:
+def build(
+    readable: Iterable[tuple[str, Mapping[str, Any]]],
+    unreadable: Iterable[tuple[str, str]],
+    out_dir: Path,
+) -> dict[str, Any]:
     """The summary dict from (folder, report) pairs and (folder, why) pairs, in any order."""
     cells = sorted((cell(r, folder, out_dir) for folder, r in readable), key=_key)
     seen: dict[tuple[str, str], int] = {}
@@ -105,8 +113,12 @@ def build(readable: Iterable[tuple[str, Mapping[str, Any]]], unreadable: Iterabl
         "tool": {"name": "model-verify", "version": version},
         "models": models,
         "targets": targets,
-        "totals": {"cells": len(cells), **{s: sum(c["status"] == s for c in cells) for s in STATUSES},
-                   "no_report": len(no_report), "not_run": len(not_run)},
+        "totals": {
+            "cells": len(cells),
+            **{s: sum(c["status"] == s for c in cells) for s in STATUSES},
+            "no_report": len(no_report),
+            "not_run": len(not_run),
+        },
         "cells": cells,
         "not_run": not_run,
         "no_report": no_report,
@@ -116,8 +128,13 @@ def build(readable: Iterable[tuple[str, Mapping[str, Any]]], unreadable: Iterabl
 def pivot(summary: Mapping[str, Any]) -> pd.DataFrame:
     """models × targets → the list of cells there (empty: not run; two or more: duplicates)."""
     cells = summary["cells"]
-    frame = pd.DataFrame({"model": [c["model"] for c in cells], "target": [c["target"] for c in cells],
-                          "cell": range(len(cells))})
+    frame = pd.DataFrame(
+        {
+            "model": [c["model"] for c in cells],
+            "target": [c["target"] for c in cells],
+            "cell": range(len(cells)),
+        }
+    )
     table = frame.pivot_table(index="model", columns="target", values="cell", aggfunc=list)
     table = table.reindex(index=summary["models"], columns=summary["targets"])
     return table.map(lambda found: [cells[i] for i in found] if isinstance(found, list) else [])
@@ -131,14 +148,21 @@ def junit_xml(summary: Mapping[str, Any], reports: Mapping[str, Mapping[str, Any
         name = f"{c['model']} @ {c['target']}" + (f" [{c['folder']}]" if c["duplicate"] else "")
         suites.append(junit.cell_suite(reports[c["folder"]], name))
     if summary["no_report"]:
-        suites.append(junit.error_suite("no report", [(n["folder"], n["reason"]) for n in summary["no_report"]]))
+        suites.append(
+            junit.error_suite(
+                "no report", [(n["folder"], n["reason"]) for n in summary["no_report"]]
+            )
+        )
     return junit.document(f"model-verify fleet: {len(summary['cells'])} cells", suites)
 
 
 def render_html(summary: Mapping[str, Any]) -> str:
     """The standalone index page; everything on it comes from `summary`."""
-    return template_env().get_template("summary.html.j2").render(
-        s=summary, pivot=pivot(summary), embedded=embed_json(summary))
+    return (
+        template_env()
+        .get_template("summary.html.j2")
+        .render(s=summary, pivot=pivot(summary), embedded=embed_json(summary))
+    )
 
 
 def summarize(output_dirs: Sequence[Path | str], out_dir: Path | str) -> dict[str, Any]:
@@ -165,11 +189,15 @@ def summarize(output_dirs: Sequence[Path | str], out_dir: Path | str) -> dict[st
     validate(summary)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(out_dir / SUMMARY_NAME, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+        write_atomic(
+            out_dir / SUMMARY_NAME, json.dumps(summary, indent=2, ensure_ascii=False) + "\n"
+        )
         write_atomic(out_dir / INDEX_NAME, render_html(summary))
         write_atomic(out_dir / JUNIT_NAME, junit_xml(summary, reports))
     except OSError as exc:
-        raise UserError(f"Cannot write the summary into {out_dir} ({exc.strerror}); give a writable --out.") from None
+        raise UserError(
+            f"Cannot write the summary into {out_dir} ({exc.strerror}); give a writable --out."
+        ) from None
     return summary
 
 
@@ -184,7 +212,11 @@ def failing(summary: Mapping[str, Any], fail_on: str) -> str | None:
     lost = summary["no_report"] if statuses else []
     if not bad and not lost:
         return None
-    parts = [f"{sum(c['status'] == s for c in bad)} cell(s) {s}" for s in statuses if any(c["status"] == s for c in bad)]
+    parts = [
+        f"{sum(c['status'] == s for c in bad)} cell(s) {s}"
+        for s in statuses
+        if any(c["status"] == s for c in bad)
+    ]
     if lost:
         parts.append(f"{len(lost)} folder(s) without a report")
     return f"{' and '.join(parts)} fail the fleet because fail_on={fail_on}"
@@ -193,8 +225,10 @@ def failing(summary: Mapping[str, Any], fail_on: str) -> str | None:
 def cli(dirs: Sequence[str], out: str, fail_on: str) -> int:
     """`model-verify summarize DIR… [--out DIR] [--fail-on …]`: one line per cell, then the files."""
     if not dirs:
-        raise UserError("No output folder given; give the output_dir of one or more runs, "
-                        "e.g. model-verify summarize outputs/*.")
+        raise UserError(
+            "No output folder given; give the output_dir of one or more runs, "
+            "e.g. model-verify summarize outputs/*."
+        )
     for d in dirs:
         if not Path(d).exists():
             raise UserError(f"{d} does not exist; give the output_dir of a model-verify run.")
@@ -202,7 +236,9 @@ def cli(dirs: Sequence[str], out: str, fail_on: str) -> int:
             raise UserError(f"{d} is not a folder; give the output_dir of a model-verify run.")
     summary = summarize([Path(d) for d in dirs], Path(out))
     for c in summary["cells"]:
-        print(f"{c['status']:<8} {c['conclusion']:<17} {c['model']} @ {c['target']}  ({c['folder']})")
+        print(
+            f"{c['status']:<8} {c['conclusion']:<17} {c['model']} @ {c['target']}  ({c['folder']})"
+        )
     for n in summary["no_report"]:
         print(f"{'NO REPORT':<26} {n['folder']}: {n['reason']}")
     for name in (INDEX_NAME, SUMMARY_NAME, JUNIT_NAME):

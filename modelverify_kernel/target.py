@@ -25,9 +25,10 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator, Mapping, Protocol, Sequence
+from typing import Any, BinaryIO, Protocol
 
 from .errors import UserError
 from .redact import Redactor, secret_values
@@ -51,7 +52,9 @@ class ExecResult:
     leftovers: list[int] = field(default_factory=list)
     idle_s: float | None = None  # on timeout: seconds since the last output line
     last_line: str | None = None  # on timeout: the last line printed before it fired
-    ended_by: str | None = None  # exit | timeout | silence (after progress past the timeout) | cap | terminated
+    ended_by: str | None = (
+        None  # exit | timeout | silence (after progress past the timeout) | cap | terminated
+    )
     ran_s: float | None = None  # how long the command ran before it ended or was stopped
     dumped: list[int] = field(default_factory=list)  # pids that printed their threads' stacks
     start_error: str | None = None  # why the target's python (or the command) could not start
@@ -99,17 +102,31 @@ class LogStream:
         t, line = earlier[-1]
         return round(moment - t, 3), line
 
-    def result(self, argv: Sequence[str], status: Mapping[str, Any], code: int | None, start: float,
-               log_path: Path, leftovers: list[int]) -> ExecResult:
+    def result(
+        self,
+        argv: Sequence[str],
+        status: Mapping[str, Any],
+        code: int | None,
+        start: float,
+        log_path: Path,
+        leftovers: list[int],
+    ) -> ExecResult:
         timed_out = bool(status.get("timed_out"))
         idle, last = self.before(status.get("timeout_at")) if timed_out else (None, None)
         if timed_out and isinstance(status.get("idle_s"), (int, float)):
             idle = status["idle_s"]  # the helper saw the output arrive: its clock is exact
         return ExecResult(
-            argv=list(argv), exit_code=None if timed_out else status.get("exit_code", code),
-            timed_out=timed_out, duration_s=round(time.monotonic() - start, 3), log_path=log_path,
-            leftovers=leftovers, idle_s=idle, last_line=last, ended_by=status.get("ended_by"),
-            ran_s=status.get("ran_s"), dumped=list(status.get("dumped") or []),
+            argv=list(argv),
+            exit_code=None if timed_out else status.get("exit_code", code),
+            timed_out=timed_out,
+            duration_s=round(time.monotonic() - start, 3),
+            log_path=log_path,
+            leftovers=leftovers,
+            idle_s=idle,
+            last_line=last,
+            ended_by=status.get("ended_by"),
+            ran_s=status.get("ran_s"),
+            dumped=list(status.get("dumped") or []),
             start_error=status.get("start_error"),
         )
 
@@ -123,10 +140,13 @@ class Process(Protocol):
 
     def chunks(self) -> Iterator[tuple[bytes | None, bytes | None]]:
         """(stdout, stderr) pieces as they come, until the helper has ended."""
+
     def stop(self) -> None:
         """Ask the helper to end its session now (our stdin line "stop")."""
+
     def drain(self) -> None:
         """Read and drop whatever is left until the helper has ended."""
+
     def exit_code(self) -> int | None: ...
     def close(self) -> None:
         """Let go of the helper's stdin: if it still runs, it takes that as "the controller is gone"."""
@@ -159,23 +179,29 @@ class Target(ABC):
     @abstractmethod
     def work_folder(self) -> str:
         """The per-run folder in the target (named modelverify-*)."""
+
     @abstractmethod
     def _helper(self) -> str:
         """Where the target can run `run_in_session.py`."""
+
     @abstractmethod
     def _start(self, argv: list[str], env: dict[str, str]) -> Process:
         """Start argv in the work folder with `env` added to the target's environment, stdin a pipe.
 
         Raises CannotStart when nothing could start."""
+
     @abstractmethod
     def _start_failure(self, code: int | None, output: bytes) -> str | None:
         """Why the helper never ran, told from its exit code and first output; None if it did run."""
+
     @abstractmethod
     def _reap(self, sid: int) -> list[int]:
         """Kill whatever is left of session `sid`; the pids found (none when all went well)."""
+
     @abstractmethod
     def _read(self, path: str) -> bytes | None:
         """A file's bytes, None when it is not a regular file."""
+
     @abstractmethod
     def _remove_work_folder(self) -> None: ...
 
@@ -194,10 +220,21 @@ class Target(ABC):
     ) -> ExecResult:
         """Run argv with `env_set` set and `env_unset` removed (set wins), under `timeout` (and `cap`)."""
         unset = [n for n in env_unset if n not in env_set]
-        helper = [self.python(), "-I", self._helper(), "--timeout", str(timeout), "--grace", str(self.kill_grace),
-                  *(["--cap", str(cap)] if cap else []), "--watch-stdin",
-                  *([] if self.keep_files else ["--workdir", self.work_folder]),
-                  *[a for n in unset for a in ("--unset", n)], "--", *argv]
+        helper = [
+            self.python(),
+            "-I",
+            self._helper(),
+            "--timeout",
+            str(timeout),
+            "--grace",
+            str(self.kill_grace),
+            *(["--cap", str(cap)] if cap else []),
+            "--watch-stdin",
+            *([] if self.keep_files else ["--workdir", self.work_folder]),
+            *[a for n in unset for a in ("--unset", n)],
+            "--",
+            *argv,
+        ]
         self.redactor.add(secret_values([env_set]))
         log_path.parent.mkdir(parents=True, exist_ok=True)
         start = time.monotonic()
@@ -207,10 +244,14 @@ class Target(ABC):
                 proc = self._start(helper, {**env_set, "PYTHONUNBUFFERED": "1"})
             except CannotStart as exc:
                 stream.note(f"cannot start {helper[0]}: {exc}")
-                return stream.result(argv, {"exit_code": 127, "start_error": str(exc)}, 127, start, log_path, [])
+                return stream.result(
+                    argv, {"exit_code": 127, "start_error": str(exc)}, 127, start, log_path, []
+                )
             try:
                 first, stderr = self._stream(proc, stream)
-            except BaseException:  # interrupted (KeyboardInterrupt): end the session, keep the folder
+            except (
+                BaseException
+            ):  # interrupted (KeyboardInterrupt): end the session, keep the folder
                 proc.stop()
                 proc.drain()
                 proc.exit_code()  # reaped: nothing of ours runs on
@@ -236,8 +277,9 @@ class Target(ABC):
         stream.close()
         return bytes(first), bytes(stderr)
 
-    def _settle(self, stream: LogStream, code: int | None, first: bytes,
-                stderr: bytes) -> tuple[dict[str, Any], list[int]]:
+    def _settle(
+        self, stream: LogStream, code: int | None, first: bytes, stderr: bytes
+    ) -> tuple[dict[str, Any], list[int]]:
         """The helper's status (or why it never ran), and every process that had to be killed."""
         status, other = _session_status(stderr)
         if other:  # the helper's own complaints, if any
@@ -278,7 +320,9 @@ def _load_session_helper() -> Any:
 
     The script runs standalone inside containers; the local target loads the same file.
     """
-    spec = importlib.util.spec_from_file_location("modelverify_run_in_session", SCRIPTS_DIR / SESSION_HELPER)
+    spec = importlib.util.spec_from_file_location(
+        "modelverify_run_in_session", SCRIPTS_DIR / SESSION_HELPER
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -332,8 +376,13 @@ class LocalTarget(Target):
 
     kind = "local"
 
-    def __init__(self, python: str | None = None, keep_files: bool = False,
-                 kill_grace: float = KILL_GRACE_S, work_root: Path | None = None) -> None:
+    def __init__(
+        self,
+        python: str | None = None,
+        keep_files: bool = False,
+        kill_grace: float = KILL_GRACE_S,
+        work_root: Path | None = None,
+    ) -> None:
         """`work_root`: where the work folder goes; inside the output folder, nothing of a
         killed run is left elsewhere."""
         self._python = python or sys.executable
@@ -368,8 +417,14 @@ class LocalTarget(Target):
 
     def _start(self, argv: list[str], env: dict[str, str]) -> Process:
         try:
-            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    env={**os.environ, **env}, cwd=self.workdir)
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env={**os.environ, **env},
+                cwd=self.workdir,
+            )
         except OSError as exc:
             raise CannotStart(str(exc)) from None
         return _LocalProcess(proc)
@@ -386,7 +441,11 @@ class LocalTarget(Target):
 
     def _remove_work_folder(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
-        if self._work_root is not None and self._work_root.is_dir() and not any(self._work_root.iterdir()):
+        if (
+            self._work_root is not None
+            and self._work_root.is_dir()
+            and not any(self._work_root.iterdir())
+        ):
             self._work_root.rmdir()
 
 
@@ -398,7 +457,9 @@ class DockerError(UserError):
 # mount (the files land hidden under it), so a tmpfs /tmp is passed over.
 WORK_BASES = ("/tmp", "/var/tmp")
 # How dockerd says an exec never started (exit code 126 or 127, this on its stdout).
-OCI_START_FAILED = re.compile(r"^OCI runtime exec failed: (?:exec failed: )?(?:unable to start container process: )?(.*?)(?:: unknown)?\s*$")
+OCI_START_FAILED = re.compile(
+    r"^OCI runtime exec failed: (?:exec failed: )?(?:unable to start container process: )?(.*?)(?:: unknown)?\s*$"
+)
 
 
 class _DockerProcess:
@@ -447,8 +508,14 @@ class DockerTarget(Target):
 
     kind = "docker"
 
-    def __init__(self, container: str, docker_host: str | None = None, python: str | None = None,
-                 keep_files: bool = False, kill_grace: float = KILL_GRACE_S) -> None:
+    def __init__(
+        self,
+        container: str,
+        docker_host: str | None = None,
+        python: str | None = None,
+        keep_files: bool = False,
+        kill_grace: float = KILL_GRACE_S,
+    ) -> None:
         import docker  # the local target must not need the SDK
 
         self._docker = docker
@@ -457,7 +524,9 @@ class DockerTarget(Target):
         self.keep_files = keep_files
         self.kill_grace = kill_grace
         try:
-            self.client = docker.DockerClient(base_url=docker_host) if docker_host else docker.from_env()
+            self.client = (
+                docker.DockerClient(base_url=docker_host) if docker_host else docker.from_env()
+            )
             self.client.ping()
         except docker.errors.DockerException as exc:
             raise DockerError(
@@ -474,7 +543,9 @@ class DockerTarget(Target):
                 f"running containers: {self._running()}."
             ) from None
         except docker.errors.APIError as exc:
-            raise DockerError(f"Docker could not look up container {container!r}: {_short(exc)}.") from None
+            raise DockerError(
+                f"Docker could not look up container {container!r}: {_short(exc)}."
+            ) from None
         if self.container.status != "running":
             fix = "docker unpause" if self.container.status == "paused" else "docker start"
             raise DockerError(
@@ -482,7 +553,11 @@ class DockerTarget(Target):
                 f"({fix} {container}) or pick a running one: {self._running()}."
             )
         self.workdir = f"{self._work_base()}/{WORKDIR_PREFIX}{uuid.uuid4().hex[:12]}"
-        container_env = dict(e.split("=", 1) for e in (self.container.attrs.get("Config") or {}).get("Env") or [] if "=" in e)
+        container_env = dict(
+            e.split("=", 1)
+            for e in (self.container.attrs.get("Config") or {}).get("Env") or []
+            if "=" in e
+        )
         self.redactor = Redactor(secret_values([os.environ, container_env]))
         self._scripts: str | None = None
         self._made = False  # whether the per-run folder exists (cleanup has work to do)
@@ -495,7 +570,9 @@ class DockerTarget(Target):
     def _work_base(self) -> str:
         attrs = self.container.attrs
         tmpfs = set((attrs.get("HostConfig") or {}).get("Tmpfs") or {})
-        tmpfs |= {m.get("Destination") for m in attrs.get("Mounts") or [] if m.get("Type") == "tmpfs"}
+        tmpfs |= {
+            m.get("Destination") for m in attrs.get("Mounts") or [] if m.get("Type") == "tmpfs"
+        }
         return next((b for b in WORK_BASES if b not in tmpfs), WORK_BASES[-1])
 
     def describe(self) -> dict:
@@ -508,11 +585,17 @@ class DockerTarget(Target):
         except self._docker.errors.DockerException:
             pass
         return {
-            "kind": self.kind, "docker_host": self.docker_host, "docker_host_url": self.docker_host_url,
+            "kind": self.kind,
+            "docker_host": self.docker_host,
+            "docker_host_url": self.docker_host_url,
             "docker_tls": self.docker_tls,
-            "container_id": self.container.id, "container_name": self.container.name,
-            "image": (attrs.get("Config") or {}).get("Image"), "image_id": image_id,
-            "image_digests": digests, "python": self._python, "workdir": self.workdir,
+            "container_id": self.container.id,
+            "container_name": self.container.name,
+            "image": (attrs.get("Config") or {}).get("Image"),
+            "image_id": image_id,
+            "image_digests": digests,
+            "python": self._python,
+            "workdir": self.workdir,
         }
 
     def python(self) -> str:
@@ -552,14 +635,20 @@ class DockerTarget(Target):
         buf = io.BytesIO()
         uid, gid = self._owner
         with tarfile.open(fileobj=buf, mode="w") as tar:
+
             def owned(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
                 if "__pycache__" in info.name:
                     return None
                 info.uid, info.gid, info.uname, info.gname = uid, gid, "", ""
                 return info
+
             tar.add(src, arcname="container_scripts", filter=owned)
             if not (src / SESSION_HELPER).is_file():
-                tar.add(SCRIPTS_DIR / SESSION_HELPER, arcname=f"container_scripts/{SESSION_HELPER}", filter=owned)
+                tar.add(
+                    SCRIPTS_DIR / SESSION_HELPER,
+                    arcname=f"container_scripts/{SESSION_HELPER}",
+                    filter=owned,
+                )
         try:
             self.container.put_archive(self.workdir, buf.getvalue())
         except self._docker.errors.APIError as exc:
@@ -586,17 +675,31 @@ class DockerTarget(Target):
         return f"{self._scripts}/{SESSION_HELPER}"
 
     def _start(self, argv: list[str], env: dict[str, str]) -> Process:
-        exec_id = self.api.exec_create(self.container.id, argv, environment=env, workdir=self.workdir,
-                                       stdin=True, tty=False)["Id"]
+        exec_id = self.api.exec_create(
+            self.container.id, argv, environment=env, workdir=self.workdir, stdin=True, tty=False
+        )["Id"]
         return _DockerProcess(self.api, exec_id, self.api.exec_start(exec_id, socket=True))
 
     def _start_failure(self, code: int | None, output: bytes) -> str | None:
-        match = OCI_START_FAILED.match(output.decode(errors="replace").strip()) if code in (126, 127) else None
+        match = (
+            OCI_START_FAILED.match(output.decode(errors="replace").strip())
+            if code in (126, 127)
+            else None
+        )
         return match.group(1) if match else None
 
     def _reap(self, sid: int) -> list[int]:
-        _, out = self._exec_output([self._python, "-I", self._helper(), "--reap", str(sid),
-                                    "--grace", str(self.kill_grace)])
+        _, out = self._exec_output(
+            [
+                self._python,
+                "-I",
+                self._helper(),
+                "--reap",
+                str(sid),
+                "--grace",
+                str(self.kill_grace),
+            ]
+        )
         try:
             return [int(p) for p in json.loads(out.decode().strip().splitlines()[-1])]
         except (ValueError, IndexError):
@@ -637,7 +740,7 @@ def docker_cli_host(docker_host: str | None) -> tuple[str, bool]:
     url = parse_host(docker_host or env.get("base_url") or DEFAULT_UNIX_SOCKET, tls=tls)
     for sdk, cli in (("http+unix://", "unix://"), ("http://", "tcp://"), ("https://", "tcp://")):
         if url.startswith(sdk):
-            return cli + url[len(sdk):], url.startswith("https://")
+            return cli + url[len(sdk) :], url.startswith("https://")
     return url, tls
 
 
@@ -648,7 +751,7 @@ def _session_status(stderr: bytes) -> tuple[dict[str, Any], bytes]:
     for line in stderr.decode(errors="replace").splitlines(keepends=True):
         if line.startswith(SESSION_STATUS_PREFIX):
             try:
-                status.update(json.loads(line[len(SESSION_STATUS_PREFIX):]))
+                status.update(json.loads(line[len(SESSION_STATUS_PREFIX) :]))
                 continue
             except json.JSONDecodeError:
                 pass

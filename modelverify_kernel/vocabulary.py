@@ -14,8 +14,16 @@ from pathlib import Path
 
 # DESIGN.md "Layers and components": the lowest layer that explains a failure is the answer.
 COMPONENT_LAYER: dict[str, int] = {
-    "environment": 0, "dependency": 1, "model": 2, "resources": 3, "vllm": 4,
-    "FlagGems": 5, "FlagTree": 5, "FlagCX": 5, "plugin": 5, "numerical": 6,
+    "environment": 0,
+    "dependency": 1,
+    "model": 2,
+    "resources": 3,
+    "vllm": 4,
+    "FlagGems": 5,
+    "FlagTree": 5,
+    "FlagCX": 5,
+    "plugin": 5,
+    "numerical": 6,
 }
 MULTICHIP: tuple[str, ...] = ("FlagGems", "FlagTree", "FlagCX", "plugin")
 NO_FAILURE, UNEXPLAINED = "none", "unknown"
@@ -24,7 +32,10 @@ COMPONENTS: tuple[str, ...] = (*COMPONENT_LAYER, NO_FAILURE, UNEXPLAINED)
 # --------------------------------------------------------------------------- runs, phases, flags
 
 RUNS: tuple[str, ...] = ("run_a", "run_b")
-RUN_TITLES = {"run_a": "Run A — without the multi-chip stack", "run_b": "Run B — with the full multi-chip stack"}
+RUN_TITLES = {
+    "run_a": "Run A — without the multi-chip stack",
+    "run_b": "Run B — with the full multi-chip stack",
+}
 PHASES: tuple[str, ...] = ("offline", "serve")
 PHASE_SCRIPTS = {"offline": "run_offline_inference.py", "serve": "test_serve_mode.py"}
 PHASE_TIMEOUT_PARAM = {"offline": "offline_timeout", "serve": "serve_timeout"}
@@ -47,10 +58,14 @@ RECORDER_SWITCH = "MODELVERIFY_FLAGGEMS_UNUSED"
 # Runs A and B side by side (runs.device_plan): each on its own devices, chosen with the vendor's
 # visible-devices variable (by the probe's device tool), or on its own cores for vLLM for CPU.
 VISIBLE_DEVICES = {
-    "nvidia-smi": "CUDA_VISIBLE_DEVICES", "ixsmi": "CUDA_VISIBLE_DEVICES",  # NVIDIA, Iluvatar (CUDA-compatible)
-    "rocm-smi": "HIP_VISIBLE_DEVICES", "hy-smi": "HIP_VISIBLE_DEVICES",  # AMD, Hygon DCU (ROCm/HIP)
-    "npu-smi": "ASCEND_RT_VISIBLE_DEVICES", "cnmon": "MLU_VISIBLE_DEVICES",  # Ascend, Cambricon
-    "mthreads-gmi": "MUSA_VISIBLE_DEVICES", "xpu-smi": "XPU_VISIBLE_DEVICES",  # Moore Threads, Kunlun
+    "nvidia-smi": "CUDA_VISIBLE_DEVICES",
+    "ixsmi": "CUDA_VISIBLE_DEVICES",  # NVIDIA, Iluvatar (CUDA-compatible)
+    "rocm-smi": "HIP_VISIBLE_DEVICES",
+    "hy-smi": "HIP_VISIBLE_DEVICES",  # AMD, Hygon DCU (ROCm/HIP)
+    "npu-smi": "ASCEND_RT_VISIBLE_DEVICES",
+    "cnmon": "MLU_VISIBLE_DEVICES",  # Ascend, Cambricon
+    "mthreads-gmi": "MUSA_VISIBLE_DEVICES",
+    "xpu-smi": "XPU_VISIBLE_DEVICES",  # Moore Threads, Kunlun
 }
 CPU_CORES_VARIABLE = "VLLM_CPU_OMP_THREADS_BIND"  # "0,1|2,3": one core list per TP rank
 PARALLEL_RUNS = ("auto", "off")
@@ -72,16 +87,43 @@ class Conclusion:
 TRUTH_TABLE: tuple[Conclusion, ...] = (
     Conclusion("BOTH_PASS", "both runs pass, Run B passed the gate, outputs agree", "full", "PASS"),
     Conclusion("MULTICHIP_ERROR", "Run A passes, Run B fails", "base", "PARTIAL"),
-    Conclusion("OUTPUT_MISMATCH", "both pass, Run B's outputs diverge, drift or are garbage", "base", "PARTIAL"),
-    Conclusion("STACK_INACTIVE", "both pass, no FlagOS work recorded in Run B that Run A did not do", "base", "PARTIAL"),
-    Conclusion("RUN_B_SKIPPED", "Run A passes, Run B skipped (no multi-chip package, or run_b=never)", "base", "PARTIAL"),
+    Conclusion(
+        "OUTPUT_MISMATCH",
+        "both pass, Run B's outputs diverge, drift or are garbage",
+        "base",
+        "PARTIAL",
+    ),
+    Conclusion(
+        "STACK_INACTIVE",
+        "both pass, no FlagOS work recorded in Run B that Run A did not do",
+        "base",
+        "PARTIAL",
+    ),
+    Conclusion(
+        "RUN_B_SKIPPED",
+        "Run A passes, Run B skipped (no multi-chip package, or run_b=never)",
+        "base",
+        "PARTIAL",
+    ),
     Conclusion("RUN_B_SKIPPED", "Run A fails, Run B skipped", "none", "FAIL", run_a_failed=True),
     Conclusion("SAME_ERROR", "both fail with the same normalised signature", "none", "FAIL"),
     Conclusion("DIFFERENT_ERRORS", "both fail with different signatures", "none", "FAIL"),
     Conclusion("UNEXPECTED", "Run A fails, Run B passes (investigate)", "full", "FAIL"),
-    Conclusion("RUN_A_NOT_BASE", "Run A's own evidence shows FlagOS work: the comparison is invalid", "none", "FAIL"),
-    Conclusion("PRECHECK_FAILED", "target, probe, model or TP check failed; no engine started", "none", "FAIL"),
-    Conclusion("INCOMPLETE", "a report rebuilt after a kill; unfinished phases NOT_RUN", "none", "FAIL"),
+    Conclusion(
+        "RUN_A_NOT_BASE",
+        "Run A's own evidence shows FlagOS work: the comparison is invalid",
+        "none",
+        "FAIL",
+    ),
+    Conclusion(
+        "PRECHECK_FAILED",
+        "target, probe, model or TP check failed; no engine started",
+        "none",
+        "FAIL",
+    ),
+    Conclusion(
+        "INCOMPLETE", "a report rebuilt after a kill; unfinished phases NOT_RUN", "none", "FAIL"
+    ),
 )
 CONCLUSIONS: tuple[str, ...] = tuple(dict.fromkeys(row.name for row in TRUTH_TABLE))
 

@@ -46,7 +46,7 @@ def _worker_group(item) -> str | None:
         if name in getattr(item, "fixturenames", ()):
             return group
     info = getattr(item, "_fixtureinfo", None)
-    for defs in (info.name2fixturedefs.values() if info else ()):
+    for defs in info.name2fixturedefs.values() if info else ():
         if defs and defs[-1].scope == "module":
             return item.module.__name__
     return None
@@ -55,13 +55,17 @@ def _worker_group(item) -> str | None:
 @pytest.hookimpl(tryfirst=True)  # before -m deselects
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if "dockerd" in getattr(item, "fixturenames", ()):  # tests/test_docker.py: the private daemon
+        if "dockerd" in getattr(
+            item, "fixturenames", ()
+        ):  # tests/test_docker.py: the private daemon
             item.add_marker(pytest.mark.docker)
         kinds = {m.name for m in item.iter_markers() if m.name in KINDS}
         if not kinds:
             item.add_marker(pytest.mark.unit)
         elif "unit" in kinds and len(kinds) > 1:
-            raise pytest.UsageError(f"{item.nodeid} is marked unit and {sorted(kinds - {'unit'})}: pick one")
+            raise pytest.UsageError(
+                f"{item.nodeid} is marked unit and {sorted(kinds - {'unit'})}: pick one"
+            )
         if kinds & SLOW_KINDS:
             item.add_marker(pytest.mark.slow)
         group = _worker_group(item)
@@ -95,7 +99,10 @@ def pytest_runtest_makereport(item, call):
     report = (yield).get_result()
     if os.environ.get("CI") and report.skipped and not hasattr(report, "wasxfail"):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-        report.outcome, report.longrepr = "failed", f"skipped under CI, where every test must run: {reason}"
+        report.outcome, report.longrepr = (
+            "failed",
+            f"skipped under CI, where every test must run: {reason}",
+        )
 
 
 @pytest.fixture(autouse=True)
@@ -105,8 +112,10 @@ def _unit_tests_stay_pure(request, monkeypatch):
         return
 
     def refuse(*args, **kwargs):
-        raise AssertionError(f"{request.node.nodeid} is a unit test (no marker) but starts a process or opens "
-                             "a connection: mark it process (or engine/docker/browser)")
+        raise AssertionError(
+            f"{request.node.nodeid} is a unit test (no marker) but starts a process or opens "
+            "a connection: mark it process (or engine/docker/browser)"
+        )
 
     monkeypatch.setattr(subprocess.Popen, "_execute_child", refuse)
     monkeypatch.setattr(multiprocessing.util, "spawnv_passfds", refuse)
@@ -147,12 +156,28 @@ def demo_run(tmp_path_factory, demo_model) -> dict:
     name, value = "MV_DEMO_RUN_MARKER", uuid.uuid4().hex
     with pytest.MonkeyPatch.context() as mp, pytest.raises(pm.PapermillExecutionError) as exc:
         mp.setenv(name, value)
-        pm.execute_notebook(str(REPO / "notebooks" / "verify.ipynb"), str(notebook), cwd=str(REPO),
-                            kernel_name="python3", progress_bar=False,
-                            parameters={"model_path": str(demo_model), "output_dir": str(out_dir), "env": KV_ENV,
-                                        "extra_vllm_args": ENGINE_ARGS, "max_model_len": 512,
-                                        "fail_on": "partial"})
-    return {"out": out_dir, "notebook": notebook, "error": exc.value, "base": base, "marker": f"{name}={value}"}
+        pm.execute_notebook(
+            str(REPO / "notebooks" / "verify.ipynb"),
+            str(notebook),
+            cwd=str(REPO),
+            kernel_name="python3",
+            progress_bar=False,
+            parameters={
+                "model_path": str(demo_model),
+                "output_dir": str(out_dir),
+                "env": KV_ENV,
+                "extra_vllm_args": ENGINE_ARGS,
+                "max_model_len": 512,
+                "fail_on": "partial",
+            },
+        )
+    return {
+        "out": out_dir,
+        "notebook": notebook,
+        "error": exc.value,
+        "base": base,
+        "marker": f"{name}={value}",
+    }
 
 
 def assert_demo_report_on_this_machine(data: dict, out_dir: Path) -> None:
@@ -207,7 +232,12 @@ def no_leftovers(marker, tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(own_tmp))
     ports: list[int] = []
     yield ports
-    wait_until(lambda: processes_with_env(marker) == [], 10, "the exit of every process of the run", poll=0.2)
+    wait_until(
+        lambda: processes_with_env(marker) == [],
+        10,
+        "the exit of every process of the run",
+        poll=0.2,
+    )
     left = list(own_tmp.glob("modelverify-*"))
     shutil.rmtree(own_tmp, ignore_errors=True)
     assert left == [], "temporary files left behind"

@@ -49,6 +49,7 @@ def rootfs_tarball() -> bytes:
     """A minimal root filesystem: usr-merge links, users, groups and empty folders."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
+
         def add_dir(name: str, mode: int = 0o755) -> None:
             info = tarfile.TarInfo(name)
             info.type, info.mode, info.mtime = tarfile.DIRTYPE, mode, int(time.time())
@@ -59,14 +60,29 @@ def rootfs_tarball() -> bytes:
             info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
             tar.addfile(info, io.BytesIO(data))
 
-        for d in ("usr", "etc", "dev", "proc", "sys", "run", "var", "var/tmp", "root", "home", "opt"):
+        for d in (
+            "usr",
+            "etc",
+            "dev",
+            "proc",
+            "sys",
+            "run",
+            "var",
+            "var/tmp",
+            "root",
+            "home",
+            "opt",
+        ):
             add_dir(d, 0o700 if d == "root" else 0o755)
         add_dir("tmp", 0o1777)
         for link in ("bin", "sbin", "lib", "lib64"):
             info = tarfile.TarInfo(link)
             info.type, info.linkname = tarfile.SYMTYPE, f"usr/{link}"
             tar.addfile(info)
-        add_file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n")
+        add_file(
+            "etc/passwd",
+            b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+        )
         add_file("etc/group", b"root:x:0:\nnogroup:x:65534:\n")
         # Debian's loader cache lists the multiarch library folders of the mounted /usr.
         if Path("/etc/ld.so.cache").is_file():
@@ -88,17 +104,33 @@ class PrivateDockerd:
     def start(self) -> str:
         exe = shutil.which("dockerd")
         if exe is None:
-            raise DaemonUnavailable("dockerd is not installed (apt-get install docker.io iptables tini)")
+            raise DaemonUnavailable(
+                "dockerd is not installed (apt-get install docker.io iptables tini)"
+            )
         if os.geteuid() != 0:
             raise DaemonUnavailable("a private dockerd needs root")
         argv = [
-            exe, "--data-root", str(self.root / "data"), "--exec-root", str(self.root / "exec"),
-            "--pidfile", str(self.root / "dockerd.pid"), "-H", self.host,
-            "--iptables=false", "--ip-forward=false", "--bridge=none",
+            exe,
+            "--data-root",
+            str(self.root / "data"),
+            "--exec-root",
+            str(self.root / "exec"),
+            "--pidfile",
+            str(self.root / "dockerd.pid"),
+            "-H",
+            self.host,
+            "--iptables=false",
+            "--ip-forward=false",
+            "--bridge=none",
         ]
         log = open(self.root / "dockerd.log", "wb")
-        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         log.close()
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
@@ -127,8 +159,14 @@ class PrivateDockerd:
         volumes = {p: {"bind": p, "mode": "ro"} for p in ["/usr", *python_mounts(), *mounts]}
         init = ["/usr/bin/tini", "--"] if Path("/usr/bin/tini").exists() else []
         return self.client().containers.run(
-            IMAGE, command=[*init, "sleep", "infinity"], name=name, detach=True,
-            network_mode="none", volumes=volumes, environment=env or {}, shm_size="1g",
+            IMAGE,
+            command=[*init, "sleep", "infinity"],
+            name=name,
+            detach=True,
+            network_mode="none",
+            volumes=volumes,
+            environment=env or {},
+            shm_size="1g",
         )
 
     def stop(self) -> None:

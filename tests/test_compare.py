@@ -77,24 +77,42 @@ def test_garbage_checks():
     outputs = [
         out("a", [5] * 10, [pos(5, [(5, -0.1)])] * 10),
         out("b", [], [], text=""),
-        out("c", [1, 2], [{"token_id": 1, "logprob": "nan", "top": [[1, "nan"]]}, pos(2, [(2, -1.0)])]),
+        out(
+            "c",
+            [1, 2],
+            [{"token_id": 1, "logprob": "nan", "top": [[1, "nan"]]}, pos(2, [(2, -1.0)])],
+        ),
         out("d", [7, 8, 9, 10], [pos(t, [(t, -1.0)]) for t in (7, 8, 9, 10)]),
         out("e", [7, 8, 9, 10], [pos(t, [(t, -1.0)]) for t in (7, 8, 9, 10)]),
     ]
     found = {(g.check, g.index) for g in garbage_checks(outputs, TOL)}
-    assert found == {("repetition", 0), ("empty", 1), ("nonfinite", 2), ("same_output", 3), ("same_output", 4)}
+    assert found == {
+        ("repetition", 0),
+        ("empty", 1),
+        ("nonfinite", 2),
+        ("same_output", 3),
+        ("same_output", 4),
+    }
 
 
 def test_phase_comparison_only_counts_garbage_new_in_run_b():
-    a = [out("a", [5] * 10, [pos(5, [(5, -0.1)])] * 10), out("b", [1, 2], [pos(1, [(1, -1.0)]), pos(2, [(2, -1.0)])])]
-    b = [out("a", [5] * 10, [pos(5, [(5, -0.1)])] * 10), out("b", [3] * 9 + [1], [pos(3, [(3, -0.1), (1, -5.0)])] * 10)]
+    a = [
+        out("a", [5] * 10, [pos(5, [(5, -0.1)])] * 10),
+        out("b", [1, 2], [pos(1, [(1, -1.0)]), pos(2, [(2, -1.0)])]),
+    ]
+    b = [
+        out("a", [5] * 10, [pos(5, [(5, -0.1)])] * 10),
+        out("b", [3] * 9 + [1], [pos(3, [(3, -0.1), (1, -5.0)])] * 10),
+    ]
     pc = compare_phase("offline", a, b)
     assert [(g.check, g.index) for g in pc.new_garbage] == [("repetition", 1)]
     assert pc.diverged and pc.diverged[0].index == 1
 
 
 def test_different_prompt_sets_are_not_compared():
-    pc = compare_phase("serve", [out("a", [1], [pos(1, [(1, -1.0)])])], [out("b", [1], [pos(1, [(1, -1.0)])])])
+    pc = compare_phase(
+        "serve", [out("a", [1], [pos(1, [(1, -1.0)])])], [out("b", [1], [pos(1, [(1, -1.0)])])]
+    )
     assert pc.prompts == [] and "different prompts" in pc.note
 
 
@@ -112,7 +130,10 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 from modelverify_kernel.compare import (  # noqa: E402
-    AggregateJudgement, ConstantsError, PhaseComparison, load_constants)
+    AggregateJudgement,
+    ConstantsError,
+    load_constants,
+)
 
 REFERENCES = Path(__file__).resolve().parents[1] / "references"
 FIXTURE = Path(__file__).resolve().parent / "data" / "compare_calibration.json"
@@ -130,7 +151,9 @@ def synthetic_run(seed=0, flat_at=()):
             tokens = rng.sample(range(1, 380), 5)
             lp = [-rng.uniform(1.0, 2.5)]
             for k in range(4):
-                lp.append(lp[-1] - (0.001 if (k == 0 and (p, i) in flat_at) else rng.uniform(0.03, 0.3)))
+                lp.append(
+                    lp[-1] - (0.001 if (k == 0 and (p, i) in flat_at) else rng.uniform(0.03, 0.3))
+                )
             ids.append(tokens[0])
             positions.append(pos(tokens[0], list(zip(tokens, lp))))
         outputs.append(out(f"prompt {p}", ids, positions))
@@ -167,21 +190,52 @@ def test_constants_come_from_the_reference_document():
     for name, value in consts.items():
         assert f"| {name} | {value} |" in text
     tol = Tolerances()
-    assert (tol.systematic_shift, tol.flip_fraction, tol.flip_median, tol.min_shifts, tol.min_prompts_for_flips) == (
-        consts["shift_p90"], consts["flip_fraction"], consts["flip_median"], consts["min_shifts"],
-        consts["min_prompts_for_flips"])
+    assert (
+        tol.systematic_shift,
+        tol.flip_fraction,
+        tol.flip_median,
+        tol.min_shifts,
+        tol.min_prompts_for_flips,
+    ) == (
+        consts["shift_p90"],
+        consts["flip_fraction"],
+        consts["flip_median"],
+        consts["min_shifts"],
+        consts["min_prompts_for_flips"],
+    )
     # derived from the measurements: above every correct kernel's largest shift, below ×1.05's p90
     assert 0.0059 < tol.systematic_shift < 0.0079
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda t: t.replace("| shift_p90 | 0.006 | nats |", "| shift_p90 | 0.006 |"), r"output-comparison\.md:\d+: .*cells"),
-    (lambda t: t.replace("| shift_p90 | 0.006 |", "| shift_p90 | six |"), r"output-comparison\.md:\d+: .*number"),
-    (lambda t: t.replace("| min_shifts | 20 |", "| min_shifts | 2.5 |"), r"output-comparison\.md:\d+: .*integer"),
-    (lambda t: t.replace("| flip_fraction | 0.6 |", "| flip_fraction | 1.6 |"), r"output-comparison\.md:\d+: .*lie in"),
-    (lambda t: t.replace("| flip_median |", "| flip_medain |"), r"output-comparison\.md:\d+: unknown constant 'flip_medain'"),
-    (lambda t: t.replace("| min_shifts | 20 |", "| flip_median | 0.1 |"), r"output-comparison\.md:\d+: .*already defined"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            lambda t: t.replace("| shift_p90 | 0.006 | nats |", "| shift_p90 | 0.006 |"),
+            r"output-comparison\.md:\d+: .*cells",
+        ),
+        (
+            lambda t: t.replace("| shift_p90 | 0.006 |", "| shift_p90 | six |"),
+            r"output-comparison\.md:\d+: .*number",
+        ),
+        (
+            lambda t: t.replace("| min_shifts | 20 |", "| min_shifts | 2.5 |"),
+            r"output-comparison\.md:\d+: .*integer",
+        ),
+        (
+            lambda t: t.replace("| flip_fraction | 0.6 |", "| flip_fraction | 1.6 |"),
+            r"output-comparison\.md:\d+: .*lie in",
+        ),
+        (
+            lambda t: t.replace("| flip_median |", "| flip_medain |"),
+            r"output-comparison\.md:\d+: unknown constant 'flip_medain'",
+        ),
+        (
+            lambda t: t.replace("| min_shifts | 20 |", "| flip_median | 0.1 |"),
+            r"output-comparison\.md:\d+: .*already defined",
+        ),
+    ],
+)
 def test_a_malformed_constants_table_names_the_file_and_line(tmp_path, edit, message):
     text = (REFERENCES / "output-comparison.md").read_text()
     broken = edit(text)
@@ -196,8 +250,11 @@ def test_a_malformed_constants_table_names_the_file_and_line(tmp_path, edit, mes
 def test_a_missing_constant_or_file_is_an_error(tmp_path):
     text = (REFERENCES / "output-comparison.md").read_text()
     (tmp_path / "output-comparison.md").write_text(
-        "\n".join(line for line in text.splitlines() if not line.startswith("| min_shifts |")))
-    with pytest.raises(ConstantsError, match="output-comparison.md: constants table lacks min_shifts"):
+        "\n".join(line for line in text.splitlines() if not line.startswith("| min_shifts |"))
+    )
+    with pytest.raises(
+        ConstantsError, match="output-comparison.md: constants table lacks min_shifts"
+    ):
         load_constants(tmp_path)
     with pytest.raises(ConstantsError, match="is missing"):
         load_constants(tmp_path / "nowhere")
@@ -272,18 +329,34 @@ def test_the_aggregate_tolerance_is_a_parameter():
     a = synthetic_run()
     b = shifted(a, lambda r: r.uniform(0.004, 0.0137))
     assert compare_phase("offline", a, b).aggregate.systematic
-    assert not compare_phase("offline", a, b, Tolerances(systematic_shift=0.02)).aggregate.systematic
+    assert not compare_phase(
+        "offline", a, b, Tolerances(systematic_shift=0.02)
+    ).aggregate.systematic
 
 
 def test_aggregate_is_in_the_report_dict_and_mismatch_is_documented():
     a = synthetic_run()
     pc = compare_phase("serve", a, shifted(a, lambda r: 0.01))
     d = pc.to_dict()
-    for key in ("prompts_compared", "prompts_flipped", "positions_compared", "shared_median", "shared_p90",
-                "shared_max", "chosen_median", "chosen_p90", "chosen_max", "systematic", "detail"):
+    for key in (
+        "prompts_compared",
+        "prompts_flipped",
+        "positions_compared",
+        "shared_median",
+        "shared_p90",
+        "shared_max",
+        "chosen_median",
+        "chosen_p90",
+        "chosen_max",
+        "systematic",
+        "detail",
+    ):
         assert key in d["aggregate"]
     assert d["aggregate"]["systematic"] is True and d["mismatch"] is True
-    assert pc.mismatch_reason.startswith("Run B's serve outputs drift") and pc.aggregate.detail in pc.mismatch_reason
+    assert (
+        pc.mismatch_reason.startswith("Run B's serve outputs drift")
+        and pc.aggregate.detail in pc.mismatch_reason
+    )
     not_compared = compare_phase("serve", [], a)
     assert isinstance(not_compared.aggregate, AggregateJudgement)
     assert not not_compared.aggregate.systematic and not not_compared.mismatch
@@ -301,7 +374,9 @@ def _measured():
     return data["reference"], data["variants"]
 
 
-@pytest.mark.skipif(not FIXTURE.is_file(), reason="run benchmarks/compare_calibration.py --save-fixture")
+@pytest.mark.skipif(
+    not FIXTURE.is_file(), reason="run benchmarks/compare_calibration.py --save-fixture"
+)
 def test_real_measured_outputs():
     """Real vLLM outputs of the demo model (benchmark fixture): correct kernels pass, ×1.05 does not."""
     reference, variants = _measured()
@@ -317,12 +392,19 @@ def test_real_measured_outputs():
     assert same.prompts_flipped == 0 and same.shared_max == 0
 
 
-@pytest.mark.skipif(not FIXTURE.is_file(), reason="run benchmarks/compare_calibration.py --save-fixture")
+@pytest.mark.skipif(
+    not FIXTURE.is_file(), reason="run benchmarks/compare_calibration.py --save-fixture"
+)
 def test_the_constants_lie_between_the_measured_noise_and_the_faults():
     reference, variants = _measured()
-    p90 = {name: compare_phase("offline", reference, v["outputs"]).aggregate.shared_p90 for name, v in variants.items()}
-    medians = {name: compare_phase("offline", reference, v["outputs"]).aggregate.shared_median
-               for name, v in variants.items()}
+    p90 = {
+        name: compare_phase("offline", reference, v["outputs"]).aggregate.shared_p90
+        for name, v in variants.items()
+    }
+    medians = {
+        name: compare_phase("offline", reference, v["outputs"]).aggregate.shared_median
+        for name, v in variants.items()
+    }
     noise = [p90[n] for n, v in variants.items() if v["kind"] == "noise"]
     faults = [p90[n] for n, v in variants.items() if v["kind"] == "fault"]
     tol = Tolerances()

@@ -4,7 +4,6 @@ re-executed in the same kernel, and the records / truth table said once."""
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,8 @@ import pytest
 from conftest import CPU_ENV, DEMO_ENGINE_ARGS, REPO
 from nbclient import NotebookClient
 
-from modelverify_kernel import params as mv_params, records, report
+from modelverify_kernel import params as mv_params
+from modelverify_kernel import records, report
 from modelverify_kernel.errors import ParameterError, UserError
 from modelverify_kernel.pipeline import Verification
 from modelverify_kernel.vocabulary import TRUTH_TABLE, Layout, conclusion
@@ -27,16 +27,38 @@ NOTEBOOK = REPO / "notebooks" / "verify.ipynb"
 
 
 def test_every_record_survives_its_json_round_trip():
-    pr = records.PhaseResult(run="run_b", phase="serve", status="FAIL", duration_s=3.5, command=["python3", "x.py"],
-                             result={"status": "FAIL", "outputs": [{"text": "hi"}]}, attempt=2,
-                             overrides={"env": {"A": "1"}}, env={"set": {"A": "1"}, "unset": ["B"]})
-    spec = records.RunSpec("run_a", "Run A", {"USE_FLAGGEMS": "0"}, ("FLAGCX_PATH",), {"mode": "no_plugin"})
-    cmp_ = records.PhaseComparison("offline", [records.PromptComparison(0, "p", "chat", False, 3, 3, 1)],
-                                   [], [records.GarbageFinding("empty", 0, "no text")],
-                                   aggregate=records.AggregateJudgement(prompts_compared=1, systematic=True))
-    state = records.State(params={"model_path": "/m"}, started_at="t", target={"kind": "local"}, tp=2)
-    for record in (pr, spec, cmp_, state, records.Gate(True, "strong", ["x"], []),
-                   records.Verdict("BOTH_PASS", "d", None, "full", "PASS")):
+    pr = records.PhaseResult(
+        run="run_b",
+        phase="serve",
+        status="FAIL",
+        duration_s=3.5,
+        command=["python3", "x.py"],
+        result={"status": "FAIL", "outputs": [{"text": "hi"}]},
+        attempt=2,
+        overrides={"env": {"A": "1"}},
+        env={"set": {"A": "1"}, "unset": ["B"]},
+    )
+    spec = records.RunSpec(
+        "run_a", "Run A", {"USE_FLAGGEMS": "0"}, ("FLAGCX_PATH",), {"mode": "no_plugin"}
+    )
+    cmp_ = records.PhaseComparison(
+        "offline",
+        [records.PromptComparison(0, "p", "chat", False, 3, 3, 1)],
+        [],
+        [records.GarbageFinding("empty", 0, "no text")],
+        aggregate=records.AggregateJudgement(prompts_compared=1, systematic=True),
+    )
+    state = records.State(
+        params={"model_path": "/m"}, started_at="t", target={"kind": "local"}, tp=2
+    )
+    for record in (
+        pr,
+        spec,
+        cmp_,
+        state,
+        records.Gate(True, "strong", ["x"], []),
+        records.Verdict("BOTH_PASS", "d", None, "full", "PASS"),
+    ):
         again = records.from_json(type(record), json.loads(json.dumps(records.to_json(record))))
         assert again == record, type(record)
     assert isinstance(records.from_json(records.RunSpec, records.to_json(spec)).env_unset, tuple)
@@ -44,7 +66,9 @@ def test_every_record_survives_its_json_round_trip():
 
 def test_a_phase_record_written_by_an_older_version_still_loads(tmp_path):
     path = tmp_path / "run_a_offline.json"
-    path.write_text(json.dumps({"run": "run_a", "phase": "offline", "status": "PASS", "gone_field": 1}))
+    path.write_text(
+        json.dumps({"run": "run_a", "phase": "offline", "status": "PASS", "gone_field": 1})
+    )
     pr = records.read(records.PhaseResult, path)
     assert (pr.status, pr.attempt) == ("PASS", 1)
 
@@ -58,7 +82,7 @@ def test_attempts_get_their_own_files():
 
 def _readme_truth_table() -> dict[str, tuple[str, str]]:
     text = (REPO / "README.md").read_text(encoding="utf-8")
-    block = text[text.index("| conclusion | when | recommended_stack | status |"):]
+    block = text[text.index("| conclusion | when | recommended_stack | status |") :]
     rows = {}
     for line in block.splitlines()[2:]:
         if not line.startswith("|"):
@@ -75,7 +99,10 @@ def test_readme_truth_table_is_the_code_s_truth_table():
     for row in TRUTH_TABLE:
         stack, status = readme[row.name]
         if row.run_a_failed:  # "base (none if Run A failed)"
-            assert f"{row.recommended_stack} if Run A failed" in stack and f"{row.status} if Run A failed" in status
+            assert (
+                f"{row.recommended_stack} if Run A failed" in stack
+                and f"{row.status} if Run A failed" in status
+            )
         else:
             assert stack.split(" (")[0] == row.recommended_stack, row.name
             assert status.split(" (")[0] == row.status, row.name
@@ -85,9 +112,16 @@ def test_readme_truth_table_is_the_code_s_truth_table():
 
 def test_notebook_variables_are_not_unknown_parameters_in_a_kernel():
     """IPython keeps every cell it ran in `In`: only the last parameters cell's names are parameters."""
-    tagged = "# Parameters: papermill overrides these.\nmodel_path: str = None\nfail_on: str = 'never'\n"
-    ns = {"In": ["", tagged, "# Parameters\nmodel_path = '/m'\n", "found = 'x'"], "model_path": "/m",
-          "found": "x", "comparisons": [], "verdict": None}
+    tagged = (
+        "# Parameters: papermill overrides these.\nmodel_path: str = None\nfail_on: str = 'never'\n"
+    )
+    ns = {
+        "In": ["", tagged, "# Parameters\nmodel_path = '/m'\n", "found = 'x'"],
+        "model_path": "/m",
+        "found": "x",
+        "comparisons": [],
+        "verdict": None,
+    }
     assert mv_params.unknown_parameters(ns) == []
     ns["In"].append("# Parameters\nmodel_path = '/m'\nmax_token = 3\n")
     assert mv_params.unknown_parameters(ns) == ["max_token"]
@@ -98,7 +132,9 @@ def test_notebook_variables_are_not_unknown_parameters_in_a_kernel():
 
 
 def test_run_phase_refuses_what_it_cannot_change(tmp_path):
-    v = Verification(params=mv_params.validate({"model_path": "/m", "output_dir": str(tmp_path)}), target=None)
+    v = Verification(
+        params=mv_params.validate({"model_path": "/m", "output_dir": str(tmp_path)}), target=None
+    )
     with pytest.raises(ParameterError, match="run is one of run_a, run_b"):
         v.run_phase("run_c", "serve")
     with pytest.raises(ParameterError, match="cannot change model_path"):
@@ -112,7 +148,9 @@ def test_run_phase_refuses_what_it_cannot_change(tmp_path):
 
 def _parameterized(**parameters) -> nbformat.NotebookNode:
     nb = pm.iorw.load_notebook_node(str(NOTEBOOK))  # adds the tags papermill expects on every cell
-    return pm.parameterize.parameterize_notebook(nb, parameters, kernel_name="python3", language="python")
+    return pm.parameterize.parameterize_notebook(
+        nb, parameters, kernel_name="python3", language="python"
+    )
 
 
 @pytest.mark.process
@@ -140,17 +178,31 @@ def test_debug_rerun_changes_one_thing_and_the_report_lists_both_attempts(tmp_pa
     offline phase with good arguments: attempt 2 passes, attempt 1's log is kept, the verdict is
     judged on the latest attempt, and the report (and its rebuild from disk) lists both."""
     out_dir = tmp_path / "report"
-    pm.execute_notebook(str(NOTEBOOK), str(tmp_path / "verify.ipynb"), cwd=str(REPO), kernel_name="python3",
-                        progress_bar=False, parameters=dict(
-                            model_path=str(demo_model), output_dir=str(out_dir), env=CPU_ENV, run_b="never",
-                            max_model_len=512, extra_vllm_args=["--enforce-eager", "--no-such-engine-flag"],
-                            debug_rerun="run_a:offline", debug_extra_vllm_args=DEMO_ENGINE_ARGS))
+    pm.execute_notebook(
+        str(NOTEBOOK),
+        str(tmp_path / "verify.ipynb"),
+        cwd=str(REPO),
+        kernel_name="python3",
+        progress_bar=False,
+        parameters=dict(
+            model_path=str(demo_model),
+            output_dir=str(out_dir),
+            env=CPU_ENV,
+            run_b="never",
+            max_model_len=512,
+            extra_vllm_args=["--enforce-eager", "--no-such-engine-flag"],
+            debug_rerun="run_a:offline",
+            debug_extra_vllm_args=DEMO_ENGINE_ARGS,
+        ),
+    )
     data = json.loads((out_dir / "report.json").read_text())
     report.validate(data)
     offline = [a for a in data["attempts"] if (a["run"], a["phase"]) == ("run_a", "offline")]
     assert [(a["attempt"], a["status"]) for a in offline] == [(1, "FAIL"), (2, "PASS")]
     assert offline[1]["overrides"] == {"extra_vllm_args": DEMO_ENGINE_ARGS}
-    assert "--no-such-engine-flag" in (out_dir / offline[0]["log"]).read_text()  # attempt 1's log kept
+    assert (
+        "--no-such-engine-flag" in (out_dir / offline[0]["log"]).read_text()
+    )  # attempt 1's log kept
     assert offline[1]["log"] == "logs/run_a_offline.2.log"
     run_a = data["run_a_without_multichip"]
     assert (run_a["phase_a_offline"], run_a["phases"]["offline"]["attempt"]) == ("PASS", 2)
@@ -161,9 +213,14 @@ def test_debug_rerun_changes_one_thing_and_the_report_lists_both_attempts(tmp_pa
     assert not (out_dir / ".work").exists()
     # the rebuild from disk (what a killed notebook leaves) lists the same attempts
     (out_dir / "report.json").unlink()
-    subprocess.run([sys.executable, "-m", "modelverify_kernel", "report", str(out_dir)], check=True,
-                   capture_output=True, cwd=REPO)
+    subprocess.run(
+        [sys.executable, "-m", "modelverify_kernel", "report", str(out_dir)],
+        check=True,
+        capture_output=True,
+        cwd=REPO,
+    )
     rebuilt = json.loads((out_dir / "report.json").read_text())
-    assert [(a["run"], a["phase"], a["attempt"], a["status"]) for a in rebuilt["attempts"]] == \
-        [(a["run"], a["phase"], a["attempt"], a["status"]) for a in data["attempts"]]
+    assert [(a["run"], a["phase"], a["attempt"], a["status"]) for a in rebuilt["attempts"]] == [
+        (a["run"], a["phase"], a["attempt"], a["status"]) for a in data["attempts"]
+    ]
     assert rebuilt["run_a_without_multichip"]["phase_a_offline"] == "PASS"

@@ -22,9 +22,15 @@ def test_recorded_error_is_kept_and_anchors_the_diagnosis(tmp_path: Path) -> Non
     log = tmp_path / "run_b_offline.log"
     log.write_text(NOISY_PLUGIN_LOG, encoding="utf-8")
     recorded = "ImportError: cannot import name 'FusedMoE' from 'vllm_fl.ops'"
-    pr = PhaseResult(run="run_b", phase="offline", status="FAIL", log=str(log), error=recorded,
-                     error_type="ImportError",
-                     result={"status": "FAIL", "error": recorded, "error_type": "ImportError"})
+    pr = PhaseResult(
+        run="run_b",
+        phase="offline",
+        status="FAIL",
+        log=str(log),
+        error=recorded,
+        error_type="ImportError",
+        result={"status": "FAIL", "error": recorded, "error_type": "ImportError"},
+    )
     pr = diagnose(pr)
     assert pr.error == recorded  # never overwritten
     assert pr.diagnosis["component"] == "plugin", pr.diagnosis  # not "resources" from the noise
@@ -33,16 +39,30 @@ def test_recorded_error_is_kept_and_anchors_the_diagnosis(tmp_path: Path) -> Non
 
 def test_a_wrapper_error_is_kept_and_the_root_cause_sits_beside_it(tmp_path: Path) -> None:
     log = tmp_path / "run_b_offline.log"
-    log.write_text(NOISY_PLUGIN_LOG.replace("WARNING 11-30 10:00:01 [fl.py:10] CUDA out of memory (non-fatal, retrying with a smaller workspace)",
-                                            "INFO 11-30 10:00:01 [fl.py:10] loading"), encoding="utf-8")
+    log.write_text(
+        NOISY_PLUGIN_LOG.replace(
+            "WARNING 11-30 10:00:01 [fl.py:10] CUDA out of memory (non-fatal, retrying with a smaller workspace)",
+            "INFO 11-30 10:00:01 [fl.py:10] loading",
+        ),
+        encoding="utf-8",
+    )
     wrapper = "RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {'EngineCore_DP0': 1}"
-    pr = PhaseResult(run="run_b", phase="offline", status="FAIL", log=str(log), error=wrapper,
-                     error_type="RuntimeError", result={"status": "FAIL", "error": wrapper})
+    pr = PhaseResult(
+        run="run_b",
+        phase="offline",
+        status="FAIL",
+        log=str(log),
+        error=wrapper,
+        error_type="RuntimeError",
+        result={"status": "FAIL", "error": wrapper},
+    )
     pr = diagnose(pr)
     assert pr.error == wrapper
     assert pr.diagnosis["component"] == "plugin"
     entry = _error_entry(pr)
-    assert entry["error"] == wrapper and entry["root_cause"].startswith("ImportError: cannot import name")
+    assert entry["error"] == wrapper and entry["root_cause"].startswith(
+        "ImportError: cannot import name"
+    )
     msg = diagnosis_message(pr.to_dict())
     assert wrapper in msg and "root cause: ImportError" in msg
 
@@ -50,8 +70,18 @@ def test_a_wrapper_error_is_kept_and_the_root_cause_sits_beside_it(tmp_path: Pat
 def test_an_error_guessed_from_the_server_output_does_not_anchor() -> None:
     """The serve script's guess (the server's last exception line) is not the phase's own exception."""
     from modelverify_kernel.classify import classify_log
-    log = ["(EngineCore_DP0 pid=5) ERROR 11-30 10:00:02 [core.py:700] ValueError: No available memory for the cache blocks.",
-           "(APIServer pid=4) ERROR 11-30 10:00:03 [api.py:9] KeyError: 'engine'"]
-    guessed = {"status": "FAIL", "error": "KeyError: 'engine'", "error_type": "KeyError", "error_from_log": True}
+
+    log = [
+        "(EngineCore_DP0 pid=5) ERROR 11-30 10:00:02 [core.py:700] ValueError: No available memory for the cache blocks.",
+        "(APIServer pid=4) ERROR 11-30 10:00:03 [api.py:9] KeyError: 'engine'",
+    ]
+    guessed = {
+        "status": "FAIL",
+        "error": "KeyError: 'engine'",
+        "error_type": "KeyError",
+        "error_from_log": True,
+    }
     assert classify_log(log, guessed).component == "resources"
-    assert classify_log(log, {**guessed, "error_from_log": False}).component == "vllm"  # own exception anchors
+    assert (
+        classify_log(log, {**guessed, "error_from_log": False}).component == "vllm"
+    )  # own exception anchors

@@ -33,8 +33,15 @@ STANDIN = FAKE / "flaggems_standin"
 SITE = FAKE / "site"
 LIAR = FAKE / "liar"
 KNOBS = ("FAKE_GEMS_FAULT", "FAKE_GEMS_VARIANT")
-PLUGIN_ENV = ("FAKE_FL_MODE", "USE_FLAGGEMS", "VLLM_FL_PREFER_ENABLED", "VLLM_FL_PREFER",
-              "VLLM_FL_FLAGOS_WHITELIST", "VLLM_FL_FLAGOS_BLACKLIST", "FLAGGEMS_ENABLE_OPLIST_PATH")
+PLUGIN_ENV = (
+    "FAKE_FL_MODE",
+    "USE_FLAGGEMS",
+    "VLLM_FL_PREFER_ENABLED",
+    "VLLM_FL_PREFER",
+    "VLLM_FL_FLAGOS_WHITELIST",
+    "VLLM_FL_FLAGOS_BLACKLIST",
+    "FLAGGEMS_ENABLE_OPLIST_PATH",
+)
 
 
 def _drop_modules(prefix: str) -> dict:
@@ -120,6 +127,7 @@ def _vllm_native_rms(x, residual, weight, eps):
 
 # --- flag_gems stand-in: API, registration, equality with ATen ------------------------------
 
+
 def test_all_registered_ops_is_undefined_before_enable(fg):
     with pytest.raises(AttributeError):
         fg.all_registered_ops()
@@ -129,8 +137,11 @@ def test_enable_registers_the_ops_module_functions_through_torch_library(fg, lib
     fg.enable(lib=lib)
     assert fg.all_registered_ops() == ["embedding", "mean_dim", "rsqrt", "silu"]
     assert fg.all_registered_keys() == ["embedding", "mean.dim", "rsqrt", "silu"]
-    for key, fn in fg.current_work_registrar.config:
-        assert fn.__module__.startswith("flag_gems.ops.") and getattr(sys.modules[fn.__module__], fn.__name__) is fn
+    for _key, fn in fg.current_work_registrar.config:
+        assert (
+            fn.__module__.startswith("flag_gems.ops.")
+            and getattr(sys.modules[fn.__module__], fn.__name__) is fn
+        )
     # the dispatcher really routes aten::embedding on CPU to flag_gems/ops/embedding.py
     monkeypatch.setenv("FAKE_GEMS_FAULT", "embedding=raise")
     t = _inputs()
@@ -147,14 +158,18 @@ def test_overrides_give_aten_results(fg, lib, tmp_path):
     got = _run_ops(t)
     for op in ("embedding", "rsqrt", "mean_dim"):
         assert torch.equal(got[op], ref[op]), op
-    torch.testing.assert_close(got["silu"], ref["silu"], rtol=1e-6, atol=1e-7)  # ATen's vectorized exp
+    torch.testing.assert_close(
+        got["silu"], ref["silu"], rtol=1e-6, atol=1e-7
+    )  # ATen's vectorized exp
     assert len((tmp_path / "oplist.log").read_text().splitlines()) == 4  # they did run
 
 
 def test_gems_rms_forward_equals_vllm_native_rmsnorm(fg):
     t = _inputs()
-    assert torch.equal(fg.modules.normalization.gems_rms_forward(t["x"], None, t["w"], 1e-6),
-                       _vllm_native_rms(t["x"], None, t["w"], 1e-6))
+    assert torch.equal(
+        fg.modules.normalization.gems_rms_forward(t["x"], None, t["w"], 1e-6),
+        _vllm_native_rms(t["x"], None, t["w"], 1e-6),
+    )
     out, res = fg.modules.normalization.gems_rms_forward(t["x"], t["res"], t["w"], 1e-5)
     ref_out, ref_res = _vllm_native_rms(t["x"], t["res"], t["w"], 1e-5)
     assert torch.equal(out, ref_out) and torch.equal(res, ref_res)
@@ -190,6 +205,7 @@ def test_use_gems_undoes_its_registration(fg, monkeypatch):
 
 # --- op log --------------------------------------------------------------------------------
 
+
 def test_op_log_lines_and_once(fg, lib, tmp_path):
     path = tmp_path / "sub" / "oplist.log"
     fg.enable(lib=lib, record=True, once=True, path=path)
@@ -219,6 +235,7 @@ def test_op_log_every_call_without_once_and_none_without_record(fg, lib, tmp_pat
 
 # --- fault and variant knobs --------------------------------------------------------------
 
+
 def test_scale_fault_multiplies_the_output(fg, lib, monkeypatch):
     t = _inputs()
     ref = _run_ops(t)
@@ -236,14 +253,22 @@ def test_scale_fault_multiplies_the_output(fg, lib, monkeypatch):
 def test_raise_fault_from_each_kernel_file(fg, lib, monkeypatch):
     fg.enable(lib=lib)
     t = _inputs()
-    files = {"embedding": "flag_gems/ops/embedding.py", "silu": "flag_gems/ops/silu.py",
-             "rsqrt": "flag_gems/ops/rsqrt.py", "mean_dim": "flag_gems/ops/mean.py",
-             "rms_norm": "flag_gems/modules/normalization.py"}
+    files = {
+        "embedding": "flag_gems/ops/embedding.py",
+        "silu": "flag_gems/ops/silu.py",
+        "rsqrt": "flag_gems/ops/rsqrt.py",
+        "mean_dim": "flag_gems/ops/mean.py",
+        "rms_norm": "flag_gems/modules/normalization.py",
+    }
     for op, file in files.items():
         monkeypatch.setenv("FAKE_GEMS_FAULT", f"{op}=raise")
         with pytest.raises(RuntimeError) as err:
             _run_ops(t) if op != "rms_norm" else fg.gems_rms_forward(t["x"], None, t["w"], 1e-6)
-        assert Path(traceback.extract_tb(err.value.__traceback__)[-1].filename).as_posix().endswith(file)
+        assert (
+            Path(traceback.extract_tb(err.value.__traceback__)[-1].filename)
+            .as_posix()
+            .endswith(file)
+        )
     monkeypatch.setenv("FAKE_GEMS_FAULT", "mean.dim=raise")  # the aten name is accepted too
     with pytest.raises(RuntimeError, match="mean_dim"):
         t["x"].mean(dim=-1)
@@ -274,35 +299,55 @@ def test_pair_fault_with_both_enabled(fg, lib, monkeypatch):
 def test_variants_keep_results_correct(fg, lib, monkeypatch):
     t = _inputs()
     big = torch.randn(4, 4099, generator=torch.Generator().manual_seed(1))
-    ref = dict(_run_ops(t), big=big.mean(dim=-1), rms=fg.gems_rms_forward(big, None, torch.ones(4099), 1e-6))
+    ref = dict(
+        _run_ops(t),
+        big=big.mean(dim=-1),
+        rms=fg.gems_rms_forward(big, None, torch.ones(4099), 1e-6),
+    )
     fg.enable(lib=lib)
     for variant, tol in (("reorder", 1e-5), ("float64", 1e-5), ("bf16", 2e-2)):
-        monkeypatch.setenv("FAKE_GEMS_VARIANT", ",".join(f"{op}={variant}" for op in fg._standin.OPS))
-        got = dict(_run_ops(t), big=big.mean(dim=-1), rms=fg.gems_rms_forward(big, None, torch.ones(4099), 1e-6))
+        monkeypatch.setenv(
+            "FAKE_GEMS_VARIANT", ",".join(f"{op}={variant}" for op in fg._standin.OPS)
+        )
+        got = dict(
+            _run_ops(t),
+            big=big.mean(dim=-1),
+            rms=fg.gems_rms_forward(big, None, torch.ones(4099), 1e-6),
+        )
         for name in ref:
             assert got[name].dtype == ref[name].dtype
-            torch.testing.assert_close(got[name], ref[name], rtol=tol, atol=tol, msg=f"{variant} {name}")
+            torch.testing.assert_close(
+                got[name], ref[name], rtol=tol, atol=tol, msg=f"{variant} {name}"
+            )
         if variant == "bf16":
-            assert not torch.equal(got["rms"], ref["rms"]) and not torch.equal(got["embedding"], ref["embedding"])
+            assert not torch.equal(got["rms"], ref["rms"]) and not torch.equal(
+                got["embedding"], ref["embedding"]
+            )
         if variant == "reorder":  # another summation order: same value, other rounding
-            assert not torch.equal(got["big"], ref["big"]) or not torch.equal(got["rms"], ref["rms"])
+            assert not torch.equal(got["big"], ref["big"]) or not torch.equal(
+                got["rms"], ref["rms"]
+            )
             assert torch.equal(got["embedding"], ref["embedding"])  # nothing to reorder
 
 
 # --- plugin environment semantics -----------------------------------------------------------
 
-@pytest.mark.parametrize("env, expected", [
-    ({}, True),  # USE_FLAGGEMS defaults to true
-    ({"USE_FLAGGEMS": "1"}, True),
-    ({"USE_FLAGGEMS": "0"}, False),
-    ({"USE_FLAGGEMS": "false"}, False),
-    ({"USE_FLAGGEMS": "1", "VLLM_FL_PREFER_ENABLED": "false"}, False),
-    ({"USE_FLAGGEMS": "1", "VLLM_FL_PREFER_ENABLED": "0"}, False),
-    ({"VLLM_FL_PREFER_ENABLED": "true"}, True),
-    ({"USE_FLAGGEMS": "1", "VLLM_FL_PREFER": "vendor"}, False),
-    ({"USE_FLAGGEMS": "1", "VLLM_FL_PREFER": "flagos"}, True),
-    ({"USE_FLAGGEMS": "0", "VLLM_FL_PREFER": "flagos"}, False),
-])
+
+@pytest.mark.parametrize(
+    "env, expected",
+    [
+        ({}, True),  # USE_FLAGGEMS defaults to true
+        ({"USE_FLAGGEMS": "1"}, True),
+        ({"USE_FLAGGEMS": "0"}, False),
+        ({"USE_FLAGGEMS": "false"}, False),
+        ({"USE_FLAGGEMS": "1", "VLLM_FL_PREFER_ENABLED": "false"}, False),
+        ({"USE_FLAGGEMS": "1", "VLLM_FL_PREFER_ENABLED": "0"}, False),
+        ({"VLLM_FL_PREFER_ENABLED": "true"}, True),
+        ({"USE_FLAGGEMS": "1", "VLLM_FL_PREFER": "vendor"}, False),
+        ({"USE_FLAGGEMS": "1", "VLLM_FL_PREFER": "flagos"}, True),
+        ({"USE_FLAGGEMS": "0", "VLLM_FL_PREFER": "flagos"}, False),
+    ],
+)
 def test_use_flaggems(plugin_utils, monkeypatch, env, expected):
     for k, v in env.items():
         monkeypatch.setenv(k, v)
@@ -363,15 +408,25 @@ def test_vllm_resolves_the_platform_plugin_as_vllm_does():
         "target_cpu": {"VLLM_PLUGINS": "fl", "FAKE_FL_MODE": "real", "VLLM_TARGET_DEVICE": "cpu"},
     }
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SITE), str(STANDIN)]))
-    proc = subprocess.run([sys.executable, "-c", _PROBE, json.dumps(cases)], env=env, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE, json.dumps(cases)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
-    got = json.loads(line[len("RESULT "):])
+    got = json.loads(line[len("RESULT ") :])
     fl, cpu = "fake_vllm_fl.platform.PlatformFL", "vllm.platforms.cpu.CpuPlatform"
     assert {k: got[k] for k in cases} == {
-        "fl_real": fl, "unset_real": fl, "none_real": cpu, "other_real": cpu, "fl_default_mode": cpu,
-        "fl_neutral": cpu, "fl_defaulton": fl,
+        "fl_real": fl,
+        "unset_real": fl,
+        "none_real": cpu,
+        "other_real": cpu,
+        "fl_default_mode": cpu,
+        "fl_neutral": cpu,
+        "fl_defaulton": fl,
         "target_cpu": cpu,  # VLLM_TARGET_DEVICE=cpu skips every platform plugin in vLLM 0.32
     }
     assert got["classes"] == [True, True, "fake_vllm_fl.ops.layernorm", True, False]
@@ -383,7 +438,9 @@ def test_vllm_resolves_the_platform_plugin_as_vllm_does():
 def test_liar_prints_an_active_stack_and_is_nothing_else():
     env = dict(os.environ, PYTHONPATH=str(LIAR))
     code = "import importlib.util as u, sys; print('MODS', u.find_spec('flag_gems') is None, 'flag_gems' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    ).stdout
     lines = out.splitlines()
     assert lines[0].startswith("INFO ") and lines[0].endswith("] Platform plugin fl is activated")
     assert lines[1].endswith("] FlagGems enabled: 433 ops")
@@ -392,24 +449,50 @@ def test_liar_prints_an_active_stack_and_is_nothing_else():
 
 # --- a real engine: the offline phase script on the demo model --------------------------------
 
+
 def _offline(tmp_path, demo_model, **env_extra) -> tuple[int, dict, str]:
     out = tmp_path / "out.json"
-    env = dict(os.environ, **CPU_ENV, PYTHONPATH=os.pathsep.join([str(SITE), str(STANDIN)]),
-               VLLM_PLUGINS="fl", FLAGGEMS_ENABLE_OPLIST_PATH=str(tmp_path / "oplist.log"), **env_extra)
+    env = dict(
+        os.environ,
+        **CPU_ENV,
+        PYTHONPATH=os.pathsep.join([str(SITE), str(STANDIN)]),
+        VLLM_PLUGINS="fl",
+        FLAGGEMS_ENABLE_OPLIST_PATH=str(tmp_path / "oplist.log"),
+        **env_extra,
+    )
     for name in KNOBS:
         if name not in env_extra:
             env.pop(name, None)
-    proc = subprocess.run([sys.executable, str(REPO / "container_scripts" / "run_offline_inference.py"),
-                           "--model", str(demo_model), "--output", str(out), "--max-model-len", "512",
-                           "--extra-args", json.dumps(DEMO_ENGINE_ARGS)],
-                          env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "container_scripts" / "run_offline_inference.py"),
+            "--model",
+            str(demo_model),
+            "--output",
+            str(out),
+            "--max-model-len",
+            "512",
+            "--extra-args",
+            json.dumps(DEMO_ENGINE_ARGS),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     return proc.returncode, json.loads(out.read_text()), proc.stdout + proc.stderr
 
 
 @pytest.mark.engine
 def test_engine_embedding_fault_fails_through_the_kernel_file(tmp_path, demo_model):
-    rc, result, log = _offline(tmp_path, demo_model, USE_FLAGGEMS="1", FAKE_FL_MODE="real",
-                               FAKE_GEMS_FAULT="embedding=raise")
+    rc, result, log = _offline(
+        tmp_path,
+        demo_model,
+        USE_FLAGGEMS="1",
+        FAKE_FL_MODE="real",
+        FAKE_GEMS_FAULT="embedding=raise",
+    )
     assert rc == 1 and result["status"] == "FAIL"
     assert "flag_gems/ops/embedding.py" in log and "flag_gems embedding kernel failed" in log
 

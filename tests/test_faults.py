@@ -19,7 +19,15 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import CPU_ENV, DEMO_ENGINE_ARGS, ENGINE_ARGS, KV_ENV, REPO, processes_with_env, wait_until
+from conftest import (
+    CPU_ENV,
+    DEMO_ENGINE_ARGS,
+    ENGINE_ARGS,
+    KV_ENV,
+    REPO,
+    processes_with_env,
+    wait_until,
+)
 
 from modelverify_kernel.params import validate
 from modelverify_kernel.pipeline import Verification
@@ -31,8 +39,14 @@ NOTEBOOK = REPO / "notebooks" / "verify.ipynb"
 
 
 def _params(tmp_path, demo_model, **overrides):
-    values = {"model_path": str(demo_model), "output_dir": str(tmp_path / "out"), "env": CPU_ENV,
-              "extra_vllm_args": DEMO_ENGINE_ARGS, "max_model_len": 512, **overrides}
+    values = {
+        "model_path": str(demo_model),
+        "output_dir": str(tmp_path / "out"),
+        "env": CPU_ENV,
+        "extra_vllm_args": DEMO_ENGINE_ARGS,
+        "max_model_len": 512,
+        **overrides,
+    }
     return validate(values)
 
 
@@ -41,7 +55,9 @@ def _phase(params, phase, run_env=None, kill_grace=3.0):
     target = LocalTarget(kill_grace=kill_grace, work_root=params.output_path / ".work")
     try:
         scripts = target.install_scripts(SCRIPTS_DIR)
-        return run_phase(params, target, scripts, spec, phase, params.model_path, 1, params.output_path)
+        return run_phase(
+            params, target, scripts, spec, phase, params.model_path, 1, params.output_path
+        )
     finally:
         target.cleanup()
 
@@ -55,8 +71,11 @@ def _cmdline(pid: int) -> str:
 
 def _wait_for_process(marker: str, needle: str, timeout: float = 120) -> int:
     """The pid of the test's first process whose command line holds `needle`, once it exists."""
-    return wait_until(lambda: next((p for p in processes_with_env(marker) if needle in _cmdline(p)), None),
-                      timeout, f"a process {needle!r}")
+    return wait_until(
+        lambda: next((p for p in processes_with_env(marker) if needle in _cmdline(p)), None),
+        timeout,
+        f"a process {needle!r}",
+    )
 
 
 def _in_background(fn):
@@ -67,10 +86,14 @@ def _in_background(fn):
 
 
 @pytest.mark.engine
-def test_server_dying_during_startup_ends_the_phase_on_its_death(tmp_path, demo_model, marker, no_leftovers):
+def test_server_dying_during_startup_ends_the_phase_on_its_death(
+    tmp_path, demo_model, marker, no_leftovers
+):
     """Ended by the death itself, not by health_timeout (300 s: the join below gives up long before).
     vLLM's default shape: an engine core process to wait for."""
-    params = _params(tmp_path, demo_model, health_timeout=300, env=KV_ENV, extra_vllm_args=ENGINE_ARGS)
+    params = _params(
+        tmp_path, demo_model, health_timeout=300, env=KV_ENV, extra_vllm_args=ENGINE_ARGS
+    )
     thread, out = _in_background(lambda: _phase(params, "serve"))
     _wait_for_process(marker, "EngineCore")  # mid-start: the engine core exists
     server = _wait_for_process(marker, "api_server")
@@ -85,38 +108,62 @@ def test_server_dying_during_startup_ends_the_phase_on_its_death(tmp_path, demo_
 
 
 @pytest.mark.engine
-def test_hung_engine_is_killed_at_the_timeout_with_the_last_200_lines(tmp_path, demo_model, marker, no_leftovers):
+def test_hung_engine_is_killed_at_the_timeout_with_the_last_200_lines(
+    tmp_path, demo_model, marker, no_leftovers
+):
     """The engine core is stopped (SIGSTOP) in the middle of its start-up: a real hang (vLLM's
     default shape, where the engine core is a process of its own)."""
-    params = _params(tmp_path, demo_model, offline_timeout=45, run_b="never", env=KV_ENV, extra_vllm_args=ENGINE_ARGS)
+    params = _params(
+        tmp_path,
+        demo_model,
+        offline_timeout=45,
+        run_b="never",
+        env=KV_ENV,
+        extra_vllm_args=ENGINE_ARGS,
+    )
 
     thread, out = _in_background(lambda: Verification.run_all(params))
     engine = _wait_for_process(marker, "EngineCore")  # the offline phase's engine comes first
     log = params.output_path / "logs" / "run_a_offline.log"
-    wait_until(lambda: "(EngineCore" in log.read_text(errors="replace"), 120, "the engine core's first log line")
+    wait_until(
+        lambda: "(EngineCore" in log.read_text(errors="replace"),
+        120,
+        "the engine core's first log line",
+    )
     os.kill(engine, signal.SIGSTOP)
     thread.join(400)
     data = json.loads((params.output_path / "report.json").read_text())
     offline = data["run_a_without_multichip"]["phases"]["offline"]
     assert offline["status"] == "FAIL" and offline["timed_out"]
     # silent at the timeout, or output still coming then silence (issue 11: runs on while progressing)
-    assert ("timed out after 45 s (offline_timeout)" in offline["error"]
-            or "ran past offline_timeout=45 s" in offline["error"]) and "hung" in offline["error"], offline["error"]
+    assert (
+        "timed out after 45 s (offline_timeout)" in offline["error"]
+        or "ran past offline_timeout=45 s" in offline["error"]
+    ) and "hung" in offline["error"], offline["error"]
     assert "printing the stacks of" in offline["error"]  # every process dumped its threads first
     assert offline["diagnosis"]["component"] not in ("none", "unknown")
     assert engine in offline["leftover_pids"]
     log_lines = (params.output_path / "logs" / "run_a_offline.log").read_text().splitlines()
     assert len(log_lines) > 200 or len(offline["log_tail"]) == len(log_lines)
-    assert offline["log_tail"] == [line[:400] + (" …" if len(line) > 400 else "") for line in log_lines[-200:]]
+    assert offline["log_tail"] == [
+        line[:400] + (" …" if len(line) > 400 else "") for line in log_lines[-200:]
+    ]
     # the serve phase ran anyway
     assert data["run_a_without_multichip"]["phases"]["serve"]["status"] == "PASS"
 
 
 @pytest.mark.engine
-def test_slow_but_alive_start_is_stopped_only_at_the_cap_and_not_blamed(tmp_path, demo_model, marker, no_leftovers):
+def test_slow_but_alive_start_is_stopped_only_at_the_cap_and_not_blamed(
+    tmp_path, demo_model, marker, no_leftovers
+):
     """The stand-in plugin prints a "JIT compiling" line every 0.5 s, as FlagGems' first use does."""
-    params = _params(tmp_path, demo_model, offline_timeout=15, timeout_cap=30,
-                     env={**CPU_ENV, "PYTHONPATH": str(FAKE_PLUGIN_SITE)})
+    params = _params(
+        tmp_path,
+        demo_model,
+        offline_timeout=15,
+        timeout_cap=30,
+        env={**CPU_ENV, "PYTHONPATH": str(FAKE_PLUGIN_SITE)},
+    )
     pr = _phase(params, "offline", {"VLLM_PLUGINS": "fl", "FAKE_FL_MODE": "slow"})
     assert pr.status == "FAIL" and pr.timed_out
     assert pr.duration_s >= 28, pr.duration_s  # ran on past offline_timeout, up to the cap
@@ -130,8 +177,13 @@ def test_slow_but_alive_start_is_stopped_only_at_the_cap_and_not_blamed(tmp_path
 @pytest.mark.engine
 def test_healthy_but_slow_run_b_is_not_a_failure(tmp_path, demo_model, marker, no_leftovers):
     """Issue 11 point 6: 12 s of "JIT compiling" lines push the phase past offline_timeout=15 s."""
-    params = _params(tmp_path, demo_model, offline_timeout=15, timeout_cap=200,
-                     env={**CPU_ENV, "PYTHONPATH": str(FAKE_PLUGIN_SITE), "FAKE_FL_SLOW_S": "12"})
+    params = _params(
+        tmp_path,
+        demo_model,
+        offline_timeout=15,
+        timeout_cap=200,
+        env={**CPU_ENV, "PYTHONPATH": str(FAKE_PLUGIN_SITE), "FAKE_FL_SLOW_S": "12"},
+    )
     pr = _phase(params, "offline", {"VLLM_PLUGINS": "fl", "FAKE_FL_MODE": "slow"})
     assert pr.status == "PASS", pr.error
     assert pr.duration_s > 15 and not pr.timed_out
@@ -139,10 +191,16 @@ def test_healthy_but_slow_run_b_is_not_a_failure(tmp_path, demo_model, marker, n
 
 
 @pytest.mark.engine
-def test_request_that_never_answers_fails_on_the_client_timeout(tmp_path, demo_model, marker, no_leftovers):
+def test_request_that_never_answers_fails_on_the_client_timeout(
+    tmp_path, demo_model, marker, no_leftovers
+):
     """The stand-in plugin stalls the real engine core on its first request; /health stays 200."""
-    params = _params(tmp_path, demo_model, request_timeout=8,
-                     env={**CPU_ENV, "PYTHONPATH": str(FAKE_PLUGIN_SITE)})
+    params = _params(
+        tmp_path,
+        demo_model,
+        request_timeout=8,
+        env={**CPU_ENV, "PYTHONPATH": str(FAKE_PLUGIN_SITE)},
+    )
     pr = _phase(params, "serve", {"VLLM_PLUGINS": "fl", "FAKE_FL_MODE": "stall"})
     no_leftovers.append(pr.result["port"])
     assert pr.status == "FAIL" and not pr.timed_out
@@ -152,7 +210,9 @@ def test_request_that_never_answers_fails_on_the_client_timeout(tmp_path, demo_m
 
 
 @pytest.mark.engine
-def test_model_too_large_for_memory_is_a_resources_diagnosis_with_the_hint(tmp_path, demo_model, marker, no_leftovers):
+def test_model_too_large_for_memory_is_a_resources_diagnosis_with_the_hint(
+    tmp_path, demo_model, marker, no_leftovers
+):
     """Seed row "model too large for memory": vLLM for CPU asked for far more KV cache than exists."""
     params = _params(tmp_path, demo_model, env={"VLLM_CPU_KVCACHE_SPACE": "100000"})
     pr = _phase(params, "offline")
@@ -194,7 +254,9 @@ sys.exit(0 if script == "run_offline_inference.py" else 3)  # serve: no result a
 
 
 @pytest.mark.process  # the notebook, but the stand-in Python never starts an engine
-def test_missing_or_corrupt_result_file_is_a_clear_fail_and_the_notebook_completes(tmp_path, demo_model, marker, no_leftovers):
+def test_missing_or_corrupt_result_file_is_a_clear_fail_and_the_notebook_completes(
+    tmp_path, demo_model, marker, no_leftovers
+):
     import papermill as pm
 
     fake = tmp_path / "python"
@@ -202,9 +264,18 @@ def test_missing_or_corrupt_result_file_is_a_clear_fail_and_the_notebook_complet
     fake.chmod(0o755)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    pm.execute_notebook(str(NOTEBOOK), str(out_dir / "verify.ipynb"), cwd=str(REPO), kernel_name="python3",
-                        progress_bar=False, parameters={"model_path": str(demo_model), "output_dir": str(out_dir),
-                                                        "target_python": str(fake)})
+    pm.execute_notebook(
+        str(NOTEBOOK),
+        str(out_dir / "verify.ipynb"),
+        cwd=str(REPO),
+        kernel_name="python3",
+        progress_bar=False,
+        parameters={
+            "model_path": str(demo_model),
+            "output_dir": str(out_dir),
+            "target_python": str(fake),
+        },
+    )
     data = json.loads((out_dir / "report.json").read_text())
     phases = data["run_a_without_multichip"]["phases"]
     assert phases["offline"]["status"] == "FAIL"
@@ -215,16 +286,44 @@ def test_missing_or_corrupt_result_file_is_a_clear_fail_and_the_notebook_complet
 
 
 @pytest.mark.engine
-def test_killed_notebook_loses_nothing_and_the_report_is_rebuilt(tmp_path, demo_model, marker, no_leftovers):
+def test_killed_notebook_loses_nothing_and_the_report_is_rebuilt(
+    tmp_path, demo_model, marker, no_leftovers
+):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    cmd = [sys.executable, "-m", "papermill", "--cwd", str(REPO), str(NOTEBOOK), str(out_dir / "verify.ipynb"),
-           "-p", "model_path", str(demo_model), "-p", "output_dir", str(out_dir), "-p", "max_model_len", "512",
-           "-p", "extra_vllm_args", " ".join(DEMO_ENGINE_ARGS), "-y", json.dumps({"env": CPU_ENV})]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "papermill",
+        "--cwd",
+        str(REPO),
+        str(NOTEBOOK),
+        str(out_dir / "verify.ipynb"),
+        "-p",
+        "model_path",
+        str(demo_model),
+        "-p",
+        "output_dir",
+        str(out_dir),
+        "-p",
+        "max_model_len",
+        "512",
+        "-p",
+        "extra_vllm_args",
+        " ".join(DEMO_ENGINE_ARGS),
+        "-y",
+        json.dumps({"env": CPU_ENV}),
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         offline_done = out_dir / "phases" / "run_a_offline.json"
-        wait_until(lambda: offline_done.exists() or proc.poll() is not None, 240, "the end of the offline phase")
+        wait_until(
+            lambda: offline_done.exists() or proc.poll() is not None,
+            240,
+            "the end of the offline phase",
+        )
         assert proc.poll() is None, "the notebook ended before its serve phase"
         _wait_for_process(marker, "test_serve_mode.py")  # the serve phase is running
         _wait_for_process(marker, "api_server")  # and has started its server
@@ -240,8 +339,11 @@ def test_killed_notebook_loses_nothing_and_the_report_is_rebuilt(tmp_path, demo_
     assert (out_dir / "logs" / "run_a_offline.log").stat().st_size > 0
     assert json.loads((out_dir / "results" / "run_a_offline.json").read_text())["status"] == "PASS"
     assert not (out_dir / "report.json").exists()
-    rebuilt = subprocess.run([sys.executable, "-m", "modelverify_kernel", "report", str(out_dir)],
-                             capture_output=True, text=True)
+    rebuilt = subprocess.run(
+        [sys.executable, "-m", "modelverify_kernel", "report", str(out_dir)],
+        capture_output=True,
+        text=True,
+    )
     assert rebuilt.returncode == 0, rebuilt.stderr
     data = json.loads((out_dir / "report.json").read_text())
     run_a = data["run_a_without_multichip"]
@@ -252,12 +354,16 @@ def test_killed_notebook_loses_nothing_and_the_report_is_rebuilt(tmp_path, demo_
     assert (out_dir / "report.html").is_file()
     # the session helper saw its controller die (end of file on its stdin): it killed the phase
     # and removed the dead run's work folder, which lived inside the output folder
-    wait_until(lambda: not list((out_dir / ".work").glob("modelverify-*")), 60, "the work folder to go")
+    wait_until(
+        lambda: not list((out_dir / ".work").glob("modelverify-*")), 60, "the work folder to go"
+    )
 
 
 @pytest.mark.process
 def test_failed_probe_still_writes_a_fail_report(tmp_path, demo_model, marker, no_leftovers):
-    v = Verification.run_all(_params(tmp_path, demo_model, target_python=str(tmp_path / "no-such-python")))
+    v = Verification.run_all(
+        _params(tmp_path, demo_model, target_python=str(tmp_path / "no-such-python"))
+    )
     data = json.loads((v.out_dir / "report.json").read_text())
     assert (data["status"], data["diff_analysis"]["conclusion"]) == ("FAIL", "PRECHECK_FAILED")
     assert "stack probe" in data["precheck"]["error"]

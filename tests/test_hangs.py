@@ -29,13 +29,18 @@ STATUS = "MODELVERIFY-SESSION "
 def _session(tmp_path: Path, code: str, *opts: str, env: dict | None = None) -> tuple[str, dict]:
     script = tmp_path / "cmd.py"
     script.write_text(code, encoding="utf-8")
-    proc = subprocess.run([sys.executable, str(HELPER), *opts, "--grace", "2", "--", sys.executable, str(script)],
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path,
-                          env={**os.environ, **(env or {})})
+    proc = subprocess.run(
+        [sys.executable, str(HELPER), *opts, "--grace", "2", "--", sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={**os.environ, **(env or {})},
+    )
     status: dict = {}
     for line in proc.stderr.splitlines():
         if line.startswith(STATUS):
-            status.update(json.loads(line[len(STATUS):]))
+            status.update(json.loads(line[len(STATUS) :]))
     status["rc"] = proc.returncode
     return proc.stdout, status
 
@@ -60,7 +65,7 @@ def test_the_cap_stops_a_phase_that_never_stops_progressing(tmp_path: Path) -> N
     assert st["ran_s"] >= 3 and st["idle_s"] < 1  # not before the cap; still printing then
 
 
-HUNG_PLUGIN = '''\
+HUNG_PLUGIN = """\
 import time
 
 
@@ -71,27 +76,33 @@ def _wait_for_device():
 def register():
     print("[vllm_fl] registering", flush=True)
     _wait_for_device()
-'''
+"""
 
-HANGS_IN_REGISTER = '''\
+HANGS_IN_REGISTER = """\
 import subprocess, sys, time
 print("loading plugins", flush=True)
 subprocess.Popen(["sleep", "1000"])  # a non-Python process of the session: no stack handler
 import vllm_fl
 vllm_fl.register()
-'''
+"""
 
 
 @pytest.mark.process
-def test_a_hang_leaves_every_threads_stack_and_is_attributed_to_the_frame_it_waited_in(tmp_path: Path) -> None:
+def test_a_hang_leaves_every_threads_stack_and_is_attributed_to_the_frame_it_waited_in(
+    tmp_path: Path,
+) -> None:
     site = tmp_path / "site"
     (site / "vllm_fl").mkdir(parents=True)
     (site / "vllm_fl" / "__init__.py").write_text(HUNG_PLUGIN, encoding="utf-8")
     env = {"PYTHONPATH": os.pathsep.join([str(HOOK), str(site)])}  # what the phase scripts set
-    out, st = _session(tmp_path, HANGS_IN_REGISTER, "--timeout", "2", "--cap", "30", "--window", "2", env=env)
+    out, st = _session(
+        tmp_path, HANGS_IN_REGISTER, "--timeout", "2", "--cap", "30", "--window", "2", env=env
+    )
     assert st["ended_by"] in ("timeout", "silence") and st["timed_out"], st
     assert len(st["dumped"]) == 1 and len(st["leftovers"]) == 2, st  # `sleep` got no dump signal
-    assert "Current thread 0x" in out and 'vllm_fl/__init__.py", line 5 in _wait_for_device' in out, out
+    assert (
+        "Current thread 0x" in out and 'vllm_fl/__init__.py", line 5 in _wait_for_device' in out
+    ), out
     diag = classify_log(out.splitlines(), {"status": "FAIL", "error": "timed out after 2 s: hung"})
     assert diag.component == "plugin", diag
     assert any("vllm_fl/__init__.py" in e for e in diag.evidence), diag
@@ -101,15 +112,33 @@ def test_hang_diagnosis_on_the_host(tmp_path: Path) -> None:
     """The host's judgement of a timeout: cap → no blame; silence → the stacks decide, else unknown."""
     log = tmp_path / "run_b_offline.log"
     log.write_text("loading\n", encoding="utf-8")
-    base = dict(argv=[], exit_code=None, timed_out=True, duration_s=40.0, log_path=log, last_line="compiling 99")
+    base = dict(
+        argv=[],
+        exit_code=None,
+        timed_out=True,
+        duration_s=40.0,
+        log_path=log,
+        last_line="compiling 99",
+    )
     pr = PhaseResult(run="run_b", phase="offline", log=str(log))
-    pr = _timed_out(pr, ExecResult(**base, idle_s=0.4, ended_by="cap", ran_s=40.0), "offline_timeout", 10, 40)
+    pr = _timed_out(
+        pr, ExecResult(**base, idle_s=0.4, ended_by="cap", ran_s=40.0), "offline_timeout", 10, 40
+    )
     assert (pr.diagnosis["component"], pr.diagnosis["rule"]) == ("none", "TIMEOUT-CAP")
     assert "timeout_cap=40 s" in pr.error and "still making progress" in pr.error
 
     pr = PhaseResult(run="run_b", phase="offline", log=str(log))
-    pr = _timed_out(pr, ExecResult(**base, idle_s=45.0, ended_by="timeout", ran_s=10.0), "offline_timeout", 10, 40)
-    assert (pr.diagnosis["component"], pr.diagnosis["rule"]) == ("unknown", "TIMEOUT-HANG")  # never vllm by default
+    pr = _timed_out(
+        pr,
+        ExecResult(**base, idle_s=45.0, ended_by="timeout", ran_s=10.0),
+        "offline_timeout",
+        10,
+        40,
+    )
+    assert (pr.diagnosis["component"], pr.diagnosis["rule"]) == (
+        "unknown",
+        "TIMEOUT-HANG",
+    )  # never vllm by default
     assert "hung" in pr.error
 
     log.write_text(
@@ -123,10 +152,16 @@ def test_hang_diagnosis_on_the_host(tmp_path: Path) -> None:
         '  File "/usr/lib/python3.12/site-packages/triton/compiler/compiler.py", line 300 in compile\n'
         '  File "/usr/lib/python3.12/site-packages/flag_gems/ops/mm.py", line 80 in mm\n'
         '  File "/usr/lib/python3.12/site-packages/vllm/v1/worker/gpu_model_runner.py", line 2300 in _dummy_run\n',
-        encoding="utf-8")
+        encoding="utf-8",
+    )
     pr = PhaseResult(run="run_b", phase="offline", log=str(log))
-    pr = _timed_out(pr, ExecResult(**base, idle_s=45.0, ended_by="silence", ran_s=60.0, dumped=[7, 9]),
-               "offline_timeout", 10, 400)
+    pr = _timed_out(
+        pr,
+        ExecResult(**base, idle_s=45.0, ended_by="silence", ran_s=60.0, dumped=[7, 9]),
+        "offline_timeout",
+        10,
+        400,
+    )
     assert pr.diagnosis["component"] == "FlagTree", pr.diagnosis  # it waited in the Triton compiler
     assert pr.diagnosis["culprit_op"] == "mm"
     assert "then hung" in pr.error and "stacks of 2 process(es)" in pr.error
@@ -148,7 +183,9 @@ def _serve_module():
 
 
 @pytest.mark.process
-def test_health_timeout_gets_the_same_hang_vs_progress_judgement(tmp_path: Path, monkeypatch) -> None:
+def test_health_timeout_gets_the_same_hang_vs_progress_judgement(
+    tmp_path: Path, monkeypatch
+) -> None:
     serve = _serve_module()
     port = _free_port()
     monkeypatch.setenv("PYTHONPATH", str(HOOK))  # the server's processes get the stack handler
@@ -158,27 +195,40 @@ def test_health_timeout_gets_the_same_hang_vs_progress_judgement(tmp_path: Path,
             serve.wait_healthy(busy, port, timeout=1, cap=4)
     finally:
         busy.stop()
-    silent = serve.Server([sys.executable, "-c", "import time\nprint('starting', flush=True)\ntime.sleep(1000)\n"])
+    silent = serve.Server(
+        [sys.executable, "-c", "import time\nprint('starting', flush=True)\ntime.sleep(1000)\n"]
+    )
     try:
         with pytest.raises(serve.HealthTimeout, match="hung; 1 server process") as info:
             serve.wait_healthy(silent, port, timeout=1, cap=60, window=3)
         assert not isinstance(info.value, serve.StartupStillProgressing)
-        wait_until(lambda: any("(most recent call first)" in line for line in silent.tail.lines), 30,
-                   "the server's stack dump in its output")
+        wait_until(
+            lambda: any("(most recent call first)" in line for line in silent.tail.lines),
+            30,
+            "the server's stack dump in its output",
+        )
     finally:
         silent.stop()
 
 
 def test_the_report_says_how_long_a_slow_phase_took_and_why() -> None:
     from modelverify_kernel.report import _row
-    pr = PhaseResult(run="run_b", phase="offline", status="PASS", duration_s=268.0,
-                     timeout_note="took 268 s, past offline_timeout=200 s: output was still coming at the "
-                                  "timeout (loading, compiling kernels), so it ran on")
+
+    pr = PhaseResult(
+        run="run_b",
+        phase="offline",
+        status="PASS",
+        duration_s=268.0,
+        timeout_note="took 268 s, past offline_timeout=200 s: output was still coming at the "
+        "timeout (loading, compiling kernels), so it ran on",
+    )
     row = _row("Run B", "offline", pr.to_dict())
     assert row["status"] == "PASS" and "past offline_timeout=200 s" in row["error"]
 
 
-def _run_b_phase_with_plugin(tmp_path: Path, demo_model, plugin_source: str, phase: str, extra: dict):
+def _run_b_phase_with_plugin(
+    tmp_path: Path, demo_model, plugin_source: str, phase: str, extra: dict
+):
     """One Run B phase on the real engine with a stand-in general plugin `fl` (package vllm_fl)."""
     from conftest import CPU_ENV, DEMO_ENGINE_ARGS
 
@@ -193,24 +243,42 @@ def _run_b_phase_with_plugin(tmp_path: Path, demo_model, plugin_source: str, pha
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: vllm_fl\nVersion: 0.0.1\n")
     (info / "entry_points.txt").write_text("[vllm.general_plugins]\nfl = vllm_fl:register\n")
-    params = validate({"model_path": str(demo_model), "output_dir": str(tmp_path / "out"),
-                       "env": {**CPU_ENV, "PYTHONPATH": str(site)}, "extra_vllm_args": DEMO_ENGINE_ARGS, **extra})
+    params = validate(
+        {
+            "model_path": str(demo_model),
+            "output_dir": str(tmp_path / "out"),
+            "env": {**CPU_ENV, "PYTHONPATH": str(site)},
+            "extra_vllm_args": DEMO_ENGINE_ARGS,
+            **extra,
+        }
+    )
     spec = RunSpec("run_b", "Run B", {"USE_FLAGGEMS": "1", "VLLM_PLUGINS": "fl"}, ())
     target = LocalTarget(kill_grace=3.0, work_root=params.output_path / ".work")
     try:
-        return run_phase(params, target, target.install_scripts(SCRIPTS_DIR), spec, phase, str(demo_model), 1,
-                         params.output_path)
+        return run_phase(
+            params,
+            target,
+            target.install_scripts(SCRIPTS_DIR),
+            spec,
+            phase,
+            str(demo_model),
+            1,
+            params.output_path,
+        )
     finally:
         target.cleanup()
 
 
 @pytest.mark.engine
-def test_plugin_hanging_in_register_inside_the_real_engine_is_blamed_on_the_plugin(tmp_path: Path, demo_model) -> None:
+def test_plugin_hanging_in_register_inside_the_real_engine_is_blamed_on_the_plugin(
+    tmp_path: Path, demo_model
+) -> None:
     """Real vLLM (CPU) loads a stand-in general plugin named `vllm_fl` whose register() never
     returns (no real FlagOS plugin runs here). The offline phase hangs silently; at the timeout
     every process prints its stacks, and the diagnosis names the frame it waited in."""
-    pr = _run_b_phase_with_plugin(tmp_path, demo_model, HUNG_PLUGIN, "offline",
-                                  {"offline_timeout": 20, "timeout_cap": 120})
+    pr = _run_b_phase_with_plugin(
+        tmp_path, demo_model, HUNG_PLUGIN, "offline", {"offline_timeout": 20, "timeout_cap": 120}
+    )
     log = Path(pr.log).read_text()
     assert pr.status == "FAIL" and pr.timed_out and "hung" in pr.error, pr.error
     assert "(most recent call first)" in log and "_wait_for_device" in log
@@ -218,7 +286,7 @@ def test_plugin_hanging_in_register_inside_the_real_engine_is_blamed_on_the_plug
     assert any("vllm_fl/__init__.py" in e for e in pr.diagnosis["evidence"]), pr.diagnosis
 
 
-SEGFAULTING_PLUGIN = '''\
+SEGFAULTING_PLUGIN = """\
 import ctypes
 
 
@@ -228,15 +296,19 @@ def _touch_device_memory():
 
 def register():
     _touch_device_memory()
-'''
+"""
 
 
 @pytest.mark.engine
-def test_segfault_in_the_api_server_leaves_a_python_stack_and_a_diagnosis(tmp_path: Path, demo_model) -> None:
+def test_segfault_in_the_api_server_leaves_a_python_stack_and_a_diagnosis(
+    tmp_path: Path, demo_model
+) -> None:
     """Real `vllm serve` (CPU) loads a stand-in general plugin `vllm_fl` that segfaults in register()
     (no real FlagOS plugin runs here): the API server dies by SIGSEGV; faulthandler, put into every
     process of the phase by the evidence sitecustomize, leaves its Python stack in the log."""
-    pr = _run_b_phase_with_plugin(tmp_path, demo_model, SEGFAULTING_PLUGIN, "serve", {"health_timeout": 200})
+    pr = _run_b_phase_with_plugin(
+        tmp_path, demo_model, SEGFAULTING_PLUGIN, "serve", {"health_timeout": 200}
+    )
     log = Path(pr.log).read_text()
     assert pr.status == "FAIL" and "SIGSEGV" in pr.error, pr.error
     assert "Fatal Python error: Segmentation fault" in log and "_touch_device_memory" in log

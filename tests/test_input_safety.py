@@ -15,7 +15,9 @@ from modelverify_kernel.errors import ParameterError
 from modelverify_kernel.params import from_namespace, validate
 from modelverify_kernel.pipeline import Verification
 
-pytestmark = pytest.mark.usefixtures("no_leftovers")  # conftest: no process, temp folder or port left
+pytestmark = pytest.mark.usefixtures(
+    "no_leftovers"
+)  # conftest: no process, temp folder or port left
 NOTEBOOK = REPO / "notebooks" / "verify.ipynb"
 FAKE_PLUGIN_SITE = REPO / "tests" / "fake_stack" / "site"
 SECRETS = {
@@ -53,7 +55,9 @@ def test_newlines_and_shell_syntax_in_parameters(tmp_path, field):
 
 
 @pytest.mark.process
-def test_hostile_model_paths_and_ids_end_in_a_fail_report_and_run_nothing(tmp_path, demo_model, monkeypatch):
+def test_hostile_model_paths_and_ids_end_in_a_fail_report_and_run_nothing(
+    tmp_path, demo_model, monkeypatch
+):
     """Every value goes through the whole run (run_all); the probe, which never sees model_path,
     runs for real once and its finding is reused for the other values (it proves `import vllm`
     in a child: 5-9 s each)."""
@@ -69,7 +73,11 @@ def test_hostile_model_paths_and_ids_end_in_a_fail_report_and_run_nothing(tmp_pa
     real_probe = pipeline.run_probe
     monkeypatch.setattr(pipeline, "run_probe", probe_once)
     marker = tmp_path / "pwned"
-    values = hostile(marker) + [f"/tmp/{v}" for v in hostile(marker)] + [f"Qwen/Qwen3{v}" for v in hostile(marker)]
+    values = (
+        hostile(marker)
+        + [f"/tmp/{v}" for v in hostile(marker)]
+        + [f"Qwen/Qwen3{v}" for v in hostile(marker)]
+    )
     for i, model_path in enumerate(values):
         params = validate({"model_path": model_path, "output_dir": str(tmp_path / f"out{i}")})
         v, data = _verify(params)
@@ -87,9 +95,14 @@ def test_unknown_papermill_parameter_is_reported(tmp_path):
 @pytest.mark.process
 def test_unknown_parameter_through_papermill(tmp_path):
     with pytest.raises(pm.PapermillExecutionError) as exc:
-        pm.execute_notebook(str(NOTEBOOK), str(tmp_path / "nb.ipynb"), cwd=str(REPO), kernel_name="python3",
-                            progress_bar=False, parameters={"model_path": "/m", "max_token": 8,
-                                                            "output_dir": str(tmp_path / "out")})
+        pm.execute_notebook(
+            str(NOTEBOOK),
+            str(tmp_path / "nb.ipynb"),
+            cwd=str(REPO),
+            kernel_name="python3",
+            progress_bar=False,
+            parameters={"model_path": "/m", "max_token": 8, "output_dir": str(tmp_path / "out")},
+        )
     assert exc.value.ename == "ParameterError" and "max_token" in exc.value.evalue
     assert not (tmp_path / "out").exists()
 
@@ -100,8 +113,9 @@ def test_secret_as_a_parameter_is_refused(tmp_path):
 
 
 @pytest.mark.engine
-def test_planted_secrets_appear_in_no_file_and_hostile_engine_arguments_run_nothing(tmp_path, demo_model,
-                                                                                   monkeypatch):
+def test_planted_secrets_appear_in_no_file_and_hostile_engine_arguments_run_nothing(
+    tmp_path, demo_model, monkeypatch
+):
     """One notebook run for two promises. The stand-in plugin (mode `leak`) prints HF_TOKEN into
     Run B's engine log, as a careless plugin would; the probe records VLLM_FL_* variables. Nothing
     may carry the values. And shell syntax in extra_vllm_args reaches vLLM as plain strings."""
@@ -112,18 +126,33 @@ def test_planted_secrets_appear_in_no_file_and_hostile_engine_arguments_run_noth
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     notebook = out_dir / "verify.ipynb"
-    pm.execute_notebook(str(NOTEBOOK), str(notebook), cwd=str(REPO), kernel_name="python3", progress_bar=False,
-                        parameters=dict(model_path=str(demo_model), output_dir=str(out_dir), max_model_len=512,
-                                        env=dict(CPU_ENV, PYTHONPATH=str(FAKE_PLUGIN_SITE)), run_b="always",
-                                        run_b_env={"USE_FLAGGEMS": "1", "VLLM_PLUGINS": "fl", "FAKE_FL_MODE": "leak"},
-                                        extra_vllm_args=" ".join(DEMO_ENGINE_ARGS) + f" --served-model-name {names}"))
-    serve = json.loads((out_dir / "report.json").read_text())["run_a_without_multichip"]["phases"]["serve"]
+    pm.execute_notebook(
+        str(NOTEBOOK),
+        str(notebook),
+        cwd=str(REPO),
+        kernel_name="python3",
+        progress_bar=False,
+        parameters=dict(
+            model_path=str(demo_model),
+            output_dir=str(out_dir),
+            max_model_len=512,
+            env=dict(CPU_ENV, PYTHONPATH=str(FAKE_PLUGIN_SITE)),
+            run_b="always",
+            run_b_env={"USE_FLAGGEMS": "1", "VLLM_PLUGINS": "fl", "FAKE_FL_MODE": "leak"},
+            extra_vllm_args=" ".join(DEMO_ENGINE_ARGS) + f" --served-model-name {names}",
+        ),
+    )
+    serve = json.loads((out_dir / "report.json").read_text())["run_a_without_multichip"]["phases"][
+        "serve"
+    ]
     assert serve["status"] == "PASS", serve["error"]
     served = json.loads((out_dir / "results" / "run_a_serve.json").read_text())["served_models"]
     assert served == hostile(marker)  # every served name verbatim, none run
     assert not marker.exists()
     files = [p for p in out_dir.rglob("*") if p.is_file()]
-    assert {"report.json", "report.html", "verify.ipynb", "run_b_offline.log", "probe.json"} <= {p.name for p in files}
+    assert {"report.json", "report.html", "verify.ipynb", "run_b_offline.log", "probe.json"} <= {
+        p.name for p in files
+    }
     for path in files:
         text = path.read_text(errors="replace")
         for name, value in SECRETS.items():
@@ -139,16 +168,28 @@ def test_remote_code_runs_only_when_asked_and_the_diagnosis_says_so(tmp_path, de
     model = tmp_path / "needs-remote-code"
     shutil.copytree(demo_model, model)
     config = json.loads((model / "config.json").read_text())
-    config.update(model_type="tinyremote", architectures=["TinyRemoteForCausalLM"],
-                  auto_map={"AutoConfig": "configuration_tinyremote.TinyRemoteConfig"})
+    config.update(
+        model_type="tinyremote",
+        architectures=["TinyRemoteForCausalLM"],
+        auto_map={"AutoConfig": "configuration_tinyremote.TinyRemoteConfig"},
+    )
     (model / "config.json").write_text(json.dumps(config))
     ran = tmp_path / "remote-code-ran"
     (model / "configuration_tinyremote.py").write_text(
         f"open({str(ran)!r}, 'w').close()\n"
         "from transformers import LlamaConfig\n\n"
-        "class TinyRemoteConfig(LlamaConfig):\n    model_type = 'tinyremote'\n")
-    params = validate({"model_path": str(model), "output_dir": str(tmp_path / "out"), "env": CPU_ENV,
-                       "extra_vllm_args": DEMO_ENGINE_ARGS, "offline_timeout": 120, "serve_timeout": 120})
+        "class TinyRemoteConfig(LlamaConfig):\n    model_type = 'tinyremote'\n"
+    )
+    params = validate(
+        {
+            "model_path": str(model),
+            "output_dir": str(tmp_path / "out"),
+            "env": CPU_ENV,
+            "extra_vllm_args": DEMO_ENGINE_ARGS,
+            "offline_timeout": 120,
+            "serve_timeout": 120,
+        }
+    )
     v, data = _verify(params)
     assert not ran.exists(), "the model's own code ran without trust_remote_code"
     offline = data["run_a_without_multichip"]["phases"]["offline"]
@@ -164,8 +205,16 @@ def test_both_runs_failing_report_both_errors(tmp_path, demo_model):
     """Seed: "Run A and Run B both fail → report both errors separately"; Run B runs anyway.
     The demo model has 512 positions: vLLM refuses max_model_len=4096 while starting, and the
     serve phase ends on the server's own cause, never waiting out health_timeout (300 s)."""
-    params = validate({"model_path": str(demo_model), "output_dir": str(tmp_path / "out"), "env": CPU_ENV,
-                       "extra_vllm_args": DEMO_ENGINE_ARGS, "max_model_len": 4096, "run_b": "always"})
+    params = validate(
+        {
+            "model_path": str(demo_model),
+            "output_dir": str(tmp_path / "out"),
+            "env": CPU_ENV,
+            "extra_vllm_args": DEMO_ENGINE_ARGS,
+            "max_model_len": 4096,
+            "run_b": "always",
+        }
+    )
     v, data = _verify(params)
     for key in ("run_a_without_multichip", "run_b_with_multichip"):
         run = data[key]

@@ -23,17 +23,28 @@ def target(tmp_path):
 def test_hub_id_already_downloaded_is_skipped(tmp_path, demo_model, target):
     models = tmp_path / "models"
     shutil.copytree(demo_model, models / "tiny-llama")
-    params = validate({"model_path": "someorg/tiny-llama", "models_dir": str(models), "output_dir": str(tmp_path)})
+    params = validate(
+        {"model_path": "someorg/tiny-llama", "models_dir": str(models), "output_dir": str(tmp_path)}
+    )
     step = resolve_model(params, target, target.install_scripts(SCRIPTS_DIR), tmp_path)
     assert (step.kind, step.status, step.path) == ("remote", "PASS", str(models / "tiny-llama"))
     assert step.download["skipped"] is True and step.download["source"] == "modelscope"
-    assert (tmp_path / "results" / "download.json").is_file() and (tmp_path / "logs" / "download.log").is_file()
+    assert (tmp_path / "results" / "download.json").is_file() and (
+        tmp_path / "logs" / "download.log"
+    ).is_file()
 
 
 @pytest.mark.parametrize("source", ["modelscope", "huggingface"])
 def test_hub_download_that_cannot_happen_is_one_clear_error(tmp_path, target, source):
-    params = validate({"model_path": "someorg/not-here", "models_dir": str(tmp_path / "models"),
-                       "model_source": source, "output_dir": str(tmp_path), "download_timeout": 120})
+    params = validate(
+        {
+            "model_path": "someorg/not-here",
+            "models_dir": str(tmp_path / "models"),
+            "model_source": source,
+            "output_dir": str(tmp_path),
+            "download_timeout": 120,
+        }
+    )
     with pytest.raises(ModelError) as exc:
         resolve_model(params, target, target.install_scripts(SCRIPTS_DIR), tmp_path)
     msg = str(exc.value)

@@ -8,14 +8,19 @@ import papermill as pm
 import pytest
 from conftest import REPO, assert_demo_report_on_this_machine
 
-
 NOTEBOOK = REPO / "notebooks" / "verify.ipynb"
 
 
 def _execute(tmp_path, **parameters):
     out = tmp_path / "verify.ipynb"
-    pm.execute_notebook(str(NOTEBOOK), str(out), parameters=parameters, cwd=str(REPO),
-                        kernel_name="python3", progress_bar=False)
+    pm.execute_notebook(
+        str(NOTEBOOK),
+        str(out),
+        parameters=parameters,
+        cwd=str(REPO),
+        kernel_name="python3",
+        progress_bar=False,
+    )
     return out
 
 
@@ -31,8 +36,14 @@ def test_good_run_on_the_demo_model(demo_run, tmp_path):
     assert not (out_dir / ".work").exists() or not any((out_dir / ".work").iterdir())
     again = tmp_path / "again"
     again.mkdir()
-    proc = subprocess.run(shlex.split(data["reproduce"]["phases"]["run_a_offline"]), cwd=again,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+    proc = subprocess.run(
+        shlex.split(data["reproduce"]["phases"]["run_a_offline"]),
+        cwd=again,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:]
     redone = json.loads((again / "run_a_offline.json").read_text())
     first = json.loads((out_dir / "results" / "run_a_offline.json").read_text())
@@ -46,11 +57,15 @@ def test_missing_model_path_stops_in_the_first_cells(tmp_path):
     with pytest.raises(pm.PapermillExecutionError) as exc:
         _execute(tmp_path, output_dir=str(out_dir))
     assert exc.value.ename == "ParameterError"
-    assert "model_path" in exc.value.evalue and "papermill notebooks/verify.ipynb" in exc.value.evalue
+    assert (
+        "model_path" in exc.value.evalue and "papermill notebooks/verify.ipynb" in exc.value.evalue
+    )
     # nothing else started: no output folder, no logs
     assert not out_dir.exists()
     nb = json.loads((tmp_path / "verify.ipynb").read_text())
-    errors = [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    errors = [
+        o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"
+    ]
     assert errors[0]["traceback"] == [f"ParameterError: {exc.value.evalue}"]
 
 

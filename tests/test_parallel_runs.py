@@ -22,7 +22,11 @@ def _plan(probe, tp, run_b_runs=True, **values):
 def test_cpu_cores_are_split_in_halves_one_core_list_per_tp_rank():
     plan = _plan(CPU4, 1)
     assert (plan["parallel"], plan["variable"], plan["run_a"], plan["run_b"]) == (
-        True, "VLLM_CPU_OMP_THREADS_BIND", "0,1", "2,3")
+        True,
+        "VLLM_CPU_OMP_THREADS_BIND",
+        "0,1",
+        "2,3",
+    )
     plan = _plan(CPU4, 2)
     assert (plan["run_a"], plan["run_b"]) == ("0|1", "2|3")
     # a container's cpuset: the cores it may use, not 0..n-1
@@ -33,7 +37,11 @@ def test_cpu_cores_are_split_in_halves_one_core_list_per_tp_rank():
 def test_gpus_first_tp_for_run_a_next_tp_for_run_b_through_the_vendor_variable():
     plan = _plan(GPU8, 2)
     assert (plan["parallel"], plan["variable"], plan["run_a"], plan["run_b"]) == (
-        True, "CUDA_VISIBLE_DEVICES", "0,1", "2,3")
+        True,
+        "CUDA_VISIBLE_DEVICES",
+        "0,1",
+        "2,3",
+    )
     ascend = {"devices": {"kind": "accelerator", "tool": "npu-smi", "count": 4}}
     assert _plan(ascend, 2)["variable"] == "ASCEND_RT_VISIBLE_DEVICES"
 
@@ -46,15 +54,28 @@ def test_a_device_list_given_in_env_is_the_pool_that_is_split():
     assert not _plan(CPU4, 1, env={"VLLM_CPU_OMP_THREADS_BIND": "auto"})["parallel"]
 
 
-@pytest.mark.parametrize("probe, tp, values, reason", [
-    (GPU8, 8, {}, "< 2 × TP=8"),
-    ({"devices": {"kind": "cpu", "cpus": 1, "cores": [0]}}, 1, {}, "< 2 × TP=1"),
-    (GPU8, 1, {"parallel_runs": "off"}, "parallel_runs=off"),
-    (GPU8, 1, {"run_b_env": {"CUDA_VISIBLE_DEVICES": "3"}}, "chosen per run (run_b_env)"),
-    ({"devices": {"kind": "accelerator", "tool": "mx-smi", "count": None}}, 1, {}, "no visible-devices variable"),
-    ({"devices": {"kind": "accelerator", "tool": "npu-smi", "count": None}}, 1, {}, "could not count"),
-    (None, 1, {}, "did not report the devices"),
-])
+@pytest.mark.parametrize(
+    "probe, tp, values, reason",
+    [
+        (GPU8, 8, {}, "< 2 × TP=8"),
+        ({"devices": {"kind": "cpu", "cpus": 1, "cores": [0]}}, 1, {}, "< 2 × TP=1"),
+        (GPU8, 1, {"parallel_runs": "off"}, "parallel_runs=off"),
+        (GPU8, 1, {"run_b_env": {"CUDA_VISIBLE_DEVICES": "3"}}, "chosen per run (run_b_env)"),
+        (
+            {"devices": {"kind": "accelerator", "tool": "mx-smi", "count": None}},
+            1,
+            {},
+            "no visible-devices variable",
+        ),
+        (
+            {"devices": {"kind": "accelerator", "tool": "npu-smi", "count": None}},
+            1,
+            {},
+            "could not count",
+        ),
+        (None, 1, {}, "did not report the devices"),
+    ],
+)
 def test_otherwise_one_after_the_other_and_the_reason_says_why(probe, tp, values, reason):
     plan = _plan(probe, tp, **values)
     assert plan["parallel"] is False and reason in plan["reason"], plan
@@ -69,7 +90,10 @@ def test_each_run_carries_its_devices_in_its_flags():
     params = validate({"model_path": "/m"})
     plan = _plan(GPU8, 2)
     run_a, run_b = runs.run_specs(params, {**GPU8, "entry_points": {}}, plan)
-    assert run_a.env_set["CUDA_VISIBLE_DEVICES"] == "0,1" and run_b.env_set["CUDA_VISIBLE_DEVICES"] == "2,3"
+    assert (
+        run_a.env_set["CUDA_VISIBLE_DEVICES"] == "0,1"
+        and run_b.env_set["CUDA_VISIBLE_DEVICES"] == "2,3"
+    )
     assert run_b.env_set["USE_FLAGGEMS"] == "1"  # the defaults stay
     serial = runs.run_specs(params, {**GPU8, "entry_points": {}}, _plan(GPU8, 8))
     assert all("CUDA_VISIBLE_DEVICES" not in spec.env_set for spec in serial)

@@ -23,17 +23,24 @@ def test_tp_size_must_be_a_positive_integer(bad):
 
 def test_defaults_and_seed_timeouts():
     p = validate({"model_path": "/m"})
-    assert (p.download_timeout, p.offline_timeout, p.serve_timeout, p.health_timeout) == (600, 300, 360, 300)
+    assert (p.download_timeout, p.offline_timeout, p.serve_timeout, p.health_timeout) == (
+        600,
+        300,
+        360,
+        300,
+    )
     assert p.trust_remote_code is False and p.tp_size is None and p.container is None
     # run_*_env / run_*_unset are additions to each run's default flags (runs.run_specs)
     assert (dict(p.run_a_env), p.run_a_unset, dict(p.run_b_env), p.run_b_unset) == ({}, (), {}, ())
 
 
 def test_extra_vllm_args_json_or_shell_like_never_executed():
-    assert validate({"model_path": "/m", "extra_vllm_args": '["--enforce-eager", "--dtype", "float32"]'}).extra_vllm_args == (
-        "--enforce-eager", "--dtype", "float32")
-    assert validate({"model_path": "/m", "extra_vllm_args": "--max-num-seqs 8 --x '$(touch y)'"}).extra_vllm_args == (
-        "--max-num-seqs", "8", "--x", "$(touch y)")
+    assert validate(
+        {"model_path": "/m", "extra_vllm_args": '["--enforce-eager", "--dtype", "float32"]'}
+    ).extra_vllm_args == ("--enforce-eager", "--dtype", "float32")
+    assert validate(
+        {"model_path": "/m", "extra_vllm_args": "--max-num-seqs 8 --x '$(touch y)'"}
+    ).extra_vllm_args == ("--max-num-seqs", "8", "--x", "$(touch y)")
     with pytest.raises(ParameterError, match="extra_vllm_args"):
         validate({"model_path": "/m", "extra_vllm_args": "[not json"})
     with pytest.raises(ParameterError, match="extra_vllm_args"):
@@ -55,8 +62,16 @@ def test_params_are_frozen_and_read_from_notebook_globals():
         p.tp_size = 3  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("name,value", [("run_b", "sometimes"), ("model_source", "s3"), ("max_tokens", 0),
-                                        ("health_timeout", -5), ("trust_remote_code", "yes")])
+@pytest.mark.parametrize(
+    "name,value",
+    [
+        ("run_b", "sometimes"),
+        ("model_source", "s3"),
+        ("max_tokens", 0),
+        ("health_timeout", -5),
+        ("trust_remote_code", "yes"),
+    ],
+)
 def test_other_parameters_refused(name, value):
     with pytest.raises(ParameterError, match=name):
         validate({"model_path": "/m", name: value})

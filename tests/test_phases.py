@@ -18,9 +18,16 @@ pytestmark = pytest.mark.engine
 FAKE_PLUGIN_SITE = Path(__file__).resolve().parent / "fake_stack" / "site"
 
 
-def _phase(tmp_path, demo_model, phase, extra=DEMO_ENGINE_ARGS, marker=None, run_env=None, **overrides):
-    values = {"model_path": str(demo_model), "output_dir": str(tmp_path), "env": CPU_ENV,
-              "extra_vllm_args": list(extra), **overrides}
+def _phase(
+    tmp_path, demo_model, phase, extra=DEMO_ENGINE_ARGS, marker=None, run_env=None, **overrides
+):
+    values = {
+        "model_path": str(demo_model),
+        "output_dir": str(tmp_path),
+        "env": CPU_ENV,
+        "extra_vllm_args": list(extra),
+        **overrides,
+    }
     params = validate(values)
     env = dict(run_env or {})
     if marker:
@@ -72,7 +79,9 @@ def test_offline_phase_passes_on_the_real_engine(demo_run):
     assert ("repetition", 0) in found
     assert not {c for c, _ in found} & {"empty", "nonfinite", "same_output"}
     relabelled = [dict(outputs[0], prompt="another prompt")] + outputs
-    assert {("same_output", 0), ("same_output", 1)} <= {(g.check, g.index) for g in garbage_checks(relabelled, Tolerances())}
+    assert {("same_output", 0), ("same_output", 1)} <= {
+        (g.check, g.index) for g in garbage_checks(relabelled, Tolerances())
+    }
 
 
 def test_serve_phase_passes_stops_the_server_and_frees_the_port(demo_run, demo_model):
@@ -85,7 +94,11 @@ def test_serve_phase_passes_stops_the_server_and_frees_the_port(demo_run, demo_m
     assert {"startup_s", "first_request_s"} <= set(r["timings"])
     _check_outputs(pr)
     # nothing of the notebook run outlives it (its kernel ends as papermill returns)
-    wait_until(lambda: processes_with_env(demo_run["marker"]) == [], 10, "the exit of the demo run's processes")
+    wait_until(
+        lambda: processes_with_env(demo_run["marker"]) == [],
+        10,
+        "the exit of the demo run's processes",
+    )
     assert pr.leftover_pids == []
 
 
@@ -95,9 +108,16 @@ def test_phase_timeout_kills_the_whole_engine_process_tree(tmp_path, demo_model)
     just as a short timeout fires, and then there is nothing left to kill)."""
     marker = f"MV_TEST_MARKER={uuid.uuid4().hex}"
     # timeout_cap=20: no running on past the timeout while the server still prints (issue 11)
-    pr = _phase(tmp_path, demo_model, "serve", marker=marker, serve_timeout=20, timeout_cap=20,
-                env={**CPU_ENV, "PYTHONPATH": str(FAKE_PLUGIN_SITE)},
-                run_env={"VLLM_PLUGINS": "fl", "FAKE_FL_MODE": "stall", "USE_FLAGGEMS": "1"})
+    pr = _phase(
+        tmp_path,
+        demo_model,
+        "serve",
+        marker=marker,
+        serve_timeout=20,
+        timeout_cap=20,
+        env={**CPU_ENV, "PYTHONPATH": str(FAKE_PLUGIN_SITE)},
+        run_env={"VLLM_PLUGINS": "fl", "FAKE_FL_MODE": "stall", "USE_FLAGGEMS": "1"},
+    )
     assert pr.status == "FAIL" and pr.timed_out and pr.error_type == "Timeout"
     assert "20 s" in pr.error
     assert len(pr.leftover_pids) >= 2  # the script and the server it started at least

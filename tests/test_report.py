@@ -2,21 +2,27 @@
 
 import json
 import re
+from dataclasses import replace
 
 import jsonschema
 import pytest
 
 from modelverify_kernel import report
 from modelverify_kernel.params import validate
-from dataclasses import replace
-
 from modelverify_kernel.runs import PhaseResult, run_specs
 from modelverify_kernel.verdict import decide
 
 pytestmark = pytest.mark.process  # report.tool_info runs git
 
-SEED_TOP = {"status", "stage", "model", "tensor_parallel_size", "run_a_without_multichip",
-            "run_b_with_multichip", "diff_analysis"}
+SEED_TOP = {
+    "status",
+    "stage",
+    "model",
+    "tensor_parallel_size",
+    "run_a_without_multichip",
+    "run_b_with_multichip",
+    "diff_analysis",
+}
 SEED_RUN = {"flags", "phase_a_offline", "phase_b_serve", "output_sample", "errors"}
 SEED_DIFF = {"conclusion", "detail", "multichip_component", "recommended_stack"}
 
@@ -27,18 +33,41 @@ def _report(tmp_path, b_fails=False):
     for name in ("run_a", "run_b"):
         runs[name] = {}
         for phase in ("offline", "serve"):
-            p = PhaseResult(run=name, phase=phase, status="PASS", duration_s=1.0,
-                            log=str(tmp_path / "logs" / f"{name}_{phase}.log"),
-                            result={"timings": {"load_s": 1}, "outputs": [{"text": "</script><b>x</b>"}]})
+            p = PhaseResult(
+                run=name,
+                phase=phase,
+                status="PASS",
+                duration_s=1.0,
+                log=str(tmp_path / "logs" / f"{name}_{phase}.log"),
+                result={"timings": {"load_s": 1}, "outputs": [{"text": "</script><b>x</b>"}]},
+            )
             if b_fails and name == "run_b" and phase == "serve":
-                p = replace(p, status="FAIL", error="RuntimeError: kernel <bad>",
-                            diagnosis={"component": "FlagGems", "signature": "s", "layer": 5,
-                                       "evidence": ["flag_gems/ops/addmm.py"], "hint": "disable addmm"})
+                p = replace(
+                    p,
+                    status="FAIL",
+                    error="RuntimeError: kernel <bad>",
+                    diagnosis={
+                        "component": "FlagGems",
+                        "signature": "s",
+                        "layer": 5,
+                        "evidence": ["flag_gems/ops/addmm.py"],
+                        "hint": "disable addmm",
+                    },
+                )
             runs[name][phase] = p
     v = decide(runs["run_a"], runs["run_b"])
-    return report.build_report(params, started_at=report.now(), target={"kind": "local"}, probe=None,
-                               model_step=None, tp=1, runs=runs, specs=run_specs(params), skip_reason=None,
-                               verdict=v)
+    return report.build_report(
+        params,
+        started_at=report.now(),
+        target={"kind": "local"},
+        probe=None,
+        model_step=None,
+        tp=1,
+        runs=runs,
+        specs=run_specs(params),
+        skip_reason=None,
+        verdict=v,
+    )
 
 
 @pytest.mark.parametrize("b_fails", [False, True])
@@ -75,4 +104,6 @@ def test_html_embeds_the_same_json_and_escapes_content(tmp_path):
     assert "<b>x</b>" not in html  # model output is text, never markup
     assert "PARTIAL" in html and "MULTICHIP_ERROR" in html and "FlagGems" in html
     # standalone: nothing is fetched from the network (namespace URIs of inline SVG are fine)
-    assert not re.search(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//|url\(\s*["']?(?:https?:)?//|@import""", html)
+    assert not re.search(
+        r"""(?:src|href)\s*=\s*["']?(?:https?:)?//|url\(\s*["']?(?:https?:)?//|@import""", html
+    )

@@ -37,7 +37,10 @@ TEST_STACK = Path(sys.prefix) / "test-stack"
 
 @pytest.fixture(scope="module")
 def test_stack() -> Path:
-    if not (TEST_STACK / "flaggems" / "flag_gems").is_dir() or not (TEST_STACK / "triton" / "triton").is_dir():
+    if (
+        not (TEST_STACK / "flaggems" / "flag_gems").is_dir()
+        or not (TEST_STACK / "triton" / "triton").is_dir()
+    ):
         message = f"{TEST_STACK} lacks flag_gems/triton: run `make test` (it installs them)"
         if os.environ.get("CI"):
             pytest.fail(message)
@@ -48,8 +51,16 @@ def test_stack() -> Path:
 def _parameters(out_dir, demo_model, paths, run_b_env=None, **parameters) -> dict:
     """Both runs share `paths` on PYTHONPATH, as an image's installed packages are."""
     env = dict(CPU_ENV, PYTHONPATH=os.pathsep.join(map(str, paths)))
-    return dict(model_path=str(demo_model), output_dir=str(out_dir), env=env, run_b_env=run_b_env or {},
-                extra_vllm_args=DEMO_ENGINE_ARGS, max_model_len=512, run_b="always", **parameters)
+    return dict(
+        model_path=str(demo_model),
+        output_dir=str(out_dir),
+        env=env,
+        run_b_env=run_b_env or {},
+        extra_vllm_args=DEMO_ENGINE_ARGS,
+        max_model_len=512,
+        run_b="always",
+        **parameters,
+    )
 
 
 def _report(out_dir: Path) -> dict:
@@ -63,8 +74,14 @@ def _verify(tmp_path, demo_model, paths, run_b_env=None, **parameters) -> dict:
     """The whole notebook, through papermill."""
     out_dir = tmp_path / "report"
     out_dir.mkdir()
-    pm.execute_notebook(str(NOTEBOOK), str(out_dir / "verify.ipynb"), cwd=str(REPO), kernel_name="python3",
-                        progress_bar=False, parameters=_parameters(out_dir, demo_model, paths, run_b_env, **parameters))
+    pm.execute_notebook(
+        str(NOTEBOOK),
+        str(out_dir / "verify.ipynb"),
+        cwd=str(REPO),
+        kernel_name="python3",
+        progress_bar=False,
+        parameters=_parameters(out_dir, demo_model, paths, run_b_env, **parameters),
+    )
     return _report(out_dir)
 
 
@@ -78,8 +95,14 @@ def standin_stack_run(tmp_path_factory, demo_model) -> Path:
     return base / "report"
 
 
-def _verify_run_b(tmp_path, demo_model, run_a_dir: Path, run_b_env: dict, paths=(PLUGIN_SITE, GEMS_STANDIN),
-                  bisect: bool = False) -> dict:
+def _verify_run_b(
+    tmp_path,
+    demo_model,
+    run_a_dir: Path,
+    run_b_env: dict,
+    paths=(PLUGIN_SITE, GEMS_STANDIN),
+    bisect: bool = False,
+) -> dict:
     """Another Run B, through the notebook's steps (pipeline.Verification): the real probe, model
     step and Run B on `paths`, beside the real Run A of `standin_stack_run` copied in (the same
     Run A flags: the plugin excluded, so no flag_gems is ever imported in it, as its recorded
@@ -115,9 +138,13 @@ def test_printed_log_lines_without_any_plugin_are_stack_inactive(tmp_path, demo_
     data = _verify(tmp_path, demo_model, [LIAR])
     assert _verdict(data) == ("STACK_INACTIVE", "PARTIAL", "base")
     log = (tmp_path / "report" / "logs" / "run_b_offline.log").read_text()
-    assert "Platform plugin fl is activated" in log and "FlagGems enabled" in log  # the lie was told
+    assert (
+        "Platform plugin fl is activated" in log and "FlagGems enabled" in log
+    )  # the lie was told
     b = data["stack_activity"]["run_b"]
-    assert b["plugin"]["status"] == "inactive" and "no plugin named 'fl'" in b["plugin"]["evidence"][0]
+    assert (
+        b["plugin"]["status"] == "inactive" and "no plugin named 'fl'" in b["plugin"]["evidence"][0]
+    )
     assert any("not evidence" in e for e in b["plugin"]["evidence"] + b["FlagGems"]["evidence"])
     assert b["FlagCX"]["status"] == "not_exercised" and "TP=1" in b["FlagCX"]["evidence"][0]
     assert data["run_a_without_multichip"]["base_mode"]["mode"] == "no_plugin"
@@ -128,13 +155,19 @@ def test_an_inert_plugin_is_stack_inactive(standin_stack_run):
     data = _report(standin_stack_run)
     assert _verdict(data) == ("STACK_INACTIVE", "PARTIAL", "base")
     plugin = data["stack_activity"]["run_b"]["plugin"]
-    assert plugin["status"] == "inactive" and "loading alone is not activity" in " ".join(plugin["evidence"])
+    assert plugin["status"] == "inactive" and "loading alone is not activity" in " ".join(
+        plugin["evidence"]
+    )
     assert data["stack_gate"]["passed"] is False
     # Run A kept the plugin out: vLLM's CPU platform serves this machine
     run_a = data["run_a_without_multichip"]
-    kept = run_a["env"]["set"]["VLLM_PLUGINS"]  # every installed plugin but fl (vLLM ships two of its own)
+    kept = run_a["env"]["set"][
+        "VLLM_PLUGINS"
+    ]  # every installed plugin but fl (vLLM ships two of its own)
     assert run_a["base_mode"]["mode"] == "exclude_plugin" and "fl" not in kept.split(",")
-    assert run_a["engine_env"]["VLLM_PLUGINS"] == kept and run_a["engine_env"]["FLAGCX_PATH"] is None
+    assert (
+        run_a["engine_env"]["VLLM_PLUGINS"] == kept and run_a["engine_env"]["FLAGCX_PATH"] is None
+    )
     assert data["stack_activity"]["run_a"]["plugin"]["loaded"] is False
     assert any("FLAGCX_PATH=/tmp/FlagCX does not hold" in w for w in data["warnings"])
     assert data["run_b_with_multichip"]["engine_env"]["VLLM_PLUGINS"] == "fl"
@@ -151,7 +184,10 @@ def test_run_a_and_run_b_ran_side_by_side_each_on_its_own_cores(standin_stack_ru
     assert len(cores) >= 2, cores
     plan, half = data["parallel_runs"], len(cores) // 2
     assert plan["parallel"] and plan["variable"] == "VLLM_CPU_OMP_THREADS_BIND", plan
-    assert (plan["run_a"], plan["run_b"]) == (",".join(map(str, cores[:half])), ",".join(map(str, cores[half:2 * half])))
+    assert (plan["run_a"], plan["run_b"]) == (
+        ",".join(map(str, cores[:half])),
+        ",".join(map(str, cores[half : 2 * half])),
+    )
     for name, key in (("run_a", "run_a_without_multichip"), ("run_b", "run_b_with_multichip")):
         assert data[key]["env"]["set"]["VLLM_CPU_OMP_THREADS_BIND"] == plan[name]
     spans = {}
@@ -159,7 +195,8 @@ def test_run_a_and_run_b_ran_side_by_side_each_on_its_own_cores(standin_stack_ru
         start = datetime.fromisoformat(a["started_at"])
         spans.setdefault(a["run"], []).append((start, start + timedelta(seconds=a["duration_s"])))
     (a_start, a_end), (b_start, b_end) = (
-        (min(s for s, _ in spans[r]), max(e for _, e in spans[r])) for r in ("run_a", "run_b"))
+        (min(s for s, _ in spans[r]), max(e for _, e in spans[r])) for r in ("run_a", "run_b")
+    )
     assert b_start < a_end and a_start < b_end, spans  # the runs overlapped
     html = (standin_stack_run / "report.html").read_text()
     assert 'id="parallel-runs"' in html and "Runs side by side" in html
@@ -168,28 +205,46 @@ def test_run_a_and_run_b_ran_side_by_side_each_on_its_own_cores(standin_stack_ru
 def test_a_default_on_plugin_loaded_in_run_a_makes_the_comparison_invalid(tmp_path, demo_model):
     # as the image ships it: the 2025-12 plugin enables FlagGems whenever it is loaded, and Run A
     # is made to leave VLLM_PLUGINS unset (every installed plugin loads), as the seed did
-    data = _verify(tmp_path, demo_model, [PLUGIN_SITE, GEMS_STANDIN], {"FAKE_FL_MODE": "default-on"},
-                   run_a_env={"FAKE_FL_MODE": "default-on"}, run_a_unset=["VLLM_PLUGINS"])
+    data = _verify(
+        tmp_path,
+        demo_model,
+        [PLUGIN_SITE, GEMS_STANDIN],
+        {"FAKE_FL_MODE": "default-on"},
+        run_a_env={"FAKE_FL_MODE": "default-on"},
+        run_a_unset=["VLLM_PLUGINS"],
+    )
     assert _verdict(data) == ("RUN_A_NOT_BASE", "FAIL", "none")
     assert data["run_a_without_multichip"]["engine_env"]["VLLM_PLUGINS"] is None  # unset, not empty
     assert data["run_a_without_multichip"]["base_mode"]["mode"] == "user"
     assert data["stack_activity"]["run_a"]["FlagGems"]["status"] == "active"
     detail = data["diff_analysis"]["detail"]
-    assert "FlagGems active in Run A" in detail and "embedding" in detail and "VLLM_PLUGINS" in detail
+    assert (
+        "FlagGems active in Run A" in detail and "embedding" in detail and "VLLM_PLUGINS" in detail
+    )
     assert data["stack_gate"]["run_a_not_base"]
 
 
-def test_one_op_off_by_five_percent_is_output_mismatch_and_the_search_names_it(tmp_path, demo_model,
-                                                                             standin_stack_run):
+def test_one_op_off_by_five_percent_is_output_mismatch_and_the_search_names_it(
+    tmp_path, demo_model, standin_stack_run
+):
     """Issue 13: a kernel that only changes numbers is found through OUTPUT_MISMATCH — the plugin's
     own RMSNorm calls FlagGems' rms_norm directly, switched by the plugin's blacklist per op."""
-    data = _verify_run_b(tmp_path, demo_model, standin_stack_run,
-                         {"FAKE_FL_MODE": "real", "FAKE_GEMS_FAULT": "rms_norm=scale:1.05"}, bisect=True)
+    data = _verify_run_b(
+        tmp_path,
+        demo_model,
+        standin_stack_run,
+        {"FAKE_FL_MODE": "real", "FAKE_GEMS_FAULT": "rms_norm=scale:1.05"},
+        bisect=True,
+    )
     assert _verdict(data) == ("OUTPUT_MISMATCH", "PARTIAL", "base")
     aggregates = [c["aggregate"] for c in data["output_comparison"]]
     assert any(a["systematic"] for a in aggregates)
     b = data["bisection"]
-    assert (b["status"], b["culprit_ops"], b["switch"]) == ("found", ["rms_norm"], "VLLM_FL_FLAGOS_BLACKLIST"), b
+    assert (b["status"], b["culprit_ops"], b["switch"]) == (
+        "found",
+        ["rms_norm"],
+        "VLLM_FL_FLAGOS_BLACKLIST",
+    ), b
     assert "rms_norm" in b["ops"] and len(b["ops"]) >= 3  # searched among every kernel that ran
     assert all(s["outcome"] == "pass" for s in b["confirm"]) and len(b["confirm"]) == 2
     d = data["diff_analysis"]
@@ -202,26 +257,44 @@ def test_one_op_off_by_five_percent_is_output_mismatch_and_the_search_names_it(t
         assert (tmp_path / "report" / step["log"]).is_file()
 
 
-def test_a_fault_outside_flaggems_is_not_blamed_on_a_kernel(tmp_path, demo_model, standin_stack_run):
+def test_a_fault_outside_flaggems_is_not_blamed_on_a_kernel(
+    tmp_path, demo_model, standin_stack_run
+):
     """Issue 13: FlagGems active in Run B, and the plugin's worker fails on its own after FlagGems'
     kernels ran (FAKE_FL_WORKER_FAULT): switching every kernel off leaves the fault, so the search
     names none."""
-    data = _verify_run_b(tmp_path, demo_model, standin_stack_run,
-                         {"FAKE_FL_MODE": "real", "FAKE_FL_WORKER_FAULT": "1"}, bisect=True)
+    data = _verify_run_b(
+        tmp_path,
+        demo_model,
+        standin_stack_run,
+        {"FAKE_FL_MODE": "real", "FAKE_FL_WORKER_FAULT": "1"},
+        bisect=True,
+    )
     assert data["diff_analysis"]["conclusion"] == "MULTICHIP_ERROR"
     b = data["bisection"]
     assert (b["status"], b["phase"], b["culprit_ops"]) == ("not_found", "offline", []), b
-    assert len(b["steps"]) == 1 and b["steps"][0]["disabled"] == b["ops"] and b["steps"][0]["outcome"] == "fail"
+    assert (
+        len(b["steps"]) == 1
+        and b["steps"][0]["disabled"] == b["ops"]
+        and b["steps"][0]["outcome"] == "fail"
+    )
     assert "outside these kernels" in b["reason"] and not b["advice"] and not b["confirm"]
     d = data["diff_analysis"]
-    assert d["culprit_ops"] == [] and d["blacklist"] is None and d["multichip_component"] != "FlagGems"
+    assert (
+        d["culprit_ops"] == [] and d["blacklist"] is None and d["multichip_component"] != "FlagGems"
+    )
 
 
-def test_flaggems_active_in_run_b_only_and_correct_is_both_pass_naming_the_ops(tmp_path, demo_model,
-                                                                              standin_stack_run):
+def test_flaggems_active_in_run_b_only_and_correct_is_both_pass_naming_the_ops(
+    tmp_path, demo_model, standin_stack_run
+):
     # a correct reimplementation at another precision: the noise of a different kernel, not a fault
-    data = _verify_run_b(tmp_path, demo_model, standin_stack_run,
-                         {"FAKE_FL_MODE": "real", "FAKE_GEMS_VARIANT": "rms_norm=bf16"})
+    data = _verify_run_b(
+        tmp_path,
+        demo_model,
+        standin_stack_run,
+        {"FAKE_FL_MODE": "real", "FAKE_GEMS_VARIANT": "rms_norm=bf16"},
+    )
     assert _verdict(data) == ("BOTH_PASS", "PASS", "full")
     gems = data["stack_activity"]["run_b"]["FlagGems"]
     assert (gems["status"], gems["strength"]) == ("active", "strong")
@@ -231,13 +304,23 @@ def test_flaggems_active_in_run_b_only_and_correct_is_both_pass_naming_the_ops(t
     assert data["stack_gate"]["passed"] and data["stack_gate"]["strength"] == "strong"
 
 
-def test_the_real_flag_gems_failing_in_run_b_is_multichip_error(tmp_path, demo_model, test_stack, standin_stack_run):
+def test_the_real_flag_gems_failing_in_run_b_is_multichip_error(
+    tmp_path, demo_model, test_stack, standin_stack_run
+):
     # Run A (plugin excluded) never imports flag_gems: the stand-in stack's Run A is this one's
-    data = _verify_run_b(tmp_path, demo_model, standin_stack_run,
-                         {"FAKE_FL_MODE": "flaggems", "FAKE_FL_TRITON_SITE": str(test_stack / "triton")},
-                         paths=(PLUGIN_SITE, test_stack / "flaggems"))
+    data = _verify_run_b(
+        tmp_path,
+        demo_model,
+        standin_stack_run,
+        {"FAKE_FL_MODE": "flaggems", "FAKE_FL_TRITON_SITE": str(test_stack / "triton")},
+        paths=(PLUGIN_SITE, test_stack / "flaggems"),
+    )
     d = data["diff_analysis"]
-    assert (d["conclusion"], d["multichip_component"], data["status"]) == ("MULTICHIP_ERROR", "FlagGems", "PARTIAL")
+    assert (d["conclusion"], d["multichip_component"], data["status"]) == (
+        "MULTICHIP_ERROR",
+        "FlagGems",
+        "PARTIAL",
+    )
     err = data["run_b_with_multichip"]["errors"][0]
     assert err["component"] == "FlagGems" and "No device were detected" in err["error"]
     assert data["run_a_without_multichip"]["phase_a_offline"] == "PASS"

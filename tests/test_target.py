@@ -9,8 +9,8 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 from conftest import REPO, processes_with_env
@@ -52,16 +52,35 @@ def wait_until(check: Callable[[], object], what: str, deadline_s: float = 60.0)
         time.sleep(0.1)
 
 
-def start_driver(kind: str, where: str, host: str, log: Path, marker: str,
-                 grace: float) -> tuple[subprocess.Popen, str]:
+def start_driver(
+    kind: str, where: str, host: str, log: Path, marker: str, grace: float
+) -> tuple[subprocess.Popen, str]:
     """The driver and its work folder, once TREE runs (its log says "started")."""
-    driver = subprocess.Popen([sys.executable, "-c", DRIVER, kind, where, host, sys.executable, str(log), marker,
-                               str(grace), TREE], env={**os.environ, "PYTHONPATH": str(REPO)},
-                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+    driver = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            DRIVER,
+            kind,
+            where,
+            host,
+            sys.executable,
+            str(log),
+            marker,
+            str(grace),
+            TREE,
+        ],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert driver.stdout is not None
     work = driver.stdout.readline().strip()
-    wait_until(lambda: log.exists() and "started" in log.read_text() or driver.poll() is not None,
-               "the driver's phase to start")
+    wait_until(
+        lambda: log.exists() and "started" in log.read_text() or driver.poll() is not None,
+        "the driver's phase to start",
+    )
     assert driver.poll() is None, f"the driver ended with {driver.returncode}"
     return driver, work
 
@@ -84,6 +103,7 @@ def interrupt_when(log: Path, text: str, gone: Callable[[], bool]) -> tuple[thre
             outcome["gone"] = True
         except AssertionError as exc:
             outcome["gone"] = str(exc)
+
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
     return thread, outcome
@@ -94,16 +114,29 @@ def test_env_set_and_unset_reach_the_process(tmp_path, monkeypatch):
     t = LocalTarget()
     try:
         code = "import os; print('USE', os.environ.get('USE_FLAGGEMS')); print('CX', os.environ.get('FLAGCX_PATH'))"
-        res = t.run([sys.executable, "-c", code], env_set={"USE_FLAGGEMS": "0"}, env_unset=["FLAGCX_PATH"],
-                    timeout=30, log_path=tmp_path / "log.txt")
+        res = t.run(
+            [sys.executable, "-c", code],
+            env_set={"USE_FLAGGEMS": "0"},
+            env_unset=["FLAGCX_PATH"],
+            timeout=30,
+            log_path=tmp_path / "log.txt",
+        )
         log = (tmp_path / "log.txt").read_text()
         assert res.exit_code == 0 and not res.timed_out
         assert "USE 0" in log and "CX None" in log
         # a variable both set and unset is set; the phase reads /dev/null, not the helper's pipe
         code = "import os, sys; print('CX', os.environ['FLAGCX_PATH']); print('STDIN', repr(sys.stdin.read()))"
-        res = t.run([sys.executable, "-c", code], env_set={"FLAGCX_PATH": "/tmp/FlagCX"}, env_unset=["FLAGCX_PATH"],
-                    timeout=30, log_path=tmp_path / "log2.txt")
-        assert res.exit_code == 0 and "CX /tmp/FlagCX\nSTDIN ''\n" in (tmp_path / "log2.txt").read_text()
+        res = t.run(
+            [sys.executable, "-c", code],
+            env_set={"FLAGCX_PATH": "/tmp/FlagCX"},
+            env_unset=["FLAGCX_PATH"],
+            timeout=30,
+            log_path=tmp_path / "log2.txt",
+        )
+        assert (
+            res.exit_code == 0
+            and "CX /tmp/FlagCX\nSTDIN ''\n" in (tmp_path / "log2.txt").read_text()
+        )
         # the helper's stdin watcher ends quietly with it (a buffered read there aborted Python at exit)
         assert "Fatal Python error" not in log + (tmp_path / "log2.txt").read_text()
     finally:
@@ -118,8 +151,13 @@ def test_timeout_kills_every_process_of_the_session(tmp_path):
     name, value = marker.split("=")
     t = LocalTarget(kill_grace=2)
     try:
-        res = t.run([sys.executable, "-c", TREE], env_set={name: value}, env_unset=[],
-                    timeout=3, log_path=tmp_path / "log.txt")
+        res = t.run(
+            [sys.executable, "-c", TREE],
+            env_set={name: value},
+            env_unset=[],
+            timeout=3,
+            log_path=tmp_path / "log.txt",
+        )
     finally:
         t.cleanup()
     assert res.timed_out and res.exit_code is None and res.ended_by == "timeout"
@@ -134,8 +172,13 @@ def test_orphans_of_a_finished_command_are_killed(tmp_path):
     code = "import subprocess, sys; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])"
     t = LocalTarget()
     try:
-        res = t.run([sys.executable, "-c", code], env_set={name: value}, env_unset=[], timeout=30,
-                    log_path=tmp_path / "log.txt")
+        res = t.run(
+            [sys.executable, "-c", code],
+            env_set={name: value},
+            env_unset=[],
+            timeout=30,
+            log_path=tmp_path / "log.txt",
+        )
     finally:
         t.cleanup()
     assert res.exit_code == 0 and len(res.leftovers) == 1
@@ -152,8 +195,10 @@ def test_a_killed_controller_leaves_no_process_and_no_work_folder(tmp_path):
     driver.kill()
     driver.wait()
     driver.stdout.close()
-    wait_until(lambda: not processes_with_env(marker) and not Path(work).exists(),
-               "no process of the session and no work folder")
+    wait_until(
+        lambda: not processes_with_env(marker) and not Path(work).exists(),
+        "no process of the session and no work folder",
+    )
 
 
 def test_an_interrupted_run_stops_its_session_and_keeps_the_work_folder(tmp_path):
@@ -165,13 +210,24 @@ def test_an_interrupted_run_stops_its_session_and_keeps_the_work_folder(tmp_path
     try:
         watcher, outcome = interrupt_when(log, "started", lambda: not processes_with_env(marker))
         with pytest.raises(KeyboardInterrupt):
-            t.run([sys.executable, "-c", TREE], env_set={name: value}, env_unset=[], timeout=600, log_path=log)
+            t.run(
+                [sys.executable, "-c", TREE],
+                env_set={name: value},
+                env_unset=[],
+                timeout=600,
+                log_path=log,
+            )
         watcher.join()
         assert outcome["gone"] is True and processes_with_env(marker) == []
         assert "interrupted: the phase's process session was stopped" in log.read_text()
         assert t.workdir.is_dir()
-        res = t.run([sys.executable, "-c", "print('again')"], env_set={}, env_unset=[], timeout=30,
-                    log_path=tmp_path / "again.txt")
+        res = t.run(
+            [sys.executable, "-c", "print('again')"],
+            env_set={},
+            env_unset=[],
+            timeout=30,
+            log_path=tmp_path / "again.txt",
+        )
         assert res.exit_code == 0 and "again" in (tmp_path / "again.txt").read_text()
     finally:
         t.cleanup()
@@ -181,7 +237,13 @@ def test_an_interrupted_run_stops_its_session_and_keeps_the_work_folder(tmp_path
 def test_a_python_that_does_not_exist_is_a_start_error(tmp_path):
     t = LocalTarget(python=str(tmp_path / "no-such-python"))
     try:
-        res = t.run([t.python(), "-c", "1"], env_set={}, env_unset=[], timeout=30, log_path=tmp_path / "log.txt")
+        res = t.run(
+            [t.python(), "-c", "1"],
+            env_set={},
+            env_unset=[],
+            timeout=30,
+            log_path=tmp_path / "log.txt",
+        )
     finally:
         t.cleanup()
     assert res.exit_code == 127 and "no-such-python" in (res.start_error or "")
@@ -196,10 +258,25 @@ def test_the_helper_stops_on_request_and_cleans_up_when_its_controller_is_gone(t
         work = tmp_path / f"modelverify-{uuid.uuid4().hex[:8]}"
         work.mkdir()
         with subprocess.Popen(
-                [sys.executable, "-I", str(SCRIPTS_DIR / "run_in_session.py"), "--grace", "2", "--watch-stdin",
-                 "--workdir", str(work), "--", sys.executable, "-c", TREE],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                env={**os.environ, marker.split("=")[0]: marker.split("=")[1]}) as helper:
+            [
+                sys.executable,
+                "-I",
+                str(SCRIPTS_DIR / "run_in_session.py"),
+                "--grace",
+                "2",
+                "--watch-stdin",
+                "--workdir",
+                str(work),
+                "--",
+                sys.executable,
+                "-c",
+                TREE,
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, marker.split("=")[0]: marker.split("=")[1]},
+        ) as helper:
             assert helper.stdout.readline() == b"started\n"
             if message:
                 helper.stdin.write(message)  # and keep stdin open: the controller still listens
@@ -209,13 +286,18 @@ def test_the_helper_stops_on_request_and_cleans_up_when_its_controller_is_gone(t
             helper.stdout.read()
             err = helper.stderr.read()
         assert processes_with_env(marker) == []
-        statuses = [json.loads(line.split(" ", 1)[1]) for line in err.decode().splitlines()
-                    if line.startswith("MODELVERIFY-SESSION ")]
+        statuses = [
+            json.loads(line.split(" ", 1)[1])
+            for line in err.decode().splitlines()
+            if line.startswith("MODELVERIFY-SESSION ")
+        ]
         if ended_by:
             assert statuses[-1]["ended_by"] == ended_by and len(statuses[-1]["leftovers"]) == 3
             assert work.is_dir()
         else:
-            assert len(statuses) == 1 and not work.exists()  # only {"sid": N}: nobody listens any more
+            assert (
+                len(statuses) == 1 and not work.exists()
+            )  # only {"sid": N}: nobody listens any more
 
 
 def test_fetch_and_install_scripts(tmp_path):
@@ -235,19 +317,31 @@ def test_a_killed_session_leaves_no_socket_files_of_vllm_behind(tmp_path):
     """vLLM puts its ZeroMQ sockets in VLLM_RPC_BASE_PATH (default: the temp folder) and a killed
     vLLM never removes them: each session gets a folder of its own, gone when the session ends;
     a caller's own VLLM_RPC_BASE_PATH is left as it is."""
-    leader = ("import os, socket, sys, time\n"
-              "base = os.environ['VLLM_RPC_BASE_PATH']\n"
-              "s = socket.socket(socket.AF_UNIX); s.bind(os.path.join(base, 'engine.sock'))\n"
-              "print('base', base, flush=True)\n"
-              "time.sleep(600)\n")
+    leader = (
+        "import os, socket, sys, time\n"
+        "base = os.environ['VLLM_RPC_BASE_PATH']\n"
+        "s = socket.socket(socket.AF_UNIX); s.bind(os.path.join(base, 'engine.sock'))\n"
+        "print('base', base, flush=True)\n"
+        "time.sleep(600)\n"
+    )
     t = LocalTarget(kill_grace=1)
     try:
-        res = t.run([sys.executable, "-c", leader], env_set={}, env_unset=[], timeout=3,
-                    log_path=tmp_path / "log.txt")
+        res = t.run(
+            [sys.executable, "-c", leader],
+            env_set={},
+            env_unset=[],
+            timeout=3,
+            log_path=tmp_path / "log.txt",
+        )
         mine = tmp_path / "mine"
         mine.mkdir()
-        t.run([sys.executable, "-c", leader], env_set={"VLLM_RPC_BASE_PATH": str(mine)}, env_unset=[],
-              timeout=3, log_path=tmp_path / "log2.txt")
+        t.run(
+            [sys.executable, "-c", leader],
+            env_set={"VLLM_RPC_BASE_PATH": str(mine)},
+            env_unset=[],
+            timeout=3,
+            log_path=tmp_path / "log2.txt",
+        )
     finally:
         t.cleanup()
     assert res.timed_out

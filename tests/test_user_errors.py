@@ -16,13 +16,21 @@ from modelverify_kernel.runs import RunSpec, run_phase
 from modelverify_kernel.target import SCRIPTS_DIR, LocalTarget
 
 
-@pytest.mark.parametrize("content, needle", [
-    ("prompts:\n  - hello\n", "is not valid JSON (Expecting value at line 1 column 1)"),
-    ('["hello"]', "holds a JSON list, not an object"),
-    ('{"prompts": [], "chat": [{"role": "user", "content": "hi"}]}', "'prompts' must be a non-empty list of strings"),
-    ('{"prompts": ["hi"], "chat": ["hi"]}', "'chat' must be a non-empty list of messages"),
-])
-def test_prompts_file_is_validated_in_the_precheck(tmp_path: Path, content: str, needle: str) -> None:
+@pytest.mark.parametrize(
+    "content, needle",
+    [
+        ("prompts:\n  - hello\n", "is not valid JSON (Expecting value at line 1 column 1)"),
+        ('["hello"]', "holds a JSON list, not an object"),
+        (
+            '{"prompts": [], "chat": [{"role": "user", "content": "hi"}]}',
+            "'prompts' must be a non-empty list of strings",
+        ),
+        ('{"prompts": ["hi"], "chat": ["hi"]}', "'chat' must be a non-empty list of messages"),
+    ],
+)
+def test_prompts_file_is_validated_in_the_precheck(
+    tmp_path: Path, content: str, needle: str
+) -> None:
     bad = tmp_path / "prompts.yaml"
     bad.write_text(content, encoding="utf-8")
     target = LocalTarget(work_root=tmp_path / "work")
@@ -30,7 +38,9 @@ def test_prompts_file_is_validated_in_the_precheck(tmp_path: Path, content: str,
         msg = check_prompts_file(str(bad), target, tmp_path / "out")
     finally:
         target.cleanup()
-    assert msg is not None and msg.startswith(f"Parameter prompts_file: {bad}") and needle in msg, msg
+    assert msg is not None and msg.startswith(f"Parameter prompts_file: {bad}") and needle in msg, (
+        msg
+    )
     assert "Traceback" not in msg and msg.count("\n") == 0
 
 
@@ -53,16 +63,38 @@ def test_phase_script_names_the_prompts_file_too(tmp_path: Path) -> None:
     bad = tmp_path / "prompts.txt"
     bad.write_text("not json", encoding="utf-8")
     out = tmp_path / "r.json"
-    proc = subprocess.run([sys.executable, str(SCRIPTS_DIR / "run_offline_inference.py"), "--model", "/nonexistent",
-                           "--prompts", str(bad), "--output", str(out)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPTS_DIR / "run_offline_inference.py"),
+            "--model",
+            "/nonexistent",
+            "--prompts",
+            str(bad),
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     result = json.loads(out.read_text())
     assert proc.returncode == 1 and result["status"] == "FAIL"
-    assert result["error"].startswith(f"PromptsFileError: Parameter prompts_file: {bad} is not valid JSON"), result["error"]
+    assert result["error"].startswith(
+        f"PromptsFileError: Parameter prompts_file: {bad} is not valid JSON"
+    ), result["error"]
 
 
 def _phase(tmp_path: Path, demo_model: Path, phase: str, extra: list[str]):
-    params = validate({"model_path": str(demo_model), "output_dir": str(tmp_path), "env": CPU_ENV,
-                       "extra_vllm_args": extra, "health_timeout": 200})
+    params = validate(
+        {
+            "model_path": str(demo_model),
+            "output_dir": str(tmp_path),
+            "env": CPU_ENV,
+            "extra_vllm_args": extra,
+            "health_timeout": 200,
+        }
+    )
     spec = RunSpec("run_a", "Run A", {"USE_FLAGGEMS": "0"}, ("FLAGCX_PATH",))
     target = LocalTarget()
     try:
@@ -80,4 +112,6 @@ def test_rejected_extra_vllm_args_name_the_parameter_and_vllms_message(tmp_path,
     assert "wrote no result file" not in pr.error, pr.error
     assert "extra_vllm_args" in pr.error and "--no-such-flag" in pr.error, pr.error
     assert "unrecognized arguments" in pr.error, pr.error  # vLLM's own message
-    assert pr.diagnosis["component"] == "vllm" and pr.diagnosis["rule"] == "V-engine-args", pr.diagnosis
+    assert pr.diagnosis["component"] == "vllm" and pr.diagnosis["rule"] == "V-engine-args", (
+        pr.diagnosis
+    )

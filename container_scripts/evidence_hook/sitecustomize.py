@@ -21,7 +21,9 @@ try:
 finally:
     sys.path.remove(os.path.dirname(_here))
 
-_spec = PathFinder.find_spec("sitecustomize", [p for p in sys.path if os.path.abspath(p or ".") != _here])
+_spec = PathFinder.find_spec(
+    "sitecustomize", [p for p in sys.path if os.path.abspath(p or ".") != _here]
+)
 if _spec is not None and _spec.loader is not None:
     _module = module_from_spec(_spec)
     _spec.loader.exec_module(_module)

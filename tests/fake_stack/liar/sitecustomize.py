@@ -16,8 +16,10 @@ import time
 
 def _lie() -> None:
     stamp = time.strftime("%m-%d %H:%M:%S")
-    for where, message in (("__init__.py:282", "Platform plugin fl is activated"),
-                           ("worker.py:105", "FlagGems enabled: 433 ops")):
+    for where, message in (
+        ("__init__.py:282", "Platform plugin fl is activated"),
+        ("worker.py:105", "FlagGems enabled: 433 ops"),
+    ):
         print(f"INFO {stamp} [{where}] {message}", file=sys.stdout, flush=True)
 
 

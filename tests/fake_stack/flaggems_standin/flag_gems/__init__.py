@@ -82,21 +82,32 @@ def enable(lib=aten_lib, unused=None, registrar=registrar, record=False, once=Fa
     """Register all stand-in ops except those named in `unused`."""
     global current_work_registrar
     exclude_ops = resolve_user_setting(unused, "exclude")
-    current_work_registrar = registrar(_FULL_CONFIG, user_include_ops=[], user_exclude_ops=exclude_ops,
-                                       cpp_patched_ops=[], lib=lib)
+    current_work_registrar = registrar(
+        _FULL_CONFIG, user_include_ops=[], user_exclude_ops=exclude_ops, cpp_patched_ops=[], lib=lib
+    )
     _standin.ACTIVE.update(current_work_registrar.get_all_ops())
     setup_flaggems_logging(path=path, record=record, once=once)
 
 
-def only_enable(lib=aten_lib, include=None, registrar=registrar, record=False, once=False, path=None):
+def only_enable(
+    lib=aten_lib, include=None, registrar=registrar, record=False, once=False, path=None
+):
     """Register only the stand-in ops named in `include`."""
     include_ops = resolve_user_setting(include, "include")
     if not include_ops:
-        warnings.warn("only_enable failed: No include entries resolved from list or yaml.")
+        warnings.warn(
+            "only_enable failed: No include entries resolved from list or yaml.", stacklevel=2
+        )
         return
     global current_work_registrar
-    current_work_registrar = registrar(_FULL_CONFIG, user_include_ops=include_ops, user_exclude_ops=[],
-                                       cpp_patched_ops=[], full_config_by_func=FULL_CONFIG_BY_FUNC, lib=lib)
+    current_work_registrar = registrar(
+        _FULL_CONFIG,
+        user_include_ops=include_ops,
+        user_exclude_ops=[],
+        cpp_patched_ops=[],
+        full_config_by_func=FULL_CONFIG_BY_FUNC,
+        lib=lib,
+    )
     _standin.ACTIVE.update(current_work_registrar.get_all_ops())
     setup_flaggems_logging(path=path, record=record, once=once)
 
@@ -112,9 +123,21 @@ class use_gems:
 
     def __enter__(self):
         if self.include:
-            only_enable(lib=self.lib, include=self.include, record=self.record, once=self.once, path=self.path)
+            only_enable(
+                lib=self.lib,
+                include=self.include,
+                record=self.record,
+                once=self.once,
+                path=self.path,
+            )
         else:
-            enable(lib=self.lib, unused=self.exclude, record=self.record, once=self.once, path=self.path)
+            enable(
+                lib=self.lib,
+                unused=self.exclude,
+                record=self.record,
+                once=self.once,
+                path=self.path,
+            )
         return self
 
     def __exit__(self, exc_type, exc_val, exc_tb):

@@ -24,7 +24,12 @@ from dataclasses import dataclass
 import torch
 
 OPS = ("embedding", "silu", "rsqrt", "mean_dim", "rms_norm")
-_ALIASES = {"mean": "mean_dim", "mean.dim": "mean_dim", "rms": "rms_norm", "gems_rms_forward": "rms_norm"}
+_ALIASES = {
+    "mean": "mean_dim",
+    "mean.dim": "mean_dim",
+    "rms": "rms_norm",
+    "gems_rms_forward": "rms_norm",
+}
 VARIANTS = ("reorder", "bf16", "float64")
 
 # function names registered by enable/only_enable in this process, plus "rms_norm" once called
@@ -62,7 +67,9 @@ def fault(op: str) -> Fault:
             if all(n in ACTIVE for n in names):
                 return Fault(raise_=True, reason=f"FAKE_GEMS_FAULT {key}=raise (both enabled)")
         elif value.startswith("scale:") and len(names) == 1:
-            return Fault(scale=float(value.split(":", 1)[1]), reason=f"FAKE_GEMS_FAULT {key}={value}")
+            return Fault(
+                scale=float(value.split(":", 1)[1]), reason=f"FAKE_GEMS_FAULT {key}={value}"
+            )
     return Fault()
 
 

@@ -20,7 +20,7 @@ WORKER_CLS = "fake_vllm_fl.worker.WorkerFL"
 
 class PlatformFL(CpuPlatform):
     @classmethod
-    def check_and_update_config(cls, vllm_config: "VllmConfig") -> None:
+    def check_and_update_config(cls, vllm_config: VllmConfig) -> None:
         parallel_config = vllm_config.parallel_config
         if parallel_config.worker_cls in ("auto", "vllm.v1.worker.cpu_worker.CPUWorker"):
             parallel_config.worker_cls = WORKER_CLS

@@ -28,23 +28,36 @@ logger = init_logger("vllm." + __name__)
 
 
 class WorkerFL(CPUWorker):
-    def __init__(self, vllm_config, local_rank, rank, distributed_init_method, is_driver_worker=False):
-        super().__init__(vllm_config, local_rank, rank, distributed_init_method,
-                         is_driver_worker=is_driver_worker)
+    def __init__(
+        self, vllm_config, local_rank, rank, distributed_init_method, is_driver_worker=False
+    ):
+        super().__init__(
+            vllm_config,
+            local_rank,
+            rank,
+            distributed_init_method,
+            is_driver_worker=is_driver_worker,
+        )
         enable_flaggems(self.rank)
         self._fake_steps = 0
 
     def execute_model(self, *args, **kwargs):
         self._fake_steps += 1
         if os.environ.get("FAKE_FL_WORKER_FAULT") == "1" and self._fake_steps == 2:
-            raise RuntimeError("fake_vllm_fl WorkerFL fault: FAKE_FL_WORKER_FAULT=1 (in the worker itself)")
+            raise RuntimeError(
+                "fake_vllm_fl WorkerFL fault: FAKE_FL_WORKER_FAULT=1 (in the worker itself)"
+            )
         return super().execute_model(*args, **kwargs)
 
 
 def enable_flaggems(rank: int) -> None:
     mode = utils.mode()
     if mode == "inert":
-        logger.info("WorkerFL: FlagGems enabled: 433 ops (record=%s, path=%s)", rank == 0, utils.oplist_path())
+        logger.info(
+            "WorkerFL: FlagGems enabled: 433 ops (record=%s, path=%s)",
+            rank == 0,
+            utils.oplist_path(),
+        )
         logger.info("FlagGems enabled: 433 ops")
         return
     from fake_vllm_fl.ops.custom_ops import register_oot_ops
@@ -61,10 +74,16 @@ def enable_flaggems(rank: int) -> None:
         else:
             flag_gems.enable(unused=utils.blacklist(), **kwargs)
     else:
-        logger.info("WorkerFL: FlagGems not enabled (mode %s, use_flaggems()=%s)", mode, utils.use_flaggems())
+        logger.info(
+            "WorkerFL: FlagGems not enabled (mode %s, use_flaggems()=%s)",
+            mode,
+            utils.use_flaggems(),
+        )
         return
     try:
         ops = flag_gems.all_registered_ops()
     except AttributeError:  # only_enable registered nothing
         ops = []
-    logger.info("WorkerFL: FlagGems enabled: %d ops %s (mode %s, rank %d)", len(ops), ops, mode, rank)
+    logger.info(
+        "WorkerFL: FlagGems enabled: %d ops %s (mode %s, rank %d)", len(ops), ops, mode, rank
+    )

@@ -6,7 +6,6 @@ Returns `out` or `(out, residual)` like the real one (which updates x/residual i
 """
 
 import logging
-from typing import Optional, Tuple, Union
 
 import torch
 
@@ -18,8 +17,8 @@ __all__ = ["gems_rms_forward"]
 
 
 def gems_rms_forward(
-    x: torch.Tensor, residual: Optional[torch.Tensor], weight: torch.Tensor, eps: float
-) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
+    x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor, eps: float
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     if residual is not None:
         logger.debug("GEMS CUSTOM FUSED_ADD_RMS_NORM")
     else:

@@ -2,8 +2,6 @@
 
 import logging
 
-import torch
-
 from flag_gems import _standin as _k
 
 logger = logging.getLogger(__name__)

@@ -11,8 +11,15 @@ import warnings
 class Register:
     reg_key = "CPU"  # the real one asks DeviceDetector for the dispatch key ('CUDA', ...)
 
-    def __init__(self, config, user_include_ops=None, user_exclude_ops=None, cpp_patched_ops=None,
-                 lib=None, full_config_by_func=None):
+    def __init__(
+        self,
+        config,
+        user_include_ops=None,
+        user_exclude_ops=None,
+        cpp_patched_ops=None,
+        lib=None,
+        full_config_by_func=None,
+    ):
         self.lib = lib
         self.all_ops = []
         self.all_keys = []
@@ -43,11 +50,17 @@ class Register:
                 if func.__name__ in self.include_ops or op_name in self.include_ops:
                     self.include_config.append((op_name, func))
         if not self.include_config:
-            warnings.warn("only_enable failed: No op to register. Check if include is correct.")
+            warnings.warn(
+                "only_enable failed: No op to register. Check if include is correct.",
+                stacklevel=2,
+            )
 
     def config_filter(self):
-        self.config = [(k, f) for k, f in self.config
-                       if f.__name__ not in self.exclude_ops and k not in self.cpp_patched_ops]
+        self.config = [
+            (k, f)
+            for k, f in self.config
+            if f.__name__ not in self.exclude_ops and k not in self.cpp_patched_ops
+        ]
 
     def register_impl(self, key, fn):
         if self.lib is None:
