@@ -258,6 +258,54 @@ def _note_taken_over(key: str, fn: Any, dispatch_key: Any) -> None:
         record("flaggems_registered", ops=[key], fn=_name(fn), dispatch_key=str(dispatch_key))
 
 
+_FLAGGEMS_FOLDERS: list[tuple[str, ...]] = []  # found once flag_gems is imported
+
+
+def _flaggems_folders() -> tuple[str, ...]:
+    if not _FLAGGEMS_FOLDERS and "flag_gems" in sys.modules:
+        _FLAGGEMS_FOLDERS.append(_find_flaggems_folders())
+    return _FLAGGEMS_FOLDERS[0] if _FLAGGEMS_FOLDERS else ()
+
+
+def _find_flaggems_folders() -> tuple[str, ...]:
+    """Where FlagGems' code lives: the `flag_gems` package folder and every top-level folder its
+    distribution installed. FlagGems imports arch-specialised and vendor ops as top-level modules
+    (`hopper.ops`, `_metax.ops`) from folders inside its package, so a module name says nothing."""
+    package = sys.modules.get("flag_gems")
+    folders = set()
+    if getattr(package, "__file__", None):
+        folders.add(os.path.dirname(os.path.realpath(package.__file__)))
+    for name in ("flag_gems", "flag-gems"):
+        try:
+            import importlib.metadata as metadata
+
+            dist = metadata.distribution(name)
+        except Exception:  # noqa: BLE001 - not installed as a distribution (a source checkout)
+            continue
+        for entry in dist.files or ():
+            top = entry.parts[0] if entry.parts else ""
+            if top and top != ".." and not top.endswith((".dist-info", ".egg-info", ".py")):
+                folders.add(os.path.realpath(str(dist.locate_file(top))))
+        break
+    return tuple(sorted(folders))
+
+
+def is_flaggems_code(fn: Any) -> bool:
+    """A function is FlagGems' when its code file lies in FlagGems' folders, whatever its module
+    is called; without a code file (a builtin), its module name decides."""
+    code = getattr(inspect.unwrap(fn), "__code__", None) if callable(fn) else None
+    if code is None:
+        return str(getattr(fn, "__module__", "") or "").split(".")[0] == "flag_gems"
+    return _in_flaggems(code.co_filename)
+
+
+def _in_flaggems(path: str | None) -> bool:
+    if not path:
+        return False
+    where = os.path.realpath(path)
+    return any(where.startswith(folder + os.sep) for folder in _flaggems_folders())
+
+
 def _patch_library(module: Any) -> None:
     """FlagGems takes ATen ops over with `torch.library.Library.impl`: count them, time them."""
     library = getattr(module, "Library", None)
@@ -268,8 +316,7 @@ def _patch_library(module: Any) -> None:
     def impl(
         self: Any, op_name: Any, fn: Any, dispatch_key: Any = "", *args: Any, **kwargs: Any
     ) -> Any:
-        owner = str(getattr(fn, "__module__", "") or "")
-        if callable(fn) and owner.split(".")[0] == "flag_gems":
+        if callable(fn) and is_flaggems_code(fn):
             key = (
                 op_name if isinstance(op_name, str) else str(getattr(op_name, "__name__", op_name))
             )
@@ -281,6 +328,9 @@ def _patch_library(module: Any) -> None:
     library.impl = impl
 
 
+_internal: dict[str, bool] = {}  # caller module -> FlagGems or its machinery (not a dispatcher)
+
+
 def _direct(fn: Callable) -> Callable:
     """A FlagGems kernel function, writing who called it from outside FlagGems (direct dispatch)."""
     calls: dict[str, int] = {}
@@ -290,8 +340,13 @@ def _direct(fn: Callable) -> Callable:
     def kernel(*args: Any, **kwargs: Any) -> Any:
         if compiling():
             return fn(*args, **kwargs)
-        caller = str(sys._getframe(1).f_globals.get("__name__", "?"))
-        if caller.split(".")[0] not in _INTERNAL_CALLERS:
+        scope = sys._getframe(1).f_globals
+        caller = str(scope.get("__name__", "?"))
+        if caller not in _internal:
+            _internal[caller] = caller.split(".")[0] in _INTERNAL_CALLERS or _in_flaggems(
+                scope.get("__file__")
+            )
+        if not _internal[caller]:
             n = calls[caller] = calls.get(caller, 0) + 1
             if n == 1 or n in MILESTONES:
                 record(
@@ -320,6 +375,28 @@ def _patch_flaggems_kernels(module: Any) -> None:
             and not getattr(value, "__modelverify_wrapped__", False)
         ):
             setattr(module, attr, _direct(value))
+
+
+def _patch_flaggems_elsewhere(package: Any) -> None:
+    """Kernels of modules FlagGems imported under another top-level name (`hopper.ops.mm`, a
+    vendor's `_metax.ops`) from its own folders: wrapped like `flag_gems.ops.*`, and the copies
+    FlagGems already took of them into its own namespaces point at the wrappers."""
+    wrapped: dict[int, Any] = {}
+    for name, module in list(sys.modules.items()):
+        if name.split(".")[0] == "flag_gems" or not _in_flaggems(getattr(module, "__file__", None)):
+            continue
+        before = dict(vars(module))
+        _patch_flaggems_kernels(module)
+        for attr, value in vars(module).items():
+            if before.get(attr) is not value:
+                wrapped[id(before[attr])] = value
+    if not wrapped:
+        return
+    for module in list(sys.modules.values()):
+        if _in_flaggems(getattr(module, "__file__", None)):
+            for attr, value in list(vars(module).items()):
+                if id(value) in wrapped:
+                    setattr(module, attr, wrapped[id(value)])
 
 
 DISABLE_VAR = (
@@ -367,6 +444,7 @@ def _patch_flag_gems(module: Any) -> None:
     for name in list(sys.modules):
         if name.startswith("flag_gems."):
             _patch_flaggems_kernels(sys.modules[name])
+    _patch_flaggems_elsewhere(module)
     for name in ("enable", "only_enable"):
         original = getattr(module, name, None)
         if original is None:

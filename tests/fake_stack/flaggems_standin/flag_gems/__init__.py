@@ -31,7 +31,9 @@ native RMSNorm bit for bit; silu within 1-2 ulp (ATen's vectorized exp differs f
 Fault/variant knobs, read from the environment at every kernel call (see `_standin.py`):
 `FAKE_GEMS_FAULT` (`op=raise`, `op=scale:1.05`, `a+b=raise`) and `FAKE_GEMS_VARIANT`
 (`op=reorder`, `op=bf16`, `op=float64`), ops `embedding`, `silu`, `rsqrt`, `mean_dim`,
-`rms_norm`.
+`rms_norm`. Read at import: `FAKE_GEMS_ARCH=archx` takes `rsqrt` from an arch-specialised module
+imported as top-level `archx.ops` from inside the package (runtime/backend), as FlagGems 5.0.2
+does with its Hopper ops.
 """
 
 import warnings
@@ -43,6 +45,7 @@ from flag_gems.logging_utils import setup_flaggems_logging, teardown_flaggems_lo
 from flag_gems.modules import *  # noqa: F403
 from flag_gems.ops import *  # noqa: F403
 from flag_gems.ops import embedding, mean_dim, rsqrt, silu
+from flag_gems.runtime.backend import arch_ops
 from flag_gems.runtime.register import Register
 
 __version__ = "5.0.2+standin"
@@ -50,6 +53,10 @@ __version__ = "5.0.2+standin"
 aten_lib = torch.library.Library("aten", "IMPL")
 registrar = Register
 current_work_registrar = None
+
+# FAKE_GEMS_ARCH=archx: the arch's kernels replace the generic ones here and in this namespace,
+# as the real SpecOpRegistrar does with Hopper's (their __module__ is `archx.ops.<op>`)
+globals().update(arch_ops())
 
 _FULL_CONFIG = (
     ("embedding", embedding),

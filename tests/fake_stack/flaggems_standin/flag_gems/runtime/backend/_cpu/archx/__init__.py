@@ -1,0 +1,1 @@
+"""The stand-in's arch `archx` (imported as a top-level package, as FlagGems imports `hopper`)."""

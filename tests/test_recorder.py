@@ -1,0 +1,85 @@
+"""The stack evidence recorder (container_scripts/stack_evidence.py) in real Python processes.
+
+FlagGems code is recognised by where its file lies, not by its module name: FlagGems 5.0.2
+imports its Hopper ops (and vendor backends) as top-level modules (`hopper.ops.mm`) from folders
+inside its package, and those ops ran unseen on every H100/H200. The flag_gems stand-in
+(tests/fake_stack/flaggems_standin) loads an arch module the same way with FAKE_GEMS_ARCH=archx.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from conftest import REPO
+
+pytestmark = pytest.mark.process
+SCRIPTS = REPO / "container_scripts"
+STANDIN = REPO / "tests" / "fake_stack" / "flaggems_standin"
+
+
+def _record(tmp_path, body: str, env: dict[str, str]) -> list[dict]:
+    """Run `body` in a fresh Python with the recorder on; the events it wrote."""
+    (tmp_path / "site").mkdir(exist_ok=True)
+    (tmp_path / "site" / "caller_pkg.py").write_text(
+        "import flag_gems\ndef call(x):\n    return flag_gems.rsqrt(x)\n"
+    )
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path[:0] = [{str(SCRIPTS)!r}, {str(STANDIN)!r}, {str(tmp_path / "site")!r}]
+        import stack_evidence
+        stack_evidence.activate({str(tmp_path / "ev")!r})
+    """) + textwrap.dedent(body)
+    run_env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("FAKE_")}
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120, env={**run_env, **env})
+    sys.path.insert(0, str(SCRIPTS))
+    import stack_evidence
+
+    return stack_evidence.collect(tmp_path / "ev")
+
+
+BODY = """
+    import torch, flag_gems, caller_pkg
+    flag_gems.enable()
+    torch.rsqrt(torch.ones(2))
+    caller_pkg.call(torch.ones(2))
+"""
+
+
+def test_an_op_imported_as_a_top_level_module_from_inside_flaggems_is_recorded(tmp_path):
+    events = _record(tmp_path, BODY, {"FAKE_GEMS_ARCH": "archx"})
+    enabled = [e for e in events if e["event"] == "flaggems_enabled"]
+    assert enabled and "rsqrt" in enabled[0]["registered"], enabled
+    ran = {(e["op"], e["via"], e["fn"]) for e in events if e["event"] == "flaggems_op_ran"}
+    assert ("rsqrt", "aten", "archx.ops.rsqrt.rsqrt") in ran, ran
+    # called directly by a package outside FlagGems, through FlagGems' own namespace
+    assert ("rsqrt", "direct", "archx.ops.rsqrt.rsqrt") in ran, ran
+
+
+def test_the_generic_op_is_recorded_the_same_way_without_the_arch(tmp_path):
+    events = _record(tmp_path, BODY, {})
+    ran = {(e["op"], e["via"], e["fn"]) for e in events if e["event"] == "flaggems_op_ran"}
+    assert ("rsqrt", "aten", "flag_gems.ops.rsqrt.rsqrt") in ran, ran
+
+
+def test_an_op_named_like_flaggems_but_living_elsewhere_is_not_flaggems(tmp_path):
+    """Another library registering an ATen override is not FlagGems work, even when its module
+    is called flag_gems_extras or it registers next to FlagGems."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "flag_gems_extras.py").write_text(
+        "import torch\n_lib = torch.library.Library('aten', 'IMPL')\n"
+        "def neg(x):\n    return x.mul(-1)\n"
+        "def enable():\n    _lib.impl('neg', neg, 'CPU')\n"
+    )
+    body = """
+        import torch, flag_gems, flag_gems_extras
+        flag_gems.enable()
+        flag_gems_extras.enable()
+        torch.neg(torch.ones(2))
+    """
+    events = _record(tmp_path, body, {})
+    ran = {e["op"] for e in events if e["event"] == "flaggems_op_ran"}
+    registered = {op for e in events if e["event"] == "flaggems_registered" for op in e["ops"]}
+    assert "neg" not in ran | registered
