@@ -28,6 +28,7 @@ import importlib.abc
 import importlib.machinery
 import inspect
 import json
+import logging
 import os
 import sys
 import threading
@@ -435,6 +436,57 @@ def _disable_asked_ops(call: str, args: tuple, kwargs: dict) -> tuple[tuple, dic
     return tuple(args), kwargs
 
 
+OPLOG_VAR = "MODELVERIFY_FLAGGEMS_OPLOG"  # "1": FlagGems' own op log feeds the evidence
+
+
+class _OpLog(logging.Handler):
+    """FlagGems' own op log, read as it is written: every FlagGems function logs `GEMS <OP>` when
+    it runs (what `record=True` writes to oplist.log), whether it was registered through
+    torch.library, took over a vLLM layer or is called directly. Each function once."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.seen: set[tuple[str, str]] = set()
+
+    def emit(self, entry: logging.LogRecord) -> None:
+        key = (entry.name, entry.funcName)
+        if key in self.seen:
+            return
+        self.seen.add(key)
+        try:
+            message = entry.getMessage()
+        except Exception:  # noqa: BLE001 - a malformed log call is not ours to raise
+            message = str(entry.msg)
+        record(
+            "flaggems_op_ran",
+            op=entry.funcName,
+            fn=f"{entry.name}.{entry.funcName}",
+            via="oplog",
+            message=message[:120],
+        )
+
+
+def _read_flaggems_oplog() -> None:
+    """With OPLOG_VAR set (the culprit search's steps), FlagGems' loggers — `flag_gems` and the
+    top-level packages it loads from its own folders (`hopper`, a vendor's) — log to the evidence.
+    As with FlagGems' own `record=True`, they log at DEBUG and stop propagating, so the phase's
+    console log does not fill with op lines."""
+    if os.environ.get(OPLOG_VAR, "") not in ("1", "true", "True"):
+        return
+    handler = _OpLog()
+    tops = {"flag_gems"} | {
+        name.split(".")[0]
+        for name, module in list(sys.modules.items())
+        if _in_flaggems(getattr(module, "__file__", None))
+    }
+    for top in sorted(tops):
+        logger = logging.getLogger(top)
+        logger.setLevel(logging.DEBUG)
+        logger.propagate = False
+        logger.addHandler(handler)
+    record("flaggems_oplog_read", loggers=sorted(tops))
+
+
 def _patch_flag_gems(module: Any) -> None:
     record(
         "flaggems_imported",
@@ -445,6 +497,7 @@ def _patch_flag_gems(module: Any) -> None:
         if name.startswith("flag_gems."):
             _patch_flaggems_kernels(sys.modules[name])
     _patch_flaggems_elsewhere(module)
+    _read_flaggems_oplog()
     for name in ("enable", "only_enable"):
         original = getattr(module, name, None)
         if original is None:

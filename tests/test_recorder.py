@@ -83,3 +83,40 @@ def test_an_op_named_like_flaggems_but_living_elsewhere_is_not_flaggems(tmp_path
     ran = {e["op"] for e in events if e["event"] == "flaggems_op_ran"}
     registered = {op for e in events if e["event"] == "flaggems_registered" for op in e["ops"]}
     assert "neg" not in ran | registered
+
+
+OPLOG_BODY = """
+    import logging, torch, flag_gems, caller_pkg
+    flag_gems.enable()
+    torch.rsqrt(torch.ones(2))
+    torch.rsqrt(torch.ones(2))
+    flag_gems.silu(torch.ones(2))  # called directly, outside torch.library
+    print("propagate", logging.getLogger("flag_gems").propagate)
+"""
+
+
+def _logged(events: list[dict]) -> set[tuple[str, str]]:
+    return {(e["op"], e["fn"]) for e in events if e.get("via") == "oplog"}
+
+
+def test_flaggems_own_op_log_feeds_the_evidence_when_asked(tmp_path):
+    """FlagGems logs `GEMS <OP>` from each op function as it runs (its `record=True` log): with
+    MODELVERIFY_FLAGGEMS_OPLOG=1 each function that logged is an op that ran, once, whichever way
+    it was reached — the arch module's (top-level `archx`) included."""
+    events = _record(
+        tmp_path, OPLOG_BODY, {"MODELVERIFY_FLAGGEMS_OPLOG": "1", "FAKE_GEMS_ARCH": "archx"}
+    )
+    logged = [e for e in events if e.get("via") == "oplog"]
+    assert _logged(events) >= {
+        ("rsqrt", "archx.ops.rsqrt.rsqrt"),
+        ("silu", "flag_gems.ops.silu.silu"),
+    }, logged
+    assert len(logged) == len(_logged(events))  # once per function
+    read = [e for e in events if e["event"] == "flaggems_oplog_read"]
+    assert read and set(read[0]["loggers"]) >= {"flag_gems", "archx"}
+
+
+def test_without_the_switch_the_op_log_is_left_alone(tmp_path):
+    events = _record(tmp_path, OPLOG_BODY, {})
+    assert not _logged(events)
+    assert not [e for e in events if e["event"] == "flaggems_oplog_read"]
