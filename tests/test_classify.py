@@ -16,15 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from modelverify_kernel.classify import (
-    COMPONENT_LAYER,
-    MULTICHIP,
-    Diagnosis,
-    RuleError,
-    classify_log,
-    cli_classify,
-    load_rules,
-)
+from modelverify_kernel.analysis.cli import cli_classify
+from modelverify_kernel.analysis.diagnose import Diagnosis, classify_log
+from modelverify_kernel.analysis.knowledge import RuleError, load_rules
+from modelverify_kernel.vocabulary import COMPONENT_LAYER
+from modelverify_kernel.vocabulary import MULTICHIP as _MULTICHIP
+
+MULTICHIP = frozenset(_MULTICHIP)
 
 REPO = Path(__file__).resolve().parents[1]
 LOGS = Path(__file__).resolve().parent / "data" / "logs"
@@ -1044,11 +1042,11 @@ def test_benign_rows_split_for_speed_match_exactly_what_the_rows_say() -> None:
     """The benign regexes are split into line-start matches and searches (speed); same answers."""
     import re as _re
 
-    from modelverify_kernel import classify as C
+    from modelverify_kernel.analysis import knowledge, literals, logformat, prefilter
 
     rules = [r for r in load_rules() if r.component == "benign"]
     whole = [a.pattern for r in rules for a in r.atoms if not a.negate]
-    rs = C._ruleset(tuple(load_rules()))
+    rs = prefilter.build(tuple(load_rules()), knowledge.load_tables())
     lines = [
         ln for f in sorted(LOGS.glob("*.log")) for ln in f.read_text(encoding="utf-8").splitlines()
     ]
@@ -1061,15 +1059,15 @@ def test_benign_rows_split_for_speed_match_exactly_what_the_rows_say() -> None:
         "a Platform plugin  is activated",
     ]
     for line in lines:
-        msg = line[C._PREFIX.match(line).end() :]
+        msg = line[logformat.PREFIX.match(line).end() :]
         expected = any(p.search(msg) for p in whole)
         got = bool(
             (rs.benign_start and rs.benign_start.match(msg))
             or (rs.benign_any and rs.benign_any.search(msg))
         )
         assert got == expected, line
-    assert C._top_alternatives(r"a\|b|[|]x|(c|d)|e") == [r"a\|b", "[|]x", "(c|d)", "e"]
-    assert _re.compile("|".join(C._top_alternatives(r"^x|y"))).pattern == "^x|y"
+    assert literals.top_alternatives(r"a\|b|[|]x|(c|d)|e") == [r"a\|b", "[|]x", "(c|d)", "e"]
+    assert _re.compile("|".join(literals.top_alternatives(r"^x|y"))).pattern == "^x|y"
 
 
 # --------------------------------------------------------------------------- one row per mechanism (issue 11)
