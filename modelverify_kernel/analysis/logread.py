@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import re
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from .knowledge import Rule
@@ -46,6 +46,7 @@ _MAX_DETAIL = 6
 _MAX_FRAMES = 64
 _MAX_CHAIN = 6
 _HEAD, _TAIL = 32, 256
+_EXCEPTION_WORD = re.compile("Error|Exception|Fault")  # a named exception may start here
 
 
 @dataclass
@@ -149,23 +150,38 @@ class Scanner:
     def feed_all(self, lines: Iterable[str], stream: str | None = None) -> None:
         """Read lines (all of one stream when ``stream`` is given, else each line's process tag
         decides). The loop body runs once per log line of a 100 MB log: names are bound locally."""
-        rs = self.rs
-        quiet_fast, prefix, boring = QUIET_FAST.match, PREFIX.match, self.boring
-        prefix_first, no_prefix = PREFIX_FIRST, NO_PREFIX
-        gate = rs.gate.search if rs.gate is not None else None
+        rs, prefix, boring, no_prefix = self.rs, PREFIX.match, self.boring, NO_PREFIX
         benign_start = rs.benign_start.match if rs.benign_start is not None else _never
         benign_any = rs.benign_any.search if rs.benign_any is not None else _never
-        fixed = stream
-        cond_lits = rs.cond_lits
+        in_group = False
+        for raw in self._telling(lines):
+            raw = raw.rstrip("\r\n")
+            m = prefix(raw) if raw[:1] in PREFIX_FIRST or "|" in raw else no_prefix
+            lvl, glog, blvl = m.group("lvl", "glog", "blvl")
+            level = lvl or glog or blvl
+            if level in QUIET_LEVELS:  # nothing to do unless it ends a traceback
+                if self.active:
+                    self._quiet_line(m, stream)
+                continue
+            msg = raw[m.end() :]
+            if in_group or "Exception Group" in msg:  # an exception group's gutter comes off
+                in_group = in_group or GROUP_START.match(msg) is not None
+                gm = GROUP_GUTTER.match(msg) if in_group else None
+                msg, in_group = (msg[gm.end() :], True) if gm is not None else (msg, False)
+            if not self.active and msg in boring:  # a repeated harmless line, nothing open
+                continue
+            if msg and (benign_start(msg) or benign_any(msg)):
+                self._remember(msg)
+                continue
+            self._message(msg, level, m, stream)
+
+    def _telling(self, lines: Iterable[str]) -> Iterator[str]:
+        """The lines that may tell something, each counted, cut to size and freed of colour and
+        of the prefix a collector added; conditions of the run are noted on the way. The bulk of
+        a big log, INFO lines outside any traceback, stops here."""
+        quiet_fast, cond_lits = QUIET_FAST.match, self.rs.cond_lits
         lines, outer, indent = outer_prefix(iter(lines))
         outer_match = outer.match if outer is not None else None
-        in_group = False
-        idle_phase, active, streams, idle_head = (
-            Phase.IDLE,
-            self.active,
-            self.streams,
-            IDLE_HEAD.match,
-        )
         for raw in lines:
             self.index += 1
             if len(raw) > MAX_LINE:
@@ -181,77 +197,52 @@ class Scanner:
                     if lit in raw:
                         self._condition(raw)
                         break
-            # the bulk of a big log: INFO lines outside any traceback (the substring test only
-            # spares the regex on the other lines; the full prefix parse below decides the rest)
+            # the substring test only spares the regex on the other lines; the full prefix
+            # parse decides the rest
             if not self.active and ("INFO" in raw or "DEBUG" in raw) and quiet_fast(raw):
                 continue
-            raw = raw.rstrip("\r\n")
-            m = prefix(raw) if raw[:1] in prefix_first or "|" in raw else no_prefix
-            lvl, glog, blvl = m.group("lvl", "glog", "blvl")
-            level = lvl or glog or blvl
-            stream = fixed
-            if level in QUIET_LEVELS:  # nothing to do unless it ends a traceback
-                if self.active:
-                    if stream is None:
-                        proc, pid = m.group("proc", "pid")
-                        stream = f"{proc} {pid or ''}" if proc else ""
-                    st = self.streams.get(stream)
-                    if st is not None and st.phase is not Phase.IDLE:
-                        self._flush(st)
-                continue
-            msg = raw[m.end() :]
-            if in_group or "Exception Group" in msg:  # an exception group's gutter comes off
-                in_group = in_group or GROUP_START.match(msg) is not None
-                gm = GROUP_GUTTER.match(msg) if in_group else None
-                if gm is not None:
-                    msg = msg[gm.end() :]
-                else:
-                    in_group = False
-            if not self.active and msg in boring:  # a repeated harmless line, nothing open
-                continue
-            if msg and (benign_start(msg) or benign_any(msg)):
-                self._remember(msg)
-                continue
-            low = msg.lower()
-            gated = gate is None or gate(low) is not None
-            # a warning that names an exception in passing ("… errors like `OSError: …`") is
-            # advice, not a failure; an exception line of its own still counts
-            self.warning_line = level in WARN_LEVELS
-            if stream is None:
-                proc, pid = m.group("proc", "pid")
-                stream = f"{proc} {pid or ''}" if proc else ""
-            st = streams.get(stream)
-            if st is None:
-                st = self._new_stream(stream)
-            idle = st.phase is idle_phase
-            if idle and msg in boring:
-                st.prev, st.prev_at = msg, self.index
-                continue
-            events = self.emitted
-            self.gated = gated
-            if (
-                idle
-                and not gated
-                and "Error" not in msg
-                and "Exception" not in msg
-                and "Fault" not in msg
-                and not idle_head(msg)
-            ):
-                consumed = False  # nothing can start here (see IDLE_HEAD)
-            else:
-                consumed = self._step(st, msg, m.group("src") or m.group("gsrc"), stream)
-            if not consumed:
-                if gated:
-                    self._line_rules(st, msg.strip(), stream, low.strip())
-                if idle and st.phase is idle_phase and events == self.emitted:
-                    if len(boring) >= 8192:  # _remember, inline: once per log line
-                        boring.clear()
-                    boring[msg] = None
+            yield raw
+
+    def _quiet_line(self, m: re.Match[str], stream: str | None) -> None:
+        """An INFO/DEBUG line inside a traceback ends it."""
+        if stream is None:
+            proc, pid = m.group("proc", "pid")
+            stream = f"{proc} {pid or ''}" if proc else ""
+        st = self.streams.get(stream)
+        if st is not None and st.phase is not Phase.IDLE:
+            self._flush(st)
+
+    def _message(self, msg: str, level: str | None, m: re.Match[str], stream: str | None) -> None:
+        """One non-quiet, non-benign message: the process's state machine, then the line rules."""
+        low = msg.lower()
+        gate = self.rs.gate
+        gated = gate is None or gate.search(low) is not None
+        # a warning that names an exception in passing ("… errors like `OSError: …`") is
+        # advice, not a failure; an exception line of its own still counts
+        self.warning_line = level in WARN_LEVELS
+        if stream is None:
+            proc, pid = m.group("proc", "pid")
+            stream = f"{proc} {pid or ''}" if proc else ""
+        st = self.streams.get(stream)
+        if st is None:
+            st = self._new_stream(stream)
+        idle = st.phase is Phase.IDLE
+        if idle and msg in self.boring:
             st.prev, st.prev_at = msg, self.index
-            if st.phase is idle_phase:  # _track, inline
-                active.discard(st.key)
-            else:
-                active.add(st.key)
+            return
+        events = self.emitted
+        self.gated = gated
+        if idle and not gated and not _EXCEPTION_WORD.search(msg) and not IDLE_HEAD.match(msg):
+            consumed = False  # nothing can start here (see IDLE_HEAD)
+        else:
+            consumed = self._step(st, msg, m.group("src") or m.group("gsrc"), stream)
+        if not consumed:
+            if gated:
+                self._line_rules(st, msg.strip(), stream, low.strip())
+            if idle and st.phase is Phase.IDLE and events == self.emitted:
+                self._remember(msg)
+        st.prev, st.prev_at = msg, self.index
+        self._track(st)
 
     def _condition(self, raw: str) -> None:
         if len(self.conditions) < 16 and any(p.search(raw) for p in self.rs.conds):
