@@ -340,9 +340,17 @@ def _result_lines(result: dict) -> list[str]:
 RESULT_STREAM = "<result>"
 
 
-def classify_log(log: Path | Iterable[str], result: dict | None = None, rules=None) -> Diagnosis:
-    """Diagnose one phase from its full log (streamed) and, optionally, its result JSON."""
-    rs = build(tuple(rules) if rules is not None else tuple(load_rules()), load_tables())
+def classify_log(
+    log: Path | Iterable[str],
+    result: dict | None = None,
+    rules: Iterable[Rule] | None = None,
+    tables: Tables | None = None,
+) -> Diagnosis:
+    """Diagnose one phase from its full log (streamed) and, optionally, its result JSON.
+
+    ``rules`` and ``tables`` default to the shipped references (load_rules, load_tables)."""
+    rules = tuple(rules) if rules is not None else tuple(load_rules())
+    rs = build(rules, tables if tables is not None else load_tables())
     result = result or {}
     status = str(result.get("status", "")).upper()
     if status == "PASS":

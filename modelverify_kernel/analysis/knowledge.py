@@ -77,11 +77,6 @@ class Rule:
     def exception_capable(self) -> bool:
         return any(not any(a.only_lines for a in alt) for alt in self.alts)
 
-    @property
-    def conditional(self) -> bool:
-        """True when the row needs a condition line (``cond:``) somewhere in the log."""
-        return any(a.kind == "cond" for a in self.atoms)
-
 
 # --------------------------------------------------------------------------- the table grammar
 

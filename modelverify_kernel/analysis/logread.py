@@ -144,9 +144,6 @@ class Scanner:
         }
 
     # -- input
-    def feed(self, raw: str, stream: str | None = None) -> None:
-        self.feed_all((raw,), stream)
-
     def feed_all(self, lines: Iterable[str], stream: str | None = None) -> None:
         """Read lines (all of one stream when ``stream`` is given, else each line's process tag
         decides). The loop body runs once per log line of a 100 MB log: names are bound locally."""
