@@ -55,15 +55,7 @@ class _Exc:
 def _atoms_hold(rule: Rule, values) -> tuple[Matcher, ...] | None:
     """The first alternative of the row whose atoms all hold (None: the row does not match)."""
     for alt in rule.alts:
-        for atom in alt:
-            vals = values(atom.kind)
-            if atom.kind == "exc":
-                hit = any(v and atom.pattern.fullmatch(v) for v in vals)
-            else:
-                hit = any(atom.pattern.search(v) for v in vals)
-            if hit == atom.negate:
-                break
-        else:
+        if all(atom.holds(values(atom.kind)) for atom in alt):
             return alt
     return None
 
@@ -81,6 +73,7 @@ def _inner_frame(frames: list[Frame]) -> Frame | None:
 
 
 def _exc_values(exc: _Exc, conditions: list[str] = ()):
+    """What each match kind looks at in this exception (the matchers only match)."""
     inner_frame = _inner_frame(exc.frames or exc.chain_frames)
     inner = inner_frame.path if inner_frame else None
 

@@ -298,7 +298,7 @@ class Scanner:
                 continue
             if maybe is None and lits is not None and not lits.search(low):
                 continue
-            # _atoms_hold on the line alternatives, inline (a big log's warning lines come here)
+            # the line alternatives matched inline (a big log's warning lines come here)
             if any(all((pat.search(text) is None) is neg for pat, neg in alt) for alt in alts):
                 self._emit(
                     st,
@@ -538,7 +538,7 @@ class Scanner:
 
 
 def native_exc(nm: re.Match[str], line: str) -> tuple[str, str]:
-    """The type and message a native failure line gets (see _NATIVE)."""
+    """The type and message a native failure line gets (see logformat.native_patterns)."""
     g = nm.groupdict()
     if g["fatal"]:
         return "FatalPythonError", g["fatal"]
