@@ -130,12 +130,12 @@ def _check_stray(
     lineno: int,
     header: tuple[str, ...],
     stray_row: Callable[[list[str]], bool] | None,
+    where: str,
 ) -> None:
     """Outside a table: a drifted header, a headerless table or a row that looks like one of
     the wanted table's rows would all be ignored; refuse them."""
     stripped = lines[lineno - 1].strip()
     nxt = lines[lineno].strip() if lineno < len(lines) else ""
-    where = f"{lineno}"
     spec = f"| {' | '.join(header)} |"
     if _SEPARATOR.fullmatch(nxt) and _header_like(cells, header):
         raise RuleError(
@@ -183,10 +183,7 @@ def read_table(
             state.in_table, state.rows, state.header_at = True, 0, lineno
             continue
         if not state.in_table and strict:
-            try:
-                _check_stray(cells, lines, lineno, header, stray_row)
-            except RuleError as exc:
-                raise RuleError(f"{path.name}:{exc}") from None
+            _check_stray(cells, lines, lineno, header, stray_row, where)
         if not state.in_table or _SEPARATOR.fullmatch(stripped):
             continue
         state.rows += 1
@@ -270,7 +267,9 @@ def _load_rules_cached(key: tuple[tuple[str, int], ...]) -> tuple[Rule, ...]:
     rules: list[Rule] = []
     seen: dict[str, str] = {}
     for path_str, _ in key:
-        for cells, where in read_table(Path(path_str), RULE_HEADER, _ROLE_ROW, what="rule table"):
+        for cells, where in read_table(
+            Path(path_str), RULE_HEADER, _looks_like_rule_row, what="rule table"
+        ):
             rule = parse_rule(cells, where)
             if rule.id in seen:
                 raise RuleError(f"{where}: rule id {rule.id!r} already defined at {seen[rule.id]}")
@@ -281,7 +280,8 @@ def _load_rules_cached(key: tuple[tuple[str, int], ...]) -> tuple[Rule, ...]:
     return tuple(rules)
 
 
-def _ROLE_ROW(cells: list[str]) -> bool:  # noqa: N802 - a predicate named for the column
+def _looks_like_rule_row(cells: list[str]) -> bool:
+    """A row whose component cell is a component or a role: a rule row, wherever it stands."""
     return _ROLE.fullmatch(cells[1]) is not None
 
 
