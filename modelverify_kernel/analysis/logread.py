@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import re
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .knowledge import Rule
@@ -46,7 +46,6 @@ _MAX_DETAIL = 6
 _MAX_FRAMES = 64
 _MAX_CHAIN = 6
 _HEAD, _TAIL = 32, 256
-_EXCEPTION_WORD = re.compile("Error|Exception|Fault")  # a named exception may start here
 
 
 @dataclass
@@ -124,6 +123,7 @@ class Scanner:
 
     def __init__(self, rs: RuleSet) -> None:
         self.rs = rs
+        self._gate = rs.gate.search if rs.gate is not None else None
         self.streams: dict[str, Stream] = {}
         self.head: list[Failure] = []
         self.tail: deque[Failure] = deque(maxlen=_TAIL)
@@ -146,12 +146,31 @@ class Scanner:
     # -- input
     def feed_all(self, lines: Iterable[str], stream: str | None = None) -> None:
         """Read lines (all of one stream when ``stream`` is given, else each line's process tag
-        decides). The loop body runs once per log line of a 100 MB log: names are bound locally."""
+        decides). The loop body runs once per log line of a 100 MB log: names are bound locally,
+        and the bulk of such a log, INFO lines outside any traceback, goes no further than the
+        quick prefix match."""
         rs, prefix, boring, no_prefix = self.rs, PREFIX.match, self.boring, NO_PREFIX
+        quiet_fast, cond_lits = QUIET_FAST.match, rs.cond_lits
         benign_start = rs.benign_start.match if rs.benign_start is not None else _never
         benign_any = rs.benign_any.search if rs.benign_any is not None else _never
+        lines, outer, indent = outer_prefix(iter(lines))
+        outer_match = outer.match if outer is not None else None
         in_group = False
-        for raw in self._telling(lines):
+        for raw in lines:
+            self.index += 1
+            raw = raw[:MAX_LINE]
+            if "\x1b" in raw:
+                raw = ANSI.sub("", raw)
+            if outer_match is not None:
+                raw = raw[outer_match(raw).end() :]
+            if indent and raw.startswith(indent):
+                raw = raw[len(indent) :]
+            if cond_lits and self.index <= COND_LINES:  # a condition of the run, at any level
+                self._note_condition(raw)
+            # the substring test only spares the regex on the other lines; the full prefix
+            # parse below decides the rest
+            if not self.active and ("INFO" in raw or "DEBUG" in raw) and quiet_fast(raw):
+                continue
             raw = raw.rstrip("\r\n")
             m = prefix(raw) if raw[:1] in PREFIX_FIRST or "|" in raw else no_prefix
             lvl, glog, blvl = m.group("lvl", "glog", "blvl")
@@ -162,9 +181,7 @@ class Scanner:
                 continue
             msg = raw[m.end() :]
             if in_group or "Exception Group" in msg:  # an exception group's gutter comes off
-                in_group = in_group or GROUP_START.match(msg) is not None
-                gm = GROUP_GUTTER.match(msg) if in_group else None
-                msg, in_group = (msg[gm.end() :], True) if gm is not None else (msg, False)
+                msg, in_group = _ungutter(msg, in_group)
             if not self.active and msg in boring:  # a repeated harmless line, nothing open
                 continue
             if msg and (benign_start(msg) or benign_any(msg)):
@@ -172,33 +189,12 @@ class Scanner:
                 continue
             self._message(msg, level, m, stream)
 
-    def _telling(self, lines: Iterable[str]) -> Iterator[str]:
-        """The lines that may tell something, each counted, cut to size and freed of colour and
-        of the prefix a collector added; conditions of the run are noted on the way. The bulk of
-        a big log, INFO lines outside any traceback, stops here."""
-        quiet_fast, cond_lits = QUIET_FAST.match, self.rs.cond_lits
-        lines, outer, indent = outer_prefix(iter(lines))
-        outer_match = outer.match if outer is not None else None
-        for raw in lines:
-            self.index += 1
-            if len(raw) > MAX_LINE:
-                raw = raw[:MAX_LINE]
-            if "\x1b" in raw:
-                raw = ANSI.sub("", raw)
-            if outer_match is not None:
-                raw = raw[outer_match(raw).end() :]
-            if indent and raw.startswith(indent):
-                raw = raw[len(indent) :]
-            if cond_lits and self.index <= COND_LINES:  # a condition of the run, at any level
-                for lit in cond_lits:
-                    if lit in raw:
-                        self._condition(raw)
-                        break
-            # the substring test only spares the regex on the other lines; the full prefix
-            # parse decides the rest
-            if not self.active and ("INFO" in raw or "DEBUG" in raw) and quiet_fast(raw):
-                continue
-            yield raw
+    def _note_condition(self, raw: str) -> None:
+        """A line of the run's start holding a condition's literal: is it a condition?"""
+        for lit in self.rs.cond_lits:
+            if lit in raw:
+                self._condition(raw)
+                return
 
     def _quiet_line(self, m: re.Match[str], stream: str | None) -> None:
         """An INFO/DEBUG line inside a traceback ends it."""
@@ -212,8 +208,7 @@ class Scanner:
     def _message(self, msg: str, level: str | None, m: re.Match[str], stream: str | None) -> None:
         """One non-quiet, non-benign message: the process's state machine, then the line rules."""
         low = msg.lower()
-        gate = self.rs.gate
-        gated = gate is None or gate.search(low) is not None
+        gated = self._gate is None or self._gate(low) is not None
         # a warning that names an exception in passing ("… errors like `OSError: …`") is
         # advice, not a failure; an exception line of its own still counts
         self.warning_line = level in WARN_LEVELS
@@ -229,7 +224,14 @@ class Scanner:
             return
         events = self.emitted
         self.gated = gated
-        if idle and not gated and not _EXCEPTION_WORD.search(msg) and not IDLE_HEAD.match(msg):
+        if (
+            idle
+            and not gated
+            and "Error" not in msg
+            and "Exception" not in msg
+            and "Fault" not in msg
+            and not IDLE_HEAD.match(msg)
+        ):
             consumed = False  # nothing can start here (see IDLE_HEAD)
         else:
             consumed = self._step(st, msg, m.group("src") or m.group("gsrc"), stream)
@@ -237,9 +239,15 @@ class Scanner:
             if gated:
                 self._line_rules(st, msg.strip(), stream, low.strip())
             if idle and st.phase is Phase.IDLE and events == self.emitted:
-                self._remember(msg)
+                boring = self.boring  # _remember, inline: once per log line
+                if len(boring) >= 8192:
+                    boring.clear()
+                boring[msg] = None
         st.prev, st.prev_at = msg, self.index
-        self._track(st)
+        if st.phase is Phase.IDLE:  # _track, inline
+            self.active.discard(st.key)
+        else:
+            self.active.add(st.key)
 
     def _condition(self, raw: str) -> None:
         if len(self.conditions) < 16 and any(p.search(raw) for p in self.rs.conds):
@@ -553,6 +561,14 @@ def native_exc(nm: re.Match[str], line: str) -> tuple[str, str]:
 
 def _never(_: str) -> None:
     return None
+
+
+def _ungutter(msg: str, in_group: bool) -> tuple[str, bool]:
+    """An exception group's gutter ("  | ", "+-+---- 1 ----") taken off a message: (the
+    message, whether the group goes on)."""
+    in_group = in_group or GROUP_START.match(msg) is not None
+    gm = GROUP_GUTTER.match(msg) if in_group else None
+    return (msg[gm.end() :], True) if gm is not None else (msg, False)
 
 
 def looks_like_type(name: str) -> bool:
