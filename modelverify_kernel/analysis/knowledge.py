@@ -131,6 +131,7 @@ def _check_stray(
     header: tuple[str, ...],
     stray_row: Callable[[list[str]], bool] | None,
     where: str,
+    what: str,
 ) -> None:
     """Outside a table: a drifted header, a headerless table or a row that looks like one of
     the wanted table's rows would all be ignored; refuse them."""
@@ -139,18 +140,18 @@ def _check_stray(
     spec = f"| {' | '.join(header)} |"
     if _SEPARATOR.fullmatch(nxt) and _header_like(cells, header):
         raise RuleError(
-            f"{where}: this looks like a rule table header but is not exactly {spec}; "
+            f"{where}: this looks like a {what} header but is not exactly {spec}; "
             f"its rows would be ignored"
         )
     if _SEPARATOR.fullmatch(stripped) and (
         lineno == 1 or not lines[lineno - 2].strip().startswith("|")
     ):
         raise RuleError(
-            f"{where}: a table without a header line; a rule table needs {spec} above its separator"
+            f"{where}: a table without a header line; a {what} needs {spec} above its separator"
         )
     if stray_row is not None and len(cells) == len(header) and stray_row(cells):
         raise RuleError(
-            f"{where}: this looks like a rule row outside a rule table (no {spec} header "
+            f"{where}: this looks like a {what.split()[0]} row outside a {what} (no {spec} header "
             f"above it); it would be ignored"
         )
 
@@ -183,7 +184,7 @@ def read_table(
             state.in_table, state.rows, state.header_at = True, 0, lineno
             continue
         if not state.in_table and strict:
-            _check_stray(cells, lines, lineno, header, stray_row, where)
+            _check_stray(cells, lines, lineno, header, stray_row, where, what)
         if not state.in_table or _SEPARATOR.fullmatch(stripped):
             continue
         state.rows += 1
