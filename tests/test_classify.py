@@ -2139,9 +2139,10 @@ def test_required_literals_occur_in_every_line_their_rule_matches() -> None:
 
 def test_the_analysis_package_reads_regexes_without_private_parsers() -> None:
     analysis = REPO / "modelverify_kernel" / "analysis"
-    for path in analysis.glob("*.py"):
+    for path in analysis.glob("*.py"):  # the test itself names them, so it is not looked at
         text = path.read_text(encoding="utf-8")
-        assert "sre_parse" not in text and "re._parser" not in text and "_constants" not in text
+        for private in ("sre_parse", "sre_constants", "re._parser", "re._constants"):
+            assert private not in text, (path.name, private)
 
 
 def test_the_classifier_modules_import_only_the_standard_library_and_their_own() -> None:
