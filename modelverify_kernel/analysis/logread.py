@@ -301,13 +301,13 @@ class Scanner:
             maybe = frozenset().union(*(rs.lit_rules[f] for f in found))
         else:
             maybe = None
+        line = (text,)
         for i, (rule, lits, alts) in enumerate(zip(rs.line_rules, rs.line_lits, rs.line_alts)):
             if maybe is not None and i not in maybe:
                 continue
             if maybe is None and lits is not None and not lits.search(low):
                 continue
-            # the line alternatives matched inline (a big log's warning lines come here)
-            if any(all((pat.search(text) is None) is neg for pat, neg in alt) for alt in alts):
+            if any(all(atom.holds(line) for atom in alt) for alt in alts):
                 self._emit(
                     st,
                     Failure(

@@ -16,6 +16,7 @@ from ..vocabulary import COMPONENT_LAYER
 from .knowledge import Rule, Tables
 from .literals import required_literals, top_alternatives, trie_regex
 from .logformat import native_patterns
+from .matchers import Matcher
 
 
 @dataclass(frozen=True)
@@ -27,9 +28,8 @@ class RuleSet:
     wrappers: tuple[Rule, ...]
     ordered: tuple[Rule, ...]  # fixed-component rows then owner rows
     line_rules: tuple[Rule, ...]
-    # per line rule: its line alternatives as (regex, negated) pairs (the exception alternatives
-    # never match a bare line)
-    line_alts: tuple[tuple[tuple[tuple[re.Pattern[str], bool], ...], ...], ...]
+    # per line rule: its alternatives that can match a bare line (only line:/text: atoms)
+    line_alts: tuple[tuple[tuple[Matcher, ...], ...], ...]
     line_lits: tuple[re.Pattern[str] | None, ...]  # per line rule: one of these literals must occur
     # on the lower-cased line: can a line rule or a native failure match? Its literals are reduced
     # (none contains another), so at each position at most one starts: searching again from the
@@ -120,10 +120,7 @@ def build(rules: tuple[Rule, ...], tables: Tables) -> RuleSet:
         wrappers=tuple(r for r in rules if r.component == "wrapper"),
         ordered=ordered,
         line_rules=line_rules,
-        line_alts=tuple(
-            tuple(tuple((a.pattern, a.negate) for a in alt) for alt in r.line_alts)
-            for r in line_rules
-        ),
+        line_alts=tuple(r.line_alts for r in line_rules),
         # benign lines are recognised before the gate, by their own regexes
         **literal_index([*line_lits, native_lits]),
         line_lits=tuple(re.compile(trie_regex(sorted(x))) if x else None for x in line_lits),
