@@ -40,7 +40,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from modelverify_kernel.classify import MULTICHIP, classify_log, load_rules  # noqa: E402
+from modelverify_kernel.analysis.diagnose import classify_log  # noqa: E402
+from modelverify_kernel.analysis.knowledge import load_rules  # noqa: E402
+from modelverify_kernel.vocabulary import MULTICHIP  # noqa: E402
 
 CORPUS = ROOT / "tests" / "data" / "corpus"
 FIXTURES = ROOT / "tests" / "data" / "logs"

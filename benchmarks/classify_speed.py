@@ -25,7 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from modelverify_kernel.classify import classify_log, load_rules  # noqa: E402
+from modelverify_kernel.analysis.diagnose import classify_log  # noqa: E402
+from modelverify_kernel.analysis.knowledge import load_rules  # noqa: E402
 
 REAL_STARTUP = ROOT / "tests" / "data" / "logs" / "vllm_cpu_startup_ok.log"
 GPU_NOISE = [

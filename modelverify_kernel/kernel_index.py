@@ -8,7 +8,9 @@ index built from the components' own sources: every function decorated as a Trit
 A name defined by two components says nothing and is left out, and so are names of one word
 (``copy``, ``launch``, ``relu_``, ``__call__``): prose uses them too; kernels have compound names.
 
-The index shipped in ``references/triton-kernels.json`` is rebuilt with::
+The classifier reads the index (and the OP_PATH rule of where an op's code lives) through
+``analysis/kernels.py``; this module builds it. The index shipped in
+``references/triton-kernels.json`` is rebuilt with::
 
     python -m modelverify_kernel.kernel_index FlagGems=SRC [vllm=SRC] [plugin=SRC] ... [--out FILE]
 
@@ -23,22 +25,19 @@ import ast
 import json
 import re
 import sys
-from functools import lru_cache
 from pathlib import Path
 
-INDEX_NAME = "triton-kernels.json"  # in references/ (resources.references_dir)
+from .analysis.kernels import OP_PATH, index_file
+from .analysis.kernels import load_index as load  # noqa: F401 - the index reader, re-exported
+from .analysis.knowledge import KERNEL_INDEX_FILE
+
+INDEX_NAME = KERNEL_INDEX_FILE  # in references/ (resources.references_dir)
 COMPONENTS = ("FlagGems", "vllm", "plugin", "FlagTree")
 # decorators that make a function a Triton kernel (or FlagGems' wrappers of one)
 _KERNEL_DECORATORS = frozenset(
     {"jit", "libentry", "autotune", "heuristics", "libtuner", "pointwise_dynamic"}
 )
 _SPECIFIC = re.compile(r"_*[A-Za-z0-9]+_[A-Za-z0-9_]*[A-Za-z0-9]_*")
-# where an op's code lives: flag_gems/ops/<op>.py (vendor copies under runtime/backend/_<vendor>/),
-# flag_gems/fused/<op>.py, the plugin's vllm_fl/ops/…/<op>.py
-OP_PATH = re.compile(
-    r"(?:flag_gems/(?:runtime/backend/_\w+/)?(?:ops|fused)"
-    r"|vllm_fl/ops(?:/[\w/]*)?)/(\w+)\.py"
-)
 
 
 def _decorator_name(node: ast.expr) -> str | None:
@@ -107,24 +106,6 @@ def _dumps(index: dict) -> str:
         f"  {json.dumps(name)}: {json.dumps(entry)}" for name, entry in index["kernels"].items()
     )
     return json.dumps(head, indent=1)[:-2] + ',\n "kernels": {\n' + body + "\n }\n}\n"
-
-
-def index_file() -> Path:
-    from .resources import references_dir
-
-    return references_dir() / INDEX_NAME
-
-
-@lru_cache(maxsize=4)
-def load(path: Path | None = None) -> dict[str, tuple[str, str | None]]:
-    """name -> (component, op); empty when the file is missing or unreadable (the classifier
-    then simply has no kernel names to go by)."""
-    try:
-        path = path or index_file()
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return {name: (comp, op) for name, (comp, op) in data["kernels"].items()}
-    except (OSError, ValueError, KeyError, TypeError):
-        return {}
 
 
 def main(argv: list[str] | None = None) -> int:

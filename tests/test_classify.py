@@ -16,15 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from modelverify_kernel.classify import (
-    COMPONENT_LAYER,
-    MULTICHIP,
-    Diagnosis,
-    RuleError,
-    classify_log,
-    cli_classify,
-    load_rules,
-)
+from modelverify_kernel.analysis.cli import cli_classify
+from modelverify_kernel.analysis.diagnose import Diagnosis, classify_log
+from modelverify_kernel.analysis.knowledge import RuleError, load_rules
+from modelverify_kernel.vocabulary import COMPONENT_LAYER
+from modelverify_kernel.vocabulary import MULTICHIP as _MULTICHIP
+
+MULTICHIP = frozenset(_MULTICHIP)
 
 REPO = Path(__file__).resolve().parents[1]
 LOGS = Path(__file__).resolve().parent / "data" / "logs"
@@ -1044,11 +1042,11 @@ def test_benign_rows_split_for_speed_match_exactly_what_the_rows_say() -> None:
     """The benign regexes are split into line-start matches and searches (speed); same answers."""
     import re as _re
 
-    from modelverify_kernel import classify as C
+    from modelverify_kernel.analysis import knowledge, literals, logformat, prefilter
 
     rules = [r for r in load_rules() if r.component == "benign"]
     whole = [a.pattern for r in rules for a in r.atoms if not a.negate]
-    rs = C._ruleset(tuple(load_rules()))
+    rs = prefilter.build(tuple(load_rules()), knowledge.load_tables())
     lines = [
         ln for f in sorted(LOGS.glob("*.log")) for ln in f.read_text(encoding="utf-8").splitlines()
     ]
@@ -1061,15 +1059,15 @@ def test_benign_rows_split_for_speed_match_exactly_what_the_rows_say() -> None:
         "a Platform plugin  is activated",
     ]
     for line in lines:
-        msg = line[C._PREFIX.match(line).end() :]
+        msg = line[logformat.PREFIX.match(line).end() :]
         expected = any(p.search(msg) for p in whole)
         got = bool(
             (rs.benign_start and rs.benign_start.match(msg))
             or (rs.benign_any and rs.benign_any.search(msg))
         )
         assert got == expected, line
-    assert C._top_alternatives(r"a\|b|[|]x|(c|d)|e") == [r"a\|b", "[|]x", "(c|d)", "e"]
-    assert _re.compile("|".join(C._top_alternatives(r"^x|y"))).pattern == "^x|y"
+    assert literals.top_alternatives(r"a\|b|[|]x|(c|d)|e") == [r"a\|b", "[|]x", "(c|d)", "e"]
+    assert _re.compile("|".join(literals.top_alternatives(r"^x|y"))).pattern == "^x|y"
 
 
 # --------------------------------------------------------------------------- one row per mechanism (issue 11)
@@ -2076,3 +2074,165 @@ def test_a_crash_long_after_a_fallback_line_is_a_failure() -> None:
         "(EngineCore_DP0 pid=7) RuntimeError: mm: unsupported dtype\n"
     )
     assert classify_text(log).component == "FlagGems"
+
+
+# --------------------------------------------------------------------------- knowledge as data (issue 21)
+
+
+def _knowledge_regexes() -> list[re.Pattern[str]]:
+    from modelverify_kernel.analysis.knowledge import load_tables
+
+    t = load_tables()
+    pats = [a.pattern for r in load_rules() for a in r.atoms]
+    pats += [p for p, _ in (*t.package_patterns, *t.checkout_folders, *t.owner_paths)]
+    pats += [p for p, _ in (*t.owner_names, *t.normalisers)] + list(t.falls_back)
+    return pats + [p for _, p, _ in t.owned_code]
+
+
+def test_the_literal_reader_understands_every_regex_of_the_references() -> None:
+    """The speed prefilter reads the rules' regexes itself (no private `re` parser): every
+    pattern the references hold is one it follows, so no rule silently loses its prefilter."""
+    from modelverify_kernel.analysis.literals import understood
+
+    missed = [p.pattern for p in _knowledge_regexes() if not understood(p.pattern)]
+    assert not missed
+
+
+@pytest.mark.parametrize(
+    "pattern, lower, expected",
+    [
+        (r"ab?cde", True, {"cde"}),
+        (r"Fatal\.Error", True, {"fatal.error"}),
+        (r"[Ee]rror in", True, {"error in"}),
+        (r"[Ee]rror in", False, {"rror in"}),
+        (r"(?:foo|barbaz)+qux\d", True, {"foo", "barbaz"}),
+        (r"(?i:abcd)xyz", False, {"xyz"}),
+        (r"(?=look)ahead", True, {"ahead"}),
+        (r"x\d+y", True, None),  # nothing of 3+ characters
+        (r"abc|\w+", True, None),  # one branch has no literal
+        (r"abc{", True, None),  # a brace that is no quantifier: not followed, no literal
+    ],
+)
+def test_required_literals(pattern: str, lower: bool, expected: set[str] | None) -> None:
+    from modelverify_kernel.analysis.literals import required_literals
+
+    assert required_literals(pattern, lower) == expected
+
+
+def test_required_literals_occur_in_every_line_their_rule_matches() -> None:
+    """The prefilter never hides a match: on every fixture and corpus line a line rule's
+    positive atom matches, one of its literals is in the lower-cased line."""
+    from modelverify_kernel.analysis.literals import required_literals
+
+    lines = [ln for f in sorted(LOGS.glob("*.log")) for ln in f.read_text().splitlines()]
+    lines += [ln for c in _all_cases() for ln in c["excerpt"].splitlines()]
+    atoms = [a for r in load_rules() for alt in r.line_alts for a in alt if not a.negate]
+    checked = 0
+    for atom in atoms:
+        lits = required_literals(atom.pattern.pattern)
+        for line in lines:
+            if lits and atom.pattern.search(line):
+                checked += 1
+                assert any(lit in line.lower() for lit in lits), (atom.pattern.pattern, line)
+    assert checked > 50
+
+
+def test_the_analysis_package_reads_regexes_without_private_parsers() -> None:
+    analysis = REPO / "modelverify_kernel" / "analysis"
+    for path in analysis.glob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        for private in ("sre_parse", "sre_constants", "re._parser", "re._constants"):
+            assert private not in text, (path.name, private)
+
+
+def test_the_classifier_modules_import_only_the_standard_library_and_their_own() -> None:
+    """analysis/ is pure: the standard library, vocabulary, records and its own modules (and,
+    lazily, resources.py: the one place that finds the shipped references/ folder)."""
+    import ast
+    import sys
+
+    allowed = {"vocabulary", "records", "resources"}
+    for path in (REPO / "modelverify_kernel" / "analysis").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level == 2:
+                assert node.module in allowed, (path.name, node.module)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                assert node.module.split(".")[0] in sys.stdlib_module_names, (
+                    path.name,
+                    node.module,
+                )
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    assert alias.name.split(".")[0] in sys.stdlib_module_names, (path.name, alias)
+
+
+def test_match_kinds_are_a_registry_of_matcher_classes() -> None:
+    from modelverify_kernel.analysis import matchers
+    from modelverify_kernel.analysis.knowledge import parse_match
+
+    kinds = ("exc", "msg", "frame", "inner", "code", "line", "text", "cond")
+    assert tuple(matchers.MATCHERS) == kinds
+    assert all(issubclass(cls, matchers.Matcher) for cls in matchers.MATCHERS.values())
+    (alt,) = parse_match("exc:/KeyError/ !msg:/triton/i", "x.md:1")
+    assert [type(a).__name__ for a in alt] == ["ExcMatcher", "MsgMatcher"]
+    assert alt[0].matches(["builtins.KeyError", "KeyError"]) and not alt[0].matches(["KeyErrorX"])
+    assert alt[1].negate and not alt[1].holds(["a Triton kernel"]) and alt[1].holds(["other"])
+
+
+def _refs_copy(tmp_path: Path) -> Path:
+    refs = tmp_path / "references"
+    shutil.copytree(REPO / "references", refs)
+    return refs
+
+
+@pytest.mark.parametrize(
+    "old, new, needle",
+    [
+        ("| `flag_gems` | FlagGems | yes |", "| `flag_gems` | Flaggems | yes |", "not a component"),
+        ("| `/vllm_fl\\//` | plugin |", "| vllm_fl/ | plugin |", "expected a regex"),
+        ("| path | medium |", "| path | sure |", "confidence must be"),
+        ('| `/0x[0-9a-fA-F]+/` | "<addr>" |', "| `/0x[0-9a-fA-F]+/` | <addr> |", "double quotes"),
+        ("| `cuda` | NVIDIA CUDA |", "| `cuda` NVIDIA CUDA |", "cells"),
+    ],
+)
+def test_a_malformed_owners_row_is_an_error_naming_file_and_line(
+    tmp_path: Path, old: str, new: str, needle: str
+) -> None:
+    from modelverify_kernel.analysis.knowledge import load_tables
+
+    refs = _refs_copy(tmp_path)
+    doc = refs / "owners.md"
+    text = doc.read_text(encoding="utf-8")
+    assert old in text
+    doc.write_text(text.replace(old, new), encoding="utf-8")
+    with pytest.raises(RuleError, match=needle) as info:
+        load_tables(refs)
+    assert re.search(r"owners\.md:\d+", str(info.value)), info.value
+
+
+def test_the_owners_tables_decide_ownership(tmp_path: Path) -> None:
+    """Knowledge is data: the same traceback is blamed on whoever owners.md says owns the code."""
+    from modelverify_kernel.analysis.knowledge import load_tables
+
+    log = [
+        "Traceback (most recent call last):",
+        '  File "/usr/lib/python3.12/site-packages/vllm_fl/dispatch/x.py", line 3, in f',
+        "ValueError: bad dispatch",
+    ]
+    assert classify_log(log).component == "plugin"
+    refs = _refs_copy(tmp_path)
+    doc = refs / "owners.md"
+    text = doc.read_text(encoding="utf-8")
+    doc.write_text(text.replace("| `vllm_fl` | plugin | yes |", "| `vllm_fl` | FlagGems | yes |"))
+    assert classify_log(log, tables=load_tables(refs)).component == "FlagGems"
+
+
+def test_the_knowledge_digest_names_the_rule_files_content(tmp_path: Path) -> None:
+    from modelverify_kernel.analysis.knowledge import digest
+
+    refs = _refs_copy(tmp_path)
+    first = digest(refs)
+    assert re.fullmatch(r"[0-9a-f]{64}", first) and first == digest(REPO / "references")
+    with (refs / "owners.md").open("a", encoding="utf-8") as fh:
+        fh.write("\n")
+    assert digest(refs) != first

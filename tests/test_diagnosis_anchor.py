@@ -69,7 +69,7 @@ def test_a_wrapper_error_is_kept_and_the_root_cause_sits_beside_it(tmp_path: Pat
 
 def test_an_error_guessed_from_the_server_output_does_not_anchor() -> None:
     """The serve script's guess (the server's last exception line) is not the phase's own exception."""
-    from modelverify_kernel.classify import classify_log
+    from modelverify_kernel.analysis.diagnose import classify_log
 
     log = [
         "(EngineCore_DP0 pid=5) ERROR 11-30 10:00:02 [core.py:700] ValueError: No available memory for the cache blocks.",

@@ -1,0 +1,208 @@
+"""How a log line is written: vLLM's and collectors' prefixes, hard wraps, and the shapes of
+traceback, frame, diagnostic and native-failure lines. Patterns only; the reading is logread.py."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+from collections.abc import Iterator
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
+def strip_ansi(text: str) -> str:
+    """A log line without terminal colour and cursor codes (vLLM colours its prefixes)."""
+    return ANSI.sub("", text) if "\x1b" in text else text
+
+
+# Possessive quantifiers (`++`, `*+`) where backtracking can never help (the character class
+# excludes what follows): the same matches, fewer steps on each of a big log's lines.
+PREFIX = re.compile(
+    r"(?:[\w.]++-\d++\s++\|\s)?"  # docker compose "vllm-1  | "
+    r"(?:\((?P<proc>[A-Za-z_][\w.-]*+)(?: (?:rank|tp|dp)=\d++)*+(?: pid=(?P<pid>\d++))?(?:, ip=[\w.:-]++)?\)\s++)?"  # (Worker_TP1 pid=123), Ray's (RayWorkerWrapper pid=1, ip=10.0.0.1)
+    r"(?:(?P<lvl>DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL)\s++\d\d-\d\d\s++\d\d:\d\d:\d\d(?:\.\d++)?\s++\[?(?P<src>[^\]\s]*+)\]\s?"
+    r"|\[?(?P<glog>[IWEF])\d{4}\s++\d\d:\d\d:\d\d\.\d++\s++(?:\d++\s++)?(?P<gsrc>[^\]\s]++)\]\s?"
+    r"|\[(?P<blvl>DEBUG|INFO|WARNING|ERROR|CRITICAL)\]\s)?"
+)
+# A prefix starts with "(" (process tag), "[" or a level letter, or is docker compose's
+# "name-1  | ": a line that starts otherwise and has no "|" has none (the regex is skipped).
+PREFIX_FIRST = frozenset("([DIWECF")
+NO_PREFIX = PREFIX.match("")
+# The same as PREFIX with an INFO/DEBUG level, and nothing else: when it matches, PREFIX would
+# call the line quiet too (a fast path for the bulk of a big log, never a different answer).
+QUIET_FAST = re.compile(
+    r"(?:[\w.]++-\d++\s++\|\s)?"
+    r"(?:\([A-Za-z_][\w.-]*+(?: (?:rank|tp|dp)=\d++)*+(?: pid=\d++)?(?:, ip=[\w.:-]++)?\)\s++)?"
+    r"(?:INFO|DEBUG)\s++\d\d-\d\d\s++\d\d:\d\d:\d\d(?:\.\d++)?\s++\[?[^\]\s]*+\]"
+)
+# What a log collector or a paste puts in front of every line, before the program's own
+# prefix: `docker logs -t` / `kubectl logs --timestamps` times, journald's "Nov 30 10:00:00 host
+# unit[pid]: ", kubectl's "[pod/name/container] ", torchrun's "[rank0]:" / "[default0]:", and a
+# Markdown quote ("> "). Looked for in the first lines of a log (outer_prefix): when most carry
+# one, it is taken off every line that has it.
+_OUTER = re.compile(
+    r"(?:\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?\s"
+    r"|[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \S+ [\w.@/-]+(?:\[\d+\])?: "
+    r"|\[pod/[^\]\s]+\] "
+    r"|\[(?:rank|default)\d+\]:\s?"
+    r"|>(?: |$))*"
+)
+_OUTER_HEAD = 64  # lines looked at
+
+
+def outer_prefix(lines: Iterator[str]) -> tuple[Iterator[str], re.Pattern[str] | None, str]:
+    """The log's lines (none consumed), the outer prefix most of its first lines carry (or None),
+    and the indentation all of them share (a pasted excerpt indented as a whole)."""
+    head = list(itertools.islice(lines, _OUTER_HEAD))
+    body = [ANSI.sub("", ln).rstrip("\r\n") for ln in head]
+    body = [ln for ln in body if ln.strip()]
+    outer = None
+    if body and sum(1 for ln in body if _OUTER.match(ln).end()) * 2 >= len(body):
+        outer = _OUTER
+        body = [ln[_OUTER.match(ln).end() :] for ln in body]
+        body = [ln for ln in body if ln.strip()]
+    indent = os.path.commonprefix([ln[: len(ln) - len(ln.lstrip())] for ln in body]) if body else ""
+    out = itertools.chain(head, lines)
+    width = _wrap_width([ANSI.sub("", ln).rstrip("\r\n") for ln in head])
+    return (_unwrap(out, width) if width else out), outer, indent
+
+
+def _wrap_width(head: list[str]) -> int | None:
+    """The width a terminal or a pager hard-wrapped the log at: a fifth of the lines (two at
+    least) exactly that long, none longer, and most of them going on in a line that is no line
+    of its own (no log prefix, no indent: a wrap cuts mid-text). Several workers printing the
+    same longest line are followed by their own prefixed lines."""
+    lines = [ln for ln in head if ln.strip()]
+    lengths = [len(ln) for ln in lines]
+    if not lengths:
+        return None
+    widest = max(lengths)
+    if widest < 60 or lengths.count(widest) < max(2, len(lengths) // 5):
+        return None
+    goes_on = [
+        not nxt[:1].isspace() and not PREFIX.match(nxt).end() and not FRAME.match(nxt)
+        for ln, nxt in zip(lines, lines[1:])
+        if len(ln) == widest
+    ]
+    # two such lines must both go on; more, two thirds of them (a cut at a space looks indented)
+    need = len(goes_on) if len(goes_on) < 3 else (len(goes_on) * 2 + 2) // 3
+    return widest if goes_on and sum(goes_on) >= need else None
+
+
+def _unwrap(lines: Iterator[str], width: int) -> Iterator[str]:
+    """Lines of a hard-wrapped log joined back: a line exactly `width` long goes on in the next."""
+    part = ""
+    for line in lines:
+        text = line.rstrip("\r\n")
+        if len(ANSI.sub("", text)) == width:
+            part += text
+            continue
+        yield part + line
+        part = ""
+    if part:
+        yield part
+
+
+# Python's exception-group traceback draws a gutter: "  + Exception Group Traceback …", "  | "
+# before each line of the group and of each sub-exception, "+-+---- 1 ----" between them.
+GROUP_START = re.compile(r"\s*\+ Exception Group Traceback")
+GROUP_GUTTER = re.compile(
+    r"\s*(?:\| ?|\+-[-+]*(?: (?:\d+|\.\.\.) -+)?$|\+ (?=Exception Group Traceback))"
+)
+QUIET_LEVELS = frozenset({"INFO", "DEBUG", "I"})
+WARN_LEVELS = frozenset({"WARNING", "WARN", "W"})
+FRAME = re.compile(r'\s*File "(?P<path>[^"]+)"(?:, line (?P<ln>\d+))?(?:,? in (?P<fn>\S.*))?\s*$')
+# A source location on a line of its own ("src/flag_gems/fused/x.py:308:56:", Dynamo's
+# "vllm_fl/dispatch/policy.py:") is a frame: compiler diagnostics and pasted stacks print them.
+LOCATION = re.compile(r"\s*(?P<path>[^\s:\"'`]*/[^\s:\"'`]+\.py)(?:(?::\d+){1,2}:?|:)\s*$")
+# A line that is an error report of its own: a compiler diagnostic ("file:3:7: error: …", MLIR's
+# "error: failed to legalize …") or a tool's "error: …" line.
+DIAG = re.compile(r"(?:(?P<loc>[^\s:\"'`]+:\d+:\d+):\s*)?error: (?P<msg>\S.*)")
+BLOCK_EXC = re.compile(r"(?P<type>[A-Za-z_][\w.]*)(?::(?:\s(?P<msg>.*))?)?$")
+BARE_EXC = re.compile(
+    r"(?<![\w.])(?P<type>(?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception|Fault))(?::\s+(?P<msg>\S.*)|$)"
+    # a module-qualified exception named inside a sentence ("… raises torch.AcceleratorError，…")
+    r"|(?<![\w.])(?P<qtype>(?:[a-z_]\w*\.)+[A-Z]\w*(?:Error|Exception))(?![\w.:(])"
+)
+CONNECTOR = re.compile(
+    r"(?:The above exception was the direct cause of the following exception"
+    r"|During handling of the above exception, another exception occurred):"
+)
+# a traceback; a faulthandler dump's thread; a py-spy dump's thread (`py-spy dump --pid N`, what
+# vLLM's docs ask for at a hang): the two dumps list the most recent call first
+TB_START = re.compile(
+    r"Traceback \(most recent call last\):|(?:Current thread|Thread) 0x[0-9a-f]+ .*\(most recent call first\):"
+    r'|Thread (?:0x[0-9a-fA-F]+|\d+) \((?:active|idle)[^)]*\)(?:: ".*")?$'
+)
+# an exception line of its own: it ends the message before it rather than continuing it
+NEXT_EXC = re.compile(r"(?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception): \S")
+PYSPY_FRAME = re.compile(r"\s+(?P<fn>[\w<>.]+) \((?P<path>[^()\s]+\.py):(?P<ln>\d+)\)\s*$")
+# Native failures have no Python exception line; they get a type of their own so the rules can
+# name them: FatalPythonError (faulthandler), FatalSignal (a signal killed the process),
+# NativeAssertionError (a C/C++ `Assertion … failed`, LLVM `UNREACHABLE`), CppException
+# (`terminate called after throwing an instance of 'T'`).
+# Native failures have no Python exception line; they get a type of their own so the rules can
+# name them: FatalPythonError (faulthandler), FatalSignal (a signal killed the process),
+# NativeAssertionError (a C/C++ `Assertion … failed`, LLVM `UNREACHABLE`), CppException
+# (`terminate called after throwing an instance of 'T'`), DeviceError (a device runtime's error
+# code: its prefixes are a table of references/owners.md).
+_NATIVE_FORMS = (
+    r"Fatal Python error: (?P<fatal>.+)"
+    r"|(?P<assert>.*?\S+:\d+: .*\bAssertion [`'\u2018].*[`'\u2019] failed\.?.*)"
+    r"|(?P<unreach>.*\bUNREACHABLE executed at \S+:\d+.*)"
+    r"|\*\*\* (?P<sig>SIG[A-Z]+) .*received by PID.*"
+    r"|(?:.*\s)?(?P<sig2>Segmentation fault|Bus error|Illegal instruction|Aborted|Floating point exception)"
+    r"(?: \(core dumped\))?"
+    r"|terminate called after throwing an instance of '(?P<cpp>[^']+)'.*"
+    r"|!+ (?P<segv>Segfault) encountered !+"
+)
+_NATIVE_FORM_LITERALS = (
+    "fatal python error",
+    "assertion",
+    "unreachable executed",
+    "received by pid",
+    "segmentation fault",
+    "segfault",
+    "bus error",
+    "illegal instruction",
+    "aborted",
+    "floating point exception",
+    "terminate called",
+)  # lower case, one occurs in each native form
+_NATIVE_FORM_GATE = (
+    r"Fatal Python|ssertion|UNREACHABLE|SIG[A-Z]|Segmentation|Segfault|Bus error"
+    r"|Illegal instr|Aborted|Floating point exc|terminate called"
+)
+
+
+def native_patterns(
+    device_prefixes: tuple[str, ...],
+) -> tuple[re.Pattern[str], tuple[str, ...], re.Pattern[str]]:
+    """(the native failure line, full match; lower-case literals one of which is in each; a
+    quick case-sensitive search that every such line passes) for these device code prefixes."""
+    codes = "|".join(re.escape(p) for p in device_prefixes)
+    native = _NATIVE_FORMS
+    gate = _NATIVE_FORM_GATE
+    if codes:
+        native += rf"|.*?(?<![A-Za-z])(?P<dev>(?:{codes})Error[A-Z]\w*).*"
+        gate += "|" + "|".join(re.escape(f"{p}Error") for p in device_prefixes)
+    else:
+        native += r"|(?P<dev>(?!))"
+    literals = _NATIVE_FORM_LITERALS + tuple(f"{p}error".lower() for p in device_prefixes)
+    return re.compile(native), literals, re.compile(gate)
+
+
+DOTTED_EXC = re.compile(r"(?P<type>(?:[a-z_]\w*\.)+[A-Z]\w*): (?P<msg>\S.*)")
+# Can this line start anything in a process with nothing open? (a necessary condition, built from
+# the very patterns Scanner._boundary and _in_idle use; lines that fail it skip the state
+# machine; an exception named anywhere and native failures are checked separately)
+IDLE_HEAD = re.compile(
+    r"\s*(?:"
+    + "|".join(
+        re.sub(r"\(\?P<\w+>", "(?:", p.pattern)
+        for p in (TB_START, CONNECTOR, FRAME, LOCATION, DIAG, DOTTED_EXC, PYSPY_FRAME)
+    )
+    + r"|from user code:|[\^~]|\.\.\.)"
+)
+STDLIB = re.compile(r"^<|/lib/python3\.\d+/(?!site-packages|dist-packages)")
