@@ -24,8 +24,9 @@ from conftest import (
 from test_docker import dockerd  # noqa: F401  the private daemon fixture (one implementation)
 
 from modelverify_kernel.__main__ import main
-from modelverify_kernel.batch import Batch, Cell, host_key, load_matrix, model_slug
+from modelverify_kernel.batch import Batch
 from modelverify_kernel.errors import UserError
+from modelverify_kernel.matrix import Cell, host_key, load_matrix, model_slug
 
 MATRIX = """\
 parameters:
@@ -353,6 +354,67 @@ def test_resume_skips_finished_cells_and_sets_aside_the_rest(tmp_path, capsys):
         and records["m1__h"]["state"] == "done"
     )
     assert records["m0__h"]["exit_code"] is None  # not run this time
+
+
+@pytest.mark.process
+def test_resume_reruns_a_finished_cell_whose_parameters_changed(tmp_path, capsys):
+    """A finished cell is skipped only while the matrix still gives it the parameters it ran with;
+    changed, the finished run is kept aside and the cell runs again."""
+    out, events = tmp_path / "out", tmp_path / "events.txt"
+    first = cells({"h": 2}, out)
+    assert Batch(first, out, command=probe(events), echo=print).run() == 0
+    report_m0 = (out / "m0__h" / "report.json").read_bytes()
+    events.unlink()
+    capsys.readouterr()
+
+    m0, m1 = first
+    changed = [Cell(m0.model, m0.target, m0.host, {**m0.parameters, "max_tokens": 32}), m1]
+    again = Batch(changed, out, command=probe(events), echo=print)
+    assert again.run() == 0
+    lines = capsys.readouterr().out
+    assert (
+        "[1/2] m0 × h: parameters changed since its finished run (max_tokens): "
+        "that run kept in m0__h.superseded-1; runs again" in lines
+    )
+    assert "[2/2] m1 × h: done PARTIAL RUN_B_SKIPPED, finished earlier: skipped" in lines
+    assert events.read_text().split() == ["start", "h", "m0__h", "end", "h", "m0__h"]
+    assert (out / "m0__h.superseded-1" / "report.json").read_bytes() == report_m0
+    records = {r["dir"]: r for r in json.loads((out / "batch.json").read_text())["cells"]}
+    assert records["m0__h"]["parameters"]["max_tokens"] == 32
+    assert records["m0__h"]["superseded"] == ["m0__h.superseded-1"]
+    # the same matrix once more: nothing changed, nothing runs
+    events.unlink()
+    assert Batch(changed, out, command=probe(events), echo=print).run() == 0
+    assert not events.exists()
+
+
+def test_changed_parameters_name_what_changed_and_ignore_the_folder():
+    from modelverify_kernel.batch import changed_parameters
+
+    ran = {"output_dir": "/a/x", "env": {"A": "1"}, "max_tokens": 16}
+    assert changed_parameters(ran, {**ran, "output_dir": "/b/x"}) == []
+    assert changed_parameters(ran, {**ran, "env": {"A": "2"}, "tp_size": 2}) == ["env", "tp_size"]
+    assert changed_parameters(ran, {"output_dir": "/a/x", "env": {"A": "1"}}) == ["max_tokens"]
+
+
+def test_dry_run_says_a_changed_finished_cell_runs_again(tmp_path, capsys):
+    out = tmp_path / "out"
+    matrix = write(tmp_path, "models: [/m]\ntargets: [{name: a, local: true}]\n")
+    (cell,) = load_matrix(matrix, out)
+    folder = out / cell.id
+    folder.mkdir(parents=True)
+    (folder / "report.json").write_text(
+        json.dumps({"finished_at": "now", "diff_analysis": {"conclusion": "BOTH_PASS"}})
+    )
+    ran_with = {**cell.parameters, "max_tokens": 8}
+    (out / "batch.json").write_text(
+        json.dumps({"cells": [{"dir": cell.id, "parameters": ran_with}]})
+    )
+    assert main(["batch", str(matrix), "--out", str(out), "--dry-run"]) == 0
+    assert (
+        "  done, parameters changed (max_tokens): kept aside, then runs  "
+        in capsys.readouterr().out
+    )
 
 
 @pytest.mark.process
