@@ -479,7 +479,7 @@ OPTIONS: tuple[Option, ...] = (
         "runs",
         "variables Run A sets, added to its defaults (USE_FLAGGEMS 0, VLLM_PLUGINS chosen from "
         "the probe)",
-        "A value given here wins over a default (docs/diagnosis.md: Run A is proven base).",
+        "A value given here wins over a default (docs/gate.md: Run A is proven base).",
     ),
     Option(
         "run_a_unset",

@@ -138,8 +138,8 @@ CELL_HEADER = (
 PAGE_INTRO = """\
 # Parameters
 
-<!-- Generated from modelverify_kernel/options.py by `{command}`; a unit test fails when this
-page differs from the table. Edit the table, not this page. -->
+<!-- Generated from modelverify_kernel/options.py by `{command}`;
+a unit test fails when this page differs from the table. Edit the table, not this page. -->
 
 Every parameter of the notebook `notebooks/verify.ipynb`, as papermill (`-p NAME VALUE`,
 `-r NAME VALUE` for a string, `-y YAML` for lists and dicts), `model-verify run` (the same
