@@ -458,6 +458,67 @@ def test_a_second_batch_in_the_same_out_is_refused(tmp_path, capsys):
 # -- the real thing ---------------------------------------------------------------------------
 
 
+def cell_states(out: Path) -> dict[str, str]:
+    """Each cell's state in OUT/batch.json (empty while there is none to read)."""
+    try:
+        return {r["dir"]: r["state"] for r in json.loads((out / "batch.json").read_text())["cells"]}
+    except (OSError, ValueError):
+        return {}
+
+
+def _kill_while_the_second_cell_runs(argv: list[str], env: dict, out: Path, tmp_path: Path) -> None:
+    """Start the batch, SIGTERM it once the first cell is done and the second's first phase runs."""
+    with open(tmp_path / "first.log", "wb") as log:
+        batch = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+        wait_until(
+            lambda: (
+                cell_states(out) == {"tiny__box0": "done", "tiny__box1": "running"}
+                and (out / "tiny__box1" / "logs" / "run_a_offline.log").is_file()
+                or batch.poll() is not None
+            ),
+            900,
+            "the first cell done and the second's first phase started",
+        )
+        assert batch.poll() is None, (tmp_path / "first.log").read_text()
+        batch.send_signal(signal.SIGTERM)
+        assert batch.wait(120) == 1
+
+
+def _assert_the_summary_is_its_folders_merged(out: Path, env: dict, tmp_path: Path) -> None:
+    """The batch's summary is the summary of its cell folders merged afterwards, byte for byte."""
+    names = ("summary.json", "index.html", "junit.xml")
+    written = {n: (out / n).read_bytes() for n in names}
+    assert [c["target"] for c in json.loads(written["summary.json"])["cells"]] == ["box0", "box1"]
+    folders = [str(out / "tiny__box1"), str(out / "tiny__box0")]
+    merged = subprocess.run(
+        [sys.executable, "-m", "modelverify_kernel", "summarize", *folders, "--out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert merged.returncode == 0, merged.stdout + merged.stderr
+    assert {n: (out / n).read_bytes() for n in names} == written
+
+
+def _assert_resumed(resumed, out: Path, containers: list, first_report: bytes) -> None:
+    """The re-run skipped the finished cell, kept the killed one's rebuilt report and ran it again."""
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "tiny × box0: done PARTIAL RUN_B_SKIPPED, finished earlier: skipped" in resumed.stdout
+    kept = "interrupted attempt kept in tiny__box1.interrupted-1 (report rebuilt (INCOMPLETE))"
+    assert f"tiny × box1: {kept}" in resumed.stdout
+    assert (out / "tiny__box0" / "report.json").read_bytes() == first_report
+    interrupted = json.loads((out / "tiny__box1.interrupted-1" / "report.json").read_text())
+    assert interrupted["status"] == "FAIL"
+    for i, c in enumerate(containers):
+        cell_dir = out / f"tiny__box{i}"
+        data = json.loads((cell_dir / "report.json").read_text())
+        assert_demo_report_on_this_machine(data, cell_dir)
+        assert data["parameters"]["target_label"] == f"box{i}"
+        assert data["environment"]["target"]["container_name"] == c.name
+
+
 @pytest.mark.engine
 def test_a_killed_batch_resumes(dockerd, demo_model, tmp_path):
     """1 model × 2 containers on one daemon (one machine: they run one after the other). The batch
@@ -490,31 +551,8 @@ def test_a_killed_batch_resumes(dockerd, demo_model, tmp_path):
         out = tmp_path / "out"
         argv = [sys.executable, "-m", "modelverify_kernel", "batch", str(path), "--out", str(out)]
         env = {**os.environ, "PYTHONPATH": str(REPO), marker_name: marker_value}
-        state = out / "batch.json"
-
-        def cells_state() -> dict[str, str]:
-            try:
-                return {r["dir"]: r["state"] for r in json.loads(state.read_text())["cells"]}
-            except (OSError, ValueError):
-                return {}
-
-        with open(tmp_path / "first.log", "wb") as log:
-            batch = subprocess.Popen(
-                argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path
-            )
-            wait_until(
-                lambda: (
-                    cells_state() == {"tiny__box0": "done", "tiny__box1": "running"}
-                    and (out / "tiny__box1" / "logs" / "run_a_offline.log").is_file()
-                    or batch.poll() is not None
-                ),
-                900,
-                "the first cell done and the second's first phase started",
-            )
-            assert batch.poll() is None, (tmp_path / "first.log").read_text()
-            batch.send_signal(signal.SIGTERM)
-            assert batch.wait(120) == 1
-        assert cells_state() == {"tiny__box0": "done", "tiny__box1": "killed"}
+        _kill_while_the_second_cell_runs(argv, env, out, tmp_path)
+        assert cell_states(out) == {"tiny__box0": "done", "tiny__box1": "killed"}
         first_report = (out / "tiny__box0" / "report.json").read_bytes()
         # nothing of the killed cell runs any more: on this machine, nor in its container
         assert processes_with_env(f"{marker_name}={marker_value}") == []
@@ -527,53 +565,10 @@ def test_a_killed_batch_resumes(dockerd, demo_model, tmp_path):
         resumed = subprocess.run(
             argv, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=900
         )
-        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-        assert (
-            "tiny × box0: done PARTIAL RUN_B_SKIPPED, finished earlier: skipped" in resumed.stdout
-        )
-        assert (
-            "tiny × box1: interrupted attempt kept in tiny__box1.interrupted-1 (report rebuilt (INCOMPLETE))"
-            in resumed.stdout
-        )
-        assert (out / "tiny__box0" / "report.json").read_bytes() == first_report
-        assert (
-            json.loads((out / "tiny__box1.interrupted-1" / "report.json").read_text())["status"]
-            == "FAIL"
-        )
-        for i, c in enumerate(containers):
-            cell_dir = out / f"tiny__box{i}"
-            data = json.loads((cell_dir / "report.json").read_text())
-            assert_demo_report_on_this_machine(data, cell_dir)
-            assert data["parameters"]["target_label"] == f"box{i}"
-            assert data["environment"]["target"]["container_name"] == c.name
-        assert cells_state() == {"tiny__box0": "done", "tiny__box1": "done"}
+        _assert_resumed(resumed, out, containers, first_report)
+        assert cell_states(out) == {"tiny__box0": "done", "tiny__box1": "done"}
         assert processes_with_env(f"{marker_name}={marker_value}") == []
-        # the batch's summary is the summary of its cell folders merged afterwards, byte for byte
-        names = ("summary.json", "index.html", "junit.xml")
-        written = {n: (out / n).read_bytes() for n in names}
-        assert [c["target"] for c in json.loads(written["summary.json"])["cells"]] == [
-            "box0",
-            "box1",
-        ]
-        merged = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "modelverify_kernel",
-                "summarize",
-                str(out / "tiny__box1"),
-                str(out / "tiny__box0"),
-                "--out",
-                str(out),
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            cwd=tmp_path,
-            timeout=120,
-        )
-        assert merged.returncode == 0, merged.stdout + merged.stderr
-        assert {n: (out / n).read_bytes() for n in names} == written
+        _assert_the_summary_is_its_folders_merged(out, env, tmp_path)
     finally:
         for c in containers:
             c.remove(force=True)
