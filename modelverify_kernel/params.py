@@ -16,21 +16,26 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ParameterError
-from .options import GROUPS, OPTIONS, PARAMETER_NAMES, Option
+from .options import GROUPS, OPTIONS, PARAMETER_NAMES, Option, Required
 
 # A hub model ID: "org/name" (ModelScope and Hugging Face share the form).
 MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
 
 
 def _dataclass_field(option: Option) -> tuple[str, Any, Any]:
-    if option.name == "model_path":
-        return option.name, Any, field()  # required: no default
+    """An option as a field of Params: a required one has no default, a dict one a fresh one."""
+    if isinstance(option.kind, Required):
+        return option.name, Any, field()
     if isinstance(option.default, dict):
         return option.name, Any, field(default_factory=dict)
     return option.name, Any, field(default=option.default)
 
 
-class Params(make_dataclass("ParamsFields", [_dataclass_field(o) for o in OPTIONS], frozen=True)):
+ParamsFields = make_dataclass("ParamsFields", [_dataclass_field(o) for o in OPTIONS], frozen=True)
+ParamsFields.__module__ = __name__
+
+
+class Params(ParamsFields):
     """What one verification run was asked to do (recorded whole in the report); one field per
     entry of `options.OPTIONS`, in its order."""
 
