@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .errors import UserError
 from .notebook_runner import notebook_help, run_notebook
+from .options import OPTION
 
 
 def diff(path_a: str, path_b: str) -> int:
@@ -226,7 +227,7 @@ def _add_reading(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--fail-on",
-        choices=("never", "fail", "partial"),
+        choices=OPTION["fail_on"].kind.choices,  # the notebook parameter's words
         default="never",
         help="exit 1 when a cell is FAIL (fail) or FAIL/PARTIAL (partial), or a folder has no report; as fail_on",
     )

@@ -1,5 +1,7 @@
 """Parameter validation: bad input is refused with one sentence naming the parameter."""
 
+import ast
+
 import pytest
 
 from modelverify_kernel.errors import ParameterError
@@ -112,7 +114,7 @@ def test_the_notebook_parameters_cell_is_the_table():
         option = options.OPTION[name]
         assert seen["inferred_type_name"].strip('"') == option.notebook_type, name
         assert seen["help"] == option.help, name
-        assert eval(seen["default"]) == (  # noqa: S307 - our own notebook's literals
+        assert ast.literal_eval(seen["default"]) == (
             list(option.default) if isinstance(option.default, tuple) else option.default
         ), name
     # every default passes its own check, and Params holds exactly the table, in its order
