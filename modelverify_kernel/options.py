@@ -452,7 +452,7 @@ OPTIONS: tuple[Option, ...] = (
         Maybe(Fraction("0.006", upper=10.0)),
         None,
         "comparison",
-        "nats: across all prompts of a phase, a 90th-percentile logprob shift above this is a "
+        "nats: across all prompts and positions of a phase, a 90th-percentile logprob shift above this is a "
         "systematic drift; None means shift_p90 in references/output-comparison.md (0.006)",
         "Such a drift is OUTPUT_MISMATCH.",
     ),
