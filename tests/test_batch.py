@@ -406,6 +406,22 @@ def test_dry_run_says_a_changed_finished_cell_runs_again(tmp_path, capsys):
 
 
 @pytest.mark.process
+def test_a_cell_runs_the_notebook_through_the_runner(tmp_path):
+    """The real cell command (no injected one): the notebook runs through notebook_runner, as
+    `model-verify run` runs it, and a model that is not there is a finished PRECHECK_FAILED."""
+    missing = tmp_path / "no-model"
+    matrix = write(tmp_path, f"models: ['{missing}']\ntargets: [{{name: here, local: true}}]\n")
+    out = tmp_path / "out"
+    (cell,) = load_matrix(matrix, out)
+    assert Batch([cell], out, echo=lambda line: None).run() == 0
+    report = json.loads((out / cell.id / "report.json").read_text())
+    assert report["diff_analysis"]["conclusion"] == "PRECHECK_FAILED"
+    assert (out / cell.id / "verify.ipynb").is_file()
+    (record,) = json.loads((out / "batch.json").read_text())["cells"]
+    assert record["exit_code"] == 0, (out / cell.id / "batch-cell.log").read_text()
+
+
+@pytest.mark.process
 def test_sigterm_stops_the_running_cells_and_the_rest_stays_pending(tmp_path, marker):
     out, events = tmp_path / "out", tmp_path / "events.txt"
     batch = Batch(
