@@ -275,7 +275,8 @@ class Batch:
 
     # -- running -----------------------------------------------------------------------------
     def prepare(self) -> list[Cell]:
-        """Skip finished cells; set aside (rebuilt) what killed or crashed ones left. Returns the cells to run."""
+        """Skip finished cells, but set aside a finished run whose parameters the matrix changed;
+        set aside (rebuilt) what killed or crashed ones left. Returns the cells to run."""
         todo = []
         for cell in self.cells:
             cell_dir = self.out / cell.id
