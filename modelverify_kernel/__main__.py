@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 
 from .errors import UserError
+from .notebook_runner import notebook_help, run_notebook
+from .options import OPTION
 
 
 def diff(path_a: str, path_b: str) -> int:
@@ -133,62 +135,7 @@ class _Param(argparse.Action):
         setattr(namespace, self.dest, found)
 
 
-def notebook_help() -> int:
-    """The shipped notebook's parameters, as papermill --help-notebook reads them."""
-    import papermill
-
-    from .resources import notebook_path
-
-    for p in papermill.inspect_notebook(str(notebook_path())).values():
-        print(f"  {p['name']}: {p['inferred_type_name']} (default {p['default']})  {p['help']}")
-    return 0
-
-
-def run_notebook(
-    parameters: dict, output: str | None, cwd: str | None, prepare_only: bool = False
-) -> int:
-    """Execute the shipped master notebook through papermill: the README's papermill command."""
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-
-    from .resources import notebook_path
-
-    out = (
-        Path(output)
-        if output
-        else Path(cwd or ".") / str(parameters.get("output_dir") or "outputs/run") / "verify.ipynb"
-    )
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(
-            f"Cannot create {out.parent} for the executed notebook ({exc.strerror}); "
-            "give a writable output_dir or --output-notebook."
-        ) from None
-    try:
-        papermill.execute_notebook(
-            str(notebook_path()),
-            str(out),
-            parameters=parameters,
-            cwd=cwd,
-            prepare_only=prepare_only,
-        )
-    except PapermillExecutionError as exc:
-        print(
-            f"error: the notebook stopped in cell {exc.exec_count} ({exc.ename}: {exc.evalue}); "
-            f"the executed notebook is {out}",
-            file=sys.stderr,
-        )
-        return 1
-    print(f"wrote {out}")
-    return 0
-
-
-def main(argv: list[str] | None = None, prog: str = "python -m modelverify_kernel") -> int:
-    parser = argparse.ArgumentParser(
-        prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
+def _add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run",
         help="verify a model: execute the master notebook through papermill (-p/-r/-y as papermill)",
@@ -238,8 +185,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m modelverify_kerne
         action="store_true",
         help="list the notebook's parameters (type, default, meaning) and exit",
     )
-    p = sub.add_parser("demo-model", help="build the tiny demo model into a folder")
-    p.add_argument("dest", help="folder to write the model to")
+
+
+def _add_reading(sub: argparse._SubParsersAction) -> None:
+    """The commands that read what runs left: classify, diff, render, report, summarize."""
     p = sub.add_parser("classify", help="diagnose phase logs: component, layer, evidence")
     p.add_argument("paths", nargs="+", help="log files")
     p.add_argument("--json", action="store_true", help="one JSON object per file")
@@ -278,10 +227,13 @@ def main(argv: list[str] | None = None, prog: str = "python -m modelverify_kerne
     )
     p.add_argument(
         "--fail-on",
-        choices=("never", "fail", "partial"),
+        choices=OPTION["fail_on"].kind.choices,  # the notebook parameter's words
         default="never",
         help="exit 1 when a cell is FAIL (fail) or FAIL/PARTIAL (partial), or a folder has no report; as fail_on",
     )
+
+
+def _add_batch(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "batch",
         help="verify models x targets from a YAML/JSON matrix: a papermill run per cell, resumable",
@@ -307,40 +259,60 @@ def main(argv: list[str] | None = None, prog: str = "python -m modelverify_kerne
         action="store_true",
         help="validate the matrix, list the cells and what a run would do, run nothing",
     )
-    args = parser.parse_args(argv)
+
+
+def parser(prog: str) -> argparse.ArgumentParser:
+    """Every command and its options."""
+    top = argparse.ArgumentParser(
+        prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = top.add_subparsers(dest="command", required=True)
+    _add_run(sub)
+    p = sub.add_parser("demo-model", help="build the tiny demo model into a folder")
+    p.add_argument("dest", help="folder to write the model to")
+    _add_reading(sub)
+    _add_batch(sub)
+    return top
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "run" and args.help_notebook:
+        return notebook_help()
+    if args.command == "run":
+        return run_notebook(args.params or {}, args.output_notebook, args.cwd, args.prepare_only)
+    if args.command == "demo-model":
+        from .demo import main as demo_main
+
+        return demo_main([args.dest])
+    if args.command == "classify":
+        from .classify import cli_classify
+
+        return cli_classify(args.paths, args.json)
+    if args.command == "diff":
+        return diff(args.run_a, args.run_b)
+    if args.command == "render":
+        return render(args.output_dir, args.junit)
+    if args.command == "report":
+        return rebuild(args.output_dir)
+    if args.command == "summarize":
+        from .summary import cli as summarize_cli
+
+        return summarize_cli(args.dirs, args.out, args.fail_on)
+    if args.command == "batch":
+        from .batch import main as batch_main
+
+        return batch_main(args.matrix, args.out, args.per_host, args.dry_run)
+    return 2
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m modelverify_kernel") -> int:
+    """Run one command; a user error is one sentence on stderr and exit 2."""
+    args = parser(prog).parse_args(argv)
     try:
-        if args.command == "run" and args.help_notebook:
-            return notebook_help()
-        if args.command == "run":
-            return run_notebook(
-                args.params or {}, args.output_notebook, args.cwd, args.prepare_only
-            )
-        if args.command == "demo-model":
-            from .demo import main as demo_main
-
-            return demo_main([args.dest])
-        if args.command == "classify":
-            from .classify import cli_classify
-
-            return cli_classify(args.paths, args.json)
-        if args.command == "diff":
-            return diff(args.run_a, args.run_b)
-        if args.command == "render":
-            return render(args.output_dir, args.junit)
-        if args.command == "report":
-            return rebuild(args.output_dir)
-        if args.command == "summarize":
-            from .summary import cli as summarize_cli
-
-            return summarize_cli(args.dirs, args.out, args.fail_on)
-        if args.command == "batch":
-            from .batch import main as batch_main
-
-            return batch_main(args.matrix, args.out, args.per_host, args.dry_run)
+        return _dispatch(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return 2
 
 
 def entry() -> None:

@@ -1,11 +1,13 @@
 """`model-verify batch MATRIX`: one verification per model × target, resumable, a few at a time.
 
-Each cell is `model-verify run` (the same papermill call, `__main__.run_notebook`) in a child
+Each cell is `model-verify run` (the same papermill call, `notebook_runner.run_notebook`) in a child
 process of its own process group, so a crashing cell cannot take the batch down and stopping
 the batch stops every cell. Cells on one machine (a Docker host, or this one) run at most
 `per_host` at a time, because two verifications on one machine would share its devices;
 different machines run in parallel. OUT/batch.json records every cell's state after each
-change, and a cell folder that already holds a finished report is never run again.
+change, and a cell folder that already holds a finished report is not run again — unless the
+matrix changed that cell's parameters since: then the finished run is kept aside and the cell
+runs again.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -22,13 +23,11 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
-from .errors import ParameterError, UserError
-from .params import PARAMETER_NAMES, validate
+from .errors import UserError
+from .matrix import Cell, load_matrix
 from .records import now, write_atomic
 
 STATE_FILE = "batch.json"
@@ -37,303 +36,6 @@ LOCK_FILE = (
 )
 CELL_LOG = "batch-cell.log"  # the cell process's own output (papermill's), inside the cell folder
 KILL_GRACE_S = 20.0  # a phase's session helper needs its own grace (10 s) to stop vLLM
-THIS_MACHINE = "local"  # the per-host key of `local: true` targets and of daemons on this machine
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-# Parameters each cell gets from the matrix's entries, never from a `parameters` section.
-SET_BY_BATCH = ("model_path", "container", "docker_host", "output_dir", "target_label")
-
-_PARAMS = {"type": "object"}
-_NAME = {"type": "string", "pattern": NAME.pattern}
-SCHEMA = {
-    "type": "object",
-    "required": ["models", "targets"],
-    "additionalProperties": False,
-    "properties": {
-        "parameters": _PARAMS,
-        "models": {
-            "type": "array",
-            "minItems": 1,
-            "items": {
-                "anyOf": [
-                    {"type": "string", "minLength": 1},
-                    {
-                        "type": "object",
-                        "required": ["model_path"],
-                        "additionalProperties": False,
-                        "properties": {
-                            "model_path": {"type": "string", "minLength": 1},
-                            "name": _NAME,
-                            "parameters": _PARAMS,
-                        },
-                    },
-                ]
-            },
-        },
-        "targets": {
-            "type": "array",
-            "minItems": 1,
-            "items": {
-                "type": "object",
-                "required": ["name"],
-                "additionalProperties": False,
-                "properties": {
-                    "name": _NAME,
-                    "container": {"type": "string", "minLength": 1},
-                    "docker_host": {"type": ["string", "null"]},
-                    "local": {"type": "boolean"},
-                    "host": _NAME,
-                    "parameters": _PARAMS,
-                },
-            },
-        },
-        "cells": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["model", "target"],
-                "additionalProperties": False,
-                "properties": {
-                    "model": {"type": "string"},
-                    "target": {"type": "string"},
-                    "skip": {"type": "boolean"},
-                    "parameters": _PARAMS,
-                },
-            },
-        },
-    },
-}
-FIXES = {  # what to write instead, by the schema rule that failed
-    "required": "add it",
-    "additionalProperties": "the keys are {allowed}",
-    "type": "give a {expected}",
-    "minItems": "give at least one entry",
-    "minLength": "give a non-empty string",
-    "pattern": "use letters, digits, '.', '_' or '-' (it names the cell's folder)",
-    "anyOf": "give a model_path string or a mapping with model_path (and optional name, parameters)",
-}
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One verification of the matrix: a model on a target, in OUT/<model>__<target>/."""
-
-    model: str
-    target: str
-    host: str  # machine whose devices the cell uses: the per-host limit counts cells by it
-    parameters: Mapping[str, Any]
-
-    @property
-    def id(self) -> str:
-        return f"{self.model}__{self.target}"
-
-    @property
-    def label(self) -> str:
-        return f"{self.model} × {self.target}"
-
-
-def model_slug(model_path: str) -> str:
-    """The folder name of a model: a hub ID org/name gives org--name, a path its last part."""
-    text = model_path.rstrip("/")
-    base = (
-        text.replace("/", "--")
-        if not text.startswith((".", "/")) and text.count("/") == 1
-        else text.rsplit("/", 1)[-1]
-    )
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip("-.") or "model"
-
-
-def host_key(target: Mapping[str, Any]) -> str:
-    """The machine a target's cells run on: `host` if given; this machine for `local: true`, the
-    default daemon and unix:// sockets; else the daemon's host name (tcp:// and ssh:// to one
-    machine are one host)."""
-    if target.get("host"):
-        return target["host"]
-    docker_host = target.get("docker_host")
-    if target.get("local") or not docker_host or docker_host.startswith("unix://"):
-        return THIS_MACHINE
-    return urlparse(docker_host).hostname or docker_host
-
-
-def _merge(*layers: Mapping[str, Any]) -> dict[str, Any]:
-    """Later layers win; mapping values (env, run_a_env, …) are merged key by key."""
-    out: dict[str, Any] = {}
-    for layer in layers:
-        for key, value in layer.items():
-            if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-                value = {**out[key], **value}
-            out[key] = value
-    return out
-
-
-def _entry(path: list, data: Any) -> str:
-    """`targets[1] (gpu-a)` for the schema path of an error."""
-    words, node = [], data
-    for part in path:
-        node = node[part] if isinstance(node, (list, dict)) else None
-        if isinstance(part, int):
-            words[-1] += f"[{part}]"
-            if isinstance(node, dict) and isinstance(
-                node.get("name") or node.get("model_path"), str
-            ):
-                words[-1] += f" ({node.get('name') or node.get('model_path')})"
-        else:
-            words.append(str(part))
-    return ".".join(words) or "the top level"
-
-
-def _schema_error(source: str, data: Any) -> UserError | None:
-    from jsonschema import Draft202012Validator
-    from jsonschema.exceptions import best_match
-
-    error = best_match(Draft202012Validator(SCHEMA).iter_errors(data))
-    if error is None:
-        return None
-    where = _entry(list(error.absolute_path), data)
-    rule = error.validator
-    if rule == "additionalProperties":
-        allowed = sorted(error.schema.get("properties", {}))
-        extra = sorted(set(error.instance) - set(allowed))[0]
-        close = get_close_matches(extra, allowed, n=1)
-        problem = f"has the unknown key {extra!r}" + (
-            f" (did you mean {close[0]}?)" if close else ""
-        )
-        fix = FIXES[rule].format(allowed=", ".join(allowed))
-    elif rule == "required":
-        missing = [k for k in error.validator_value if k not in error.instance][0]
-        problem, fix = f"lacks {missing}", FIXES[rule]
-    else:
-        problem = f"is {error.instance!r}, which does not fit ({error.message})"
-        expected = (
-            error.validator_value
-            if isinstance(error.validator_value, str)
-            else "value of the right type"
-        )
-        fix = FIXES.get(rule, "see the matrix format in the README").format(expected=expected)
-    return UserError(f"Matrix {source}: {where} {problem}; {fix}.")
-
-
-def _check_names(source: str, where: str, section: Mapping[str, Any]) -> None:
-    for name in section:
-        if name in SET_BY_BATCH:
-            raise UserError(
-                f"Matrix {source}: {where} sets {name}, which the batch sets from the model and target "
-                "entries; give it there (model_path in models, container/docker_host in targets)."
-            )
-        if name not in PARAMETER_NAMES:
-            close = get_close_matches(name, PARAMETER_NAMES, n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            raise UserError(
-                f"Matrix {source}: {where} has {name!r}, which is no parameter{hint}; "
-                "`model-verify run --help-notebook` lists them."
-            )
-
-
-def load_matrix(path: Path, out: Path) -> list[Cell]:
-    """The cells of a matrix file, every cell's parameters validated; a bad entry is a user error."""
-    import yaml
-
-    source = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(
-            f"Cannot read the matrix {source} ({getattr(exc, 'strerror', None) or exc}); "
-            "give a YAML or JSON file."
-        ) from None
-    try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except json.JSONDecodeError as exc:
-        raise UserError(
-            f"Matrix {source} is not JSON ({exc.msg} at line {exc.lineno}); fix the file."
-        ) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark else ""
-        raise UserError(
-            f"Matrix {source} is not YAML ({getattr(exc, 'problem', None) or 'syntax error'}{at}); "
-            "fix the file."
-        ) from None
-    if not isinstance(data, dict):
-        raise UserError(
-            f"Matrix {source} is not a mapping; give models: and targets: (see the README's Batch section)."
-        )
-    error = _schema_error(source, data)
-    if error:
-        raise error
-
-    models: dict[str, dict] = {}
-    for i, entry in enumerate(data["models"]):
-        entry = {"model_path": entry} if isinstance(entry, str) else entry
-        slug = entry.get("name") or model_slug(entry["model_path"])
-        if slug in models:
-            raise UserError(
-                f"Matrix {source}: models[{i}] ({entry['model_path']}) gets the name {slug}, like an "
-                "earlier model; give each a distinct name: (it names the cell folders)."
-            )
-        _check_names(source, f"models[{i}] ({slug}).parameters", entry.get("parameters") or {})
-        models[slug] = entry
-    targets: dict[str, dict] = {}
-    for i, entry in enumerate(data["targets"]):
-        name, where = entry["name"], f"targets[{i}] ({entry['name']})"
-        if name in targets:
-            raise UserError(
-                f"Matrix {source}: {where} repeats the name {name}; give each target a distinct name."
-            )
-        if bool(entry.get("container")) == bool(entry.get("local")):
-            raise UserError(
-                f"Matrix {source}: {where} needs either container: NAME (and docker_host: unix://, "
-                "tcp:// or ssh://) or local: true, not both or neither."
-            )
-        if entry.get("local") and entry.get("docker_host"):
-            raise UserError(
-                f"Matrix {source}: {where} is local: true but has a docker_host; remove one."
-            )
-        _check_names(source, f"{where}.parameters", entry.get("parameters") or {})
-        targets[name] = entry
-    overrides: dict[tuple[str, str], dict] = {}
-    for i, entry in enumerate(data.get("cells") or []):
-        for key, known in (("model", models), ("target", targets)):
-            if entry[key] not in known:
-                raise UserError(
-                    f"Matrix {source}: cells[{i}] names the {key} {entry[key]!r}, which is not in "
-                    f"{key}s; use one of {', '.join(known)}."
-                )
-        _check_names(source, f"cells[{i}].parameters", entry.get("parameters") or {})
-        overrides[(entry["model"], entry["target"])] = entry
-    _check_names(source, "parameters", data.get("parameters") or {})
-
-    cells = []
-    for slug, model in models.items():
-        for name, target in targets.items():
-            override = overrides.get((slug, name), {})
-            if override.get("skip"):
-                continue
-            cell_dir = Path(out).resolve() / f"{slug}__{name}"
-            values = _merge(
-                data.get("parameters") or {},
-                model.get("parameters") or {},
-                target.get("parameters") or {},
-                override.get("parameters") or {},
-            )
-            values.update(
-                model_path=model["model_path"],
-                container=target.get("container"),
-                docker_host=target.get("docker_host"),
-                output_dir=str(cell_dir),
-                target_label=name,
-            )
-            try:
-                validate(values)
-            except ParameterError as exc:
-                # the notebook's sentence, its `-p NAME VALUE` example spelled as the matrix writes it
-                said = re.sub(
-                    r"; for example: -p (\w+) (.*)$", r"; for example \1: \2", str(exc)
-                ).rstrip(".")
-                raise UserError(f"Matrix {source}, cell {slug} × {name}: {said}.") from None
-            cells.append(Cell(slug, name, host_key(target), values))
-    if not cells:
-        raise UserError(f"Matrix {source}: every cell is skipped; remove a skip: true from cells.")
-    return cells
 
 
 def finished_report(cell_dir: Path) -> dict | None:
@@ -364,12 +66,47 @@ def set_aside(cell_dir: Path) -> tuple[Path, str]:
         ValueError,
     ) as exc:  # e.g. killed before the notebook recorded anything
         note = f"no report rebuilt: {exc}"
+    return move_aside(cell_dir, "interrupted"), note
+
+
+def move_aside(cell_dir: Path, why: str) -> Path:
+    """Rename the cell folder to the first free <cell>.<why>-N; returns the new folder."""
     n = 1
-    while (cell_dir.parent / f"{cell_dir.name}.interrupted-{n}").exists():
+    while (cell_dir.parent / f"{cell_dir.name}.{why}-{n}").exists():
         n += 1
-    dest = cell_dir.parent / f"{cell_dir.name}.interrupted-{n}"
+    dest = cell_dir.parent / f"{cell_dir.name}.{why}-{n}"
     cell_dir.rename(dest)
-    return dest, note
+    return dest
+
+
+def changed_parameters(ran_with: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
+    """The parameters whose value differs between a cell's finished run and the matrix now
+    (output_dir is the cell folder itself and never counts)."""
+    before, after = (json.loads(json.dumps(dict(m), sort_keys=True)) for m in (ran_with, now))
+    missing = object()
+    return sorted(
+        name
+        for name in before.keys() | after.keys()
+        if name != "output_dir" and before.get(name, missing) != after.get(name, missing)
+    )
+
+
+def read_state(out: Path) -> dict[str, dict]:
+    """The cell records of OUT/batch.json by cell folder; empty when there is none to read."""
+    try:
+        data = json.loads((Path(out) / STATE_FILE).read_text(encoding="utf-8"))
+        return {c["dir"]: c for c in data["cells"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def stale(cell: Cell, out: Path, records: Mapping[str, dict]) -> list[str]:
+    """For a cell whose folder holds a finished report: the parameters the matrix changed since
+    that run, as recorded in batch.json (none known: none changed)."""
+    ran_with = (records.get(cell.id) or {}).get("parameters")
+    if not isinstance(ran_with, Mapping) or not finished_report(Path(out) / cell.id):
+        return []
+    return changed_parameters(ran_with, cell.parameters)
 
 
 def terminate_trees(pids: list[int], grace: float = KILL_GRACE_S) -> None:
@@ -431,9 +168,9 @@ class Batch:
 
     def __post_init__(self) -> None:
         self.out = Path(self.out).resolve()
-        previous = self._load_state()
+        self.previous = read_state(self.out)
         for cell in self.cells:
-            old = previous.get(cell.id, {})
+            old = self.previous.get(cell.id, {})
             self.records[cell.id] = {
                 "model": cell.model,
                 "target": cell.target,
@@ -447,15 +184,13 @@ class Batch:
                 "status": None,
                 "conclusion": None,
                 "interrupted": old.get("interrupted", []),
-                "parameters": dict(cell.parameters),
+                "superseded": old.get("superseded", []),
+                # what the cell's folder was run with, until the cell runs again: a batch killed
+                # before prepare() must not record the new parameters for an old finished run
+                "parameters": old["parameters"]
+                if stale(cell, self.out, self.previous)
+                else dict(cell.parameters),
             }
-
-    def _load_state(self) -> dict[str, dict]:
-        try:
-            data = json.loads((self.out / STATE_FILE).read_text(encoding="utf-8"))
-            return {c["dir"]: c for c in data["cells"]}
-        except (OSError, ValueError, KeyError, TypeError):
-            return {}
 
     # -- bookkeeping -------------------------------------------------------------------------
     def save(self) -> None:
@@ -540,10 +275,24 @@ class Batch:
 
     # -- running -----------------------------------------------------------------------------
     def prepare(self) -> list[Cell]:
-        """Skip finished cells; set aside (rebuilt) what killed or crashed ones left. Returns the cells to run."""
+        """Skip finished cells, but set aside a finished run whose parameters the matrix changed;
+        set aside (rebuilt) what killed or crashed ones left. Returns the cells to run."""
         todo = []
         for cell in self.cells:
             cell_dir = self.out / cell.id
+            changed = stale(cell, self.out, self.previous)
+            if changed:
+                dest = move_aside(cell_dir, "superseded")
+                record = self.records[cell.id]
+                record["superseded"].append(dest.name)
+                record["parameters"] = dict(cell.parameters)
+                self._set(
+                    cell,
+                    f"parameters changed since its finished run ({', '.join(changed)}): "
+                    f"that run kept in {dest.name}; runs again",
+                )
+                todo.append(cell)
+                continue
             if finished_report(cell_dir):
                 self._finish(cell, None, self.records[cell.id]["exit_code"], summarize=False)
                 continue
@@ -669,9 +418,13 @@ def main(matrix: str, out: str, per_host: int, dry_run: bool) -> int:
         raise UserError(f"--per-host must be at least 1, got {per_host}; give e.g. --per-host 1.")
     cells = load_matrix(Path(matrix), Path(out))
     if dry_run:
+        records = read_state(Path(out).resolve())
         for c in cells:
+            changed = stale(c, Path(out).resolve(), records)
             state = (
-                "done, skipped"
+                f"done, parameters changed ({', '.join(changed)}): kept aside, then runs"
+                if changed
+                else "done, skipped"
                 if finished_report(Path(out).resolve() / c.id)
                 else "interrupted: rebuilt, then runs"
                 if (Path(out).resolve() / c.id).exists()
@@ -705,9 +458,13 @@ def _cell_main(argv: list[str]) -> int:
         os._exit(128 + signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, on_term)
-    from .__main__ import main as cli
+    from .notebook_runner import run_notebook
 
-    return cli(["run", "-y", parameters, "--output-notebook", notebook])
+    try:
+        return run_notebook(json.loads(parameters), notebook, None)
+    except UserError as exc:  # as `model-verify run` says it
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -10,85 +10,34 @@ import ast
 import difflib
 import json
 import re
-import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import field, fields, make_dataclass
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 from .errors import ParameterError
-from .redact import is_secret_name
-from .vocabulary import PARALLEL_RUNS
+from .options import GROUPS, OPTIONS, PARAMETER_NAMES, Option, Required
 
-EXAMPLE = (
-    "papermill notebooks/verify.ipynb out.ipynb -p model_path /data/models/Qwen3-0.6B "
-    "-p container my-vllm-container"
-)
 # A hub model ID: "org/name" (ModelScope and Hugging Face share the form).
 MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-# Each run's default flags live in vocabulary (RUN_A_ENV …); the run_*_env parameters add to them.
 
 
-@dataclass(frozen=True)
-class Params:
-    """What one verification run was asked to do (recorded whole in the report)."""
+def _dataclass_field(option: Option) -> tuple[str, Any, Any]:
+    """An option as a field of Params: a required one has no default, a dict one a fresh one."""
+    if isinstance(option.kind, Required):
+        return option.name, Any, field()
+    if isinstance(option.default, dict):
+        return option.name, Any, field(default_factory=dict)
+    return option.name, Any, field(default=option.default)
 
-    model_path: str
-    container: str | None = None
-    tp_size: int | None = None
-    extra_vllm_args: tuple[str, ...] = ()
-    trust_remote_code: bool = False
-    output_dir: str = "outputs/run"
-    max_model_len: int | None = None
-    max_tokens: int = 16
-    prompts_file: str | None = None
-    model_source: str = "modelscope"
-    models_dir: str = "/data/models"
-    download_timeout: int = 600
-    offline_timeout: int = 300
-    serve_timeout: int = 360
-    health_timeout: int = 300
-    request_timeout: int = 120
-    timeout_cap: int = 1800
-    port: int = 0
-    run_b: str = "auto"
-    tie_tolerance: float = 0.02
-    logprob_tolerance: float = 0.05
-    systematic_shift: float | None = None  # None: shift_p90 of references/output-comparison.md
-    repeat_fraction: float = 0.8
-    env: Mapping[str, str] = field(default_factory=dict)
-    run_a_env: Mapping[str, str] = field(default_factory=dict)  # added to RUN_A_ENV
-    run_a_unset: tuple[str, ...] = ()  # added to RUN_A_UNSET, removed from RUN_A_ENV
-    run_b_env: Mapping[str, str] = field(default_factory=dict)  # added to RUN_B_ENV
-    run_b_unset: tuple[str, ...] = ()  # added to RUN_B_UNSET, removed from RUN_B_ENV
-    target_python: str | None = None
-    docker_host: str | None = None
-    target_label: str | None = (
-        None  # the target's name in fleet summaries; None: derived (report.target_label)
-    )
-    keep_files: bool = False
-    fail_on: str = "never"  # never | fail | partial: make papermill fail on the verdict
-    parallel_runs: str = (
-        "auto"  # auto: Run A and Run B side by side when the target has 2 × TP devices; off
-    )
-    # The culprit-op search (bisect.py): on by default when Run B fails or diverges with FlagGems active.
-    bisect: bool = True
-    bisect_max_steps: int = (
-        24  # search steps (phase runs) before it stops; the 2 confirming runs come on top
-    )
-    bisect_timeout: int = 3600  # seconds the search may spend before it stops
-    # The notebook's "Debugging a failing run" cells: re-run one phase once more, changed.
-    debug_rerun: str | None = (
-        None  # RUN:PHASE, e.g. run_b:serve; None: the debugging cells do nothing
-    )
-    debug_env: Mapping[str, str] = field(default_factory=dict)  # set for that attempt only
-    debug_unset: tuple[str, ...] = ()  # removed for that attempt only
-    debug_extra_vllm_args: tuple[str, ...] | None = (
-        None  # that attempt's extra_vllm_args; None: unchanged
-    )
+
+ParamsFields = make_dataclass("ParamsFields", [_dataclass_field(o) for o in OPTIONS], frozen=True)
+ParamsFields.__module__ = __name__
+
+
+class Params(ParamsFields):
+    """What one verification run was asked to do (recorded whole in the report); one field per
+    entry of `options.OPTIONS`, in its order."""
 
     @property
     def output_path(self) -> Path:
@@ -106,213 +55,10 @@ class Params:
         return out
 
 
-PARAMETER_NAMES = tuple(f.name for f in fields(Params))
-
-
-def _fail(name: str, problem: str, example: str) -> ParameterError:
-    return ParameterError(f"Parameter {name} {problem}; for example: -p {name} {example}")
-
-
-def _opt_int(name: str, value: Any, example: str, minimum: int = 1) -> int | None:
-    if value is None:
-        return None
-    return _int(name, value, example, minimum)
-
-
-def _int(name: str, value: Any, example: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, str) and value.strip().isdigit():
-            value = int(value)
-        else:
-            raise _fail(name, f"must be an integer, got {value!r}", example)
-    if value < minimum:
-        raise _fail(name, f"must be at least {minimum}, got {value}", example)
-    return value
-
-
-def _fraction(name: str, value: Any, example: str, upper: float) -> float:
-    """A non-negative number up to `upper` (nats for tolerances, a share for fractions)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise _fail(name, f"must be a number, got {value!r}", example)
-    try:
-        number = float(value)
-    except ValueError:
-        raise _fail(name, f"must be a number, got {value!r}", example) from None
-    if not 0 <= number <= upper:
-        raise _fail(name, f"must be between 0 and {upper}, got {number}", example)
-    return number
-
-
-def _bool(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    raise _fail(name, f"must be True or False, got {value!r}", "True")
-
-
-def _str_list(name: str, value: Any, example: str) -> tuple[str, ...]:
-    """A JSON list, a shell-like string (split with shlex, never executed) or a list."""
-    if value is None or value == "":
-        return ()
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("["):
-            try:
-                value = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise _fail(name, f"is not a valid JSON list ({exc.msg})", example) from None
-        else:
-            try:
-                value = shlex.split(text)
-            except ValueError as exc:
-                raise _fail(name, f"cannot be split into arguments ({exc})", example) from None
-    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-        raise _fail(name, f"must be a list of strings, got {value!r}", example)
-    return tuple(value)
-
-
-def _port(value: Any) -> int:
-    port = _int("port", value, "8000 (or 0 for a free port)", minimum=0)
-    if port > 65535:
-        raise _fail("port", f"must be at most 65535, got {port}", "8000 (or 0 for a free port)")
-    return port
-
-
-def _env(name: str, value: Any) -> Mapping[str, str]:
-    example = '\'{"VLLM_CPU_KVCACHE_SPACE": "1"}\' (with -y or -p)'
-    if value is None:
-        return MappingProxyType({})
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            raise _fail(name, "is not a JSON object of variables", example) from None
-    if not isinstance(value, Mapping):
-        raise _fail(name, f"must be a mapping of variable names to values, got {value!r}", example)
-    out = {}
-    for key, val in value.items():
-        if not isinstance(key, str) or not ENV_NAME.match(key):
-            raise _fail(name, f"has an invalid variable name {key!r}", example)
-        if not isinstance(val, (str, int, float)) or isinstance(val, bool):
-            raise _fail(name, f"has a non-string value for {key}", example)
-        if is_secret_name(key):
-            raise ParameterError(
-                f"Parameter {name} holds the secret {key}: papermill writes parameters into the "
-                f"executed notebook, so set {key} in the environment of the target (or of the "
-                f"notebook for the local target) instead."
-            )
-        out[key] = str(val)
-    return MappingProxyType(out)
-
-
-def _names(name: str, value: Any) -> tuple[str, ...]:
-    names = _str_list(name, value, "'[\"FLAGCX_PATH\"]'")
-    for n in names:
-        if not ENV_NAME.match(n):
-            raise _fail(name, f"has an invalid variable name {n!r}", "'[\"FLAGCX_PATH\"]'")
-    return names
-
-
-def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise _fail(name, f"must be one of {', '.join(choices)}, got {value!r}", choices[0])
-    return value
-
-
-def _opt_str(name: str, value: Any, example: str) -> str | None:
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise _fail(name, f"must be a string, got {value!r}", example)
-    if "\n" in value or "\x00" in value:
-        raise _fail(name, "must be a single line", example)
-    return value
-
-
-def _docker_host(value: Any) -> str | None:
-    """A daemon address the docker SDK understands: unix://, tcp:// or ssh://."""
-    example = "unix:///var/run/docker.sock"
-    host = _opt_str("docker_host", value, example)
-    if host is not None and not re.match(r"^(unix|tcp|ssh|http|https)://\S+$", host):
-        raise _fail(
-            "docker_host", f"must be a unix://, tcp:// or ssh:// address, got {host!r}", example
-        )
-    return host
-
-
 def validate(values: Mapping[str, Any]) -> Params:
-    """Check every parameter and build the frozen `Params`."""
-    model_path = values.get("model_path")
-    if model_path is None or (isinstance(model_path, str) and not model_path.strip()):
-        raise ParameterError(
-            f"Parameter model_path is required: give the model folder inside the target or a "
-            f"hub ID, for example: {EXAMPLE}"
-        )
-    model_path = _opt_str("model_path", model_path, "/data/models/Qwen3-0.6B")
-    container = _opt_str("container", values.get("container"), "my-vllm-container")
-    if container is not None and not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", container):
-        raise _fail(
-            "container", f"is not a container name or id: {container!r}", "my-vllm-container"
-        )
-    d = Params(model_path=model_path)  # defaults
-    get = lambda name: values.get(name, getattr(d, name))  # noqa: E731
-    return Params(
-        model_path=model_path,
-        container=container,
-        tp_size=_opt_int("tp_size", get("tp_size"), "8"),
-        extra_vllm_args=_str_list(
-            "extra_vllm_args", get("extra_vllm_args"), "'--enforce-eager --max-num-seqs 8'"
-        ),
-        trust_remote_code=_bool("trust_remote_code", get("trust_remote_code")),
-        output_dir=_opt_str("output_dir", get("output_dir"), "outputs/my-model") or d.output_dir,
-        max_model_len=_opt_int("max_model_len", get("max_model_len"), "4096"),
-        max_tokens=_int("max_tokens", get("max_tokens"), "16"),
-        prompts_file=_opt_str("prompts_file", get("prompts_file"), "prompts.json"),
-        model_source=_choice("model_source", get("model_source"), ("modelscope", "huggingface")),
-        models_dir=_opt_str("models_dir", get("models_dir"), "/data/models") or d.models_dir,
-        download_timeout=_int("download_timeout", get("download_timeout"), "600"),
-        offline_timeout=_int("offline_timeout", get("offline_timeout"), "300"),
-        serve_timeout=_int("serve_timeout", get("serve_timeout"), "360"),
-        health_timeout=_int("health_timeout", get("health_timeout"), "300"),
-        request_timeout=_int("request_timeout", get("request_timeout"), "120"),
-        timeout_cap=_int("timeout_cap", get("timeout_cap"), "1800"),
-        port=_port(get("port")),
-        run_b=_choice("run_b", get("run_b"), ("auto", "always", "never")),
-        tie_tolerance=_fraction("tie_tolerance", get("tie_tolerance"), "0.02", upper=10.0),
-        logprob_tolerance=_fraction(
-            "logprob_tolerance", get("logprob_tolerance"), "0.05", upper=10.0
-        ),
-        systematic_shift=None
-        if get("systematic_shift") is None
-        else _fraction("systematic_shift", get("systematic_shift"), "0.006", upper=10.0),
-        repeat_fraction=_fraction("repeat_fraction", get("repeat_fraction"), "0.8", upper=1.0),
-        env=_env("env", get("env")),
-        run_a_env=_env("run_a_env", get("run_a_env")),
-        run_a_unset=_names("run_a_unset", get("run_a_unset")),
-        run_b_env=_env("run_b_env", get("run_b_env")),
-        run_b_unset=_names("run_b_unset", get("run_b_unset")),
-        target_python=_opt_str("target_python", get("target_python"), "python3"),
-        docker_host=_docker_host(get("docker_host")),
-        target_label=_opt_str("target_label", get("target_label"), "h100-node-3"),
-        keep_files=_bool("keep_files", get("keep_files")),
-        fail_on=_choice("fail_on", get("fail_on"), ("never", "fail", "partial")),
-        parallel_runs=_choice("parallel_runs", get("parallel_runs"), PARALLEL_RUNS),
-        bisect=_bool("bisect", get("bisect")),
-        bisect_max_steps=_int("bisect_max_steps", get("bisect_max_steps"), "24"),
-        bisect_timeout=_int("bisect_timeout", get("bisect_timeout"), "3600"),
-        debug_rerun=None
-        if get("debug_rerun") is None
-        else _choice("debug_rerun", get("debug_rerun"), DEBUG_RERUNS),
-        debug_env=_env("debug_env", get("debug_env")),
-        debug_unset=_names("debug_unset", get("debug_unset")),
-        debug_extra_vllm_args=None
-        if get("debug_extra_vllm_args") is None
-        else _str_list("debug_extra_vllm_args", get("debug_extra_vllm_args"), "'--enforce-eager'"),
-    )
+    """Check every parameter, in the table's order, and build the frozen `Params`."""
+    return Params(**{o.name: o.check(values.get(o.name, o.default)) for o in OPTIONS})
 
-
-DEBUG_RERUNS = ("run_a:offline", "run_a:serve", "run_b:offline", "run_b:serve")
 
 # Names IPython itself puts in a notebook's namespace.
 _KERNEL_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
@@ -382,3 +128,143 @@ def from_namespace(namespace: Mapping[str, Any]) -> Params:
             f"`model-verify run --help-notebook` (or `papermill --help-notebook notebooks/verify.ipynb`) lists the parameters."
         )
     return validate({name: namespace[name] for name in PARAMETER_NAMES if name in namespace})
+
+
+# -- what derives from the table: the notebook's parameters cell and docs/parameters.md ---------
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+DOCS_PAGE = CHECKOUT / "docs" / "parameters.md"
+WRITE_COMMAND = "python -m modelverify_kernel.params --write"
+CELL_HEADER = (
+    "# Parameters: papermill overrides these. `papermill --help-notebook notebooks/verify.ipynb` lists\n"
+    "# them with type, default and help; docs/parameters.md explains each one. Generated from\n"
+    f"# modelverify_kernel/options.py by `{WRITE_COMMAND}`: edit the table, not this cell.\n"
+)
+PAGE_INTRO = """\
+# Parameters
+
+<!-- Generated from modelverify_kernel/options.py by `{command}`;
+a unit test fails when this page differs from the table. Edit the table, not this page. -->
+
+Every parameter of the notebook `notebooks/verify.ipynb`, as papermill (`-p NAME VALUE`,
+`-r NAME VALUE` for a string, `-y YAML` for lists and dicts), `model-verify run` (the same
+options) and a batch matrix's `parameters` sections (docs/batch.md) take them.
+
+`papermill --help-notebook notebooks/verify.ipynb` (or `model-verify run --help-notebook`) lists
+the same, from the typed parameters cell. A bad parameter — and a name that is no parameter
+(`-p tp 8`) — stops the notebook in its first code cell with one sentence naming it (e.g.
+`ParameterError: Parameter model_path is required: …`); nothing else starts and papermill exits 1.
+Secrets are refused as parameters (papermill writes parameters into the executed notebook): set
+`HF_TOKEN` and friends in the environment of the target instead.
+"""
+
+
+def _literal(value: Any) -> str:
+    """A default as the notebook writes it: JSON-like lists and dicts, double-quoted strings."""
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, tuple):
+        return repr(list(value))
+    return repr(value)
+
+
+def _annotation(option: Option) -> str:
+    typed = option.notebook_type
+    return typed if typed in ("str", "int", "float", "bool") else json.dumps(typed)
+
+
+def grouped_options() -> list[tuple[str, list[Option]]]:
+    """The table by group, in GROUPS' order (the cell and the page); Params keeps table order."""
+    return [(group, [o for o in OPTIONS if o.group == group]) for group in GROUPS]
+
+
+def notebook_cell_source() -> str:
+    """The notebook's `parameters` cell: one typed line per parameter, its help as the comment
+    papermill's `--help-notebook` shows."""
+    lines = []
+    for group, options in grouped_options():
+        lines.append(f"# -- {group}")
+        for o in options:
+            lines.append(f"{o.name}: {_annotation(o)} = {_literal(o.default)}  # {o.help}")
+    return CELL_HEADER + "\n".join(lines)
+
+
+def docs_page() -> str:
+    """docs/parameters.md: a table per group of name, type, default and meaning."""
+    parts = [PAGE_INTRO.format(command=WRITE_COMMAND)]
+    for group, options in grouped_options():
+        parts.append(f"\n## {group}\n\n{GROUPS[group]}\n\n")
+        parts.append("| parameter | type | default | meaning |\n|---|---|---|---|\n")
+        for o in options:
+            default = "**required**" if o.name == "model_path" else f"`{_literal(o.default)}`"
+            meaning = f"{o.help}. {o.more}".strip() if o.more else o.help
+            meaning = meaning.replace("|", "\\|")
+            parts.append(f"| `{o.name}` | `{o.notebook_type}` | {default} | {meaning} |\n")
+    return "".join(parts)
+
+
+def parameters_cell(notebook: Mapping[str, Any]) -> dict[str, Any]:
+    """The cell tagged `parameters` of a notebook loaded as JSON."""
+    for cell in notebook["cells"]:
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            return cell
+    raise ValueError("the notebook has no cell tagged parameters")
+
+
+def write_notebook_cell(path: Path) -> bool:
+    """Rewrite only the parameters cell of the notebook at `path` (the rest byte for byte);
+    True when it changed."""
+    text = path.read_text(encoding="utf-8")
+    notebook = json.loads(text)
+    source = notebook_cell_source()
+    parameters_cell(notebook)["source"] = source.splitlines(keepends=True)
+    new = json.dumps(notebook, indent=1, ensure_ascii=False) + "\n"
+    if new == text:
+        return False
+    path.write_text(new, encoding="utf-8")
+    return True
+
+
+def write_docs_page(path: Path = DOCS_PAGE) -> bool:
+    """Rewrite docs/parameters.md from the table; True when it changed."""
+    page = docs_page()
+    if path.is_file() and path.read_text(encoding="utf-8") == page:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page, encoding="utf-8")
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m modelverify_kernel.params [--write]`: whether the notebook's parameters cell and
+    docs/parameters.md say what the table says (exit 1 when not); --write rewrites them."""
+    import argparse
+
+    from .resources import notebook_path
+
+    parser = argparse.ArgumentParser(
+        prog="python -m modelverify_kernel.params", description=main.__doc__
+    )
+    parser.add_argument(
+        "--write",
+        action="store_true",
+        help="rewrite the notebook's parameters cell and docs/parameters.md from the table",
+    )
+    write = parser.parse_args(argv).write
+    notebook = notebook_path()
+    current = parameters_cell(json.loads(notebook.read_text(encoding="utf-8")))["source"]
+    stale = {
+        notebook: "".join(current) != notebook_cell_source(),
+        DOCS_PAGE: not DOCS_PAGE.is_file() or DOCS_PAGE.read_text(encoding="utf-8") != docs_page(),
+    }
+    if write:
+        write_notebook_cell(notebook)
+        write_docs_page()
+    for path, differs in stale.items():
+        word = ("wrote" if write else "differs from the table:") if differs else "up to date:"
+        print(f"{word} {path}")
+    return 1 if any(stale.values()) and not write else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

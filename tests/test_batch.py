@@ -24,8 +24,9 @@ from conftest import (
 from test_docker import dockerd  # noqa: F401  the private daemon fixture (one implementation)
 
 from modelverify_kernel.__main__ import main
-from modelverify_kernel.batch import Batch, Cell, host_key, load_matrix, model_slug
+from modelverify_kernel.batch import Batch
 from modelverify_kernel.errors import UserError
+from modelverify_kernel.matrix import Cell, host_key, load_matrix, model_slug
 
 MATRIX = """\
 parameters:
@@ -327,20 +328,8 @@ def test_resume_skips_finished_cells_and_sets_aside_the_rest(tmp_path, capsys):
         "m2 × h: interrupted attempt kept in m2__h.interrupted-1 (report rebuilt (INCOMPLETE)); runs again"
         in lines
     )
-    assert events.read_text().split() == [
-        "start",
-        "h",
-        "m1__h",
-        "end",
-        "h",
-        "m1__h",
-        "start",
-        "h",
-        "m2__h",
-        "end",
-        "h",
-        "m2__h",
-    ]  # m0 did not run
+    ran = "start h m1__h end h m1__h start h m2__h end h m2__h"
+    assert events.read_text().split() == ran.split()  # m0 did not run
     assert (out / "m0__h" / "report.json").read_bytes() == report_m0
     rebuilt = json.loads((out / "m2__h.interrupted-1" / "report.json").read_text())
     assert rebuilt["diff_analysis"]["conclusion"] == "INCOMPLETE"
@@ -353,6 +342,83 @@ def test_resume_skips_finished_cells_and_sets_aside_the_rest(tmp_path, capsys):
         and records["m1__h"]["state"] == "done"
     )
     assert records["m0__h"]["exit_code"] is None  # not run this time
+
+
+@pytest.mark.process
+def test_resume_reruns_a_finished_cell_whose_parameters_changed(tmp_path, capsys):
+    """A finished cell is skipped only while the matrix still gives it the parameters it ran with;
+    changed, the finished run is kept aside and the cell runs again."""
+    out, events = tmp_path / "out", tmp_path / "events.txt"
+    first = cells({"h": 2}, out)
+    assert Batch(first, out, command=probe(events), echo=print).run() == 0
+    report_m0 = (out / "m0__h" / "report.json").read_bytes()
+    events.unlink()
+    capsys.readouterr()
+
+    m0, m1 = first
+    changed = [Cell(m0.model, m0.target, m0.host, {**m0.parameters, "max_tokens": 32}), m1]
+    again = Batch(changed, out, command=probe(events), echo=print)
+    assert again.run() == 0
+    lines = capsys.readouterr().out
+    assert (
+        "[1/2] m0 × h: parameters changed since its finished run (max_tokens): "
+        "that run kept in m0__h.superseded-1; runs again" in lines
+    )
+    assert "[2/2] m1 × h: done PARTIAL RUN_B_SKIPPED, finished earlier: skipped" in lines
+    assert events.read_text().split() == ["start", "h", "m0__h", "end", "h", "m0__h"]
+    assert (out / "m0__h.superseded-1" / "report.json").read_bytes() == report_m0
+    records = {r["dir"]: r for r in json.loads((out / "batch.json").read_text())["cells"]}
+    assert records["m0__h"]["parameters"]["max_tokens"] == 32
+    assert records["m0__h"]["superseded"] == ["m0__h.superseded-1"]
+    # the same matrix once more: nothing changed, nothing runs
+    events.unlink()
+    assert Batch(changed, out, command=probe(events), echo=print).run() == 0
+    assert not events.exists()
+
+
+def test_changed_parameters_name_what_changed_and_ignore_the_folder():
+    from modelverify_kernel.batch import changed_parameters
+
+    ran = {"output_dir": "/a/x", "env": {"A": "1"}, "max_tokens": 16}
+    assert changed_parameters(ran, {**ran, "output_dir": "/b/x"}) == []
+    assert changed_parameters(ran, {**ran, "env": {"A": "2"}, "tp_size": 2}) == ["env", "tp_size"]
+    assert changed_parameters(ran, {"output_dir": "/a/x", "env": {"A": "1"}}) == ["max_tokens"]
+
+
+def test_dry_run_says_a_changed_finished_cell_runs_again(tmp_path, capsys):
+    out = tmp_path / "out"
+    matrix = write(tmp_path, "models: [/m]\ntargets: [{name: a, local: true}]\n")
+    (cell,) = load_matrix(matrix, out)
+    folder = out / cell.id
+    folder.mkdir(parents=True)
+    (folder / "report.json").write_text(
+        json.dumps({"finished_at": "now", "diff_analysis": {"conclusion": "BOTH_PASS"}})
+    )
+    ran_with = {**cell.parameters, "max_tokens": 8}
+    (out / "batch.json").write_text(
+        json.dumps({"cells": [{"dir": cell.id, "parameters": ran_with}]})
+    )
+    assert main(["batch", str(matrix), "--out", str(out), "--dry-run"]) == 0
+    assert (
+        "  done, parameters changed (max_tokens): kept aside, then runs  "
+        in capsys.readouterr().out
+    )
+
+
+@pytest.mark.process
+def test_a_cell_runs_the_notebook_through_the_runner(tmp_path):
+    """The real cell command (no injected one): the notebook runs through notebook_runner, as
+    `model-verify run` runs it, and a model that is not there is a finished PRECHECK_FAILED."""
+    missing = tmp_path / "no-model"
+    matrix = write(tmp_path, f"models: ['{missing}']\ntargets: [{{name: here, local: true}}]\n")
+    out = tmp_path / "out"
+    (cell,) = load_matrix(matrix, out)
+    assert Batch([cell], out, echo=lambda line: None).run() == 0
+    report = json.loads((out / cell.id / "report.json").read_text())
+    assert report["diff_analysis"]["conclusion"] == "PRECHECK_FAILED"
+    assert (out / cell.id / "verify.ipynb").is_file()
+    (record,) = json.loads((out / "batch.json").read_text())["cells"]
+    assert record["exit_code"] == 0, (out / cell.id / "batch-cell.log").read_text()
 
 
 @pytest.mark.process
@@ -408,6 +474,67 @@ def test_a_second_batch_in_the_same_out_is_refused(tmp_path, capsys):
 # -- the real thing ---------------------------------------------------------------------------
 
 
+def cell_states(out: Path) -> dict[str, str]:
+    """Each cell's state in OUT/batch.json (empty while there is none to read)."""
+    try:
+        return {r["dir"]: r["state"] for r in json.loads((out / "batch.json").read_text())["cells"]}
+    except (OSError, ValueError):
+        return {}
+
+
+def _kill_while_the_second_cell_runs(argv: list[str], env: dict, out: Path, tmp_path: Path) -> None:
+    """Start the batch, SIGTERM it once the first cell is done and the second's first phase runs."""
+    with open(tmp_path / "first.log", "wb") as log:
+        batch = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+        wait_until(
+            lambda: (
+                cell_states(out) == {"tiny__box0": "done", "tiny__box1": "running"}
+                and (out / "tiny__box1" / "logs" / "run_a_offline.log").is_file()
+                or batch.poll() is not None
+            ),
+            900,
+            "the first cell done and the second's first phase started",
+        )
+        assert batch.poll() is None, (tmp_path / "first.log").read_text()
+        batch.send_signal(signal.SIGTERM)
+        assert batch.wait(120) == 1
+
+
+def _assert_the_summary_is_its_folders_merged(out: Path, env: dict, tmp_path: Path) -> None:
+    """The batch's summary is the summary of its cell folders merged afterwards, byte for byte."""
+    names = ("summary.json", "index.html", "junit.xml")
+    written = {n: (out / n).read_bytes() for n in names}
+    assert [c["target"] for c in json.loads(written["summary.json"])["cells"]] == ["box0", "box1"]
+    folders = [str(out / "tiny__box1"), str(out / "tiny__box0")]
+    merged = subprocess.run(
+        [sys.executable, "-m", "modelverify_kernel", "summarize", *folders, "--out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert merged.returncode == 0, merged.stdout + merged.stderr
+    assert {n: (out / n).read_bytes() for n in names} == written
+
+
+def _assert_resumed(resumed, out: Path, containers: list, first_report: bytes) -> None:
+    """The re-run skipped the finished cell, kept the killed one's rebuilt report and ran it again."""
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "tiny × box0: done PARTIAL RUN_B_SKIPPED, finished earlier: skipped" in resumed.stdout
+    kept = "interrupted attempt kept in tiny__box1.interrupted-1 (report rebuilt (INCOMPLETE))"
+    assert f"tiny × box1: {kept}" in resumed.stdout
+    assert (out / "tiny__box0" / "report.json").read_bytes() == first_report
+    interrupted = json.loads((out / "tiny__box1.interrupted-1" / "report.json").read_text())
+    assert interrupted["status"] == "FAIL"
+    for i, c in enumerate(containers):
+        cell_dir = out / f"tiny__box{i}"
+        data = json.loads((cell_dir / "report.json").read_text())
+        assert_demo_report_on_this_machine(data, cell_dir)
+        assert data["parameters"]["target_label"] == f"box{i}"
+        assert data["environment"]["target"]["container_name"] == c.name
+
+
 @pytest.mark.engine
 def test_a_killed_batch_resumes(dockerd, demo_model, tmp_path):
     """1 model × 2 containers on one daemon (one machine: they run one after the other). The batch
@@ -440,31 +567,8 @@ def test_a_killed_batch_resumes(dockerd, demo_model, tmp_path):
         out = tmp_path / "out"
         argv = [sys.executable, "-m", "modelverify_kernel", "batch", str(path), "--out", str(out)]
         env = {**os.environ, "PYTHONPATH": str(REPO), marker_name: marker_value}
-        state = out / "batch.json"
-
-        def cells_state() -> dict[str, str]:
-            try:
-                return {r["dir"]: r["state"] for r in json.loads(state.read_text())["cells"]}
-            except (OSError, ValueError):
-                return {}
-
-        with open(tmp_path / "first.log", "wb") as log:
-            batch = subprocess.Popen(
-                argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path
-            )
-            wait_until(
-                lambda: (
-                    cells_state() == {"tiny__box0": "done", "tiny__box1": "running"}
-                    and (out / "tiny__box1" / "logs" / "run_a_offline.log").is_file()
-                    or batch.poll() is not None
-                ),
-                900,
-                "the first cell done and the second's first phase started",
-            )
-            assert batch.poll() is None, (tmp_path / "first.log").read_text()
-            batch.send_signal(signal.SIGTERM)
-            assert batch.wait(120) == 1
-        assert cells_state() == {"tiny__box0": "done", "tiny__box1": "killed"}
+        _kill_while_the_second_cell_runs(argv, env, out, tmp_path)
+        assert cell_states(out) == {"tiny__box0": "done", "tiny__box1": "killed"}
         first_report = (out / "tiny__box0" / "report.json").read_bytes()
         # nothing of the killed cell runs any more: on this machine, nor in its container
         assert processes_with_env(f"{marker_name}={marker_value}") == []
@@ -477,53 +581,10 @@ def test_a_killed_batch_resumes(dockerd, demo_model, tmp_path):
         resumed = subprocess.run(
             argv, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=900
         )
-        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-        assert (
-            "tiny × box0: done PARTIAL RUN_B_SKIPPED, finished earlier: skipped" in resumed.stdout
-        )
-        assert (
-            "tiny × box1: interrupted attempt kept in tiny__box1.interrupted-1 (report rebuilt (INCOMPLETE))"
-            in resumed.stdout
-        )
-        assert (out / "tiny__box0" / "report.json").read_bytes() == first_report
-        assert (
-            json.loads((out / "tiny__box1.interrupted-1" / "report.json").read_text())["status"]
-            == "FAIL"
-        )
-        for i, c in enumerate(containers):
-            cell_dir = out / f"tiny__box{i}"
-            data = json.loads((cell_dir / "report.json").read_text())
-            assert_demo_report_on_this_machine(data, cell_dir)
-            assert data["parameters"]["target_label"] == f"box{i}"
-            assert data["environment"]["target"]["container_name"] == c.name
-        assert cells_state() == {"tiny__box0": "done", "tiny__box1": "done"}
+        _assert_resumed(resumed, out, containers, first_report)
+        assert cell_states(out) == {"tiny__box0": "done", "tiny__box1": "done"}
         assert processes_with_env(f"{marker_name}={marker_value}") == []
-        # the batch's summary is the summary of its cell folders merged afterwards, byte for byte
-        names = ("summary.json", "index.html", "junit.xml")
-        written = {n: (out / n).read_bytes() for n in names}
-        assert [c["target"] for c in json.loads(written["summary.json"])["cells"]] == [
-            "box0",
-            "box1",
-        ]
-        merged = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "modelverify_kernel",
-                "summarize",
-                str(out / "tiny__box1"),
-                str(out / "tiny__box0"),
-                "--out",
-                str(out),
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            cwd=tmp_path,
-            timeout=120,
-        )
-        assert merged.returncode == 0, merged.stdout + merged.stderr
-        assert {n: (out / n).read_bytes() for n in names} == written
+        _assert_the_summary_is_its_folders_merged(out, env, tmp_path)
     finally:
         for c in containers:
             c.remove(force=True)

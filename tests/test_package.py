@@ -184,14 +184,7 @@ def test_docker_phase_reproduce_follows_the_latest_attempt():
         {"model_path": "/m", "container": "c1", "docker_host": "tcp://gpu:2375", "env": {"K": "1"}}
     )
     serve = {
-        "command": [
-            "python3",
-            "/tmp/gone/test_serve_mode.py",
-            "--model",
-            "/m",
-            "--output",
-            "/tmp/gone/x.json",
-        ],
+        "command": "python3 /tmp/gone/test_serve_mode.py --model /m --output /tmp/gone/x.json".split(),
         "env": {"set": {"USE_FLAGGEMS": "1", "FLAGGEMS_OPS": "-addmm"}, "unset": ["FLAGCX_PATH"]},
         "overrides": {"serve_timeout": 900},
         "attempt": 2,
@@ -215,39 +208,19 @@ def test_docker_phase_reproduce_follows_the_latest_attempt():
     }
     copy, run = report.reproduce(data)["phases"]["run_b_serve"].split(" && ")
     assert shlex.split(copy) == [
-        "docker",
-        "-H",
-        "tcp://gpu:2375",
-        "cp",
+        *"docker -H tcp://gpu:2375 cp".split(),
         f"{resources.scripts_dir()}/.",
         "c1:/tmp/model-verify-scripts",
     ]
-    assert shlex.split(run) == [
-        "docker",
-        "-H",
-        "tcp://gpu:2375",
-        "exec",
-        "c1",
-        "env",
-        "-u",
-        "FLAGCX_PATH",
-        "K=1",
-        "USE_FLAGGEMS=1",
-        "FLAGGEMS_OPS=-addmm",
-        "python3",
-        "/tmp/model-verify-scripts/run_in_session.py",
-        "--timeout",
-        "900",
-        "--cap",
-        "1800",
-        "--",
-        "python3",
-        "/tmp/model-verify-scripts/test_serve_mode.py",
-        "--model",
-        "/m",
-        "--output",
-        "/tmp/model-verify-run_b_serve.json",
-    ]
+    scripts = "/tmp/model-verify-scripts"
+    assert (
+        shlex.split(run)
+        == (
+            "docker -H tcp://gpu:2375 exec c1 env -u FLAGCX_PATH K=1 USE_FLAGGEMS=1 FLAGGEMS_OPS=-addmm "
+            f"python3 {scripts}/run_in_session.py --timeout 900 --cap 1800 -- "
+            f"python3 {scripts}/test_serve_mode.py --model /m --output /tmp/model-verify-run_b_serve.json"
+        ).split()
+    )
     data["environment"]["target"].update(
         docker_host="the default socket",
         docker_host_url="unix:///var/run/docker.sock",
@@ -260,6 +233,36 @@ def test_docker_phase_reproduce_follows_the_latest_attempt():
 # --------------------------------------------------------------------------- a wheel in a fresh venv
 
 
+def _build_wheel(tmp_path: Path) -> Path:
+    """The wheel of a copy of the repo's sources, built offline with this venv's setuptools."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in SOURCES:
+        if (REPO / name).is_dir():
+            shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(REPO / name, src / name)
+    wheels = tmp_path / "wheels"
+    pip_wheel = ["pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels)]
+    subprocess.run([sys.executable, "-m", *pip_wheel, str(src)], check=True, timeout=300)
+    (wheel,) = wheels.glob("model_verify-*.whl")
+    return wheel
+
+
+def _fresh_venv(tmp_path: Path, wheel: Path) -> tuple[Path, dict[str, str]]:
+    """A new venv with the wheel alone in it (no index), and an environment that leaves ours out."""
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    clean = {
+        k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")
+    }
+    install = ["pip", "install", "-q", "--no-deps", "--no-index", str(wheel)]
+    subprocess.run(
+        [str(env_dir / "bin" / "python"), "-m", *install], check=True, env=clean, timeout=300
+    )
+    return env_dir, clean
+
+
 @pytest.mark.process
 def test_wheel_installs_into_a_fresh_venv_and_classifies(tmp_path):
     """Build the wheel from a copy of the repo's sources, install it into a fresh venv, classify.
@@ -270,75 +273,23 @@ def test_wheel_installs_into_a_fresh_venv_and_classifies(tmp_path):
     each command's modules lazily) — which this also proves. The venv's pip is ensurepip's; no
     index is contacted.
     """
-    src = tmp_path / "src"
-    src.mkdir()
-    for name in SOURCES:
-        if (REPO / name).is_dir():
-            shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(REPO / name, src / name)
-    wheels = tmp_path / "wheels"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "-w",
-            str(wheels),
-            str(src),
-        ],
-        check=True,
-        timeout=300,
-    )
-    (wheel,) = wheels.glob("model_verify-*.whl")
-    env_dir = tmp_path / "venv"
-    venv.create(env_dir, with_pip=True)
+    env_dir, clean = _fresh_venv(tmp_path, _build_wheel(tmp_path))
     bin_dir = env_dir / "bin"
-    clean = {
-        k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")
-    }
-    subprocess.run(
-        [
-            str(bin_dir / "python"),
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--no-deps",
-            "--no-index",
-            str(wheel),
-        ],
-        check=True,
-        env=clean,
-        timeout=300,
-    )
+
+    def run(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            argv, capture_output=True, text=True, env=clean, cwd=tmp_path, timeout=120
+        )
 
     labels = json.loads((DATA / "logs" / "labels.json").read_text())
     log = DATA / "logs" / "oom_worker.log"
-    proc = subprocess.run(
-        [str(bin_dir / "model-verify"), "classify", str(log), "--json"],
-        capture_output=True,
-        text=True,
-        env=clean,
-        cwd=tmp_path,
-        timeout=120,
-    )
+    proc = run(str(bin_dir / "model-verify"), "classify", str(log), "--json")
     assert proc.returncode == 0, proc.stderr
     diag = json.loads(proc.stdout)
     assert diag["file"] == str(log) and diag["component"] == labels["oom_worker.log"]
     assert diag["evidence"]
     # a missing file: one sentence, exit 2
-    proc = subprocess.run(
-        [str(bin_dir / "model-verify"), "classify", str(tmp_path / "nope.log")],
-        capture_output=True,
-        text=True,
-        env=clean,
-        timeout=120,
-    )
+    proc = run(str(bin_dir / "model-verify"), "classify", str(tmp_path / "nope.log"))
     assert proc.returncode == 2 and "nope.log is not a readable file" in proc.stderr
 
     # the targets find the scripts inside the installed package, not in a checkout
@@ -353,14 +304,7 @@ def test_wheel_installs_into_a_fresh_venv_and_classifies(tmp_path):
         " 'kernels': len(kernel_index.load())}))\n"
         "t.cleanup()\n"
     )
-    proc = subprocess.run(
-        [str(bin_dir / "python"), "-c", probe],
-        capture_output=True,
-        text=True,
-        env=clean,
-        cwd=tmp_path,
-        timeout=120,
-    )
+    proc = run(str(bin_dir / "python"), "-c", probe)
     assert proc.returncode == 0, proc.stderr
     found = json.loads(proc.stdout)
     site = next((env_dir / "lib").glob("python3*/site-packages/modelverify_kernel"))

@@ -1,5 +1,7 @@
 """Parameter validation: bad input is refused with one sentence naming the parameter."""
 
+import ast
+
 import pytest
 
 from modelverify_kernel.errors import ParameterError
@@ -85,3 +87,72 @@ def test_systematic_shift_defaults_to_the_reference_table_and_is_validated():
     assert validate({"model_path": "/m", "systematic_shift": 0.01}).systematic_shift == 0.01
     with pytest.raises(ParameterError, match="systematic_shift must be a number"):
         validate({"model_path": "/m", "systematic_shift": "wide"})
+
+
+# -- the one table and what derives from it -----------------------------------------------------
+
+
+def test_the_notebook_parameters_cell_is_the_table():
+    """papermill's --help-notebook reads this cell: names, types, defaults and help come from
+    options.OPTIONS (`python -m modelverify_kernel.params --write` rewrites it)."""
+    import json
+
+    import papermill
+
+    from modelverify_kernel import options, params, resources
+
+    notebook = resources.notebook_path()
+    cell = params.parameters_cell(json.loads(notebook.read_text(encoding="utf-8")))
+    assert "".join(cell["source"]) == params.notebook_cell_source(), (
+        "the notebook's parameters cell drifted from options.OPTIONS: run "
+        "`python -m modelverify_kernel.params --write`"
+    )
+    listed = papermill.inspect_notebook(str(notebook))
+    assert list(listed) == [o.name for _, group in params.grouped_options() for o in group]
+    assert set(listed) == set(options.PARAMETER_NAMES) == set(params.PARAMETER_NAMES)
+    for name, seen in listed.items():
+        option = options.OPTION[name]
+        assert seen["inferred_type_name"].strip('"') == option.notebook_type, name
+        assert seen["help"] == option.help, name
+        assert ast.literal_eval(seen["default"]) == (
+            list(option.default) if isinstance(option.default, tuple) else option.default
+        ), name
+    # every default passes its own check, and Params holds exactly the table, in its order
+    defaults = params.validate({"model_path": "/m"}).to_dict()
+    assert list(defaults) == list(options.PARAMETER_NAMES)
+
+
+def test_the_parameters_page_is_the_table():
+    from modelverify_kernel import params
+
+    assert params.DOCS_PAGE.read_text(encoding="utf-8") == params.docs_page(), (
+        "docs/parameters.md drifted from options.OPTIONS: run "
+        "`python -m modelverify_kernel.params --write`"
+    )
+    for name in params.PARAMETER_NAMES:
+        assert f"| `{name}` |" in params.docs_page()
+
+
+def test_a_drifted_cell_is_rewritten_alone(tmp_path):
+    """The generator replaces the parameters cell only; every other byte of the file stays."""
+    import json
+
+    from modelverify_kernel import params, resources
+
+    original = resources.notebook_path().read_text(encoding="utf-8")
+    copy = tmp_path / "verify.ipynb"
+    data = json.loads(original)
+    params.parameters_cell(data)["source"] = ["x: int = 1  # drifted\n"]
+    copy.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    assert params.write_notebook_cell(copy) is True
+    assert copy.read_text(encoding="utf-8") == original
+    assert params.write_notebook_cell(copy) is False
+
+
+def test_the_debug_parameters_are_gone():
+    """Debugging is v.run_phase(...) in the notebook now, not parameters."""
+    from modelverify_kernel.params import PARAMETER_NAMES
+
+    assert not [name for name in PARAMETER_NAMES if name.startswith("debug_")]
+    with pytest.raises(ParameterError, match="Unknown parameter debug_rerun"):
+        from_namespace({"model_path": "/m", "debug_rerun": "run_b:serve"})

@@ -386,6 +386,27 @@ def matrix(demo_run, tmp_path_factory):
     return {"base": base, "folders": folders, "model": model, "label": label}
 
 
+def _assert_fleet_junit(out: Path, cells: set, model: str, label: str, folders: dict) -> None:
+    """JUnit: a suite per cell, the verdict failed unless PASS; Run B's skipped phases skipped."""
+    suites = {suite.name: suite for suite in JUnitXml.fromfile(str(out / "junit.xml"))}
+    assert set(suites) == {f"{m} @ {t}" for m, t in cells} | {"no report"}
+    verdicts = {
+        name: [r for case in suite if case.name.startswith("verdict") for r in case.result]
+        for name, suite in suites.items()
+        if name != "no report"
+    }
+    assert [r.message for r in verdicts[f"{model} @ gpu-b"]] == [
+        "FAIL SAME_ERROR: "
+        + json.loads((folders["gpu-b"] / "report.json").read_text())["diff_analysis"]["detail"]
+    ]
+    assert verdicts[f"org/other-model @ {label}"] == []
+    assert (
+        sum(isinstance(r, Skipped) for case in suites[f"{model} @ {label}"] for r in case.result)
+        == 2
+    )
+    assert suites["no report"].errors == 1
+
+
 @pytest.mark.engine
 def test_summary_of_real_folders(matrix):
     folders, model, label = matrix["folders"], matrix["model"], matrix["label"]
@@ -431,24 +452,7 @@ def test_summary_of_real_folders(matrix):
     summary.summarize(list(reversed(folders.values())), again)
     for name in ("summary.json", "index.html", "junit.xml"):
         assert (again / name).read_bytes() == (out / name).read_bytes(), name
-    # JUnit: a suite per cell, the verdict failed unless PASS; Run B's skipped phases skipped
-    suites = {suite.name: suite for suite in JUnitXml.fromfile(str(out / "junit.xml"))}
-    assert set(suites) == {f"{m} @ {t}" for m, t in cells} | {"no report"}
-    verdicts = {
-        name: [r for case in suite if case.name.startswith("verdict") for r in case.result]
-        for name, suite in suites.items()
-        if name != "no report"
-    }
-    assert [r.message for r in verdicts[f"{model} @ gpu-b"]] == [
-        "FAIL SAME_ERROR: "
-        + json.loads((folders["gpu-b"] / "report.json").read_text())["diff_analysis"]["detail"]
-    ]
-    assert verdicts[f"org/other-model @ {label}"] == []
-    assert (
-        sum(isinstance(r, Skipped) for case in suites[f"{model} @ {label}"] for r in case.result)
-        == 2
-    )
-    assert suites["no report"].errors == 1
+    _assert_fleet_junit(out, set(cells), model, label, folders)
 
 
 @pytest.mark.engine
@@ -573,9 +577,8 @@ def test_index_in_a_real_browser(matrix, tmp_path):
             )
             assert embedded == s
             page.screenshot(path=str(tmp_path / "index.png"), full_page=True)
-            assert all(u.startswith("file://") for u in requests), (
-                requests
-            )  # standalone: no network
+            standalone = all(u.startswith("file://") for u in requests)  # no network
+            assert standalone, requests
             # a square's link opens that folder's report
             page.click(f'td.cell[data-target="gpu-b"][data-model="{model}"] a.verdict')
             page.wait_for_selector("#verdict")
