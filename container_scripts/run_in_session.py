@@ -36,6 +36,10 @@ caller go to stderr, each a JSON object after the prefix below: first {"sid": N}
 
 `--reap SID` kills whatever is left of a session and prints the pids it found as JSON (the
 caller's check that nothing is left). Standard library only.
+
+This file is also model-verify's one way to stop processes (`terminate`: SIGTERM, then SIGKILL
+after KILL_GRACE_S): the serve script stops its server with it, and the package loads it for the
+local target and for the batch's cells (`modelverify_kernel.resources.session_helper`).
 """
 
 from __future__ import annotations
@@ -106,6 +110,11 @@ def session_members(sid: int) -> list[int]:
 def group_members(pgid: int) -> list[int]:
     """Pids of every live process in process group `pgid`."""
     return [pid for pid, fields in live_processes().items() if int(fields[2]) == pgid]
+
+
+def child_pids(pid: int) -> list[int]:
+    """Pids of the live children of process `pid` (the roots of `kill_trees` under it)."""
+    return [child for child, fields in live_processes().items() if int(fields[1]) == pid]
 
 
 def terminate(
