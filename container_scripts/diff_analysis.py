@@ -4,8 +4,9 @@
 Prints the seed's diff_analysis fields (conclusion, detail, multichip_component,
 recommended_stack) for two phase result files; exit 0 when the verdict is PASS, 1 when not,
 2 on bad input (one sentence on stderr). It runs on the host, where model-verify keeps the
-results (the seed ran it in the container), and only calls the package's judgement of two
-result files (`modelverify_kernel.pair_verdict`), the same as `model-verify diff`.
+results (the seed ran it in the container; the targets never get a copy), and only calls the
+package's judgement of two result files (`modelverify_kernel.pair_verdict`), the same as
+`model-verify diff`.
 """
 
 from __future__ import annotations

@@ -35,6 +35,8 @@ from .resources import SESSION_HELPER, scripts_dir, session_helper
 
 # The scripts copied into every target (standard library + what vLLM brings).
 SCRIPTS_DIR = scripts_dir()
+# Scripts of that folder that run on the host (they import this package): never copied.
+HOST_SCRIPTS = ("diff_analysis.py",)
 # The session helper, loaded here too: the local target reaps with the same code, the runner
 # judges a timeout with its progress window.
 _session = session_helper()
@@ -389,7 +391,12 @@ class LocalTarget(Target):
 
     def install_scripts(self, src: Path) -> str:
         dest = self.workdir / "container_scripts"
-        shutil.copytree(src, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(
+            src,
+            dest,
+            dirs_exist_ok=True,
+            ignore=shutil.ignore_patterns("__pycache__", *HOST_SCRIPTS),
+        )
         return str(dest)
 
     def path_exists(self, path: str) -> bool:
@@ -620,7 +627,7 @@ class DockerTarget(Target):
         with tarfile.open(fileobj=buf, mode="w") as tar:
 
             def owned(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
-                if "__pycache__" in info.name:
+                if "__pycache__" in info.name or Path(info.name).name in HOST_SCRIPTS:
                     return None
                 info.uid, info.gid, info.uname, info.gname = uid, gid, "", ""
                 return info

@@ -307,6 +307,7 @@ def test_fetch_and_install_scripts(tmp_path):
     try:
         where = t.install_scripts(SCRIPTS_DIR)
         assert os.path.isfile(os.path.join(where, "run_offline_inference.py"))
+        assert not os.path.exists(os.path.join(where, "diff_analysis.py"))  # runs on the host
         assert t.fetch(os.path.join(where, "default_prompts.json"), tmp_path / "p.json")
         assert not t.fetch(os.path.join(where, "nope.json"), tmp_path / "n.json")
     finally:
