@@ -36,6 +36,10 @@ caller go to stderr, each a JSON object after the prefix below: first {"sid": N}
 
 `--reap SID` kills whatever is left of a session and prints the pids it found as JSON (the
 caller's check that nothing is left). Standard library only.
+
+This file is also model-verify's one way to stop processes (`terminate`: SIGTERM, then SIGKILL
+after KILL_GRACE_S): the serve script stops its server with it, and the package loads it for the
+local target and for the batch's cells (`modelverify_kernel.resources.session_helper`).
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 STATUS_PREFIX = "MODELVERIFY-SESSION "
@@ -59,41 +64,117 @@ TIMED_OUT = ("timeout", "silence", "cap")
 WORKDIR_PREFIX = "modelverify-"
 
 
-# The one implementation of the session kill: this script runs standalone inside someone
-# else's container, and modelverify_kernel.target loads these functions for the local target.
-def session_members(sid: int, field: int = 3) -> list[int]:
-    """Pids of every live (non-zombie) process in session `sid`, read from /proc.
+# Seconds between SIGTERM and SIGKILL, wherever model-verify stops processes: a phase's session
+# (timeout, leftovers, --reap), the serve script's server, the batch's cells. One value, so a
+# process that needs time to shut down (vLLM freeing its devices) gets the same time everywhere.
+KILL_GRACE_S = 10.0
+# A kill of processes that kill with grace themselves (the batch stopping a cell, whose session
+# helper stops vLLM): every process gets SIGTERM at once, and the inner kill must have ended (its
+# grace, then KILLED_WAIT_S) before the outer one sends SIGKILL.
+NESTED_KILL_GRACE_S = 2 * KILL_GRACE_S
+# After SIGKILL, how long to wait for the processes to be gone (it only bounds the wait).
+KILLED_WAIT_S = 5.0
 
-    `field=2` reads the process group instead of the session (see `group_members`).
-    """
-    pids = []
+
+# The one implementation of killing with grace: this script runs standalone inside someone
+# else's container, the serve script imports it, and the package loads this file
+# (modelverify_kernel.resources.session_helper) for the local target and the batch.
+def live_processes() -> dict[int, list[str]]:
+    """Every live (non-zombie) process but ours: pid -> the fields of /proc/PID/stat after the
+    command name (state ppid pgrp session ... starttime at index 19)."""
+    table = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        rest = stat.rsplit(")", 1)[1].split()  # state ppid pgrp session ...
-        if int(rest[field]) == sid and rest[0] != "Z":
-            pids.append(int(entry.name))
-    return pids
+        fields = _stat_fields(int(entry.name))
+        if fields is not None:
+            table[int(entry.name)] = fields
+    return table
 
 
-def kill_session(sid: int, grace: float) -> list[int]:
-    """TERM every process of the session, KILL what is left after `grace`; returns the pids found."""
-    found = session_members(sid)
+def _stat_fields(pid: int) -> list[str] | None:
+    """/proc/PID/stat after the command name; None when the process is gone or a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] == "Z" else fields
+
+
+def session_members(sid: int) -> list[int]:
+    """Pids of every live process in session `sid`."""
+    return [pid for pid, fields in live_processes().items() if int(fields[3]) == sid]
+
+
+def group_members(pgid: int) -> list[int]:
+    """Pids of every live process in process group `pgid`."""
+    return [pid for pid, fields in live_processes().items() if int(fields[2]) == pgid]
+
+
+def child_pids(pid: int) -> list[int]:
+    """Pids of the live children of process `pid` (the roots of `kill_trees` under it)."""
+    return [child for child, fields in live_processes().items() if int(fields[1]) == pid]
+
+
+def terminate(
+    members: Callable[[], list[int]], grace: float = KILL_GRACE_S
+) -> tuple[list[int], list[int]]:
+    """TERM every process `members()` lists, KILL those still listed after `grace`.
+
+    `members` is asked again while waiting: a process that ended (or is a zombie waiting for its
+    parent) no longer counts, and the wait ends as soon as none is left. Returns the pids found
+    first and the pids that had to be killed.
+    """
+    found = members()
     for pid in found:
         _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while session_members(sid) and time.monotonic() < deadline:
+    while members() and time.monotonic() < deadline:
         time.sleep(0.1)
-    for pid in session_members(sid):
+    killed = members()
+    for pid in killed:
         _signal(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while session_members(sid) and time.monotonic() < deadline:
+    deadline = time.monotonic() + KILLED_WAIT_S
+    while members() and time.monotonic() < deadline:
         time.sleep(0.05)
-    return found
+    return found, killed
+
+
+def kill_session(sid: int, grace: float = KILL_GRACE_S) -> list[int]:
+    """TERM every process of the session, KILL what is left after `grace`; returns the pids found."""
+    return terminate(lambda: session_members(sid), grace)[0]
+
+
+def kill_trees(roots: list[int], grace: float = NESTED_KILL_GRACE_S) -> list[int]:
+    """TERM every process of the trees under `roots` (roots included), KILL what is left after
+    `grace`; returns the pids found.
+
+    The trees are read once, before the first signal: a child whose parent dies is re-parented
+    and would drop out of a tree read later. A process is known by its pid and start time, so a
+    pid reused meanwhile is never signalled. The default grace is the nested one: such trees
+    (a batch's cells) hold session helpers that kill with grace themselves.
+    """
+    table = live_processes()
+    children: dict[int, list[int]] = {}
+    for pid, fields in table.items():
+        children.setdefault(int(fields[1]), []).append(pid)
+    tree, todo = set(), [pid for pid in roots if pid in table]
+    while todo:
+        pid = todo.pop()
+        if pid not in tree:
+            tree.add(pid)
+            todo += children.get(pid, [])
+    started = {pid: table[pid][19] for pid in tree}
+
+    def members() -> list[int]:
+        return [
+            pid
+            for pid, start in started.items()
+            if (fields := _stat_fields(pid)) is not None and fields[19] == start
+        ]
+
+    return terminate(members, grace)[0]
 
 
 def dump_signal() -> int:
@@ -110,11 +191,6 @@ def _catches(pid: int, sig: int) -> bool:
     except (OSError, ValueError, IndexError):
         pass
     return False
-
-
-def group_members(pgid: int) -> list[int]:
-    """Pids of every live process in process group `pgid`."""
-    return session_members(pgid, field=2)
 
 
 def dump_stacks(sid: int, pause: float = 0.5, budget: float = 15.0) -> list[int]:
@@ -236,7 +312,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--timeout", type=float, default=None, help="seconds before the session is killed"
     )
-    p.add_argument("--grace", type=float, default=10.0, help="seconds between SIGTERM and SIGKILL")
+    p.add_argument(
+        "--grace",
+        type=float,
+        default=KILL_GRACE_S,
+        help=f"seconds between SIGTERM and SIGKILL (default {KILL_GRACE_S:g})",
+    )
     p.add_argument(
         "--cap",
         type=float,
@@ -299,6 +380,46 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(ipc_dir, ignore_errors=True)
 
 
+class Relay:
+    """The command's output copied to ours as it comes, noting when it last came."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc = proc
+        self.start = self.last_output = time.monotonic()
+        self.thread = threading.Thread(target=self._copy, daemon=True)
+        self.thread.start()
+
+    def _copy(self) -> None:
+        assert self.proc.stdout is not None
+        out = sys.stdout.buffer
+        for chunk in iter(lambda: self.proc.stdout.read1(65536), b""):  # type: ignore[union-attr]
+            self.last_output = time.monotonic()
+            out.write(chunk)
+            out.flush()
+
+
+def _wait(args: argparse.Namespace, controller: Controller, relay: Relay) -> str:
+    """Wait for the command to end; how it ended (`ended_by`), the timeout judged on progress."""
+    window = (
+        args.window
+        if args.window is not None
+        else (progress_window(args.timeout) if args.timeout else 5.0)
+    )
+    extended = False
+    while relay.proc.poll() is None:
+        if controller.reason:
+            return controller.reason
+        now = time.monotonic()
+        if args.timeout is not None and now - relay.start >= args.timeout:
+            if args.cap is None or now - relay.last_output > window:
+                return "silence" if extended else "timeout"
+            if now - relay.start >= args.cap:
+                return "cap"
+            extended = True  # still making progress: keep going
+        controller.wake.wait(0.2)
+    return "exit"
+
+
 def _supervise(
     args: argparse.Namespace, controller: Controller, env: dict[str, str], ipc_dir: str | None
 ) -> int:
@@ -316,48 +437,17 @@ def _supervise(
         status(error=f"cannot start {args.command[0]}: {exc}")
         return 127
     status(sid=proc.pid)
-    start = time.monotonic()
-    last_output = [start]
-
-    def relay() -> None:  # the command's output to ours, noting when it last came
-        assert proc.stdout is not None
-        out = sys.stdout.buffer
-        for chunk in iter(lambda: proc.stdout.read1(65536), b""):  # type: ignore[union-attr]
-            last_output[0] = time.monotonic()
-            out.write(chunk)
-            out.flush()
-
-    reader = threading.Thread(target=relay, daemon=True)
-    reader.start()
+    relay = Relay(proc)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda _signum, _frame: controller.stop("terminated"))
     die_with_parent()
     if args.watch_stdin:
         controller.watch_stdin()
-    window = (
-        args.window
-        if args.window is not None
-        else (progress_window(args.timeout) if args.timeout else 5.0)
-    )
-    ended_by, extended = "exit", False
-    while proc.poll() is None:
-        if controller.reason:
-            ended_by = controller.reason
-            break
-        now = time.monotonic()
-        if args.timeout is not None and now - start >= args.timeout:
-            if args.cap is None or now - last_output[0] > window:
-                ended_by = "silence" if extended else "timeout"
-                break
-            if now - start >= args.cap:
-                ended_by = "cap"
-                break
-            extended = True  # still making progress: keep going
-        controller.wake.wait(0.2)
+    ended_by = _wait(args, controller, relay)
     timed_out = ended_by in TIMED_OUT
     timeout_at = time.time() if timed_out else None  # the caller compares it with its own clock
-    ran_s = round(time.monotonic() - start, 3)
-    idle_s = round(time.monotonic() - last_output[0], 3)
+    ran_s = round(time.monotonic() - relay.start, 3)
+    idle_s = round(time.monotonic() - relay.last_output, 3)
     dumped = dump_stacks(proc.pid) if timed_out else []
     if dumped:
         time.sleep(1.0)  # let the last dump reach the output
@@ -370,8 +460,7 @@ def _supervise(
             shutil.rmtree(ipc_dir, ignore_errors=True)
         os._exit(128 + signal.SIGTERM)
     code = proc.wait()
-    reader.join(5)
-    remaining = session_members(proc.pid)
+    relay.thread.join(5)
     status(
         exit_code=None if timed_out else code,
         timed_out=timed_out,
@@ -381,7 +470,7 @@ def _supervise(
         idle_s=idle_s if timed_out else None,
         dumped=dumped,
         leftovers=leftovers,
-        remaining=remaining,
+        remaining=session_members(proc.pid),
     )
     if timed_out:
         return TIMEOUT_EXIT

@@ -35,7 +35,6 @@ LOCK_FILE = (
     ".batch.lock"  # held while a batch runs in OUT: a second one would move live cell folders
 )
 CELL_LOG = "batch-cell.log"  # the cell process's own output (papermill's), inside the cell folder
-KILL_GRACE_S = 20.0  # a phase's session helper needs its own grace (10 s) to stop vLLM
 
 
 def finished_report(cell_dir: Path) -> dict | None:
@@ -109,30 +108,15 @@ def stale(cell: Cell, out: Path, records: Mapping[str, dict]) -> list[str]:
     return changed_parameters(ran_with, cell.parameters)
 
 
-def terminate_trees(pids: list[int], grace: float = KILL_GRACE_S) -> None:
+def terminate_trees(pids: list[int]) -> None:
     """SIGTERM every process of these trees (a cell, papermill, its kernel in a session of its
-    own, the phase's session helper and vLLM), SIGKILL what is left after `grace`."""
-    import psutil
+    own, the phase's session helper and vLLM), SIGKILL what is left after the nested grace.
 
-    procs = []
-    for pid in pids:
-        try:
-            root = psutil.Process(pid)
-            procs += [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            continue
-    for p in procs:
-        try:
-            p.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=grace)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=grace)
+    The one kill-with-grace implementation, `run_in_session.kill_trees`: the helper inside the
+    trees kills its session with the same code and waits the plain grace first."""
+    from .resources import session_helper
+
+    session_helper().kill_trees(pids)
 
 
 def cell_command(cell: Cell) -> list[str]:
@@ -454,7 +438,9 @@ def _cell_main(argv: list[str]) -> int:
         return 1  # the batch died before we got here
 
     def on_term(*_: Any) -> None:
-        terminate_trees([p.pid for p in __import__("psutil").Process().children(recursive=True)])
+        from .resources import session_helper
+
+        terminate_trees(session_helper().child_pids(os.getpid()))
         os._exit(128 + signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, on_term)

@@ -9,12 +9,15 @@ package on PYTHONPATH) has no such folders inside the package and uses the top-l
 
 from __future__ import annotations
 
+import importlib.util
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
+from types import ModuleType
 
 PACKAGE = "modelverify_kernel"
 NOTEBOOK = "verify.ipynb"
+SESSION_HELPER = "run_in_session.py"
 
 
 @cache
@@ -45,3 +48,21 @@ def references_dir() -> Path:
 def notebook_path() -> Path:
     """`notebooks/verify.ipynb`: the master notebook `model-verify run` executes."""
     return _folder("notebooks") / NOTEBOOK
+
+
+@cache
+def session_helper() -> ModuleType:
+    """`container_scripts/run_in_session.py` loaded as a module: the one implementation of the
+    process session and of killing with grace (`terminate`, `kill_session`, `kill_trees`,
+    `KILL_GRACE_S`).
+
+    The script runs standalone inside containers (standard library only); the local target and
+    the batch load the same file rather than keep a second copy.
+    """
+    spec = importlib.util.spec_from_file_location(
+        "modelverify_run_in_session", scripts_dir() / SESSION_HELPER
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

