@@ -7,7 +7,6 @@ refused parameter or fail_on, `summarize --fail-on`); 2 bad input, one sentence 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -19,52 +18,11 @@ from .options import OPTION
 def diff(path_a: str, path_b: str) -> int:
     """Print the seed's diff_analysis fields for two phase results; exit 0 when the verdict is PASS.
 
-    The same rules as the notebook: outputs compared, each run's recorded stack evidence assessed
-    and put through the gate.
+    The same rules as the notebook (pair_verdict, also behind container_scripts/diff_analysis.py).
     """
-    from . import compare, stack
-    from .runs import from_result_file
-    from .verdict import decide
+    from .pair_verdict import print_verdict
 
-    phases = {}
-    for run, path in (("run_a", Path(path_a)), ("run_b", Path(path_b))):
-        try:
-            phases[run] = from_result_file(run, path)
-        except OSError as exc:
-            raise UserError(
-                f"Cannot read {path}: {exc.strerror}; give a phase result JSON."
-            ) from None
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path} is not JSON ({exc.msg}); give a phase result JSON.") from None
-    activity = {}
-    for run, pr in phases.items():
-        events = pr.result.get("stack_evidence") or []
-        activity[run] = stack.assess(
-            events,
-            stack.claims_in_log(pr.log),
-            pr.result.get("tp"),
-            stack.engine_environment(events).get("FLAGCX_PATH"),
-        )
-    a, b = phases["run_a"], phases["run_b"]
-    comparisons = (
-        [
-            compare.compare_phase(
-                a.phase, a.result.get("outputs") or [], b.result.get("outputs") or []
-            )
-        ]
-        if a.status == b.status == "PASS"
-        else []
-    )
-    v = decide(
-        {"phase": a},
-        {"phase": b},
-        comparisons=comparisons,
-        gate=stack.gate(activity["run_a"], activity["run_b"]),
-    )
-    out = v.to_dict()
-    out["errors"] = {run: pr.diagnosis for run, pr in phases.items() if pr.diagnosis}
-    print(json.dumps(out, indent=2))
-    return 0 if v.status == "PASS" else 1
+    return print_verdict(path_a, path_b)
 
 
 def render(out_dir: str, junit: str | None) -> int:
@@ -285,7 +243,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return demo_main([args.dest])
     if args.command == "classify":
-        from .classify import cli_classify
+        from .analysis.cli import cli_classify
 
         return cli_classify(args.paths, args.json)
     if args.command == "diff":

@@ -176,10 +176,10 @@ def _free_port() -> int:
 def _serve_module():
     sys.path.insert(0, str(SCRIPTS_DIR))
     try:
-        import test_serve_mode
+        import run_serve
     finally:
         sys.path.remove(str(SCRIPTS_DIR))
-    return test_serve_mode
+    return run_serve
 
 
 @pytest.mark.process

@@ -184,7 +184,7 @@ def test_docker_phase_reproduce_follows_the_latest_attempt():
         {"model_path": "/m", "container": "c1", "docker_host": "tcp://gpu:2375", "env": {"K": "1"}}
     )
     serve = {
-        "command": "python3 /tmp/gone/test_serve_mode.py --model /m --output /tmp/gone/x.json".split(),
+        "command": "python3 /tmp/gone/run_serve.py --model /m --output /tmp/gone/x.json".split(),
         "env": {"set": {"USE_FLAGGEMS": "1", "FLAGGEMS_OPS": "-addmm"}, "unset": ["FLAGCX_PATH"]},
         "overrides": {"serve_timeout": 900},
         "attempt": 2,
@@ -218,7 +218,7 @@ def test_docker_phase_reproduce_follows_the_latest_attempt():
         == (
             "docker -H tcp://gpu:2375 exec c1 env -u FLAGCX_PATH K=1 USE_FLAGGEMS=1 FLAGGEMS_OPS=-addmm "
             f"python3 {scripts}/run_in_session.py --timeout 900 --cap 1800 -- "
-            f"python3 {scripts}/test_serve_mode.py --model /m --output /tmp/model-verify-run_b_serve.json"
+            f"python3 {scripts}/run_serve.py --model /m --output /tmp/model-verify-run_b_serve.json"
         ).split()
     )
     data["environment"]["target"].update(
@@ -316,7 +316,7 @@ def test_wheel_installs_into_a_fresh_venv_and_classifies(tmp_path):
     assert found["kernels"] > 1000  # the kernel index ships with the rule tables
     assert {
         "run_offline_inference.py",
-        "test_serve_mode.py",
+        "run_serve.py",
         "run_in_session.py",
         "evidence_hook",
     } <= set(found["copied"])
