@@ -21,7 +21,7 @@ TEST_STACK := $(VENV)/test-stack
 FLAGGEMS   := flag-gems==5.0.2
 TRITON     := triton==3.9.0
 
-.PHONY: setup demo test test-fast test-unit test-process clean docker-deps browser-deps
+.PHONY: setup demo test test-fast test-unit test-process lint clean docker-deps browser-deps
 
 setup: $(STAMP)
 
@@ -62,11 +62,18 @@ browser-deps:
 # run side by side on two cores; tests that share a costly fixture stay on one worker (conftest).
 TEST_WORKERS ?= 2
 
-test: $(STAMP) $(TEST_STACK)/.installed docker-deps browser-deps
+test: $(STAMP) $(TEST_STACK)/.installed docker-deps browser-deps lint
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
+# The lint gate (pyproject.toml [tool.ruff]): style, imports, complexity <= 15, formatting.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
 # Kinds of tests (pyproject.toml markers): unit (pure, seconds), process, engine, docker, browser.
-test-fast test-unit: $(STAMP)
+test-fast: lint test-unit
+
+test-unit: $(STAMP)
 	$(PY) -m pytest -m unit
 
 test-process: $(STAMP)
