@@ -24,11 +24,22 @@ import jinja2
 import jsonschema
 import pandas as pd
 
-from . import stack
+from .analysis import gate
+from .analysis.judge import Judgement
 from .classify import strip_ansi
 from .errors import UserError
 from .params import Params
-from .records import Bisection, PhaseResult, RunSpec, Verdict, headline, now, run_status, to_json
+from .records import (
+    Bisection,
+    Evidence,
+    PhaseResult,
+    RunSpec,
+    Verdict,
+    headline,
+    now,
+    run_status,
+    to_json,
+)
 from .vocabulary import HTML_NAME, JSON_NAME, PHASE_TIMEOUT_PARAM, PHASES, Layout
 
 SCHEMA_VERSION = "1.3"
@@ -172,106 +183,106 @@ def _run_section(
     return section
 
 
-def build_report(
-    params: Params,
-    *,
-    started_at: str,
-    target: dict[str, Any],
-    probe: dict[str, Any] | None,
-    model_step: dict[str, Any] | None,
-    tp: int | None,
-    runs: Mapping[str, Mapping[str, PhaseResult]],
-    specs: Iterable[RunSpec],
-    device_plan: Mapping[str, Any] | None = None,
-    engine_env: Mapping[str, Mapping[str, Any]] | None = None,
-    gate: Mapping[str, Any] | None = None,
-    warnings: list[str] | None = None,
-    skip_reason: str | None = None,
-    verdict: Verdict,
-    precheck_error: str | None = None,
-    comparisons: list[dict[str, Any]] | None = None,
-    activity: dict[str, dict[str, Any]] | None = None,
-    notebook: str | None = None,
-    attempts: Iterable[PhaseResult] = (),
-    bisection: Bisection | None = None,
+def _artifacts(
+    latest: Mapping[str, Mapping[str, PhaseResult]], out_dir: Path, notebook: str | None
 ) -> dict[str, Any]:
-    out_dir = params.output_path
-    specs = {s.name: s for s in specs}
+    """Where each log and result file of the latest attempts (and the probe's, the download's) is."""
     logs, results = {}, {}
-    for phases in runs.values():
+    for phases in latest.values():
         for p in phases.values():
             if p.log:
                 logs[p.key] = _rel(p.log, out_dir)
             if p.result_file:
                 results[p.key] = _rel(p.result_file, out_dir)
+    layout = Layout(out_dir)
     for name in ("probe", "download"):
-        layout = Layout(out_dir)
         if layout.step_log(name).exists():
             logs[name] = _rel(str(layout.step_log(name)), out_dir)
         if layout.step_result(name).exists():
             results[name] = _rel(str(layout.step_result(name)), out_dir)
-    report: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
-        "status": verdict.status,
-        "stage": "model-verify",
-        "model": params.model_path,
-        "tensor_parallel_size": tp,
+    return {
+        "report_json": JSON_NAME,
+        "report_html": HTML_NAME,
+        "notebook": _rel(notebook, out_dir) if notebook else None,
+        "logs": logs,
+        "results": results,
     }
-    for name, key in SEED_RUN_KEYS.items():
-        report[key] = _run_section(
-            specs[name], runs[name], out_dir, skip_reason, (engine_env or {}).get(name)
-        )
-    report["diff_analysis"] = {
+
+
+def _diff_analysis(verdict: Verdict, bisection: Bisection | None) -> dict[str, Any]:
+    found = bisection is not None and bisection.status == "found"
+    return {
         "conclusion": verdict.conclusion,
         "detail": verdict.detail,
         "multichip_component": verdict.multichip_component,
         "recommended_stack": verdict.recommended_stack,
         "component": verdict.component,
-        "culprit_ops": list(bisection.culprit_ops)
-        if bisection and bisection.status == "found"
-        else [],
+        "culprit_ops": list(bisection.culprit_ops) if found and bisection else [],
         "blacklist": bisection.blacklist if bisection else None,
     }
+
+
+NOT_PLANNED = {
+    "parallel": False,
+    "reason": "not planned",
+    "variable": None,
+    "run_a": None,
+    "run_b": None,
+}
+NO_GATE = {"passed": False, "strength": "none", "evidence": [], "run_a_not_base": []}
+
+
+def build(
+    evidence: Evidence, judgement: Judgement, *, notebook: str | None = None
+) -> dict[str, Any]:
+    """The report: the evidence (what ran, what it recorded) beside its judgement."""
+    parameters = evidence.parameters
+    out_dir = Path(parameters["output_dir"]).resolve()
+    specs = {s.name: s for s in evidence.specs}
+    verdict = judgement.verdict
+    report: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "status": verdict.status,
+        "stage": "model-verify",
+        "model": parameters["model_path"],
+        "tensor_parallel_size": evidence.tp,
+    }
+    for name, key in SEED_RUN_KEYS.items():
+        report[key] = _run_section(
+            specs[name],
+            evidence.runs[name],
+            out_dir,
+            evidence.run_b_skip,
+            judgement.engine_env.get(name),
+        )
+    report["diff_analysis"] = _diff_analysis(verdict, evidence.bisection)
+    target = evidence.target
     report.update(
-        output_comparison=comparisons or [],
-        stack_activity=activity or {},
-        stack_gate=dict(
-            gate or {"passed": False, "strength": "none", "evidence": [], "run_a_not_base": []}
-        ),
-        warnings=list(warnings or []),
-        parameters=params.to_dict(),
+        output_comparison=[c.to_dict() for c in judgement.comparisons],
+        stack_activity={run: gate.to_dict(a) for run, a in judgement.activity.items()},
+        stack_gate=judgement.gate.to_dict() if judgement.gate else dict(NO_GATE),
+        warnings=list(judgement.warnings),
+        parameters=dict(parameters),
         environment={
             "target": {
                 **target,
-                "label": target_label(params.to_dict(), target, socket.gethostname()),
+                "label": target_label(parameters, target, socket.gethostname()),
             },
-            "probe": probe,
+            "probe": evidence.probe,
         },
-        model_resolution=model_step,
-        parallel_runs=dict(
-            device_plan
-            or {
-                "parallel": False,
-                "reason": "not planned",
-                "variable": None,
-                "run_a": None,
-                "run_b": None,
-            }
-        ),
-        precheck={"status": "FAIL" if precheck_error else "PASS", "error": precheck_error},
-        artifacts={
-            "report_json": JSON_NAME,
-            "report_html": HTML_NAME,
-            "notebook": _rel(notebook, out_dir) if notebook else None,
-            "logs": logs,
-            "results": results,
+        model_resolution=evidence.model,
+        parallel_runs=dict(evidence.device_plan or NOT_PLANNED),
+        precheck={
+            "status": "FAIL" if evidence.precheck_error else "PASS",
+            "error": evidence.precheck_error,
         },
+        artifacts=_artifacts(evidence.runs, out_dir, notebook),
         tool=tool_info(),
-        started_at=started_at,
+        started_at=evidence.started_at,
         finished_at=now(),
     )
-    report["attempts"] = [_attempt_entry(p, out_dir) for p in attempts]
-    report["bisection"] = _bisection_entry(bisection)
+    report["attempts"] = [_attempt_entry(p, out_dir) for p in evidence.attempts]
+    report["bisection"] = _bisection_entry(evidence.bisection)
     report["reproduce"] = reproduce(report)
     return report
 
@@ -598,7 +609,7 @@ def flags_table(report: Mapping[str, Any]) -> pd.DataFrame:
             asked = (
                 "unset"
                 if name in env["unset"]
-                else stack.env_text(env["set"][name])
+                else gate.env_text(env["set"][name])
                 if name in env["set"]
                 else "(inherited)"
             )
@@ -608,7 +619,7 @@ def flags_table(report: Mapping[str, Any]) -> pd.DataFrame:
                     "run": title,
                     "variable": name,
                     "asked": asked,
-                    "engine saw": stack.env_text(seen[name])
+                    "engine saw": gate.env_text(seen[name])
                     if name in seen
                     else "(not recorded)"
                     if ran

@@ -17,9 +17,11 @@ from pathlib import Path
 import pytest
 from conftest import wait_until
 
+from modelverify_kernel.analysis.judge import judge_attempt
 from modelverify_kernel.classify import classify_log
-from modelverify_kernel.runs import PhaseResult, _timed_out
-from modelverify_kernel.target import SCRIPTS_DIR, ExecResult
+from modelverify_kernel.records import PhaseExit, PhaseResult
+from modelverify_kernel.runs import progress_window
+from modelverify_kernel.target import SCRIPTS_DIR
 
 HELPER = SCRIPTS_DIR / "run_in_session.py"
 HOOK = SCRIPTS_DIR / "evidence_hook"
@@ -108,33 +110,37 @@ def test_a_hang_leaves_every_threads_stack_and_is_attributed_to_the_frame_it_wai
     assert any("vllm_fl/__init__.py" in e for e in diag.evidence), diag
 
 
+def _timed_out(log: Path, cap: float, **facts) -> PhaseResult:
+    """A timed-out attempt of run_b offline (offline_timeout=10 s) judged from its raw facts."""
+    exit_facts = PhaseExit(
+        timeout=10,
+        timeout_param="offline_timeout",
+        cap=cap,
+        last_line="compiling 99",
+        progress_window=progress_window(10),
+        **facts,
+    )
+    pr = PhaseResult(
+        run="run_b",
+        phase="offline",
+        log=str(log),
+        exit_code=None,
+        timed_out=True,
+        duration_s=40.0,
+        exit=exit_facts,
+    )
+    return judge_attempt(pr)
+
+
 def test_hang_diagnosis_on_the_host(tmp_path: Path) -> None:
     """The host's judgement of a timeout: cap → no blame; silence → the stacks decide, else unknown."""
     log = tmp_path / "run_b_offline.log"
     log.write_text("loading\n", encoding="utf-8")
-    base = dict(
-        argv=[],
-        exit_code=None,
-        timed_out=True,
-        duration_s=40.0,
-        log_path=log,
-        last_line="compiling 99",
-    )
-    pr = PhaseResult(run="run_b", phase="offline", log=str(log))
-    pr = _timed_out(
-        pr, ExecResult(**base, idle_s=0.4, ended_by="cap", ran_s=40.0), "offline_timeout", 10, 40
-    )
+    pr = _timed_out(log, 40, idle_s=0.4, ended_by="cap", ran_s=40.0)
     assert (pr.diagnosis["component"], pr.diagnosis["rule"]) == ("none", "TIMEOUT-CAP")
     assert "timeout_cap=40 s" in pr.error and "still making progress" in pr.error
 
-    pr = PhaseResult(run="run_b", phase="offline", log=str(log))
-    pr = _timed_out(
-        pr,
-        ExecResult(**base, idle_s=45.0, ended_by="timeout", ran_s=10.0),
-        "offline_timeout",
-        10,
-        40,
-    )
+    pr = _timed_out(log, 40, idle_s=45.0, ended_by="timeout", ran_s=10.0)
     assert (pr.diagnosis["component"], pr.diagnosis["rule"]) == (
         "unknown",
         "TIMEOUT-HANG",
@@ -154,14 +160,7 @@ def test_hang_diagnosis_on_the_host(tmp_path: Path) -> None:
         '  File "/usr/lib/python3.12/site-packages/vllm/v1/worker/gpu_model_runner.py", line 2300 in _dummy_run\n',
         encoding="utf-8",
     )
-    pr = PhaseResult(run="run_b", phase="offline", log=str(log))
-    pr = _timed_out(
-        pr,
-        ExecResult(**base, idle_s=45.0, ended_by="silence", ran_s=60.0, dumped=[7, 9]),
-        "offline_timeout",
-        10,
-        400,
-    )
+    pr = _timed_out(log, 400, idle_s=45.0, ended_by="silence", ran_s=60.0, dumped=2)
     assert pr.diagnosis["component"] == "FlagTree", pr.diagnosis  # it waited in the Triton compiler
     assert pr.diagnosis["culprit_op"] == "mm"
     assert "then hung" in pr.error and "stacks of 2 process(es)" in pr.error
