@@ -174,9 +174,10 @@ def test_executed_notebook_reexecutes_cell_by_cell_in_the_same_kernel(tmp_path):
 
 @pytest.mark.engine
 def test_debug_rerun_changes_one_thing_and_the_report_lists_both_attempts(tmp_path, demo_model):
-    """Run A fails on an engine argument vLLM rejects; the notebook's debugging cell re-runs its
-    offline phase with good arguments: attempt 2 passes, attempt 1's log is kept, the verdict is
-    judged on the latest attempt, and the report (and its rebuild from disk) lists both."""
+    """Run A fails on an engine argument vLLM rejects; `v.run_phase` re-runs its offline phase
+    with good arguments (on the verification the notebook left, resumed from disk): attempt 2
+    passes, attempt 1's log is kept, the verdict is judged on the latest attempt, and the report
+    (and its rebuild from disk) lists both."""
     out_dir = tmp_path / "report"
     pm.execute_notebook(
         str(NOTEBOOK),
@@ -191,10 +192,15 @@ def test_debug_rerun_changes_one_thing_and_the_report_lists_both_attempts(tmp_pa
             run_b="never",
             max_model_len=512,
             extra_vllm_args=["--enforce-eager", "--no-such-engine-flag"],
-            debug_rerun="run_a:offline",
-            debug_extra_vllm_args=DEMO_ENGINE_ARGS,
         ),
     )
+    seen = []
+    v = Verification.resume(out_dir)
+    v.on_attempt = seen.append
+    attempt = v.run_phase("run_a", "offline", extra_vllm_args=DEMO_ENGINE_ARGS)
+    v.report()
+    v.close()
+    assert seen == [attempt] and attempt.attempt == 2
     data = json.loads((out_dir / "report.json").read_text())
     report.validate(data)
     offline = [a for a in data["attempts"] if (a["run"], a["phase"]) == ("run_a", "offline")]

@@ -158,10 +158,9 @@ def comparisons(evidence: Evidence) -> list[PhaseComparison]:
         }
         for run, phases in evidence.runs.items()
     }
-    shared = [ph for ph in PHASES if ph in outputs["run_a"] and ph in outputs["run_b"]]
-    return [
-        compare.compare_phase(ph, outputs["run_a"][ph], outputs["run_b"][ph], tol) for ph in shared
-    ]
+    a, b = outputs.get("run_a", {}), outputs.get("run_b", {})
+    shared = [ph for ph in PHASES if ph in a and ph in b]
+    return [compare.compare_phase(ph, a[ph], b[ph], tol) for ph in shared]
 
 
 def activity(
@@ -229,11 +228,12 @@ def warnings(evidence: Evidence) -> list[str]:
 def judge(evidence: Evidence) -> Judgement:
     """The verdict and everything it rests on, from the latest attempt of each phase."""
     notes = warnings(evidence) if evidence.specs else []
-    if evidence.precheck_error:
-        return Judgement(verdict.precheck_failed(evidence.precheck_error), warnings=notes)
     compared = comparisons(evidence)
     found, engine_env = activity(evidence)
     g = gate.gate(found.get("run_a"), found.get("run_b"))
+    if evidence.precheck_error:  # the runs never started: what they show is judged all the same
+        decided = verdict.precheck_failed(evidence.precheck_error)
+        return Judgement(decided, compared, found, engine_env, g, notes)
     decided = verdict.decide(
         evidence.runs["run_a"],
         evidence.runs["run_b"],
