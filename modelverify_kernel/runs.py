@@ -15,7 +15,7 @@ from typing import Any
 
 from .params import Params
 from .records import PhaseExit, PhaseResult, RunSpec, now, read, skipped, write
-from .target import Target
+from .target import ExecResult, Target
 from .target import progress_window as _progress_window
 from .vocabulary import (
     CPU_CORES_VARIABLE,
@@ -130,6 +130,37 @@ def _id_list(value: str) -> list[str]:
     return out
 
 
+def _device_pool(
+    params: Params, devices: Mapping[str, Any], variable: str, cpu: bool
+) -> tuple[list[str], str] | str:
+    """The devices (or cores) the two runs split, and where that pool came from; or why the runs
+    go one after the other."""
+    if variable in params.env:
+        pool, source = _id_list(params.env[variable]), f"{variable}={params.env[variable]} (env)"
+        if cpu and not all(c.isdigit() for c in pool):
+            return f"{source} is not a core list: one run after the other"
+        return pool, source
+    if cpu:
+        cores = devices.get("cores") or list(range(int(devices.get("cpus") or 1)))
+        return [str(c) for c in cores], f"{len(cores)} cores"
+    if isinstance(devices.get("count"), int):
+        return [str(i) for i in range(devices["count"])], f"{devices['count']} devices"
+    return f"the probe could not count the devices ({devices.get('tool')}): one run after the other"
+
+
+def _split(pool: list[str], tp: int, cpu: bool) -> dict[str, str]:
+    """Run A's and Run B's share of the pool: TP devices each, or half the cores, one core list
+    per TP rank."""
+    if not cpu:
+        return {"run_a": ",".join(pool[:tp]), "run_b": ",".join(pool[tp : 2 * tp])}
+    size = len(pool) // 2 // tp  # cores per TP rank
+    a, b = (pool[h * tp * size : (h + 1) * tp * size] for h in (0, 1))
+    return {
+        name: "|".join(",".join(half[r * size : (r + 1) * size]) for r in range(tp))
+        for name, half in (("run_a", a), ("run_b", b))
+    }
+
+
 def device_plan(
     params: Params, probe_data: Mapping[str, Any] | None, tp: int | None, run_b_runs: bool
 ) -> dict[str, Any]:
@@ -170,30 +201,13 @@ def device_plan(
             f"{variable} is chosen per run ({', '.join(f'{n}_env' for n in per_run) or 'run_*_unset'}): "
             "the runs keep the devices given and run one after the other"
         )
-    if variable in params.env:
-        pool, source = _id_list(params.env[variable]), f"{variable}={params.env[variable]} (env)"
-        if cpu and not all(c.isdigit() for c in pool):
-            return serial(f"{source} is not a core list: one run after the other")
-    elif cpu:
-        cores = devices.get("cores") or list(range(int(devices.get("cpus") or 1)))
-        pool, source = [str(c) for c in cores], f"{len(cores)} cores"
-    elif isinstance(devices.get("count"), int):
-        pool, source = [str(i) for i in range(devices["count"])], f"{devices['count']} devices"
-    else:
-        return serial(
-            f"the probe could not count the devices ({devices.get('tool')}): one run after the other"
-        )
+    found = _device_pool(params, devices, variable, cpu)
+    if isinstance(found, str):
+        return serial(found)
+    pool, source = found
     if len(pool) < 2 * tp:
         return serial(f"{source} < 2 × TP={tp}: one run after the other")
-    if cpu:
-        size = len(pool) // 2 // tp  # cores per TP rank
-        a, b = (pool[h * tp * size : (h + 1) * tp * size] for h in (0, 1))
-        value = {
-            name: "|".join(",".join(half[r * size : (r + 1) * size]) for r in range(tp))
-            for name, half in (("run_a", a), ("run_b", b))
-        }
-    else:
-        value = {"run_a": ",".join(pool[:tp]), "run_b": ",".join(pool[tp : 2 * tp])}
+    value = _split(pool, tp, cpu)
     return {
         "parallel": True,
         "variable": variable,
@@ -300,12 +314,11 @@ def run_phase(
     attempt: int = 1,
     overrides: dict[str, Any] | None = None,
 ) -> PhaseResult:
-    """Run one attempt of one phase and record how it ended: raw facts only, never an exception.
+    """Run one attempt of one phase; record how it ended as raw facts, never an exception.
 
-    Status, error and diagnosis are judgement (`analysis.judge.judge_attempt`), made by the
-    driver. Each attempt has its own log, result and record file (vocabulary.Layout), so a
-    re-run made while debugging never overwrites what an earlier attempt showed; the record is
-    written the moment the phase ends.
+    Status, error and diagnosis are the driver's judgement (`analysis.judge.judge_attempt`).
+    Each attempt has its own log, result and record file (vocabulary.Layout), written the moment
+    the phase ends, so a debugging re-run never overwrites what an earlier attempt showed.
     """
     layout = Layout(out_dir)
     key = f"{spec.name}_{phase}"
@@ -317,16 +330,14 @@ def run_phase(
     command = phase_argv(params, target, scripts, phase, model, tp, remote)
     timeout = params.offline_timeout if phase == "offline" else params.serve_timeout
     cap = max(params.timeout_cap, timeout)
-    env_set = {**params.env, **spec.env_set}
     started_at = now()
+    env_set = {**params.env, **spec.env_set}
     res = target.run(
         command, env_set=env_set, env_unset=spec.env_unset, timeout=timeout, log_path=log, cap=cap
     )
-    result, result_error, result_file = {}, None, None
-    if target.fetch(remote, local):
-        result, result_error = _read_result(local)
-        result_file = str(local)
-    elif not res.timed_out:
+    fetched = target.fetch(remote, local)
+    result, result_error = _read_result(local) if fetched else ({}, None)
+    if not fetched and not res.timed_out:
         result_error = (
             f"the phase wrote no result file {local.name} (exit code {res.exit_code}); "
             f"its log is {log}"
@@ -341,27 +352,34 @@ def run_phase(
         timed_out=res.timed_out,
         command=command,
         log=str(log),
-        result_file=result_file,
+        result_file=str(local) if fetched else None,
         result=result,
         leftover_pids=res.leftovers,
         attempt=attempt,
         overrides=dict(overrides or {}),
         env={"set": dict(spec.env_set), "unset": list(spec.env_unset)},
-        exit=PhaseExit(
-            timeout=timeout,
-            timeout_param=timeout_param(phase),
-            cap=cap,
-            ended_by=res.ended_by,
-            idle_s=res.idle_s,
-            ran_s=res.ran_s,
-            last_line=res.last_line,
-            progress_window=progress_window(timeout),
-            dumped=len(res.dumped),
-            result_error=result_error,
-        ),
+        exit=_exit_facts(res, phase, timeout, cap, result_error),
     )
     save_phase(pr, out_dir)
     return pr
+
+
+def _exit_facts(
+    res: ExecResult, phase: str, timeout: float, cap: float, result_error: str | None
+) -> PhaseExit:
+    """How the phase's session ended, as the session helper told it."""
+    return PhaseExit(
+        timeout=timeout,
+        timeout_param=timeout_param(phase),
+        cap=cap,
+        ended_by=res.ended_by,
+        idle_s=res.idle_s,
+        ran_s=res.ran_s,
+        last_line=res.last_line,
+        progress_window=progress_window(timeout),
+        dumped=len(res.dumped),
+        result_error=result_error,
+    )
 
 
 def _read_result(local: Path) -> tuple[dict[str, Any], str | None]:

@@ -29,6 +29,7 @@ from conftest import (
     wait_until,
 )
 
+from modelverify_kernel.analysis.judge import judge_attempt
 from modelverify_kernel.params import validate
 from modelverify_kernel.pipeline import Verification
 from modelverify_kernel.runs import RunSpec, run_phase
@@ -55,8 +56,10 @@ def _phase(params, phase, run_env=None, kill_grace=3.0):
     target = LocalTarget(kill_grace=kill_grace, work_root=params.output_path / ".work")
     try:
         scripts = target.install_scripts(SCRIPTS_DIR)
-        return run_phase(
-            params, target, scripts, spec, phase, params.model_path, 1, params.output_path
+        return judge_attempt(  # the runner records, the analysis judges
+            run_phase(
+                params, target, scripts, spec, phase, params.model_path, 1, params.output_path
+            )
         )
     finally:
         target.cleanup()

@@ -211,7 +211,7 @@ def test_health_timeout_gets_the_same_hang_vs_progress_judgement(
 
 
 def test_the_report_says_how_long_a_slow_phase_took_and_why() -> None:
-    from modelverify_kernel.report import _row
+    from modelverify_kernel.report_views import _row
 
     pr = PhaseResult(
         run="run_b",
@@ -254,15 +254,17 @@ def _run_b_phase_with_plugin(
     spec = RunSpec("run_b", "Run B", {"USE_FLAGGEMS": "1", "VLLM_PLUGINS": "fl"}, ())
     target = LocalTarget(kill_grace=3.0, work_root=params.output_path / ".work")
     try:
-        return run_phase(
-            params,
-            target,
-            target.install_scripts(SCRIPTS_DIR),
-            spec,
-            phase,
-            str(demo_model),
-            1,
-            params.output_path,
+        return judge_attempt(  # the runner records, the analysis judges
+            run_phase(
+                params,
+                target,
+                target.install_scripts(SCRIPTS_DIR),
+                spec,
+                phase,
+                str(demo_model),
+                1,
+                params.output_path,
+            )
         )
     finally:
         target.cleanup()

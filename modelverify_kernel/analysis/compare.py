@@ -298,6 +298,44 @@ def _shifts(
     return chosen, shared, span
 
 
+def _aggregate_detail(
+    reason: str | None,
+    flipped: int,
+    prompts: int,
+    shared: list[float],
+    positions: int,
+    tol: Tolerances,
+) -> str:
+    """The aggregate judgement in one sentence with its figures (the verdict quotes it)."""
+    p90, median = _quantile(shared, 0.9), _quantile(shared, 0.5)
+    figures = (
+        f"{flipped}/{prompts} prompts flipped; the logprobs of the top-k tokens both runs list "
+        + (
+            f"moved by median {median:.4f}, p90 {p90:.4f}, max {max(shared):.4f} nats "
+            f"({len(shared)} values at {positions} positions with the same context)"
+            if shared
+            else "could not be compared (no position with the same context)"
+        )
+    )
+    if reason == "shift":
+        return (
+            f"{figures} — a systematic shift: the p90 is above {tol.systematic_shift} nats, more than "
+            f"a correct but different kernel moved even its largest logprob in calibration."
+        )
+    if reason == "flips":
+        return (
+            f"{figures} — systematic: {flipped} of {prompts} prompts flipped "
+            f"(limit {tol.flip_fraction:.0%}) while the median shift is above {tol.flip_median} nats, "
+            f"which ties alone do not do."
+        )
+    if len(shared) < tol.min_shifts:
+        return f"{figures} — too few values to judge the distribution; no sign of systematic drift."
+    return (
+        f"{figures} — within the noise of a correct but different kernel "
+        f"(p90 limit {tol.systematic_shift} nats)."
+    )
+
+
 def aggregate_judgement(
     prompts: Sequence[PromptComparison],
     outputs_a: Sequence[dict],
@@ -335,8 +373,8 @@ def aggregate_judgement(
             "min_prompts_for_flips": tol.min_prompts_for_flips,
         },
     )
-    systematic, reason = False, None
     p90, median = _quantile(shared, 0.9), _quantile(shared, 0.5)
+    systematic, reason = False, None
     if len(shared) >= tol.min_shifts and p90 is not None and p90 > tol.systematic_shift:
         systematic, reason = True, "shift"
     elif (
@@ -346,35 +384,7 @@ def aggregate_judgement(
         and median > tol.flip_median
     ):
         systematic, reason = True, "flips"
-    figures = (
-        f"{flipped}/{len(prompts)} prompts flipped; the logprobs of the top-k tokens both runs list "
-        + (
-            f"moved by median {median:.4f}, p90 {p90:.4f}, max {max(shared):.4f} nats "
-            f"({len(shared)} values at {positions} positions with the same context)"
-            if shared
-            else "could not be compared (no position with the same context)"
-        )
-    )
-    if reason == "shift":
-        detail = (
-            f"{figures} — a systematic shift: the p90 is above {tol.systematic_shift} nats, more than "
-            f"a correct but different kernel moved even its largest logprob in calibration."
-        )
-    elif reason == "flips":
-        detail = (
-            f"{figures} — systematic: {flipped} of {len(prompts)} prompts flipped "
-            f"(limit {tol.flip_fraction:.0%}) while the median shift is above {tol.flip_median} nats, "
-            f"which ties alone do not do."
-        )
-    elif len(shared) < tol.min_shifts:
-        detail = (
-            f"{figures} — too few values to judge the distribution; no sign of systematic drift."
-        )
-    else:
-        detail = (
-            f"{figures} — within the noise of a correct but different kernel "
-            f"(p90 limit {tol.systematic_shift} nats)."
-        )
+    detail = _aggregate_detail(reason, flipped, len(prompts), shared, positions, tol)
     return AggregateJudgement(**figures_of, systematic=systematic, reason=reason, detail=detail)
 
 

@@ -138,6 +138,24 @@ def _flaggems(events: list[dict], claims: list[str]) -> ComponentActivity:
     return a
 
 
+def _plugin_loaded(events: list[dict], loaded: list[dict], active: bool) -> str:
+    """The sentence for a plugin 'fl' that loaded: where, as what, and that loading is not work."""
+    groups = sorted({str(e["group"]).rsplit(".", 1)[-1] for e in loaded})
+    platforms = sorted(
+        {
+            str(e.get("platform"))
+            for e in _of(events, "platform_plugin_answered")
+            if e.get("name") == FL_PLUGIN and e.get("platform")
+        }
+    )
+    return (
+        f"plugin 'fl' loaded ({', '.join(groups)}"
+        + (f"; platform {', '.join(platforms)}" if platforms else "")
+        + f") in {_who(loaded)}"
+        + ("" if active else ", but none of its own ops ran: loading alone is not activity")
+    )
+
+
 def _plugin(events: list[dict], claims: list[str]) -> ComponentActivity:
     a = ComponentActivity("plugin", "unknown")
     roots = _fl_roots(events)
@@ -163,24 +181,7 @@ def _plugin(events: list[dict], claims: list[str]) -> ComponentActivity:
             a.work += [f"dispatch:{op}" for op in calls]
     if loaded:
         a.loaded = True
-        groups = sorted({str(e["group"]).rsplit(".", 1)[-1] for e in loaded})
-        platforms = sorted(
-            {
-                str(e.get("platform"))
-                for e in _of(events, "platform_plugin_answered")
-                if e.get("name") == FL_PLUGIN and e.get("platform")
-            }
-        )
-        a.evidence.append(
-            f"plugin 'fl' loaded ({', '.join(groups)}"
-            + (f"; platform {', '.join(platforms)}" if platforms else "")
-            + f") in {_who(loaded)}"
-            + (
-                ""
-                if a.status == "active"
-                else ", but none of its own ops ran: loading alone is not activity"
-            )
-        )
+        a.evidence.append(_plugin_loaded(events, loaded, a.status == "active"))
     if a.status == "active":
         a.evidence += [f"log (supporting): {c}" for c in claims[:1]]
         return a

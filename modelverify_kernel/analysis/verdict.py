@@ -164,30 +164,52 @@ def decide(
     g = gate or NO_GATE
     if g.run_a_not_base:
         return _not_base(g, base_mode)
-    a, b = run_status(run_a), run_status(run_b)
     fails_a, fails_b = failures(run_a), failures(run_b)
+    if run_status(run_a) == "PASS":
+        return _run_a_passed(run_status(run_b), fails_b, skip_reason, comparisons, g)
+    return _run_a_failed(run_status(run_b), fails_a, fails_b, skip_reason, in_both)
+
+
+def _multichip(c: str | None) -> str | None:
+    return c if c in MULTICHIP else None
+
+
+def _run_a_passed(
+    b: str,
+    fails_b: list[PhaseResult],
+    skip_reason: str | None,
+    comparisons: list[PhaseComparison] | None,
+    g: Gate,
+) -> Verdict:
+    """Run A passed: Run B skipped, passed (outputs and gate decide) or failed."""
+    if b == "SKIPPED":
+        return verdict("RUN_B_SKIPPED", skip_reason or "Run B skipped.")
+    if b == "PASS":
+        return _both_pass(comparisons, g)
+    comp_b = _component(fails_b)
+    return verdict(
+        "MULTICHIP_ERROR",
+        f"Run A passed; Run B failed with the multi-chip stack ({_describe(fails_b)})"
+        + (f"; diagnosed component: {comp_b}." if comp_b else "; no rule named the component."),
+        _multichip(comp_b),
+        comp_b,
+    )
+
+
+def _run_a_failed(
+    b: str,
+    fails_a: list[PhaseResult],
+    fails_b: list[PhaseResult],
+    skip_reason: str | None,
+    in_both: Sequence[str],
+) -> Verdict:
+    """Run A failed: no stack is shown to serve the model; how Run B did says what to look at."""
     comp_a, comp_b = _component(fails_a), _component(fails_b)
-
-    def multichip(c: str | None) -> str | None:
-        return c if c in MULTICHIP else None
-
-    if a == "PASS":
-        if b == "SKIPPED":
-            return verdict("RUN_B_SKIPPED", skip_reason or "Run B skipped.")
-        if b == "PASS":
-            return _both_pass(comparisons, g)
-        return verdict(
-            "MULTICHIP_ERROR",
-            f"Run A passed; Run B failed with the multi-chip stack ({_describe(fails_b)})"
-            + (f"; diagnosed component: {comp_b}." if comp_b else "; no rule named the component."),
-            multichip(comp_b),
-            comp_b,
-        )
     if b == "SKIPPED":
         return verdict(
             "RUN_B_SKIPPED",
             f"Run A failed ({_describe(fails_a)}); {skip_reason or 'Run B skipped.'}",
-            multichip(comp_a),
+            _multichip(comp_a),
             comp_a,
             run_a_failed=True,
         )
@@ -199,24 +221,23 @@ def decide(
             None,
             comp_a,
         )
-    sigs_a = {_signature(p) for p in fails_a}
-    sigs_b = {_signature(p) for p in fails_b}
-    if sigs_a == sigs_b:
+    if {_signature(p) for p in fails_a} == {_signature(p) for p in fails_b}:
+        one = len(in_both) == 1
         return verdict(
             "SAME_ERROR",
             f"Both runs failed the same way ({_describe(fails_a)})."
             + (
-                f" {' and '.join(in_both)} {'is' if len(in_both) == 1 else 'are'} in both runs, so the same "
-                f"error does not clear {'it' if len(in_both) == 1 else 'them'}."
+                f" {' and '.join(in_both)} {'is' if one else 'are'} in both runs, so the same "
+                f"error does not clear {'it' if one else 'them'}."
                 if in_both
                 else ""
             ),
-            multichip(comp_a),
+            _multichip(comp_a),
             comp_a,
         )
     return verdict(
         "DIFFERENT_ERRORS",
         f"Run A failed ({_describe(fails_a)}); Run B failed differently ({_describe(fails_b)}).",
-        multichip(comp_b) or multichip(comp_a),
+        _multichip(comp_b) or _multichip(comp_a),
         comp_b or comp_a,
     )
