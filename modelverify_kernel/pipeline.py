@@ -587,13 +587,17 @@ class Verification:
         """The culprit-op search (bisect.py) on the judged verdict; each step goes to `on_step`
         (else the verification's own hook)."""
         layout = Layout(self.out_dir)
+
+        def save(b: records.Bisection) -> None:
+            records.write(layout.bisection, b, self.redactor().data)
+
         found = bisect.search(
             self.evidence,
             self.judgement,
             self.run_step,
             self.out_dir,
             on_step=on_step or self.on_step,
-            save=lambda b: records.write(layout.bisection, b, self.redactor().data),
+            save=save,
         )
         self._update(bisection=found)
         return found
@@ -642,7 +646,11 @@ def load_evidence(out_dir: Path) -> records.Evidence:
     )
     plan = _device_plan(params, e)
     specs = runs.run_specs(params, e.probe, plan)
-    reason = e.precheck_error or "NOT_RUN: the verification stopped before this phase finished"
+    reason = (
+        f"not run: {e.precheck_error}"  # as the live run said it
+        if e.precheck_error
+        else "NOT_RUN: the verification stopped before this phase finished"
+    )
     latest = {s.name: skipped(s, reason, "NOT_RUN") for s in specs}
     if e.run_b_skip:
         latest["run_b"] = skipped(specs[1], e.run_b_skip)
