@@ -21,7 +21,8 @@ from typing import Any
 
 from . import bisect, records, report, runs
 from .analysis import gate as stack_gate
-from .analysis.judge import Judgement, judge, judge_attempt, rejudge
+from .analysis.compare import Tolerances
+from .analysis.judge import Judgement, diagnose, judge, judge_attempt, rejudge, tolerances
 from .errors import ParameterError, UserError
 from .model import ModelStep, resolve_model
 from .params import Params, validate
@@ -575,10 +576,8 @@ class Verification:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def tolerances(self) -> Any:
+    def tolerances(self) -> Tolerances:
         """The comparison's thresholds from the parameters (the rest from references/)."""
-        from .analysis.judge import tolerances
-
         return tolerances(self.evidence.parameters)
 
     def bisect(
@@ -676,8 +675,6 @@ def rebuild(out_dir: Path) -> dict[str, Any]:
 def from_result_file(run: str, path: Path) -> PhaseResult:
     """A judged PhaseResult from a phase's result JSON and its log (beside it, or in ../logs/):
     what `diff --run-a --run-b` compares."""
-    from .analysis.judge import diagnose
-
     result = json.loads(path.read_text(encoding="utf-8"))
     logs = [path.with_suffix(".log"), path.parent.parent / "logs" / f"{path.stem}.log"]
     pr = PhaseResult(

@@ -1,9 +1,10 @@
 """What a verification found, as frozen records with one JSON round trip.
 
-The step modules compute; these records carry the results between them and to disk. The same
-`to_json` / `from_json` pair writes and reads `state.json`, `phases/*.json` and the records
-inside `report.json`, so a field is added in one place and every file follows. The pure steps
-(verdict, report) import only this module and `vocabulary`, never the process runner.
+The driver appends what happened to one `Evidence` (each attempt a `PhaseResult` with its raw
+`PhaseExit` facts); `analysis/` judges it. The same `to_json` / `from_json` pair writes and reads
+`state.json`, `phases/*.json`, `bisect/bisection.json` and the records inside `report.json`, so
+a field is added in one place and every file follows. `analysis/` imports only this module,
+`vocabulary` and itself, never the process runner.
 """
 
 from __future__ import annotations
@@ -149,7 +150,9 @@ class PhaseExit:
     idle_s: float | None = None  # on timeout: seconds since the last output line
     ran_s: float | None = None  # how long it ran before it ended or was stopped
     last_line: str | None = None  # on timeout: the last line printed
-    progress_window: float | None = None  # output this recent at the timeout was progress (the helper's rule)
+    progress_window: float | None = (
+        None  # output this recent at the timeout was progress (the helper's rule)
+    )
     dumped: int = 0  # processes that printed their stacks into the log before the kill
     result_error: str | None = None  # what is wrong with the result file (missing, corrupt)
 
