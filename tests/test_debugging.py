@@ -230,3 +230,41 @@ def test_debug_rerun_changes_one_thing_and_the_report_lists_both_attempts(tmp_pa
         (a["run"], a["phase"], a["attempt"], a["status"]) for a in data["attempts"]
     ]
     assert rebuilt["run_a_without_multichip"]["phase_a_offline"] == "PASS"
+
+
+def test_a_rebuild_judges_the_recorded_facts_again_with_todays_rules(tmp_path):
+    """`report DIR` reads the evidence and judges it again: a phase record whose stored judgement
+    is stale (an older rule blamed vllm) is judged from its raw exit facts (stopped at timeout_cap
+    while still printing: TIMEOUT-CAP, no component blamed)."""
+    from modelverify_kernel import runs
+
+    params = mv_params.validate({"model_path": "/m", "output_dir": str(tmp_path)})
+    Verification(params=params, target=None).save_state()
+    log = tmp_path / "logs" / "run_b_offline.log"
+    log.parent.mkdir()
+    log.write_text("compiling kernels 99%\n", encoding="utf-8")
+    stale = records.PhaseResult(
+        run="run_b",
+        phase="offline",
+        status="FAIL",
+        error="old words",
+        diagnosis={"component": "vllm", "rule": "OLD-RULE"},
+        timed_out=True,
+        duration_s=40.0,
+        log=str(log),
+        exit=records.PhaseExit(
+            timeout=10,
+            timeout_param="offline_timeout",
+            cap=40,
+            ended_by="cap",
+            idle_s=0.5,
+            ran_s=40.0,
+            last_line="compiling kernels 99%",
+            progress_window=runs.progress_window(10),
+        ),
+    )
+    runs.save_phase(stale, tmp_path)
+    judged = Verification.resume(tmp_path).runs["run_b"]["offline"]
+    assert (judged.diagnosis["rule"], judged.diagnosis["component"]) == ("TIMEOUT-CAP", "none")
+    assert "timeout_cap=40 s" in judged.error and judged.status == "FAIL"
+    assert Verification.resume(tmp_path).verdict.conclusion == "INCOMPLETE"  # the rest never ran
