@@ -20,9 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import bisect, records, report, runs
-from .analysis import gate as stack_gate
-from .analysis.compare import Tolerances
-from .analysis.judge import Judgement, diagnose, judge, judge_attempt, rejudge, tolerances
+from .analysis.judge import Judgement, diagnose, judge, judge_attempt, rejudge
 from .errors import ParameterError, UserError
 from .model import ModelStep, resolve_model
 from .params import Params, validate
@@ -177,14 +175,6 @@ class Verification:
             return self.evidence
 
     @property
-    def started_at(self) -> str:
-        return self.evidence.started_at
-
-    @property
-    def target_info(self) -> dict[str, Any]:
-        return self.evidence.target
-
-    @property
     def probe(self) -> Probe | None:
         return Probe(self.evidence.probe) if self.evidence.probe is not None else None
 
@@ -233,36 +223,12 @@ class Verification:
         return judged
 
     @property
-    def comparisons(self) -> list[records.PhaseComparison]:
-        return self.judgement.comparisons
-
-    @property
-    def activity(self) -> dict[str, dict[str, stack_gate.ComponentActivity]]:
-        return self.judgement.activity
-
-    @property
-    def engine_env(self) -> dict[str, dict[str, Any]]:
-        return self.judgement.engine_env
-
-    @property
-    def gate(self) -> records.Gate | None:
-        return self.judgement.gate
-
-    @property
     def verdict(self) -> records.Verdict:
         return self.judgement.verdict
-
-    def compare(self) -> list[records.PhaseComparison]:
-        """Run A vs Run B outputs of the phases both passed (the stack's activity comes with it)."""
-        return self.comparisons
 
     def decide(self) -> records.Verdict:
         """The verdict from the latest attempt of each phase."""
         return self.verdict
-
-    def warnings(self) -> list[str]:
-        """What the engineer should know although no rule of the verdict turned on it."""
-        return self.judgement.warnings
 
     # ----------------------------------------------------------------------- the steps
 
@@ -538,10 +504,6 @@ class Verification:
         )
         return self._judged(raw, folder)
 
-    def attempts(self, run: str | None = None, phase: str | None = None) -> list[PhaseResult]:
-        """Every attempt (of one run / phase), oldest first."""
-        return [p for p in self.history if run in (None, p.run) and phase in (None, p.phase)]
-
     def add_attempt(self, pr: PhaseResult) -> None:
         """A finished attempt becomes the phase's latest; what was judged before is judged again
         (an earlier culprit-op search no longer applies)."""
@@ -575,10 +537,6 @@ class Verification:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def tolerances(self) -> Tolerances:
-        """The comparison's thresholds from the parameters (the rest from references/)."""
-        return tolerances(self.evidence.parameters)
 
     def bisect(
         self, on_step: Callable[[records.BisectStep], None] | None = None

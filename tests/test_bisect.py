@@ -232,7 +232,7 @@ def _failing_verification(tmp_path, **params):
                 )
             )
     assert v.verdict.conclusion == "MULTICHIP_ERROR"
-    assert v.activity["run_b"]["FlagGems"].status == "active"
+    assert v.judgement.activity["run_b"]["FlagGems"].status == "active"
     return v
 
 
