@@ -316,3 +316,21 @@ def test_segfault_in_the_api_server_leaves_a_python_stack_and_a_diagnosis(
     d = pr.diagnosis
     assert (d["component"], d["rule"]) == ("plugin", "O-native-crash"), d
     assert any("vllm_fl/__init__.py" in e for e in d["evidence"]), d
+
+
+def test_the_timeout_rules_are_the_table_in_references(tmp_path: Path) -> None:
+    """TIMEOUT-CAP / TIMEOUT-PROGRESS / TIMEOUT-HANG are rows of references/timeouts.md; a table
+    that lacks one is refused with the file named."""
+    from modelverify_kernel.analysis import timeouts
+
+    rules = timeouts.load_rules()
+    assert {r.rule for r in rules.values()} == {"TIMEOUT-CAP", "TIMEOUT-PROGRESS", "TIMEOUT-HANG"}
+    assert rules["hang"].component == "unknown" and rules["progress"].component == "none"
+    broken = tmp_path / "timeouts.md"
+    broken.write_text(
+        "| case | rule | component | confidence | signature | hint |\n|---|---|---|---|---|---|\n"
+        "| cap | TIMEOUT-CAP | none | high | s | h |\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ValueError, match="timeouts.md: the timeout table lacks"):
+        timeouts.load_rules(tmp_path)
