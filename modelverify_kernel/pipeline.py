@@ -481,12 +481,6 @@ class Verification:
     def _judged(self, raw: PhaseResult, out_dir: Path) -> PhaseResult:
         """The attempt judged from its raw facts, its record on disk rewritten with the judgement."""
         pr = judge_attempt(raw)
-        if pr.exit is not None and pr.exit.ended_by == "stopped":  # Ctrl-C stopped it
-            pr = replace(
-                pr,
-                status="NOT_RUN",
-                reason="NOT_RUN: interrupted (Ctrl-C); the phase's processes were stopped",
-            )
         runs.save_phase(pr, out_dir)
         return pr
 

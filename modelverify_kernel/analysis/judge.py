@@ -95,6 +95,16 @@ def judge_attempt(pr: PhaseResult) -> PhaseResult:
     ex = pr.exit
     if ex is None:
         return pr
+    if ex.ended_by == "stopped":  # the controller stopped it (Ctrl-C): it never finished
+        return replace(
+            pr,
+            status="NOT_RUN",
+            error=None,
+            error_type=None,
+            diagnosis=None,
+            timeout_note=None,
+            reason="NOT_RUN: interrupted (Ctrl-C); the phase's processes were stopped",
+        )
     pr = replace(pr, status="FAIL", error=None, error_type=None, diagnosis=None, timeout_note=None)
     duration = pr.duration_s or 0.0
     if not pr.timed_out and duration > ex.timeout:
