@@ -107,6 +107,10 @@ def check_prompts_file(path: str | None, target: Target, out_dir: Path) -> str |
     return None
 
 
+# What the runs' flags and the device plan follow from.
+PLAN_INPUTS = {"probe", "tp", "precheck_error", "run_b_skip"}
+
+
 def _device_plan(params: Params, e: records.Evidence) -> dict[str, Any]:
     """Side by side or one after the other, and on which devices (runs.device_plan)."""
     run_b_runs = e.probe is not None and not e.precheck_error and not e.run_b_skip
@@ -164,13 +168,15 @@ class Verification:
         self, change: Callable[[records.Evidence], dict[str, Any]] | None = None, **changes: Any
     ) -> records.Evidence:
         """A new Evidence with `changes` (and what `change` makes of the evidence, under the lock:
-        runs side by side append at once), the runs' flags and device plan derived again."""
+        runs side by side append at once); the runs' flags and device plan are derived again
+        when what they follow from changed (a resumed run keeps the ones it ran with)."""
         with self._lock:
             assert self.evidence is not None
             e = replace(self.evidence, **changes, **(change(self.evidence) if change else {}))
-            plan = _device_plan(self.params, e)
-            specs = runs.run_specs(self.params, e.probe, plan)
-            self.evidence = replace(e, device_plan=plan, specs=specs)
+            if not e.specs or set(changes) & PLAN_INPUTS:
+                plan = _device_plan(self.params, e)
+                e = replace(e, device_plan=plan, specs=runs.run_specs(self.params, e.probe, plan))
+            self.evidence = e
             self._judgement = None
             return self.evidence
 
@@ -286,6 +292,8 @@ class Verification:
             tp=e.tp,
             precheck_error=e.precheck_error,
             run_b_skip=e.run_b_skip,
+            specs=e.specs,
+            device_plan=e.device_plan,
         )
         records.write(Layout(self.out_dir).state, state, self.redactor().data)
 
@@ -595,8 +603,8 @@ def load_evidence(out_dir: Path) -> records.Evidence:
         precheck_error=state.precheck_error,
         run_b_skip=state.run_b_skip,
     )
-    plan = _device_plan(params, e)
-    specs = runs.run_specs(params, e.probe, plan)
+    plan = state.device_plan or _device_plan(params, e)  # as it ran; older files: derived again
+    specs = state.specs or runs.run_specs(params, e.probe, plan)
     reason = (
         f"not run: {e.precheck_error}"  # as the live run said it
         if e.precheck_error

@@ -367,6 +367,8 @@ class State:
     tp: int | None = None
     precheck_error: str | None = None
     run_b_skip: str | None = None
+    specs: tuple[RunSpec, ...] = ()  # both runs' flags as they ran (older files: derived again)
+    device_plan: dict[str, Any] | None = None
 
 
 # --------------------------------------------------------------------------- the evidence
