@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from modelverify_kernel.bisect import narrow  # noqa: E402
+from modelverify_kernel.analysis.experiments import narrow  # noqa: E402
 
 
 def runs_for(n: int, culprits: set[int]) -> int:

@@ -63,7 +63,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from modelverify_kernel.compare import Tolerances, compare_phase  # noqa: E402
+from modelverify_kernel.analysis.compare import Tolerances, compare_phase  # noqa: E402
 from modelverify_kernel.demo import build_demo_model  # noqa: E402
 
 SCRIPT = REPO / "container_scripts" / "run_offline_inference.py"

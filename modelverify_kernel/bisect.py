@@ -1,163 +1,111 @@
-"""Step after the verdict: name the FlagGems kernel(s) that break Run B.
+"""Step after the verdict: name the FlagGems kernel(s) that break Run B — a strategy handed a
+`run_phase` callable; it never imports the driver.
 
 When Run A passed and Run B failed or diverged with FlagGems active, Run B's first faulty phase
 (offline when it shows the fault) is run again with subsets of the FlagGems kernels that ran
 switched off through the stack's own switch — the FL plugin's `VLLM_FL_FLAGOS_BLACKLIST`, or,
 where FlagGems is enabled without the plugin, our recorder's `MODELVERIFY_FLAGGEMS_UNUSED`,
 which joins `flag_gems.enable(unused=…)` inside the engine. The search runs over the kernels
-left *on* (adaptive group testing, see `narrow`) and finds a smallest set whose kernels, on
-together, still bring the fault back — so two kernels that only fail together are both found.
-A final Run B, both phases, with the culprits off must pass and agree with Run A before they
-are reported.
+left *on* (adaptive group testing, `analysis.experiments.narrow`) and finds a smallest set whose
+kernels, on together, still bring the fault back — so two kernels that only fail together are
+both found. A final Run B, both phases, with the culprits off must pass and agree with Run A
+before they are reported.
 
-Each step is a phase run of its own under `bisect/NN/` (log, result, record) judged by the
-same classification and comparison as the verification; the verification's own attempts are
-untouched. Progress is written to `bisect/bisection.json` after every step, so an interrupted
-search leaves every finished step on disk and says where it stopped.
+Each step is a phase run of its own under `bisect/NN/` (log, result, record), made through the
+`run_phase` it is handed and judged by the same rules as the verification; the verification's
+own attempts are untouched. Progress goes to `save` after every step, so an interrupted search
+leaves every finished step on disk and says where it stopped.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from . import compare, records, runs
-from .records import Bisection, BisectStep, PhaseResult
+from .analysis.experiments import (
+    SEARCHED,
+    faulty_phase,
+    judge_step,
+    narrow,
+    ops_that_ran,
+    switch_for,
+    why_not,
+)
+from .analysis.judge import Judgement, tolerances
+from .records import Bisection, BisectStep, Evidence, PhaseResult
 from .vocabulary import PHASES, PLUGIN_SWITCH, RECORDER_SWITCH, Layout
 
-if TYPE_CHECKING:
-    from .pipeline import Verification
+__all__ = [
+    "SEARCHED",
+    "PLUGIN_SWITCH",
+    "RECORDER_SWITCH",
+    "Budget",
+    "CulpritSearch",
+    "RunPhase",
+    "narrow",
+    "ops_that_ran",
+    "search",
+]
 
-SEARCHED = ("MULTICHIP_ERROR", "OUTPUT_MISMATCH")
+
+class RunPhase(Protocol):
+    """Runs one phase with `env` set and `unset` removed on top of the run's flags, its files under
+    `folder`; returns the judged attempt (the driver's `Verification.run_step`)."""
+
+    def __call__(
+        self, run: str, phase: str, *, env: dict[str, str], unset: Sequence[str], folder: Path
+    ) -> PhaseResult: ...
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How far a search may go: steps and seconds (bisect_max_steps, bisect_timeout)."""
+
+    max_steps: int
+    timeout_s: float
+
+    @classmethod
+    def of(cls, parameters: dict) -> Budget:
+        return cls(int(parameters["bisect_max_steps"]), float(parameters["bisect_timeout"]))
 
 
 class _Stop(Exception):
     """The budget (steps or time) ran out."""
 
 
-def ops_that_ran(pr: PhaseResult) -> list[str]:
-    """The FlagGems kernels a phase's processes ran, by the name FlagGems' op lists use.
+class CulpritSearch:
+    """One search: runs the steps, keeps the budget, saves progress after every step."""
 
-    A crash stops the phase at the first broken kernel, so the search adds the kernels that ran
-    in its own steps too (a kernel that runs only once another is off can be half of a pair).
-    Kernels registered through torch.library are listed by their function name (what
-    `enable(unused=…)` and the plugin's blacklist match). FlagGems code the plugin's own ops call
-    directly is switched by the plugin per op, under vLLM's name for the op (`rms_norm` for the
-    RMSNorm it replaces): those names stand for it when the plugin's ops ran, else the kernel's.
-    """
-    events = pr.result.get("stack_evidence") or []
-    plugin_ops = {
-        str(e["vllm_op"]) for e in events if e.get("event") == "plugin_op_ran" and e.get("vllm_op")
-    }
-    names = set(plugin_ops)
-    for e in events:
-        if e.get("event") != "flaggems_op_ran":
-            continue
-        if e.get("via") == "aten" and e.get("fn"):
-            names.add(str(e["fn"]).rsplit(".", 1)[-1])
-        elif e.get("op") and not plugin_ops:
-            names.add(str(e["op"]))
-    return sorted(names)
-
-
-def faulty_phase(v: Verification) -> tuple[str | None, str]:
-    """Run B's first failing phase, else its first diverging one; why, in words."""
-    b = v.runs["run_b"]
-    for phase in PHASES:
-        if b[phase].status == "FAIL":
-            return phase, f"Run B's {phase} phase failed"
-    for c in sorted(v.comparisons, key=lambda c: PHASES.index(c.phase)):
-        if c.mismatch:
-            return c.phase, f"Run B's {c.phase} outputs diverge from Run A's"
-    return None, "no phase of Run B failed or diverged"
-
-
-def switch_for(v: Verification) -> str:
-    """The plugin's own blacklist where the FL plugin ran in Run B, else our recorder's switch."""
-    plugin = v.activity.get("run_b", {}).get("plugin")
-    return PLUGIN_SWITCH if plugin is not None and plugin.loaded else RECORDER_SWITCH
-
-
-def why_not(v: Verification) -> str | None:
-    """Why no search is made (point 1 of issue 13), or None when one should be."""
-    if not v.params.bisect:
-        return "bisect=False was asked."
-    verdict = v.verdict
-    if verdict is None or verdict.conclusion not in SEARCHED:
-        name = verdict.conclusion if verdict else "no verdict yet"
-        return (
-            f"the verdict is {name}: a culprit op is searched only when Run A passed and Run B failed "
-            "(MULTICHIP_ERROR) or diverged (OUTPUT_MISMATCH)."
-        )
-    gems = v.activity.get("run_b", {}).get("FlagGems")
-    if gems is None or gems.status != "active":
-        return "FlagGems was not active in Run B, so none of its kernels can be at fault."
-    phase, _ = faulty_phase(v)
-    if phase is None:
-        return "no phase of Run B failed or diverged."
-    if not ops_that_ran(v.runs["run_b"][phase]):
-        return (
-            f"Run B's {phase} phase recorded no FlagGems kernel that ran (it may have failed before the first "
-            "one), so there is nothing to switch off."
-        )
-    return None
-
-
-def narrow(items: Sequence[str], fails: Callable[[frozenset[str]], bool]) -> list[str]:
-    """A smallest set of `items` (kernels left on) for which `fails` still holds.
-
-    `fails(items)` is known to hold and `fails(∅)` not (the all-off step ran first). Adaptive
-    group testing, as in QuickXplain: a binary search for the shortest prefix of the candidates
-    that, on together with the culprits found so far, brings the fault back — its last kernel is
-    a culprit; then, unless the culprits alone bring it back, the same search among the kernels
-    before it. k culprits among n kernels take about k·(⌈log2 n⌉ + 1) steps — one culprit
-    ⌈log2 n⌉ + 1, a pair that only fails together about twice that. Each kernel found is needed:
-    without it, what is left lies inside a prefix that passed. Results are cached: no set runs twice.
-    """
-    seen: dict[frozenset[str], bool] = {frozenset(items): True}
-
-    def test(subset: Iterable[str]) -> bool:
-        key = frozenset(subset)
-        if key not in seen:
-            seen[key] = fails(key)
-        return seen[key]
-
-    culprits: list[str] = []
-    candidates = list(items)
-    while candidates and not (culprits and test(culprits)):
-        lo, hi = 1, len(candidates)  # culprits + candidates[:hi] brings the fault back
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if test([*culprits, *candidates[:mid]]):
-                hi = mid
-            else:
-                lo = mid + 1
-        culprits.append(candidates[lo - 1])
-        candidates = candidates[: lo - 1]
-    return [o for o in items if o in culprits]
-
-
-class _Search:
-    """One search: runs the steps, keeps the budget, writes progress after every step."""
-
-    def __init__(self, v: Verification, on_step: Callable[[BisectStep], None] | None) -> None:
-        self.v = v
+    def __init__(
+        self,
+        evidence: Evidence,
+        judgement: Judgement,
+        run_phase: RunPhase,
+        out_dir: Path,
+        *,
+        on_step: Callable[[BisectStep], None] | None = None,
+        save: Callable[[Bisection], None] | None = None,
+        budget: Budget | None = None,
+    ) -> None:
+        self.evidence, self.run_phase, self.out_dir = evidence, run_phase, Path(out_dir)
         self.on_step = on_step or (lambda step: None)
-        self.phase, self.why = faulty_phase(v)
-        self.ops = tuple(ops_that_ran(v.runs["run_b"][self.phase])) if self.phase else ()
-        self.switch = switch_for(v)
-        self.layout = Layout(v.out_dir)
+        self.save = save or (lambda bisection: None)
+        self.budget = budget or Budget.of(evidence.parameters)
+        self.tol = tolerances(evidence.parameters)
+        run_b = evidence.runs["run_b"]
+        self.phase, self.why = faulty_phase(run_b, judgement.comparisons)
+        self.ops = tuple(ops_that_ran(run_b[self.phase])) if self.phase else ()
+        self.switch = switch_for(judgement.activity.get("run_b", {}))
+        self.layout = Layout(self.out_dir)
         self.started = time.monotonic()
         self.steps: list[BisectStep] = []
         self.confirm: list[BisectStep] = []
         self.smallest: tuple[str, ...] = self.ops
         self.last_ran: set[str] = set()
-        self.outcomes: dict[
-            frozenset[str], bool
-        ] = {}  # kernels off -> the fault showed; no set runs twice
+        self.outcomes: dict[frozenset[str], bool] = {}  # kernels off -> fault showed; none twice
 
     def record(self, status: str, reason: str, culprits: Iterable[str] = ()) -> Bisection:
         result = Bisection(
@@ -171,31 +119,25 @@ class _Search:
             confirm=tuple(self.confirm),
             elapsed_s=round(time.monotonic() - self.started, 1),
         )
-        records.write(self.layout.bisection, result, self.v.redactor().data)
+        self.save(result)
         return result
 
     def budget_left(self) -> None:
-        p = self.v.params
-        if len(self.steps) >= p.bisect_max_steps:
-            raise _Stop(f"bisect_max_steps={p.bisect_max_steps} steps were used")
-        if time.monotonic() - self.started >= p.bisect_timeout:
-            raise _Stop(f"bisect_timeout={p.bisect_timeout} s was used")
+        if len(self.steps) >= self.budget.max_steps:
+            raise _Stop(f"bisect_max_steps={self.budget.max_steps} steps were used")
+        if time.monotonic() - self.started >= self.budget.timeout_s:
+            raise _Stop(f"bisect_timeout={self.budget.timeout_s:g} s was used")
 
     def run(self, phase: str, disabled: Iterable[str], folder: Path, number: int) -> BisectStep:
         """One phase of Run B with `disabled` switched off, judged against Run A's same phase."""
-        v = self.v
-        target, scripts = v._open()
-        spec = v.spec("run_b")
-        given = [o for o in spec.env_set.get(self.switch, "").split(",") if o]
+        given = [
+            o for o in self.evidence.spec("run_b").env_set.get(self.switch, "").split(",") if o
+        ]
         off = tuple(sorted(set(disabled)))
-        env = {**spec.env_set, self.switch: ",".join(dict.fromkeys([*given, *off]))}
-        spec = replace(
-            spec, env_set=env, env_unset=tuple(n for n in spec.env_unset if n != self.switch)
-        )
-        assert v.model is not None and v.model.path and v.tp
-        pr = runs.run_phase(v.params, target, scripts, spec, phase, v.model.path, v.tp, folder)
+        value = ",".join(dict.fromkeys([*given, *off]))
+        pr = self.run_phase("run_b", phase, env={self.switch: value}, unset=(), folder=folder)
         self.last_ran = set(ops_that_ran(pr))
-        outcome, why = self.judge(pr)
+        outcome, why = judge_step(pr, self.evidence.runs["run_a"][pr.phase], self.tol)
         return BisectStep(
             number=number,
             phase=phase,
@@ -203,36 +145,15 @@ class _Search:
             outcome=outcome,
             why=why,
             duration_s=pr.duration_s,
-            log=_rel(pr.log, v.out_dir),
-            result_file=_rel(pr.result_file, v.out_dir),
+            log=_rel(pr.log, self.out_dir),
+            result_file=_rel(pr.result_file, self.out_dir),
         )
-
-    def judge(self, pr: PhaseResult) -> tuple[str, str]:
-        """The same rules as the verification: the phase must pass and its outputs agree with Run A's."""
-        if pr.status != "PASS":
-            diagnosis = pr.diagnosis or {}
-            root, component = diagnosis.get("error"), diagnosis.get("component")
-            return "fail", f"{root or pr.error}" + (
-                f" (diagnosed: {component})" if component else ""
-            )
-        a = self.v.runs["run_a"][pr.phase]
-        c = compare.compare_phase(
-            pr.phase,
-            a.result.get("outputs") or [],
-            pr.result.get("outputs") or [],
-            self.v.tolerances(),
-        )
-        if c.mismatch_reason:
-            return "fail", c.mismatch_reason
-        return "pass", "passed and agrees with Run A"
 
     def fails_with_on(self, on: frozenset[str]) -> bool:
         """A search step: the kernels in `on` stay on, every other kernel that ran is switched off."""
         assert self.phase is not None
         off = frozenset(o for o in self.ops if o not in on)
-        if (
-            off in self.outcomes
-        ):  # the same kernels were off in an earlier step (before the search grew)
+        if off in self.outcomes:  # the same kernels were off in an earlier step
             return self.outcomes[off]
         self.budget_left()
         number = len(self.steps) + 1
@@ -249,6 +170,24 @@ class _Search:
         )
         return step.outcome == "fail"
 
+    def _all_off(self) -> Bisection | None:
+        """Every kernel that ran off; kernels that run only then join the search. A record when
+        the fault survives that (no op is blamed), else None."""
+        while True:
+            if self.fails_with_on(frozenset()):
+                return self.record(
+                    "not_found",
+                    f"with every FlagGems kernel that ran switched off ({', '.join(self.ops)}), "
+                    f"Run B's {self.phase} phase still fails or diverges: the fault is outside "
+                    f"these kernels (or {self.switch} did not reach FlagGems in this stack "
+                    "version); no op is blamed.",
+                )
+            new = self.last_ran - set(self.ops)
+            if not new:
+                return None
+            self.ops = tuple(sorted({*self.ops, *new}))  # they ran only once the others were off
+            self.smallest = self.ops
+
     def search(self) -> Bisection:
         """Step 0 switches every kernel that ran off; then narrow, confirm, and — when the fault
         survives the culprits being off — narrow again among the kernels left (another culprit)."""
@@ -256,33 +195,19 @@ class _Search:
         self.record("stopped", "interrupted before its first step")
         culprits: list[str] = []
         try:
-            while True:  # every kernel that ran off; kernels that run only then join the search
-                if self.fails_with_on(frozenset()):
-                    return self.record(
-                        "not_found",
-                        f"with every FlagGems kernel that ran switched off ({', '.join(self.ops)}), Run B's "
-                        f"{self.phase} phase still fails or diverges: the fault is outside these kernels (or "
-                        f"{self.switch} did not reach FlagGems in this stack version); no op is blamed.",
-                    )
-                new = self.last_ran - set(self.ops)
-                if not new:
-                    break
-                self.ops = tuple(
-                    sorted({*self.ops, *new})
-                )  # they ran only once the others were off
-                self.smallest = self.ops
+            not_found = self._all_off()
+            if not_found is not None:
+                return not_found
             remaining = list(self.ops)
             while True:
-                found = narrow(remaining, lambda on: self.fails_with_on(on))
+                found = narrow(remaining, self.fails_with_on)
                 culprits += found
                 confirmed = self.confirm_culprits(culprits)
                 left = [o for o in remaining if o not in found]
                 searched = next(s for s in reversed(self.confirm) if s.phase == self.phase)
                 if confirmed.status == "found" or searched.outcome == "pass" or not left:
                     return confirmed
-                remaining = (
-                    left  # the fault is still there with these off: another kernel brings it
-                )
+                remaining = left  # still there with these off: another kernel brings it
         except _Stop as stop:
             suspects = culprits or self.smallest
             return self.record(
@@ -317,13 +242,32 @@ class _Search:
         )
 
 
-def search(v: Verification, on_step: Callable[[BisectStep], None] | None = None) -> Bisection:
-    """The culprit-op search for a decided verification (or why none is made)."""
-    reason = why_not(v)
+def search(
+    evidence: Evidence,
+    judgement: Judgement,
+    run_phase: RunPhase,
+    out_dir: Path,
+    *,
+    on_step: Callable[[BisectStep], None] | None = None,
+    save: Callable[[Bisection], None] | None = None,
+    budget: Budget | None = None,
+) -> Bisection:
+    """The culprit-op search for a judged verification (or why none is made)."""
+    asked = bool(evidence.parameters.get("bisect"))
+    reason = why_not(
+        asked,
+        judgement.verdict,
+        judgement.activity.get("run_b", {}),
+        evidence.runs["run_b"],
+        judgement.comparisons,
+    )
     if reason:
-        status = "off" if not v.params.bisect else "not_run"
-        return Bisection(status=status, reason=f"No culprit-op search: {reason}")
-    return _Search(v, on_step).search()
+        return Bisection(
+            status="off" if not asked else "not_run", reason=f"No culprit-op search: {reason}"
+        )
+    return CulpritSearch(
+        evidence, judgement, run_phase, out_dir, on_step=on_step, save=save, budget=budget
+    ).search()
 
 
 def _rel(path: str | None, root: Path) -> str | None:

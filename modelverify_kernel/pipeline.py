@@ -1,8 +1,11 @@
-"""The data flow of DESIGN.md as one object the notebook drives cell by cell.
+"""The driver: runs things and appends what happened to one frozen `records.Evidence`.
 
-Each step records what it found and never raises for a failure of the model or the stack:
-the report must always be written. A failed pre-check (probe, model, TP) leaves the runs
-NOT_RUN with the cause; after it no engine is started.
+The notebook drives a small surface — `Verification.start`, `run_probe`, `resolve_model`,
+`run_both`, `run_phase(...)`, `bisect`, `report()`, `close` — with typed hooks `on_attempt`
+(every finished attempt) and `on_step` (every step of the culprit-op search). Every judgement
+is `analysis.judge.judge(evidence)`; nothing here decides. Each step never raises for a
+failure of the model or the stack: the report must always be written. A failed pre-check
+(probe, model, TP) leaves the runs NOT_RUN with the cause; after it no engine is started.
 """
 
 from __future__ import annotations
@@ -10,13 +13,14 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from . import bisect, compare, records, report, runs, stack, verdict
+from . import bisect, records, report, runs
+from .analysis.judge import Judgement, diagnose, judge, judge_attempt, rejudge
 from .errors import ParameterError, UserError
 from .model import ModelStep, resolve_model
 from .params import Params, validate
@@ -24,7 +28,7 @@ from .probe import Probe, run_probe
 from .records import PhaseResult, RunSpec, skipped
 from .redact import Redactor, secret_values
 from .target import SCRIPTS_DIR, DockerTarget, LocalTarget, Target
-from .vocabulary import PHASES, RUNS, Layout
+from .vocabulary import HTML_NAME, JSON_NAME, PHASES, RUNS, Layout
 
 
 def make_target(params: Params) -> Target:
@@ -103,38 +107,139 @@ def check_prompts_file(path: str | None, target: Target, out_dir: Path) -> str |
     return None
 
 
+# What the runs' flags and the device plan follow from.
+PLAN_INPUTS = {"probe", "tp", "precheck_error", "run_b_skip"}
+
+
+def _device_plan(params: Params, e: records.Evidence) -> dict[str, Any]:
+    """Side by side or one after the other, and on which devices (runs.device_plan)."""
+    run_b_runs = e.probe is not None and not e.precheck_error and not e.run_b_skip
+    return runs.device_plan(params, e.probe, e.tp, run_b_runs)
+
+
+def _track_sessions(target: Target, sessions: list[Any], lock: threading.Lock) -> Target:
+    """Remember every phase session the target starts, so a Ctrl-C can stop the ones running in
+    other threads (target.run stops its own only in the thread it runs in). Stand-in until the
+    Target offers `stop_running()` itself."""
+    start = target._start
+
+    def tracked(argv: list[str], env: dict[str, str]) -> Any:
+        proc = start(argv, env)
+        with lock:
+            sessions.append(proc)
+        return proc
+
+    target._start = tracked  # type: ignore[method-assign]
+    return target
+
+
 @dataclass
 class Verification:
+    """One verification: the evidence gathered so far and the target it runs on.
+
+    `evidence` is replaced, never changed in place; `judgement` is judged again from it when
+    asked after a change. Hooks: `on_attempt(PhaseResult)` after every attempt of a phase,
+    `on_step(BisectStep)` after every step of the culprit-op search.
+    """
+
     params: Params
     target: Target | None
-    started_at: str = field(default_factory=report.now)
-    target_info: dict[str, Any] = field(default_factory=dict)
+    evidence: records.Evidence | None = None
     scripts: str | None = None
-    probe: Probe | None = None
-    model: ModelStep | None = None
-    tp: int | None = None
-    precheck_error: str | None = None
-    run_b_skip: str | None = None
-    runs: dict[str, dict[str, PhaseResult]] = field(
-        default_factory=dict
-    )  # the latest attempt of each phase
-    history: list[PhaseResult] = field(default_factory=list)  # every attempt, in the order they ran
-    comparisons: list[compare.PhaseComparison] = field(default_factory=list)
-    activity: dict[str, dict[str, stack.ComponentActivity]] = field(default_factory=dict)
-    engine_env: dict[str, dict[str, Any]] = field(
-        default_factory=dict
-    )  # stack variables each run's processes saw
-    gate: stack.Gate | None = None  # Run B's FlagOS work that Run A did not do; Run A base or not
-    verdict: records.Verdict | None = None
-    bisection: records.Bisection | None = None  # the culprit-op search, once made
-    report: dict[str, Any] | None = None
     closed: bool = False
-    _lock: threading.Lock = field(
-        default_factory=threading.Lock, repr=False, compare=False
-    )  # runs side by side
+    on_attempt: Callable[[PhaseResult], None] | None = None
+    on_step: Callable[[records.BisectStep], None] | None = None
+    last_report: dict[str, Any] | None = None  # the report the last report() wrote
+    _judgement: Judgement | None = field(default=None, repr=False, compare=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    _stopping: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
+    _sessions: list[Any] = field(default_factory=list, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.evidence is None:
+            self.evidence = records.Evidence(
+                parameters=self.params.to_dict(), started_at=records.now(), target={}
+            )
+        self._update()
+
+    # ----------------------------------------------------------------------- the evidence
+
+    def _update(
+        self, change: Callable[[records.Evidence], dict[str, Any]] | None = None, **changes: Any
+    ) -> records.Evidence:
+        """A new Evidence with `changes` (and what `change` makes of the evidence, under the lock:
+        runs side by side append at once); the runs' flags and device plan are derived again
+        when what they follow from changed (a resumed run keeps the ones it ran with)."""
+        with self._lock:
+            assert self.evidence is not None
+            e = replace(self.evidence, **changes, **(change(self.evidence) if change else {}))
+            if not e.specs or set(changes) & PLAN_INPUTS:
+                plan = _device_plan(self.params, e)
+                e = replace(e, device_plan=plan, specs=runs.run_specs(self.params, e.probe, plan))
+            self.evidence = e
+            self._judgement = None
+            return self.evidence
+
+    @property
+    def probe(self) -> Probe | None:
+        return Probe(self.evidence.probe) if self.evidence.probe is not None else None
+
+    @property
+    def model(self) -> ModelStep | None:
+        return ModelStep(**self.evidence.model) if self.evidence.model else None
+
+    @property
+    def tp(self) -> int | None:
+        return self.evidence.tp
+
+    @property
+    def precheck_error(self) -> str | None:
+        return self.evidence.precheck_error
+
+    @property
+    def run_b_skip(self) -> str | None:
+        return self.evidence.run_b_skip
+
+    @property
+    def runs(self) -> dict[str, dict[str, PhaseResult]]:
+        """The latest attempt of each phase (placeholders for phases not run)."""
+        return self.evidence.runs
+
+    @property
+    def history(self) -> list[PhaseResult]:
+        """Every attempt, in the order they ran."""
+        return list(self.evidence.attempts)
+
+    @property
+    def bisection(self) -> records.Bisection | None:
+        return self.evidence.bisection
+
+    @property
+    def out_dir(self) -> Path:
+        return self.params.output_path
+
+    # ----------------------------------------------------------------------- the judgement
+
+    @property
+    def judgement(self) -> Judgement:
+        """analysis.judge of the evidence as it is now (judged again after every change)."""
+        judged = self._judgement
+        if judged is None:
+            judged = self._judgement = judge(self.evidence)
+        return judged
+
+    @property
+    def verdict(self) -> records.Verdict:
+        return self.judgement.verdict
+
+    def decide(self) -> records.Verdict:
+        """The verdict from the latest attempt of each phase."""
+        return self.verdict
+
+    # ----------------------------------------------------------------------- the steps
 
     @classmethod
-    def start(cls, params: Params) -> Verification:
+    def start(cls, params: Params, **hooks: Any) -> Verification:
         """Open the target; a target that cannot be used is a failed pre-check, reported.
 
         A new verification in a folder that held an earlier one drops that one's phase records,
@@ -143,96 +248,60 @@ class Verification:
         params.output_path.mkdir(parents=True, exist_ok=True)
         for stale in Layout(params.output_path).phases.glob("*.json"):
             stale.unlink()
-        v = cls(params=params, target=None)
-        v.runs = {
-            spec.name: skipped(spec, "not run yet", "NOT_RUN") for spec in runs.run_specs(params)
-        }
+        v = cls(params=params, target=None, **hooks)
+        v._update(runs={s.name: skipped(s, "not run yet", "NOT_RUN") for s in v.specs()})
         try:
             v.target = make_target(params)
-            v.target_info = v.target.describe()
+            v._update(target=v.target.describe())
         except UserError as exc:
-            v.target_info = {"kind": "docker" if params.container else "local", "error": str(exc)}
+            kind = "docker" if params.container else "local"
+            v._update(target={"kind": kind, "error": str(exc)})
             v._precheck_fail(str(exc))
         v.save_state()
         return v
 
     @classmethod
-    def run_all(cls, params: Params) -> Verification:
+    def run_all(cls, params: Params, **hooks: Any) -> Verification:
         """Every step in the notebook's order, for scripts and tests; the report is written."""
-        v = cls.start(params)
+        v = cls.start(params, **hooks)
         v.run_probe()
         v.resolve_model()
         v.run_both()
-        v.decide()
         v.bisect()
-        v.write_report()
+        v.report()
         v.close()
         return v
 
     @classmethod
     def resume(cls, out_dir: Path) -> Verification:
-        """What a run left on disk, the phases it never finished marked NOT_RUN."""
-        state_path = Layout(Path(out_dir)).state
-        try:
-            state = records.read(records.State, state_path)
-        except OSError:
-            raise UserError(
-                f"{state_path} does not exist: {out_dir} is not a model-verify output folder."
-            ) from None
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{state_path} is corrupt ({exc.msg}); rerun the notebook.") from None
-        params = validate({**state.params, "output_dir": str(Path(out_dir).resolve())})
-        v = cls(
-            params=params,
-            target=None,
-            started_at=state.started_at,
-            target_info=state.target,
-            tp=state.tp,
-            precheck_error=state.precheck_error,
-            run_b_skip=state.run_b_skip,
-            closed=True,
-        )
-        if state.probe:
-            v.probe = Probe(state.probe)
-        if state.model:
-            v.model = ModelStep(**state.model)
-        reason = "NOT_RUN: the verification stopped before this phase finished"
-        v.runs = {
-            spec.name: skipped(spec, v.precheck_error or reason, "NOT_RUN") for spec in v.specs()
-        }
-        if v.run_b_skip:
-            v.runs["run_b"] = skipped(v.spec("run_b"), v.run_b_skip)
-        attempts = [runs.load_phase(path) for path in Layout(v.out_dir).phases.glob("*.json")]
-        for pr in sorted(
-            attempts, key=lambda p: (p.attempt, RUNS.index(p.run), PHASES.index(p.phase))
-        ):
-            v.add_attempt(pr)
-        if Layout(v.out_dir).bisection.is_file():
-            v.bisection = records.read(records.Bisection, Layout(v.out_dir).bisection)
-        return v
+        """What a run left on disk, judged again with today's rules; the phases it never
+        finished are NOT_RUN."""
+        evidence = load_evidence(Path(out_dir))
+        params = validate(evidence.parameters)
+        return cls(params=params, target=None, evidence=evidence, closed=True)
 
     def save_state(self) -> None:
         """Everything but the phases (saved as they end), for `report OUTPUT_DIR`."""
+        e = self.evidence
         state = records.State(
             params=self.params.to_dict(),
-            started_at=self.started_at,
-            target=self.target_info,
-            probe=self.probe.data if self.probe else None,
-            model=self.model.to_dict() if self.model else None,
-            tp=self.tp,
-            precheck_error=self.precheck_error,
-            run_b_skip=self.run_b_skip,
+            started_at=e.started_at,
+            target=e.target,
+            probe=e.probe,
+            model=e.model,
+            tp=e.tp,
+            precheck_error=e.precheck_error,
+            run_b_skip=e.run_b_skip,
+            specs=e.specs,
+            device_plan=e.device_plan,
         )
         records.write(Layout(self.out_dir).state, state, self.redactor().data)
 
-    @property
-    def out_dir(self) -> Path:
-        return self.params.output_path
-
     def _precheck_fail(self, message: str) -> None:
-        self.precheck_error = self.precheck_error or message
-        for spec in runs.run_specs(self.params):
-            self.runs[spec.name] = skipped(spec, f"not run: {self.precheck_error}", "NOT_RUN")
+        error = self.precheck_error or message
+        self._update(precheck_error=error)
+        not_run = {s.name: skipped(s, f"not run: {error}", "NOT_RUN") for s in self.specs()}
+        self._update(lambda e: {"runs": {**e.runs, **not_run}})
 
     def run_probe(self) -> Probe | None:
         """Copy the scripts in, probe the stack, settle TP and Run B's skip rule."""
@@ -241,78 +310,102 @@ class Verification:
         try:
             self.scripts = self.target.install_scripts(SCRIPTS_DIR)
             flagcx = self.spec("run_b").flagcx_path
-            self.probe = run_probe(
+            probe = run_probe(
                 self.target, self.scripts, flagcx, self.out_dir, dict(self.params.env)
             )
         except (UserError, OSError) as exc:
-            self.probe = getattr(
+            found = getattr(
                 exc, "probe", None
             )  # a Python without vLLM still leaves its fingerprint
+            self._update(probe=found.data if found else None)
             self._precheck_fail(f"{exc}")
             self.save_state()
             return None
-        devices = self.probe.device_count
-        self.tp = self.params.tp_size or devices
-        if self.tp > devices:
-            self._precheck_fail(f"requested TP={self.tp} but only {devices} available")
-        self.run_b_skip = runs.run_b_skip_reason(self.params, self.probe.any_multichip())
+        devices = probe.device_count
+        tp = self.params.tp_size or devices
+        self._update(probe=probe.data, tp=tp)
+        if tp > devices:
+            self._precheck_fail(f"requested TP={tp} but only {devices} available")
+        self._update(run_b_skip=runs.run_b_skip_reason(self.params, probe.any_multichip()))
         self.save_state()
-        return self.probe
+        return probe
 
     def resolve_model(self) -> ModelStep | None:
         if self.precheck_error or self.target is None:
             return None
         try:
-            self.model = resolve_model(self.params, self.target, self.scripts or "", self.out_dir)
+            model = resolve_model(self.params, self.target, self.scripts or "", self.out_dir)
         except UserError as exc:
-            self.model = ModelStep(requested=self.params.model_path, error=str(exc))
+            model = ModelStep(requested=self.params.model_path, error=str(exc))
             self._precheck_fail(str(exc))
+        self._update(model=model.to_dict())
         if not self.precheck_error:
             problem = check_prompts_file(self.params.prompts_file, self.target, self.out_dir)
             if problem:
                 self._precheck_fail(problem)
         self.save_state()
-        return self.model
+        return model
 
     def specs(self) -> tuple[RunSpec, RunSpec]:
         """Both runs' flags; Run A's way of keeping the FL plugin out comes from the probe, and
         each run's devices from the device plan when they run side by side."""
-        return runs.run_specs(
-            self.params, self.probe.data if self.probe else None, self.device_plan()
-        )
+        run_a, run_b = self.evidence.specs
+        return run_a, run_b
+
+    def spec(self, name: str) -> RunSpec:
+        return self.evidence.spec(name)
 
     def device_plan(self) -> dict[str, Any]:
         """Side by side or one after the other, and on which devices (runs.device_plan)."""
-        run_b_runs = self.probe is not None and not self.precheck_error and not self.run_b_skip
-        return runs.device_plan(
-            self.params, self.probe.data if self.probe else None, self.tp, run_b_runs
-        )
+        return dict(self.evidence.device_plan or {})
 
     def run_both(self) -> dict[str, dict[str, PhaseResult]]:
         """Run A and Run B: side by side on disjoint devices when the target has 2 × TP of them
-        (parallel_runs=auto), else one after the other. Each run's phases keep their order."""
+        (parallel_runs=auto), else one after the other. Each run's phases keep their order.
+
+        Ctrl-C (KeyboardInterrupt in this thread) while they run side by side stops both
+        running phases, records what they gathered (NOT_RUN: interrupted) and starts no other.
+        """
+        self._stopping.clear()
         if not self.device_plan()["parallel"]:
             for name in RUNS:
                 self.run(name)
             return self.runs
         self._open()  # one work folder for both, made before the runs start
-        with ThreadPoolExecutor(max_workers=len(RUNS), thread_name_prefix="model-verify") as pool:
+        pool = ThreadPoolExecutor(max_workers=len(RUNS), thread_name_prefix="model-verify")
+        try:
             for future in [pool.submit(self.run, name) for name in RUNS]:
                 future.result()
+        except KeyboardInterrupt:
+            self.stop_running()
+            raise
+        finally:
+            pool.shutdown(wait=True)  # after a stop: until both phases have recorded their end
         return self.runs
 
-    def spec(self, name: str) -> RunSpec:
-        return {s.name: s for s in self.specs()}[name]
+    def stop_running(self) -> None:
+        """Stop every phase session running now (their process groups) and start no new phase."""
+        self._stopping.set()
+        with self._lock:
+            sessions, self._sessions[:] = list(self._sessions), []
+        for proc in sessions:
+            try:
+                proc.stop()
+            except (OSError, ValueError):
+                pass  # it has ended already
 
     def run(self, name: str) -> dict[str, PhaseResult]:
-        """Both phases of one run; failures are diagnosed from their logs."""
+        """Both phases of one run, unless the pre-check failed or Run B is skipped."""
         spec = self.spec(name)
         if self.precheck_error:
             return self.runs[name]
         if name == "run_b" and self.run_b_skip:
-            self.runs[name] = skipped(spec, self.run_b_skip)
+            skip = skipped(spec, self.run_b_skip)
+            self._update(lambda e: {"runs": {**e.runs, name: skip}})
             return self.runs[name]
         for phase in PHASES:
+            if self._stopping.is_set():
+                break
             self.run_phase(name, phase)
         return self.runs[name]
 
@@ -332,6 +425,40 @@ class Verification:
         Comparison, stack activity and verdict always use the latest attempt of each phase; the
         report lists every attempt. This is the debugging loop: change one thing, re-run, re-read.
         """
+        self._check_phase_call(run, phase, overrides)
+        params = validate({**self.params.to_dict(), **overrides}) if overrides else self.params
+        spec = self.spec(run)
+        if env or unset:
+            env_set, env_unset = runs.combine(spec.env_set, spec.env_unset, dict(env or {}), unset)
+            spec = replace(spec, env_set=env_set, env_unset=env_unset)
+        target, scripts = self._open()
+        with self._lock:
+            attempt = 1 + sum(1 for p in self.evidence.attempts if p.key == f"{run}_{phase}")
+        changed = {
+            **({"env": dict(env)} if env else {}),
+            **({"unset": list(unset)} if unset else {}),
+            **{k: params.to_dict()[k] for k in overrides},
+        }
+        raw = runs.run_phase(
+            params,
+            target,
+            scripts,
+            spec,
+            phase,
+            self._model_path(),
+            self.tp or 1,
+            self.out_dir,
+            attempt=attempt,
+            overrides=changed,
+        )
+        pr = self._judged(raw, self.out_dir)
+        self.add_attempt(pr)
+        if self.on_attempt is not None:
+            self.on_attempt(pr)
+        return pr
+
+    def _check_phase_call(self, run: str, phase: str, overrides: Mapping[str, Any]) -> None:
+        """A phase can run only once the pre-check passed, and changes only what a phase reads."""
         if run not in RUNS or phase not in PHASES:
             raise ParameterError(
                 f"run_phase({run!r}, {phase!r}): run is one of {', '.join(RUNS)} and phase one "
@@ -353,57 +480,49 @@ class Verification:
                 "The probe and model steps have not run yet: call v.run_probe() and "
                 "v.resolve_model() (or run the notebook's first cells) before run_phase."
             )
-        params = validate({**self.params.to_dict(), **overrides}) if overrides else self.params
-        spec = self.spec(run)
-        if env or unset:
-            env_set, env_unset = runs.combine(spec.env_set, spec.env_unset, dict(env or {}), unset)
-            spec = replace(spec, env_set=env_set, env_unset=env_unset)
-        target, scripts = self._open()
-        with self._lock:
-            attempt = 1 + sum(1 for p in self.history if p.run == run and p.phase == phase)
-        changed = {
-            **({"env": dict(env)} if env else {}),
-            **({"unset": list(unset)} if unset else {}),
-            **{k: params.to_dict()[k] for k in overrides},
-        }
-        pr = runs.run_phase(
-            params,
-            target,
-            scripts,
-            spec,
-            phase,
-            self.model.path,
-            self.tp,
-            self.out_dir,
-            attempt=attempt,
-            overrides=changed,
-        )
-        self.add_attempt(pr)
+
+    def _model_path(self) -> str:
+        model = self.model
+        assert model is not None and model.path
+        return model.path
+
+    def _judged(self, raw: PhaseResult, out_dir: Path) -> PhaseResult:
+        """The attempt judged from its raw facts, its record on disk rewritten with the judgement."""
+        pr = judge_attempt(raw)
+        runs.save_phase(pr, out_dir)
         return pr
 
-    def attempts(self, run: str | None = None, phase: str | None = None) -> list[PhaseResult]:
-        """Every attempt (of one run / phase), oldest first."""
-        return [p for p in self.history if run in (None, p.run) and phase in (None, p.phase)]
+    def run_step(
+        self, run: str, phase: str, *, env: dict[str, str], unset: Sequence[str], folder: Path
+    ) -> PhaseResult:
+        """One phase with `env`/`unset` on top of the run's flags, its files under `folder`, not
+        an attempt of the verification: the `run_phase` the culprit-op search is handed."""
+        spec = self.spec(run)
+        env_set, env_unset = runs.combine(spec.env_set, spec.env_unset, env, unset)
+        spec = replace(spec, env_set=env_set, env_unset=env_unset)
+        target, scripts = self._open()
+        raw = runs.run_phase(
+            self.params, target, scripts, spec, phase, self._model_path(), self.tp or 1, folder
+        )
+        return self._judged(raw, folder)
 
     def add_attempt(self, pr: PhaseResult) -> None:
-        """A finished attempt becomes the phase's latest; what was judged before is judged again."""
-        with self._lock:
-            self.history.append(pr)
-            self.runs.setdefault(pr.run, {})[pr.phase] = pr
-            self.comparisons, self.gate, self.verdict, self.report, self.bisection = (
-                [],
-                None,
-                None,
-                None,
-                None,
-            )
+        """A finished attempt becomes the phase's latest; what was judged before is judged again
+        (an earlier culprit-op search no longer applies)."""
+        self._update(
+            lambda e: {
+                "attempts": (*e.attempts, pr),
+                "runs": {**e.runs, pr.run: {**e.runs.get(pr.run, {}), pr.phase: pr}},
+                "bisection": None,
+            }
+        )
 
     def _open(self) -> tuple[Target, str]:
         """The target with our scripts in it; a closed verification opens a fresh work folder."""
         if self.target is None or self.closed or self.scripts is None:
             if self.target is not None and not self.closed:
                 self.target.cleanup()
-            self.target = make_target(self.params)
+            self.target = _track_sessions(make_target(self.params), self._sessions, self._lock)
             self.scripts = self.target.install_scripts(SCRIPTS_DIR)
             self.closed = False
         return self.target, self.scripts
@@ -421,145 +540,111 @@ class Verification:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def compare(self) -> list[records.PhaseComparison]:
-        """Run A vs Run B outputs of the phases both passed, and the stack's activity per run."""
-        tol = self.tolerances()
-        outputs = {
-            run: {
-                ph: pr.result.get("outputs") or []
-                for ph, pr in phases.items()
-                if pr.status == "PASS"
-            }
-            for run, phases in self.runs.items()
-        }
-        shared = [ph for ph in PHASES if ph in outputs["run_a"] and ph in outputs["run_b"]]
-        self.comparisons = [
-            compare.compare_phase(ph, outputs["run_a"][ph], outputs["run_b"][ph], tol)
-            for ph in shared
-        ]
-        flagcx = (self.probe.data.get("flagcx") or {}) if self.probe else {}
-        for name, phases in self.runs.items():
-            spec = self.spec(name)
-            library = flagcx.get("library") if spec.flagcx_path == flagcx.get("path") else None
-            ran = [pr for pr in phases.values() if pr.status in ("PASS", "FAIL")]
-            events = [pr.result.get("stack_evidence") or [] for pr in ran]
-            self.activity[name] = (
-                stack.merge(
-                    {
-                        pr.phase: stack.assess(
-                            ev, stack.claims_in_log(pr.log), self.tp, spec.flagcx_path, library
-                        )
-                        for pr, ev in zip(ran, events)
-                    }
-                )
-                if ran
-                else {}
-            )
-            self.engine_env[name] = stack.engine_environment(e for ev in events for e in ev)
-        self.gate = stack.gate(self.activity.get("run_a"), self.activity.get("run_b"))
-        return self.comparisons
+    def bisect(
+        self, on_step: Callable[[records.BisectStep], None] | None = None
+    ) -> records.Bisection:
+        """The culprit-op search (bisect.py) on the judged verdict; each step goes to `on_step`
+        (else the verification's own hook)."""
+        layout = Layout(self.out_dir)
 
-    def tolerances(self) -> compare.Tolerances:
-        """The comparison's thresholds from the parameters (the rest from references/)."""
-        p = self.params
-        shift = {} if p.systematic_shift is None else {"systematic_shift": p.systematic_shift}
-        return compare.Tolerances(
-            tie=p.tie_tolerance,
-            logprob=p.logprob_tolerance,
-            repeat_fraction=p.repeat_fraction,
-            **shift,
+        def save(b: records.Bisection) -> None:
+            records.write(layout.bisection, b, self.redactor().data)
+
+        found = bisect.search(
+            self.evidence,
+            self.judgement,
+            self.run_step,
+            self.out_dir,
+            on_step=on_step or self.on_step,
+            save=save,
         )
+        self._update(bisection=found)
+        return found
 
-    def decide(self) -> records.Verdict:
-        """The verdict from the latest attempt of each phase (compared again every time)."""
-        if self.precheck_error:
-            self.verdict = verdict.precheck_failed(self.precheck_error)
-        else:
-            self.compare()
-            self.verdict = verdict.decide(
-                self.runs["run_a"],
-                self.runs["run_b"],
-                self.run_b_skip,
-                self.comparisons,
-                self.gate,
-                self.in_both_runs(),
-                self.spec("run_a").base_mode,
-            )
-            if self.bisection is not None:
-                self.verdict = verdict.with_culprits(self.verdict, self.bisection)
-        return self.verdict
-
-    def bisect(self, on_step: Any = None) -> records.Bisection:
-        """The culprit-op search (bisect.py) on the decided verdict; `on_step(step)` sees each step."""
-        self.decide()
-        self.bisection = bisect.search(self, on_step)
-        self.decide()
-        return self.bisection
-
-    def in_both_runs(self) -> list[str]:
-        """FlagOS parts the probe found that Run A does not leave out."""
-        present = self.probe.multichip_present if self.probe else {}
-        both = ["FlagTree"] if present.get("FlagTree") else []
-        plugin_a = self.activity.get("run_a", {}).get("plugin")
-        native = (self.spec("run_a").base_mode or {}).get("mode") == "native"
-        if (plugin_a is not None and plugin_a.loaded) or (present.get("plugin") and native):
-            both.append("the FL plugin")
-        return both
-
-    def warnings(self) -> list[str]:
-        """What the engineer should know although no rule of the verdict turned on it."""
-        out = []
-        flagcx = (self.probe.data.get("flagcx") or {}) if self.probe else {}
-        path = self.spec("run_b").flagcx_path
-        if (
-            path
-            and flagcx.get("path") == path
-            and not flagcx.get("library")
-            and self.run_b_skip is None
-        ):
-            relevance = (
-                "it matters only at TP>1: at TP=1 FlagCX is never exercised"
-                if (self.tp or 1) <= 1
-                else "so FlagCX is counted inactive in Run B"
-            )
-            out.append(
-                f"Run B's FLAGCX_PATH={path} does not hold {flagcx.get('expected_library') or 'build/lib/libflagcx.so'}: "
-                f"the FL plugin's FlagCX communicator turns itself off silently ({relevance}). Point FLAGCX_PATH "
-                'at a FlagCX build with -y \'run_b_env: {"FLAGCX_PATH": "…"}\'.'
-            )
-        return out
+    def report(self, notebook: str | None = None) -> dict[str, Any]:
+        """Judge the evidence, write report.json and report.html, and return the report."""
+        data = report.build(self.evidence, self.judgement, notebook=notebook)
+        # the last net: no secret of the host or the target reaches the report
+        self.last_report = self.redactor().data(data)
+        report.write_report(self.last_report, self.out_dir)
+        return self.last_report
 
     def write_report(self, notebook: str | None = None) -> tuple[Path, Path]:
         """report.json and report.html from what is known now; the target stays open (see close)."""
-        self.decide()
-        assert self.verdict is not None
-        self.report = report.build_report(
-            self.params,
-            started_at=self.started_at,
-            target=self.target_info,
-            probe=self.probe.data if self.probe else None,
-            model_step=self.model.to_dict() if self.model else None,
-            tp=self.tp,
-            runs=self.runs,
-            specs=self.specs(),
-            device_plan=self.device_plan(),
-            engine_env=self.engine_env,
-            gate=self.gate.to_dict() if self.gate else None,
-            warnings=self.warnings(),
-            skip_reason=self.run_b_skip,
-            verdict=self.verdict,
-            precheck_error=self.precheck_error,
-            comparisons=[c.to_dict() for c in self.comparisons],
-            activity={run: stack.to_dict(a) for run, a in self.activity.items()},
-            notebook=notebook,
-            attempts=self.history,
-            bisection=self.bisection,
-        )
-        # the last net: no secret of the host or the target reaches the report
-        self.report = self.redactor().data(self.report)
-        return report.write_report(self.report, self.out_dir)
+        self.report(notebook)
+        return self.out_dir / JSON_NAME, self.out_dir / HTML_NAME
 
     def redactor(self) -> Redactor:
         if self.target is not None:
             return self.target.redactor
         return Redactor(secret_values([os.environ]))
+
+
+def load_evidence(out_dir: Path) -> records.Evidence:
+    """The evidence a run left in its output folder, every attempt judged again with today's
+    rules; the phases it never finished are NOT_RUN."""
+    state_path = Layout(out_dir).state
+    try:
+        state = records.read(records.State, state_path)
+    except OSError:
+        raise UserError(
+            f"{state_path} does not exist: {out_dir} is not a model-verify output folder."
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{state_path} is corrupt ({exc.msg}); rerun the notebook.") from None
+    params = validate({**state.params, "output_dir": str(Path(out_dir).resolve())})
+    e = records.Evidence(
+        parameters=params.to_dict(),
+        started_at=state.started_at,
+        target=state.target,
+        probe=state.probe,
+        model=state.model,
+        tp=state.tp,
+        precheck_error=state.precheck_error,
+        run_b_skip=state.run_b_skip,
+    )
+    plan = state.device_plan or _device_plan(params, e)  # as it ran; older files: derived again
+    specs = state.specs or runs.run_specs(params, e.probe, plan)
+    reason = (
+        f"not run: {e.precheck_error}"  # as the live run said it
+        if e.precheck_error
+        else "NOT_RUN: the verification stopped before this phase finished"
+    )
+    latest = {s.name: skipped(s, reason, "NOT_RUN") for s in specs}
+    if e.run_b_skip:
+        latest["run_b"] = skipped(specs[1], e.run_b_skip)
+    found = [runs.load_phase(path) for path in Layout(out_dir).phases.glob("*.json")]
+    found.sort(key=lambda p: (p.attempt, RUNS.index(p.run), PHASES.index(p.phase)))
+    for pr in found:
+        latest[pr.run] = {**latest[pr.run], pr.phase: pr}
+    bisection = None
+    if Layout(out_dir).bisection.is_file():
+        bisection = records.read(records.Bisection, Layout(out_dir).bisection)
+    e = replace(
+        e, specs=specs, device_plan=plan, runs=latest, attempts=tuple(found), bisection=bisection
+    )
+    return rejudge(e)
+
+
+def rebuild(out_dir: Path) -> dict[str, Any]:
+    """`model-verify report DIR` and the batch's salvage: read the evidence, judge it again,
+    write report.json and report.html; the report."""
+    return Verification.resume(Path(out_dir)).report()
+
+
+def from_result_file(run: str, path: Path) -> PhaseResult:
+    """A judged PhaseResult from a phase's result JSON and its log (beside it, or in ../logs/):
+    what `diff --run-a --run-b` compares."""
+    result = json.loads(path.read_text(encoding="utf-8"))
+    logs = [path.with_suffix(".log"), path.parent.parent / "logs" / f"{path.stem}.log"]
+    pr = PhaseResult(
+        run=run,
+        phase=result.get("phase", "offline"),
+        result=result,
+        result_file=str(path),
+        status="PASS" if result.get("status") == "PASS" else "FAIL",
+        error=result.get("error"),
+        error_type=result.get("error_type"),
+        log=next((str(log) for log in logs if log.is_file()), None),
+    )
+    return diagnose(pr) if pr.status == "FAIL" else pr

@@ -1,9 +1,10 @@
 """What a verification found, as frozen records with one JSON round trip.
 
-The step modules compute; these records carry the results between them and to disk. The same
-`to_json` / `from_json` pair writes and reads `state.json`, `phases/*.json` and the records
-inside `report.json`, so a field is added in one place and every file follows. The pure steps
-(verdict, report) import only this module and `vocabulary`, never the process runner.
+The driver appends what happened to one `Evidence` (each attempt a `PhaseResult` with its raw
+`PhaseExit` facts); `analysis/` judges it. The same `to_json` / `from_json` pair writes and reads
+`state.json`, `phases/*.json`, `bisect/bisection.json` and the records inside `report.json`, so
+a field is added in one place and every file follows. `analysis/` imports only this module,
+`vocabulary` and itself, never the process runner.
 """
 
 from __future__ import annotations
@@ -138,6 +139,25 @@ class RunSpec:
 
 
 @dataclass(frozen=True)
+class PhaseExit:
+    """How an attempt's process ended, as the runner saw it: the raw facts every judgement of the
+    attempt (status, error, timeout rule, diagnosis) is derived from, so a rebuild can re-judge."""
+
+    timeout: float  # the phase's timeout (s)
+    timeout_param: str  # offline_timeout | serve_timeout
+    cap: float  # timeout_cap as applied (never below the timeout)
+    ended_by: str | None = None  # exit | timeout | silence | cap | terminated (target.ExecResult)
+    idle_s: float | None = None  # on timeout: seconds since the last output line
+    ran_s: float | None = None  # how long it ran before it ended or was stopped
+    last_line: str | None = None  # on timeout: the last line printed
+    progress_window: float | None = (
+        None  # output this recent at the timeout was progress (the helper's rule)
+    )
+    dumped: int = 0  # processes that printed their stacks into the log before the kill
+    result_error: str | None = None  # what is wrong with the result file (missing, corrupt)
+
+
+@dataclass(frozen=True)
 class PhaseResult:
     """What one attempt of one phase did; `result` is the container script's own JSON."""
 
@@ -165,6 +185,7 @@ class PhaseResult:
     env: dict[str, Any] = field(
         default_factory=dict
     )  # {"set": {...}, "unset": [...]} this attempt ran with
+    exit: PhaseExit | None = None  # the raw facts (None: skipped, or written before they were kept)
 
     @property
     def key(self) -> str:
@@ -172,7 +193,7 @@ class PhaseResult:
 
     def to_dict(self) -> dict[str, Any]:
         """The report's view: the record without the script's raw result, plus its timings and outputs."""
-        out = {k: v for k, v in to_json(self).items() if k != "result"}
+        out = {k: v for k, v in to_json(self).items() if k not in ("result", "exit")}
         out["timings"] = self.result.get("timings", {})
         out["outputs"] = self.result.get("outputs", [])
         return out
@@ -346,6 +367,38 @@ class State:
     tp: int | None = None
     precheck_error: str | None = None
     run_b_skip: str | None = None
+    specs: tuple[RunSpec, ...] = ()  # both runs' flags as they ran (older files: derived again)
+    device_plan: dict[str, Any] | None = None
+
+
+# --------------------------------------------------------------------------- the evidence
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Everything a verification did, as it happened: what `analysis.judge` judges.
+
+    The driver never mutates one: each step gives a new Evidence (`dataclasses.replace`), and an
+    attempt once recorded stays as it was. Judgements live in `analysis/`, so a report can be
+    rebuilt from disk and judged again with today's rules.
+    """
+
+    parameters: dict[str, Any]  # Params.to_dict()
+    started_at: str
+    target: dict[str, Any]
+    probe: dict[str, Any] | None = None  # the probe's raw data (versions, devices, entry points)
+    model: dict[str, Any] | None = None  # the model step
+    tp: int | None = None
+    precheck_error: str | None = None
+    run_b_skip: str | None = None
+    specs: tuple[RunSpec, ...] = ()  # both runs' flags as they ran
+    device_plan: dict[str, Any] | None = None
+    runs: dict[str, dict[str, PhaseResult]] = field(default_factory=dict)  # latest of each phase
+    attempts: tuple[PhaseResult, ...] = ()  # every attempt, in the order they ran
+    bisection: Bisection | None = None  # the culprit-op search and its steps, once made
+
+    def spec(self, name: str) -> RunSpec:
+        return {s.name: s for s in self.specs}[name]
 
 
 # --------------------------------------------------------------------------- culprit-op search

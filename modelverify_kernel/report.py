@@ -6,7 +6,6 @@ written; the HTML embeds the same JSON so an archived page carries its own data.
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import shlex
@@ -24,20 +23,38 @@ import jinja2
 import jsonschema
 import pandas as pd
 
-from . import stack
+from .analysis import gate
+from .analysis.judge import Judgement
 from .classify import strip_ansi
 from .errors import UserError
 from .params import Params
-from .records import Bisection, PhaseResult, RunSpec, Verdict, headline, now, run_status, to_json
+from .records import (
+    Bisection,
+    Evidence,
+    PhaseResult,
+    RunSpec,
+    Verdict,
+    now,
+    run_status,
+    to_json,
+)
+from .report_views import (  # noqa: F401  (the notebook and junit read them here)
+    RUN_TITLES,
+    _phases,
+    activity_table,
+    attempts_table,
+    bisection_table,
+    comparison_table,
+    flags_table,
+    phase_table,
+    run_table,
+    timeline_svg,
+)
 from .vocabulary import HTML_NAME, JSON_NAME, PHASE_TIMEOUT_PARAM, PHASES, Layout
 
 SCHEMA_VERSION = "1.3"
 SEED_RUN_KEYS = {"run_a": "run_a_without_multichip", "run_b": "run_b_with_multichip"}
 SEED_PHASE_KEYS = {"offline": "phase_a_offline", "serve": "phase_b_serve"}
-RUN_TITLES = {
-    "run_a_without_multichip": "Run A (base)",
-    "run_b_with_multichip": "Run B (multi-chip)",
-}
 LOG_TAIL_LINES, LOG_TAIL_WIDTH = 60, 400
 FAILED_LOG_TAIL_LINES = 200  # a failed phase keeps more: the lines before a hang or crash
 STACK_ADVICE = {
@@ -172,106 +189,106 @@ def _run_section(
     return section
 
 
-def build_report(
-    params: Params,
-    *,
-    started_at: str,
-    target: dict[str, Any],
-    probe: dict[str, Any] | None,
-    model_step: dict[str, Any] | None,
-    tp: int | None,
-    runs: Mapping[str, Mapping[str, PhaseResult]],
-    specs: Iterable[RunSpec],
-    device_plan: Mapping[str, Any] | None = None,
-    engine_env: Mapping[str, Mapping[str, Any]] | None = None,
-    gate: Mapping[str, Any] | None = None,
-    warnings: list[str] | None = None,
-    skip_reason: str | None = None,
-    verdict: Verdict,
-    precheck_error: str | None = None,
-    comparisons: list[dict[str, Any]] | None = None,
-    activity: dict[str, dict[str, Any]] | None = None,
-    notebook: str | None = None,
-    attempts: Iterable[PhaseResult] = (),
-    bisection: Bisection | None = None,
+def _artifacts(
+    latest: Mapping[str, Mapping[str, PhaseResult]], out_dir: Path, notebook: str | None
 ) -> dict[str, Any]:
-    out_dir = params.output_path
-    specs = {s.name: s for s in specs}
+    """Where each log and result file of the latest attempts (and the probe's, the download's) is."""
     logs, results = {}, {}
-    for phases in runs.values():
+    for phases in latest.values():
         for p in phases.values():
             if p.log:
                 logs[p.key] = _rel(p.log, out_dir)
             if p.result_file:
                 results[p.key] = _rel(p.result_file, out_dir)
+    layout = Layout(out_dir)
     for name in ("probe", "download"):
-        layout = Layout(out_dir)
         if layout.step_log(name).exists():
             logs[name] = _rel(str(layout.step_log(name)), out_dir)
         if layout.step_result(name).exists():
             results[name] = _rel(str(layout.step_result(name)), out_dir)
-    report: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
-        "status": verdict.status,
-        "stage": "model-verify",
-        "model": params.model_path,
-        "tensor_parallel_size": tp,
+    return {
+        "report_json": JSON_NAME,
+        "report_html": HTML_NAME,
+        "notebook": _rel(notebook, out_dir) if notebook else None,
+        "logs": logs,
+        "results": results,
     }
-    for name, key in SEED_RUN_KEYS.items():
-        report[key] = _run_section(
-            specs[name], runs[name], out_dir, skip_reason, (engine_env or {}).get(name)
-        )
-    report["diff_analysis"] = {
+
+
+def _diff_analysis(verdict: Verdict, bisection: Bisection | None) -> dict[str, Any]:
+    found = bisection is not None and bisection.status == "found"
+    return {
         "conclusion": verdict.conclusion,
         "detail": verdict.detail,
         "multichip_component": verdict.multichip_component,
         "recommended_stack": verdict.recommended_stack,
         "component": verdict.component,
-        "culprit_ops": list(bisection.culprit_ops)
-        if bisection and bisection.status == "found"
-        else [],
+        "culprit_ops": list(bisection.culprit_ops) if found and bisection else [],
         "blacklist": bisection.blacklist if bisection else None,
     }
+
+
+NOT_PLANNED = {
+    "parallel": False,
+    "reason": "not planned",
+    "variable": None,
+    "run_a": None,
+    "run_b": None,
+}
+NO_GATE = {"passed": False, "strength": "none", "evidence": [], "run_a_not_base": []}
+
+
+def build(
+    evidence: Evidence, judgement: Judgement, *, notebook: str | None = None
+) -> dict[str, Any]:
+    """The report: the evidence (what ran, what it recorded) beside its judgement."""
+    parameters = evidence.parameters
+    out_dir = Path(parameters["output_dir"]).resolve()
+    specs = {s.name: s for s in evidence.specs}
+    verdict = judgement.verdict
+    report: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "status": verdict.status,
+        "stage": "model-verify",
+        "model": parameters["model_path"],
+        "tensor_parallel_size": evidence.tp,
+    }
+    for name, key in SEED_RUN_KEYS.items():
+        report[key] = _run_section(
+            specs[name],
+            evidence.runs[name],
+            out_dir,
+            evidence.run_b_skip,
+            judgement.engine_env.get(name),
+        )
+    report["diff_analysis"] = _diff_analysis(verdict, evidence.bisection)
+    target = evidence.target
     report.update(
-        output_comparison=comparisons or [],
-        stack_activity=activity or {},
-        stack_gate=dict(
-            gate or {"passed": False, "strength": "none", "evidence": [], "run_a_not_base": []}
-        ),
-        warnings=list(warnings or []),
-        parameters=params.to_dict(),
+        output_comparison=[c.to_dict() for c in judgement.comparisons],
+        stack_activity={run: gate.to_dict(a) for run, a in judgement.activity.items()},
+        stack_gate=judgement.gate.to_dict() if judgement.gate else dict(NO_GATE),
+        warnings=list(judgement.warnings),
+        parameters=dict(parameters),
         environment={
             "target": {
                 **target,
-                "label": target_label(params.to_dict(), target, socket.gethostname()),
+                "label": target_label(parameters, target, socket.gethostname()),
             },
-            "probe": probe,
+            "probe": evidence.probe,
         },
-        model_resolution=model_step,
-        parallel_runs=dict(
-            device_plan
-            or {
-                "parallel": False,
-                "reason": "not planned",
-                "variable": None,
-                "run_a": None,
-                "run_b": None,
-            }
-        ),
-        precheck={"status": "FAIL" if precheck_error else "PASS", "error": precheck_error},
-        artifacts={
-            "report_json": JSON_NAME,
-            "report_html": HTML_NAME,
-            "notebook": _rel(notebook, out_dir) if notebook else None,
-            "logs": logs,
-            "results": results,
+        model_resolution=evidence.model,
+        parallel_runs=dict(evidence.device_plan or NOT_PLANNED),
+        precheck={
+            "status": "FAIL" if evidence.precheck_error else "PASS",
+            "error": evidence.precheck_error,
         },
+        artifacts=_artifacts(evidence.runs, out_dir, notebook),
         tool=tool_info(),
-        started_at=started_at,
+        started_at=evidence.started_at,
         finished_at=now(),
     )
-    report["attempts"] = [_attempt_entry(p, out_dir) for p in attempts]
-    report["bisection"] = _bisection_entry(bisection)
+    report["attempts"] = [_attempt_entry(p, out_dir) for p in evidence.attempts]
+    report["bisection"] = _bisection_entry(evidence.bisection)
     report["reproduce"] = reproduce(report)
     return report
 
@@ -379,6 +396,28 @@ def _phase_reproduce(
     return f"{shlex.join(copy)} && {shlex.join(run)}"
 
 
+def _confirm_command(
+    params: Mapping[str, Any], defaults: Mapping[str, Any], out_dir: str, bisection: Mapping
+) -> str:
+    """The confirming run as a whole verification: Run B with the culprits off, in its own folder."""
+    confirm = {
+        **params,
+        "output_dir": f"{out_dir}-without-culprits",
+        "bisect": False,
+        "run_b_env": {
+            **params.get("run_b_env", {}),
+            bisection["switch"]: ",".join(bisection["culprit_ops"]),
+        },
+    }
+    options = [
+        o
+        for name, value in confirm.items()
+        if name == "model_path" or name not in defaults or value != defaults[name]
+        for o in _papermill_option(name, value)
+    ]
+    return shlex.join(["model-verify", "run", *options])
+
+
 def reproduce(report: Mapping[str, Any]) -> dict[str, Any]:
     """The commands that rerun this verification (`model-verify run`, or papermill from a
     checkout) and each phase alone, every one runnable as written.
@@ -422,200 +461,12 @@ def reproduce(report: Mapping[str, Any]) -> dict[str, Any]:
     }
     bisection = report.get("bisection") or {}
     if bisection.get("status") == "found":
-        # the confirming run as a whole verification: Run B with the culprits off, in its own folder
-        confirm = {
-            **params,
-            "output_dir": f"{out_dir}-without-culprits",
-            "bisect": False,
-            "run_b_env": {
-                **params.get("run_b_env", {}),
-                bisection["switch"]: ",".join(bisection["culprit_ops"]),
-            },
-        }
-        options = [
-            o
-            for name, value in confirm.items()
-            if name == "model_path" or name not in defaults or value != defaults[name]
-            for o in _papermill_option(name, value)
-        ]
-        out["bisection"] = shlex.join(["model-verify", "run", *options])
+        out["bisection"] = _confirm_command(params, defaults, out_dir, bisection)
     return out
 
 
 def validate(report: dict[str, Any]) -> None:
     jsonschema.validate(report, schema())
-
-
-def _phases(report: Mapping[str, Any]) -> Iterable[tuple[str, str, Mapping[str, Any]]]:
-    """(run title, phase, phase dict) in the order the phases ran."""
-    for key, title in RUN_TITLES.items():
-        for phase, p in report[key]["phases"].items():
-            yield title, phase, p
-
-
-def _row(run: str, phase: str, p: Mapping[str, Any]) -> dict[str, Any]:
-    diag = p.get("diagnosis") or {}
-    return {
-        "run": run,
-        "phase": phase,
-        "status": p["status"],
-        "duration_s": p["duration_s"],
-        "component": diag.get("component"),
-        "error": headline(p["error"]) or p.get("reason") or p.get("timeout_note"),
-    }
-
-
-def phase_table(report: Mapping[str, Any]) -> pd.DataFrame:
-    """The A-vs-B table: one row per run × phase."""
-    return pd.DataFrame([_row(title, phase, p) for title, phase, p in _phases(report)])
-
-
-def run_table(phases: Mapping[str, PhaseResult]) -> pd.DataFrame:
-    """One run's phases while the notebook is still running."""
-    return pd.DataFrame([_row(p.run, phase, p.to_dict()) for phase, p in phases.items()])
-
-
-def attempts_table(attempts: Iterable[Mapping[str, Any] | PhaseResult]) -> pd.DataFrame:
-    """Every attempt of every phase, re-runs made while debugging included (the latest is judged)."""
-    rows = []
-    for a in attempts:
-        a = (
-            a
-            if isinstance(a, Mapping)
-            else {**a.to_dict(), "component": (a.diagnosis or {}).get("component")}
-        )
-        changed = "; ".join(f"{k}={json.dumps(v)}" for k, v in (a.get("overrides") or {}).items())
-        rows.append(
-            {
-                "run": a["run"],
-                "phase": a["phase"],
-                "attempt": a["attempt"],
-                "status": a["status"],
-                "duration_s": a.get("duration_s"),
-                "changed": changed or "(as the run)",
-                "component": a.get("component") or "",
-                "log": a.get("log") or "",
-            }
-        )
-    return pd.DataFrame(
-        rows,
-        columns=["run", "phase", "attempt", "status", "duration_s", "changed", "component", "log"],
-    )
-
-
-def bisection_table(bisection: Mapping[str, Any]) -> pd.DataFrame:
-    """Every step of the culprit-op search, then the confirming runs."""
-    rows = [
-        {
-            "step": s["number"],
-            "kind": kind,
-            "phase": s["phase"],
-            "switched off": ", ".join(s["disabled"]) or "(none)",
-            "outcome": s["outcome"],
-            "duration_s": s.get("duration_s"),
-            "why": s.get("why") or "",
-            "log": s.get("log") or "",
-        }
-        for kind, key in (("search", "steps"), ("confirm", "confirm"))
-        for s in bisection.get(key) or []
-    ]
-    return pd.DataFrame(
-        rows,
-        columns=["step", "kind", "phase", "switched off", "outcome", "duration_s", "why", "log"],
-    )
-
-
-COMPARISON_COLUMNS = [
-    "phase",
-    "index",
-    "prompt",
-    "exact_match",
-    "first_divergence",
-    "max_logprob_diff_prefix",
-    "judgement",
-    "detail",
-]
-
-
-def comparison_table(comparisons: list[Mapping[str, Any]]) -> pd.DataFrame:
-    """One row per compared prompt, then each run's garbage findings and notes.
-
-    Run B garbage that Run A shows too is marked "(also in Run A)": only the rest counts
-    against the stack.
-    """
-    cols = COMPARISON_COLUMNS
-    rows: list[dict[str, Any]] = []
-    for c in comparisons:
-        rows += [{"phase": c["phase"], **{k: p.get(k) for k in cols[1:]}} for p in c["prompts"]]
-        new = {(g["check"], g["index"]) for g in c["new_garbage"]}
-        for run in ("a", "b"):
-            for g in c.get(f"garbage_{run}", []):
-                shared = run == "b" and (g["check"], g["index"]) not in new
-                rows.append(
-                    {
-                        "phase": c["phase"],
-                        "index": g["index"],
-                        "detail": g["detail"],
-                        "judgement": f"garbage in Run {run.upper()}: {g['check']}"
-                        + (" (also in Run A)" if shared else ""),
-                    }
-                )
-        if c.get("note"):
-            rows.append({"phase": c["phase"], "judgement": "note", "detail": c["note"]})
-    return pd.DataFrame(rows, columns=cols)
-
-
-def activity_table(activity: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> pd.DataFrame:
-    """Per run × component: active / inactive / unknown / not_exercised, how strong, the evidence."""
-    return pd.DataFrame(
-        [
-            {
-                "run": run,
-                "component": name,
-                "status": a["status"],
-                "strength": a.get("strength", "none")
-                + ("" if a.get("counts_for_gate", True) else " (never counts)"),
-                "evidence": "; ".join(a["evidence"]),
-            }
-            for run, comps in activity.items()
-            for name, a in comps.items()
-        ],
-        columns=["run", "component", "status", "strength", "evidence"],
-    )
-
-
-def flags_table(report: Mapping[str, Any]) -> pd.DataFrame:
-    """Each run's stack variables: what we set or removed, and what its engine processes saw."""
-    rows = []
-    for key, title in RUN_TITLES.items():
-        run = report[key]
-        env = run.get("env") or {"set": {}, "unset": []}
-        seen = run.get("engine_env") or {}
-        names = [*env["set"], *env["unset"]] + [
-            n for n in seen if n not in env["set"] and n not in env["unset"]
-        ]
-        for name in dict.fromkeys(names):
-            asked = (
-                "unset"
-                if name in env["unset"]
-                else stack.env_text(env["set"][name])
-                if name in env["set"]
-                else "(inherited)"
-            )
-            ran = run.get("status") not in ("SKIPPED", "NOT_RUN")
-            rows.append(
-                {
-                    "run": title,
-                    "variable": name,
-                    "asked": asked,
-                    "engine saw": stack.env_text(seen[name])
-                    if name in seen
-                    else "(not recorded)"
-                    if ran
-                    else "(run not started)",
-                }
-            )
-    return pd.DataFrame(rows, columns=["run", "variable", "asked", "engine saw"])
 
 
 def _styled(
@@ -646,120 +497,6 @@ def _styled(
     if caption:
         styler = styler.set_caption(caption)
     return styler.to_html(table_attributes=f'class="{uuid}"', doctype_html=False)
-
-
-_SEGMENTS = {  # timings keys drawn inside a phase's bar, in the order they happen
-    "import_s": ("import", "#8c959f"),
-    "load_s": ("load / start-up", "#54aeff"),
-    "startup_s": ("load / start-up", "#54aeff"),
-    "generate_s": ("generate / requests", "#4ac26b"),
-    "requests_s": ("generate / requests", "#4ac26b"),
-}
-_OTHER, _TIMED_OUT = ("other (teardown, waits)", "#d0d7de"), ("until the timeout", "#ffebe9")
-
-
-def timeline_svg(report: Mapping[str, Any], *, inline: bool = True) -> str:
-    """The phases on one time axis (they run one after the other), split by their timings.
-
-    A slow load or a hang shows as a long bar; a timed-out phase is hatched red. The SVG is
-    deterministic (fixed hash salt, no date) so `render` reproduces the page byte for byte.
-    """
-    import matplotlib
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
-
-    rows = list(_phases(report))
-    params = report.get("parameters", {})
-    fig = Figure(figsize=(9.5, 0.55 * len(rows) + 1.1))
-    ax = fig.add_subplot()
-    clock, used = 0.0, set()
-    for y, (_title, phase, p) in enumerate(rows):
-        dur = p.get("duration_s")
-        if dur is None:  # x in axes coordinates: clear of the axis whatever the scale
-            ax.text(
-                0.01,
-                y,
-                p["status"].lower().replace("_", " "),
-                va="center",
-                fontsize=9,
-                color="#57606a",
-                transform=ax.get_yaxis_transform(),
-            )
-            continue
-        x = clock
-        for key, (label, color) in _SEGMENTS.items():
-            seg = min(float(p.get("timings", {}).get(key) or 0), clock + dur - x)
-            if seg > 0:
-                ax.barh(y, seg, left=x, height=0.6, color=color, edgecolor="white", linewidth=0.5)
-                used.add((label, color))
-                x += seg
-        failed = p["status"] == "FAIL"
-        if clock + dur - x > 0:
-            rest = _TIMED_OUT if p.get("timed_out") else _OTHER
-            ax.barh(
-                y,
-                clock + dur - x,
-                left=x,
-                height=0.6,
-                color=rest[1],
-                hatch="//" if p.get("timed_out") else None,
-                edgecolor="#cf222e" if p.get("timed_out") else "white",
-                linewidth=0.5,
-            )
-            used.add(rest)
-        if failed:
-            ax.barh(y, dur, left=clock, height=0.6, fill=False, edgecolor="#cf222e", linewidth=1.5)
-        limit = params.get(PHASE_TIMEOUT_PARAM[phase])
-        note = f"  {dur:.1f} s {p['status']}"
-        if p.get("timed_out"):
-            note += " (timed out)"
-        elif limit and dur > 0.8 * limit:
-            note += f" ({dur / limit:.0%} of its {limit} s timeout)"
-        if p.get("timeout_note"):
-            note += ", ran on past it: still making progress"
-        ax.text(
-            clock + dur, y, note, va="center", fontsize=9, color="#cf222e" if failed else "#1d2329"
-        )
-        clock += dur
-    ax.set_yticks(range(len(rows)), [f"{title} · {phase}" for title, phase, _ in rows], fontsize=9)
-    ax.invert_yaxis()
-    ax.set_xlim(0, max(clock, 1.0) * 1.22)
-    ax.set_xlabel(
-        "seconds since the first phase started (phases run one after another)", fontsize=9
-    )
-    ax.tick_params(axis="x", labelsize=8)
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
-    ax.grid(axis="x", color="#eaeef2", linewidth=0.6)
-    ax.set_axisbelow(True)
-    order = list(dict.fromkeys(label for label, _ in _SEGMENTS.values())) + [
-        _OTHER[0],
-        _TIMED_OUT[0],
-    ]
-    handles = [
-        Patch(color=c, label=label) for label, c in sorted(used, key=lambda u: order.index(u[0]))
-    ]
-    if handles:
-        ax.legend(
-            handles=handles,
-            loc="lower right",
-            fontsize=8,
-            frameon=False,
-            ncol=len(handles),
-            bbox_to_anchor=(1.0, 1.0),
-        )
-    fig.tight_layout()
-    buf = io.StringIO()
-    with matplotlib.rc_context(
-        {"svg.hashsalt": "modelverify", "svg.fonttype": "none", "font.family": "sans-serif"}
-    ):
-        fig.savefig(buf, format="svg", metadata={"Date": None})
-    svg = buf.getvalue()
-    if not inline:  # a standalone SVG document (the notebook displays this one)
-        return svg
-    # Inside HTML the SVG needs no namespaces and no RDF metadata: the page names no URL.
-    svg = re.sub(r"\s*<metadata>.*?</metadata>", "", svg[svg.index("<svg") :], count=1, flags=re.S)
-    return re.sub(r'\s+xmlns(:xlink)?="[^"]*"', "", svg, count=2)
 
 
 def diagnosis_message(p: Mapping[str, Any]) -> str:

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from . import classify
 from .params import Params
-from .records import PhaseResult, RunSpec, now, read, skipped, write
+from .records import PhaseExit, PhaseResult, RunSpec, now, read, skipped, write
 from .target import ExecResult, Target
 from .target import progress_window as _progress_window
 from .vocabulary import (
@@ -132,6 +130,37 @@ def _id_list(value: str) -> list[str]:
     return out
 
 
+def _device_pool(
+    params: Params, devices: Mapping[str, Any], variable: str, cpu: bool
+) -> tuple[list[str], str] | str:
+    """The devices (or cores) the two runs split, and where that pool came from; or why the runs
+    go one after the other."""
+    if variable in params.env:
+        pool, source = _id_list(params.env[variable]), f"{variable}={params.env[variable]} (env)"
+        if cpu and not all(c.isdigit() for c in pool):
+            return f"{source} is not a core list: one run after the other"
+        return pool, source
+    if cpu:
+        cores = devices.get("cores") or list(range(int(devices.get("cpus") or 1)))
+        return [str(c) for c in cores], f"{len(cores)} cores"
+    if isinstance(devices.get("count"), int):
+        return [str(i) for i in range(devices["count"])], f"{devices['count']} devices"
+    return f"the probe could not count the devices ({devices.get('tool')}): one run after the other"
+
+
+def _split(pool: list[str], tp: int, cpu: bool) -> dict[str, str]:
+    """Run A's and Run B's share of the pool: TP devices each, or half the cores, one core list
+    per TP rank."""
+    if not cpu:
+        return {"run_a": ",".join(pool[:tp]), "run_b": ",".join(pool[tp : 2 * tp])}
+    size = len(pool) // 2 // tp  # cores per TP rank
+    a, b = (pool[h * tp * size : (h + 1) * tp * size] for h in (0, 1))
+    return {
+        name: "|".join(",".join(half[r * size : (r + 1) * size]) for r in range(tp))
+        for name, half in (("run_a", a), ("run_b", b))
+    }
+
+
 def device_plan(
     params: Params, probe_data: Mapping[str, Any] | None, tp: int | None, run_b_runs: bool
 ) -> dict[str, Any]:
@@ -172,30 +201,13 @@ def device_plan(
             f"{variable} is chosen per run ({', '.join(f'{n}_env' for n in per_run) or 'run_*_unset'}): "
             "the runs keep the devices given and run one after the other"
         )
-    if variable in params.env:
-        pool, source = _id_list(params.env[variable]), f"{variable}={params.env[variable]} (env)"
-        if cpu and not all(c.isdigit() for c in pool):
-            return serial(f"{source} is not a core list: one run after the other")
-    elif cpu:
-        cores = devices.get("cores") or list(range(int(devices.get("cpus") or 1)))
-        pool, source = [str(c) for c in cores], f"{len(cores)} cores"
-    elif isinstance(devices.get("count"), int):
-        pool, source = [str(i) for i in range(devices["count"])], f"{devices['count']} devices"
-    else:
-        return serial(
-            f"the probe could not count the devices ({devices.get('tool')}): one run after the other"
-        )
+    found = _device_pool(params, devices, variable, cpu)
+    if isinstance(found, str):
+        return serial(found)
+    pool, source = found
     if len(pool) < 2 * tp:
         return serial(f"{source} < 2 × TP={tp}: one run after the other")
-    if cpu:
-        size = len(pool) // 2 // tp  # cores per TP rank
-        a, b = (pool[h * tp * size : (h + 1) * tp * size] for h in (0, 1))
-        value = {
-            name: "|".join(",".join(half[r * size : (r + 1) * size]) for r in range(tp))
-            for name, half in (("run_a", a), ("run_b", b))
-        }
-    else:
-        value = {"run_a": ",".join(pool[:tp]), "run_b": ",".join(pool[tp : 2 * tp])}
+    value = _split(pool, tp, cpu)
     return {
         "parallel": True,
         "variable": variable,
@@ -302,10 +314,11 @@ def run_phase(
     attempt: int = 1,
     overrides: dict[str, Any] | None = None,
 ) -> PhaseResult:
-    """Run one attempt of one phase; every way it can end becomes a PhaseResult, never an exception.
+    """Run one attempt of one phase; record how it ended as raw facts, never an exception.
 
-    Each attempt has its own log, result and record file (vocabulary.Layout), so a re-run made
-    while debugging never overwrites what an earlier attempt showed.
+    Status, error and diagnosis are the driver's judgement (`analysis.judge.judge_attempt`).
+    Each attempt has its own log, result and record file (vocabulary.Layout), written the moment
+    the phase ends, so a debugging re-run never overwrites what an earlier attempt showed.
     """
     layout = Layout(out_dir)
     key = f"{spec.name}_{phase}"
@@ -317,74 +330,56 @@ def run_phase(
     command = phase_argv(params, target, scripts, phase, model, tp, remote)
     timeout = params.offline_timeout if phase == "offline" else params.serve_timeout
     cap = max(params.timeout_cap, timeout)
-    env_set = {**params.env, **spec.env_set}
     started_at = now()
+    env_set = {**params.env, **spec.env_set}
     res = target.run(
         command, env_set=env_set, env_unset=spec.env_unset, timeout=timeout, log_path=log, cap=cap
     )
+    fetched = target.fetch(remote, local)
+    result, result_error = _read_result(local) if fetched else ({}, None)
+    if not fetched and not res.timed_out:
+        result_error = (
+            f"the phase wrote no result file {local.name} (exit code {res.exit_code}); "
+            f"its log is {log}"
+        )
     pr = PhaseResult(
         run=spec.name,
         phase=phase,
+        status="FAIL",  # until judged
         duration_s=res.duration_s,
         started_at=started_at,
         exit_code=res.exit_code,
         timed_out=res.timed_out,
         command=command,
         log=str(log),
+        result_file=str(local) if fetched else None,
+        result=result,
         leftover_pids=res.leftovers,
         attempt=attempt,
         overrides=dict(overrides or {}),
         env={"set": dict(spec.env_set), "unset": list(spec.env_unset)},
+        exit=_exit_facts(res, phase, timeout, cap, result_error),
     )
-    file_error = None
-    if target.fetch(remote, local):
-        result, file_error = _read_result(local)
-        pr = replace(pr, result_file=str(local), result=result)
-    elif not res.timed_out:
-        file_error = f"the phase wrote no result file {local.name} (exit code {res.exit_code}); its log is {log}"
-    if not res.timed_out and res.duration_s > timeout:
-        pr = replace(
-            pr,
-            timeout_note=(
-                f"took {res.duration_s:.0f} s, past {timeout_param(phase)}={timeout:g} s: output was still coming at "
-                f"the timeout (loading, compiling kernels), so it ran on — up to timeout_cap={cap:g} s — and "
-                f"finished by itself"
-            ),
-        )
-    if res.timed_out:
-        pr = _timed_out(pr, res, timeout_param(phase), timeout, cap)
-    elif pr.result.get("status") == "PASS" and res.exit_code == 0 and not file_error:
-        pr = replace(pr, status="PASS")
-    elif file_error:
-        # what happened is the broken result file, whatever the log last said
-        pr = diagnose(replace(pr, status="FAIL", error=file_error, error_type="ResultFileError"))
-    else:
-        pr = replace(
-            pr,
-            status="FAIL",
-            error=pr.result.get("error") or f"exit code {res.exit_code}",
-            error_type=pr.result.get("error_type"),
-        )
-        if pr.error_type == "StartupStillProgressing":  # the serve script's health wait hit the cap
-            pr = replace(
-                pr,
-                diagnosis={
-                    "component": "none",
-                    "layer": None,
-                    "rule": "TIMEOUT-CAP",
-                    "evidence": [pr.error],
-                    "culprit_op": None,
-                    "confidence": "high",
-                    "signature": "Timeout: still progressing (health)",
-                    "hint": "The server was still starting (loading, compiling kernels) when timeout_cap ran "
-                    "out: raise timeout_cap and health_timeout; no component is blamed.",
-                    "error": pr.error,
-                },
-            )
-        else:
-            pr = diagnose(pr)
     save_phase(pr, out_dir)
     return pr
+
+
+def _exit_facts(
+    res: ExecResult, phase: str, timeout: float, cap: float, result_error: str | None
+) -> PhaseExit:
+    """How the phase's session ended, as the session helper told it."""
+    return PhaseExit(
+        timeout=timeout,
+        timeout_param=timeout_param(phase),
+        cap=cap,
+        ended_by=res.ended_by,
+        idle_s=res.idle_s,
+        ran_s=res.ran_s,
+        last_line=res.last_line,
+        progress_window=progress_window(timeout),
+        dumped=len(res.dumped),
+        result_error=result_error,
+    )
 
 
 def _read_result(local: Path) -> tuple[dict[str, Any], str | None]:
@@ -402,86 +397,6 @@ def _read_result(local: Path) -> tuple[dict[str, Any], str | None]:
     return result, None
 
 
-def _timed_out(
-    pr: PhaseResult, res: ExecResult, param: str, timeout: float, cap: float
-) -> PhaseResult:
-    """A hang and a slow start both hit the timeout; only a hang is a failure of a component.
-
-    Past its timeout a phase whose output keeps coming runs on, up to `cap` (timeout_cap); only
-    silence or the cap stop it. Stopped at the cap while still progressing is never blamed on a
-    component; stopped by silence, the stacks every process printed before the kill say where
-    it waited.
-    """
-    pr = replace(pr, status="FAIL", error_type="Timeout")
-    window = progress_window(timeout)
-    last = (res.last_line or "").strip()
-    ran = res.ran_s if res.ran_s is not None else res.duration_s
-    progressing = res.ended_by == "cap" or (
-        res.ended_by in (None, "timeout") and res.idle_s is not None and res.idle_s <= window
-    )
-    if progressing:
-        at_cap = res.ended_by == "cap"
-        limit = f"the hard cap timeout_cap={cap:g} s" if at_cap else f"{param}={timeout:g} s"
-        raise_what = "timeout_cap" if at_cap else param
-        idle = (
-            f"output {res.idle_s:.0f} s before it"
-            if res.idle_s is not None
-            else "output until the end"
-        )
-        error = f"timed out after {ran:.0f} s ({limit}) while still making progress: {idle}, last line: {last[:300]!r}"
-        return replace(
-            pr,
-            error=error,
-            diagnosis={
-                "component": "none",
-                "layer": None,
-                "rule": "TIMEOUT-CAP" if at_cap else "TIMEOUT-PROGRESS",
-                "evidence": [last] if last else [],
-                "culprit_op": None,
-                "confidence": "high",
-                "signature": f"Timeout: still progressing ({raise_what})",
-                "hint": f"The phase was still working (loading, compiling kernels) when {limit} ran out: raise "
-                f"{raise_what} and rerun; this is not a hang and no component is blamed.",
-                "error": error,
-            },
-        )
-    silent = (
-        f"no output for the last {res.idle_s:.0f} s"
-        if res.idle_s is not None
-        else "no output at all"
-    )
-    if res.ended_by == "silence":
-        error = (
-            f"ran past {param}={timeout:g} s while output kept coming, then hung: {silent} "
-            f"(stopped after {ran:.0f} s); every process of the phase was killed"
-        )
-    else:
-        error = f"timed out after {timeout:g} s ({param}) with {silent}: hung; every process of the phase was killed"
-    if res.dumped:
-        error += f" after printing the stacks of {len(res.dumped)} process(es) into the log"
-    pr = diagnose(replace(pr, error=error))
-    diag = dict(pr.diagnosis or {})
-    if diag.get("component") in (None, "none", "unknown"):
-        diag.update(
-            component="unknown",
-            layer=None,
-            rule="TIMEOUT-HANG",
-            confidence="low",
-            evidence=(diag.get("evidence") or ([last] if last else []))[:6],
-            signature=f"Timeout: hung ({param})",
-            hint="The phase stopped making progress and no frame in the stacks printed before the kill "
-            "(or no stack at all) names a component: read the last log lines and the stacks; "
-            "rerun with VLLM_LOGGING_LEVEL=DEBUG.",
-            error=error,
-        )
-        return replace(pr, diagnosis=diag)
-    if diag.get("error") and not diag["error"].startswith(("stack dump", "traceback cut")):
-        return replace(
-            pr, error=f"{error}; before it: {diag['error']}"
-        )  # it failed first, then hung
-    return pr
-
-
 def phase_file(out_dir: Path, key: str, attempt: int = 1) -> Path:
     return Layout(out_dir).phase_record(key, attempt)
 
@@ -493,46 +408,6 @@ def save_phase(pr: PhaseResult, out_dir: Path) -> None:
 
 def load_phase(path: Path) -> PhaseResult:
     return read(PhaseResult, path)
-
-
-def diagnose(pr: PhaseResult) -> PhaseResult:
-    """The phase with the log's diagnosis *beside* its own recorded error, never over it.
-
-    The error the phase recorded (the script's exception, a timeout, a broken result file) is
-    what happened; the diagnosis (component, rule, evidence, and its own `error`: the root cause
-    it settled on) sits next to it. Only a phase that recorded no error at all borrows the
-    diagnosis' one.
-    """
-    log = Path(pr.log) if pr.log and Path(pr.log).is_file() else []
-    recorded = (
-        pr.result
-        if pr.result.get("error")
-        else {**pr.result, "status": "FAIL", "error": pr.error, "error_type": pr.error_type}
-    )
-    diag = classify.classify_log(log, recorded)
-    pr = replace(pr, diagnosis=diag.to_dict())
-    if not pr.error and diag.error:
-        pr = replace(
-            pr, error=diag.error, error_type=diag.error.split(":", 1)[0].rsplit(".", 1)[-1]
-        )
-    return pr
-
-
-def from_result_file(run: str, path: Path) -> PhaseResult:
-    """A PhaseResult rebuilt from a phase's result JSON and its log (beside it, or in ../logs/)."""
-    result = json.loads(path.read_text(encoding="utf-8"))
-    logs = [path.with_suffix(".log"), path.parent.parent / "logs" / f"{path.stem}.log"]
-    pr = PhaseResult(
-        run=run,
-        phase=result.get("phase", "offline"),
-        result=result,
-        result_file=str(path),
-        status="PASS" if result.get("status") == "PASS" else "FAIL",
-        error=result.get("error"),
-        error_type=result.get("error_type"),
-        log=next((str(log) for log in logs if log.is_file()), None),
-    )
-    return diagnose(pr) if pr.status == "FAIL" else pr
 
 
 def run_b_skip_reason(params: Params, any_multichip: bool) -> str | None:

@@ -208,9 +208,9 @@ def test_two_kernels_that_fail_only_together_are_found_confirmed_and_reported(tm
 
 
 def _failing_verification(tmp_path, **params):
-    """A decided verification whose Run B offline phase failed with FlagGems active (records only)."""
+    """A verification whose Run B offline phase failed with FlagGems active (records only): judged
+    MULTICHIP_ERROR from its evidence."""
     from modelverify_kernel.pipeline import Verification
-    from modelverify_kernel.stack import ComponentActivity
 
     v = Verification(
         params=validate({"model_path": "/m", "output_dir": str(tmp_path), **params}), target=None
@@ -231,26 +231,32 @@ def _failing_verification(tmp_path, **params):
                     result={"stack_evidence": ran if run == "run_b" else []},
                 )
             )
-    v.activity = {"run_b": {"FlagGems": ComponentActivity("FlagGems", "active", ["ran"], "strong")}}
-    v.verdict = records.Verdict("MULTICHIP_ERROR", "d", "FlagGems", "base", "PARTIAL", "FlagGems")
+    assert v.verdict.conclusion == "MULTICHIP_ERROR"
+    assert v.judgement.activity["run_b"]["FlagGems"].status == "active"
     return v
 
 
-def test_the_budget_stops_the_search_and_the_record_says_where(tmp_path, monkeypatch):
-    """The phase runs are simulated here (the engine tests run them for real): the search stops at
-    bisect_max_steps, keeps every finished step in bisect/bisection.json, and says how far it got."""
+def _stand_in_steps(v, fails):
+    """The search's phase runs simulated (the engine tests run them for real): each step's kernels
+    switched off are read back from the switch it was handed; `fails(off)` says how it ends."""
+    seen = []
+
+    def run_step(run, phase, *, env, unset, folder):
+        off = tuple(sorted(o for o in env[bisect.RECORDER_SWITCH].split(",") if o))
+        seen.append(off)
+        status = "FAIL" if fails(set(off)) else "PASS"
+        return records.PhaseResult(run=run, phase=phase, status=status, error="w", duration_s=1.0)
+
+    v.run_step = run_step
+    return seen
+
+
+def test_the_budget_stops_the_search_and_the_record_says_where(tmp_path):
+    """The search stops at bisect_max_steps, keeps every finished step in bisect/bisection.json,
+    and says how far it got."""
     v = _failing_verification(tmp_path, bisect_max_steps=2)
-    ran = []
-
-    def fake_run(self, phase, disabled, folder, number):
-        ran.append(tuple(sorted(disabled)))
-        fails = "silu" not in disabled
-        return records.BisectStep(
-            number, phase, tuple(sorted(disabled)), "fail" if fails else "pass", "w", 1.0
-        )
-
-    monkeypatch.setattr(bisect._Search, "run", fake_run)
-    result = bisect._Search(v, None).search()
+    ran = _stand_in_steps(v, lambda off: "silu" not in off)
+    result = v.bisect()
     assert result.status == "stopped" and "bisect_max_steps=2" in result.reason
     assert len(result.steps) == len(ran) == 2
     on_disk = records.read(records.Bisection, tmp_path / "bisect" / "bisection.json")
@@ -264,22 +270,12 @@ def test_the_budget_stops_the_search_and_the_record_says_where(tmp_path, monkeyp
     assert Verification.resume(tmp_path).bisection == result
 
 
-def test_a_second_culprit_is_searched_when_the_first_one_off_is_not_enough(tmp_path, monkeypatch):
+def test_a_second_culprit_is_searched_when_the_first_one_off_is_not_enough(tmp_path):
     """Two kernels that each break the phase alone: the confirming run with the first one off still
     fails, so the search goes on among the rest and reports both."""
     v = _failing_verification(tmp_path)
-    monkeypatch.setattr(
-        bisect._Search,
-        "run",
-        lambda self, phase, disabled, folder, number: records.BisectStep(
-            number,
-            phase,
-            tuple(sorted(disabled)),
-            "pass" if {"mean_dim", "silu"} <= set(disabled) else "fail",
-            "w",
-        ),
-    )
-    result = bisect._Search(v, None).search()
+    _stand_in_steps(v, lambda off: not {"mean_dim", "silu"} <= off)
+    result = v.bisect()
     assert (result.status, sorted(result.culprit_ops)) == ("found", ["mean_dim", "silu"])
     assert [s.outcome for s in result.confirm] == ["pass", "pass"]
     assert len({s.disabled for s in result.steps}) == len(

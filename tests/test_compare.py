@@ -7,7 +7,12 @@ but Run B's spread over 0.5 is a changed distribution.
 
 import math
 
-from modelverify_kernel.compare import Tolerances, compare_output, compare_phase, garbage_checks
+from modelverify_kernel.analysis.compare import (
+    Tolerances,
+    compare_output,
+    compare_phase,
+    garbage_checks,
+)
 
 TOL = Tolerances()
 
@@ -129,7 +134,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from modelverify_kernel.compare import (  # noqa: E402
+from modelverify_kernel.analysis.compare import (  # noqa: E402
     AggregateJudgement,
     ConstantsError,
     load_constants,

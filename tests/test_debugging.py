@@ -174,9 +174,10 @@ def test_executed_notebook_reexecutes_cell_by_cell_in_the_same_kernel(tmp_path):
 
 @pytest.mark.engine
 def test_debug_rerun_changes_one_thing_and_the_report_lists_both_attempts(tmp_path, demo_model):
-    """Run A fails on an engine argument vLLM rejects; the notebook's debugging cell re-runs its
-    offline phase with good arguments: attempt 2 passes, attempt 1's log is kept, the verdict is
-    judged on the latest attempt, and the report (and its rebuild from disk) lists both."""
+    """Run A fails on an engine argument vLLM rejects; `v.run_phase` re-runs its offline phase
+    with good arguments (on the verification the notebook left, resumed from disk): attempt 2
+    passes, attempt 1's log is kept, the verdict is judged on the latest attempt, and the report
+    (and its rebuild from disk) lists both."""
     out_dir = tmp_path / "report"
     pm.execute_notebook(
         str(NOTEBOOK),
@@ -191,10 +192,15 @@ def test_debug_rerun_changes_one_thing_and_the_report_lists_both_attempts(tmp_pa
             run_b="never",
             max_model_len=512,
             extra_vllm_args=["--enforce-eager", "--no-such-engine-flag"],
-            debug_rerun="run_a:offline",
-            debug_extra_vllm_args=DEMO_ENGINE_ARGS,
         ),
     )
+    seen = []
+    v = Verification.resume(out_dir)
+    v.on_attempt = seen.append
+    attempt = v.run_phase("run_a", "offline", extra_vllm_args=DEMO_ENGINE_ARGS)
+    v.report()
+    v.close()
+    assert seen == [attempt] and attempt.attempt == 2
     data = json.loads((out_dir / "report.json").read_text())
     report.validate(data)
     offline = [a for a in data["attempts"] if (a["run"], a["phase"]) == ("run_a", "offline")]
@@ -224,3 +230,41 @@ def test_debug_rerun_changes_one_thing_and_the_report_lists_both_attempts(tmp_pa
         (a["run"], a["phase"], a["attempt"], a["status"]) for a in data["attempts"]
     ]
     assert rebuilt["run_a_without_multichip"]["phase_a_offline"] == "PASS"
+
+
+def test_a_rebuild_judges_the_recorded_facts_again_with_todays_rules(tmp_path):
+    """`report DIR` reads the evidence and judges it again: a phase record whose stored judgement
+    is stale (an older rule blamed vllm) is judged from its raw exit facts (stopped at timeout_cap
+    while still printing: TIMEOUT-CAP, no component blamed)."""
+    from modelverify_kernel import runs
+
+    params = mv_params.validate({"model_path": "/m", "output_dir": str(tmp_path)})
+    Verification(params=params, target=None).save_state()
+    log = tmp_path / "logs" / "run_b_offline.log"
+    log.parent.mkdir()
+    log.write_text("compiling kernels 99%\n", encoding="utf-8")
+    stale = records.PhaseResult(
+        run="run_b",
+        phase="offline",
+        status="FAIL",
+        error="old words",
+        diagnosis={"component": "vllm", "rule": "OLD-RULE"},
+        timed_out=True,
+        duration_s=40.0,
+        log=str(log),
+        exit=records.PhaseExit(
+            timeout=10,
+            timeout_param="offline_timeout",
+            cap=40,
+            ended_by="cap",
+            idle_s=0.5,
+            ran_s=40.0,
+            last_line="compiling kernels 99%",
+            progress_window=runs.progress_window(10),
+        ),
+    )
+    runs.save_phase(stale, tmp_path)
+    judged = Verification.resume(tmp_path).runs["run_b"]["offline"]
+    assert (judged.diagnosis["rule"], judged.diagnosis["component"]) == ("TIMEOUT-CAP", "none")
+    assert "timeout_cap=40 s" in judged.error and judged.status == "FAIL"
+    assert Verification.resume(tmp_path).verdict.conclusion == "INCOMPLETE"  # the rest never ran

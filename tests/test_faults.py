@@ -29,9 +29,10 @@ from conftest import (
     wait_until,
 )
 
+from modelverify_kernel.analysis.judge import judge_attempt
 from modelverify_kernel.params import validate
 from modelverify_kernel.pipeline import Verification
-from modelverify_kernel.runs import RunSpec, run_phase
+from modelverify_kernel.runs import RunSpec, run_phase, save_phase
 from modelverify_kernel.target import SCRIPTS_DIR, LocalTarget
 
 FAKE_PLUGIN_SITE = REPO / "tests" / "fake_stack" / "site"
@@ -55,9 +56,12 @@ def _phase(params, phase, run_env=None, kill_grace=3.0):
     target = LocalTarget(kill_grace=kill_grace, work_root=params.output_path / ".work")
     try:
         scripts = target.install_scripts(SCRIPTS_DIR)
-        return run_phase(
+        raw = run_phase(
             params, target, scripts, spec, phase, params.model_path, 1, params.output_path
         )
+        pr = judge_attempt(raw)  # the runner records, the analysis judges
+        save_phase(pr, params.output_path)  # the judged record, as the driver keeps it
+        return pr
     finally:
         target.cleanup()
 

@@ -12,11 +12,11 @@ import textwrap
 import pytest
 from conftest import REPO
 
-from modelverify_kernel import stack
-from modelverify_kernel.compare import compare_phase
+from modelverify_kernel.analysis import gate as mv_gate
+from modelverify_kernel.analysis.compare import compare_phase
+from modelverify_kernel.analysis.verdict import decide
 from modelverify_kernel.params import validate
 from modelverify_kernel.runs import PhaseResult, run_a_base, run_specs
-from modelverify_kernel.verdict import decide
 
 START = {
     "event": "process_started",
@@ -56,7 +56,7 @@ ENABLED = {
 
 
 def activity(events, claims=(), tp=1):
-    return stack.assess(events, list(claims), tp, "/tmp/FlagCX")
+    return mv_gate.assess(events, list(claims), tp, "/tmp/FlagCX")
 
 
 def both_pass_runs():
@@ -91,7 +91,7 @@ def test_a_loaded_plugin_that_does_nothing_is_not_activity_even_when_the_log_cla
     assert b["FlagGems"].status == "inactive"
     assert any("a printed line is not evidence" in e for e in b["FlagGems"].evidence)
     a_runs = both_pass_runs()
-    v = decide(a_runs[0], a_runs[1], comparisons=a_runs[2], gate=stack.gate(activity([START]), b))
+    v = decide(a_runs[0], a_runs[1], comparisons=a_runs[2], gate=mv_gate.gate(activity([START]), b))
     assert (v.conclusion, v.recommended_stack) == ("STACK_INACTIVE", "base")
 
 
@@ -122,7 +122,7 @@ def test_kernels_that_ran_are_strong_ops_taken_over_alone_weak():
         "active",
         "weak",
     ) and "weaker evidence" in weak.evidence[0]
-    g = stack.gate(activity([START]), activity([START, ENABLED]))
+    g = mv_gate.gate(activity([START]), activity([START, ENABLED]))
     assert g.passed and g.strength == "weak"
 
 
@@ -132,7 +132,7 @@ def test_both_pass_names_the_ops_that_ran():
         a,
         b,
         comparisons=comps,
-        gate=stack.gate(activity([START]), activity([START, ENABLED, *RAN])),
+        gate=mv_gate.gate(activity([START]), activity([START, ENABLED, *RAN])),
     )
     assert (v.conclusion, v.recommended_stack, v.status) == ("BOTH_PASS", "full", "PASS")
     assert "embedding (≥100 calls)" in v.detail and "weaker" not in v.detail
@@ -178,15 +178,19 @@ def test_the_gate_is_differential_work_done_in_both_runs_does_not_count():
         "calls": 10,
     }
     same = activity([START, FL_LOADED, oot])
-    assert not stack.gate(same, same).passed
-    assert stack.gate(activity([START, FL_LOADED]), same).passed
+    assert not mv_gate.gate(same, same).passed
+    assert mv_gate.gate(activity([START, FL_LOADED]), same).passed
 
 
 def test_run_a_with_flaggems_active_is_invalid_whatever_the_runs_did():
     a, b, comps = both_pass_runs()
     act_a = activity([START, FL_LOADED, ENABLED, *RAN])
     v = decide(
-        a, b, comparisons=comps, gate=stack.gate(act_a, act_a), base_mode={"mode": "exclude_plugin"}
+        a,
+        b,
+        comparisons=comps,
+        gate=mv_gate.gate(act_a, act_a),
+        base_mode={"mode": "exclude_plugin"},
     )
     assert (v.conclusion, v.status, v.recommended_stack) == ("RUN_A_NOT_BASE", "FAIL", "none")
     assert "embedding" in v.detail and "VLLM_PLUGINS" in v.detail
@@ -200,7 +204,7 @@ def test_run_a_with_flaggems_active_is_invalid_whatever_the_runs_did():
         )
         for ph in ("offline", "serve")
     }
-    v = decide(failed_a, b, gate=stack.gate(act_a, act_a), base_mode={"mode": "native"})
+    v = decide(failed_a, b, gate=mv_gate.gate(act_a, act_a), base_mode={"mode": "native"})
     assert (v.conclusion, v.recommended_stack) == (
         "RUN_A_NOT_BASE",
         "none",
@@ -226,11 +230,12 @@ def test_flagcx_never_active_at_tp1_and_inactive_without_its_library():
     assert activity([START, init, coll], tp=1)["FlagCX"].status == "not_exercised"
     lib = "/tmp/FlagCX/build/lib/libflagcx.so"
     assert (
-        stack.assess([START, init, coll], [], 2, "/tmp/FlagCX", None)["FlagCX"].status == "inactive"
+        mv_gate.assess([START, init, coll], [], 2, "/tmp/FlagCX", None)["FlagCX"].status
+        == "inactive"
     )
-    on = stack.assess([START, init, coll], [], 2, "/tmp/FlagCX", lib)["FlagCX"]
+    on = mv_gate.assess([START, init, coll], [], 2, "/tmp/FlagCX", lib)["FlagCX"]
     assert (on.status, on.strength) == ("active", "strong")
-    assert stack.assess([START, init], [], 2, "/tmp/FlagCX", lib)["FlagCX"].strength == "weak"
+    assert mv_gate.assess([START, init], [], 2, "/tmp/FlagCX", lib)["FlagCX"].strength == "weak"
 
 
 def test_flagtree_is_reported_but_never_counts_for_the_gate():
@@ -243,7 +248,7 @@ def test_flagtree_is_reported_but_never_counts_for_the_gate():
     }
     b = activity([START, tri])
     assert b["FlagTree"].status == "active" and b["FlagTree"].counts_for_gate is False
-    assert not stack.gate(activity([START]), b).passed
+    assert not mv_gate.gate(activity([START]), b).passed
 
 
 def test_same_error_names_only_what_the_probe_found_in_both_runs():
@@ -265,11 +270,11 @@ def test_same_error_names_only_what_the_probe_found_in_both_runs():
 
 
 def test_engine_environment_tells_unset_from_empty():
-    env = stack.engine_environment(
+    env = mv_gate.engine_environment(
         [{"event": "process_started", "env": {"VLLM_PLUGINS": "", "FLAGCX_PATH": None}}]
     )
     assert env == {"VLLM_PLUGINS": "", "FLAGCX_PATH": None}
-    assert (stack.env_text(env["VLLM_PLUGINS"]), stack.env_text(env["FLAGCX_PATH"])) == (
+    assert (mv_gate.env_text(env["VLLM_PLUGINS"]), mv_gate.env_text(env["FLAGCX_PATH"])) == (
         '""',
         "unset",
     )
@@ -379,7 +384,7 @@ def test_the_recorder_sees_flaggems_registrations_and_kernel_calls_in_a_real_pro
     assert any(e.get("caller") == "caller_pkg" for e in ran)
     enabled = [e for e in events if e["event"] == "flaggems_enabled"]
     assert enabled and enabled[0]["registered"] == ["neg"] and enabled[0]["ops"] == 1
-    fg = stack.assess(events, [], 1, None)["FlagGems"]
+    fg = mv_gate.assess(events, [], 1, None)["FlagGems"]
     assert (fg.status, fg.strength) == ("active", "strong")
 
 
@@ -415,7 +420,7 @@ def test_the_recorder_sees_backends_collectives_and_a_flagcx_library_in_a_real_p
     assert events["flagcx_library"]["loaded"] is False and events["flagcx_library"]["path"] == str(
         lib
     )
-    flagcx = stack.assess(list(events.values()), [], 2, str(tmp_path / "FlagCX"), str(lib))[
+    flagcx = mv_gate.assess(list(events.values()), [], 2, str(tmp_path / "FlagCX"), str(lib))[
         "FlagCX"
     ]
     assert flagcx.status == "inactive" and "gloo" in flagcx.evidence[0]  # not FlagCX's backend
@@ -427,7 +432,7 @@ def test_run_a_that_recorded_nothing_cannot_back_a_both_pass():
         a,
         b,
         comparisons=comps,
-        gate=stack.gate(stack.assess([], [], 1, None), activity([START, ENABLED, *RAN])),
+        gate=mv_gate.gate(mv_gate.assess([], [], 1, None), activity([START, ENABLED, *RAN])),
     )
     assert (v.conclusion, v.status, v.recommended_stack) == ("RUN_A_NOT_BASE", "FAIL", "none")
     assert "recorded no evidence" in v.detail
@@ -448,11 +453,13 @@ def test_a_flagcx_backend_or_library_without_collectives_is_not_flagcx_work():
         "path": "/x/libflagcx.so",
         "loaded": True,
     }
-    b = stack.assess([START, init, lib], [], 2, "/tmp/FlagCX", "/tmp/FlagCX/build/lib/libflagcx.so")
-    assert b["FlagCX"].work == [] and not stack.gate(activity([START], tp=2), b).passed
+    b = mv_gate.assess(
+        [START, init, lib], [], 2, "/tmp/FlagCX", "/tmp/FlagCX/build/lib/libflagcx.so"
+    )
+    assert b["FlagCX"].work == [] and not mv_gate.gate(activity([START], tp=2), b).passed
     assert any("supporting only" in e for e in b["FlagCX"].evidence)
     # in Run A the same backend is FlagCX in use: not base
-    assert stack.gate(b, b).run_a_not_base
+    assert mv_gate.gate(b, b).run_a_not_base
 
 
 def _run_with_recorder(tmp_path, site_files: dict, body: str) -> list[dict]:
@@ -498,7 +505,7 @@ def test_flagcx_communicator_collectives_are_recorded_only_when_it_is_on(tmp_pat
         "flagcx",
         2,
     )
-    flagcx = stack.assess(events, [], 2, "/tmp/FlagCX", "/tmp/FlagCX/build/lib/libflagcx.so")[
+    flagcx = mv_gate.assess(events, [], 2, "/tmp/FlagCX", "/tmp/FlagCX/build/lib/libflagcx.so")[
         "FlagCX"
     ]
     assert (flagcx.status, flagcx.strength, flagcx.work) == (

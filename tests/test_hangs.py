@@ -17,9 +17,11 @@ from pathlib import Path
 import pytest
 from conftest import wait_until
 
+from modelverify_kernel.analysis.judge import judge_attempt
 from modelverify_kernel.classify import classify_log
-from modelverify_kernel.runs import PhaseResult, _timed_out
-from modelverify_kernel.target import SCRIPTS_DIR, ExecResult
+from modelverify_kernel.records import PhaseExit, PhaseResult
+from modelverify_kernel.runs import progress_window
+from modelverify_kernel.target import SCRIPTS_DIR
 
 HELPER = SCRIPTS_DIR / "run_in_session.py"
 HOOK = SCRIPTS_DIR / "evidence_hook"
@@ -108,33 +110,37 @@ def test_a_hang_leaves_every_threads_stack_and_is_attributed_to_the_frame_it_wai
     assert any("vllm_fl/__init__.py" in e for e in diag.evidence), diag
 
 
+def _timed_out(log: Path, cap: float, **facts) -> PhaseResult:
+    """A timed-out attempt of run_b offline (offline_timeout=10 s) judged from its raw facts."""
+    exit_facts = PhaseExit(
+        timeout=10,
+        timeout_param="offline_timeout",
+        cap=cap,
+        last_line="compiling 99",
+        progress_window=progress_window(10),
+        **facts,
+    )
+    pr = PhaseResult(
+        run="run_b",
+        phase="offline",
+        log=str(log),
+        exit_code=None,
+        timed_out=True,
+        duration_s=40.0,
+        exit=exit_facts,
+    )
+    return judge_attempt(pr)
+
+
 def test_hang_diagnosis_on_the_host(tmp_path: Path) -> None:
     """The host's judgement of a timeout: cap → no blame; silence → the stacks decide, else unknown."""
     log = tmp_path / "run_b_offline.log"
     log.write_text("loading\n", encoding="utf-8")
-    base = dict(
-        argv=[],
-        exit_code=None,
-        timed_out=True,
-        duration_s=40.0,
-        log_path=log,
-        last_line="compiling 99",
-    )
-    pr = PhaseResult(run="run_b", phase="offline", log=str(log))
-    pr = _timed_out(
-        pr, ExecResult(**base, idle_s=0.4, ended_by="cap", ran_s=40.0), "offline_timeout", 10, 40
-    )
+    pr = _timed_out(log, 40, idle_s=0.4, ended_by="cap", ran_s=40.0)
     assert (pr.diagnosis["component"], pr.diagnosis["rule"]) == ("none", "TIMEOUT-CAP")
     assert "timeout_cap=40 s" in pr.error and "still making progress" in pr.error
 
-    pr = PhaseResult(run="run_b", phase="offline", log=str(log))
-    pr = _timed_out(
-        pr,
-        ExecResult(**base, idle_s=45.0, ended_by="timeout", ran_s=10.0),
-        "offline_timeout",
-        10,
-        40,
-    )
+    pr = _timed_out(log, 40, idle_s=45.0, ended_by="timeout", ran_s=10.0)
     assert (pr.diagnosis["component"], pr.diagnosis["rule"]) == (
         "unknown",
         "TIMEOUT-HANG",
@@ -154,14 +160,7 @@ def test_hang_diagnosis_on_the_host(tmp_path: Path) -> None:
         '  File "/usr/lib/python3.12/site-packages/vllm/v1/worker/gpu_model_runner.py", line 2300 in _dummy_run\n',
         encoding="utf-8",
     )
-    pr = PhaseResult(run="run_b", phase="offline", log=str(log))
-    pr = _timed_out(
-        pr,
-        ExecResult(**base, idle_s=45.0, ended_by="silence", ran_s=60.0, dumped=[7, 9]),
-        "offline_timeout",
-        10,
-        400,
-    )
+    pr = _timed_out(log, 400, idle_s=45.0, ended_by="silence", ran_s=60.0, dumped=2)
     assert pr.diagnosis["component"] == "FlagTree", pr.diagnosis  # it waited in the Triton compiler
     assert pr.diagnosis["culprit_op"] == "mm"
     assert "then hung" in pr.error and "stacks of 2 process(es)" in pr.error
@@ -212,7 +211,7 @@ def test_health_timeout_gets_the_same_hang_vs_progress_judgement(
 
 
 def test_the_report_says_how_long_a_slow_phase_took_and_why() -> None:
-    from modelverify_kernel.report import _row
+    from modelverify_kernel.report_views import _row
 
     pr = PhaseResult(
         run="run_b",
@@ -255,15 +254,17 @@ def _run_b_phase_with_plugin(
     spec = RunSpec("run_b", "Run B", {"USE_FLAGGEMS": "1", "VLLM_PLUGINS": "fl"}, ())
     target = LocalTarget(kill_grace=3.0, work_root=params.output_path / ".work")
     try:
-        return run_phase(
-            params,
-            target,
-            target.install_scripts(SCRIPTS_DIR),
-            spec,
-            phase,
-            str(demo_model),
-            1,
-            params.output_path,
+        return judge_attempt(  # the runner records, the analysis judges
+            run_phase(
+                params,
+                target,
+                target.install_scripts(SCRIPTS_DIR),
+                spec,
+                phase,
+                str(demo_model),
+                1,
+                params.output_path,
+            )
         )
     finally:
         target.cleanup()
@@ -315,3 +316,21 @@ def test_segfault_in_the_api_server_leaves_a_python_stack_and_a_diagnosis(
     d = pr.diagnosis
     assert (d["component"], d["rule"]) == ("plugin", "O-native-crash"), d
     assert any("vllm_fl/__init__.py" in e for e in d["evidence"]), d
+
+
+def test_the_timeout_rules_are_the_table_in_references(tmp_path: Path) -> None:
+    """TIMEOUT-CAP / TIMEOUT-PROGRESS / TIMEOUT-HANG are rows of references/timeouts.md; a table
+    that lacks one is refused with the file named."""
+    from modelverify_kernel.analysis import timeouts
+
+    rules = timeouts.load_rules()
+    assert {r.rule for r in rules.values()} == {"TIMEOUT-CAP", "TIMEOUT-PROGRESS", "TIMEOUT-HANG"}
+    assert rules["hang"].component == "unknown" and rules["progress"].component == "none"
+    broken = tmp_path / "timeouts.md"
+    broken.write_text(
+        "| case | rule | component | confidence | signature | hint |\n|---|---|---|---|---|---|\n"
+        "| cap | TIMEOUT-CAP | none | high | s | h |\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ValueError, match="timeouts.md: the timeout table lacks"):
+        timeouts.load_rules(tmp_path)

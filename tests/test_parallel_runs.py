@@ -102,3 +102,96 @@ def test_each_run_carries_its_devices_in_its_flags():
 def test_parallel_runs_is_validated():
     with pytest.raises(Exception, match="parallel_runs"):
         validate({"model_path": "/m", "parallel_runs": "yes"})
+
+
+# --------------------------------------------------------------------------- Ctrl-C while both run
+
+# The driver process of the test below: a real Verification whose phases are stood in by a real
+# sleeping Python (no engine can start here in seconds; the point is the processes, which are
+# real: each runs in its own session under container_scripts/run_in_session.py).
+CTRL_C_DRIVER = r"""
+import json, sys
+from modelverify_kernel import runs
+from modelverify_kernel.params import validate
+from modelverify_kernel.pipeline import Verification
+from modelverify_kernel.records import Evidence, RunSpec, skipped
+
+SLEEPER = "import os, time; print('phase pid', os.getpid(), flush=True); time.sleep(600)"
+runs.phase_argv = lambda params, target, scripts, phase, model, tp, output: [
+    sys.executable, "-c", SLEEPER
+]
+params = validate({"model_path": "/m", "output_dir": sys.argv[1], "run_b": "always"})
+evidence = Evidence(
+    parameters=params.to_dict(),
+    started_at="2026-01-01T00:00:00+00:00",
+    target={"kind": "local"},
+    probe={"devices": {"kind": "cpu", "count": 1, "cpus": 2, "cores": [0, 1]}, "entry_points": {}},
+    model={"requested": "/m", "path": "/m", "status": "PASS"},
+    tp=1,
+    runs={n: skipped(RunSpec(n, n, {}, ()), "not run yet", "NOT_RUN") for n in ("run_a", "run_b")},
+)
+v = Verification(params=params, target=None, evidence=evidence)
+assert v.device_plan()["parallel"], v.device_plan()
+try:
+    v.run_both()
+    print("FINISHED", flush=True)
+except KeyboardInterrupt:
+    seen = [[a.run, a.phase, a.status, a.exit.ended_by, a.reason] for a in v.history]
+    print("INTERRUPTED " + json.dumps(seen), flush=True)
+finally:
+    v.close()
+"""
+
+
+@pytest.mark.process
+def test_ctrl_c_while_both_runs_run_side_by_side_stops_both_phases(tmp_path):
+    """Jupyter's interrupt is SIGINT to the kernel alone: both phases (their own sessions) must
+    stop, each recorded as interrupted (NOT_RUN), and no later phase may start."""
+    import json
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import REPO, wait_until
+
+    out = tmp_path / "out"
+    driver = subprocess.Popen(
+        [sys.executable, "-c", CTRL_C_DRIVER, str(out)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        logs = [out / "logs" / f"{run}_offline.log" for run in ("run_a", "run_b")]
+
+        def pids():
+            found = [
+                re.search(r"phase pid (\d+)", p.read_text()) if p.exists() else None for p in logs
+            ]
+            return [int(m.group(1)) for m in found if m]
+
+        phase_pids = wait_until(lambda: len(pids()) == 2 and pids(), 60, "both phases starting")
+        driver.send_signal(signal.SIGINT)
+        output, _ = driver.communicate(timeout=60)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert "INTERRUPTED" in output, output
+    seen = json.loads(output.split("INTERRUPTED ", 1)[1].splitlines()[0])
+    assert sorted((run, phase) for run, phase, *_ in seen) == [
+        ("run_a", "offline"),
+        ("run_b", "offline"),
+    ]  # what both gathered is kept; no serve phase started
+    assert all(status == "NOT_RUN" and ended == "stopped" for _, _, status, ended, _ in seen), seen
+
+    def gone(pid):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    wait_until(lambda: all(gone(p) for p in phase_pids), 10, "both phase processes ending")

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from conftest import CPU_ENV, DEMO_ENGINE_ARGS, processes_with_env, wait_until
 
+from modelverify_kernel.analysis.compare import Tolerances, garbage_checks
+from modelverify_kernel.analysis.judge import judge_attempt
 from modelverify_kernel.classify import classify_log
-from modelverify_kernel.compare import Tolerances, garbage_checks
 from modelverify_kernel.params import validate
 from modelverify_kernel.runs import RunSpec, load_phase, run_phase
 from modelverify_kernel.target import SCRIPTS_DIR, LocalTarget
@@ -37,7 +38,9 @@ def _phase(
     target = LocalTarget()
     try:
         scripts = target.install_scripts(SCRIPTS_DIR)
-        return run_phase(params, target, scripts, spec, phase, str(demo_model), 1, Path(tmp_path))
+        return judge_attempt(  # the runner records, the analysis judges
+            run_phase(params, target, scripts, spec, phase, str(demo_model), 1, Path(tmp_path))
+        )
     finally:
         target.cleanup()
 

@@ -8,9 +8,11 @@ import jsonschema
 import pytest
 
 from modelverify_kernel import report
+from modelverify_kernel.analysis.judge import Judgement
+from modelverify_kernel.analysis.verdict import decide
 from modelverify_kernel.params import validate
-from modelverify_kernel.runs import PhaseResult, run_specs
-from modelverify_kernel.verdict import decide
+from modelverify_kernel.records import Evidence, PhaseResult
+from modelverify_kernel.runs import run_specs
 
 pytestmark = pytest.mark.process  # report.tool_info runs git
 
@@ -56,18 +58,15 @@ def _report(tmp_path, b_fails=False):
                 )
             runs[name][phase] = p
     v = decide(runs["run_a"], runs["run_b"])
-    return report.build_report(
-        params,
+    evidence = Evidence(
+        parameters=params.to_dict(),
         started_at=report.now(),
         target={"kind": "local"},
-        probe=None,
-        model_step=None,
         tp=1,
         runs=runs,
         specs=run_specs(params),
-        skip_reason=None,
-        verdict=v,
     )
+    return report.build(evidence, Judgement(verdict=v))
 
 
 @pytest.mark.parametrize("b_fails", [False, True])

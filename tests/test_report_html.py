@@ -21,10 +21,12 @@ from conftest import REPO
 from junitparser import Failure, JUnitXml, Skipped
 
 from modelverify_kernel import report
+from modelverify_kernel.analysis.judge import Judgement
+from modelverify_kernel.analysis.verdict import decide
 from modelverify_kernel.errors import ParameterError
 from modelverify_kernel.params import PARAMETER_NAMES, Params, validate
-from modelverify_kernel.runs import PhaseResult, run_specs
-from modelverify_kernel.verdict import decide
+from modelverify_kernel.records import Evidence, PhaseResult
+from modelverify_kernel.runs import run_specs
 
 NOTEBOOK = REPO / "notebooks" / "verify.ipynb"
 CHROMIUM_ARGS = [
@@ -109,8 +111,8 @@ def failing_report(tmp_path: Path) -> dict:
                 )
             runs[name][phase] = p
     v = decide(runs["run_a"], runs["run_b"])
-    return report.build_report(
-        params,
+    evidence = Evidence(
+        parameters=params.to_dict(),
         started_at="2026-01-01T00:00:00+00:00",
         target={
             "kind": "docker",
@@ -120,14 +122,11 @@ def failing_report(tmp_path: Path) -> dict:
             "image_id": "sha256:1",
             "image_digests": ["vllm@sha256:2"],
         },
-        probe=None,
-        model_step=None,
         tp=1,
         runs=runs,
         specs=run_specs(params),
-        skip_reason=None,
-        verdict=v,
     )
+    return report.build(evidence, Judgement(verdict=v))
 
 
 @pytest.mark.process

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import CPU_ENV, DEMO_ENGINE_ARGS
 
+from modelverify_kernel.analysis.judge import judge_attempt
 from modelverify_kernel.params import validate
 from modelverify_kernel.pipeline import check_prompts_file
 from modelverify_kernel.runs import RunSpec, run_phase
@@ -99,7 +100,9 @@ def _phase(tmp_path: Path, demo_model: Path, phase: str, extra: list[str]):
     target = LocalTarget()
     try:
         scripts = target.install_scripts(SCRIPTS_DIR)
-        return run_phase(params, target, scripts, spec, phase, str(demo_model), 1, tmp_path)
+        return judge_attempt(  # the runner records, the analysis judges
+            run_phase(params, target, scripts, spec, phase, str(demo_model), 1, tmp_path)
+        )
     finally:
         target.cleanup()
 

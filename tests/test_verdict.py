@@ -2,10 +2,10 @@
 
 import pytest
 
-from modelverify_kernel.compare import compare_phase
+from modelverify_kernel.analysis.compare import compare_phase
+from modelverify_kernel.analysis.gate import ComponentActivity, gate
+from modelverify_kernel.analysis.verdict import decide, precheck_failed, run_status
 from modelverify_kernel.runs import PhaseResult
-from modelverify_kernel.stack import ComponentActivity, gate
-from modelverify_kernel.verdict import decide, precheck_failed, run_status
 
 
 def run(name, offline="PASS", serve="PASS", sig=None, component=None):

@@ -1,0 +1,141 @@
+"""The culprit-op search's planning and judgement, with no process in sight.
+
+Which phase of Run B is at fault, which FlagGems kernels ran in it, which switch turns them off,
+whether a search is made at all, how to narrow the kernels left on (adaptive group testing) and
+how one step is judged: the strategy that runs the steps (`bisect.py`) asks these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+from ..records import PhaseComparison, PhaseResult, Verdict
+from ..vocabulary import PHASES, PLUGIN_SWITCH, RECORDER_SWITCH
+from . import compare
+from .gate import ComponentActivity
+
+SEARCHED = ("MULTICHIP_ERROR", "OUTPUT_MISMATCH")
+
+
+def ops_that_ran(pr: PhaseResult) -> list[str]:
+    """The FlagGems kernels a phase's processes ran, by the name FlagGems' op lists use.
+
+    A crash stops the phase at the first broken kernel, so the search adds the kernels that ran
+    in its own steps too (a kernel that runs only once another is off can be half of a pair).
+    Kernels registered through torch.library are listed by their function name (what
+    `enable(unused=…)` and the plugin's blacklist match). FlagGems code the plugin's own ops call
+    directly is switched by the plugin per op, under vLLM's name for the op (`rms_norm` for the
+    RMSNorm it replaces): those names stand for it when the plugin's ops ran, else the kernel's.
+    """
+    events = pr.result.get("stack_evidence") or []
+    plugin_ops = {
+        str(e["vllm_op"]) for e in events if e.get("event") == "plugin_op_ran" and e.get("vllm_op")
+    }
+    names = set(plugin_ops)
+    for e in events:
+        if e.get("event") != "flaggems_op_ran":
+            continue
+        if e.get("via") == "aten" and e.get("fn"):
+            names.add(str(e["fn"]).rsplit(".", 1)[-1])
+        elif e.get("op") and not plugin_ops:
+            names.add(str(e["op"]))
+    return sorted(names)
+
+
+def faulty_phase(
+    run_b: Mapping[str, PhaseResult], comparisons: Sequence[PhaseComparison]
+) -> tuple[str | None, str]:
+    """Run B's first failing phase, else its first diverging one; why, in words."""
+    for phase in PHASES:
+        if run_b[phase].status == "FAIL":
+            return phase, f"Run B's {phase} phase failed"
+    for c in sorted(comparisons, key=lambda c: PHASES.index(c.phase)):
+        if c.mismatch:
+            return c.phase, f"Run B's {c.phase} outputs diverge from Run A's"
+    return None, "no phase of Run B failed or diverged"
+
+
+def switch_for(run_b_activity: Mapping[str, ComponentActivity]) -> str:
+    """The plugin's own blacklist where the FL plugin ran in Run B, else our recorder's switch."""
+    plugin = run_b_activity.get("plugin")
+    return PLUGIN_SWITCH if plugin is not None and plugin.loaded else RECORDER_SWITCH
+
+
+def why_not(
+    asked: bool,
+    verdict: Verdict | None,
+    run_b_activity: Mapping[str, ComponentActivity],
+    run_b: Mapping[str, PhaseResult],
+    comparisons: Sequence[PhaseComparison],
+) -> str | None:
+    """Why no search is made (point 1 of issue 13), or None when one should be."""
+    if not asked:
+        return "bisect=False was asked."
+    if verdict is None or verdict.conclusion not in SEARCHED:
+        name = verdict.conclusion if verdict else "no verdict yet"
+        return (
+            f"the verdict is {name}: a culprit op is searched only when Run A passed and Run B failed "
+            "(MULTICHIP_ERROR) or diverged (OUTPUT_MISMATCH)."
+        )
+    gems = run_b_activity.get("FlagGems")
+    if gems is None or gems.status != "active":
+        return "FlagGems was not active in Run B, so none of its kernels can be at fault."
+    phase, _ = faulty_phase(run_b, comparisons)
+    if phase is None:
+        return "no phase of Run B failed or diverged."
+    if not ops_that_ran(run_b[phase]):
+        return (
+            f"Run B's {phase} phase recorded no FlagGems kernel that ran (it may have failed before "
+            "the first one), so there is nothing to switch off."
+        )
+    return None
+
+
+def judge_step(
+    pr: PhaseResult, run_a_phase: PhaseResult, tol: compare.Tolerances
+) -> tuple[str, str]:
+    """A step by the verification's own rules: it must pass and its outputs agree with Run A's."""
+    if pr.status != "PASS":
+        diagnosis = pr.diagnosis or {}
+        root, component = diagnosis.get("error"), diagnosis.get("component")
+        return "fail", f"{root or pr.error}" + (f" (diagnosed: {component})" if component else "")
+    c = compare.compare_phase(
+        pr.phase, run_a_phase.result.get("outputs") or [], pr.result.get("outputs") or [], tol
+    )
+    if c.mismatch_reason:
+        return "fail", c.mismatch_reason
+    return "pass", "passed and agrees with Run A"
+
+
+def narrow(items: Sequence[str], fails: Callable[[frozenset[str]], bool]) -> list[str]:
+    """A smallest set of `items` (kernels left on) for which `fails` still holds.
+
+    `fails(items)` is known to hold and `fails(∅)` not (the all-off step ran first). Adaptive
+    group testing, as in QuickXplain: a binary search for the shortest prefix of the candidates
+    that, on together with the culprits found so far, brings the fault back — its last kernel is
+    a culprit; then, unless the culprits alone bring it back, the same search among the kernels
+    before it. k culprits among n kernels take about k·(⌈log2 n⌉ + 1) steps — one culprit
+    ⌈log2 n⌉ + 1, a pair that only fails together about twice that. Each kernel found is needed:
+    without it, what is left lies inside a prefix that passed. Results are cached: no set runs twice.
+    """
+    seen: dict[frozenset[str], bool] = {frozenset(items): True}
+
+    def test(subset: Iterable[str]) -> bool:
+        key = frozenset(subset)
+        if key not in seen:
+            seen[key] = fails(key)
+        return seen[key]
+
+    culprits: list[str] = []
+    candidates = list(items)
+    while candidates and not (culprits and test(culprits)):
+        lo, hi = 1, len(candidates)  # culprits + candidates[:hi] brings the fault back
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if test([*culprits, *candidates[:mid]]):
+                hi = mid
+            else:
+                lo = mid + 1
+        culprits.append(candidates[lo - 1])
+        candidates = candidates[: lo - 1]
+    return [o for o in items if o in culprits]
