@@ -45,12 +45,15 @@ def render(out_dir: str, junit: str | None) -> int:
 
 def rebuild(out_dir: str) -> int:
     """report.json and report.html from the phases on disk; unfinished phases are NOT_RUN."""
-    from .pipeline import Verification
+    from .pipeline import rebuild as judge_again
+    from .vocabulary import HTML_NAME, JSON_NAME
 
-    v = Verification.resume(Path(out_dir))
-    v.decide()
-    json_path, html_path = v.write_report()
-    print(f"wrote {json_path}\nwrote {html_path}\n{v.verdict.status} — {v.verdict.conclusion}")
+    data = judge_again(Path(out_dir))
+    verdict = data["diff_analysis"]
+    print(
+        f"wrote {Path(out_dir) / JSON_NAME}\nwrote {Path(out_dir) / HTML_NAME}\n"
+        f"{data['status']} — {verdict['conclusion']}"
+    )
     return 0
 
 

@@ -52,13 +52,10 @@ def set_aside(cell_dir: Path) -> tuple[Path, str]:
     """What a killed or crashed cell left, kept as its interrupted attempt: the report rebuilt from
     it (`model-verify report DIR`), the folder moved to <cell>.interrupted-N. Returns the new
     folder and one line saying what happened."""
-    from .pipeline import Verification
+    from .pipeline import rebuild
 
-    try:
-        v = Verification.resume(cell_dir)
-        v.decide()
-        v.write_report()
-        note = f"report rebuilt ({v.verdict.conclusion})"
+    try:  # read the evidence, judge it
+        note = f"report rebuilt ({rebuild(cell_dir)['diff_analysis']['conclusion']})"
     except (
         UserError,
         OSError,

@@ -12,10 +12,29 @@ import json
 from pathlib import Path
 from typing import Any
 
-from . import compare, stack
+from .analysis import compare, gate
+from .analysis.judge import diagnose
+from .analysis.verdict import decide
 from .errors import UserError
-from .runs import from_result_file
-from .verdict import decide
+from .records import PhaseResult
+
+
+def from_result_file(run: str, path: Path) -> PhaseResult:
+    """A judged PhaseResult from a phase's result JSON and its log (beside it, or in ../logs/):
+    what `diff --run-a --run-b` compares."""
+    result = json.loads(path.read_text(encoding="utf-8"))
+    logs = [path.with_suffix(".log"), path.parent.parent / "logs" / f"{path.stem}.log"]
+    pr = PhaseResult(
+        run=run,
+        phase=result.get("phase", "offline"),
+        result=result,
+        result_file=str(path),
+        status="PASS" if result.get("status") == "PASS" else "FAIL",
+        error=result.get("error"),
+        error_type=result.get("error_type"),
+        log=next((str(log) for log in logs if log.is_file()), None),
+    )
+    return diagnose(pr) if pr.status == "FAIL" else pr
 
 
 def judge_result_files(path_a: str | Path, path_b: str | Path) -> dict[str, Any]:
@@ -34,11 +53,11 @@ def judge_result_files(path_a: str | Path, path_b: str | Path) -> dict[str, Any]
     activity = {}
     for run, pr in phases.items():
         events = pr.result.get("stack_evidence") or []
-        activity[run] = stack.assess(
+        activity[run] = gate.assess(
             events,
-            stack.claims_in_log(pr.log),
+            gate.claims_in_log(pr.log),
             pr.result.get("tp"),
-            stack.engine_environment(events).get("FLAGCX_PATH"),
+            gate.engine_environment(events).get("FLAGCX_PATH"),
         )
     a, b = phases["run_a"], phases["run_b"]
     comparisons = (
@@ -54,7 +73,7 @@ def judge_result_files(path_a: str | Path, path_b: str | Path) -> dict[str, Any]
         {"phase": a},
         {"phase": b},
         comparisons=comparisons,
-        gate=stack.gate(activity["run_a"], activity["run_b"]),
+        gate=gate.gate(activity["run_a"], activity["run_b"]),
     )
     out = verdict.to_dict()
     out["errors"] = {run: pr.diagnosis for run, pr in phases.items() if pr.diagnosis}

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import bisect, records, report, runs
-from .analysis.judge import Judgement, diagnose, judge, judge_attempt, rejudge
+from .analysis.judge import Judgement, judge, judge_attempt, rejudge
 from .errors import ParameterError, UserError
 from .model import ModelStep, resolve_model
 from .params import Params, validate
@@ -28,7 +28,7 @@ from .probe import Probe, run_probe
 from .records import PhaseResult, RunSpec, skipped
 from .redact import Redactor, secret_values
 from .target import SCRIPTS_DIR, DockerTarget, LocalTarget, Target
-from .vocabulary import HTML_NAME, JSON_NAME, PHASES, RUNS, Layout
+from .vocabulary import PHASES, RUNS, Layout
 
 
 def make_target(params: Params) -> Target:
@@ -117,22 +117,6 @@ def _device_plan(params: Params, e: records.Evidence) -> dict[str, Any]:
     return runs.device_plan(params, e.probe, e.tp, run_b_runs)
 
 
-def _track_sessions(target: Target, sessions: list[Any], lock: threading.Lock) -> Target:
-    """Remember every phase session the target starts, so a Ctrl-C can stop the ones running in
-    other threads (target.run stops its own only in the thread it runs in). Stand-in until the
-    Target offers `stop_running()` itself."""
-    start = target._start
-
-    def tracked(argv: list[str], env: dict[str, str]) -> Any:
-        proc = start(argv, env)
-        with lock:
-            sessions.append(proc)
-        return proc
-
-    target._start = tracked  # type: ignore[method-assign]
-    return target
-
-
 @dataclass
 class Verification:
     """One verification: the evidence gathered so far and the target it runs on.
@@ -153,7 +137,6 @@ class Verification:
     _judgement: Judgement | None = field(default=None, repr=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
     _stopping: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
-    _sessions: list[Any] = field(default_factory=list, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.evidence is None:
@@ -231,10 +214,6 @@ class Verification:
     @property
     def verdict(self) -> records.Verdict:
         return self.judgement.verdict
-
-    def decide(self) -> records.Verdict:
-        """The verdict from the latest attempt of each phase."""
-        return self.verdict
 
     # ----------------------------------------------------------------------- the steps
 
@@ -386,13 +365,8 @@ class Verification:
     def stop_running(self) -> None:
         """Stop every phase session running now (their process groups) and start no new phase."""
         self._stopping.set()
-        with self._lock:
-            sessions, self._sessions[:] = list(self._sessions), []
-        for proc in sessions:
-            try:
-                proc.stop()
-            except (OSError, ValueError):
-                pass  # it has ended already
+        if self.target is not None:
+            self.target.stop_running()
 
     def run(self, name: str) -> dict[str, PhaseResult]:
         """Both phases of one run, unless the pre-check failed or Run B is skipped."""
@@ -522,7 +496,7 @@ class Verification:
         if self.target is None or self.closed or self.scripts is None:
             if self.target is not None and not self.closed:
                 self.target.cleanup()
-            self.target = _track_sessions(make_target(self.params), self._sessions, self._lock)
+            self.target = make_target(self.params)
             self.scripts = self.target.install_scripts(SCRIPTS_DIR)
             self.closed = False
         return self.target, self.scripts
@@ -568,11 +542,6 @@ class Verification:
         self.last_report = self.redactor().data(data)
         report.write_report(self.last_report, self.out_dir)
         return self.last_report
-
-    def write_report(self, notebook: str | None = None) -> tuple[Path, Path]:
-        """report.json and report.html from what is known now; the target stays open (see close)."""
-        self.report(notebook)
-        return self.out_dir / JSON_NAME, self.out_dir / HTML_NAME
 
     def redactor(self) -> Redactor:
         if self.target is not None:
@@ -630,21 +599,3 @@ def rebuild(out_dir: Path) -> dict[str, Any]:
     """`model-verify report DIR` and the batch's salvage: read the evidence, judge it again,
     write report.json and report.html; the report."""
     return Verification.resume(Path(out_dir)).report()
-
-
-def from_result_file(run: str, path: Path) -> PhaseResult:
-    """A judged PhaseResult from a phase's result JSON and its log (beside it, or in ../logs/):
-    what `diff --run-a --run-b` compares."""
-    result = json.loads(path.read_text(encoding="utf-8"))
-    logs = [path.with_suffix(".log"), path.parent.parent / "logs" / f"{path.stem}.log"]
-    pr = PhaseResult(
-        run=run,
-        phase=result.get("phase", "offline"),
-        result=result,
-        result_file=str(path),
-        status="PASS" if result.get("status") == "PASS" else "FAIL",
-        error=result.get("error"),
-        error_type=result.get("error_type"),
-        log=next((str(log) for log in logs if log.is_file()), None),
-    )
-    return diagnose(pr) if pr.status == "FAIL" else pr

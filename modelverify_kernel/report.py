@@ -23,9 +23,9 @@ import jinja2
 import jsonschema
 import pandas as pd
 
-from .analysis import gate
+from .analysis import gate, knowledge
 from .analysis.judge import Judgement
-from .classify import strip_ansi
+from .analysis.logformat import strip_ansi
 from .errors import UserError
 from .params import Params
 from .records import (
@@ -88,7 +88,13 @@ def tool_info() -> dict[str, Any]:
         )
     except (OSError, subprocess.TimeoutExpired):
         rev = None
-    return {"name": "model-verify", "version": version, "git_revision": rev}
+    # which knowledge judged: the rule, owner, timeout and comparison tables and the kernel index
+    return {
+        "name": "model-verify",
+        "version": version,
+        "git_revision": rev,
+        "knowledge_digest": knowledge.digest(),
+    }
 
 
 def target_label(

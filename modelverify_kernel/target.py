@@ -249,6 +249,7 @@ class Target(ABC):
             stream = LogStream(log, self.redactor)
             try:
                 proc = self._start(helper, {**env_set, "PYTHONUNBUFFERED": "1"})
+                self._running().add(proc)
             except CannotStart as exc:
                 stream.note(f"cannot start {helper[0]}: {exc}")
                 return stream.result(
@@ -265,10 +266,24 @@ class Target(ABC):
                 stream.note("interrupted: the phase's process session was stopped")
                 raise
             finally:
+                self._running().discard(proc)
                 proc.close()
             code = proc.exit_code()
             status, leftovers = self._settle(stream, code, first, stderr)
         return stream.result(argv, status, code, start, log_path, leftovers)
+
+    def _running(self) -> set[Process]:
+        """The phase sessions `run` has going now, in any thread (made on first use)."""
+        return self.__dict__.setdefault("_sessions", set())  # setdefault: atomic across threads
+
+    def stop_running(self) -> None:
+        """Ask every phase session running now, in whichever thread, to end (the helper kills its
+        session with the one grace); each `run` then records its phase's end as usual."""
+        for proc in list(self._running()):
+            try:
+                proc.stop()
+            except (OSError, ValueError):
+                pass  # it has ended already
 
     @staticmethod
     def _stream(proc: Process, stream: LogStream) -> tuple[bytes, bytes]:

@@ -37,7 +37,7 @@ RUN_TITLES = {
     "run_b": "Run B — with the full multi-chip stack",
 }
 PHASES: tuple[str, ...] = ("offline", "serve")
-PHASE_SCRIPTS = {"offline": "run_offline_inference.py", "serve": "test_serve_mode.py"}
+PHASE_SCRIPTS = {"offline": "run_offline_inference.py", "serve": "run_serve.py"}
 PHASE_TIMEOUT_PARAM = {"offline": "offline_timeout", "serve": "serve_timeout"}
 PHASE_STATUSES = ("PASS", "FAIL", "SKIPPED", "NOT_RUN")
 

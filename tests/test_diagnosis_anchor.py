@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from modelverify_kernel.analysis.judge import diagnose
+from modelverify_kernel.records import PhaseResult
 from modelverify_kernel.report import _error_entry, diagnosis_message
-from modelverify_kernel.runs import PhaseResult, diagnose
 
 NOISY_PLUGIN_LOG = """\
 (EngineCore_DP0 pid=5) INFO 11-30 10:00:00 [__init__.py:217] Platform plugin fl is activated

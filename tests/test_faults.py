@@ -248,7 +248,7 @@ STAND_IN_PYTHON = """#!{python}
 # scripts break their result file the way a crashed or full-disk target would.
 import os, sys
 script = os.path.basename(sys.argv[1]) if len(sys.argv) > 1 else ""
-if script == "run_in_session.py" or script not in ("run_offline_inference.py", "test_serve_mode.py"):
+if script == "run_in_session.py" or script not in ("run_offline_inference.py", "run_serve.py"):
     os.execv({python!r}, [{python!r}, *sys.argv[1:]])
 out = sys.argv[sys.argv.index("--output") + 1]
 if script == "run_offline_inference.py":
@@ -329,7 +329,7 @@ def test_killed_notebook_loses_nothing_and_the_report_is_rebuilt(
             "the end of the offline phase",
         )
         assert proc.poll() is None, "the notebook ended before its serve phase"
-        _wait_for_process(marker, "test_serve_mode.py")  # the serve phase is running
+        _wait_for_process(marker, "run_serve.py")  # the serve phase is running
         _wait_for_process(marker, "api_server")  # and has started its server
         # SIGKILL the notebook: papermill and its kernel, nothing else
         for pid in processes_with_env(marker):

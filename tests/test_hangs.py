@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from conftest import wait_until
 
+from modelverify_kernel.analysis.diagnose import classify_log
 from modelverify_kernel.analysis.judge import judge_attempt
-from modelverify_kernel.classify import classify_log
 from modelverify_kernel.records import PhaseExit, PhaseResult
 from modelverify_kernel.runs import progress_window
 from modelverify_kernel.target import SCRIPTS_DIR

@@ -80,7 +80,7 @@ def test_other_parameters_refused(name, value):
 
 
 def test_systematic_shift_defaults_to_the_reference_table_and_is_validated():
-    from modelverify_kernel.compare import Tolerances
+    from modelverify_kernel.analysis.compare import Tolerances
 
     assert validate({"model_path": "/m"}).systematic_shift is None  # compare reads references/
     assert Tolerances().systematic_shift == 0.006

@@ -9,8 +9,8 @@ import pytest
 from conftest import CPU_ENV, DEMO_ENGINE_ARGS, processes_with_env, wait_until
 
 from modelverify_kernel.analysis.compare import Tolerances, garbage_checks
+from modelverify_kernel.analysis.diagnose import classify_log
 from modelverify_kernel.analysis.judge import judge_attempt
-from modelverify_kernel.classify import classify_log
 from modelverify_kernel.params import validate
 from modelverify_kernel.runs import RunSpec, load_phase, run_phase
 from modelverify_kernel.target import SCRIPTS_DIR, LocalTarget

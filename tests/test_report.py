@@ -84,6 +84,19 @@ def test_report_has_every_seed_field_and_validates(tmp_path, b_fails):
         assert r["run_b_with_multichip"]["errors"][0]["component"] == "FlagGems"
 
 
+def test_the_report_names_the_knowledge_that_judged_it(tmp_path):
+    """tool.knowledge_digest is the digest of today's references/ (a rebuilt report carries the
+    digest of the rules that re-judged it); the HTML shows its head."""
+    from modelverify_kernel.analysis.knowledge import digest
+
+    r = _report(tmp_path)
+    assert r["tool"]["knowledge_digest"] == digest()
+    assert digest()[:16] in report.render_html(r)
+    r["tool"]["knowledge_digest"] = "not a digest"
+    with pytest.raises(jsonschema.ValidationError):
+        report.validate(r)
+
+
 def test_schema_rejects_a_report_missing_a_seed_field(tmp_path):
     r = _report(tmp_path)
     del r["diff_analysis"]["recommended_stack"]

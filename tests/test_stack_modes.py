@@ -124,7 +124,7 @@ def _verify_run_b(
     v.run("run_b")
     if bisect:
         v.bisect()
-    v.write_report()
+    v.report()
     v.close()
     return _report(out_dir)
 

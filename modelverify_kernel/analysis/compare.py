@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import math
-import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,11 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from ..records import AggregateJudgement, GarbageFinding, PhaseComparison, PromptComparison
+from .knowledge import RuleError, default_references, plain_cell, read_table
 
 # --------------------------------------------------------------------------- constants (references/)
 
 CONSTANTS_FILE = "output-comparison.md"
-_CONSTANTS_HEADER = ["constant", "value", "unit", "meaning", "derived from"]
+_CONSTANTS_HEADER = ("constant", "value", "unit", "meaning", "derived from")
 _CONSTANT_KINDS = {  # name -> (type, lowest allowed, highest allowed)
     "shift_p90": (float, 0.0, math.inf),
     "flip_fraction": (float, 0.0, 1.0),
@@ -46,16 +46,10 @@ class ConstantsError(ValueError):
     """The constants table in references/output-comparison.md is malformed (names file and line)."""
 
 
-def _default_references() -> Path:
-    from ..resources import references_dir  # the shipped rule tables (one lookup, resources.py)
-
-    return references_dir()
-
-
 def load_constants(references_dir: Path | None = None) -> dict[str, float | int]:
     """The aggregate rule's constants, parsed from references/output-comparison.md (cached by mtime)."""
     path = (
-        Path(references_dir) if references_dir is not None else _default_references()
+        Path(references_dir) if references_dir is not None else default_references()
     ) / CONSTANTS_FILE
     if not path.is_file():
         raise ConstantsError(
@@ -67,55 +61,48 @@ def load_constants(references_dir: Path | None = None) -> dict[str, float | int]
 @functools.lru_cache(maxsize=8)
 def _load_constants_cached(path_str: str, _mtime: int) -> tuple[tuple[str, float | int], ...]:
     path = Path(path_str)
-    found: dict[str, tuple[float | int, int]] = {}
-    in_table = seen_table = False
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        stripped = line.strip()
-        if not stripped.startswith("|"):
-            in_table = False
-            continue
-        cells = [c.strip() for c in stripped.strip("|").split("|")]
-        if [c.lower() for c in cells] == _CONSTANTS_HEADER:
-            in_table = seen_table = True
-            continue
-        if not in_table or re.fullmatch(r"[\s|:-]*", stripped):
-            continue
-        where = f"{path.name}:{lineno}"
-        if len(cells) != len(_CONSTANTS_HEADER):
-            raise ConstantsError(
-                f"{where}: constants row has {len(cells)} cells, expected "
-                f"{len(_CONSTANTS_HEADER)} ({' | '.join(_CONSTANTS_HEADER)})"
-            )
-        name, value_s = cells[0].strip("`"), cells[1].strip("`")
-        if name not in _CONSTANT_KINDS:
-            raise ConstantsError(
-                f"{where}: unknown constant {name!r}; known: {', '.join(_CONSTANT_KINDS)}"
-            )
+    found: dict[str, tuple[float | int, str]] = {}
+    try:  # the one reader of references/ tables (analysis/knowledge.py)
+        rows = list(read_table(path, _CONSTANTS_HEADER, strict=False, what="constants table"))
+    except RuleError as exc:
+        raise ConstantsError(str(exc)) from None
+    if not rows:
+        raise ConstantsError(
+            f"{path}: no constants table (header: | {' | '.join(_CONSTANTS_HEADER)} |)"
+        )
+    for cells, where in rows:
+        name, value = _constant_row(cells, where)
         if name in found:
             raise ConstantsError(
                 f"{where}: constant {name!r} already defined at line {found[name][1]}"
             )
-        kind, low, high = _CONSTANT_KINDS[name]
-        try:
-            value: float | int = kind(value_s)
-        except ValueError:
-            raise ConstantsError(
-                f"{where}: value of {name!r} must be {'an integer' if kind is int else 'a number'}, "
-                f"got {value_s!r}"
-            ) from None
-        if not (low <= value <= high) or not math.isfinite(value):
-            raise ConstantsError(
-                f"{where}: value of {name!r} must lie in [{low}, {high}], got {value_s!r}"
-            )
-        found[name] = (value, lineno)
-    if not seen_table:
-        raise ConstantsError(
-            f"{path}: no constants table (header: | {' | '.join(_CONSTANTS_HEADER)} |)"
-        )
+        found[name] = (value, where.rsplit(":", 1)[-1])
     missing = [n for n in _CONSTANT_KINDS if n not in found]
     if missing:
         raise ConstantsError(f"{path}: constants table lacks {', '.join(missing)}")
     return tuple((n, v) for n, (v, _) in found.items())
+
+
+def _constant_row(cells: list[str], where: str) -> tuple[str, float | int]:
+    """One row's name and value, checked against the constant's kind and range."""
+    name, value_s = plain_cell(cells[0]), plain_cell(cells[1])
+    if name not in _CONSTANT_KINDS:
+        raise ConstantsError(
+            f"{where}: unknown constant {name!r}; known: {', '.join(_CONSTANT_KINDS)}"
+        )
+    kind, low, high = _CONSTANT_KINDS[name]
+    try:
+        value: float | int = kind(value_s)
+    except ValueError:
+        raise ConstantsError(
+            f"{where}: value of {name!r} must be {'an integer' if kind is int else 'a number'}, "
+            f"got {value_s!r}"
+        ) from None
+    if not (low <= value <= high) or not math.isfinite(value):
+        raise ConstantsError(
+            f"{where}: value of {name!r} must lie in [{low}, {high}], got {value_s!r}"
+        )
+    return name, value
 
 
 def _constant(name: str) -> Any:

@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..classify import strip_ansi
 from ..records import Gate
+from .logformat import strip_ansi
 
 FL_PLUGIN = "fl"
 STRENGTHS = ("strong", "weak", "none")

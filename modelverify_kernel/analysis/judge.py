@@ -13,10 +13,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..classify import classify_log  # the lead repoints this to analysis/ (classifier move)
 from ..records import Evidence, Gate, PhaseComparison, PhaseResult, Verdict
 from ..vocabulary import PHASES
 from . import compare, gate, timeouts, verdict
+from .diagnose import classify_log
 from .gate import ComponentActivity
 
 # The fields of a PhaseResult that are judgement, recomputed from the raw facts.

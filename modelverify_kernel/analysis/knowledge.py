@@ -31,7 +31,10 @@ RULE_HEADER = ("id", "component", "layer", "confidence", "match", "hint")
 RULE_FILES = ("error-classification.md", "multichip-errors.md")
 OWNERS_FILE = "owners.md"
 KERNEL_INDEX_FILE = "triton-kernels.json"  # built by kernel_index.py, read by analysis/kernels.py
-KNOWLEDGE_FILES = (*RULE_FILES, OWNERS_FILE, KERNEL_INDEX_FILE)  # what digest() covers
+TIMEOUTS_FILE = "timeouts.md"  # the TIMEOUT-* rows, read by analysis/timeouts.py
+COMPARISON_FILE = "output-comparison.md"  # the aggregate comparison's constants (compare.py)
+# what digest() covers: every file in references/ that a judgement reads
+KNOWLEDGE_FILES = (*RULE_FILES, OWNERS_FILE, TIMEOUTS_FILE, COMPARISON_FILE, KERNEL_INDEX_FILE)
 
 Atom = Matcher  # one condition of a rule's match cell
 

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from ..records import PhaseExit
+from .knowledge import RuleError, default_references, plain_cell, read_table
 
 TABLE_FILE = "timeouts.md"
-_HEADER = ["case", "rule", "component", "confidence", "signature", "hint"]
+_HEADER = ("case", "rule", "component", "confidence", "signature", "hint")
 
 
 @dataclass(frozen=True)
@@ -30,35 +31,23 @@ class TimeoutRule:
     hint: str
 
 
-def _default_references() -> Path:
-    from ..resources import references_dir  # the shipped rule tables (one lookup)
-
-    return references_dir()
-
-
 @functools.lru_cache(maxsize=4)
 def _parse(path_str: str) -> dict[str, TimeoutRule]:
-    rows: dict[str, TimeoutRule] = {}
-    in_table = False
-    for line in Path(path_str).read_text(encoding="utf-8").splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if not line.strip().startswith("|"):
-            in_table = False
-        elif cells == _HEADER:
-            in_table = True
-        elif in_table and not set(line.strip()) <= set("|-: "):
-            if len(cells) != len(_HEADER):
-                raise ValueError(f"{path_str}: a timeout row needs {len(_HEADER)} cells: {line}")
-            rows[cells[0]] = TimeoutRule(*cells)
+    """The rows, read by the one table reader of references/ (analysis/knowledge.py)."""
+    path = Path(path_str)
+    rows = {
+        cells[0]: TimeoutRule(*(plain_cell(c) for c in cells))
+        for cells, _ in read_table(path, _HEADER, what="timeout table")
+    }
     missing = {"health_cap", "cap", "progress", "hang"} - set(rows)
     if missing:
-        raise ValueError(f"{path_str}: the timeout table lacks {', '.join(sorted(missing))}")
+        raise RuleError(f"{path.name}: the timeout table lacks {', '.join(sorted(missing))}")
     return rows
 
 
 def load_rules(references_dir: Path | None = None) -> dict[str, TimeoutRule]:
     """The TIMEOUT-* rows by case, parsed from references/timeouts.md."""
-    folder = Path(references_dir) if references_dir is not None else _default_references()
+    folder = Path(references_dir) if references_dir is not None else default_references()
     return _parse(str((folder / TABLE_FILE).resolve()))
 
 
