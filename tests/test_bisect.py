@@ -281,3 +281,56 @@ def test_a_second_culprit_is_searched_when_the_first_one_off_is_not_enough(tmp_p
     assert len({s.disabled for s in result.steps}) == len(
         result.steps
     )  # no set of kernels run twice
+
+
+# --------------------------------------------------------------------------- a step's three outcomes
+
+
+def _phase(status: str, outputs=None, signature: str | None = None) -> records.PhaseResult:
+    return records.PhaseResult(
+        run="run_b",
+        phase="offline",
+        status=status,
+        error=None if status == "PASS" else f"RuntimeError: {signature}",
+        error_type=None if status == "PASS" else "RuntimeError",
+        diagnosis=None if status == "PASS" else {"signature": signature, "component": "FlagGems"},
+        result={"outputs": outputs or []},
+    )
+
+
+def _outputs(shift: float = 0.0) -> list[dict]:
+    """Five prompts whose chosen tokens keep their place and whose logprobs move by `shift`."""
+    return [
+        {
+            "prompt": f"p{i}",
+            "text": "a b c",
+            "token_ids": [1, 2, 3],
+            "logprobs": [
+                {"token_id": t, "logprob": -0.1 * t - shift, "top": [[t, -0.1 * t - shift]]}
+                for t in (1, 2, 3)
+            ],
+        }
+        for i in range(5)
+    ]
+
+
+def test_a_step_is_the_same_fault_gone_or_another_failure():
+    """Issue 19 point 4: a step failing with another signature is inconclusive (OTHER), never
+    'the fault stays'; drift where a crash was searched is OTHER too."""
+    from modelverify_kernel.analysis.compare import Tolerances
+    from modelverify_kernel.analysis.experiments import GONE, OTHER, SAME, Fault, judge_step
+
+    run_a, tol = _phase("PASS", _outputs()), Tolerances()
+    crash = Fault("offline", "fail", "RuntimeError: injected fault in embedding")
+    assert judge_step(_phase("FAIL", signature=crash.signature), run_a, tol, crash)[0] == SAME
+    other, why = judge_step(
+        _phase("FAIL", signature="RuntimeError: illegal memory access"), run_a, tol, crash
+    )
+    assert other == OTHER and "another failure" in why
+    assert judge_step(_phase("PASS", _outputs()), run_a, tol, crash)[0] == GONE
+    drift = Fault("offline", "diverge", None, "systematic drift")
+    assert judge_step(_phase("PASS", _outputs(0.3)), run_a, tol, drift)[0] == SAME
+    assert judge_step(_phase("PASS", _outputs(0.3)), run_a, tol, crash)[0] == OTHER
+    assert judge_step(_phase("FAIL", signature="x"), run_a, tol, drift)[0] == OTHER
+    # any failure is the fault only when no fault is named (the verification's own judgement)
+    assert judge_step(_phase("FAIL", signature="x"), run_a, tol)[0] == SAME

@@ -8,11 +8,13 @@ how one step is judged: the strategy that runs the steps (`bisect.py`) asks thes
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 from ..records import PhaseComparison, PhaseResult, Verdict
 from ..vocabulary import PHASES, PLUGIN_SWITCH, RECORDER_SWITCH
 from . import compare
 from .gate import ComponentActivity
+from .verdict import failure_signature
 
 SEARCHED = ("MULTICHIP_ERROR", "OUTPUT_MISMATCH")
 
@@ -91,20 +93,61 @@ def why_not(
     return None
 
 
+@dataclass(frozen=True)
+class Fault:
+    """What an experiment reproduces or removes: Run B's faulty phase as the verification judged
+    it — a failure (with its signature) or outputs that drift from Run A's."""
+
+    phase: str
+    kind: str  # "fail" | "diverge"
+    signature: str | None = None  # kind "fail": the failure's normalised signature
+    detail: str = ""
+
+
+def fault_of(
+    run_b: Mapping[str, PhaseResult], comparisons: Sequence[PhaseComparison]
+) -> Fault | None:
+    """Run B's first failing phase (its signature), else its first diverging one."""
+    phase, _ = faulty_phase(run_b, comparisons)
+    if phase is None:
+        return None
+    pr = run_b[phase]
+    if pr.status == "FAIL":
+        return Fault(phase, "fail", failure_signature(pr), pr.error or "")
+    c = next(c for c in comparisons if c.phase == phase)
+    return Fault(phase, "diverge", None, c.mismatch_reason or "")
+
+
+# A step's three outcomes: the fault stays, it is gone, or another failure took its place.
+SAME, GONE, OTHER = "fail", "pass", "other"
+
+
 def judge_step(
-    pr: PhaseResult, run_a_phase: PhaseResult, tol: compare.Tolerances
+    pr: PhaseResult, run_a_phase: PhaseResult, tol: compare.Tolerances, fault: Fault | None = None
 ) -> tuple[str, str]:
-    """A step by the verification's own rules: it must pass and its outputs agree with Run A's."""
+    """One experiment's run by the verification's own rules, against the fault searched:
+    SAME (the same failure signature, or the same drift against Run A), GONE (it passed and
+    agrees with Run A), OTHER (a different failure, or drift where a crash was searched):
+    inconclusive, never read as the fault staying. Without `fault`, any failure is SAME."""
     if pr.status != "PASS":
         diagnosis = pr.diagnosis or {}
         root, component = diagnosis.get("error"), diagnosis.get("component")
-        return "fail", f"{root or pr.error}" + (f" (diagnosed: {component})" if component else "")
+        why = f"{root or pr.error}" + (f" (diagnosed: {component})" if component else "")
+        if fault is None or (fault.kind == "fail" and failure_signature(pr) == fault.signature):
+            return SAME, why
+        return OTHER, f"another failure than the one searched ({_searched(fault)}): {why}"
     c = compare.compare_phase(
         pr.phase, run_a_phase.result.get("outputs") or [], pr.result.get("outputs") or [], tol
     )
-    if c.mismatch_reason:
-        return "fail", c.mismatch_reason
-    return "pass", "passed and agrees with Run A"
+    if not c.mismatch_reason:
+        return GONE, "passed and agrees with Run A"
+    if fault is None or fault.kind == "diverge":
+        return SAME, c.mismatch_reason
+    return OTHER, f"the failure searched is gone, but the outputs diverge: {c.mismatch_reason}"
+
+
+def _searched(fault: Fault) -> str:
+    return fault.signature or fault.detail or fault.kind
 
 
 def narrow(items: Sequence[str], fails: Callable[[frozenset[str]], bool]) -> list[str]:

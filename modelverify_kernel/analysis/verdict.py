@@ -50,7 +50,9 @@ def failures(phases: Mapping[str, PhaseResult]) -> list[PhaseResult]:
     return [p for p in phases.values() if p.status == "FAIL"]
 
 
-def _signature(p: PhaseResult) -> str:
+def failure_signature(p: PhaseResult) -> str:
+    """A failure's normalised signature (the classifier's), else its exception: two failures with
+    the same one are the same error (SAME_ERROR; an experiment's step that reproduces the fault)."""
     if p.diagnosis and p.diagnosis.get("signature"):
         return p.diagnosis["signature"]
     return f"{p.error_type}: {p.error}"
@@ -221,7 +223,7 @@ def _run_a_failed(
             None,
             comp_a,
         )
-    if {_signature(p) for p in fails_a} == {_signature(p) for p in fails_b}:
+    if {failure_signature(p) for p in fails_a} == {failure_signature(p) for p in fails_b}:
         one = len(in_both) == 1
         return verdict(
             "SAME_ERROR",
