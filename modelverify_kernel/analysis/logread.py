@@ -26,11 +26,18 @@ from .logformat import (
     GROUP_START,
     IDLE_HEAD,
     LOCATION,
+    NATIVE_CONT,
+    NATIVE_FRAME,
+    NATIVE_WHERE,
     NEXT_EXC,
     NO_PREFIX,
     PREFIX,
     PREFIX_FIRST,
     PYSPY_FRAME,
+    PYTEST_E,
+    PYTEST_FRAME,
+    PYTEST_LOC_EXC,
+    PYTEST_MARK,
     QUIET_FAST,
     QUIET_LEVELS,
     STDLIB,
@@ -73,6 +80,7 @@ class Block:
     handled: bool = (
         False  # printed right after "…, falling back to …": the handled exception behind it
     )
+    native: bool = False  # a native failure: a native backtrace may follow its line
 
     def ordered_frames(self) -> list[Frame]:
         return list(reversed(self.frames)) if self.reverse else list(self.frames)
@@ -115,6 +123,7 @@ class Stream:
     handled: bool = False  # the next block was raised while handling the chain so far
     prev: str = ""  # the previous non-INFO message of this process
     prev_at: int = 0  # its line number
+    ctx: deque = field(default_factory=lambda: deque(maxlen=4))  # the messages before prev
     user_code: Failure | None = None  # the failure a "from user code:" section belongs to
 
 
@@ -243,6 +252,7 @@ class Scanner:
                 if len(boring) >= 8192:
                     boring.clear()
                 boring[msg] = None
+        st.ctx.append(st.prev)
         st.prev, st.prev_at = msg, self.index
         if st.phase is Phase.IDLE:  # _track, inline
             self.active.discard(st.key)
@@ -402,7 +412,7 @@ class Scanner:
                 self.index,
                 src,
                 header=True,
-                reverse="first" in s or not s.startswith("Traceback"),
+                reverse="first" in s or s.startswith("Thread"),
                 current=s.startswith("Current thread"),
                 handled=st.phase is Phase.IDLE
                 and self.index - st.prev_at == 1
@@ -429,6 +439,7 @@ class Scanner:
         fm = (
             FRAME.match(msg)
             or LOCATION.match(msg)
+            or PYTEST_FRAME.match(msg)
             or (PYSPY_FRAME.match(msg) if blk.reverse else None)
         )
         if fm:
@@ -443,6 +454,8 @@ class Scanner:
             if s and s[0] not in "^~" and s != "..." and not blk.frames[-1].code:
                 blk.frames[-1].code = s[:500]  # the frame's source line (rules read it: code:)
             return True  # code lines (only a frame has them), position markers, elisions
+        if self._pytest_line(st, msg, s, src):
+            return True
         em = BLOCK_EXC.match(msg)
         if em and looks_like_type(em.group("type")):
             self._set_exc(blk, em.group("type"), em.group("msg") or "", s, src)
@@ -458,6 +471,16 @@ class Scanner:
     def _in_exc(self, st: Stream, msg: str, s: str, src: str | None, stream: str) -> bool:
         """After an exception line: its continuation lines (same source), up to a few."""
         blk = st.block
+        if blk.native and s and self._native_line(blk, s):
+            return True
+        if msg[:1] == "E" and PYTEST_E.match(msg):  # pytest's exception lines go on
+            if len(blk.detail) < _MAX_DETAIL:
+                blk.detail.append(PYTEST_E.match(msg).group("rest")[:1000])
+            return True
+        pl = PYTEST_LOC_EXC.match(s) if ".py:" in s else None
+        if pl:  # pytest's long form ends with the raising line's location: the innermost frame
+            blk.frames.append(Frame(pl.group("path"), s))
+            return True
         if (
             s
             and s != "..."
@@ -496,7 +519,7 @@ class Scanner:
         failure, a diagnostic, an exception line)?"""
         if not s:
             return False
-        fm = FRAME.match(msg) or LOCATION.match(msg)
+        fm = FRAME.match(msg) or LOCATION.match(msg) or PYTEST_FRAME.match(msg)
         if fm:  # a traceback without its header (cut log)
             st.block = Block(self.index, src)
             st.block.frames.append(Frame(fm.group("path"), s))
@@ -507,7 +530,12 @@ class Scanner:
         if self.gated and self.rs.native_gate.search(s):
             nm = self.rs.native.fullmatch(s)
             if nm:
-                return self._open(st, *native_exc(nm, s), s, src)
+                return self._open_native(st, nm, s, src)
+        pl = PYTEST_LOC_EXC.match(s) if ".py:" in s else None
+        if pl and looks_like_type(pl.group("type")):  # pytest --tb=line: location and exception
+            self._open(st, pl.group("type"), pl.group("msg") or "", s, src)
+            st.block.frames.append(Frame(pl.group("path"), s))
+            return True
         dg = DIAG.match(s) if "error: " in s else None
         if dg:
             st.block, st.phase = Block(self.index, src), Phase.EXC
@@ -535,6 +563,56 @@ class Scanner:
         st.block, st.phase = blk, Phase.EXC
         return True
 
+    def _open_native(self, st: Stream, nm: re.Match[str], line: str, src: str | None) -> bool:
+        """A native failure's first line; its backtrace and the handler's lines may follow."""
+        etype, message = native_exc(nm, line)
+        if nm.group("bassert"):  # the assertion's location is on the lines before it
+            message = " ".join([*st.ctx, st.prev, line][-5:]).strip()
+        elif nm.group("check") and src:  # glog's header names the source file
+            message = f"{src}: {message}"
+        self._open(st, etype, message, line, src)
+        st.block.native = True
+        return True
+
+    @staticmethod
+    def _native_line(blk: Block, s: str) -> bool:
+        """A line of a native failure's report: the handler's lines, a backtrace frame."""
+        if NATIVE_CONT.match(s):
+            if s.lstrip("[").find("Signal: ") >= 0 and blk.message == "Process received signal":
+                blk.message = s.split("Signal: ", 1)[1]
+            if len(blk.detail) < _MAX_DETAIL:
+                blk.detail.append(s[:1000])
+            return True
+        if not NATIVE_FRAME.match(s):
+            return False
+        for where in NATIVE_WHERE:
+            wm = where.search(s)
+            if wm:
+                blk.frames.append(Frame(wm.group("p"), s))
+                blk.reverse = True  # a native backtrace lists the innermost frame first
+                return True
+        return False
+
+    def _pytest_line(self, st: Stream, msg: str, s: str, src: str | None) -> bool:
+        """pytest's forms inside a traceback: "E   Type: msg", "path.py:26: Type", "_ _ _", ">"."""
+        blk = st.block
+        if PYTEST_MARK.match(s):
+            return True
+        pe = PYTEST_E.match(msg) if msg[:1] == "E" else None
+        if pe:
+            em = BLOCK_EXC.match(pe.group("rest"))
+            if em and looks_like_type(em.group("type")):
+                self._set_exc(blk, em.group("type"), em.group("msg") or "", s, src)
+                st.phase = Phase.EXC
+            return True
+        pl = PYTEST_LOC_EXC.match(s) if ".py:" in s else None
+        if pl and looks_like_type(pl.group("type")):
+            blk.frames.append(Frame(pl.group("path"), s))
+            self._set_exc(blk, pl.group("type"), pl.group("msg") or "", s, src)
+            st.phase = Phase.EXC
+            return True
+        return False
+
     def _diagnostic(self, blk: Block, dg: re.Match[str], line: str, src: str | None) -> None:
         if dg.group("loc"):
             blk.frames.append(Frame(dg.group("loc").split(":", 1)[0], line))
@@ -554,6 +632,12 @@ def native_exc(nm: re.Match[str], line: str) -> tuple[str, str]:
         return "NativeAssertionError", line
     if g["cpp"]:
         return "CppException", g["cpp"]
+    if g["check"] or g["bassert"]:
+        return "NativeAssertionError", line
+    if g["llvm"] or g["llvmcrash"] or g["pm"] or g["tool"]:
+        return "CompilerError", line
+    if g["mpi"] or g["ucx"] or g["absl"]:
+        return "FatalSignal", g["ucx"] or g["absl"] or g["mpi"]
     if g["dev"]:
         return "DeviceError", line
     return "FatalSignal", g["sig"] or g["sig2"] or "SIGSEGV"
