@@ -500,6 +500,10 @@ class Scanner:
         """A chain whose last exception ended: a connector may still follow; anything else ends it."""
         if not s:
             return False
+        pl = PYTEST_LOC_EXC.match(s) if st.chain and ".py:" in s else None
+        if pl and pl.group("type").rsplit(".", 1)[-1] == st.chain[-1].exc_type.rsplit(".", 1)[-1]:
+            st.chain[-1].frames.append(Frame(pl.group("path"), s))  # pytest: where it was raised
+            return True
         self._finish_chain(st, stream)
         return self._in_idle(st, msg, s, src, stream)
 
