@@ -82,7 +82,6 @@ D3_KNOWN_MISSES = {
     "d3-054": "placeholder-count mismatch from a transformers skew: no dependency evidence in the text",
     "d3-055": "vLLM _C op registered only for CPU: a wrong vLLM build, no rule",
     "d3-057": "CUDA-graph NCCL refusal from a cuda11 libnccl pulled by xformers: no rule",
-    "d3-059": "CANN's bishengir-compile needing a newer glibc, read as Triton compiler failure",
     "d3-060": "NVLS setup CUDA invalid argument in NCCL WARN lines (host setup)",
     "d3-062": "pthread_create EAGAIN in Ray: no rule for the host's process limit",
     "d3-063": "silent stall after NCCL init (ACS/IOMMU): nothing in the log",
