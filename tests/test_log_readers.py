@@ -231,3 +231,15 @@ def test_vllm_c_warning_of_a_healthy_non_cuda_start_is_no_failure() -> None:
 
 def test_a_numbered_line_outside_a_native_failure_is_not_a_frame() -> None:
     assert classify_log(["3  /usr/lib/libnccl.so.2(+0x12) [0x7f]"]).component == "none"
+
+
+def test_interleaved_ranks_of_a_signal_backtrace_are_read_apart() -> None:
+    a = [ln for ln in OPENMPI.splitlines() if ln.strip()]
+    b = [
+        ln.replace("node1:00956", "node2:00777").replace("/opt/nccl/lib/libnccl.so.2", "/x/liby.so")
+        for ln in a
+    ]
+    mixed = "\n".join(x for pair in zip(a, b) for x in pair)
+    blocks = [f.blocks[0] for f in _read(mixed) if f.blocks]
+    assert len(blocks) == 2
+    assert sorted(_inner(blk) for blk in blocks) == ["/opt/nccl/lib/libnccl.so.2", "/x/liby.so"]

@@ -214,6 +214,9 @@ _NATIVE_FORM_GATE = (
     r"|Process received signal|Caught signal|Check failed|LLVM ERROR|PLEASE submit|PassManager::run"
     r"| failed with (?:error|exit|return) code"
 )
+# The process tag OpenMPI's handler puts before each of its lines ("[host:1234] "): lines of one
+# process are read together, apart from the other ranks'. (UCX tags only its first line.)
+RANK_TAG = re.compile(r"\[(?P<tag>[\w.-]+:\d+)\] ")
 # The lines a signal handler or a compiler crash prints after its first line: the signal, the
 # address, the backtrace's header, LLVM's "Stack dump:" and the program's arguments.
 NATIVE_CONT = re.compile(

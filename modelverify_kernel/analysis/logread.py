@@ -40,6 +40,7 @@ from .logformat import (
     PYTEST_MARK,
     QUIET_FAST,
     QUIET_LEVELS,
+    RANK_TAG,
     STDLIB,
     TB_START,
     WARN_LEVELS,
@@ -216,6 +217,10 @@ class Scanner:
 
     def _message(self, msg: str, level: str | None, m: re.Match[str], stream: str | None) -> None:
         """One non-quiet, non-benign message: the process's state machine, then the line rules."""
+        if msg[:1] == "[" and stream is None:  # OpenMPI's "[host:pid] ": the process
+            tm = RANK_TAG.match(msg)
+            if tm is not None:
+                msg, stream = msg[tm.end() :], tm.group("tag")
         low = msg.lower()
         gated = self._gate is None or self._gate(low) is not None
         # a warning that names an exception in passing ("… errors like `OSError: …`") is
