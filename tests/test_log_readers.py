@@ -243,3 +243,39 @@ def test_interleaved_ranks_of_a_signal_backtrace_are_read_apart() -> None:
     blocks = [f.blocks[0] for f in _read(mixed) if f.blocks]
     assert len(blocks) == 2
     assert sorted(_inner(blk) for blk in blocks) == ["/opt/nccl/lib/libnccl.so.2", "/x/liby.so"]
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('Thread 1 "python" received signal SIGSEGV, Segmentation fault.', "SIGSEGV"),
+        ("double free or corruption (out)", "SIGABRT (double free or corruption (out))"),
+        ("free(): corrupted unsorted chunks", "SIGABRT (free(): corrupted unsorted chunks)"),
+        (
+            "*** stack smashing detected ***: terminated",
+            "SIGABRT (*** stack smashing detected ***: terminated)",
+        ),
+    ],
+)
+def test_gdb_stop_and_glibc_aborts_are_native_failures(line: str, message: str) -> None:
+    blk = _root(line + "\n")
+    assert (blk.exc_type, blk.message) == ("FatalSignal", message)
+    assert classify_log([line]).component == "unknown"  # failed; no owner in one line
+
+
+def test_gdb_backtrace_frames_carry_their_library() -> None:
+    log = """\
+Thread 1 "python" received signal SIGSEGV, Segmentation fault.
+#0  0x00007ffff7a1b2c3 in ncclProxyProgress () from /usr/lib/x86_64-linux-gnu/libnccl.so.2
+#1  0x00007ffff7a1c000 in start_thread () from /lib/x86_64-linux-gnu/libc.so.6
+"""
+    assert _inner(_root(log)) == "/usr/lib/x86_64-linux-gnu/libnccl.so.2"
+    assert classify_log(log.splitlines()).component == "FlagCX"
+
+
+def test_mlir_location_diagnostic_is_a_compiler_failure_on_that_kernel() -> None:
+    line = 'loc("/site-packages/flag_gems/ops/rms_norm.py":31:0): error: failed to materialize'
+    blk = _root(line + "\n")
+    assert blk.exc_type == "CompilerError" and blk.frames[0].path.endswith("ops/rms_norm.py")
+    diag = classify_log([line])
+    assert (diag.component, diag.culprit_op) == ("FlagTree", "rms_norm"), diag

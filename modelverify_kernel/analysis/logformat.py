@@ -118,7 +118,11 @@ FRAME = re.compile(r'\s*File "(?P<path>[^"]+)"(?:, line (?P<ln>\d+))?(?:,? in (?
 LOCATION = re.compile(r"\s*(?P<path>[^\s:\"'`]*/[^\s:\"'`]+\.py)(?:(?::\d+){1,2}:?|:)\s*$")
 # A line that is an error report of its own: a compiler diagnostic ("file:3:7: error: …", MLIR's
 # "error: failed to legalize …") or a tool's "error: …" line.
-DIAG = re.compile(r"(?:(?P<loc>[^\s:\"'`]+:\d+:\d+):\s*)?error: (?P<msg>\S.*)")
+# MLIR writes its location as loc("file.py":26:0) or loc(callsite("callee.py":3:4 at "caller.py":…)).
+DIAG = re.compile(
+    r"(?:(?P<loc>[^\s:\"'`]+:\d+:\d+):\s*"
+    r"|loc\((?:callsite\()?\"(?P<mloc>[^\"]+)\":\d+:\d+.*?\):\s*)?error: (?P<msg>\S.*)"
+)
 BLOCK_EXC = re.compile(r"(?P<type>[A-Za-z_][\w.]*)(?::(?:\s(?P<msg>.*))?)?$")
 BARE_EXC = re.compile(
     r"(?<![\w.])(?P<type>(?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception|Fault))(?::\s+(?P<msg>\S.*)|$)"
@@ -169,6 +173,10 @@ _NATIVE_FORMS = (
     r"(?: \(core dumped\))?"
     r"|terminate called after throwing an instance of '(?P<cpp>[^']+)'.*"
     r"|!+ (?P<segv>Segfault) encountered !+"
+    # gdb's stop at a signal; glibc's heap-corruption and stack-protector aborts
+    r"|(?:Thread \d+ \"[^\"]*\" )?(?:\[[^\]]*\] )?received signal (?P<gdb>SIG[A-Z]+).*"
+    r"|(?P<heap>(?:double free or corruption|free\(\): |malloc\(\): |realloc\(\): |corrupted size vs\. prev_size"
+    r"|munmap_chunk\(\): |\*\*\* stack smashing detected).*)"
     # signal handlers that print a native backtrace after them: OpenMPI's (also NCCL tests'),
     # UCX's "[host:pid:tid] Caught signal 11 (Segmentation fault: …)", absl's
     r"|(?:\[[^\]\s]+\] )?\*\*\* (?P<mpi>Process received signal) \*\*\*"
@@ -184,7 +192,7 @@ _NATIVE_FORMS = (
     r"|(?P<llvm>LLVM ERROR: .+)"
     r"|(?P<llvmcrash>PLEASE submit a bug report to \S*llvm\S*.*)"
     r"|(?P<pm>(?:.*\s)?PassManager::run failed.*)"
-    r"|(?P<tool>.*?`?\b(?:llc|opt|ld\.lld|lld|mlir-opt|triton-opt|clang|nvlink|fatbinary)`?"
+    r"|(?P<tool>.*?`?\b(?:llc|ld\.lld|lld|mlir-opt|mlir-translate|triton-opt)`?"
     r" failed with (?:error|exit|return) code.*)"
 )
 _NATIVE_FORM_LITERALS = (
@@ -200,6 +208,13 @@ _NATIVE_FORM_LITERALS = (
     "floating point exception",
     "terminate called",
     "process received signal",
+    "received signal",
+    "double free",
+    "free(): ",
+    "malloc(): ",
+    "corrupted size",
+    "munmap_chunk",
+    "stack smashing",
     "caught signal",
     "received at time",
     "check failed",
@@ -211,6 +226,7 @@ _NATIVE_FORM_LITERALS = (
 _NATIVE_FORM_GATE = (
     r"Fatal Python|ssertion|UNREACHABLE|SIG[A-Z]|Segmentation|Segfault|Bus error"
     r"|Illegal instr|Aborted|Floating point exc|terminate called"
+    r"|double free|free\(\): |malloc\(\): |corrupted size|munmap_chunk|stack smashing"
     r"|Process received signal|Caught signal|Check failed|LLVM ERROR|PLEASE submit|PassManager::run"
     r"| failed with (?:error|exit|return) code"
 )

@@ -623,6 +623,10 @@ class Scanner:
         return False
 
     def _diagnostic(self, blk: Block, dg: re.Match[str], line: str, src: str | None) -> None:
+        if dg.group("mloc"):  # MLIR's own diagnostic: the compiler failed on this kernel line
+            blk.frames.append(Frame(dg.group("mloc"), line))
+            self._set_exc(blk, "CompilerError", dg.group("msg"), line, src)
+            return
         if dg.group("loc"):
             blk.frames.append(Frame(dg.group("loc").split(":", 1)[0], line))
         self._set_exc(blk, "DiagnosticError", dg.group("msg"), line, src)
@@ -645,8 +649,10 @@ def native_exc(nm: re.Match[str], line: str) -> tuple[str, str]:
         return "NativeAssertionError", line
     if g["llvm"] or g["llvmcrash"] or g["pm"] or g["tool"]:
         return "CompilerError", line
-    if g["mpi"] or g["ucx"] or g["absl"]:
-        return "FatalSignal", g["ucx"] or g["absl"] or g["mpi"]
+    if g["mpi"] or g["ucx"] or g["absl"] or g["gdb"]:
+        return "FatalSignal", g["ucx"] or g["absl"] or g["gdb"] or g["mpi"]
+    if g["heap"]:
+        return "FatalSignal", f"SIGABRT ({g['heap']})"
     if g["dev"]:
         return "DeviceError", line
     return "FatalSignal", g["sig"] or g["sig2"] or "SIGSEGV"
