@@ -279,3 +279,20 @@ def test_mlir_location_diagnostic_is_a_compiler_failure_on_that_kernel() -> None
     assert blk.exc_type == "CompilerError" and blk.frames[0].path.endswith("ops/rms_norm.py")
     diag = classify_log([line])
     assert (diag.component, diag.culprit_op) == ("FlagTree", "rms_norm"), diag
+
+
+@pytest.mark.parametrize(
+    ("log", "form"),
+    [
+        (PYTEST_SHORT, "pytest traceback"),
+        (OPENMPI, "OpenMPI signal handler"),
+        (UCX, "UCX signal handler"),
+        (LLVM_CRASH, "LLVM crash report"),
+        (
+            'Traceback (most recent call last):\n  File "/a/b.py", line 1, in f\nValueError: x\n',
+            "python traceback",
+        ),
+    ],
+)
+def test_each_failure_says_which_reader_parsed_it(log: str, form: str) -> None:
+    assert _root(log).form == form

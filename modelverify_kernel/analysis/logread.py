@@ -82,6 +82,7 @@ class Block:
         False  # printed right after "…, falling back to …": the handled exception behind it
     )
     native: bool = False  # a native failure: a native backtrace may follow its line
+    form: str = ""  # the form it was read from (--explain says which reader parsed it)
 
     def ordered_frames(self) -> list[Frame]:
         return list(reversed(self.frames)) if self.reverse else list(self.frames)
@@ -422,6 +423,7 @@ class Scanner:
                 handled=st.phase is Phase.IDLE
                 and self.index - st.prev_at == 1
                 and any(p.search(st.prev) for p in self.rs.falls_back),
+                form=_header_form(s),
             )
             st.phase = Phase.FRAMES
             return True
@@ -530,7 +532,8 @@ class Scanner:
             return False
         fm = FRAME.match(msg) or LOCATION.match(msg) or PYTEST_FRAME.match(msg)
         if fm:  # a traceback without its header (cut log)
-            st.block = Block(self.index, src)
+            form = "pytest traceback" if fm.re is PYTEST_FRAME else "traceback without header"
+            st.block = Block(self.index, src, form=form)
             st.block.frames.append(Frame(fm.group("path"), s))
             st.phase = Phase.FRAMES
             return True
@@ -544,6 +547,7 @@ class Scanner:
         if pl and looks_like_type(pl.group("type")):  # pytest --tb=line: location and exception
             self._open(st, pl.group("type"), pl.group("msg") or "", s, src)
             st.block.frames.append(Frame(pl.group("path"), s))
+            st.block.form = "pytest line"
             return True
         dg = DIAG.match(s) if "error: " in s else None
         if dg:
@@ -581,6 +585,7 @@ class Scanner:
             message = f"{src}: {message}"
         self._open(st, etype, message, line, src)
         st.block.native = True
+        st.block.form = next(NATIVE_FORM_NAMES[k] for k, v in nm.groupdict().items() if v)
         return True
 
     @staticmethod
@@ -609,6 +614,7 @@ class Scanner:
             return True
         pe = PYTEST_E.match(msg) if msg[:1] == "E" else None
         if pe:
+            blk.form = "pytest traceback"
             em = BLOCK_EXC.match(pe.group("rest"))
             if em and looks_like_type(em.group("type")):
                 self._set_exc(blk, em.group("type"), em.group("msg") or "", s, src)
@@ -623,6 +629,7 @@ class Scanner:
         return False
 
     def _diagnostic(self, blk: Block, dg: re.Match[str], line: str, src: str | None) -> None:
+        blk.form = blk.form or "compiler diagnostic"
         if dg.group("mloc"):  # MLIR's own diagnostic: the compiler failed on this kernel line
             blk.frames.append(Frame(dg.group("mloc"), line))
             self._set_exc(blk, "CompilerError", dg.group("msg"), line, src)
@@ -634,6 +641,38 @@ class Scanner:
     @staticmethod
     def _set_exc(blk: Block, etype: str, message: str, line: str, src: str | None) -> None:
         blk.exc_type, blk.message, blk.line, blk.src = etype, message.strip(), line[:1000], src
+
+
+def _header_form(s: str) -> str:
+    if s.startswith("Traceback"):
+        return "python traceback"
+    if s.startswith("ImportError while"):
+        return "pytest traceback"
+    return "faulthandler dump" if "(most recent call first)" in s else "py-spy dump"
+
+
+# the reader of each native form (the named groups of logformat.native_patterns)
+NATIVE_FORM_NAMES = {
+    "fatal": "faulthandler",
+    "assert": "C/C++ assertion",
+    "unreach": "LLVM unreachable",
+    "sig": "signal",
+    "sig2": "signal",
+    "cpp": "C++ exception",
+    "segv": "signal",
+    "mpi": "OpenMPI signal handler",
+    "ucx": "UCX signal handler",
+    "absl": "absl signal handler",
+    "gdb": "gdb",
+    "heap": "glibc abort",
+    "check": "glog check",
+    "bassert": "C/C++ assertion",
+    "llvm": "LLVM fatal error",
+    "llvmcrash": "LLVM crash report",
+    "pm": "MLIR pass manager",
+    "tool": "compiler tool",
+    "dev": "device runtime error code",
+}
 
 
 def native_exc(nm: re.Match[str], line: str) -> tuple[str, str]:
