@@ -210,25 +210,23 @@ _NATIVE_FORM_LITERALS = (
     "process received signal",
     "received signal",
     "double free",
-    "free(): ",
-    "malloc(): ",
+    "(): ",
     "corrupted size",
-    "munmap_chunk",
-    "stack smashing",
+    "*** stack smashing",
     "caught signal",
     "received at time",
     "check failed",
     "llvm error",
     "please submit a bug report",
     "passmanager::run failed",
-    " failed with ",
+    "failed with ",
 )  # lower case, one occurs in each native form
 _NATIVE_FORM_GATE = (
     r"Fatal Python|ssertion|UNREACHABLE|SIG[A-Z]|Segmentation|Segfault|Bus error"
     r"|Illegal instr|Aborted|Floating point exc|terminate called"
-    r"|double free|free\(\): |malloc\(\): |corrupted size|munmap_chunk|stack smashing"
+    r"|double free|\(\): |corrupted size|\*\*\* stack smashing"
     r"|Process received signal|Caught signal|Check failed|LLVM ERROR|PLEASE submit|PassManager::run"
-    r"| failed with (?:error|exit|return) code"
+    r"|failed with (?:error|exit|return) code"
 )
 # The process tag OpenMPI's handler puts before each of its lines ("[host:1234] "): lines of one
 # process are read together, apart from the other ranks'. (UCX tags only its first line.)
@@ -293,10 +291,9 @@ IDLE_HEAD = re.compile(
             DIAG,
             DOTTED_EXC,
             PYSPY_FRAME,
-            PYTEST_FRAME,
-            PYTEST_LOC_EXC,
         )
     )
+    + r"|[^\s:\"'`]+\.py:\d+: "  # pytest's frames and its line form (PYTEST_FRAME, PYTEST_LOC_EXC)
     + r"|from user code:|[\^~]|\.\.\.)"
 )
 STDLIB = re.compile(r"^<|/lib/python3\.\d+/(?!site-packages|dist-packages)|" + NATIVE_RUNTIME)
