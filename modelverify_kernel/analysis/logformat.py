@@ -42,11 +42,11 @@ QUIET_FAST = re.compile(
 # Markdown quote ("> "). Looked for in the first lines of a log (outer_prefix): when most carry
 # one, it is taken off every line that has it.
 _OUTER = re.compile(
-    r"(?:\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?\s"
+    r"(?:[ \t]*(?:\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?\s"
     r"|[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \S+ [\w.@/-]+(?:\[\d+\])?: "
     r"|\[pod/[^\]\s]+\] "
     r"|\[(?:rank|default)\d+\]:\s?"
-    r"|>(?: |$))*"
+    r"|>(?: |$)))*"  # an indented paste: the indentation goes with the prefix
 )
 _OUTER_HEAD = 64  # lines looked at
 
