@@ -296,3 +296,29 @@ def test_mlir_location_diagnostic_is_a_compiler_failure_on_that_kernel() -> None
 )
 def test_each_failure_says_which_reader_parsed_it(log: str, form: str) -> None:
     assert _root(log).form == form
+
+
+PYTEST_CHAINED = """\
+    def f():
+>       raise KeyError("a")
+E       KeyError: 'a'
+
+src/flag_gems/ops/gelu.py:3: KeyError
+
+The above exception was the direct cause of the following exception:
+
+    def test_x():
+>       f()
+E       RuntimeError: wrapped
+
+tests/test_x.py:9: RuntimeError
+"""
+
+
+def test_pytest_chained_exceptions_are_one_chain_rooted_at_the_cause() -> None:
+    failures = [f for f in _read(PYTEST_CHAINED) if f.blocks]
+    assert len(failures) == 1
+    blocks = failures[0].blocks
+    assert [b.exc_type for b in blocks] == ["KeyError", "RuntimeError"]
+    assert _inner(blocks[0]) == "src/flag_gems/ops/gelu.py"
+    assert classify_log(PYTEST_CHAINED.splitlines()).component == "FlagGems"

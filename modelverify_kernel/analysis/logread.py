@@ -457,6 +457,9 @@ class Scanner:
             self._diagnostic(blk, dg, s, src)
             st.phase = Phase.EXC
             return True
+        if not blk.frames and not blk.header and msg[0] in " \t" and blk.junk < 30:
+            blk.junk += 1  # after a chain connector, pytest's long form shows the source first
+            return True
         if not s or s == "..." or s[0] in "^~" or (msg[0] in " \t" and blk.frames):
             if s and s[0] not in "^~" and s != "..." and not blk.frames[-1].code:
                 blk.frames[-1].code = s[:500]  # the frame's source line (rules read it: code:)
