@@ -322,3 +322,19 @@ def test_pytest_chained_exceptions_are_one_chain_rooted_at_the_cause() -> None:
     assert [b.exc_type for b in blocks] == ["KeyError", "RuntimeError"]
     assert _inner(blocks[0]) == "src/flag_gems/ops/gelu.py"
     assert classify_log(PYTEST_CHAINED.splitlines()).component == "FlagGems"
+
+
+def test_torchrun_summary_of_a_child_killed_by_a_signal_is_a_failure() -> None:
+    log = """\
+torch.distributed.elastic.multiprocessing.errors.ChildFailedError:
+Root Cause (first observed failure):
+[0]:
+  exitcode  : -11 (pid: 1234)
+  error_file: <N/A>
+  traceback : Signal 11 (SIGSEGV) received by PID 1234
+"""
+    blk = _root(log)
+    assert (blk.exc_type, blk.message) == ("FatalSignal", "SIGSEGV")
+    assert (
+        classify_log(log.splitlines()).component == "unknown"
+    )  # failed; the child's log says where

@@ -168,7 +168,9 @@ _NATIVE_FORMS = (
     r"Fatal Python error: (?P<fatal>.+)"
     r"|(?P<assert>.*?\S+:\d+: .*\bAssertion [`'\u2018].*[`'\u2019] failed\.?.*)"
     r"|(?P<unreach>.*\bUNREACHABLE executed at \S+:\d+.*)"
-    r"|\*\*\* (?P<sig>SIG[A-Z]+) .*received by PID.*"
+    # Python's faulthandler-like "*** SIGSEGV received by PID …", torchrun's summary of a child
+    # killed by a signal ("traceback : Signal 11 (SIGSEGV) received by PID 1234")
+    r"|(?:\*\*\* |(?:traceback\s*:\s*)?Signal \d+ \()(?P<sig>SIG[A-Z]+)\)? ?.*received by PID.*"
     r"|(?:.*\s)?(?P<sig2>Segmentation fault|Bus error|Illegal instruction|Aborted|Floating point exception)"
     r"(?: \(core dumped\))?"
     r"|terminate called after throwing an instance of '(?P<cpp>[^']+)'.*"
