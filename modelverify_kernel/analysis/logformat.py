@@ -210,7 +210,7 @@ _NATIVE_FORM_LITERALS = (
     "floating point exception",
     "terminate called",
     "process received signal",
-    "received signal",
+    "received signal sig",
     "double free",
     "(): ",
     "corrupted size",
