@@ -47,7 +47,7 @@ from modelverify_kernel.vocabulary import MULTICHIP  # noqa: E402
 CORPUS = ROOT / "tests" / "data" / "corpus"
 FIXTURES = ROOT / "tests" / "data" / "logs"
 PROBES = ROOT / "tests" / "data" / "probes"
-FILES = ("dev_cases.json", "dev_cases_2.json")
+FILES = ("dev_cases.json", "dev_cases_2.json", "dev_cases_3.json")
 
 
 def load_cases() -> list[dict]:

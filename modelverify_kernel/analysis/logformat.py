@@ -42,11 +42,11 @@ QUIET_FAST = re.compile(
 # Markdown quote ("> "). Looked for in the first lines of a log (outer_prefix): when most carry
 # one, it is taken off every line that has it.
 _OUTER = re.compile(
-    r"(?:\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?\s"
+    r"(?:[ \t]*(?:\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?\s"
     r"|[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \S+ [\w.@/-]+(?:\[\d+\])?: "
     r"|\[pod/[^\]\s]+\] "
     r"|\[(?:rank|default)\d+\]:\s?"
-    r"|>(?: |$))*"
+    r"|>(?: |$)))*"  # an indented paste: the indentation goes with the prefix
 )
 _OUTER_HEAD = 64  # lines looked at
 
@@ -118,7 +118,11 @@ FRAME = re.compile(r'\s*File "(?P<path>[^"]+)"(?:, line (?P<ln>\d+))?(?:,? in (?
 LOCATION = re.compile(r"\s*(?P<path>[^\s:\"'`]*/[^\s:\"'`]+\.py)(?:(?::\d+){1,2}:?|:)\s*$")
 # A line that is an error report of its own: a compiler diagnostic ("file:3:7: error: …", MLIR's
 # "error: failed to legalize …") or a tool's "error: …" line.
-DIAG = re.compile(r"(?:(?P<loc>[^\s:\"'`]+:\d+:\d+):\s*)?error: (?P<msg>\S.*)")
+# MLIR writes its location as loc("file.py":26:0) or loc(callsite("callee.py":3:4 at "caller.py":…)).
+DIAG = re.compile(
+    r"(?:(?P<loc>[^\s:\"'`]+:\d+:\d+):\s*"
+    r"|loc\((?:callsite\()?\"(?P<mloc>[^\"]+)\":\d+:\d+.*?\):\s*)?error: (?P<msg>\S.*)"
+)
 BLOCK_EXC = re.compile(r"(?P<type>[A-Za-z_][\w.]*)(?::(?:\s(?P<msg>.*))?)?$")
 BARE_EXC = re.compile(
     r"(?<![\w.])(?P<type>(?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception|Fault))(?::\s+(?P<msg>\S.*)|$)"
@@ -134,7 +138,20 @@ CONNECTOR = re.compile(
 TB_START = re.compile(
     r"Traceback \(most recent call last\):|(?:Current thread|Thread) 0x[0-9a-f]+ .*\(most recent call first\):"
     r'|Thread (?:0x[0-9a-fA-F]+|\d+) \((?:active|idle)[^)]*\)(?:: ".*")?$'
+    # pytest: a conftest that failed to import prints its traceback in pytest's short form
+    r"|ImportError while (?:loading conftest|importing test module) "
 )
+# pytest's short and long traceback forms: a frame is "path/to/file.py:26: in <module>" (short)
+# or "path/to/file.py:26: " (long: LOCATION); the exception's lines start with "E   "; the long
+# form ends a failure with "path/to/file.py:26: AttributeError" (also --tb=line's one line
+# "path/file.py:26: AttributeError: message"); "_ _ _ _" separates its frames, ">" marks the
+# line that raised.
+PYTEST_FRAME = re.compile(r"\s*(?P<path>[^\s:\"'`]+\.py):(?P<ln>\d+): in (?P<fn>\S+)\s*$")
+PYTEST_E = re.compile(r"E {2,}(?P<rest>\S.*)$")
+PYTEST_LOC_EXC = re.compile(
+    r"(?P<path>[^\s:\"'`]+\.py):(?P<ln>\d+): (?P<type>(?:[A-Za-z_]\w*\.)*[A-Z]\w*)(?:: (?P<msg>.*))?$"
+)
+PYTEST_MARK = re.compile(r"(?:_ )+_\s*$|>(?: |$)")
 # an exception line of its own: it ends the message before it rather than continuing it
 NEXT_EXC = re.compile(r"(?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception): \S")
 PYSPY_FRAME = re.compile(r"\s+(?P<fn>[\w<>.]+) \((?P<path>[^()\s]+\.py):(?P<ln>\d+)\)\s*$")
@@ -151,11 +168,34 @@ _NATIVE_FORMS = (
     r"Fatal Python error: (?P<fatal>.+)"
     r"|(?P<assert>.*?\S+:\d+: .*\bAssertion [`'\u2018].*[`'\u2019] failed\.?.*)"
     r"|(?P<unreach>.*\bUNREACHABLE executed at \S+:\d+.*)"
-    r"|\*\*\* (?P<sig>SIG[A-Z]+) .*received by PID.*"
+    # Python's faulthandler-like "*** SIGSEGV received by PID …", torchrun's summary of a child
+    # killed by a signal ("traceback : Signal 11 (SIGSEGV) received by PID 1234")
+    r"|(?:\*\*\* |(?:traceback\s*:\s*)?Signal \d+ \()(?P<sig>SIG[A-Z]+)\)? ?.*received by PID.*"
     r"|(?:.*\s)?(?P<sig2>Segmentation fault|Bus error|Illegal instruction|Aborted|Floating point exception)"
     r"(?: \(core dumped\))?"
     r"|terminate called after throwing an instance of '(?P<cpp>[^']+)'.*"
     r"|!+ (?P<segv>Segfault) encountered !+"
+    # gdb's stop at a signal; glibc's heap-corruption and stack-protector aborts
+    r"|(?:Thread \d+ \"[^\"]*\" )?(?:\[[^\]]*\] )?received signal (?P<gdb>SIG[A-Z]+).*"
+    r"|(?P<heap>(?:double free or corruption|free\(\): |malloc\(\): |realloc\(\): |corrupted size vs\. prev_size"
+    r"|munmap_chunk\(\): |\*\*\* stack smashing detected).*)"
+    # signal handlers that print a native backtrace after them: OpenMPI's (also NCCL tests'),
+    # UCX's "[host:pid:tid] Caught signal 11 (Segmentation fault: …)", absl's
+    r"|(?:\[[^\]\s]+\] )?\*\*\* (?P<mpi>Process received signal) \*\*\*"
+    r"|\[[^\]\s]+\] Caught signal \d+ \((?P<ucx>[^:)]+)[:)].*"
+    r"|\*\*\* (?P<absl>SIG[A-Z]+) received at time=.*"
+    # glog's fatal check (the F-level header, with the source file, is the line's prefix)
+    r"|(?P<check>Check failed: .+)"
+    # a C/C++ assertion whose location was printed (or wrapped) on the lines before it
+    r"|(?P<bassert>(?:.*\s)?Assertion [`'\u2018].*[`'\u2019] failed\.?)"
+    # compiler output: LLVM's fatal error and crash banner, MLIR's failed pass manager,
+    # a compiler tool run as a subprocess that failed (Triton's backends run llc, lld…). Not ptxas: it
+    # rejects the PTX a kernel's source asked for as often as the compiler's own output
+    r"|(?P<llvm>LLVM ERROR: .+)"
+    r"|(?P<llvmcrash>PLEASE submit a bug report to \S*llvm\S*.*)"
+    r"|(?P<pm>(?:.*\s)?PassManager::run failed.*)"
+    r"|(?P<tool>.*?`?\b(?:llc|ld\.lld|lld|mlir-opt|mlir-translate|triton-opt)`?"
+    r" failed with (?:error|exit|return) code.*)"
 )
 _NATIVE_FORM_LITERALS = (
     "fatal python error",
@@ -169,10 +209,54 @@ _NATIVE_FORM_LITERALS = (
     "aborted",
     "floating point exception",
     "terminate called",
+    "process received signal",
+    "received signal sig",
+    "double free",
+    "(): ",
+    "corrupted size",
+    "*** stack smashing",
+    "caught signal",
+    "received at time",
+    "check failed",
+    "llvm error",
+    "please submit a bug report",
+    "passmanager::run failed",
+    "failed with ",
 )  # lower case, one occurs in each native form
 _NATIVE_FORM_GATE = (
     r"Fatal Python|ssertion|UNREACHABLE|SIG[A-Z]|Segmentation|Segfault|Bus error"
     r"|Illegal instr|Aborted|Floating point exc|terminate called"
+    r"|double free|\(\): |corrupted size|\*\*\* stack smashing"
+    r"|Process received signal|Caught signal|Check failed|LLVM ERROR|PLEASE submit|PassManager::run"
+    r"|failed with (?:error|exit|return) code"
+)
+# The process tag OpenMPI's handler puts before each of its lines ("[host:1234] "): lines of one
+# process are read together, apart from the other ranks'. (UCX tags only its first line.)
+RANK_TAG = re.compile(r"\[(?P<tag>[\w.-]+:\d+)\] ")
+# The lines a signal handler or a compiler crash prints after its first line: the signal, the
+# address, the backtrace's header, LLVM's "Stack dump:" and the program's arguments.
+NATIVE_CONT = re.compile(
+    r"(?:\[[^\]\s]+\] )?(?:Signal(?: code)?:|Failing at address:|Associated errno:"
+    r"|\*\*\* End of error message|=+ backtrace|Stack dump:|\d+\.\s+(?:Program arguments:|Running pass)"
+    r"|PC: @|@ +0x)"
+)
+# A frame of a native backtrace: glibc/OpenMPI "[ 3] /lib/libnccl.so.2(+0x12)[0x7f…]", UCX
+# " 3  /lib/libnccl.so(+0x12) [0x7f…]", LLVM/gdb "#4 0x7f… fn (/lib/x.so+0x12)", "#6 0x7f… fn
+# /src/Dialect.cpp:1317:15", "#3 0x7f… in fn () from /lib/libnccl.so.2". The frame's file is its
+# shared library, program or source file (NATIVE_WHERE): owners are decided on that.
+NATIVE_FRAME = re.compile(
+    r"\s*(?:\[[^\]\s]+\] )?(?:\[\s*\d+\]|#\s*\d+|\d+)\s+(?:0x[0-9a-fA-F]+\s+)?(?:in\s+)?\S"
+)
+NATIVE_WHERE = (
+    re.compile(r"(?P<p>[^\s()]+\.(?:cpp|cc|cxx|c|h|hpp|cu|inc)):\d+"),
+    re.compile(r"(?P<p>/?[\w.+/-]*\blib[\w.+-]*\.so(?:\.\d+)*)(?![\w.])"),
+    re.compile(r"\((?P<p>[^()\s+]+)\+0x"),
+)
+# Code every native backtrace passes through on its way to the crash (the C library, the signal
+# handler that prints the backtrace, unwinders, C++ throw machinery): never the owner.
+NATIVE_RUNTIME = (
+    r"(?:^|/)(?:libc|libpthread|libdl|librt|libm|libgcc_s|ld-linux[\w-]*|libucs|libunwind"
+    r"|libbacktrace|libSegFault|libstdc\+\+|libc\+\+abi)(?:[.-][^/]*)?$|(?:^|/)Signals\.cpp$"
 )
 
 
@@ -201,8 +285,17 @@ IDLE_HEAD = re.compile(
     r"\s*(?:"
     + "|".join(
         re.sub(r"\(\?P<\w+>", "(?:", p.pattern)
-        for p in (TB_START, CONNECTOR, FRAME, LOCATION, DIAG, DOTTED_EXC, PYSPY_FRAME)
+        for p in (
+            TB_START,
+            CONNECTOR,
+            FRAME,
+            LOCATION,
+            DIAG,
+            DOTTED_EXC,
+            PYSPY_FRAME,
+        )
     )
+    + r"|[^\s:\"'`]+\.py:\d+: "  # pytest's frames and its line form (PYTEST_FRAME, PYTEST_LOC_EXC)
     + r"|from user code:|[\^~]|\.\.\.)"
 )
-STDLIB = re.compile(r"^<|/lib/python3\.\d+/(?!site-packages|dist-packages)")
+STDLIB = re.compile(r"^<|/lib/python3\.\d+/(?!site-packages|dist-packages)|" + NATIVE_RUNTIME)

@@ -26,13 +26,21 @@ from .logformat import (
     GROUP_START,
     IDLE_HEAD,
     LOCATION,
+    NATIVE_CONT,
+    NATIVE_FRAME,
+    NATIVE_WHERE,
     NEXT_EXC,
     NO_PREFIX,
     PREFIX,
     PREFIX_FIRST,
     PYSPY_FRAME,
+    PYTEST_E,
+    PYTEST_FRAME,
+    PYTEST_LOC_EXC,
+    PYTEST_MARK,
     QUIET_FAST,
     QUIET_LEVELS,
+    RANK_TAG,
     STDLIB,
     TB_START,
     WARN_LEVELS,
@@ -73,6 +81,8 @@ class Block:
     handled: bool = (
         False  # printed right after "…, falling back to …": the handled exception behind it
     )
+    native: bool = False  # a native failure: a native backtrace may follow its line
+    form: str = ""  # the form it was read from (--explain says which reader parsed it)
 
     def ordered_frames(self) -> list[Frame]:
         return list(reversed(self.frames)) if self.reverse else list(self.frames)
@@ -115,6 +125,7 @@ class Stream:
     handled: bool = False  # the next block was raised while handling the chain so far
     prev: str = ""  # the previous non-INFO message of this process
     prev_at: int = 0  # its line number
+    ctx: deque = field(default_factory=lambda: deque(maxlen=4))  # the messages before prev
     user_code: Failure | None = None  # the failure a "from user code:" section belongs to
 
 
@@ -207,6 +218,10 @@ class Scanner:
 
     def _message(self, msg: str, level: str | None, m: re.Match[str], stream: str | None) -> None:
         """One non-quiet, non-benign message: the process's state machine, then the line rules."""
+        if msg[:1] == "[" and stream is None:  # OpenMPI's "[host:pid] ": the process
+            tm = RANK_TAG.match(msg)
+            if tm is not None:
+                msg, stream = msg[tm.end() :], tm.group("tag")
         low = msg.lower()
         gated = self._gate is None or self._gate(low) is not None
         # a warning that names an exception in passing ("… errors like `OSError: …`") is
@@ -243,6 +258,7 @@ class Scanner:
                 if len(boring) >= 8192:
                     boring.clear()
                 boring[msg] = None
+        st.ctx.append(st.prev)
         st.prev, st.prev_at = msg, self.index
         if st.phase is Phase.IDLE:  # _track, inline
             self.active.discard(st.key)
@@ -402,11 +418,12 @@ class Scanner:
                 self.index,
                 src,
                 header=True,
-                reverse="first" in s or not s.startswith("Traceback"),
+                reverse="first" in s or s.startswith("Thread"),
                 current=s.startswith("Current thread"),
                 handled=st.phase is Phase.IDLE
                 and self.index - st.prev_at == 1
                 and any(p.search(st.prev) for p in self.rs.falls_back),
+                form=_header_form(s),
             )
             st.phase = Phase.FRAMES
             return True
@@ -429,6 +446,7 @@ class Scanner:
         fm = (
             FRAME.match(msg)
             or LOCATION.match(msg)
+            or PYTEST_FRAME.match(msg)
             or (PYSPY_FRAME.match(msg) if blk.reverse else None)
         )
         if fm:
@@ -439,10 +457,15 @@ class Scanner:
             self._diagnostic(blk, dg, s, src)
             st.phase = Phase.EXC
             return True
+        if not blk.frames and not blk.header and msg[0] in " \t" and blk.junk < 30:
+            blk.junk += 1  # after a chain connector, pytest's long form shows the source first
+            return True
         if not s or s == "..." or s[0] in "^~" or (msg[0] in " \t" and blk.frames):
             if s and s[0] not in "^~" and s != "..." and not blk.frames[-1].code:
                 blk.frames[-1].code = s[:500]  # the frame's source line (rules read it: code:)
             return True  # code lines (only a frame has them), position markers, elisions
+        if self._pytest_line(st, msg, s, src):
+            return True
         em = BLOCK_EXC.match(msg)
         if em and looks_like_type(em.group("type")):
             self._set_exc(blk, em.group("type"), em.group("msg") or "", s, src)
@@ -458,6 +481,16 @@ class Scanner:
     def _in_exc(self, st: Stream, msg: str, s: str, src: str | None, stream: str) -> bool:
         """After an exception line: its continuation lines (same source), up to a few."""
         blk = st.block
+        if blk.native and s and self._native_line(blk, s):
+            return True
+        if msg[:1] == "E" and PYTEST_E.match(msg):  # pytest's exception lines go on
+            if len(blk.detail) < _MAX_DETAIL:
+                blk.detail.append(PYTEST_E.match(msg).group("rest")[:1000])
+            return True
+        pl = PYTEST_LOC_EXC.match(s) if ".py:" in s else None
+        if pl:  # pytest's long form ends with the raising line's location: the innermost frame
+            blk.frames.append(Frame(pl.group("path"), s))
+            return True
         if (
             s
             and s != "..."
@@ -477,6 +510,10 @@ class Scanner:
         """A chain whose last exception ended: a connector may still follow; anything else ends it."""
         if not s:
             return False
+        pl = PYTEST_LOC_EXC.match(s) if st.chain and ".py:" in s else None
+        if pl and pl.group("type").rsplit(".", 1)[-1] == st.chain[-1].exc_type.rsplit(".", 1)[-1]:
+            st.chain[-1].frames.append(Frame(pl.group("path"), s))  # pytest: where it was raised
+            return True
         self._finish_chain(st, stream)
         return self._in_idle(st, msg, s, src, stream)
 
@@ -496,9 +533,10 @@ class Scanner:
         failure, a diagnostic, an exception line)?"""
         if not s:
             return False
-        fm = FRAME.match(msg) or LOCATION.match(msg)
+        fm = FRAME.match(msg) or LOCATION.match(msg) or PYTEST_FRAME.match(msg)
         if fm:  # a traceback without its header (cut log)
-            st.block = Block(self.index, src)
+            form = "pytest traceback" if fm.re is PYTEST_FRAME else "traceback without header"
+            st.block = Block(self.index, src, form=form)
             st.block.frames.append(Frame(fm.group("path"), s))
             st.phase = Phase.FRAMES
             return True
@@ -507,7 +545,13 @@ class Scanner:
         if self.gated and self.rs.native_gate.search(s):
             nm = self.rs.native.fullmatch(s)
             if nm:
-                return self._open(st, *native_exc(nm, s), s, src)
+                return self._open_native(st, nm, s, src)
+        pl = PYTEST_LOC_EXC.match(s) if ".py:" in s else None
+        if pl and looks_like_type(pl.group("type")):  # pytest --tb=line: location and exception
+            self._open(st, pl.group("type"), pl.group("msg") or "", s, src)
+            st.block.frames.append(Frame(pl.group("path"), s))
+            st.block.form = "pytest line"
+            return True
         dg = DIAG.match(s) if "error: " in s else None
         if dg:
             st.block, st.phase = Block(self.index, src), Phase.EXC
@@ -535,7 +579,64 @@ class Scanner:
         st.block, st.phase = blk, Phase.EXC
         return True
 
+    def _open_native(self, st: Stream, nm: re.Match[str], line: str, src: str | None) -> bool:
+        """A native failure's first line; its backtrace and the handler's lines may follow."""
+        etype, message = native_exc(nm, line)
+        if nm.group("bassert"):  # the assertion's location is on the lines before it
+            message = " ".join([*st.ctx, st.prev, line][-5:]).strip()
+        elif nm.group("check") and src:  # glog's header names the source file
+            message = f"{src}: {message}"
+        self._open(st, etype, message, line, src)
+        st.block.native = True
+        st.block.form = next(NATIVE_FORM_NAMES[k] for k, v in nm.groupdict().items() if v)
+        return True
+
+    @staticmethod
+    def _native_line(blk: Block, s: str) -> bool:
+        """A line of a native failure's report: the handler's lines, a backtrace frame."""
+        if NATIVE_CONT.match(s):
+            if s.lstrip("[").find("Signal: ") >= 0 and blk.message == "Process received signal":
+                blk.message = s.split("Signal: ", 1)[1]
+            if len(blk.detail) < _MAX_DETAIL:
+                blk.detail.append(s[:1000])
+            return True
+        if not NATIVE_FRAME.match(s):
+            return False
+        for where in NATIVE_WHERE:
+            wm = where.search(s)
+            if wm:
+                blk.frames.append(Frame(wm.group("p"), s))
+                blk.reverse = True  # a native backtrace lists the innermost frame first
+                return True
+        return False
+
+    def _pytest_line(self, st: Stream, msg: str, s: str, src: str | None) -> bool:
+        """pytest's forms inside a traceback: "E   Type: msg", "path.py:26: Type", "_ _ _", ">"."""
+        blk = st.block
+        if PYTEST_MARK.match(s):
+            return True
+        pe = PYTEST_E.match(msg) if msg[:1] == "E" else None
+        if pe:
+            blk.form = "pytest traceback"
+            em = BLOCK_EXC.match(pe.group("rest"))
+            if em and looks_like_type(em.group("type")):
+                self._set_exc(blk, em.group("type"), em.group("msg") or "", s, src)
+                st.phase = Phase.EXC
+            return True
+        pl = PYTEST_LOC_EXC.match(s) if ".py:" in s else None
+        if pl and looks_like_type(pl.group("type")):
+            blk.frames.append(Frame(pl.group("path"), s))
+            self._set_exc(blk, pl.group("type"), pl.group("msg") or "", s, src)
+            st.phase = Phase.EXC
+            return True
+        return False
+
     def _diagnostic(self, blk: Block, dg: re.Match[str], line: str, src: str | None) -> None:
+        blk.form = blk.form or "compiler diagnostic"
+        if dg.group("mloc"):  # MLIR's own diagnostic: the compiler failed on this kernel line
+            blk.frames.append(Frame(dg.group("mloc"), line))
+            self._set_exc(blk, "CompilerError", dg.group("msg"), line, src)
+            return
         if dg.group("loc"):
             blk.frames.append(Frame(dg.group("loc").split(":", 1)[0], line))
         self._set_exc(blk, "DiagnosticError", dg.group("msg"), line, src)
@@ -543,6 +644,38 @@ class Scanner:
     @staticmethod
     def _set_exc(blk: Block, etype: str, message: str, line: str, src: str | None) -> None:
         blk.exc_type, blk.message, blk.line, blk.src = etype, message.strip(), line[:1000], src
+
+
+def _header_form(s: str) -> str:
+    if s.startswith("Traceback"):
+        return "python traceback"
+    if s.startswith("ImportError while"):
+        return "pytest traceback"
+    return "faulthandler dump" if "(most recent call first)" in s else "py-spy dump"
+
+
+# the reader of each native form (the named groups of logformat.native_patterns)
+NATIVE_FORM_NAMES = {
+    "fatal": "faulthandler",
+    "assert": "C/C++ assertion",
+    "unreach": "LLVM unreachable",
+    "sig": "signal",
+    "sig2": "signal",
+    "cpp": "C++ exception",
+    "segv": "signal",
+    "mpi": "OpenMPI signal handler",
+    "ucx": "UCX signal handler",
+    "absl": "absl signal handler",
+    "gdb": "gdb",
+    "heap": "glibc abort",
+    "check": "glog check",
+    "bassert": "C/C++ assertion",
+    "llvm": "LLVM fatal error",
+    "llvmcrash": "LLVM crash report",
+    "pm": "MLIR pass manager",
+    "tool": "compiler tool",
+    "dev": "device runtime error code",
+}
 
 
 def native_exc(nm: re.Match[str], line: str) -> tuple[str, str]:
@@ -554,6 +687,14 @@ def native_exc(nm: re.Match[str], line: str) -> tuple[str, str]:
         return "NativeAssertionError", line
     if g["cpp"]:
         return "CppException", g["cpp"]
+    if g["check"] or g["bassert"]:
+        return "NativeAssertionError", line
+    if g["llvm"] or g["llvmcrash"] or g["pm"] or g["tool"]:
+        return "CompilerError", line
+    if g["mpi"] or g["ucx"] or g["absl"] or g["gdb"]:
+        return "FatalSignal", g["ucx"] or g["absl"] or g["gdb"] or g["mpi"]
+    if g["heap"]:
+        return "FatalSignal", f"SIGABRT ({g['heap']})"
     if g["dev"]:
         return "DeviceError", line
     return "FatalSignal", g["sig"] or g["sig2"] or "SIGSEGV"

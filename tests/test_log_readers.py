@@ -1,0 +1,340 @@
+"""The log readers (issue 20): each form a log comes in is read into the same facts — frames,
+the exception, native failures — that the judging uses. One test per form, written from the
+form (pytest's reports, signal handlers, glog, LLVM/MLIR), not from a corpus case's words."""
+
+from __future__ import annotations
+
+import pytest
+
+from modelverify_kernel.analysis.diagnose import classify_log
+from modelverify_kernel.analysis.knowledge import load_rules, load_tables
+from modelverify_kernel.analysis.logformat import STDLIB
+from modelverify_kernel.analysis.logread import Failure, Scanner
+from modelverify_kernel.analysis.prefilter import build
+
+pytestmark = pytest.mark.unit
+
+
+def _read(text: str) -> list[Failure]:
+    scanner = Scanner(build(tuple(load_rules()), load_tables()))
+    scanner.feed_all(text.splitlines())
+    return scanner.close()
+
+
+def _root(text: str):
+    failures = [f for f in _read(text) if f.blocks]
+    assert failures, "no failure read"
+    return failures[0].blocks[0]
+
+
+def _inner(blk) -> str:
+    frames = blk.ordered_frames()
+    return next(f.path for f in reversed(frames) if not STDLIB.search(f.path))
+
+
+# --------------------------------------------------------------------------- pytest
+
+
+PYTEST_SHORT = """\
+ImportError while loading conftest '/src/tests/conftest.py'.
+tests/conftest.py:27: in <module>
+    import flag_gems
+src/flag_gems/__init__.py:25: in <module>
+    from flag_gems.ops import *
+    ^^^^^^^^^^^^^^^^^^^^^^^^^^^
+src/flag_gems/ops/gelu.py:12: in <module>
+    @pointwise_dynamic(promotion_methods=[(0, "DEFAULT")])
+E   AttributeError: module 'triton.language' has no attribute 'erf2'
+"""
+
+
+def test_pytest_short_traceback_frames_and_e_line() -> None:
+    blk = _root(PYTEST_SHORT)
+    assert [f.path for f in blk.ordered_frames()] == [
+        "tests/conftest.py",
+        "src/flag_gems/__init__.py",
+        "src/flag_gems/ops/gelu.py",
+    ]
+    assert blk.exc_type == "AttributeError" and "erf2" in blk.message
+    assert classify_log(PYTEST_SHORT.splitlines()).component == "FlagGems"
+
+
+def test_pytest_short_traceback_cut_before_its_exception_is_attributed_by_its_frames() -> None:
+    cut = "\n".join(PYTEST_SHORT.splitlines()[:-1])
+    diag = classify_log(cut.splitlines())
+    assert (diag.component, diag.rule) == ("FlagGems", "O-cut"), diag
+
+
+PYTEST_LONG = """\
+________________________ test_gelu[dtype0] ________________________
+
+    def test_gelu(dtype):
+>       out = flag_gems.gelu(x)
+
+tests/test_gelu.py:10:
+_ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _
+    def gelu(x):
+>       return gelu_kernel(x, approximate=3)
+E       ValueError: unknown approximation 3
+
+src/flag_gems/ops/gelu.py:41: ValueError
+"""
+
+
+def test_pytest_long_form_one_failure_with_its_location_innermost() -> None:
+    failures = [f for f in _read(PYTEST_LONG) if f.blocks]
+    assert len(failures) == 1
+    blk = failures[0].blocks[0]
+    assert blk.exc_type == "ValueError"
+    assert _inner(blk) == "src/flag_gems/ops/gelu.py"
+
+
+def test_pytest_line_form() -> None:
+    blk = _root("/src/flag_gems/ops/gelu.py:41: ValueError: unknown approximation 3\n")
+    assert (blk.exc_type, blk.message) == ("ValueError", "unknown approximation 3")
+    assert _inner(blk) == "/src/flag_gems/ops/gelu.py"
+
+
+# --------------------------------------------------------------------------- signal handlers
+
+
+OPENMPI = """\
+[node1:00956] *** Process received signal ***
+[node1:00956] Signal: Segmentation fault (11)
+[node1:00956] Signal code: Address not mapped (1)
+[node1:00956] Failing at address: 0x3bc
+[node1:00956] [ 0] /usr/lib/x86_64-linux-gnu/libc.so.6(+0x45330)[0x7d1d0c3eb330]
+[node1:00956] [ 1] /usr/lib/x86_64-linux-gnu/libc.so.6(+0x19badc)[0x7d1d0c541adc]
+[node1:00956] [ 2] /opt/nccl/lib/libnccl.so.2(+0xbd72c)[0x7d1d0c8f372c]
+[node1:00956] [ 3] /opt/nccl/lib/libnccl.so.2(ncclCommInitRank+0x4b)[0x7d1d0c8f474b]
+[node1:00956] [ 4] /usr/lib/python3/site-packages/torch/lib/libtorch_cuda.so(+0x1d)[0x7d]
+[node1:00956] *** End of error message ***
+"""
+
+
+def test_openmpi_signal_backtrace_keeps_the_library_on_each_native_frame() -> None:
+    blk = _root(OPENMPI)
+    assert (blk.exc_type, blk.message) == ("FatalSignal", "Segmentation fault (11)")
+    paths = [f.path for f in blk.ordered_frames()]
+    assert paths[-1].endswith("libc.so.6") and paths[0].endswith("libtorch_cuda.so")
+    assert _inner(blk) == "/opt/nccl/lib/libnccl.so.2"  # libc and the handler are skipped
+    assert classify_log(OPENMPI.splitlines()).component == "FlagCX"
+
+
+UCX = """\
+[host:288505:0:296459] Caught signal 11 (Segmentation fault: address not mapped to object at address 0x48)
+==== backtrace (tid: 296459) ====
+ 0  /usr/lib/libucs.so.0(ucs_handle_error+0x2d4) [0x7fedc925c274]
+ 1  /usr/lib/libucs.so.0(+0x2d44c) [0x7fedc925c44c]
+ 2  /opt/flagcx/build/lib/libflagcx.so(+0x120057) [0x7ff1c18c1057]
+ 3  /usr/lib/x86_64-linux-gnu/libc.so.6(+0x89144) [0x7ff1c151e144]
+=================================
+"""
+
+
+def test_ucx_signal_backtrace() -> None:
+    blk = _root(UCX)
+    assert (blk.exc_type, blk.message) == ("FatalSignal", "Segmentation fault")
+    assert _inner(blk) == "/opt/flagcx/build/lib/libflagcx.so"
+    assert classify_log(UCX.splitlines()).component == "FlagCX"
+
+
+def test_absl_fatal_signal_is_a_native_failure() -> None:
+    blk = _root(
+        "*** SIGABRT received at time=1701234567 on cpu 3 ***\nPC: @ 0x7f0 (unknown) abort\n"
+    )
+    assert (blk.exc_type, blk.message) == ("FatalSignal", "SIGABRT")
+
+
+def test_glog_check_failed_names_its_source_file() -> None:
+    blk = _root("F1207 10:11:12.123456  4242 comm_init.cc:88] Check failed: rank < nranks\n")
+    assert blk.exc_type == "NativeAssertionError"
+    assert blk.message.startswith("comm_init.cc:88: Check failed: rank < nranks")
+
+
+def test_cxx_assertion_with_its_location_on_the_lines_before() -> None:
+    log = """\
+triton/third_party/vendor/lib/Dialect/TritonGPU/IR/Dialect.cpp:2696
+mlir::triton::gpu::SomeEncodingAttr::compose(
+    DotOperandEncodingAttr, ArrayRef<long>) const:
+Assertion `shape_ok && "shape not supported"' failed.
+"""
+    blk = _root(log)
+    assert blk.exc_type == "NativeAssertionError" and "Dialect.cpp:2696" in blk.message
+    assert classify_log(log.splitlines()).component == "FlagTree"
+
+
+# --------------------------------------------------------------------------- compilers
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "LLVM ERROR: Failed to translate TritonGPU to LLVM IR.",
+        "error: PassManager::run failed",
+        "llc SIGSEGV -11: `llc` failed with error code -11",
+    ],
+)
+def test_compiler_output_is_a_compiler_failure(line: str) -> None:
+    blk = _root(line + "\n")
+    assert blk.exc_type == "CompilerError"
+    diag = classify_log([line])
+    assert diag.component == "FlagTree" and diag.rule in ("T-lowering", "T-compiler"), diag
+
+
+LLVM_CRASH = """\
+PLEASE submit a bug report to https://github.com/llvm/llvm-project/issues/ and include the crash backtrace.
+Stack dump:
+0.      Program arguments: ./triton-opt k.mlir --convert-triton-gpu-to-llvm
+ #0 0x00007f920fe345ca llvm::sys::PrintStackTrace(llvm::raw_ostream&, int) (./triton-opt+0x858e5ca)
+ #1 0x00007f920fe354cb SignalHandler(int, siginfo_t*, void*) Signals.cpp:0:0
+ #2 0x00007f92072c5330 (/lib/x86_64-linux-gnu/libc.so.6+0x45330)
+ #3 0x00007f9207f555ed toLinearLayout /src/triton/lib/Dialect/TritonGPU/IR/LinearLayoutConversions.cpp:1317:15
+"""
+
+
+def test_llvm_crash_report_with_its_stack_dump() -> None:
+    blk = _root(LLVM_CRASH)
+    assert blk.exc_type == "CompilerError"
+    paths = [f.path for f in blk.ordered_frames()]
+    assert paths[0].endswith("LinearLayoutConversions.cpp") and paths[-1] == "./triton-opt"
+    assert classify_log(LLVM_CRASH.splitlines()).component == "FlagTree"
+
+
+def test_mlir_pass_pipeline_failure_is_the_compiler() -> None:
+    log = (
+        "/src/kernels/k.py:19:0: error: Failures have been detected while processing an MLIR pass"
+        " pipeline\n"
+    )
+    assert classify_log(log.splitlines()).component == "FlagTree"
+
+
+# --------------------------------------------------------------------------- collectors, noise
+
+
+def test_space_separated_collector_timestamps_come_off() -> None:
+    stamped = "\n".join(f"2026-08-31 12:27:50 {ln}" for ln in OPENMPI.splitlines())
+    assert classify_log(stamped.splitlines()).component == "FlagCX"
+
+
+def test_vllm_c_warning_of_a_healthy_non_cuda_start_is_no_failure() -> None:
+    warn = (
+        "WARNING 11-12 15:27:46 [interface.py:197] Failed to import from vllm._C: "
+        "ModuleNotFoundError(\"No module named 'vllm._C'\")"
+    )
+    assert classify_log([warn, "INFO 11-12 15:28:00 [api_server.py:1] Started"]).component == (
+        "none"
+    )
+    failing = [warn, "RuntimeError: something failed later"]
+    assert classify_log(failing).component == "environment"  # it explains a failure
+
+
+def test_a_numbered_line_outside_a_native_failure_is_not_a_frame() -> None:
+    assert classify_log(["3  /usr/lib/libnccl.so.2(+0x12) [0x7f]"]).component == "none"
+
+
+def test_interleaved_ranks_of_a_signal_backtrace_are_read_apart() -> None:
+    a = [ln for ln in OPENMPI.splitlines() if ln.strip()]
+    b = [
+        ln.replace("node1:00956", "node2:00777").replace("/opt/nccl/lib/libnccl.so.2", "/x/liby.so")
+        for ln in a
+    ]
+    mixed = "\n".join(x for pair in zip(a, b) for x in pair)
+    blocks = [f.blocks[0] for f in _read(mixed) if f.blocks]
+    assert len(blocks) == 2
+    assert sorted(_inner(blk) for blk in blocks) == ["/opt/nccl/lib/libnccl.so.2", "/x/liby.so"]
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('Thread 1 "python" received signal SIGSEGV, Segmentation fault.', "SIGSEGV"),
+        ("double free or corruption (out)", "SIGABRT (double free or corruption (out))"),
+        ("free(): corrupted unsorted chunks", "SIGABRT (free(): corrupted unsorted chunks)"),
+        (
+            "*** stack smashing detected ***: terminated",
+            "SIGABRT (*** stack smashing detected ***: terminated)",
+        ),
+    ],
+)
+def test_gdb_stop_and_glibc_aborts_are_native_failures(line: str, message: str) -> None:
+    blk = _root(line + "\n")
+    assert (blk.exc_type, blk.message) == ("FatalSignal", message)
+    assert classify_log([line]).component == "unknown"  # failed; no owner in one line
+
+
+def test_gdb_backtrace_frames_carry_their_library() -> None:
+    log = """\
+Thread 1 "python" received signal SIGSEGV, Segmentation fault.
+#0  0x00007ffff7a1b2c3 in ncclProxyProgress () from /usr/lib/x86_64-linux-gnu/libnccl.so.2
+#1  0x00007ffff7a1c000 in start_thread () from /lib/x86_64-linux-gnu/libc.so.6
+"""
+    assert _inner(_root(log)) == "/usr/lib/x86_64-linux-gnu/libnccl.so.2"
+    assert classify_log(log.splitlines()).component == "FlagCX"
+
+
+def test_mlir_location_diagnostic_is_a_compiler_failure_on_that_kernel() -> None:
+    line = 'loc("/site-packages/flag_gems/ops/rms_norm.py":31:0): error: failed to materialize'
+    blk = _root(line + "\n")
+    assert blk.exc_type == "CompilerError" and blk.frames[0].path.endswith("ops/rms_norm.py")
+    diag = classify_log([line])
+    assert (diag.component, diag.culprit_op) == ("FlagTree", "rms_norm"), diag
+
+
+@pytest.mark.parametrize(
+    ("log", "form"),
+    [
+        (PYTEST_SHORT, "pytest traceback"),
+        (OPENMPI, "OpenMPI signal handler"),
+        (UCX, "UCX signal handler"),
+        (LLVM_CRASH, "LLVM crash report"),
+        (
+            'Traceback (most recent call last):\n  File "/a/b.py", line 1, in f\nValueError: x\n',
+            "python traceback",
+        ),
+    ],
+)
+def test_each_failure_says_which_reader_parsed_it(log: str, form: str) -> None:
+    assert _root(log).form == form
+
+
+PYTEST_CHAINED = """\
+    def f():
+>       raise KeyError("a")
+E       KeyError: 'a'
+
+src/flag_gems/ops/gelu.py:3: KeyError
+
+The above exception was the direct cause of the following exception:
+
+    def test_x():
+>       f()
+E       RuntimeError: wrapped
+
+tests/test_x.py:9: RuntimeError
+"""
+
+
+def test_pytest_chained_exceptions_are_one_chain_rooted_at_the_cause() -> None:
+    failures = [f for f in _read(PYTEST_CHAINED) if f.blocks]
+    assert len(failures) == 1
+    blocks = failures[0].blocks
+    assert [b.exc_type for b in blocks] == ["KeyError", "RuntimeError"]
+    assert _inner(blocks[0]) == "src/flag_gems/ops/gelu.py"
+    assert classify_log(PYTEST_CHAINED.splitlines()).component == "FlagGems"
+
+
+def test_torchrun_summary_of_a_child_killed_by_a_signal_is_a_failure() -> None:
+    log = """\
+torch.distributed.elastic.multiprocessing.errors.ChildFailedError:
+Root Cause (first observed failure):
+[0]:
+  exitcode  : -11 (pid: 1234)
+  error_file: <N/A>
+  traceback : Signal 11 (SIGSEGV) received by PID 1234
+"""
+    blk = _root(log)
+    assert (blk.exc_type, blk.message) == ("FatalSignal", "SIGSEGV")
+    assert (
+        classify_log(log.splitlines()).component == "unknown"
+    )  # failed; the child's log says where
