@@ -489,6 +489,23 @@ def _anchor(verdicts: list[_Verdict], error: str) -> _Verdict | None:
     return None
 
 
+def _named_in(text: str, owners: Owners) -> list[tuple[str, str, str]]:
+    """Components the failure's text names (a source path, a name, an installed plugin's
+    module), nearest the exception's own line first: (component, line, why)."""
+    t = owners.tables
+    found: list[tuple[int, int, str, str, str]] = []
+    lines = text.splitlines()
+    for n, line in enumerate(lines):
+        for rank, (pat, comp) in enumerate([*t.owner_paths, *t.owner_names]):
+            if pat.search(line):
+                found.append((n, rank, comp, line, "the failure's text names it"))
+        for module, comp in owners.plugin_modules.items():
+            if module in line and re.search(rf"\b{re.escape(module)}\b", line):
+                why = "the text names a module of an installed plugin"
+                found.append((n, 99, comp, line, why))
+    return [(comp, line, why) for _, _, comp, line, why in sorted(found)]
+
+
 def _suspects(v: _Verdict | None, owners: Owners, text: str) -> list[dict]:
     """Up to three ranked suspects of a failure no rule decides: the owner of the deepest frame
     with one, a component the text names, the layer the exception type suggests."""
@@ -498,7 +515,6 @@ def _suspects(v: _Verdict | None, owners: Owners, text: str) -> list[dict]:
         if comp and comp in COMPONENT_LAYER and all(s["component"] != comp for s in out):
             out.append({"component": comp, "evidence": evidence.strip()[:300], "why": why})
 
-    t = owners.tables
     frames = (
         (v.exc.frames or v.exc.chain_frames)
         if v and v.exc
@@ -509,16 +525,10 @@ def _suspects(v: _Verdict | None, owners: Owners, text: str) -> list[dict]:
         if comp:
             add(comp, fr.text, f"owner of the deepest owned frame ({how})")
             break
-    for pat, comp in [*t.owner_paths, *t.owner_names]:
-        m = pat.search(text)
-        if m:
-            line = next((ln for ln in text.splitlines() if m.group(0) in ln), m.group(0))
-            add(comp, line, "the failure's text names it")
-    for module, comp in owners.plugin_modules.items():
-        if re.search(rf"\b{re.escape(module)}\b", text):
-            add(comp, module, "the text names an installed plugin's module")
+    for comp, line, why in _named_in(text, owners):
+        add(comp, line, why)
     etype = v.exc.etype.rsplit(".", 1)[-1] if v and v.exc and v.exc.etype else ""
-    for pat, comp, why in t.suspect_types if etype else ():
+    for pat, comp, why in owners.tables.suspect_types if etype else ():
         if pat.fullmatch(etype):
             add(comp, v.exc.line if v and v.exc else etype, f"{etype}: {why}")
             break
