@@ -303,10 +303,12 @@ PLUGIN_LIST_LINES = 20_000
 
 def _listing(lines: Iterable[str], found: list[str], tables: Tables) -> Iterator[str]:
     """The log's lines, unchanged; the plugin modules the first lines list go into ``found``."""
-    for n, line in enumerate(lines):
-        if n < PLUGIN_LIST_LINES and "->" in line:
+    it = iter(lines)
+    for _, line in zip(range(PLUGIN_LIST_LINES), it):
+        if "->" in line:
             found += [m for m in listed_plugins([line], tables) if m not in found]
         yield line
+    yield from it  # the rest of a big log passes straight through
 
 
 @dataclass
