@@ -370,21 +370,17 @@ def classify_log(
         return _diagnosis(trace.chosen, owners)
     if said or wrappers:
         return _wrapper_diagnosis(said, wrappers, rs.tables)
+    return _nothing_found(result, status, owners)
+
+
+def _nothing_found(result: dict, status: str, owners: Owners) -> Diagnosis:
+    """No failure candidate explains the phase: unknown when it failed, else none."""
     if status:
         err = str(result.get("error") or f"phase status {status}")
         hint = "The phase failed but its log shows no recognisable error."
-        return Diagnosis(
-            "unknown",
-            None,
-            None,
-            [err],
-            None,
-            hint,
-            "low",
-            normalise(err, rs.tables),
-            err,
-            _suspects(None, owners, err),
-        )
+        sig = normalise(err, owners.tables)
+        suspects = _suspects(None, owners, err)
+        return Diagnosis("unknown", None, None, [err], None, hint, "low", sig, err, suspects)
     return Diagnosis("none", None, None, [], None, "No failure in the log.", "high", "", None)
 
 
