@@ -16,6 +16,7 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -66,6 +67,44 @@ def entry_points() -> dict[str, list[dict[str, str]]]:
         ]
         for group in PLUGIN_GROUPS
     }
+
+
+def _dist_name(name: str) -> str:
+    """A distribution's normalised name (PEP 503: lower case, runs of -_. as one -)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def installed_owners() -> dict[str, Any]:
+    """Who installed which code here: the map the classifier turns into owners.
+
+    ``modules``: top-level import name -> the distributions that install it (file lists, and the
+    modules a plugin entry point names: an editable install lists no files); ``versions``:
+    distribution -> version; ``plugins``: every vLLM plugin entry point (group, name, value,
+    dist). Standard library only, nothing imported; also `model-verify classify`'s map of the
+    environment it runs in (loaded through modelverify_kernel.analysis.owners).
+    """
+    modules: dict[str, list[str]] = {}
+    try:
+        tops = metadata.packages_distributions()
+    except Exception:  # noqa: BLE001 - broken metadata of one distribution
+        tops = {}
+    for top, dists in tops.items():
+        modules[top] = sorted({_dist_name(d) for d in dists})
+    versions: dict[str, str] = {}
+    for dist in metadata.distributions():
+        try:
+            versions[_dist_name(dist.metadata["Name"])] = dist.version
+        except Exception:  # noqa: BLE001 - a distribution without a name
+            continue
+    plugins = []
+    for group, eps in entry_points().items():
+        for ep in eps:
+            dist = _dist_name(ep["dist"]) if ep["dist"] else None
+            plugins.append({"group": group, **ep, "dist": dist})
+            top = ep["value"].split(":")[0].split(".")[0].strip()
+            if dist and top and dist not in modules.setdefault(top, []):
+                modules[top].append(dist)
+    return {"modules": modules, "versions": versions, "plugins": plugins}
 
 
 def devices() -> dict[str, Any]:
@@ -225,6 +264,7 @@ def probe(flagcx_path: str | None, import_check: bool = True) -> dict[str, Any]:
         "flagcx": flagcx(flagcx_path),
         "triton": {"flagtree": flagtree},  # FlagTree's version when it installs the triton package
         "multichip_present": stack,
+        "owners": installed_owners(),
         "devices": devices(),
         "vllm_import": vllm_import(importing, started) if import_check else None,
         "env": {

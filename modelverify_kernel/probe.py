@@ -40,6 +40,13 @@ class Probe:
     def multichip_present(self) -> dict[str, bool]:
         return dict(self.data.get("multichip_present", {}))
 
+    @property
+    def owners(self) -> dict[str, Any]:
+        """What is installed in the target (probe_stack.py's ``owners``): the classifier's
+        ``installed=`` map for this run's logs ({} from a probe that did not record it)."""
+        owners = self.data.get("owners")
+        return dict(owners) if isinstance(owners, dict) else {}
+
     def vllm_problem(self) -> str | None:
         """What stops this Python from importing vLLM, if anything (a slow import is not proof)."""
         check = self.data.get("vllm_import") or {}  # None: the probe was told not to check

@@ -47,6 +47,11 @@ def test_probe_reports_versions_devices_and_plugins(tmp_path):
         "plugin": False,
     }
     assert data["flagcx"]["present"] is False
+    # what is installed, for the classifier's owners: vLLM's import name -> its distribution
+    owners = data["owners"]
+    assert set(owners) == {"modules", "versions", "plugins"}
+    assert owners["modules"]["vllm"] and owners["modules"]["torch"] == ["torch"]
+    assert all(p["group"] in data["entry_points"] for p in owners["plugins"])
     # vLLM really imports in this Python (in a child process), and it is the version installed
     check = data["vllm_import"]
     assert check["ok"] is True and check["error"] is None, check

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..vocabulary import COMPONENT_LAYER
@@ -17,6 +17,7 @@ from .knowledge import CONFIDENCE, Rule, Tables, load_rules, load_tables
 from .logformat import STDLIB
 from .logread import Failure, Frame, Scanner
 from .matchers import Matcher
+from .owners import Installed, Owners, listed_plugins
 from .prefilter import RuleSet, build
 from .signature import culprit_op, normalise, signature
 
@@ -34,6 +35,9 @@ class Diagnosis:
     confidence: str
     signature: str
     error: str | None
+    # when no rule decides (component "unknown"): up to three ranked suspects, each
+    # {"component", "evidence", "why"}; never a component by default
+    suspects: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -95,45 +99,8 @@ def _exc_values(exc: _Exc, conditions: list[str] = ()):
     return values
 
 
-def _frame_pkg(path: str, tables: Tables) -> str | None:
-    """The top-level package a frame's file belongs to (owners.md's *Packages*)."""
-    parts = path.replace("\\", "/").split("/")
-    for marker in ("site-packages", "dist-packages"):
-        if marker in parts:
-            idx = len(parts) - 1 - parts[::-1].index(marker)
-            return parts[idx + 1] if idx + 1 < len(parts) else None
-    for p in parts[:-1]:
-        if p in tables.packages or any(pat.fullmatch(p) for pat, _ in tables.package_patterns):
-            return p
-        for folder, pkg in tables.checkout_folders:
-            if folder.fullmatch(p):
-                return pkg
-    return None
-
-
-def _pkg_owner(pkg: str | None, tables: Tables) -> str | None:
-    if not pkg:
-        return None
-    comp = tables.packages.get(pkg)
-    if comp is None:
-        comp = next((c for pat, c in tables.package_patterns if pat.fullmatch(pkg)), None)
-    return comp
-
-
-def _frame_owner(fr: Frame, caller: bool, tables: Tables) -> str | None:
-    """The component owning one frame's code (None: a library's, skipped)."""
-    pkg = _frame_pkg(fr.path, tables)
-    comp = _pkg_owner(pkg, tables)
-    if not caller:  # caller(...) rows skip the kernel machinery (Triton) altogether
-        path = fr.path.replace("\\", "/")
-        for owner_pkg, where, owner in tables.owned_code:
-            if pkg == owner_pkg and where.search(path):
-                return owner
-    return comp
-
-
 def _owner(
-    frames: list[Frame], text: str, line: str, caller: bool, tables: Tables
+    frames: list[Frame], text: str, line: str, caller: bool, owners: Owners
 ) -> tuple[str | None, str, Frame | None]:
     """Who owns the code the failure came through: (component, how, frame).
 
@@ -146,14 +113,13 @@ def _owner(
         named = kernel_named(text)
         if named:
             return named[1], "kernel", None
-    for fr in reversed(frames):
-        comp = _frame_owner(fr, caller, tables)
-        if comp:
-            return comp, "frame", fr
-    for pat, comp in tables.owner_paths:
+    comp, _how, fr = owners.owner_of(frames, caller)
+    if comp:
+        return comp, "frame", fr
+    for pat, comp in owners.tables.owner_paths:
         if pat.search(text):
             return comp, "path", None
-    for pat, comp in tables.owner_names:
+    for pat, comp in owners.tables.owner_names:
         if pat.search(line):
             return comp, "name", None
     return None, "fallback", None
@@ -246,14 +212,14 @@ def _capped(conf: str, cap: str) -> str:
 
 
 def _apply(
-    rule: Rule, frames: list[Frame], text: str, line: str, tables: Tables
+    rule: Rule, frames: list[Frame], text: str, line: str, owners: Owners
 ) -> tuple[str, str, Frame | None]:
     """(component, confidence, owning frame) a matched row gives; owner rows find the owner,
     their confidence capped by the kind of evidence of ownership (owners.md)."""
     if rule.component != "owner":
         return rule.component, rule.confidence, None
-    comp, how, fr = _owner(frames, text, line, rule.caller, tables)
-    conf = _capped(rule.confidence, tables.confidence_caps.get(how, "low"))
+    comp, how, fr = _owner(frames, text, line, rule.caller, owners)
+    conf = _capped(rule.confidence, owners.tables.confidence_caps.get(how, "low"))
     if comp is None:
         return rule.fallback or "unknown", conf, None
     return comp, conf, fr
@@ -262,11 +228,11 @@ def _apply(
 _REPORTS_TROUBLE = re.compile(r"\b(?:WARN(?:ING)?|ERROR|CRITICAL|FATAL)\b")
 
 
-def _judge(f: Failure, rs: RuleSet, conditions: list[str]) -> _Verdict | None:
+def _judge(f: Failure, rs: RuleSet, conditions: list[str], owners: Owners) -> _Verdict | None:
     """Classify one failure candidate; None when it is only a wrapper."""
     if f.line_rule is not None:
         comp, conf, fr = _apply(
-            f.line_rule, f.orphan_frames, f"{f.context}\n{f.line}", f.line, rs.tables
+            f.line_rule, f.orphan_frames, f"{f.context}\n{f.line}", f.line, owners
         )
         # the line before goes with it when it is the cause being reported (a FlagCX WARN line,
         # then its error-return trace) or the code the failure is in (owner rows)
@@ -285,9 +251,7 @@ def _judge(f: Failure, rs: RuleSet, conditions: list[str]) -> _Verdict | None:
     for rule in rs.ordered:
         held = _atoms_hold(rule, values) if rule.exception_capable else None
         if held is not None:
-            comp, conf, fr = _apply(
-                rule, exc.frames or exc.chain_frames, context, exc.line, rs.tables
-            )
+            comp, conf, fr = _apply(rule, exc.frames or exc.chain_frames, context, exc.line, owners)
             ev = list(exc.evidence)
             for atom in held:
                 if atom.kind == "cond":  # the condition that explains the failure
@@ -333,15 +297,43 @@ def _result_lines(result: dict) -> list[str]:
 RESULT_STREAM = "<result>"
 
 
+# vLLM lists its plugins while it starts: they are looked for where conditions are
+PLUGIN_LIST_LINES = 20_000
+
+
+def _listing(lines: Iterable[str], found: list[str], tables: Tables) -> Iterator[str]:
+    """The log's lines, unchanged; the plugin modules the first lines list go into ``found``."""
+    it = iter(lines)
+    for _, line in zip(range(PLUGIN_LIST_LINES), it):
+        if "->" in line:
+            found += [m for m in listed_plugins([line], tables) if m not in found]
+        yield line
+    yield from it  # the rest of a big log passes straight through
+
+
+@dataclass
+class Trace:
+    """How a log was judged (for ``model-verify classify --explain``)."""
+
+    owners: Owners | None = None
+    failures: list[Failure] = field(default_factory=list)
+    verdicts: list[_Verdict] = field(default_factory=list)
+    chosen: _Verdict | None = None
+
+
 def classify_log(
     log: Path | Iterable[str],
     result: dict | None = None,
     rules: Iterable[Rule] | None = None,
     tables: Tables | None = None,
+    installed: dict | Installed | None = None,
+    trace: Trace | None = None,
 ) -> Diagnosis:
     """Diagnose one phase from its full log (streamed) and, optionally, its result JSON.
 
-    ``rules`` and ``tables`` default to the shipped references (load_rules, load_tables)."""
+    ``rules`` and ``tables`` default to the shipped references (load_rules, load_tables);
+    ``installed``: what is installed in the target (the probe's ``owners`` map, see owners.py),
+    None for the name tables only. ``trace`` collects how the log was judged."""
     rules = tuple(rules) if rules is not None else tuple(load_rules())
     rs = build(rules, tables if tables is not None else load_tables())
     result = result or {}
@@ -349,36 +341,46 @@ def classify_log(
     if status == "PASS":
         return Diagnosis("none", None, None, [], None, "The phase passed.", "high", "", None)
     scanner = Scanner(rs)
-    scanner.feed_all(_iter_lines(log))
+    listed: list[str] = []
+    scanner.feed_all(_listing(_iter_lines(log), listed, rs.tables))
     if result:
         scanner.feed_all(_result_lines(result), stream=RESULT_STREAM)
-    verdicts: list[_Verdict] = []
+    if not isinstance(installed, Installed):
+        installed = Installed.from_map(installed)
+    owners = Owners(rs.tables, installed, listed)
+    trace = trace if trace is not None else Trace()
+    trace.owners = owners
     wrappers: list[str] = []
     said: list[Rule] = []  # wrapper(X) rows hit: what the wrapper means when nothing else is found
     for f in scanner.close():
-        v = _judge(f, rs, scanner.conditions)
+        trace.failures.append(f)
+        v = _judge(f, rs, scanner.conditions, owners)
         if v is None:
             wrappers += [b.line for b in f.blocks[:1]]
             said += [w for w in _wrapper_rules(f, rs) if w.fallback]
         else:
-            verdicts.append(v)
-    chosen = _choose(verdicts, result, rs.tables)
-    if chosen is not None:
-        return _diagnosis(chosen, rs.tables)
-    if said or wrappers:
-        return _wrapper_diagnosis(said, wrappers, rs.tables)
-    if status and scanner.handled:
+            trace.verdicts.append(v)
+    trace.chosen = _choose(trace.verdicts, result, rs.tables)
+    if trace.chosen is None and not (said or wrappers) and status and scanner.handled:
         # the phase failed and nothing else says why: the exception it said it fell back from
         # is the best lead there is
-        handled = [v for v in (_judge(f, rs, scanner.conditions) for f in scanner.handled) if v]
-        if handled:
-            return _diagnosis(min(handled, key=lambda v: v.failure.index), rs.tables)
+        handled = [v for f in scanner.handled if (v := _judge(f, rs, scanner.conditions, owners))]
+        trace.chosen = min(handled, key=lambda v: v.failure.index) if handled else None
+    if trace.chosen is not None:
+        return _diagnosis(trace.chosen, owners)
+    if said or wrappers:
+        return _wrapper_diagnosis(said, wrappers, rs.tables)
+    return _nothing_found(result, status, owners)
+
+
+def _nothing_found(result: dict, status: str, owners: Owners) -> Diagnosis:
+    """No failure candidate explains the phase: unknown when it failed, else none."""
     if status:
         err = str(result.get("error") or f"phase status {status}")
         hint = "The phase failed but its log shows no recognisable error."
-        return Diagnosis(
-            "unknown", None, None, [err], None, hint, "low", normalise(err, rs.tables), err
-        )
+        sig = normalise(err, owners.tables)
+        suspects = _suspects(None, owners, err)
+        return Diagnosis("unknown", None, None, [err], None, hint, "low", sig, err, suspects)
     return Diagnosis("none", None, None, [], None, "No failure in the log.", "high", "", None)
 
 
@@ -485,7 +487,54 @@ def _anchor(verdicts: list[_Verdict], error: str) -> _Verdict | None:
     return None
 
 
-def _diagnosis(v: _Verdict, tables: Tables) -> Diagnosis:
+def _named_in(text: str, owners: Owners) -> list[tuple[str, str, str]]:
+    """Components the failure's text names (a source path, a name, an installed plugin's
+    module), nearest the exception's own line first: (component, line, why)."""
+    t = owners.tables
+    found: list[tuple[int, int, str, str, str]] = []
+    lines = text.splitlines()
+    for n, line in enumerate(lines):
+        for rank, (pat, comp) in enumerate([*t.owner_paths, *t.owner_names]):
+            if pat.search(line):
+                found.append((n, rank, comp, line, "the failure's text names it"))
+        for module, comp in owners.plugin_modules.items():
+            if module in line and re.search(rf"\b{re.escape(module)}\b", line):
+                why = "the text names a module of an installed plugin"
+                found.append((n, 99, comp, line, why))
+    return [(comp, line, why) for _, _, comp, line, why in sorted(found)]
+
+
+def _suspects(v: _Verdict | None, owners: Owners, text: str) -> list[dict]:
+    """Up to three ranked suspects of a failure no rule decides: the owner of the deepest frame
+    with one, a component the text names, the layer the exception type suggests."""
+    out: list[dict] = []
+
+    def add(comp: str | None, evidence: str, why: str) -> None:
+        if comp and comp in COMPONENT_LAYER and all(s["component"] != comp for s in out):
+            out.append({"component": comp, "evidence": evidence.strip()[:300], "why": why})
+
+    frames = (
+        (v.exc.frames or v.exc.chain_frames)
+        if v and v.exc
+        else (v.failure.orphan_frames if v else [])
+    )
+    for fr in reversed(frames):
+        comp, how = owners.frame(fr)
+        if comp:
+            add(comp, fr.text, f"owner of the deepest owned frame ({how})")
+            break
+    for comp, line, why in _named_in(text, owners):
+        add(comp, line, why)
+    etype = v.exc.etype.rsplit(".", 1)[-1] if v and v.exc and v.exc.etype else ""
+    for pat, comp, why in owners.tables.suspect_types if etype else ():
+        if pat.fullmatch(etype):
+            add(comp, v.exc.line if v and v.exc else etype, f"{etype}: {why}")
+            break
+    return out[:3]
+
+
+def _diagnosis(v: _Verdict, owners: Owners) -> Diagnosis:
+    tables = owners.tables
     exc = v.exc
     if exc is not None:
         frames = exc.frames or exc.chain_frames
@@ -521,4 +570,5 @@ def _diagnosis(v: _Verdict, tables: Tables) -> Diagnosis:
         v.confidence if comp != "unknown" else "low",
         signature(sig_head, frames, tables),
         error,
+        _suspects(v, owners, "\n".join([text, *v.evidence])) if comp == "unknown" else [],
     )

@@ -412,6 +412,12 @@ class Tables:
     device_prefixes: tuple[str, ...]  # cuda, hip, ...: <prefix>Error<Name> is a device error
     falls_back: tuple[re.Pattern[str], ...]
     normalisers: tuple[tuple[re.Pattern[str], str], ...]
+    plugin_groups: dict[str, str]  # vLLM entry-point group -> component (plugin)
+    distributions: tuple[tuple[re.Pattern[str], str | None], ...]  # distribution -> component
+    log_plugins: tuple[re.Pattern[str], ...]  # a plugin listed in the log (group 1: its module)
+    loaders: tuple[tuple[re.Pattern[str], str], ...]  # loader frame -> owner of the code it calls
+    native_libs: tuple[tuple[re.Pattern[str], str | None], ...]  # shared library -> component
+    suspect_types: tuple[tuple[re.Pattern[str], str, str], ...]  # exception -> (suspect, why)
 
 
 _QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
@@ -456,6 +462,22 @@ def _packages(path: Path) -> tuple[dict[str, str | None], tuple[str, ...]]:
         if in_sig == "yes":
             signature.append(name)
     return packages, tuple(signature)
+
+
+def _optional_regex_table(
+    path: Path, *header: str
+) -> tuple[tuple[re.Pattern[str], str | None], ...]:
+    """A two-column table of (regex, component or `-`)."""
+    return tuple(
+        (regex_cell(c[0], w), _component(c[1], w, allow_none=True)) for c, w in _rows(path, *header)
+    )
+
+
+def _suspect_types(path: Path) -> tuple[tuple[re.Pattern[str], str, str], ...]:
+    return tuple(
+        (regex_cell(c[0], w), str(_component(c[1], w)), c[2].strip())
+        for c, w in _rows(path, "exception", "suspect", "why")
+    )
 
 
 def _caps(path: Path) -> dict[str, str]:
@@ -508,4 +530,15 @@ def _load_tables_cached(key: tuple[str, int]) -> Tables:
         normalisers=tuple(
             (regex_cell(c[0], w), _quoted(c[1], w)) for c, w in rows(path, "pattern", "placeholder")
         ),
+        plugin_groups={
+            plain_cell(c[0]): str(_component(c[1], w))
+            for c, w in rows(path, "entry-point group", "component")
+        },
+        distributions=_optional_regex_table(path, "distribution", "component"),
+        log_plugins=tuple(
+            regex_cell(c[0], w) for c, w in rows(path, "plugin listed in the log", "example")
+        ),
+        loaders=_regex_table(path, "loader frame", "component of the code it calls"),
+        native_libs=_optional_regex_table(path, "library", "component"),
+        suspect_types=_suspect_types(path),
     )
