@@ -44,6 +44,17 @@ NOT_IN_THE_EXCERPT = {
     "n107": "TypeError through vLLM frames; vllm-ascend is named only in the title",
 }
 
+# Cases labelled with the component whose code a reader of the thread blames, but whose excerpt
+# holds no owned frame, path or name of it: a Python exception alone (issue 20 point 3). The
+# classifier answers `unknown` and ranks that component first among its suspects — a guess is
+# never presented as a diagnosis. (The team's scoring counts these as misses.)
+NO_OWNER_IN_THE_EXCERPT = {
+    "d025": "an AttributeError with no frame; vllm only in the command line",
+    "d026": "source lines without File lines under vLLM's log header (who logged, not who raised)",
+    "n054": "the vLLM path is in the prose before the failure, not in its frames or text",
+    "n058": "an issue title only",
+    "d3-045": "a frameless error; vLLM only named around it",
+}
 
 # dev_cases_3 (issue 20): 80 real excerpts chosen for variety of form, scored blind before this
 # round (28/80). Every case is a test; these are the ones still missed, each with why.
@@ -138,7 +149,9 @@ def test_corpus_accuracy_and_confusion_table() -> None:
         print(f"{exp[:14]:<15} " + " ".join(f"{confusion[(exp, g)] or '.':>9}" for g in labels))
     correct = sum(v for (e, g), v in confusion.items() if e == g)
     print(f"exact component: {correct}/{len(cases)} = {correct / len(cases):.1%}")
-    assert correct / len(cases) >= 0.90
+    # 83/88 until issue 20 made a frameless Python error `unknown` with suspects (four cases of
+    # NO_OWNER_IN_THE_EXCERPT): 79/88
+    assert correct / len(cases) >= 0.89
     assert len(wrong_multichip) <= 1, wrong_multichip
     assert none_as_failure == []
     assert failure_as_none == []
@@ -151,6 +164,8 @@ def test_corpus_case(cid: str) -> None:
     if cid in TEXT_ONLY_UNATTRIBUTABLE:
         assert diag.component == "unknown", diag  # say so, never guess
         assert diag.error  # but still name the failure
+    elif cid in NO_OWNER_IN_THE_EXCERPT:
+        _assert_unknown_with_suspect(diag, case["expected_component"])
     elif cid in NOT_IN_THE_EXCERPT:
         assert diag.component not in MULTICHIP - {case["expected_component"]}, (
             diag
@@ -163,6 +178,12 @@ def test_corpus_case(cid: str) -> None:
             assert diag.rule and diag.evidence and diag.error
 
 
+def _assert_unknown_with_suspect(diag: Diagnosis, expected: str) -> None:
+    assert diag.component == "unknown" and diag.error, diag
+    assert diag.suspects and diag.suspects[0]["component"] == expected, diag.suspects
+    assert all(s.get("evidence") or s.get("why") for s in diag.suspects), diag.suspects
+
+
 def _d3_cases() -> list[dict]:
     cases = json.loads((CORPUS_DIR / D3_FILE).read_text(encoding="utf-8"))
     return [c for c in cases if c["expected_component"] != "numerical"]
@@ -172,6 +193,9 @@ def _d3_cases() -> list[dict]:
 def test_dev_cases_3_case(cid: str) -> None:
     case = next(c for c in _d3_cases() if c["id"] == cid)
     diag = classify_text(case["excerpt"])
+    if cid in NO_OWNER_IN_THE_EXCERPT:
+        _assert_unknown_with_suspect(diag, case["expected_component"])
+        return
     if cid in D3_KNOWN_MISSES:
         return  # a known miss (D3_KNOWN_MISSES says why); it may be fixed, never required
     assert diag.component == case["expected_component"], (diag, case["why"])
@@ -211,7 +235,9 @@ def test_held_out_accuracy_leave_one_repository_out() -> None:
                 earlier.add(case, got, "")
     print(held.line())
     print(earlier.line())
-    assert earlier.exact / earlier.n >= 0.82
+    # 0.82 until issue 20 made a frameless Python error `unknown` with suspects instead of the
+    # default `vllm` (NO_OWNER_IN_THE_EXCERPT): 70/88 held out
+    assert earlier.exact / earlier.n >= 0.79
     assert earlier.false_mc <= 1 and earlier.none_failed == 0
     assert held.exact / held.n >= 0.60  # with dev_cases_3 (issue 20): 102/168 here at its start
 
