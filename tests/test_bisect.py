@@ -236,19 +236,43 @@ def _failing_verification(tmp_path, **params):
     return v
 
 
-def _stand_in_steps(v, fails):
+def _stand_in_steps(v, fails, ran=None):
     """The search's phase runs simulated (the engine tests run them for real): each step's kernels
-    switched off are read back from the switch it was handed; `fails(off)` says how it ends."""
-    seen = []
+    switched off are read back from the switch it was handed; `fails(off)` says how it ends —
+    True: Run B's own failure again, False: passes like Run A, a string: another failure;
+    `ran(off)`: the kernels the step's own evidence records running (default: those left on)."""
+    import dataclasses
+
+    seen, envs = [], []
+    run_b = v.evidence.runs["run_b"]
+    run_a = v.evidence.runs["run_a"]
 
     def run_step(run, phase, *, env, unset, folder):
         off = tuple(sorted(o for o in env[bisect.RECORDER_SWITCH].split(",") if o))
         seen.append(off)
-        status = "FAIL" if fails(set(off)) else "PASS"
-        return records.PhaseResult(run=run, phase=phase, status=status, error="w", duration_s=1.0)
+        envs.append((dict(env), folder))
+        names = ran(set(off)) if ran else [o for o in bisect_ops(v) if o not in off]
+        events = [
+            {"event": "flaggems_op_ran", "via": "oplog", "op": o, "fn": f"flag_gems.ops.{o}.{o}",
+             "pid": 7}
+            for o in names
+        ]
+        outcome = fails(set(off)) if phase == "offline" else False
+        base = run_b[phase] if outcome is True else run_a[phase]
+        pr = dataclasses.replace(base, duration_s=1.0, result={"stack_evidence": events})
+        if isinstance(outcome, str):
+            pr = dataclasses.replace(
+                pr, status="FAIL", error=outcome, error_type="RuntimeError", diagnosis=None
+            )
+        return pr
 
     v.run_step = run_step
+    v.stand_in_envs = envs
     return seen
+
+
+def bisect_ops(v):
+    return ("embedding", "mean_dim", "rsqrt", "silu")
 
 
 def test_the_budget_stops_the_search_and_the_record_says_where(tmp_path):

@@ -57,10 +57,69 @@ def faulty_phase(
     return None, "no phase of Run B failed or diverged"
 
 
-def switch_for(run_b_activity: Mapping[str, ComponentActivity]) -> str:
-    """The plugin's own blacklist where the FL plugin ran in Run B, else our recorder's switch."""
-    plugin = run_b_activity.get("plugin")
-    return PLUGIN_SWITCH if plugin is not None and plugin.loaded else RECORDER_SWITCH
+def registered_ops(pr: PhaseResult) -> list[str]:
+    """The FlagGems ops a phase's processes took over — each registration by its function name
+    (what `enable(unused=…)` matches), else the names `enable()` reported: what can be switched
+    off when none was seen running."""
+    events = pr.result.get("stack_evidence") or []
+    names = {
+        str(e.get("fn") or "").rsplit(".", 1)[-1]
+        for e in events
+        if e.get("event") == "flaggems_registered"
+    }
+    if not any(names):
+        names = {
+            str(o)
+            for e in events
+            if e.get("event") == "flaggems_enabled"
+            for o in e.get("registered") or ()
+        }
+    return sorted(n for n in names if n)
+
+
+# The channels of evidence the search reads, strongest first (Bisection.channel).
+RAN, OPLOG, REGISTERED = "ran", "oplog", "registered"
+
+
+def searchable_ops(pr: PhaseResult) -> tuple[list[str], str | None]:
+    """The kernels to search and the channel they came from, strongest first: kernels recorded
+    running (ATen or direct calls, the plugin's own ops); FlagGems' own op log; the ops taken
+    over, when nothing was seen running (433 ops cost about ⌈log2 433⌉ + 2 steps more)."""
+    events = pr.result.get("stack_evidence") or []
+    ran = [e for e in events if e.get("event") == "flaggems_op_ran" and e.get("via") != "oplog"]
+    if ran or any(e.get("event") == "plugin_op_ran" for e in events):
+        return ops_that_ran(pr), RAN
+    if any(e.get("event") == "flaggems_op_ran" for e in events):
+        return ops_that_ran(pr), OPLOG
+    registered = registered_ops(pr)
+    return registered, (REGISTERED if registered else None)
+
+
+def switches_for(pr: PhaseResult, plugin_list_given: bool = False) -> tuple[str, ...]:
+    """The switches a step sets: the recorder's own (joins `flag_gems.enable(unused=…)` /
+    leaves `only_enable(include=…)` in every engine process) always; the plugin's blacklist too
+    only where the evidence shows the plugin applies its lists — its own op dispatch recorded,
+    or an enable call carrying the blacklist Run B was given. A plugin merely loaded proves
+    nothing (issue 19: the 2025-12 plugin never reads the variable)."""
+    events = pr.result.get("stack_evidence") or []
+    dispatch = any(e.get("event") == "plugin_op_ran" for e in events)
+    carried = plugin_list_given and any(
+        e.get("event") == "flaggems_enabled" and e.get("unused") for e in events
+    )
+    return (RECORDER_SWITCH, PLUGIN_SWITCH) if dispatch or carried else (RECORDER_SWITCH,)
+
+
+def switched_off_that_ran(pr: PhaseResult, off: Iterable[str]) -> dict[str, list[str]]:
+    """The kernels switched off that a step's own evidence shows running, by process: where any
+    did, the switch did not reach FlagGems and the step proves nothing."""
+    off = set(off)
+    seen: dict[str, set[str]] = {}
+    for e in pr.result.get("stack_evidence") or []:
+        if e.get("event") == "flaggems_op_ran":
+            names = {str(e.get("op") or ""), str(e.get("fn") or "").rsplit(".", 1)[-1]}
+            for name in names & off:
+                seen.setdefault(f"pid {e.get('pid', '?')}", set()).add(name)
+    return {pid: sorted(names) for pid, names in sorted(seen.items())}
 
 
 def why_not(
@@ -85,10 +144,10 @@ def why_not(
     phase, _ = faulty_phase(run_b, comparisons)
     if phase is None:
         return "no phase of Run B failed or diverged."
-    if not ops_that_ran(run_b[phase]):
+    if not searchable_ops(run_b[phase])[0]:
         return (
-            f"Run B's {phase} phase recorded no FlagGems kernel that ran (it may have failed before "
-            "the first one), so there is nothing to switch off."
+            f"Run B's {phase} phase recorded no FlagGems kernel that ran and no op FlagGems took "
+            "over (it may have failed before enabling it), so there is nothing to switch off."
         )
     return None
 
@@ -150,7 +209,11 @@ def _searched(fault: Fault) -> str:
     return fault.signature or fault.detail or fault.kind
 
 
-def narrow(items: Sequence[str], fails: Callable[[frozenset[str]], bool]) -> list[str]:
+class Inconclusive(Exception):
+    """Every split left to try ended in another failure than the one searched."""
+
+
+def narrow(items: Sequence[str], fails: Callable[[frozenset[str]], bool | None]) -> list[str]:
     """A smallest set of `items` (kernels left on) for which `fails` still holds.
 
     `fails(items)` is known to hold and `fails(∅)` not (the all-off step ran first). Adaptive
@@ -160,10 +223,13 @@ def narrow(items: Sequence[str], fails: Callable[[frozenset[str]], bool]) -> lis
     before it. k culprits among n kernels take about k·(⌈log2 n⌉ + 1) steps — one culprit
     ⌈log2 n⌉ + 1, a pair that only fails together about twice that. Each kernel found is needed:
     without it, what is left lies inside a prefix that passed. Results are cached: no set runs twice.
-    """
-    seen: dict[frozenset[str], bool] = {frozenset(items): True}
 
-    def test(subset: Iterable[str]) -> bool:
+    `fails` answers None for an inconclusive step (another failure): that split proves nothing,
+    so another split point of the same interval is tried; `Inconclusive` when none is left.
+    """
+    seen: dict[frozenset[str], bool | None] = {frozenset(items): True}
+
+    def test(subset: Iterable[str]) -> bool | None:
         key = frozenset(subset)
         if key not in seen:
             seen[key] = fails(key)
@@ -173,9 +239,16 @@ def narrow(items: Sequence[str], fails: Callable[[frozenset[str]], bool]) -> lis
     candidates = list(items)
     while candidates and not (culprits and test(culprits)):
         lo, hi = 1, len(candidates)  # culprits + candidates[:hi] brings the fault back
+        unknown: set[int] = set()
         while lo < hi:
-            mid = (lo + hi) // 2
-            if test([*culprits, *candidates[:mid]]):
+            splits = [m for m in range(lo, hi) if m not in unknown]
+            if not splits:
+                raise Inconclusive(f"every split of {', '.join(candidates[lo - 1 : hi])} was")
+            mid = splits[len(splits) // 2]
+            answer = test([*culprits, *candidates[:mid]])
+            if answer is None:
+                unknown.add(mid)
+            elif answer:
                 hi = mid
             else:
                 lo = mid + 1
