@@ -516,14 +516,16 @@ def _patch_flag_gems(module: Any) -> None:
             finally:
                 taken, _taking_over.ops = _taking_over.ops, None
             try:
-                ops = len(module.all_registered_ops())
+                names = [str(o) for o in module.all_registered_ops()]
             except Exception:  # noqa: BLE001 - older releases lack the registrar
-                ops = None
+                names = None
             record(
                 "flaggems_enabled",
                 call=__name,
-                ops=ops if ops is not None else len(taken),
-                registered=sorted(set(taken)),
+                ops=len(names) if names is not None else len(taken),
+                # through torch.library as seen, else what FlagGems says it took over (ops
+                # that take over vLLM layers never pass torch.library)
+                registered=sorted(set(taken) or set(names or ())),
                 unused=kwargs.get("unused"),
                 include=kwargs.get("include"),
                 record=kwargs.get("record"),
@@ -775,8 +777,11 @@ def install() -> None:
 
 
 def activate(folder: str | Path) -> None:
-    """Turn recording on for this process and every Python process it starts."""
+    """Turn recording on for this process and every Python process it starts; what an earlier
+    phase left in `folder` is removed first (a phase's evidence is its own)."""
     Path(folder).mkdir(parents=True, exist_ok=True)
+    for stale in Path(folder).glob("evidence-*.jsonl"):
+        stale.unlink(missing_ok=True)
     os.environ[ENV_DIR] = str(folder)
     paths = [str(HOOK_DIR)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     os.environ["PYTHONPATH"] = os.pathsep.join(paths)
