@@ -315,10 +315,8 @@ def run_phase(
     overrides: dict[str, Any] | None = None,
     remote_stem: str | None = None,
 ) -> PhaseResult:
-    """Run one attempt of one phase; record how it ended as raw facts, never an exception.
-
-    Status, error and diagnosis are the driver's judgement (`analysis.judge.judge_attempt`).
-    Each attempt has its own log, result and record file (vocabulary.Layout), and in the target a
+    """Run one attempt of one phase; how it ended as raw facts (judged by the driver), never an
+    exception. Each attempt has its own log, result and record file (vocabulary.Layout), and in the target a
     result path and evidence folder no earlier phase wrote (`fresh_remote`), so a phase that dies
     early never fetches another's result or evidence."""
     layout = Layout(out_dir)
