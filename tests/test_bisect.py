@@ -253,8 +253,13 @@ def _stand_in_steps(v, fails, ran=None):
         envs.append((dict(env), folder))
         names = ran(set(off)) if ran else [o for o in bisect_ops(v) if o not in off]
         events = [
-            {"event": "flaggems_op_ran", "via": "oplog", "op": o, "fn": f"flag_gems.ops.{o}.{o}",
-             "pid": 7}
+            {
+                "event": "flaggems_op_ran",
+                "via": "oplog",
+                "op": o,
+                "fn": f"flag_gems.ops.{o}.{o}",
+                "pid": 7,
+            }
             for o in names
         ]
         outcome = fails(set(off)) if phase == "offline" else False

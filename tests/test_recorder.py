@@ -120,3 +120,39 @@ def test_without_the_switch_the_op_log_is_left_alone(tmp_path):
     events = _record(tmp_path, OPLOG_BODY, {})
     assert not _logged(events)
     assert not [e for e in events if e["event"] == "flaggems_oplog_read"]
+
+
+TAKEOVER_BODY = """
+    import torch, flag_gems
+    from vllm.model_executor.layers.vocab_parallel_embedding import UnquantizedEmbeddingMethod
+    flag_gems.enable()
+
+    class Layer:
+        weight = torch.eye(4)
+
+    UnquantizedEmbeddingMethod().embedding(Layer(), torch.tensor([1, 2]))
+"""
+
+
+def test_ops_that_take_over_vllm_layers_are_seen_by_the_op_log_and_their_registrations(tmp_path):
+    """Issue 19 point 5: a FlagGems whose `enable()` replaces vLLM layers (no torch.library) leaves
+    no `aten`/`direct` trace; `enable()`'s own registrations (`all_registered_ops()`) name what it
+    took over, and FlagGems' op log shows the op running."""
+    events = _record(
+        tmp_path,
+        TAKEOVER_BODY,
+        {"FAKE_GEMS_TAKEOVER": "1", "MODELVERIFY_FLAGGEMS_OPLOG": "1"},
+    )
+    enabled = [e for e in events if e["event"] == "flaggems_enabled"]
+    assert enabled and enabled[0]["registered"] == ["embedding", "silu"], enabled
+    ran = [e for e in events if e["event"] == "flaggems_op_ran"]
+    assert {e["via"] for e in ran} == {"oplog"}, ran
+    assert ("embedding", "flag_gems.ops.embedding.embedding") in _logged(events)
+
+
+def test_a_phase_evidence_folder_starts_empty(tmp_path):
+    """Issue 19 point 2: what an earlier phase left in the evidence folder is not this phase's."""
+    (tmp_path / "ev").mkdir()
+    (tmp_path / "ev" / "evidence-1.jsonl").write_text('{"event": "flaggems_op_ran", "op": "x"}\n')
+    events = _record(tmp_path, "pass\n", {})
+    assert not [e for e in events if e.get("op") == "x"]
