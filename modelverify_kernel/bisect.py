@@ -276,8 +276,9 @@ class CulpritSearch:
         except _NoEffect as no_effect:
             return self.record(
                 "no_effect",
-                f"the switch had no effect: {no_effect}. No op is blamed and the fault is not "
-                "placed outside FlagGems: these kernels must be switched off another way.",
+                f"the switch had no effect: {no_effect}. No op is blamed, and nothing is "
+                "concluded about where the fault lies: these kernels must be switched off "
+                "another way.",
             )
         except Inconclusive as inconclusive:
             numbers = ", ".join(str(s.number) for s in self.steps if s.outcome == OTHER)
