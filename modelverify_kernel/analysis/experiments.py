@@ -225,7 +225,8 @@ def narrow(items: Sequence[str], fails: Callable[[frozenset[str]], bool | None])
     without it, what is left lies inside a prefix that passed. Results are cached: no set runs twice.
 
     `fails` answers None for an inconclusive step (another failure): that split proves nothing,
-    so another split point of the same interval is tried; `Inconclusive` when none is left.
+    so another split point of the same interval is tried, and where none is left each suspect
+    is tried alone; `Inconclusive` when that too proves nothing.
     """
     seen: dict[frozenset[str], bool | None] = {frozenset(items): True}
 
@@ -243,7 +244,8 @@ def narrow(items: Sequence[str], fails: Callable[[frozenset[str]], bool | None])
         while lo < hi:
             splits = [m for m in range(lo, hi) if m not in unknown]
             if not splits:
-                raise Inconclusive(f"every split of {', '.join(candidates[lo - 1 : hi])} was")
+                lo = hi = _single_out([*culprits, *candidates[: lo - 1]], candidates, lo, hi, test)
+                break
             mid = splits[len(splits) // 2]
             answer = test([*culprits, *candidates[:mid]])
             if answer is None:
@@ -255,3 +257,25 @@ def narrow(items: Sequence[str], fails: Callable[[frozenset[str]], bool | None])
         culprits.append(candidates[lo - 1])
         candidates = candidates[: lo - 1]
     return [o for o in items if o in culprits]
+
+
+def _single_out(
+    below: list[str],
+    candidates: Sequence[str],
+    lo: int,
+    hi: int,
+    test: Callable[[Iterable[str]], bool | None],
+) -> int:
+    """Every split of candidates[lo-1:hi] was inconclusive: each suspect on alone above what is
+    known to pass (a culprit lies among them); the prefix length that ends at the culprit."""
+    left = []
+    for j in reversed(range(lo - 1, hi)):
+        answer = test([*below, candidates[j]])
+        if answer:
+            return j + 1
+        if answer is None:
+            left.append(j)
+    if len(left) == 1:
+        return left[0] + 1  # every other suspect alone passes
+    suspects = ", ".join(map(str, candidates[lo - 1 : hi]))
+    raise Inconclusive(f"every split of {suspects}, and each of them alone, was")
