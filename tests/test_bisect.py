@@ -65,6 +65,19 @@ def test_a_flaky_oracle_never_yields_an_empty_culprit_set():
     ]  # neither half alone: both stay
 
 
+def test_an_interval_whose_every_split_is_inconclusive_tries_each_suspect_alone():
+    """Issue 19 point 3: a split ending in another failure proves nothing: another split, then
+    each suspect alone; Inconclusive only when nothing else can tell."""
+    from modelverify_kernel.analysis.experiments import Inconclusive
+
+    def fails(on):
+        return None if on == {"a", "b", "c"} else "c" in on
+
+    assert bisect.narrow(["a", "b", "c", "d"], fails) == ["c"]
+    with pytest.raises(Inconclusive):
+        bisect.narrow(["a", "b", "c", "d"], lambda on: None)
+
+
 def test_kernel_names_come_from_the_recorded_evidence():
     pr = records.PhaseResult(
         run="run_b",
