@@ -156,3 +156,51 @@ def test_a_phase_evidence_folder_starts_empty(tmp_path):
     (tmp_path / "ev" / "evidence-1.jsonl").write_text('{"event": "flaggems_op_ran", "op": "x"}\n')
     events = _record(tmp_path, "pass\n", {})
     assert not [e for e in events if e.get("op") == "x"]
+
+
+STEP_BODY = """
+    import torch, flag_gems
+    flag_gems.enable()
+    torch.rsqrt(torch.ones(2))
+"""
+
+
+def _step(tmp_path, name: str, env: dict[str, str]):
+    """One search step's process (ATen dispatch only: a direct call is no switch's to stop): the
+    recorder's switch and op log on, its own evidence folder."""
+    from modelverify_kernel import records
+
+    folder = tmp_path / name
+    folder.mkdir()
+    events = _record(folder, STEP_BODY, {"MODELVERIFY_FLAGGEMS_OPLOG": "1", **env})
+    return records.PhaseResult(run="run_b", phase="offline", result={"stack_evidence": events})
+
+
+def test_a_hopper_style_op_is_searchable_and_the_switch_reaches_it(tmp_path):
+    """Issue 19 point 5: the arch op imported as top-level `archx.ops` is among the kernels the
+    search switches, under the name `enable(unused=…)` matches, and the recorder's switch keeps
+    it from running (the step's own evidence shows it)."""
+    from modelverify_kernel.analysis.experiments import searchable_ops, switched_off_that_ran
+
+    run_b = _step(tmp_path, "run_b", {"FAKE_GEMS_ARCH": "archx"})
+    ops, channel = searchable_ops(run_b)
+    assert "rsqrt" in ops and channel == "ran", ops
+    step = _step(
+        tmp_path, "step", {"FAKE_GEMS_ARCH": "archx", "MODELVERIFY_FLAGGEMS_UNUSED": "rsqrt"}
+    )
+    assert switched_off_that_ran(step, ["rsqrt"]) == {}
+    assert "rsqrt" not in searchable_ops(step)[0]
+
+
+def test_a_switch_not_honoured_shows_in_the_step_own_evidence(tmp_path):
+    """A FlagGems whose enable ignores `unused`: the step's evidence names the kernel switched off
+    that ran anyway, and in which process (the search then stops: no_effect)."""
+    from modelverify_kernel.analysis.experiments import switched_off_that_ran
+
+    step = _step(
+        tmp_path,
+        "step",
+        {"FAKE_GEMS_IGNORE_UNUSED": "1", "MODELVERIFY_FLAGGEMS_UNUSED": "rsqrt"},
+    )
+    leaked = switched_off_that_ran(step, ["rsqrt"])
+    assert list(leaked.values()) == [["rsqrt"]] and next(iter(leaked)).startswith("pid "), leaked

@@ -33,11 +33,13 @@ Fault/variant knobs, read from the environment at every kernel call (see `_stand
 (`op=reorder`, `op=bf16`, `op=float64`), ops `embedding`, `silu`, `rsqrt`, `mean_dim`,
 `rms_norm`. `FAKE_GEMS_TAKEOVER=1`: `enable()` takes vLLM layers (embedding, SiluAndMul) over
 instead of registering through torch.library (runtime/takeover.py); only FlagGems' op log shows
-them running. Read at import: `FAKE_GEMS_ARCH=archx` takes `rsqrt` from an arch-specialised module
+them running. `FAKE_GEMS_IGNORE_UNUSED=1`: `enable()` ignores `unused` (a switch not honoured).
+Read at import: `FAKE_GEMS_ARCH=archx` takes `rsqrt` from an arch-specialised module
 imported as top-level `archx.ops` from inside the package (runtime/backend), as FlagGems 5.0.2
 does with its Hopper ops.
 """
 
+import os
 import warnings
 
 import torch
@@ -92,6 +94,8 @@ def enable(lib=aten_lib, unused=None, registrar=registrar, record=False, once=Fa
     """Register all stand-in ops except those named in `unused`."""
     global current_work_registrar
     exclude_ops = resolve_user_setting(unused, "exclude")
+    if os.environ.get("FAKE_GEMS_IGNORE_UNUSED") == "1":  # a build whose enable ignores `unused`
+        exclude_ops = []
     if takeover.asked():  # FAKE_GEMS_TAKEOVER=1: vLLM layers taken over, no torch.library
         current_work_registrar = takeover.take_over(exclude_ops)
     else:
