@@ -191,9 +191,9 @@ def test_two_kernels_that_fail_only_together_are_found_confirmed_and_reported(tm
         "silu",
     ]  # both: neither alone brings the fault back
     assert data["diff_analysis"]["culprit_ops"] == b["culprit_ops"]
-    assert data["diff_analysis"]["blacklist"] == "VLLM_FL_FLAGOS_BLACKLIST=" + ",".join(
-        b["culprit_ops"]
-    )
+    # the recorder's switch always; the plugin's blacklist only where its dispatch was recorded
+    assert b["switches"][0] == bisect.RECORDER_SWITCH
+    assert data["diff_analysis"]["blacklist"] == f"{b['switch']}=" + ",".join(b["culprit_ops"])
     assert data["diff_analysis"]["multichip_component"] == "FlagGems"
     assert (
         data["diff_analysis"]["recommended_stack"] == "base"
@@ -595,3 +595,29 @@ def test_ops_that_take_over_vllm_layers_are_found_through_their_registrations_an
         logged = {e["op"] for e in result["stack_evidence"] if e.get("via") == "oplog"}
         assert logged == on, (step, logged)  # the step's own op log: what it left on, only
     assert data["diff_analysis"]["culprit_ops"] == ["embedding"]
+
+
+def test_a_plugin_op_switched_off_that_still_calls_flaggems_is_seen():
+    """The 2025-12 plugin's RMSNorm dispatches to FlagGems whatever its blacklist says: with
+    `rms_norm` off, FlagGems' function called from the plugin's op module is that op running."""
+    from modelverify_kernel.analysis.experiments import switched_off_that_ran
+
+    events = [
+        {
+            "event": "plugin_op_ran",
+            "vllm_op": "rms_norm",
+            "cls": "vllm_fl.ops.layernorm.RMSNormFL",
+            "pid": 5,
+        },
+        {
+            "event": "flaggems_op_ran",
+            "via": "direct",
+            "op": "gems_rms_forward",
+            "fn": "flag_gems.modules.normalization.gems_rms_forward",
+            "caller": "vllm_fl.ops.layernorm",
+            "pid": 5,
+        },
+    ]
+    pr = records.PhaseResult(run="run_b", phase="offline", result={"stack_evidence": events})
+    assert switched_off_that_ran(pr, ["rms_norm"]) == {"pid 5": ["rms_norm"]}
+    assert switched_off_that_ran(pr, ["silu"]) == {}

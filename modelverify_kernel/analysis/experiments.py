@@ -113,10 +113,17 @@ def switched_off_that_ran(pr: PhaseResult, off: Iterable[str]) -> dict[str, list
     """The kernels switched off that a step's own evidence shows running, by process: where any
     did, the switch did not reach FlagGems and the step proves nothing."""
     off = set(off)
+    events = pr.result.get("stack_evidence") or []
+    plugin_op_of = {  # module of a plugin op -> vLLM's name for it (how the plugin switches it)
+        str(e.get("cls") or "").rsplit(".", 1)[0]: str(e["vllm_op"])
+        for e in events
+        if e.get("event") == "plugin_op_ran" and e.get("vllm_op")
+    }
     seen: dict[str, set[str]] = {}
-    for e in pr.result.get("stack_evidence") or []:
+    for e in events:
         if e.get("event") == "flaggems_op_ran":
             names = {str(e.get("op") or ""), str(e.get("fn") or "").rsplit(".", 1)[-1]}
+            names.add(plugin_op_of.get(str(e.get("caller")), ""))  # the plugin's op called it
             for name in names & off:
                 seen.setdefault(f"pid {e.get('pid', '?')}", set()).add(name)
     return {pid: sorted(names) for pid, names in sorted(seen.items())}
