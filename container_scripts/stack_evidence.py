@@ -452,11 +452,13 @@ class _OpLog(logging.Handler):
         key = (entry.name, entry.funcName)
         if key in self.seen:
             return
-        self.seen.add(key)
         try:
             message = entry.getMessage()
         except Exception:  # noqa: BLE001 - a malformed log call is not ours to raise
             message = str(entry.msg)
+        if not message.startswith("GEMS"):  # FlagGems' other messages name no op
+            return
+        self.seen.add(key)
         record(
             "flaggems_op_ran",
             op=entry.funcName,
