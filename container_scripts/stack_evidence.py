@@ -528,6 +528,8 @@ def _patch_flag_gems(module: Any) -> None:
                 # through torch.library as seen, else what FlagGems says it took over (ops
                 # that take over vLLM layers never pass torch.library)
                 registered=sorted(set(taken) or set(names or ())),
+                # by function name, what `enable(unused=…)` matches (the op search's names)
+                registered_ops=sorted(set(names or ())),
                 unused=kwargs.get("unused"),
                 include=kwargs.get("include"),
                 record=kwargs.get("record"),

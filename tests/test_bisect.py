@@ -498,6 +498,10 @@ def test_the_channel_is_the_strongest_there_is():
     assert searchable_ops(pr(oplog, reg)) == (["mm"], "oplog")
     assert searchable_ops(pr(reg)) == (["embedding", "mm"], "registered")
     assert searchable_ops(pr()) == ([], None)
+    # FlagGems 5.0.2 on an H100: op keys through torch.library, function names from
+    # all_registered_ops(); the search uses the names `enable(unused=…)` matches
+    both = {**reg, "registered": ["mm.default", "embedding"], "registered_ops": ["mm", "embedding"]}
+    assert searchable_ops(pr(both)) == (["embedding", "mm"], "registered")
 
 
 # --------------------------------------------------------------------------- issue 19: own attempts

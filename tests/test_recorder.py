@@ -145,6 +145,7 @@ def test_ops_that_take_over_vllm_layers_are_seen_by_the_op_log_and_their_registr
     )
     enabled = [e for e in events if e["event"] == "flaggems_enabled"]
     assert enabled and enabled[0]["registered"] == ["embedding", "silu"], enabled
+    assert enabled[0]["registered_ops"] == ["embedding", "silu"]
     ran = [e for e in events if e["event"] == "flaggems_op_ran"]
     assert {e["via"] for e in ran} == {"oplog"}, ran
     assert ("embedding", "flag_gems.ops.embedding.embedding") in _logged(events)

@@ -58,23 +58,24 @@ def faulty_phase(
 
 
 def registered_ops(pr: PhaseResult) -> list[str]:
-    """The FlagGems ops a phase's processes took over — each registration by its function name
-    (what `enable(unused=…)` matches), else the names `enable()` reported: what can be switched
-    off when none was seen running."""
+    """The FlagGems ops a phase's processes took over, by the function name `enable(unused=…)`
+    matches — each torch.library registration's function, else `all_registered_ops()` as
+    `enable()` reported it, else its op keys: what can be switched off when none was seen
+    running."""
     events = pr.result.get("stack_evidence") or []
-    names = {
-        str(e.get("fn") or "").rsplit(".", 1)[-1]
-        for e in events
-        if e.get("event") == "flaggems_registered"
-    }
-    if not any(names):
-        names = {
-            str(o)
+    enabled = [e for e in events if e.get("event") == "flaggems_enabled"]
+    for names in (
+        {
+            str(e.get("fn") or "").rsplit(".", 1)[-1]
             for e in events
-            if e.get("event") == "flaggems_enabled"
-            for o in e.get("registered") or ()
-        }
-    return sorted(n for n in names if n)
+            if e.get("event") == "flaggems_registered"
+        },
+        {str(o) for e in enabled for o in e.get("registered_ops") or ()},
+        {str(o) for e in enabled for o in e.get("registered") or ()},
+    ):
+        if any(names):
+            return sorted(n for n in names if n)
+    return []
 
 
 # The channels of evidence the search reads, strongest first (Bisection.channel).
