@@ -53,6 +53,33 @@ def logic() -> None:
         )
 
 
+def channels() -> None:
+    """Issue 19: where nothing was seen running, the search runs over every op `enable()` took
+    over (433 on FlagGems 5.0.2, the n=433 row); a step ending in another failure (inconclusive)
+    costs one more step, another split of the same interval."""
+    n = 433
+    single = [runs_for(n, {i}) for i in range(n)]
+    print(
+        f"\nregistered-ops channel, {n} ops (FlagGems 5.0.2's enable()): single culprit "
+        f"avg {sum(single) / n:.1f}, max {max(single)} steps (+ 2 confirming runs); "
+        f"bound ceil(log2 n) + 3 = {math.ceil(math.log2(n)) + 3}"
+    )
+    extra = []
+    for culprit in range(0, n, 7):
+        calls: list[frozenset] = []
+
+        def fails(on, culprit=culprit, calls=calls):
+            calls.append(on)
+            return None if len(calls) == 1 else culprit in on  # the first split: another error
+
+        assert narrow(list(range(n)), fails) == [culprit]
+        extra.append(1 + len(calls) - runs_for(n, {culprit}))
+    print(
+        f"one inconclusive step (another failure) among them: +{sum(extra) / len(extra):.1f} "
+        f"steps on average, +{max(extra)} at most"
+    )
+
+
 def engine(fault: str) -> None:
     import papermill as pm
 
@@ -111,6 +138,7 @@ def main() -> None:
     ap.add_argument("--fault", default="silu=raise", help="FAKE_GEMS_FAULT for --engine")
     args = ap.parse_args()
     logic()
+    channels()
     if args.engine:
         engine(args.fault)
 

@@ -452,11 +452,13 @@ class _OpLog(logging.Handler):
         key = (entry.name, entry.funcName)
         if key in self.seen:
             return
-        self.seen.add(key)
         try:
             message = entry.getMessage()
         except Exception:  # noqa: BLE001 - a malformed log call is not ours to raise
             message = str(entry.msg)
+        if not message.startswith("GEMS"):  # FlagGems' other messages name no op
+            return
+        self.seen.add(key)
         record(
             "flaggems_op_ran",
             op=entry.funcName,
@@ -516,14 +518,18 @@ def _patch_flag_gems(module: Any) -> None:
             finally:
                 taken, _taking_over.ops = _taking_over.ops, None
             try:
-                ops = len(module.all_registered_ops())
+                names = [str(o) for o in module.all_registered_ops()]
             except Exception:  # noqa: BLE001 - older releases lack the registrar
-                ops = None
+                names = None
             record(
                 "flaggems_enabled",
                 call=__name,
-                ops=ops if ops is not None else len(taken),
-                registered=sorted(set(taken)),
+                ops=len(names) if names is not None else len(taken),
+                # through torch.library as seen, else what FlagGems says it took over (ops
+                # that take over vLLM layers never pass torch.library)
+                registered=sorted(set(taken) or set(names or ())),
+                # by function name, what `enable(unused=…)` matches (the op search's names)
+                registered_ops=sorted(set(names or ())),
                 unused=kwargs.get("unused"),
                 include=kwargs.get("include"),
                 record=kwargs.get("record"),
@@ -775,8 +781,11 @@ def install() -> None:
 
 
 def activate(folder: str | Path) -> None:
-    """Turn recording on for this process and every Python process it starts."""
+    """Turn recording on for this process and every Python process it starts; what an earlier
+    phase left in `folder` is removed first (a phase's evidence is its own)."""
     Path(folder).mkdir(parents=True, exist_ok=True)
+    for stale in Path(folder).glob("evidence-*.jsonl"):
+        stale.unlink(missing_ok=True)
     os.environ[ENV_DIR] = str(folder)
     paths = [str(HOOK_DIR)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     os.environ["PYTHONPATH"] = os.pathsep.join(paths)

@@ -2,19 +2,25 @@
 `run_phase` callable; it never imports the driver.
 
 When Run A passed and Run B failed or diverged with FlagGems active, Run B's first faulty phase
-(offline when it shows the fault) is run again with subsets of the FlagGems kernels that ran
-switched off through the stack's own switch — the FL plugin's `VLLM_FL_FLAGOS_BLACKLIST`, or,
-where FlagGems is enabled without the plugin, our recorder's `MODELVERIFY_FLAGGEMS_UNUSED`,
-which joins `flag_gems.enable(unused=…)` inside the engine. The search runs over the kernels
-left *on* (adaptive group testing, `analysis.experiments.narrow`) and finds a smallest set whose
-kernels, on together, still bring the fault back — so two kernels that only fail together are
-both found. A final Run B, both phases, with the culprits off must pass and agree with Run A
-before they are reported.
+(offline when it shows the fault) is run again with subsets of FlagGems' kernels switched off.
+Every step sets our recorder's switch `MODELVERIFY_FLAGGEMS_UNUSED` (joins
+`flag_gems.enable(unused=…)` / leaves `only_enable(include=…)` in every engine process), and the
+FL plugin's `VLLM_FL_FLAGOS_BLACKLIST` too only where Run B's evidence shows the plugin applies
+its lists; FlagGems' own op log is on in every step (`MODELVERIFY_FLAGGEMS_OPLOG=1`). A step's
+own evidence must show the kernels switched off did not run, else the search stops: the switch
+had no effect (`no_effect`), and nothing is concluded from that step.
 
-Each step is a phase run of its own under `bisect/NN/` (log, result, record), made through the
-`run_phase` it is handed and judged by the same rules as the verification; the verification's
-own attempts are untouched. Progress goes to `save` after every step, so an interrupted search
-leaves every finished step on disk and says where it stopped.
+What is searched comes from the strongest channel of evidence there is (`Bisection.channel`):
+kernels recorded running, FlagGems' own op log, else the ops FlagGems took over. Each step is
+judged SAME / GONE / OTHER against the fault searched (`analysis.experiments.judge_step`); an
+OTHER proves nothing, so another split is tried and the record says so. The search runs over the
+kernels left *on* (adaptive group testing, `analysis.experiments.narrow`) and finds a smallest
+set whose kernels, on together, still bring the fault back. A final Run B, both phases, with the
+culprits off must pass and agree with Run A before they are reported.
+
+Each step is a phase run of its own under `bisect/NN/` (log, result, evidence), made through the
+`run_phase` it is handed; the verification's own attempts are untouched. Progress goes to `save`
+after every step, so an interrupted search leaves every finished step on disk.
 """
 
 from __future__ import annotations
@@ -26,17 +32,24 @@ from pathlib import Path
 from typing import Protocol
 
 from .analysis.experiments import (
+    GONE,
+    OTHER,
+    SAME,
     SEARCHED,
+    Inconclusive,
+    fault_of,
     faulty_phase,
     judge_step,
     narrow,
     ops_that_ran,
-    switch_for,
+    searchable_ops,
+    switched_off_that_ran,
+    switches_for,
     why_not,
 )
 from .analysis.judge import Judgement, tolerances
 from .records import Bisection, BisectStep, Evidence, PhaseResult
-from .vocabulary import PHASES, PLUGIN_SWITCH, RECORDER_SWITCH, Layout
+from .vocabulary import OPLOG_SWITCH, PHASES, PLUGIN_SWITCH, RECORDER_SWITCH, Layout
 
 __all__ = [
     "SEARCHED",
@@ -76,6 +89,10 @@ class _Stop(Exception):
     """The budget (steps or time) ran out."""
 
 
+class _NoEffect(Exception):
+    """A step's own evidence shows kernels it switched off running: the switch did not act."""
+
+
 class CulpritSearch:
     """One search: runs the steps, keeps the budget, saves progress after every step."""
 
@@ -97,15 +114,23 @@ class CulpritSearch:
         self.tol = tolerances(evidence.parameters)
         run_b = evidence.runs["run_b"]
         self.phase, self.why = faulty_phase(run_b, judgement.comparisons)
-        self.ops = tuple(ops_that_ran(run_b[self.phase])) if self.phase else ()
-        self.switch = switch_for(judgement.activity.get("run_b", {}))
+        self.fault = fault_of(run_b, judgement.comparisons)
+        ops, self.channel = searchable_ops(run_b[self.phase]) if self.phase else ([], None)
+        self.ops = tuple(ops)
+        given = evidence.spec("run_b").env_set
+        self.switches = (
+            switches_for(run_b[self.phase], bool(given.get(PLUGIN_SWITCH)))
+            if self.phase
+            else (RECORDER_SWITCH,)
+        )
+        self.switch = PLUGIN_SWITCH if PLUGIN_SWITCH in self.switches else RECORDER_SWITCH
         self.layout = Layout(self.out_dir)
         self.started = time.monotonic()
         self.steps: list[BisectStep] = []
         self.confirm: list[BisectStep] = []
         self.smallest: tuple[str, ...] = self.ops
         self.last_ran: set[str] = set()
-        self.outcomes: dict[frozenset[str], bool] = {}  # kernels off -> fault showed; none twice
+        self.outcomes: dict[frozenset[str], bool | None] = {}  # kernels off -> fault showed
 
     def record(self, status: str, reason: str, culprits: Iterable[str] = ()) -> Bisection:
         result = Bisection(
@@ -113,10 +138,13 @@ class CulpritSearch:
             reason=reason,
             phase=self.phase,
             switch=self.switch,
+            switches=self.switches,
+            channel=self.channel,
             ops=self.ops,
             culprit_ops=tuple(culprits),
             steps=tuple(self.steps),
             confirm=tuple(self.confirm),
+            inconclusive_steps=tuple(s.number for s in self.steps if s.outcome == OTHER),
             elapsed_s=round(time.monotonic() - self.started, 1),
         )
         self.save(result)
@@ -128,17 +156,25 @@ class CulpritSearch:
         if time.monotonic() - self.started >= self.budget.timeout_s:
             raise _Stop(f"bisect_timeout={self.budget.timeout_s:g} s was used")
 
+    def env(self, off: Sequence[str]) -> dict[str, str]:
+        """Every proven switch with `off` added to what Run B gave it, and FlagGems' op log on."""
+        given = self.evidence.spec("run_b").env_set
+        env = {OPLOG_SWITCH: "1"}
+        for switch in self.switches:
+            kept = [o for o in given.get(switch, "").split(",") if o]
+            env[switch] = ",".join(dict.fromkeys([*kept, *off]))
+        return env
+
     def run(self, phase: str, disabled: Iterable[str], folder: Path, number: int) -> BisectStep:
-        """One phase of Run B with `disabled` switched off, judged against Run A's same phase."""
-        given = [
-            o for o in self.evidence.spec("run_b").env_set.get(self.switch, "").split(",") if o
-        ]
+        """One phase of Run B with `disabled` switched off, judged against Run A's same phase and
+        the fault searched (in the faulty phase; elsewhere any failure counts)."""
         off = tuple(sorted(set(disabled)))
-        value = ",".join(dict.fromkeys([*given, *off]))
-        pr = self.run_phase("run_b", phase, env={self.switch: value}, unset=(), folder=folder)
+        pr = self.run_phase("run_b", phase, env=self.env(off), unset=(), folder=folder)
         self.last_ran = set(ops_that_ran(pr))
-        outcome, why = judge_step(pr, self.evidence.runs["run_a"][pr.phase], self.tol)
-        return BisectStep(
+        fault = self.fault if self.fault and phase == self.fault.phase else None
+        outcome, why = judge_step(pr, self.evidence.runs["run_a"][pr.phase], self.tol, fault)
+        leaked = switched_off_that_ran(pr, off)
+        step = BisectStep(
             number=number,
             phase=phase,
             disabled=off,
@@ -147,10 +183,23 @@ class CulpritSearch:
             duration_s=pr.duration_s,
             log=_rel(pr.log, self.out_dir),
             result_file=_rel(pr.result_file, self.out_dir),
+            ran_switched_off={pid: tuple(ops) for pid, ops in leaked.items()},
         )
+        if leaked:
+            (self.confirm if folder.parent == self.layout.bisect_confirm else self.steps).append(
+                step
+            )
+            self.on_step(step)
+            seen = "; ".join(f"{pid}: {', '.join(ops)}" for pid, ops in leaked.items())
+            raise _NoEffect(
+                f"step {number} switched off {', '.join(off)} through "
+                f"{', '.join(self.switches)}, yet its own evidence shows {seen} running"
+            )
+        return step
 
-    def fails_with_on(self, on: frozenset[str]) -> bool:
-        """A search step: the kernels in `on` stay on, every other kernel that ran is switched off."""
+    def fails_with_on(self, on: frozenset[str]) -> bool | None:
+        """A search step: the kernels in `on` stay on, every other one is switched off. True: the
+        same fault; False: gone; None: another failure (inconclusive)."""
         assert self.phase is not None
         off = frozenset(o for o in self.ops if o not in on)
         if off in self.outcomes:  # the same kernels were off in an earlier step
@@ -158,9 +207,10 @@ class CulpritSearch:
         self.budget_left()
         number = len(self.steps) + 1
         step = self.run(self.phase, off, self.layout.bisect_step(number), number)
-        self.outcomes[off] = step.outcome == "fail"
+        answer = {SAME: True, GONE: False}.get(step.outcome)
+        self.outcomes[off] = answer
         self.steps.append(step)
-        if step.outcome == "fail" and len(on) < len(self.smallest):
+        if answer and len(on) < len(self.smallest):
             self.smallest = tuple(sorted(on))
         self.on_step(step)
         self.record(
@@ -168,19 +218,26 @@ class CulpritSearch:
             f"interrupted after step {number} (narrowed to {', '.join(self.smallest)})",
             self.smallest,
         )
-        return step.outcome == "fail"
+        return answer
 
     def _all_off(self) -> Bisection | None:
-        """Every kernel that ran off; kernels that run only then join the search. A record when
-        the fault survives that (no op is blamed), else None."""
+        """Every kernel searched off; kernels that run only then join the search. A record when
+        the fault survives that or another failure takes its place (no op is blamed), else None."""
         while True:
-            if self.fails_with_on(frozenset()):
+            answer = self.fails_with_on(frozenset())
+            if answer is None:
+                return self.record(
+                    "inconclusive",
+                    f"with every FlagGems kernel searched switched off, Run B's {self.phase} phase "
+                    f"fails differently ({self.steps[-1].why}): the experiment proves nothing "
+                    "either way; no op is blamed.",
+                )
+            if answer:
                 return self.record(
                     "not_found",
-                    f"with every FlagGems kernel that ran switched off ({', '.join(self.ops)}), "
-                    f"Run B's {self.phase} phase still fails or diverges: the fault is outside "
-                    f"these kernels (or {self.switch} did not reach FlagGems in this stack "
-                    "version); no op is blamed.",
+                    f"with every FlagGems kernel searched switched off ({', '.join(self.ops)}; "
+                    f"its own evidence shows none of them ran), Run B's {self.phase} phase "
+                    "still shows the same fault: it lies outside these kernels; no op is blamed.",
                 )
             new = self.last_ran - set(self.ops)
             if not new:
@@ -189,7 +246,7 @@ class CulpritSearch:
             self.smallest = self.ops
 
     def search(self) -> Bisection:
-        """Step 0 switches every kernel that ran off; then narrow, confirm, and — when the fault
+        """Step 0 switches every kernel searched off; then narrow, confirm, and — when the fault
         survives the culprits being off — narrow again among the kernels left (another culprit)."""
         assert self.phase is not None
         self.record("stopped", "interrupted before its first step")
@@ -205,7 +262,7 @@ class CulpritSearch:
                 confirmed = self.confirm_culprits(culprits)
                 left = [o for o in remaining if o not in found]
                 searched = next(s for s in reversed(self.confirm) if s.phase == self.phase)
-                if confirmed.status == "found" or searched.outcome == "pass" or not left:
+                if confirmed.status == "found" or searched.outcome != SAME or not left:
                     return confirmed
                 remaining = left  # still there with these off: another kernel brings it
         except _Stop as stop:
@@ -215,6 +272,22 @@ class CulpritSearch:
                 f"stopped after {len(self.steps)} step(s): {stop}; narrowed to "
                 f"{', '.join(suspects)} (not confirmed). Raise the limit to finish.",
                 suspects,
+            )
+        except _NoEffect as no_effect:
+            return self.record(
+                "no_effect",
+                f"the switch had no effect: {no_effect}. No op is blamed, and nothing is "
+                "concluded about where the fault lies: these kernels must be switched off "
+                "another way.",
+            )
+        except Inconclusive as inconclusive:
+            numbers = ", ".join(str(s.number) for s in self.steps if s.outcome == OTHER)
+            return self.record(
+                "inconclusive",
+                f"{inconclusive} inconclusive: step(s) {numbers} failed with another error than "
+                f"the one searched; narrowed to {', '.join(culprits or self.smallest)} (not "
+                "confirmed).",
+                culprits or self.smallest,
             )
 
     def confirm_culprits(self, culprits: Sequence[str]) -> Bisection:
@@ -226,18 +299,21 @@ class CulpritSearch:
             self.confirm.append(step)
             self.on_step(step)
         names = ", ".join(culprits)
-        if all(s.outcome == "pass" for s in self.confirm):
+        if all(s.outcome == GONE for s in self.confirm):
             return self.record(
                 "found",
                 f"with {self.switch}={','.join(culprits)} Run B passes both phases and agrees "
                 f"with Run A: {names} {'is' if len(culprits) == 1 else 'are'} at fault.",
                 culprits,
             )
-        bad = next(s for s in self.confirm if s.outcome == "fail")
+        bad = next(s for s in self.confirm if s.outcome != GONE)
+        other = (
+            " (another failure than the one searched: inconclusive)" if bad.outcome == OTHER else ""
+        )
         return self.record(
             "unconfirmed",
             f"the search narrowed the fault to {names}, but Run B with them off still "
-            f"fails its {bad.phase} phase ({bad.why}); no op is blamed.",
+            f"fails its {bad.phase} phase ({bad.why}){other}; no op is blamed.",
             culprits,
         )
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -470,13 +471,28 @@ class Verification:
         self, run: str, phase: str, *, env: dict[str, str], unset: Sequence[str], folder: Path
     ) -> PhaseResult:
         """One phase with `env`/`unset` on top of the run's flags, its files under `folder`, not
-        an attempt of the verification: the `run_phase` the culprit-op search is handed."""
+        an attempt of the verification: the `run_phase` the culprit-op search is handed. Its own
+        attempt: `folder` is emptied first, and in the target it writes a result file and an
+        evidence folder of its own (named after `folder`, never Run B's)."""
         spec = self.spec(run)
         env_set, env_unset = runs.combine(spec.env_set, spec.env_unset, env, unset)
         spec = replace(spec, env_set=env_set, env_unset=env_unset)
         target, scripts = self._open()
+        shutil.rmtree(folder, ignore_errors=True)
+        try:
+            where = Path(folder).resolve().relative_to(self.out_dir.resolve()).parts
+        except ValueError:
+            where = Path(folder).parts[-2:]
         raw = runs.run_phase(
-            self.params, target, scripts, spec, phase, self._model_path(), self.tp or 1, folder
+            self.params,
+            target,
+            scripts,
+            spec,
+            phase,
+            self._model_path(),
+            self.tp or 1,
+            folder,
+            remote_stem="-".join([*where, f"{run}_{phase}"]),
         )
         return self._judged(raw, folder)
 

@@ -411,29 +411,41 @@ class BisectStep:
     number: int
     phase: str
     disabled: tuple[str, ...]
-    outcome: str  # fail | pass (the fault is gone: the phase passed and agrees with Run A)
+    # fail: the same fault (SAME) | pass: gone, the phase passed and agrees with Run A (GONE) |
+    # other: another failure than the one searched (OTHER, inconclusive: proves nothing)
+    outcome: str
     why: str  # the phase's error or the mismatch, or "passed and agrees with Run A"
     duration_s: float | None = None
     log: str | None = None
     result_file: str | None = None
+    # kernels switched off that the step's own evidence shows running, by process ("pid 123"):
+    # the switch had no effect (the search stops, status no_effect)
+    ran_switched_off: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Bisection:
     """The culprit-op search: whether it ran, every step, the culprits and the confirming run."""
 
-    status: str  # found | not_found | unconfirmed | stopped | not_run | off
+    # found | not_found | unconfirmed | stopped | no_effect (a step's own evidence shows kernels
+    # it switched off running) | inconclusive (steps failed with another error) | not_run | off
+    status: str
     reason: str
     phase: str | None = None
-    switch: str | None = (
-        None  # VLLM_FL_FLAGOS_BLACKLIST, or MODELVERIFY_FLAGGEMS_UNUSED without the plugin
-    )
+    # the switch the advice names: VLLM_FL_FLAGOS_BLACKLIST where the evidence shows the plugin
+    # applies it, else MODELVERIFY_FLAGGEMS_UNUSED
+    switch: str | None = None
+    switches: tuple[str, ...] = ()  # every switch each step set (the recorder's always)
+    # where the searched kernels came from: ran (recorded running) | oplog (FlagGems' own op
+    # log) | registered (the ops FlagGems took over; nothing seen running)
+    channel: str | None = None
     ops: tuple[str, ...] = ()  # the FlagGems kernels Run B's phase ran: what was searched
     culprit_ops: tuple[
         str, ...
     ] = ()  # confirmed culprits (status found), else the smallest failing set so far
     steps: tuple[BisectStep, ...] = ()
     confirm: tuple[BisectStep, ...] = ()  # Run B, both phases, culprits off
+    inconclusive_steps: tuple[int, ...] = ()  # steps that failed with another error (OTHER)
     elapsed_s: float = 0.0
 
     @property

@@ -313,16 +313,15 @@ def run_phase(
     out_dir: Path,
     attempt: int = 1,
     overrides: dict[str, Any] | None = None,
+    remote_stem: str | None = None,
 ) -> PhaseResult:
-    """Run one attempt of one phase; record how it ended as raw facts, never an exception.
-
-    Status, error and diagnosis are the driver's judgement (`analysis.judge.judge_attempt`).
-    Each attempt has its own log, result and record file (vocabulary.Layout), written the moment
-    the phase ends, so a debugging re-run never overwrites what an earlier attempt showed.
-    """
+    """Run one attempt of one phase; how it ended as raw facts (judged by the driver), never an
+    exception. Each attempt has its own log, result and record file (vocabulary.Layout), and in the target a
+    result path and evidence folder no earlier phase wrote (`fresh_remote`), so a phase that dies
+    early never fetches another's result or evidence."""
     layout = Layout(out_dir)
     key = f"{spec.name}_{phase}"
-    remote = target.work_path(f"{Layout.stem(key, attempt)}.json")
+    remote = fresh_remote(target, remote_stem or Layout.stem(key, attempt))
     log = layout.phase_log(key, attempt)
     local = layout.phase_result(key, attempt)
     for stale in (log, local, layout.phase_record(key, attempt)):
@@ -362,6 +361,15 @@ def run_phase(
     )
     save_phase(pr, out_dir)
     return pr
+
+
+def fresh_remote(target: Target, stem: str) -> str:
+    """A result path in the target's work folder that nothing has written yet."""
+    remote, n = target.work_path(f"{stem}.json"), 1
+    while target.path_exists(remote) or target.path_exists(remote[: -len(".json")] + ".evidence"):
+        n += 1
+        remote = target.work_path(f"{stem}.{n}.json")
+    return remote
 
 
 def _exit_facts(

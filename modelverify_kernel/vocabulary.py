@@ -54,6 +54,8 @@ RUN_B_UNSET: tuple[str, ...] = ()
 # cannot import this package, spells it too).
 PLUGIN_SWITCH = "VLLM_FL_FLAGOS_BLACKLIST"
 RECORDER_SWITCH = "MODELVERIFY_FLAGGEMS_UNUSED"
+# "1": FlagGems' own op log feeds the evidence (stack_evidence.py OPLOG_VAR); on in every step
+OPLOG_SWITCH = "MODELVERIFY_FLAGGEMS_OPLOG"
 
 # Runs A and B side by side (runs.device_plan): each on its own devices, chosen with the vendor's
 # visible-devices variable (by the probe's device tool), or on its own cores for vLLM for CPU.

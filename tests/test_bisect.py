@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -61,6 +63,19 @@ def test_a_flaky_oracle_never_yields_an_empty_culprit_set():
         "a",
         "b",
     ]  # neither half alone: both stay
+
+
+def test_an_interval_whose_every_split_is_inconclusive_tries_each_suspect_alone():
+    """Issue 19 point 3: a split ending in another failure proves nothing: another split, then
+    each suspect alone; Inconclusive only when nothing else can tell."""
+    from modelverify_kernel.analysis.experiments import Inconclusive
+
+    def fails(on):
+        return None if on == {"a", "b", "c"} else "c" in on
+
+    assert bisect.narrow(["a", "b", "c", "d"], fails) == ["c"]
+    with pytest.raises(Inconclusive):
+        bisect.narrow(["a", "b", "c", "d"], lambda on: None)
 
 
 def test_kernel_names_come_from_the_recorded_evidence():
@@ -176,9 +191,9 @@ def test_two_kernels_that_fail_only_together_are_found_confirmed_and_reported(tm
         "silu",
     ]  # both: neither alone brings the fault back
     assert data["diff_analysis"]["culprit_ops"] == b["culprit_ops"]
-    assert data["diff_analysis"]["blacklist"] == "VLLM_FL_FLAGOS_BLACKLIST=" + ",".join(
-        b["culprit_ops"]
-    )
+    # the recorder's switch always; the plugin's blacklist only where its dispatch was recorded
+    assert b["switches"][0] == bisect.RECORDER_SWITCH
+    assert data["diff_analysis"]["blacklist"] == f"{b['switch']}=" + ",".join(b["culprit_ops"])
     assert data["diff_analysis"]["multichip_component"] == "FlagGems"
     assert (
         data["diff_analysis"]["recommended_stack"] == "base"
@@ -207,18 +222,19 @@ def test_two_kernels_that_fail_only_together_are_found_confirmed_and_reported(tm
 # --------------------------------------------------------------------------- budget and interruption
 
 
-def _failing_verification(tmp_path, **params):
+def _failing_verification(tmp_path, ran=None, **params):
     """A verification whose Run B offline phase failed with FlagGems active (records only): judged
-    MULTICHIP_ERROR from its evidence."""
+    MULTICHIP_ERROR from its evidence (`ran`: Run B's events, default four kernels seen running)."""
     from modelverify_kernel.pipeline import Verification
 
     v = Verification(
         params=validate({"model_path": "/m", "output_dir": str(tmp_path), **params}), target=None
     )
-    ran = [
-        {"event": "flaggems_op_ran", "via": "aten", "fn": f"flag_gems.ops.{op}.{op}", "op": op}
-        for op in ("embedding", "mean_dim", "rsqrt", "silu")
-    ]
+    if ran is None:
+        ran = [
+            {"event": "flaggems_op_ran", "via": "aten", "fn": f"flag_gems.ops.{op}.{op}", "op": op}
+            for op in ("embedding", "mean_dim", "rsqrt", "silu")
+        ]
     for run in ("run_a", "run_b"):
         for phase in ("offline", "serve"):
             failed = run == "run_b" and phase == "offline"
@@ -236,18 +252,44 @@ def _failing_verification(tmp_path, **params):
     return v
 
 
-def _stand_in_steps(v, fails):
+def _stand_in_steps(v, fails, ran=None):
     """The search's phase runs simulated (the engine tests run them for real): each step's kernels
-    switched off are read back from the switch it was handed; `fails(off)` says how it ends."""
-    seen = []
+    switched off are read back from the switch it was handed; `fails(off)` says how it ends —
+    True: Run B's own failure again, False: passes like Run A, a string: another failure;
+    `ran(off)`: the kernels the step's own evidence records running (default: those left on)."""
+    import dataclasses
+
+    seen, envs = [], []
+    run_b = v.evidence.runs["run_b"]
+    run_a = v.evidence.runs["run_a"]
 
     def run_step(run, phase, *, env, unset, folder):
         off = tuple(sorted(o for o in env[bisect.RECORDER_SWITCH].split(",") if o))
         seen.append(off)
-        status = "FAIL" if fails(set(off)) else "PASS"
-        return records.PhaseResult(run=run, phase=phase, status=status, error="w", duration_s=1.0)
+        envs.append((dict(env), folder))
+        names = ran(set(off)) if ran else [o for o in v.searched_ops if o not in off]
+        events = [
+            {
+                "event": "flaggems_op_ran",
+                "via": "oplog",
+                "op": o,
+                "fn": f"flag_gems.ops.{o}.{o}",
+                "pid": 7,
+            }
+            for o in names
+        ]
+        outcome = fails(set(off)) if phase == "offline" else False
+        base = run_b[phase] if outcome is True else run_a[phase]
+        pr = dataclasses.replace(base, duration_s=1.0, result={"stack_evidence": events})
+        if isinstance(outcome, str):
+            pr = dataclasses.replace(
+                pr, status="FAIL", error=outcome, error_type="RuntimeError", diagnosis=None
+            )
+        return pr
 
     v.run_step = run_step
+    v.stand_in_envs = envs
+    v.searched_ops = ("embedding", "mean_dim", "rsqrt", "silu")
     return seen
 
 
@@ -334,3 +376,252 @@ def test_a_step_is_the_same_fault_gone_or_another_failure():
     assert judge_step(_phase("FAIL", signature="x"), run_a, tol, drift)[0] == OTHER
     # any failure is the fault only when no fault is named (the verification's own judgement)
     assert judge_step(_phase("FAIL", signature="x"), run_a, tol)[0] == SAME
+
+
+# --------------------------------------------------------------------------- issue 19: proven switches
+
+
+PLUGIN_LOADED = {
+    "event": "plugins_loaded",
+    "group": "vllm.general_plugins",
+    "names": ["fl"],
+    "pid": 3,
+}
+
+
+def test_a_plugin_merely_loaded_does_not_choose_its_blacklist(tmp_path):
+    """Issue 19 point 1 (the H100 failure): a plugin `fl` that loaded proves nothing — every step
+    switches through the recorder's own switch, with FlagGems' op log on; the plugin's blacklist
+    only where Run B shows the plugin's own dispatch."""
+    ran = [
+        PLUGIN_LOADED,
+        {"event": "flaggems_op_ran", "via": "aten", "fn": "flag_gems.ops.silu.silu", "op": "silu"},
+        {"event": "flaggems_op_ran", "via": "aten", "fn": "flag_gems.ops.mm.mm", "op": "mm"},
+    ]
+    v = _failing_verification(tmp_path, ran=ran)
+    assert v.judgement.activity["run_b"]["plugin"].loaded
+    _stand_in_steps(v, lambda off: "silu" not in off)
+    v.searched_ops = ("mm", "silu")
+    result = v.bisect()
+    assert (result.status, result.culprit_ops) == ("found", ("silu",)), result.reason
+    assert result.switch == bisect.RECORDER_SWITCH and result.switches == (bisect.RECORDER_SWITCH,)
+    for env, _ in v.stand_in_envs:
+        assert env["MODELVERIFY_FLAGGEMS_OPLOG"] == "1" and bisect.PLUGIN_SWITCH not in env
+    assert result.blacklist == "MODELVERIFY_FLAGGEMS_UNUSED=silu"
+
+
+def test_the_plugin_blacklist_joins_where_the_plugin_dispatch_was_recorded(tmp_path):
+    dispatch = {"event": "plugin_op_ran", "op": "RMSNorm", "vllm_op": "rms_norm", "pid": 3}
+    direct = {
+        "event": "flaggems_op_ran",
+        "via": "direct",
+        "op": "gems_rms_forward",
+        "fn": "flag_gems.modules.normalization.gems_rms_forward",
+        "caller": "vllm_fl.ops.layernorm",
+    }
+    ran = [PLUGIN_LOADED, dispatch, direct]
+    v = _failing_verification(tmp_path, ran=ran)
+    _stand_in_steps(v, lambda off: "rms_norm" not in off, ran=lambda off: [])
+    result = v.bisect()
+    assert result.switches == (bisect.RECORDER_SWITCH, bisect.PLUGIN_SWITCH)
+    assert result.switch == bisect.PLUGIN_SWITCH and result.culprit_ops == ("rms_norm",)
+    assert all(
+        env[bisect.PLUGIN_SWITCH] == env[bisect.RECORDER_SWITCH] for env, _ in v.stand_in_envs
+    )
+
+
+def test_a_switch_that_is_not_honoured_stops_the_search_with_no_effect(tmp_path):
+    """Issue 19 point 1: the step's own evidence shows the kernels it switched off running (a
+    FlagGems whose enable ignores `unused`): 'the switch had no effect', with what ran where —
+    never not_found, never 'outside FlagGems'."""
+    v = _failing_verification(tmp_path)
+    _stand_in_steps(v, lambda off: True, ran=lambda off: ["embedding", "mean_dim", "rsqrt", "silu"])
+    result = v.bisect()
+    assert result.status == "no_effect", result.reason
+    assert "switch had no effect" in result.reason and "pid 7" in result.reason
+    assert "outside" not in result.reason and not result.culprit_ops
+    assert len(result.steps) == 1
+    assert result.steps[0].ran_switched_off == {"pid 7": ("embedding", "mean_dim", "rsqrt", "silu")}
+
+
+def test_a_step_failing_differently_is_inconclusive_and_another_split_is_tried(tmp_path):
+    """Issue 19 point 3: a step failing with another error proves nothing: it is recorded as
+    `other`, the search splits differently and still finds the culprit, and the record says which
+    steps were inconclusive."""
+    v = _failing_verification(tmp_path)
+
+    def fails(off):
+        if off == {"rsqrt", "silu"}:  # the first split: another error
+            return "RuntimeError: CUDA error: an illegal memory access was encountered"
+        return "silu" not in off
+
+    _stand_in_steps(v, fails)
+    result = v.bisect()
+    assert (result.status, result.culprit_ops) == ("found", ("silu",)), result.reason
+    other = [s for s in result.steps if s.outcome == "other"]
+    assert len(other) == 1 and "another failure" in other[0].why
+    assert result.inconclusive_steps == (other[0].number,)
+
+
+def test_every_kernel_off_failing_differently_is_inconclusive_not_the_fault_staying(tmp_path):
+    v = _failing_verification(tmp_path)
+    _stand_in_steps(v, lambda off: "RuntimeError: illegal memory access")
+    result = v.bisect()
+    assert result.status == "inconclusive", result.reason
+    assert "outside" not in result.reason and result.steps[0].outcome == "other"
+
+
+def test_registered_ops_feed_the_search_when_none_was_seen_running(tmp_path):
+    """Issue 19 point 4: only `enable()`'s registrations (433 ops, none seen running): the
+    search runs over them, the record says so, and one culprit takes ⌈log2 n⌉ + 2 steps plus
+    the two confirming runs."""
+    ops = [f"op{i:03d}" for i in range(432)] + ["embedding"]
+    ran = [{"event": "flaggems_enabled", "call": "enable", "ops": 433, "registered": ops}]
+    v = _failing_verification(tmp_path, ran=ran)
+    _stand_in_steps(v, lambda off: "embedding" not in off, ran=lambda off: [])
+    result = v.bisect()
+    assert (result.status, result.culprit_ops) == ("found", ("embedding",)), result.reason
+    assert result.channel == "registered" and len(result.ops) == 433
+    assert len(result.steps) <= math.ceil(math.log2(433)) + 2, len(result.steps)
+
+
+def test_the_channel_is_the_strongest_there_is():
+    from modelverify_kernel.analysis.experiments import searchable_ops
+
+    def pr(*events):
+        return records.PhaseResult(run="run_b", phase="offline", result={"stack_evidence": events})
+
+    aten = {"event": "flaggems_op_ran", "via": "aten", "fn": "flag_gems.ops.mm.mm", "op": "mm"}
+    oplog = {"event": "flaggems_op_ran", "via": "oplog", "fn": "hopper.ops.mm.mm", "op": "mm"}
+    reg = {"event": "flaggems_enabled", "registered": ["mm", "embedding"]}
+    assert searchable_ops(pr(aten, reg)) == (["mm"], "ran")
+    assert searchable_ops(pr(oplog, reg)) == (["mm"], "oplog")
+    assert searchable_ops(pr(reg)) == (["embedding", "mm"], "registered")
+    assert searchable_ops(pr()) == ([], None)
+    # FlagGems 5.0.2 on an H100: op keys through torch.library, function names from
+    # all_registered_ops(); the search uses the names `enable(unused=…)` matches
+    both = {**reg, "registered": ["mm.default", "embedding"], "registered_ops": ["mm", "embedding"]}
+    assert searchable_ops(pr(both)) == (["embedding", "mm"], "registered")
+
+
+# --------------------------------------------------------------------------- issue 19: own attempts
+
+
+@pytest.mark.process
+def test_a_step_that_dies_before_its_result_never_reads_run_b_result_or_evidence(tmp_path):
+    """Issue 19 point 2: a step's script that dies before writing its result gets no result —
+    not Run B's (left in the target's work folder), even when asked for Run B's very name."""
+    from modelverify_kernel.records import RunSpec
+    from modelverify_kernel.runs import run_phase
+    from modelverify_kernel.target import SCRIPTS_DIR, LocalTarget
+
+    params = validate({"model_path": "/m", "output_dir": str(tmp_path / "out")})
+    target = LocalTarget()
+    try:
+        scripts = target.install_scripts(SCRIPTS_DIR)
+        (Path(scripts) / "run_offline_inference.py").write_text("import sys\nsys.exit(3)\n")
+        Path(target.work_path("run_b_offline.json")).write_text('{"status": "PASS"}')
+        evidence = Path(target.work_path("run_b_offline.evidence"))
+        evidence.mkdir()
+        (evidence / "evidence-1.jsonl").write_text('{"event": "flaggems_op_ran"}\n')
+        spec = RunSpec("run_b", "Run B", {}, ())
+        folder = tmp_path / "out" / "bisect" / "01"
+        for stem in ("bisect-01-run_b_offline", "run_b_offline"):
+            pr = run_phase(
+                params, target, scripts, spec, "offline", "/m", 1, folder, remote_stem=stem
+            )
+            assert pr.result == {} and pr.result_file is None, pr
+            assert "wrote no result file" in pr.exit.result_error
+            output = pr.command[pr.command.index("--output") + 1]
+            assert output != target.work_path("run_b_offline.json")
+            assert Path(pr.log).parent == folder / "logs"
+    finally:
+        target.cleanup()
+
+
+def test_run_step_clears_its_folder_and_names_its_own_target_files(tmp_path, monkeypatch):
+    """Each step is its own attempt: bisect/NN emptied first, its target files named after it."""
+    from modelverify_kernel import pipeline
+
+    v = _failing_verification(tmp_path)
+    folder = tmp_path / "bisect" / "03"
+    (folder / "results").mkdir(parents=True)
+    (folder / "results" / "run_b_offline.json").write_text("{}")  # an earlier search's step 3
+    asked = {}
+
+    def run_phase(*args, remote_stem=None, **kwargs):
+        asked["stem"], asked["left"] = remote_stem, list(folder.rglob("*.json"))
+        return records.PhaseResult(run="run_b", phase="offline", status="FAIL", error="x")
+
+    monkeypatch.setattr(pipeline.runs, "run_phase", run_phase)
+    monkeypatch.setattr(v, "_open", lambda: (None, "scripts"), raising=False)
+    monkeypatch.setattr(v, "_model_path", lambda: "/m", raising=False)
+    v.run_step("run_b", "offline", env={}, unset=(), folder=folder)
+    assert asked == {"stem": "bisect-03-run_b_offline", "left": []}
+
+
+# --------------------------------------------------------------------------- issue 19: on the engine
+
+from test_stack_modes import _verdict, _verify_run_b, standin_stack_run  # noqa: E402, F401
+
+
+@pytest.mark.engine
+def test_ops_that_take_over_vllm_layers_are_found_through_their_registrations_and_op_log(
+    tmp_path, demo_model, standin_stack_run
+):
+    """Issue 19 point 5: a FlagGems whose `enable()` takes vLLM layers over (no torch.library;
+    FAKE_GEMS_TAKEOVER=1), one of them ×1.3: nothing is seen running in Run B, so the search runs
+    over `enable()`'s registrations through the recorder's own switch (the plugin `fl` only
+    loaded), each step's own FlagGems op log proving the kernels switched off did not run."""
+    data = _verify_run_b(
+        tmp_path,
+        demo_model,
+        standin_stack_run,
+        {
+            "FAKE_FL_MODE": "flaggems",
+            "FAKE_GEMS_TAKEOVER": "1",
+            "FAKE_GEMS_FAULT": "embedding=scale:1.3",
+        },
+        bisect=True,
+    )
+    assert _verdict(data)[0] == "OUTPUT_MISMATCH"
+    b = data["bisection"]
+    assert (b["status"], b["culprit_ops"]) == ("found", ["embedding"]), b
+    assert (b["channel"], b["switch"]) == ("registered", bisect.RECORDER_SWITCH), b
+    assert b["ops"] == ["embedding", "silu"]
+    assert all(not s["ran_switched_off"] for s in b["steps"] + b["confirm"])
+    out = tmp_path / "report"
+    for step in b["steps"]:
+        on = set(b["ops"]) - set(step["disabled"])
+        assert step["outcome"] == ("fail" if "embedding" in on else "pass"), step
+        assert step["log"].startswith(f"bisect/{step['number']:02d}/")  # its own attempt
+        result = json.loads((out / step["result_file"]).read_text())
+        logged = {e["op"] for e in result["stack_evidence"] if e.get("via") == "oplog"}
+        assert logged == on, (step, logged)  # the step's own op log: what it left on, only
+    assert data["diff_analysis"]["culprit_ops"] == ["embedding"]
+
+
+def test_a_plugin_op_switched_off_that_still_calls_flaggems_is_seen():
+    """The 2025-12 plugin's RMSNorm dispatches to FlagGems whatever its blacklist says: with
+    `rms_norm` off, FlagGems' function called from the plugin's op module is that op running."""
+    from modelverify_kernel.analysis.experiments import switched_off_that_ran
+
+    events = [
+        {
+            "event": "plugin_op_ran",
+            "vllm_op": "rms_norm",
+            "cls": "vllm_fl.ops.layernorm.RMSNormFL",
+            "pid": 5,
+        },
+        {
+            "event": "flaggems_op_ran",
+            "via": "direct",
+            "op": "gems_rms_forward",
+            "fn": "flag_gems.modules.normalization.gems_rms_forward",
+            "caller": "vllm_fl.ops.layernorm",
+            "pid": 5,
+        },
+    ]
+    pr = records.PhaseResult(run="run_b", phase="offline", result={"stack_evidence": events})
+    assert switched_off_that_ran(pr, ["rms_norm"]) == {"pid 5": ["rms_norm"]}
+    assert switched_off_that_ran(pr, ["silu"]) == {}

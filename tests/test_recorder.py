@@ -120,3 +120,88 @@ def test_without_the_switch_the_op_log_is_left_alone(tmp_path):
     events = _record(tmp_path, OPLOG_BODY, {})
     assert not _logged(events)
     assert not [e for e in events if e["event"] == "flaggems_oplog_read"]
+
+
+TAKEOVER_BODY = """
+    import torch, flag_gems
+    from vllm.model_executor.layers.vocab_parallel_embedding import UnquantizedEmbeddingMethod
+    flag_gems.enable()
+
+    class Layer:
+        weight = torch.eye(4)
+
+    UnquantizedEmbeddingMethod().embedding(Layer(), torch.tensor([1, 2]))
+"""
+
+
+def test_ops_that_take_over_vllm_layers_are_seen_by_the_op_log_and_their_registrations(tmp_path):
+    """Issue 19 point 5: a FlagGems whose `enable()` replaces vLLM layers (no torch.library) leaves
+    no `aten`/`direct` trace; `enable()`'s own registrations (`all_registered_ops()`) name what it
+    took over, and FlagGems' op log shows the op running."""
+    events = _record(
+        tmp_path,
+        TAKEOVER_BODY,
+        {"FAKE_GEMS_TAKEOVER": "1", "MODELVERIFY_FLAGGEMS_OPLOG": "1"},
+    )
+    enabled = [e for e in events if e["event"] == "flaggems_enabled"]
+    assert enabled and enabled[0]["registered"] == ["embedding", "silu"], enabled
+    assert enabled[0]["registered_ops"] == ["embedding", "silu"]
+    ran = [e for e in events if e["event"] == "flaggems_op_ran"]
+    assert {e["via"] for e in ran} == {"oplog"}, ran
+    assert ("embedding", "flag_gems.ops.embedding.embedding") in _logged(events)
+
+
+def test_a_phase_evidence_folder_starts_empty(tmp_path):
+    """Issue 19 point 2: what an earlier phase left in the evidence folder is not this phase's."""
+    (tmp_path / "ev").mkdir()
+    (tmp_path / "ev" / "evidence-1.jsonl").write_text('{"event": "flaggems_op_ran", "op": "x"}\n')
+    events = _record(tmp_path, "pass\n", {})
+    assert not [e for e in events if e.get("op") == "x"]
+
+
+STEP_BODY = """
+    import torch, flag_gems
+    flag_gems.enable()
+    torch.rsqrt(torch.ones(2))
+"""
+
+
+def _step(tmp_path, name: str, env: dict[str, str]):
+    """One search step's process (ATen dispatch only: a direct call is no switch's to stop): the
+    recorder's switch and op log on, its own evidence folder."""
+    from modelverify_kernel import records
+
+    folder = tmp_path / name
+    folder.mkdir()
+    events = _record(folder, STEP_BODY, {"MODELVERIFY_FLAGGEMS_OPLOG": "1", **env})
+    return records.PhaseResult(run="run_b", phase="offline", result={"stack_evidence": events})
+
+
+def test_a_hopper_style_op_is_searchable_and_the_switch_reaches_it(tmp_path):
+    """Issue 19 point 5: the arch op imported as top-level `archx.ops` is among the kernels the
+    search switches, under the name `enable(unused=…)` matches, and the recorder's switch keeps
+    it from running (the step's own evidence shows it)."""
+    from modelverify_kernel.analysis.experiments import searchable_ops, switched_off_that_ran
+
+    run_b = _step(tmp_path, "run_b", {"FAKE_GEMS_ARCH": "archx"})
+    ops, channel = searchable_ops(run_b)
+    assert "rsqrt" in ops and channel == "ran", ops
+    step = _step(
+        tmp_path, "step", {"FAKE_GEMS_ARCH": "archx", "MODELVERIFY_FLAGGEMS_UNUSED": "rsqrt"}
+    )
+    assert switched_off_that_ran(step, ["rsqrt"]) == {}
+    assert "rsqrt" not in searchable_ops(step)[0]
+
+
+def test_a_switch_not_honoured_shows_in_the_step_own_evidence(tmp_path):
+    """A FlagGems whose enable ignores `unused`: the step's evidence names the kernel switched off
+    that ran anyway, and in which process (the search then stops: no_effect)."""
+    from modelverify_kernel.analysis.experiments import switched_off_that_ran
+
+    step = _step(
+        tmp_path,
+        "step",
+        {"FAKE_GEMS_IGNORE_UNUSED": "1", "MODELVERIFY_FLAGGEMS_UNUSED": "rsqrt"},
+    )
+    leaked = switched_off_that_ran(step, ["rsqrt"])
+    assert list(leaked.values()) == [["rsqrt"]] and next(iter(leaked)).startswith("pid "), leaked

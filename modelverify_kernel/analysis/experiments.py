@@ -57,10 +57,77 @@ def faulty_phase(
     return None, "no phase of Run B failed or diverged"
 
 
-def switch_for(run_b_activity: Mapping[str, ComponentActivity]) -> str:
-    """The plugin's own blacklist where the FL plugin ran in Run B, else our recorder's switch."""
-    plugin = run_b_activity.get("plugin")
-    return PLUGIN_SWITCH if plugin is not None and plugin.loaded else RECORDER_SWITCH
+def registered_ops(pr: PhaseResult) -> list[str]:
+    """The FlagGems ops a phase's processes took over, by the function name `enable(unused=…)`
+    matches — each torch.library registration's function, else `all_registered_ops()` as
+    `enable()` reported it, else its op keys: what can be switched off when none was seen
+    running."""
+    events = pr.result.get("stack_evidence") or []
+    enabled = [e for e in events if e.get("event") == "flaggems_enabled"]
+    for names in (
+        {
+            str(e.get("fn") or "").rsplit(".", 1)[-1]
+            for e in events
+            if e.get("event") == "flaggems_registered"
+        },
+        {str(o) for e in enabled for o in e.get("registered_ops") or ()},
+        {str(o) for e in enabled for o in e.get("registered") or ()},
+    ):
+        if any(names):
+            return sorted(n for n in names if n)
+    return []
+
+
+# The channels of evidence the search reads, strongest first (Bisection.channel).
+RAN, OPLOG, REGISTERED = "ran", "oplog", "registered"
+
+
+def searchable_ops(pr: PhaseResult) -> tuple[list[str], str | None]:
+    """The kernels to search and the channel they came from, strongest first: kernels recorded
+    running (ATen or direct calls, the plugin's own ops); FlagGems' own op log; the ops taken
+    over, when nothing was seen running (433 ops cost about ⌈log2 433⌉ + 2 steps more)."""
+    events = pr.result.get("stack_evidence") or []
+    ran = [e for e in events if e.get("event") == "flaggems_op_ran" and e.get("via") != "oplog"]
+    if ran or any(e.get("event") == "plugin_op_ran" for e in events):
+        return ops_that_ran(pr), RAN
+    if any(e.get("event") == "flaggems_op_ran" for e in events):
+        return ops_that_ran(pr), OPLOG
+    registered = registered_ops(pr)
+    return registered, (REGISTERED if registered else None)
+
+
+def switches_for(pr: PhaseResult, plugin_list_given: bool = False) -> tuple[str, ...]:
+    """The switches a step sets: the recorder's own (joins `flag_gems.enable(unused=…)` /
+    leaves `only_enable(include=…)` in every engine process) always; the plugin's blacklist too
+    only where the evidence shows the plugin applies its lists — its own op dispatch recorded,
+    or an enable call carrying the blacklist Run B was given. A plugin merely loaded proves
+    nothing (issue 19: the 2025-12 plugin never reads the variable)."""
+    events = pr.result.get("stack_evidence") or []
+    dispatch = any(e.get("event") == "plugin_op_ran" for e in events)
+    carried = plugin_list_given and any(
+        e.get("event") == "flaggems_enabled" and e.get("unused") for e in events
+    )
+    return (RECORDER_SWITCH, PLUGIN_SWITCH) if dispatch or carried else (RECORDER_SWITCH,)
+
+
+def switched_off_that_ran(pr: PhaseResult, off: Iterable[str]) -> dict[str, list[str]]:
+    """The kernels switched off that a step's own evidence shows running, by process: where any
+    did, the switch did not reach FlagGems and the step proves nothing."""
+    off = set(off)
+    events = pr.result.get("stack_evidence") or []
+    plugin_op_of = {  # module of a plugin op -> vLLM's name for it (how the plugin switches it)
+        str(e.get("cls") or "").rsplit(".", 1)[0]: str(e["vllm_op"])
+        for e in events
+        if e.get("event") == "plugin_op_ran" and e.get("vllm_op")
+    }
+    seen: dict[str, set[str]] = {}
+    for e in events:
+        if e.get("event") == "flaggems_op_ran":
+            names = {str(e.get("op") or ""), str(e.get("fn") or "").rsplit(".", 1)[-1]}
+            names.add(plugin_op_of.get(str(e.get("caller")), ""))  # the plugin's op called it
+            for name in names & off:
+                seen.setdefault(f"pid {e.get('pid', '?')}", set()).add(name)
+    return {pid: sorted(names) for pid, names in sorted(seen.items())}
 
 
 def why_not(
@@ -85,10 +152,10 @@ def why_not(
     phase, _ = faulty_phase(run_b, comparisons)
     if phase is None:
         return "no phase of Run B failed or diverged."
-    if not ops_that_ran(run_b[phase]):
+    if not searchable_ops(run_b[phase])[0]:
         return (
-            f"Run B's {phase} phase recorded no FlagGems kernel that ran (it may have failed before "
-            "the first one), so there is nothing to switch off."
+            f"Run B's {phase} phase recorded no FlagGems kernel that ran and no op FlagGems took "
+            "over (it may have failed before enabling it), so there is nothing to switch off."
         )
     return None
 
@@ -150,7 +217,11 @@ def _searched(fault: Fault) -> str:
     return fault.signature or fault.detail or fault.kind
 
 
-def narrow(items: Sequence[str], fails: Callable[[frozenset[str]], bool]) -> list[str]:
+class Inconclusive(Exception):
+    """Every split left to try ended in another failure than the one searched."""
+
+
+def narrow(items: Sequence[str], fails: Callable[[frozenset[str]], bool | None]) -> list[str]:
     """A smallest set of `items` (kernels left on) for which `fails` still holds.
 
     `fails(items)` is known to hold and `fails(∅)` not (the all-off step ran first). Adaptive
@@ -160,10 +231,14 @@ def narrow(items: Sequence[str], fails: Callable[[frozenset[str]], bool]) -> lis
     before it. k culprits among n kernels take about k·(⌈log2 n⌉ + 1) steps — one culprit
     ⌈log2 n⌉ + 1, a pair that only fails together about twice that. Each kernel found is needed:
     without it, what is left lies inside a prefix that passed. Results are cached: no set runs twice.
-    """
-    seen: dict[frozenset[str], bool] = {frozenset(items): True}
 
-    def test(subset: Iterable[str]) -> bool:
+    `fails` answers None for an inconclusive step (another failure): that split proves nothing,
+    so another split point of the same interval is tried, and where none is left each suspect
+    is tried alone; `Inconclusive` when that too proves nothing.
+    """
+    seen: dict[frozenset[str], bool | None] = {frozenset(items): True}
+
+    def test(subset: Iterable[str]) -> bool | None:
         key = frozenset(subset)
         if key not in seen:
             seen[key] = fails(key)
@@ -173,12 +248,42 @@ def narrow(items: Sequence[str], fails: Callable[[frozenset[str]], bool]) -> lis
     candidates = list(items)
     while candidates and not (culprits and test(culprits)):
         lo, hi = 1, len(candidates)  # culprits + candidates[:hi] brings the fault back
+        unknown: set[int] = set()
         while lo < hi:
-            mid = (lo + hi) // 2
-            if test([*culprits, *candidates[:mid]]):
+            splits = [m for m in range(lo, hi) if m not in unknown]
+            if not splits:
+                lo = hi = _single_out([*culprits, *candidates[: lo - 1]], candidates, lo, hi, test)
+                break
+            mid = splits[len(splits) // 2]
+            answer = test([*culprits, *candidates[:mid]])
+            if answer is None:
+                unknown.add(mid)
+            elif answer:
                 hi = mid
             else:
                 lo = mid + 1
         culprits.append(candidates[lo - 1])
         candidates = candidates[: lo - 1]
     return [o for o in items if o in culprits]
+
+
+def _single_out(
+    below: list[str],
+    candidates: Sequence[str],
+    lo: int,
+    hi: int,
+    test: Callable[[Iterable[str]], bool | None],
+) -> int:
+    """Every split of candidates[lo-1:hi] was inconclusive: each suspect on alone above what is
+    known to pass (a culprit lies among them); the prefix length that ends at the culprit."""
+    left = []
+    for j in reversed(range(lo - 1, hi)):
+        answer = test([*below, candidates[j]])
+        if answer:
+            return j + 1
+        if answer is None:
+            left.append(j)
+    if len(left) == 1:
+        return left[0] + 1  # every other suspect alone passes
+    suspects = ", ".join(map(str, candidates[lo - 1 : hi]))
+    raise Inconclusive(f"every split of {suspects}, and each of them alone, was")

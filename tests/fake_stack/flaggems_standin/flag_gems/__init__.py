@@ -31,11 +31,15 @@ native RMSNorm bit for bit; silu within 1-2 ulp (ATen's vectorized exp differs f
 Fault/variant knobs, read from the environment at every kernel call (see `_standin.py`):
 `FAKE_GEMS_FAULT` (`op=raise`, `op=scale:1.05`, `a+b=raise`) and `FAKE_GEMS_VARIANT`
 (`op=reorder`, `op=bf16`, `op=float64`), ops `embedding`, `silu`, `rsqrt`, `mean_dim`,
-`rms_norm`. Read at import: `FAKE_GEMS_ARCH=archx` takes `rsqrt` from an arch-specialised module
+`rms_norm`. `FAKE_GEMS_TAKEOVER=1`: `enable()` takes vLLM layers (embedding, SiluAndMul) over
+instead of registering through torch.library (runtime/takeover.py); only FlagGems' op log shows
+them running. `FAKE_GEMS_IGNORE_UNUSED=1`: `enable()` ignores `unused` (a switch not honoured).
+Read at import: `FAKE_GEMS_ARCH=archx` takes `rsqrt` from an arch-specialised module
 imported as top-level `archx.ops` from inside the package (runtime/backend), as FlagGems 5.0.2
 does with its Hopper ops.
 """
 
+import os
 import warnings
 
 import torch
@@ -45,6 +49,7 @@ from flag_gems.logging_utils import setup_flaggems_logging, teardown_flaggems_lo
 from flag_gems.modules import *  # noqa: F403
 from flag_gems.ops import *  # noqa: F403
 from flag_gems.ops import embedding, mean_dim, rsqrt, silu
+from flag_gems.runtime import takeover
 from flag_gems.runtime.backend import arch_ops
 from flag_gems.runtime.register import Register
 
@@ -89,9 +94,18 @@ def enable(lib=aten_lib, unused=None, registrar=registrar, record=False, once=Fa
     """Register all stand-in ops except those named in `unused`."""
     global current_work_registrar
     exclude_ops = resolve_user_setting(unused, "exclude")
-    current_work_registrar = registrar(
-        _FULL_CONFIG, user_include_ops=[], user_exclude_ops=exclude_ops, cpp_patched_ops=[], lib=lib
-    )
+    if os.environ.get("FAKE_GEMS_IGNORE_UNUSED") == "1":  # a build whose enable ignores `unused`
+        exclude_ops = []
+    if takeover.asked():  # FAKE_GEMS_TAKEOVER=1: vLLM layers taken over, no torch.library
+        current_work_registrar = takeover.take_over(exclude_ops)
+    else:
+        current_work_registrar = registrar(
+            _FULL_CONFIG,
+            user_include_ops=[],
+            user_exclude_ops=exclude_ops,
+            cpp_patched_ops=[],
+            lib=lib,
+        )
     _standin.ACTIVE.update(current_work_registrar.get_all_ops())
     setup_flaggems_logging(path=path, record=record, once=once)
 
