@@ -113,7 +113,7 @@ def ablate(
         record("stopped", f"interrupted after run {number} ({switch.component} off: {outcome})")
         if outcome == plan_of.GONE:  # proven: the components after it need no run
             break
-    return record(*plan_of.conclude(runs, guess, by_name))
+    return record(*plan_of.conclude(runs, guess, by_name, params))
 
 
 def _rel(path: str | None, root: Path) -> str | None:

@@ -16,8 +16,6 @@ from modelverify_kernel.analysis import ablation as plan_of
 from modelverify_kernel.params import validate
 from modelverify_kernel.vocabulary import RECORDER_SWITCH
 
-pytestmark = pytest.mark.unit
-
 KERNELS = ("embedding", "mean_dim", "rsqrt", "silu")
 SIGNATURE = "RuntimeError: the fault searched"
 PROBE = {  # a CPU machine with the FL plugin installed: vLLM's own CPU platform serves it
@@ -27,6 +25,8 @@ PROBE = {  # a CPU machine with the FL plugin installed: vLLM's own CPU platform
     },
     "devices": {"kind": "cpu", "count": 1, "names": ["cpu"], "cores": [0, 1]},
     "multichip_present": {"FlagGems": True, "plugin": True, "FlagCX": True},
+    "packages": {"vllm": "0.26.0"},
+    "modules": {},
 }
 
 
@@ -109,6 +109,7 @@ def _stand_in(v, culprit: str, other: str | None = None, still_ran=()):
     return seen
 
 
+@pytest.mark.unit
 def test_a_flaggems_fault_is_confirmed_by_switching_flaggems_off(tmp_path):
     v = _verification(tmp_path)
     seen = _stand_in(v, "FlagGems")
@@ -128,6 +129,7 @@ def test_a_flaggems_fault_is_confirmed_by_switching_flaggems_off(tmp_path):
     assert (tmp_path / "experiments" / "ablation" / "ablation.json").is_file()
 
 
+@pytest.mark.unit
 def test_a_plugin_fault_seen_in_vllms_frames_is_the_plugin_and_the_log_disagrees(tmp_path):
     """The plugin broke a vLLM internal earlier: the log says vllm; removing FlagGems keeps the
     fault, removing the plugin (vLLM's own CPU platform serves) makes it go."""
@@ -144,6 +146,7 @@ def test_a_plugin_fault_seen_in_vllms_frames_is_the_plugin_and_the_log_disagrees
     assert not v.op_search_next()  # not FlagGems: no op search inside it
 
 
+@pytest.mark.unit
 def test_flagcx_at_tp2_is_confirmed_by_unsetting_flagcx_path(tmp_path):
     v = _verification(tmp_path, diagnosed="FlagCX", tp=2)
     seen = _stand_in(v, "FlagCX")
@@ -157,6 +160,7 @@ def test_flagcx_at_tp2_is_confirmed_by_unsetting_flagcx_path(tmp_path):
     assert "run_b_unset" in a.reproduce and "FLAGCX_PATH" in a.reproduce
 
 
+@pytest.mark.unit
 def test_a_flaggems_kernel_that_breaks_vllms_next_op_is_flaggems(tmp_path):
     """A wrong FlagGems output makes vLLM's next op fail: the log blames vllm, the experiment
     FlagGems — and then the op search runs."""
@@ -167,6 +171,7 @@ def test_a_flaggems_kernel_that_breaks_vllms_next_op_is_flaggems(tmp_path):
     assert v.verdict.multichip_component == "FlagGems" and v.op_search_next()
 
 
+@pytest.mark.unit
 def test_another_failure_is_inconclusive_and_the_log_stays_the_hypothesis(tmp_path):
     v = _verification(tmp_path)
     _stand_in(v, "nothing", other="FlagGems")
@@ -176,6 +181,7 @@ def test_another_failure_is_inconclusive_and_the_log_stays_the_hypothesis(tmp_pa
     assert (v.verdict.multichip_component, v.verdict.component_source) == ("FlagGems", "log")
 
 
+@pytest.mark.unit
 def test_a_switch_whose_kernels_still_ran_had_no_effect(tmp_path):
     v = _verification(tmp_path)
     _stand_in(v, "FlagGems", still_ran=("embedding",))
@@ -184,6 +190,7 @@ def test_a_switch_whose_kernels_still_ran_had_no_effect(tmp_path):
     assert a.status == "inconclusive" and a.component is None
 
 
+@pytest.mark.unit
 def test_at_tp1_flagcx_is_not_tried_and_the_record_says_why(tmp_path):
     v = _verification(tmp_path)
     _stand_in(v, "nothing")
@@ -193,6 +200,7 @@ def test_at_tp1_flagcx_is_not_tried_and_the_record_says_why(tmp_path):
     assert a.status == "not_confirmed" and v.verdict.component_source == "log"
 
 
+@pytest.mark.unit
 def test_the_ablation_is_saved_and_read_back_after_a_kill(tmp_path):
     from modelverify_kernel.pipeline import Verification
 
@@ -204,6 +212,7 @@ def test_the_ablation_is_saved_and_read_back_after_a_kill(tmp_path):
     assert back.ablation == a and back.verdict.multichip_component == "plugin"
 
 
+@pytest.mark.unit
 def test_no_ablation_when_not_asked_or_when_run_b_passed(tmp_path):
     v = _verification(tmp_path, ablate=False)
     assert v.ablate().status == "off"
@@ -212,6 +221,7 @@ def test_no_ablation_when_not_asked_or_when_run_b_passed(tmp_path):
     assert "BOTH_PASS" in plan_of.why_not(True, verdict("BOTH_PASS", "ok"), {})
 
 
+@pytest.mark.unit
 def test_the_order_follows_the_log_then_the_active_components():
     from modelverify_kernel.analysis.gate import ComponentActivity
 
@@ -222,3 +232,33 @@ def test_the_order_follows_the_log_then_the_active_components():
         "FlagGems",
     ]
     assert plan_of.order(None, {}, ["plugin", "FlagGems"]) == ["FlagGems", "plugin"]
+
+
+@pytest.mark.process  # report.tool_info runs git
+def test_the_report_card_reads_top_down_with_the_flags_to_reproduce(tmp_path):
+    """report.json keeps the ablation (schema-valid) and report.html's card goes hypothesis →
+    experiments → confirmed component → op search → the -y flags of the good configuration."""
+    from modelverify_kernel import report
+
+    v = _verification(tmp_path, diagnosed="vllm", plugin=True)
+    _stand_in(v, "plugin")
+    v.ablate()
+    data = v.report()  # validated against the schema on the way out
+    assert data["ablation"]["component"] == "plugin"
+    assert data["diff_analysis"]["component_source"] == "experiment"
+    assert data["diff_analysis"]["hypothesis"] == "vllm"
+    assert data["reproduce"]["good_configuration"] == '-y \'run_b_env: {"VLLM_PLUGINS": ""}\''
+    html = report.render_html(data)
+    card = html[html.index('id="experiments-card"') :]
+    marks = [
+        "Hypothesis from the log",
+        "Experiments run",
+        "Confirmed component and ops",
+        "confirming runs",
+        "Reproduce the good configuration",
+    ]
+    assert [card.index(m) for m in marks] == sorted(card.index(m) for m in marks)
+    assert "confirmed by experiment" in card and "The log and the experiment disagree" in card
+    assert "MODELVERIFY_FLAGGEMS_UNUSED=&lt;4 kernels&gt;" not in card  # 4 kernels: shown whole
+    assert "run_b_env: {&#34;VLLM_PLUGINS&#34;: &#34;&#34;}" in card or "VLLM_PLUGINS" in card
+    assert "TP=1" in card  # FlagCX not tried, and why

@@ -155,18 +155,26 @@ def acted(switch: Switch, pr: PhaseResult) -> str | None:
     return None
 
 
-def reproduce(switch: Switch) -> str:
-    """The notebook's -y flags that run Run B with this component off (the good configuration)."""
+def reproduce(switch: Switch, parameters: Mapping[str, object]) -> str:
+    """The notebook's -y flags that give Run B this component (or these kernels) off on top of
+    the run's own run_b_env / run_b_unset: the good configuration, runnable as written."""
     flags = []
     if switch.env:
-        flags.append(f"-y 'run_b_env: {json.dumps(dict(switch.env))}'")
+        env = {**dict(parameters.get("run_b_env") or {}), **switch.env}  # type: ignore[call-overload]
+        flags.append(f"-y 'run_b_env: {json.dumps(env)}'")
     if switch.unset:
-        flags.append(f"-y 'run_b_unset: {json.dumps(list(switch.unset))}'")
+        given = list(parameters.get("run_b_unset") or [])  # type: ignore[call-overload]
+        flags.append(
+            f"-y 'run_b_unset: {json.dumps(list(dict.fromkeys([*given, *switch.unset])))}'"
+        )
     return " ".join(flags)
 
 
 def conclude(
-    runs: Sequence[AblationRun], guess: str | None, switches_by: Mapping[str, Switch]
+    runs: Sequence[AblationRun],
+    guess: str | None,
+    switches_by: Mapping[str, Switch],
+    parameters: Mapping[str, object],
 ) -> tuple[str, str, str | None, str | None, str | None]:
     """status, reason, component, where the log disagrees, -y flags — from the runs made.
 
@@ -188,7 +196,7 @@ def conclude(
             f"{component} is at fault (confirmed by experiment).",
             component,
             differs,
-            reproduce(switches_by[component]),
+            reproduce(switches_by[component], parameters),
         )
     if len(gone) > 1:
         return (
