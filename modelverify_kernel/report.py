@@ -43,8 +43,8 @@ from .records import (
 from .report_views import (  # noqa: F401  (the notebook and junit read them here)
     RUN_TITLES,
     _phases,
-    activity_table,
     ablation_table,
+    activity_table,
     attempts_table,
     bisection_table,
     comparison_table,
