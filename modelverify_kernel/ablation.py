@@ -31,6 +31,101 @@ def record_path(out_dir: Path) -> Path:
     return folder(out_dir) / "ablation.json"
 
 
+class ComponentAblation:
+    """One ablation: runs Run B's faulty phase once per component off, saves after every run."""
+
+    def __init__(
+        self,
+        evidence: Evidence,
+        judgement: Judgement,
+        run_phase: RunPhase,
+        out_dir: Path,
+        save: Callable[[Ablation], None],
+        on_run: Callable[[AblationRun], None],
+    ) -> None:
+        self.evidence, self.run_phase, self.out_dir = evidence, run_phase, Path(out_dir)
+        self.save, self.on_run = save, on_run
+        self.params = evidence.parameters
+        self.run_b = evidence.runs.get("run_b", {})
+        self.phase, self.guess, self.order, self.cannot = plan_of.plan(
+            evidence, judgement.activity, judgement.comparisons
+        )
+        self.fault = fault_of(self.run_b, judgement.comparisons)
+        self.tol = tolerances(self.params)
+        self.timeout = float(self.params.get("ablate_timeout") or 1800)
+        self.started = time.monotonic()
+        self.runs: list[AblationRun] = []
+
+    def record(self, status: str, why: str, component=None, differs=None, flags=None) -> Ablation:
+        a = Ablation(
+            status=status,
+            reason=why,
+            phase=self.phase,
+            hypothesis=self.guess,
+            order=tuple(s.component for s in self.order),
+            not_tried=dict(self.cannot),
+            runs=tuple(self.runs),
+            component=component,
+            disagrees=differs,
+            reproduce=flags,
+            elapsed_s=round(time.monotonic() - self.started, 1),
+        )
+        self.save(a)
+        return a
+
+    def run(self, number: int, switch: plan_of.Switch) -> AblationRun:
+        """Run B's faulty phase with `switch`'s component off, in its own cleared folder, judged
+        against Run A; a component still at work in the run's own evidence had no switch."""
+        assert self.phase is not None
+        where = folder(self.out_dir) / f"{number:02d}"
+        shutil.rmtree(where, ignore_errors=True)
+        pr = self.run_phase(
+            "run_b", self.phase, env=dict(switch.env), unset=tuple(switch.unset), folder=where
+        )
+        outcome, why = judge_step(pr, self.evidence.runs["run_a"][self.phase], self.tol, self.fault)
+        seen = plan_of.acted(switch, pr)
+        if seen:
+            outcome, why = plan_of.NO_EFFECT, f"the switch had no effect: {seen}"
+        return AblationRun(
+            number=number,
+            component=switch.component,
+            phase=self.phase,
+            env=dict(switch.env),
+            unset=tuple(switch.unset),
+            outcome=outcome,
+            why=why,
+            duration_s=pr.duration_s,
+            log=_rel(pr.log, self.out_dir),
+            result_file=_rel(pr.result_file, self.out_dir),
+        )
+
+    def ablate(self) -> Ablation:
+        """Each component off in turn, until one makes the fault go (or the time is up)."""
+        if self.phase is None or self.fault is None:
+            return Ablation("not_run", "No ablation: no phase of Run B failed or diverged.")
+        if not self.order:
+            return self.record(
+                "not_run", "No ablation: no FlagOS component can be switched off here."
+            )
+        self.record("stopped", "interrupted before its first run")
+        for number, switch in enumerate(self.order, 1):
+            if time.monotonic() - self.started >= self.timeout:
+                return self.record(
+                    "stopped",
+                    f"ablate_timeout={self.timeout:g} s was used after {len(self.runs)} run(s).",
+                )
+            self.runs.append(self.run(number, switch))
+            self.on_run(self.runs[-1])
+            outcome = self.runs[-1].outcome
+            self.record(
+                "stopped", f"interrupted after run {number} ({switch.component} off: {outcome})"
+            )
+            if outcome == plan_of.GONE:  # proven: the components after it need no run
+                break
+        by_name = {s.component: s for s in self.order}
+        return self.record(*plan_of.conclude(self.runs, self.guess, by_name, self.params))
+
+
 def ablate(
     evidence: Evidence,
     judgement: Judgement,
@@ -41,79 +136,18 @@ def ablate(
     save: Callable[[Ablation], None] | None = None,
 ) -> Ablation:
     """The component ablation for a judged verification (or why none is made)."""
-    params = evidence.parameters
-    asked = bool(params.get("ablate", True))
-    run_b = evidence.runs.get("run_b", {})
-    reason = plan_of.why_not(asked, judgement.verdict, run_b)
+    asked = bool(evidence.parameters.get("ablate", True))
+    reason = plan_of.why_not(asked, judgement.verdict, evidence.runs.get("run_b", {}))
     if reason:
         return Ablation(status="off" if not asked else "not_run", reason=f"No ablation: {reason}")
-    phase, guess, order, cannot = plan_of.plan(evidence, judgement.activity, judgement.comparisons)
-    fault = fault_of(run_b, judgement.comparisons)
-    if phase is None or fault is None:
-        return Ablation(
-            status="not_run", reason="No ablation: no phase of Run B failed or diverged."
-        )
-    save = save or (lambda a: None)
-    started = time.monotonic()
-    timeout = float(params.get("ablate_timeout") or 3600)
-    tol = tolerances(params)
-    runs: list[AblationRun] = []
-    by_name = {s.component: s for s in order}
-
-    def record(status: str, why: str, component=None, differs=None, flags=None) -> Ablation:
-        a = Ablation(
-            status=status,
-            reason=why,
-            phase=phase,
-            hypothesis=guess,
-            order=tuple(s.component for s in order),
-            not_tried=dict(cannot),
-            runs=tuple(runs),
-            component=component,
-            disagrees=differs,
-            reproduce=flags,
-            elapsed_s=round(time.monotonic() - started, 1),
-        )
-        save(a)
-        return a
-
-    if not order:
-        return record("not_run", "No ablation: no FlagOS component can be switched off here.")
-    record("stopped", "interrupted before its first run")
-    for number, switch in enumerate(order, 1):
-        if time.monotonic() - started >= timeout:
-            return record(
-                "stopped", f"ablate_timeout={timeout:g} s was used after {len(runs)} run(s)."
-            )
-        where = folder(out_dir) / f"{number:02d}"
-        shutil.rmtree(where, ignore_errors=True)
-        pr = run_phase(
-            "run_b", phase, env=dict(switch.env), unset=tuple(switch.unset), folder=where
-        )
-        outcome, why = judge_step(pr, evidence.runs["run_a"][phase], tol, fault)
-        seen = plan_of.acted(switch, pr)
-        if seen:
-            outcome, why = plan_of.NO_EFFECT, f"the switch had no effect: {seen}"
-        runs.append(
-            AblationRun(
-                number=number,
-                component=switch.component,
-                phase=phase,
-                env=dict(switch.env),
-                unset=tuple(switch.unset),
-                outcome=outcome,
-                why=why,
-                duration_s=pr.duration_s,
-                log=_rel(pr.log, out_dir),
-                result_file=_rel(pr.result_file, out_dir),
-            )
-        )
-        if on_run is not None:
-            on_run(runs[-1])
-        record("stopped", f"interrupted after run {number} ({switch.component} off: {outcome})")
-        if outcome == plan_of.GONE:  # proven: the components after it need no run
-            break
-    return record(*plan_of.conclude(runs, guess, by_name, params))
+    return ComponentAblation(
+        evidence,
+        judgement,
+        run_phase,
+        out_dir,
+        save or (lambda a: None),
+        on_run or (lambda r: None),
+    ).ablate()
 
 
 def _rel(path: str | None, root: Path) -> str | None:

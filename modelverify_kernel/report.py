@@ -597,14 +597,14 @@ def template_env() -> jinja2.Environment:
     return env
 
 
-def render_html(report: Mapping[str, Any]) -> str:
-    """The standalone page; everything on it comes from `report` (render reproduces it)."""
+def _tables(report: Mapping[str, Any]) -> dict[str, Any]:
+    """The page's tables, styled."""
     comparison = comparison_table(report.get("output_comparison") or [])
     comparison["prompt"] = comparison["prompt"].map(
         lambda t: t if not isinstance(t, str) or len(t) <= 60 else t[:60] + "…"
     )
     comparison["exact_match"] = comparison["exact_match"].map({True: "yes", False: "no"})
-    tables = {
+    return {
         "phases": _styled(
             phase_table(report).rename(columns={"duration_s": "duration (s)"}),
             "phases",
@@ -647,12 +647,16 @@ def render_html(report: Mapping[str, Any]) -> str:
         ),
         "reruns": any(a.get("attempt", 1) > 1 for a in report.get("attempts") or []),
     }
+
+
+def render_html(report: Mapping[str, Any]) -> str:
+    """The standalone page; everything on it comes from `report` (render reproduces it)."""
     return (
         template_env()
         .get_template("report.html.j2")
         .render(
             r=report,
-            tables=tables,
+            tables=_tables(report),
             timeline=timeline_svg(report),
             reason=verdict_reason(report),
             advice=STACK_ADVICE,
