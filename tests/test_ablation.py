@@ -139,7 +139,8 @@ def test_a_plugin_fault_seen_in_vllms_frames_is_the_plugin_and_the_log_disagrees
     assert a.status == "confirmed" and a.component == "plugin"
     assert [r.component for r in a.runs] == ["FlagGems", "plugin"]
     assert [r.outcome for r in a.runs] == [plan_of.SAME, plan_of.GONE]
-    assert seen[1][0] == {"VLLM_PLUGINS": ""}
+    assert seen[1][0] == {"VLLM_PLUGINS": ""}  # Run A's own way of keeping the plugin out
+    assert seen[0][0]["VLLM_FL_FLAGOS_BLACKLIST"] == seen[0][0][RECORDER_SWITCH]  # its lists too
     assert a.hypothesis == "vllm" and "disagree" in a.disagrees and "vllm" in a.disagrees
     assert (v.verdict.multichip_component, v.verdict.component_source) == ("plugin", "experiment")
     assert "disagree" in v.verdict.detail

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ..records import AblationRun, Evidence, PhaseResult, Verdict
-from ..vocabulary import RECORDER_SWITCH
+from ..vocabulary import PLUGIN_SWITCH, RECORDER_SWITCH
 from .experiments import GONE, OTHER, SAME, SEARCHED, faulty_phase, ops_that_ran
 from .gate import ComponentActivity
 
@@ -76,11 +76,17 @@ def switches(
     cannot: dict[str, str] = {}
     run_b = evidence.runs.get("run_b", {})
     kernels = flaggems_kernels(run_b)
+    plugin = activity.get("run_b", {}).get("plugin")
     if kernels:
         env = {RECORDER_SWITCH: ",".join(kernels)}
         how = (
             f"{RECORDER_SWITCH} naming all {len(kernels)} FlagGems kernels Run B registered or ran"
         )
+        if (
+            plugin is not None and plugin.loaded
+        ):  # its own lists too: the run's evidence proves them
+            env[PLUGIN_SWITCH] = env[RECORDER_SWITCH]
+            how += f", and the plugin's {PLUGIN_SWITCH}"
         if honours_use_flaggems(activity.get("run_a", {})):
             env["USE_FLAGGEMS"] = "0"
             how += ", and USE_FLAGGEMS=0 (Run A shows the plugin honours it)"
@@ -95,7 +101,6 @@ def switches(
     else:
         can["FlagCX"] = Switch("FlagCX", {}, ("FLAGCX_PATH",), "FLAGCX_PATH unset")
     base = evidence.spec("run_a").base_mode or {}
-    plugin = activity.get("run_b", {}).get("plugin")
     if plugin is None or not plugin.loaded:
         cannot["plugin"] = "the FL plugin did not load in Run B."
     elif base.get("mode") != "exclude_plugin":
@@ -147,11 +152,19 @@ def plan(
 
 
 def acted(switch: Switch, pr: PhaseResult) -> str | None:
-    """None when the run's own evidence shows the component off; else what was seen."""
+    """None when the run's own evidence shows the component off; else what was seen (a FlagGems
+    kernel that still ran: recorded running, by the recorder or FlagGems' own op log)."""
     if switch.component == "FlagGems":
-        ran = ops_that_ran(pr)
+        events = pr.result.get("stack_evidence") or []
+        ran = sorted(
+            {
+                str(e.get("op"))
+                for e in events
+                if e.get("event") == "flaggems_op_ran" and e.get("op")
+            }
+        )
         if ran:
-            return f"FlagGems kernels still ran with the switch on: {', '.join(ran[:8])}"
+            return f"FlagGems kernels still ran with it switched off: {', '.join(ran[:8])}"
     return None
 
 
