@@ -51,6 +51,7 @@ class ComponentAblation:
             evidence, judgement.activity, judgement.comparisons
         )
         self.fault = fault_of(self.run_b, judgement.comparisons)
+        self.suspects = tuple(plan_of.suspects(judgement.activity.get("run_b", {})))
         self.tol = tolerances(self.params)
         self.timeout = float(self.params.get("ablate_timeout") or 1800)
         self.started = time.monotonic()
@@ -62,6 +63,7 @@ class ComponentAblation:
             reason=why,
             phase=self.phase,
             hypothesis=self.guess,
+            suspects=self.suspects,
             order=tuple(s.component for s in self.order),
             not_tried=dict(self.cannot),
             runs=tuple(self.runs),

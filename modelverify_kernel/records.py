@@ -492,7 +492,7 @@ class Ablation:
     reason: str
     phase: str | None = None
     hypothesis: str | None = None  # the component the log's diagnosis named
-    suspects: tuple[str, ...] = ()  # the diagnosis' ranked suspects
+    suspects: tuple[str, ...] = ()  # the components Run B's evidence shows at work
     order: tuple[str, ...] = ()  # the components tried, in this order
     not_tried: Mapping[str, str] = field(default_factory=dict)  # component -> why not
     runs: tuple[AblationRun, ...] = ()

@@ -137,7 +137,7 @@ def test_a_plugin_fault_seen_in_vllms_frames_is_the_plugin_and_the_log_disagrees
     seen = _stand_in(v, "plugin")
     a = v.ablate()
     assert a.status == "confirmed" and a.component == "plugin"
-    assert [r.component for r in a.runs] == ["FlagGems", "plugin"]
+    assert [r.component for r in a.runs] == ["FlagGems", "plugin"] and a.suspects == ("FlagGems",)
     assert [r.outcome for r in a.runs] == [plan_of.SAME, plan_of.GONE]
     assert seen[1][0] == {"VLLM_PLUGINS": ""}  # Run A's own way of keeping the plugin out
     assert seen[0][0]["VLLM_FL_FLAGOS_BLACKLIST"] == seen[0][0][RECORDER_SWITCH]  # its lists too
@@ -235,12 +235,13 @@ def test_the_order_follows_the_log_then_the_active_components():
     assert plan_of.order(None, {}, ["plugin", "FlagGems"]) == ["FlagGems", "plugin"]
 
 
-@pytest.mark.process  # report.tool_info runs git
-def test_the_report_card_reads_top_down_with_the_flags_to_reproduce(tmp_path):
+@pytest.mark.unit
+def test_the_report_card_reads_top_down_with_the_flags_to_reproduce(tmp_path, monkeypatch):
     """report.json keeps the ablation (schema-valid) and report.html's card goes hypothesis →
     experiments → confirmed component → op search → the -y flags of the good configuration."""
     from modelverify_kernel import report
 
+    monkeypatch.setattr(report, "tool_info", lambda: {"name": "model-verify", "version": "t"})
     v = _verification(tmp_path, diagnosed="vllm", plugin=True)
     _stand_in(v, "plugin")
     v.ablate()

@@ -123,12 +123,16 @@ def hypothesis(run_b: Mapping[str, PhaseResult], phase: str | None) -> str | Non
     return None if component in (None, "none", "unknown") else component
 
 
+def suspects(run_b: Mapping[str, ComponentActivity]) -> list[str]:
+    """The components Run B's own evidence shows at work: suspects after the diagnosis' one."""
+    return [c for c in COMPONENTS if (run_b.get(c) and run_b[c].status == "active")]
+
+
 def order(
     hypothesised: str | None, run_b: Mapping[str, ComponentActivity], can: Sequence[str]
 ) -> list[str]:
-    """The diagnosis' component first, then the components active in Run B, then the rest."""
-    active = [c for c in COMPONENTS if (run_b.get(c) and run_b[c].status == "active")]
-    ranked = [*([hypothesised] if hypothesised else []), *active, *COMPONENTS]
+    """The diagnosis' component first, then the suspects, then the rest."""
+    ranked = [*([hypothesised] if hypothesised else []), *suspects(run_b), *COMPONENTS]
     return [c for c in dict.fromkeys(ranked) if c in can]
 
 
@@ -253,6 +257,7 @@ __all__ = [
     "order",
     "plan",
     "reproduce",
+    "suspects",
     "switches",
     "why_not",
 ]
