@@ -19,7 +19,11 @@ from .analysis import ablation as plan_of
 from .analysis.experiments import fault_of, judge_step
 from .analysis.judge import Judgement, tolerances
 from .bisect import RunPhase
-from .records import Ablation, AblationRun, Evidence
+from .records import Ablation, AblationRun, Evidence, PhaseResult
+
+# At most this many runs: one per component, and two more for FlagGems kernels that run only once
+# the others are off.
+MAX_RUNS = 5
 
 
 def folder(out_dir: Path) -> Path:
@@ -56,6 +60,8 @@ class ComponentAblation:
         self.timeout = float(self.params.get("ablate_timeout") or 1800)
         self.started = time.monotonic()
         self.runs: list[AblationRun] = []
+        self.switches = {s.component: s for s in self.order}  # as last run (FlagGems may widen)
+        self.last: PhaseResult | None = None
 
     def record(self, status: str, why: str, component=None, differs=None, flags=None) -> Ablation:
         a = Ablation(
@@ -81,13 +87,14 @@ class ComponentAblation:
         assert self.phase is not None
         where = folder(self.out_dir) / f"{number:02d}"
         shutil.rmtree(where, ignore_errors=True)
-        pr = self.run_phase(
+        pr = self.last = self.run_phase(
             "run_b", self.phase, env=dict(switch.env), unset=tuple(switch.unset), folder=where
         )
         outcome, why = judge_step(pr, self.evidence.runs["run_a"][self.phase], self.tol, self.fault)
-        seen = plan_of.acted(switch, pr)
-        if seen:
-            outcome, why = plan_of.NO_EFFECT, f"the switch had no effect: {seen}"
+        ran = plan_of.still_ran(switch, pr)
+        if ran:
+            outcome = plan_of.NO_EFFECT
+            why = f"the switch had no effect: FlagGems kernels still ran ({', '.join(ran[:8])})"
         return AblationRun(
             number=number,
             component=switch.component,
@@ -110,22 +117,27 @@ class ComponentAblation:
                 "not_run", "No ablation: no FlagOS component can be switched off here."
             )
         self.record("stopped", "interrupted before its first run")
-        for number, switch in enumerate(self.order, 1):
-            if time.monotonic() - self.started >= self.timeout:
-                return self.record(
-                    "stopped",
-                    f"ablate_timeout={self.timeout:g} s was used after {len(self.runs)} run(s).",
+        for switch in self.order:
+            while True:  # FlagGems: kernels that ran only once the others were off join the switch
+                if time.monotonic() - self.started >= self.timeout:
+                    return self.record(
+                        "stopped",
+                        f"ablate_timeout={self.timeout:g} s was used after {len(self.runs)} run(s).",
+                    )
+                number = len(self.runs) + 1
+                self.runs.append(self.run(number, switch))
+                self.on_run(self.runs[-1])
+                outcome = self.runs[-1].outcome
+                self.record(
+                    "stopped", f"interrupted after run {number} ({switch.component} off: {outcome})"
                 )
-            self.runs.append(self.run(number, switch))
-            self.on_run(self.runs[-1])
-            outcome = self.runs[-1].outcome
-            self.record(
-                "stopped", f"interrupted after run {number} ({switch.component} off: {outcome})"
-            )
+                wider = plan_of.widened(switch, plan_of.still_ran(switch, self.last))
+                if outcome != plan_of.NO_EFFECT or wider is None or number >= MAX_RUNS:
+                    break
+                switch = self.switches[switch.component] = wider
             if outcome == plan_of.GONE:  # proven: the components after it need no run
                 break
-        by_name = {s.component: s for s in self.order}
-        return self.record(*plan_of.conclude(self.runs, self.guess, by_name, self.params))
+        return self.record(*plan_of.conclude(self.runs, self.guess, self.switches, self.params))
 
 
 def ablate(

@@ -264,3 +264,55 @@ def test_the_report_card_reads_top_down_with_the_flags_to_reproduce(tmp_path, mo
     assert "MODELVERIFY_FLAGGEMS_UNUSED=&lt;4 kernels&gt;" not in card  # 4 kernels: shown whole
     assert "run_b_env: {&#34;VLLM_PLUGINS&#34;: &#34;&#34;}" in card or "VLLM_PLUGINS" in card
     assert "TP=1" in card  # FlagCX not tried, and why
+
+
+@pytest.mark.unit
+def test_kernels_that_run_only_once_the_others_are_off_join_the_switch(tmp_path):
+    """Run B never ran `addmm` (the plugin's RMSNorm replaced it); with FlagGems' other
+    kernels off it runs: the run had no effect, and the next one names it too and proves FlagGems."""
+    v = _verification(tmp_path)
+    seen = []
+
+    def run_step(run, phase, *, env, unset, folder):
+        off = env.get(RECORDER_SWITCH, "").split(",")
+        seen.append(off)
+        ran = [] if "addmm" in off else _ran(["addmm"])
+        status = "PASS" if "addmm" in off else "FAIL"
+        return records.PhaseResult(
+            run=run,
+            phase=phase,
+            status=status,
+            error=None if status == "PASS" else SIGNATURE,
+            diagnosis=None if status == "PASS" else {"signature": SIGNATURE},
+            result={"stack_evidence": ran},
+        )
+
+    v.run_step = run_step
+    a = v.ablate()
+    assert [r.outcome for r in a.runs] == [plan_of.NO_EFFECT, plan_of.GONE], a.runs
+    assert "addmm" in seen[1] and a.component == "FlagGems" and a.status == "confirmed"
+
+
+@pytest.mark.unit
+def test_evidence_written_before_the_run_started_is_not_the_runs():
+    """A run handed Run B's evidence folder: Run B's kernels (stamped before it) did not run in it."""
+    import datetime
+
+    start = datetime.datetime(2026, 12, 7, 15, 0, tzinfo=datetime.UTC)
+    old = {**_ran(["embedding"])[0], "time": start.timestamp() - 60}
+    new = {**_ran(["silu"])[0], "time": start.timestamp() + 5}
+    pr = records.PhaseResult(
+        run="run_b",
+        phase="offline",
+        started_at=start.isoformat(timespec="seconds"),
+        result={"stack_evidence": [old, new]},
+    )
+    gems = plan_of.Switch("FlagGems", {RECORDER_SWITCH: "embedding,silu"})
+    assert plan_of.still_ran(gems, pr) == ["silu"]
+
+
+@pytest.mark.unit
+def test_a_plugin_op_that_ran_without_flaggems_is_not_flaggems_running():
+    plugin_op = {"event": "plugin_op_ran", "op": "RMSNorm", "vllm_op": "rms_norm", "cls": "x"}
+    pr = records.PhaseResult(run="run_b", phase="offline", result={"stack_evidence": [plugin_op]})
+    assert plan_of.still_ran(plan_of.Switch("FlagGems", {RECORDER_SWITCH: "silu"}), pr) == []

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 
 from ..records import AblationRun, Evidence, PhaseResult, Verdict
 from ..vocabulary import PLUGIN_SWITCH, RECORDER_SWITCH
@@ -155,21 +156,38 @@ def plan(
     )
 
 
-def acted(switch: Switch, pr: PhaseResult) -> str | None:
-    """None when the run's own evidence shows the component off; else what was seen (a FlagGems
-    kernel that still ran: recorded running, by the recorder or FlagGems' own op log)."""
-    if switch.component == "FlagGems":
-        events = pr.result.get("stack_evidence") or []
-        ran = sorted(
-            {
-                str(e.get("op"))
-                for e in events
-                if e.get("event") == "flaggems_op_ran" and e.get("op")
-            }
-        )
-        if ran:
-            return f"FlagGems kernels still ran with it switched off: {', '.join(ran[:8])}"
-    return None
+def own_run(pr: PhaseResult, *kinds: str) -> PhaseResult:
+    """The run with only the evidence its own processes wrote (of `kinds`, when given): events
+    stamped before it started belong to an earlier run whose files it was handed."""
+    start = datetime.fromisoformat(pr.started_at).timestamp() if pr.started_at else 0.0
+    own = [
+        e
+        for e in pr.result.get("stack_evidence") or []
+        if float(e.get("time") or start) >= start and (not kinds or e.get("event") in kinds)
+    ]
+    return replace(pr, result={**pr.result, "stack_evidence": own})
+
+
+def still_ran(switch: Switch, pr: PhaseResult) -> list[str]:
+    """FlagGems code the run's own evidence shows running with FlagGems switched off, by the names
+    its switch takes (a plugin op that ran without calling FlagGems is not FlagGems running)."""
+    if switch.component != "FlagGems":
+        return []
+    return ops_that_ran(own_run(pr, "flaggems_op_ran"))
+
+
+def widened(switch: Switch, ran: Sequence[str]) -> Switch | None:
+    """FlagGems' switch with the kernels that still ran added (they run only once the others are
+    off, or the evidence named them otherwise); None when it already names them all."""
+    named = (switch.env.get(RECORDER_SWITCH) or "").split(",")
+    new = [o for o in ran if o not in named]
+    if not new:
+        return None
+    value = ",".join([*named, *new])
+    env = {
+        k: (value if k in (RECORDER_SWITCH, PLUGIN_SWITCH) else v) for k, v in switch.env.items()
+    }
+    return replace(switch, env=env, how=f"{switch.how}, and {', '.join(new)} that still ran")
 
 
 def reproduce(switch: Switch, parameters: Mapping[str, object]) -> str:
@@ -250,7 +268,9 @@ __all__ = [
     "OTHER",
     "SAME",
     "Switch",
-    "acted",
+    "own_run",
+    "still_ran",
+    "widened",
     "conclude",
     "flaggems_kernels",
     "hypothesis",
