@@ -316,3 +316,26 @@ def test_a_plugin_op_that_ran_without_flaggems_is_not_flaggems_running():
     plugin_op = {"event": "plugin_op_ran", "op": "RMSNorm", "vllm_op": "rms_norm", "cls": "x"}
     pr = records.PhaseResult(run="run_b", phase="offline", result={"stack_evidence": [plugin_op]})
     assert plan_of.still_ran(plan_of.Switch("FlagGems", {RECORDER_SWITCH: "silu"}), pr) == []
+
+
+@pytest.mark.unit
+def test_the_notebook_cells_print_the_runs_and_skip_the_op_search_for_another_component(
+    tmp_path, capsys
+):
+    """The notebook's ablation cell and the culprit-op search cell after it, run on a hand-made
+    verification (the engine tests run them for real)."""
+    import json
+    from pathlib import Path
+
+    nb = json.loads((Path(__file__).parents[1] / "notebooks" / "verify.ipynb").read_text())
+    code = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+    ablation_cell = next(i for i, c in enumerate(code) if "v.ablate()" in c)
+    assert "v.bisect()" in code[ablation_cell + 1]  # the ablation comes first
+    v = _verification(tmp_path, diagnosed="vllm", plugin=True)
+    _stand_in(v, "plugin")
+    scope = {"v": v}
+    exec(code[ablation_cell], scope)
+    exec(code[ablation_cell + 1], scope)
+    out = capsys.readouterr().out
+    assert "run 2: Run B offline with plugin off -> pass" in out and "disagree" in out
+    assert "No culprit-op search: the ablation proved plugin" in out and v.bisection is None
