@@ -1,4 +1,5 @@
-"""Cost of the culprit-op search (issue 13): phase runs and wall time.
+"""Cost of the culprit-op search (issue 13) and of the component ablation before it (issue 19):
+phase runs and wall time.
 
 Part 1 counts the search's phase runs for a single culprit at every position among n kernels,
 and for every pair that fails only together (the search logic itself, no engine). Part 2
@@ -80,6 +81,29 @@ def channels() -> None:
     )
 
 
+def ablation_cost() -> None:
+    """The ablation adds one phase run per FlagOS component it can switch off, and stops at the
+    first one whose removal makes the fault go: at most 3 (FlagGems, FlagCX at TP>1, the plugin)."""
+    from modelverify_kernel.analysis.ablation import COMPONENTS
+
+    print("\ncomponent ablation (before the op search), phase runs added:")
+    print(f"{'case':<46} {'best':>5} {'worst':>6}")
+    cases = (
+        ("TP=1, plugin not removable (FlagGems only)", 1),
+        ("TP=1, plugin removable (FlagGems, plugin)", 2),
+        (f"TP>1, all removable ({', '.join(COMPONENTS)})", len(COMPONENTS)),
+    )
+    for name, worst in cases:
+        print(f"{name:<46} {1:>5} {worst:>6}")
+    n = 433
+    search = max(runs_for(n, {i}) for i in range(n))
+    print(
+        f"worst case, one culprit among {n} kernels: {len(COMPONENTS)} ablation runs + {search} "
+        f"search steps (all-off step included) + 2 confirming runs = {len(COMPONENTS) + search + 2} "
+        "phase runs"
+    )
+
+
 def engine(fault: str) -> None:
     import papermill as pm
 
@@ -112,11 +136,17 @@ def engine(fault: str) -> None:
             ),
         )
         total = time.monotonic() - start
-        b = json.loads((out / "report.json").read_text())["bisection"]
+        data = json.loads((out / "report.json").read_text())
+        b, a = data["bisection"], data["ablation"]
     print(
         f"\nreal engine, FAKE_GEMS_FAULT={fault}: {b['status']} {b['culprit_ops']} among {len(b['ops'])} kernels "
         f"{b['ops']}"
     )
+    print(f"  ablation: {a['status']} {a['component']} in {a['elapsed_s']:.0f} s")
+    for r in a["runs"]:
+        print(
+            f"  ablation run {r['number']} {r['component']:<9} off {r['outcome']:<9} {r['duration_s']:.0f} s"
+        )
     for s in b["steps"] + b["confirm"]:
         print(
             f"  step {s['number']:>2} {s['phase']:<7} off={','.join(s['disabled']) or '-':<40} {s['outcome']:<4} "
@@ -139,6 +169,7 @@ def main() -> None:
     args = ap.parse_args()
     logic()
     channels()
+    ablation_cost()
     if args.engine:
         engine(args.fault)
 

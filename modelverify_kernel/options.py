@@ -561,6 +561,22 @@ OPTIONS: tuple[Option, ...] = (
         "See docs/report.md: Runs side by side.",
     ),
     Option(
+        "ablate",
+        Bool(),
+        True,
+        "search",
+        "when Run B fails or diverges, run its faulty phase again with one FlagOS component "
+        "(FlagGems, FlagCX, the FL plugin) off at a time to prove which one breaks it (False: off)",
+        "It runs only when Run A passed; at most one run per component.",
+    ),
+    Option(
+        "ablate_timeout",
+        Int("1800"),
+        1800,
+        "search",
+        "seconds the component ablation may spend before it stops",
+    ),
+    Option(
         "bisect",
         Bool(),
         True,

@@ -1,7 +1,7 @@
 """The driver: runs things and appends what happened to one frozen `records.Evidence`.
 
 The notebook drives a small surface — `Verification.start`, `run_probe`, `resolve_model`,
-`run_both`, `run_phase(...)`, `bisect`, `report()`, `close` — with typed hooks `on_attempt`
+`run_both`, `run_phase(...)`, `ablate`, `bisect`, `report()`, `close` — with typed hooks `on_attempt`
 (every finished attempt) and `on_step` (every step of the culprit-op search). Every judgement
 is `analysis.judge.judge(evidence)`; nothing here decides. Each step never raises for a
 failure of the model or the stack: the report must always be written. A failed pre-check
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from . import bisect, records, report, runs
+from . import ablation, bisect, records, report, runs
 from .analysis.judge import Judgement, judge, judge_attempt, rejudge
 from .errors import ParameterError, UserError
 from .model import ModelStep, resolve_model
@@ -134,6 +134,7 @@ class Verification:
     closed: bool = False
     on_attempt: Callable[[PhaseResult], None] | None = None
     on_step: Callable[[records.BisectStep], None] | None = None
+    on_ablation_run: Callable[[records.AblationRun], None] | None = None
     last_report: dict[str, Any] | None = None  # the report the last report() wrote
     _judgement: Judgement | None = field(default=None, repr=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -199,6 +200,10 @@ class Verification:
         return self.evidence.bisection
 
     @property
+    def ablation(self) -> records.Ablation | None:
+        return self.evidence.ablation
+
+    @property
     def out_dir(self) -> Path:
         return self.params.output_path
 
@@ -247,7 +252,9 @@ class Verification:
         v.run_probe()
         v.resolve_model()
         v.run_both()
-        v.bisect()
+        v.ablate()
+        if v.op_search_next():
+            v.bisect()
         v.report()
         v.close()
         return v
@@ -504,6 +511,7 @@ class Verification:
                 "attempts": (*e.attempts, pr),
                 "runs": {**e.runs, pr.run: {**e.runs.get(pr.run, {}), pr.phase: pr}},
                 "bisection": None,
+                "ablation": None,
             }
         )
 
@@ -550,6 +558,33 @@ class Verification:
         )
         self._update(bisection=found)
         return found
+
+    def ablate(
+        self, on_step: Callable[[records.AblationRun], None] | None = None
+    ) -> records.Ablation:
+        """The component ablation (ablation.py) on the judged verdict: Run B's faulty phase again
+        with one FlagOS component off at a time; each run goes to `on_step` (else the
+        verification's own hook). Its record is saved after every run."""
+        out = ablation.record_path(self.out_dir)
+
+        def save(a: records.Ablation) -> None:
+            records.write(out, a, self.redactor().data)
+
+        found = ablation.ablate(
+            self.evidence,
+            self.judgement,
+            self.run_step,
+            self.out_dir,
+            on_run=on_step or self.on_ablation_run,
+            save=save,
+        )
+        self._update(ablation=found)
+        return found
+
+    def op_search_next(self) -> bool:
+        """The culprit-op search runs unless the ablation proved a component other than FlagGems."""
+        a = self.evidence.ablation
+        return a is None or a.status != "confirmed" or a.component == "FlagGems"
 
     def report(self, notebook: str | None = None) -> dict[str, Any]:
         """Judge the evidence, write report.json and report.html, and return the report."""
@@ -605,8 +640,17 @@ def load_evidence(out_dir: Path) -> records.Evidence:
     bisection = None
     if Layout(out_dir).bisection.is_file():
         bisection = records.read(records.Bisection, Layout(out_dir).bisection)
+    found_ablation = None
+    if ablation.record_path(out_dir).is_file():
+        found_ablation = records.read(records.Ablation, ablation.record_path(out_dir))
     e = replace(
-        e, specs=specs, device_plan=plan, runs=latest, attempts=tuple(found), bisection=bisection
+        e,
+        specs=specs,
+        device_plan=plan,
+        runs=latest,
+        attempts=tuple(found),
+        bisection=bisection,
+        ablation=found_ablation,
     )
     return rejudge(e)
 

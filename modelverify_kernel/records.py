@@ -347,6 +347,9 @@ class Verdict:
     recommended_stack: str  # full | base | none
     status: str  # PASS | PARTIAL | FAIL
     component: str | None = None  # what the diagnosis blamed, multi-chip or not
+    # how multichip_component was decided: "experiment" (the ablation confirmed it), "log" (the
+    # diagnosis named it: a hypothesis), None when no multi-chip component is named
+    component_source: str | None = None
 
     def to_dict(self) -> dict:
         return to_json(self)
@@ -396,6 +399,7 @@ class Evidence:
     runs: dict[str, dict[str, PhaseResult]] = field(default_factory=dict)  # latest of each phase
     attempts: tuple[PhaseResult, ...] = ()  # every attempt, in the order they ran
     bisection: Bisection | None = None  # the culprit-op search and its steps, once made
+    ablation: Ablation | None = None  # the component ablation and its runs, once made
 
     def spec(self, name: str) -> RunSpec:
         return {s.name: s for s in self.specs}[name]
@@ -470,3 +474,41 @@ class Bisection:
             f"Ship on the full stack with {self.blacklist} (the confirming Run B passed and agreed with "
             "Run A), or on base."
         )
+
+
+# --------------------------------------------------------------------------- component ablation
+
+
+@dataclass(frozen=True)
+class AblationRun:
+    """Run B's faulty phase run again with one FlagOS component switched off."""
+
+    number: int
+    component: str  # FlagGems | FlagCX | plugin: what was off
+    phase: str
+    env: Mapping[str, str]  # set on top of Run B's flags
+    unset: tuple[str, ...]  # removed from Run B's flags
+    outcome: str  # fail (the fault stays) | pass (gone) | other (another failure) | no_effect
+    why: str
+    duration_s: float | None = None
+    log: str | None = None
+    result_file: str | None = None
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """Which FlagOS component, switched off alone, makes Run B's fault go: the experiment that
+    proves (or not) what the log's diagnosis only suggests."""
+
+    status: str  # confirmed | inconclusive | not_confirmed | stopped | not_run | off
+    reason: str
+    phase: str | None = None
+    hypothesis: str | None = None  # the component the log's diagnosis named
+    suspects: tuple[str, ...] = ()  # the components Run B's evidence shows at work
+    order: tuple[str, ...] = ()  # the components tried, in this order
+    not_tried: Mapping[str, str] = field(default_factory=dict)  # component -> why not
+    runs: tuple[AblationRun, ...] = ()
+    component: str | None = None  # confirmed: its removal alone made the fault go
+    disagrees: str | None = None  # where the experiment and the log's diagnosis differ
+    reproduce: str | None = None  # the -y flags that give the good configuration
+    elapsed_s: float = 0.0

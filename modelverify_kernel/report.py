@@ -23,12 +23,14 @@ import jinja2
 import jsonschema
 import pandas as pd
 
+from .analysis import ablation as ablation_plan
 from .analysis import gate, knowledge
 from .analysis.judge import Judgement
 from .analysis.logformat import strip_ansi
 from .errors import UserError
 from .params import Params
 from .records import (
+    Ablation,
     Bisection,
     Evidence,
     PhaseResult,
@@ -41,6 +43,7 @@ from .records import (
 from .report_views import (  # noqa: F401  (the notebook and junit read them here)
     RUN_TITLES,
     _phases,
+    ablation_table,
     activity_table,
     attempts_table,
     bisection_table,
@@ -221,12 +224,16 @@ def _artifacts(
     }
 
 
-def _diff_analysis(verdict: Verdict, bisection: Bisection | None) -> dict[str, Any]:
+def _diff_analysis(
+    verdict: Verdict, bisection: Bisection | None, ablation: Ablation | None
+) -> dict[str, Any]:
     found = bisection is not None and bisection.status == "found"
     return {
         "conclusion": verdict.conclusion,
         "detail": verdict.detail,
         "multichip_component": verdict.multichip_component,
+        "component_source": verdict.component_source,
+        "hypothesis": ablation.hypothesis if ablation and ablation.status != "off" else None,
         "recommended_stack": verdict.recommended_stack,
         "component": verdict.component,
         "culprit_ops": list(bisection.culprit_ops) if found and bisection else [],
@@ -267,7 +274,7 @@ def build(
             evidence.run_b_skip,
             judgement.engine_env.get(name),
         )
-    report["diff_analysis"] = _diff_analysis(verdict, evidence.bisection)
+    report["diff_analysis"] = _diff_analysis(verdict, evidence.bisection, evidence.ablation)
     target = evidence.target
     report.update(
         output_comparison=[c.to_dict() for c in judgement.comparisons],
@@ -295,8 +302,33 @@ def build(
     )
     report["attempts"] = [_attempt_entry(p, out_dir) for p in evidence.attempts]
     report["bisection"] = _bisection_entry(evidence.bisection)
+    report["ablation"] = _ablation_entry(evidence.ablation)
     report["reproduce"] = reproduce(report)
     return report
+
+
+def _ablation_entry(a: Ablation | None) -> dict[str, Any]:
+    """The component ablation as the report keeps it (not run: the notebook's cell did not run)."""
+    if a is None:
+        a = Ablation(
+            status="not_run",
+            reason="No ablation was made (the notebook's ablation cell did not run).",
+        )
+    return to_json(a)
+
+
+def good_configuration(report: Mapping[str, Any]) -> str | None:
+    """The -y flags that make Run B pass, as the experiments found: the culprit kernels off
+    (a confirmed op search), else the confirmed component off (the ablation)."""
+    params = report["parameters"]
+    bisection = report.get("bisection") or {}
+    if bisection.get("status") == "found" and bisection.get("switch"):
+        off = {bisection["switch"]: ",".join(bisection["culprit_ops"])}
+        return ablation_plan.reproduce(ablation_plan.Switch("FlagGems", off), params)
+    ablation = report.get("ablation") or {}
+    if ablation.get("status") == "confirmed":
+        return ablation.get("reproduce")
+    return None
 
 
 def _bisection_entry(b: Bisection | None) -> dict[str, Any]:
@@ -468,6 +500,9 @@ def reproduce(report: Mapping[str, Any]) -> dict[str, Any]:
     bisection = report.get("bisection") or {}
     if bisection.get("status") == "found":
         out["bisection"] = _confirm_command(params, defaults, out_dir, bisection)
+    good = good_configuration(report)
+    if good:
+        out["good_configuration"] = good
     return out
 
 
@@ -562,14 +597,14 @@ def template_env() -> jinja2.Environment:
     return env
 
 
-def render_html(report: Mapping[str, Any]) -> str:
-    """The standalone page; everything on it comes from `report` (render reproduces it)."""
+def _tables(report: Mapping[str, Any]) -> dict[str, Any]:
+    """The page's tables, styled."""
     comparison = comparison_table(report.get("output_comparison") or [])
     comparison["prompt"] = comparison["prompt"].map(
         lambda t: t if not isinstance(t, str) or len(t) <= 60 else t[:60] + "…"
     )
     comparison["exact_match"] = comparison["exact_match"].map({True: "yes", False: "no"})
-    tables = {
+    return {
         "phases": _styled(
             phase_table(report).rename(columns={"duration_s": "duration (s)"}),
             "phases",
@@ -602,14 +637,26 @@ def render_html(report: Mapping[str, Any]) -> str:
             {"outcome": "bo"},
             {"duration (s)": "{:.1f}"},
         ),
+        "ablation": _styled(
+            ablation_table(report.get("ablation") or {}).rename(
+                columns={"duration_s": "duration (s)"}
+            ),
+            "ablation",
+            {"outcome": "bo"},
+            {"duration (s)": "{:.1f}"},
+        ),
         "reruns": any(a.get("attempt", 1) > 1 for a in report.get("attempts") or []),
     }
+
+
+def render_html(report: Mapping[str, Any]) -> str:
+    """The standalone page; everything on it comes from `report` (render reproduces it)."""
     return (
         template_env()
         .get_template("report.html.j2")
         .render(
             r=report,
-            tables=tables,
+            tables=_tables(report),
             timeline=timeline_svg(report),
             reason=verdict_reason(report),
             advice=STACK_ADVICE,

@@ -81,6 +81,36 @@ def attempts_table(attempts: Iterable[Mapping[str, Any] | PhaseResult]) -> pd.Da
     )
 
 
+def _assignment(name: str, value: str, shown: int = 6) -> str:
+    """NAME=value, a long kernel list cut to its count (the run's record keeps it whole)."""
+    items = value.split(",")
+    return f"{name}={value}" if len(items) <= shown else f"{name}=<{len(items)} kernels>"
+
+
+def ablation_table(ablation: Mapping[str, Any]) -> pd.DataFrame:
+    """Every run of the component ablation: what was off, how it ended, how long it took."""
+    rows = [
+        {
+            "run": r["number"],
+            "switched off": r["component"],
+            "how": ", ".join(
+                [
+                    *(_assignment(k, v) for k, v in (r.get("env") or {}).items()),
+                    *(f"unset {k}" for k in r.get("unset") or []),
+                ]
+            ),
+            "phase": r["phase"],
+            "outcome": r["outcome"],
+            "duration_s": r.get("duration_s"),
+            "why": r.get("why") or "",
+            "log": r.get("log") or "",
+        }
+        for r in ablation.get("runs") or []
+    ]
+    columns = ["run", "switched off", "how", "phase", "outcome", "duration_s", "why", "log"]
+    return pd.DataFrame(rows, columns=columns)
+
+
 def bisection_table(bisection: Mapping[str, Any]) -> pd.DataFrame:
     """Every step of the culprit-op search, then the confirming runs."""
     rows = [

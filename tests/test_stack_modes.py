@@ -102,12 +102,13 @@ def _verify_run_b(
     run_b_env: dict,
     paths=(PLUGIN_SITE, GEMS_STANDIN),
     bisect: bool = False,
+    ablate: bool = False,
 ) -> dict:
     """Another Run B, through the notebook's steps (pipeline.Verification): the real probe, model
     step and Run B on `paths`, beside the real Run A of `standin_stack_run` copied in (the same
     Run A flags: the plugin excluded, so no flag_gems is ever imported in it, as its recorded
-    evidence shows); the comparison, gate, verdict, culprit-op search (`bisect`) and report are
-    this run's."""
+    evidence shows); the comparison, gate, verdict, component ablation (`ablate`: before the
+    search, as the notebook does), culprit-op search (`bisect`) and report are this run's."""
     out_dir = tmp_path / "report"
     v = Verification.start(validate(_parameters(out_dir, demo_model, list(paths), run_b_env)))
     v.run_probe()
@@ -122,7 +123,9 @@ def _verify_run_b(
             shutil.copy(getattr(shared, field), copies[field])
         v.add_attempt(dataclasses.replace(shared, **copies))
     v.run("run_b")
-    if bisect:
+    if ablate:
+        v.ablate()
+    if bisect and v.op_search_next():
         v.bisect()
     v.report()
     v.close()
@@ -235,8 +238,26 @@ def test_one_op_off_by_five_percent_is_output_mismatch_and_the_search_names_it(
         standin_stack_run,
         {"FAKE_FL_MODE": "real", "FAKE_GEMS_FAULT": "rms_norm=scale:1.05"},
         bisect=True,
+        ablate=True,
     )
     assert _verdict(data) == ("OUTPUT_MISMATCH", "PARTIAL", "base")
+    # issue 19: the ablation names FlagGems, confirmed by experiment, before the op search runs —
+    # the offline phase with every FlagGems kernel off, each run in its own folder with its own
+    # log; `mean_dim` runs only once the plugin's RMSNorm leaves FlagGems (the run's own evidence
+    # shows it: no effect yet), so the next run names it too and the fault is gone
+    a = data["ablation"]
+    assert (a["status"], a["component"], a["phase"]) == ("confirmed", "FlagGems", "offline"), a
+    outcomes = [(r["component"], r["outcome"]) for r in a["runs"]]
+    assert outcomes[-1] == ("FlagGems", "pass") and len(outcomes) <= 2, a
+    assert all(o == ("FlagGems", "no_effect") for o in outcomes[:-1]), a
+    for r in a["runs"]:
+        assert r["log"].startswith(f"experiments/ablation/{r['number']:02d}/")
+        assert (tmp_path / "report" / r["log"]).is_file()
+    assert "FlagCX" in a["not_tried"] and "TP=1" in a["not_tried"]["FlagCX"]
+    d = data["diff_analysis"]
+    assert (d["multichip_component"], d["component_source"]) == ("FlagGems", "experiment")
+    good = data["reproduce"]["good_configuration"]
+    assert "run_b_env" in good and "VLLM_FL_FLAGOS_BLACKLIST" in good and "rms_norm" in good
     aggregates = [c["aggregate"] for c in data["output_comparison"]]
     assert any(a["systematic"] for a in aggregates)
     b = data["bisection"]

@@ -253,6 +253,8 @@ def judge(evidence: Evidence) -> Judgement:
         in_both_runs(evidence, found.get("run_a", {})),
         evidence.spec("run_a").base_mode,
     )
+    if evidence.ablation is not None:
+        decided = verdict.with_component(decided, evidence.ablation)
     if evidence.bisection is not None:
         decided = verdict.with_culprits(decided, evidence.bisection)
     return Judgement(decided, compared, found, engine_env, g, notes)

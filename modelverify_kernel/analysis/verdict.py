@@ -12,7 +12,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from ..records import Bisection, Gate, PhaseComparison, PhaseResult, Verdict, headline, run_status
+from ..records import (
+    Ablation,
+    Bisection,
+    Gate,
+    PhaseComparison,
+    PhaseResult,
+    Verdict,
+    headline,
+    run_status,
+)
 from ..vocabulary import MULTICHIP, conclusion
 
 NO_GATE = Gate(False, "none", [], [])  # nothing recorded in either run
@@ -27,8 +36,25 @@ def verdict(
 ) -> Verdict:
     """A verdict whose recommended stack and status come from the truth table's row (vocabulary)."""
     row = conclusion(name, run_a_failed)
+    source = "log" if multichip_component else None  # the diagnosis: a hypothesis until proven
     return Verdict(
-        row.name, detail, multichip_component, row.recommended_stack, row.status, component
+        row.name, detail, multichip_component, row.recommended_stack, row.status, component, source
+    )
+
+
+def with_component(v: Verdict, a: Ablation) -> Verdict:
+    """A confirmed ablation names the component by experiment; the log's stays beside it in the
+    ablation (its hypothesis). Conclusion, stack and status stay."""
+    if a.status != "confirmed" or not a.component:
+        return v
+    differs = f" {a.disagrees}" if a.disagrees else ""
+    return replace(
+        v,
+        multichip_component=a.component,
+        component=a.component,
+        component_source="experiment",
+        detail=f"{v.detail} Ablation: with {a.component} switched off alone Run B's {a.phase} "
+        f"phase passes and agrees with Run A — {a.component} confirmed by experiment.{differs}",
     )
 
 
@@ -41,6 +67,7 @@ def with_culprits(v: Verdict, b: Bisection) -> Verdict:
         v,
         multichip_component="FlagGems",
         component="FlagGems",
+        component_source="experiment",
         detail=f"{v.detail} Culprit op search: the FlagGems kernel{'s' if many else ''} "
         f"{', '.join(b.culprit_ops)} {'break' if many else 'breaks'} Run B. {b.advice}",
     )
