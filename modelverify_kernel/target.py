@@ -249,7 +249,7 @@ class Target(ABC):
             stream = LogStream(log, self.redactor)
             try:
                 proc = self._start(helper, {**env_set, "PYTHONUNBUFFERED": "1"})
-                self._running().add(proc)
+                self._live_sessions().add(proc)
             except CannotStart as exc:
                 stream.note(f"cannot start {helper[0]}: {exc}")
                 return stream.result(
@@ -266,20 +266,20 @@ class Target(ABC):
                 stream.note("interrupted: the phase's process session was stopped")
                 raise
             finally:
-                self._running().discard(proc)
+                self._live_sessions().discard(proc)
                 proc.close()
             code = proc.exit_code()
             status, leftovers = self._settle(stream, code, first, stderr)
         return stream.result(argv, status, code, start, log_path, leftovers)
 
-    def _running(self) -> set[Process]:
+    def _live_sessions(self) -> set[Process]:
         """The phase sessions `run` has going now, in any thread (made on first use)."""
         return self.__dict__.setdefault("_sessions", set())  # setdefault: atomic across threads
 
     def stop_running(self) -> None:
         """Ask every phase session running now, in whichever thread, to end (the helper kills its
         session with the one grace); each `run` then records its phase's end as usual."""
-        for proc in list(self._running()):
+        for proc in list(self._live_sessions()):
             try:
                 proc.stop()
             except (OSError, ValueError):
