@@ -153,6 +153,11 @@ def _add_reading(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("classify", help="diagnose phase logs: component, layer, evidence")
     p.add_argument("paths", nargs="+", help="log files")
     p.add_argument("--json", action="store_true", help="one JSON object per file")
+    p.add_argument(
+        "--explain",
+        action="store_true",
+        help="how each file was judged: readers, frames and their owners, rules, suspects",
+    )
     p = sub.add_parser("diff", help="compare two phase result files (Run A, Run B): the verdict")
     p.add_argument("run_a", help="Run A's phase result JSON (e.g. results/run_a_offline.json)")
     p.add_argument("run_b", help="Run B's phase result JSON of the same phase")
@@ -248,7 +253,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "classify":
         from .analysis.cli import cli_classify
 
-        return cli_classify(args.paths, args.json)
+        return cli_classify(args.paths, args.json, args.explain)
     if args.command == "diff":
         return diff(args.run_a, args.run_b)
     if args.command == "render":

@@ -470,7 +470,7 @@ class Verification:
 
     def _judged(self, raw: PhaseResult, out_dir: Path) -> PhaseResult:
         """The attempt judged from its raw facts, its record on disk rewritten with the judgement."""
-        pr = judge_attempt(raw)
+        pr = judge_attempt(raw, self.probe.owners if self.probe else None)
         runs.save_phase(pr, out_dir)
         return pr
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -561,44 +560,6 @@ def test_run_step_clears_its_folder_and_names_its_own_target_files(tmp_path, mon
 
 
 # --------------------------------------------------------------------------- issue 19: on the engine
-
-from test_stack_modes import _verdict, _verify_run_b, standin_stack_run  # noqa: E402, F401
-
-
-@pytest.mark.engine
-def test_ops_that_take_over_vllm_layers_are_found_through_their_registrations_and_op_log(
-    tmp_path, demo_model, standin_stack_run
-):
-    """Issue 19 point 5: a FlagGems whose `enable()` takes vLLM layers over (no torch.library;
-    FAKE_GEMS_TAKEOVER=1), one of them ×1.3: nothing is seen running in Run B, so the search runs
-    over `enable()`'s registrations through the recorder's own switch (the plugin `fl` only
-    loaded), each step's own FlagGems op log proving the kernels switched off did not run."""
-    data = _verify_run_b(
-        tmp_path,
-        demo_model,
-        standin_stack_run,
-        {
-            "FAKE_FL_MODE": "flaggems",
-            "FAKE_GEMS_TAKEOVER": "1",
-            "FAKE_GEMS_FAULT": "embedding=scale:1.3",
-        },
-        bisect=True,
-    )
-    assert _verdict(data)[0] == "OUTPUT_MISMATCH"
-    b = data["bisection"]
-    assert (b["status"], b["culprit_ops"]) == ("found", ["embedding"]), b
-    assert (b["channel"], b["switch"]) == ("registered", bisect.RECORDER_SWITCH), b
-    assert b["ops"] == ["embedding", "silu"]
-    assert all(not s["ran_switched_off"] for s in b["steps"] + b["confirm"])
-    out = tmp_path / "report"
-    for step in b["steps"]:
-        on = set(b["ops"]) - set(step["disabled"])
-        assert step["outcome"] == ("fail" if "embedding" in on else "pass"), step
-        assert step["log"].startswith(f"bisect/{step['number']:02d}/")  # its own attempt
-        result = json.loads((out / step["result_file"]).read_text())
-        logged = {e["op"] for e in result["stack_evidence"] if e.get("via") == "oplog"}
-        assert logged == on, (step, logged)  # the step's own op log: what it left on, only
-    assert data["diff_analysis"]["culprit_ops"] == ["embedding"]
 
 
 def test_a_plugin_op_switched_off_that_still_calls_flaggems_is_seen():

@@ -177,3 +177,54 @@ def test_model_verify_classify_explain_process(tmp_path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "plugin (loader)" in proc.stdout and "installed map:" in proc.stdout
+
+
+def test_a_runs_judgement_uses_the_map_its_probe_recorded(tmp_path) -> None:
+    """The probe records what is installed in the target; judging (and re-judging) that run's
+    logs uses it: a frame in a package only the map knows is owned by its distribution."""
+    from modelverify_kernel.analysis.judge import judge_attempt, rejudge
+    from modelverify_kernel.records import Evidence, PhaseExit, PhaseResult
+
+    log = tmp_path / "run_b_offline.log"
+    log.write_text(
+        "Traceback (most recent call last):\n"
+        f'  File "{SP}/vllm/worker/worker.py", line 10, in load_model\n'
+        f'  File "{SP}/acme_accel/ops/attention.py", line 44, in forward\n'
+        "RuntimeError: descriptor table overflow\n"
+    )
+    raw = PhaseResult(
+        run="run_b",
+        phase="offline",
+        status="FAIL",
+        log=str(log),
+        exit_code=1,
+        result={"status": "FAIL", "error": "RuntimeError: descriptor table overflow"},
+        exit=PhaseExit(ended_by="exit", timeout=300, timeout_param="offline_timeout", cap=1800),
+    )
+    assert judge_attempt(raw).diagnosis["component"] != "plugin"  # no map: the names only
+    assert judge_attempt(raw, ACME).diagnosis["component"] == "plugin"
+    evidence = Evidence(
+        parameters={}, started_at="t", target={}, probe={"owners": ACME}, attempts=(raw,)
+    )
+    assert rejudge(evidence).attempts[0].diagnosis["component"] == "plugin"
+
+
+def test_an_unproven_component_stays_empty_and_the_verdict_lists_the_suspects() -> None:
+    from modelverify_kernel.analysis.verdict import decide
+    from modelverify_kernel.records import PhaseResult
+
+    ok = {p: PhaseResult(run="run_a", phase=p, status="PASS") for p in ("offline", "serve")}
+    diag = {
+        "component": "unknown",
+        "suspects": [
+            {"component": "vllm", "why": "owner of the deepest frame", "evidence": "x.py"},
+            {"component": "FlagGems", "why": "named in the failure's text", "evidence": "y"},
+        ],
+    }
+    bad = {
+        p: PhaseResult(run="run_b", phase=p, status="FAIL", error="KeyError: 'k'", diagnosis=diag)
+        for p in ("offline", "serve")
+    }
+    v = decide(ok, bad)
+    assert v.conclusion == "MULTICHIP_ERROR" and v.multichip_component is None
+    assert "suspects, most likely first: vllm (owner of the deepest frame)" in v.detail

@@ -38,13 +38,14 @@ class Judgement:
 # --------------------------------------------------------------------------- one attempt
 
 
-def diagnose(pr: PhaseResult) -> PhaseResult:
+def diagnose(pr: PhaseResult, installed: Mapping[str, Any] | None = None) -> PhaseResult:
     """The phase with the log's diagnosis *beside* its own recorded error, never over it.
 
     The error the phase recorded (the script's exception, a timeout, a broken result file) is
     what happened; the diagnosis (component, rule, evidence, and its own `error`: the root cause
     it settled on) sits next to it. Only a phase that recorded no error at all borrows the
-    diagnosis' one.
+    diagnosis' one. `installed`: what the probe found installed in the target (probe_stack.py's
+    `owners`): a frame's file is owned by the distribution that installed it.
     """
     log = Path(pr.log) if pr.log and Path(pr.log).is_file() else []
     recorded = (
@@ -52,7 +53,7 @@ def diagnose(pr: PhaseResult) -> PhaseResult:
         if pr.result.get("error")
         else {**pr.result, "status": "FAIL", "error": pr.error, "error_type": pr.error_type}
     )
-    diag = classify_log(log, recorded)
+    diag = classify_log(log, recorded, installed=installed or None)
     pr = replace(pr, diagnosis=diag.to_dict())
     if not pr.error and diag.error:
         pr = replace(
@@ -61,7 +62,7 @@ def diagnose(pr: PhaseResult) -> PhaseResult:
     return pr
 
 
-def _timed_out(pr: PhaseResult) -> PhaseResult:
+def _timed_out(pr: PhaseResult, installed: Mapping[str, Any] | None) -> PhaseResult:
     """A hang and a slow start both hit the timeout; only a hang is a failure of a component.
 
     Stopped at the cap or while output was still coming it is never blamed on a component
@@ -76,7 +77,7 @@ def _timed_out(pr: PhaseResult) -> PhaseResult:
         error, diagnosis = progressing
         return replace(pr, error=error, diagnosis=diagnosis)
     error = timeouts.hang_error(ex, pr.duration_s or 0.0)
-    pr = diagnose(replace(pr, error=error))
+    pr = diagnose(replace(pr, error=error), installed)
     diag = dict(pr.diagnosis or {})
     hang = timeouts.hang_diagnosis(ex, error, diag)
     if hang is not None:
@@ -86,7 +87,7 @@ def _timed_out(pr: PhaseResult) -> PhaseResult:
     return pr
 
 
-def judge_attempt(pr: PhaseResult) -> PhaseResult:
+def judge_attempt(pr: PhaseResult, installed: Mapping[str, Any] | None = None) -> PhaseResult:
     """One attempt's status, error and diagnosis from its raw facts (`pr.exit`, result, log).
 
     A record without raw facts (skipped, not run, or written before they were kept) is returned
@@ -117,11 +118,11 @@ def judge_attempt(pr: PhaseResult) -> PhaseResult:
             ),
         )
     if pr.timed_out:
-        return _timed_out(pr)
+        return _timed_out(pr, installed)
     if pr.result.get("status") == "PASS" and pr.exit_code == 0 and not ex.result_error:
         return replace(pr, status="PASS")
     if ex.result_error:  # what happened is the broken result file, whatever the log last said
-        return diagnose(replace(pr, error=ex.result_error, error_type="ResultFileError"))
+        return diagnose(replace(pr, error=ex.result_error, error_type="ResultFileError"), installed)
     pr = replace(
         pr,
         error=pr.result.get("error") or f"exit code {pr.exit_code}",
@@ -129,12 +130,13 @@ def judge_attempt(pr: PhaseResult) -> PhaseResult:
     )
     if pr.error_type == "StartupStillProgressing":  # the serve script's health wait hit the cap
         return replace(pr, diagnosis=timeouts.health_cap(pr.error or ""))
-    return diagnose(pr)
+    return diagnose(pr, installed)
 
 
 def rejudge(evidence: Evidence) -> Evidence:
     """The same evidence with every attempt judged again by today's rules (`report DIR`)."""
-    judged = {(p.run, p.phase, p.attempt): judge_attempt(p) for p in evidence.attempts}
+    installed = (evidence.probe or {}).get("owners")  # what the probe found installed
+    judged = {(p.run, p.phase, p.attempt): judge_attempt(p, installed) for p in evidence.attempts}
 
     def latest(p: PhaseResult) -> PhaseResult:
         return judged.get((p.run, p.phase, p.attempt), p) if p.exit is not None else p

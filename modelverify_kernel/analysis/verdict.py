@@ -216,13 +216,27 @@ def _run_a_passed(
     if b == "PASS":
         return _both_pass(comparisons, g)
     comp_b = _component(fails_b)
+    named = comp_b if comp_b not in (None, "unknown") else None
     return verdict(
         "MULTICHIP_ERROR",
         f"Run A passed; Run B failed with the multi-chip stack ({_describe(fails_b)})"
-        + (f"; diagnosed component: {comp_b}." if comp_b else "; no rule named the component."),
+        + (f"; diagnosed component: {named}." if named else _suspects(fails_b)),
         _multichip(comp_b),
         comp_b,
     )
+
+
+def _suspects(fails: list[PhaseResult]) -> str:
+    """No rule named the component: the diagnosis' ranked suspects, each with why (never one
+    chosen by default; the component experiment decides)."""
+    for p in fails:
+        suspects = (p.diagnosis or {}).get("suspects") or []
+        if suspects:
+            listed = "; ".join(
+                f"{s.get('component')} ({s.get('why') or s.get('evidence')})" for s in suspects[:3]
+            )
+            return f"; no rule named the component — suspects, most likely first: {listed}."
+    return "; no rule named the component."
 
 
 def _run_a_failed(
