@@ -56,6 +56,8 @@ class ComponentAblation:
         )
         self.fault = fault_of(self.run_b, judgement.comparisons)
         self.suspects = tuple(plan_of.suspects(judgement.activity.get("run_b", {})))
+        gems = judgement.activity.get("run_b", {}).get("FlagGems")
+        self.gems_active = gems is not None and gems.status == "active"
         self.tol = tolerances(self.params)
         self.timeout = float(self.params.get("ablate_timeout") or 1800)
         self.started = time.monotonic()
@@ -92,9 +94,16 @@ class ComponentAblation:
         )
         outcome, why = judge_step(pr, self.evidence.runs["run_a"][self.phase], self.tol, self.fault)
         ran = plan_of.still_ran(switch, pr)
+        along = plan_of.took_along(switch, pr, self.gems_active)
         if ran:
             outcome = plan_of.NO_EFFECT
             why = f"the switch had no effect: FlagGems kernels still ran ({', '.join(ran[:8])})"
+        elif along and outcome == plan_of.GONE:
+            outcome = plan_of.NOT_ALONE
+            why = (
+                f"the fault went, but {' and '.join(along)} went with {switch.component} (no "
+                f"{' or '.join(along)} code ran in this run): it cannot tell them apart"
+            )
         return AblationRun(
             number=number,
             component=switch.component,
@@ -106,6 +115,7 @@ class ComponentAblation:
             duration_s=pr.duration_s,
             log=_rel(pr.log, self.out_dir),
             result_file=_rel(pr.result_file, self.out_dir),
+            took_along=tuple(along),
         )
 
     def ablate(self) -> Ablation:

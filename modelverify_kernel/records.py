@@ -488,11 +488,12 @@ class AblationRun:
     phase: str
     env: Mapping[str, str]  # set on top of Run B's flags
     unset: tuple[str, ...]  # removed from Run B's flags
-    outcome: str  # fail (the fault stays) | pass (gone) | other (another failure) | no_effect
+    outcome: str  # fail (the fault stays) | pass (gone) | other | no_effect | not_alone
     why: str
     duration_s: float | None = None
     log: str | None = None
     result_file: str | None = None
+    took_along: tuple[str, ...] = ()  # components that left with it (no code of theirs ran)
 
 
 @dataclass(frozen=True)

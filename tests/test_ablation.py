@@ -84,7 +84,14 @@ def _stand_in(v, culprit: str, other: str | None = None, still_ran=()):
     def run_step(run, phase, *, env, unset, folder):
         seen.append((dict(env), tuple(unset)))
         components = off(env, unset)
-        events = _ran(still_ran)
+        # FlagGems' kernels keep running unless FlagGems (or the plugin that enables it) is off
+        events = (
+            []
+            if "plugin" in components
+            else _ran(still_ran)
+            if "FlagGems" in components
+            else _ran()
+        )
         if culprit in components:
             return records.PhaseResult(
                 run=run,
@@ -138,13 +145,30 @@ def test_a_plugin_fault_seen_in_vllms_frames_is_the_plugin_and_the_log_disagrees
     a = v.ablate()
     assert a.status == "confirmed" and a.component == "plugin"
     assert [r.component for r in a.runs] == ["FlagGems", "plugin"] and a.suspects == ("FlagGems",)
-    assert [r.outcome for r in a.runs] == [plan_of.SAME, plan_of.GONE]
+    # the plugin took FlagGems along (no FlagGems code ran); FlagGems off alone kept the fault
+    assert [r.outcome for r in a.runs] == [plan_of.SAME, plan_of.NOT_ALONE]
+    assert a.runs[1].took_along == ("FlagGems",)
     assert seen[1][0] == {"VLLM_PLUGINS": ""}  # Run A's own way of keeping the plugin out
     assert seen[0][0]["VLLM_FL_FLAGOS_BLACKLIST"] == seen[0][0][RECORDER_SWITCH]  # its lists too
     assert a.hypothesis == "vllm" and "disagree" in a.disagrees and "vllm" in a.disagrees
     assert (v.verdict.multichip_component, v.verdict.component_source) == ("plugin", "experiment")
     assert "disagree" in v.verdict.detail
     assert not v.op_search_next()  # not FlagGems: no op search inside it
+
+
+@pytest.mark.unit
+def test_the_plugin_is_not_confirmed_when_flaggems_left_with_it_unproven(tmp_path):
+    """Switching the plugin off takes FlagGems with it. When FlagGems off alone proved nothing
+    (its switch had no effect), a passing plugin-off run cannot tell the two apart: inconclusive,
+    and the op search inside FlagGems still runs (seen on the CPU stand-in: a FlagGems kernel
+    fault was 'confirmed' as the plugin)."""
+    v = _verification(tmp_path, diagnosed="FlagGems", plugin=True)
+    _stand_in(v, "plugin", still_ran=("gems_rms_forward",))  # FlagGems off never takes
+    a = v.ablate()
+    assert [r.outcome for r in a.runs][-1] == plan_of.NOT_ALONE
+    assert plan_of.NO_EFFECT in [r.outcome for r in a.runs]
+    assert a.status == "inconclusive" and a.component is None, a.reason
+    assert v.verdict.component_source != "experiment" and v.op_search_next()
 
 
 @pytest.mark.unit
@@ -337,5 +361,5 @@ def test_the_notebook_cells_print_the_runs_and_skip_the_op_search_for_another_co
     exec(code[ablation_cell], scope)
     exec(code[ablation_cell + 1], scope)
     out = capsys.readouterr().out
-    assert "run 2: Run B offline with plugin off -> pass" in out and "disagree" in out
+    assert "run 2: Run B offline with plugin off -> not_alone" in out and "disagree" in out
     assert "No culprit-op search: the ablation proved plugin" in out and v.bisection is None

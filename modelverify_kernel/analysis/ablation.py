@@ -23,6 +23,7 @@ from .gate import ComponentActivity
 # The components an ablation can switch off, in the order tried when nothing suggests another.
 COMPONENTS = ("FlagGems", "FlagCX", "plugin")
 NO_EFFECT = "no_effect"  # the run's own evidence shows the component still at work
+NOT_ALONE = "not_alone"  # the fault went, but another component went with the one switched off
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,16 @@ def still_ran(switch: Switch, pr: PhaseResult) -> list[str]:
     return ops_that_ran(own_run(pr, "flaggems_op_ran"))
 
 
+def took_along(switch: Switch, pr: PhaseResult, run_b_gems_active: bool) -> list[str]:
+    """Components that left with the one switched off: FlagGems active in Run B but nowhere in
+    this run's own evidence (the plugin is what turns FlagGems on, so switching the plugin off
+    takes FlagGems with it). A removal that is not alone proves nothing about either."""
+    if switch.component == "FlagGems" or not run_b_gems_active:
+        return []
+    gems = own_run(pr, "flaggems_op_ran", "flaggems_enabled", "flaggems_registered")
+    return [] if gems.result.get("stack_evidence") else ["FlagGems"]
+
+
 def widened(switch: Switch, ran: Sequence[str]) -> Switch | None:
     """FlagGems' switch with the kernels that still ran added (they run only once the others are
     off, or the evidence named them otherwise); None when it already names them all."""
@@ -205,6 +216,17 @@ def reproduce(switch: Switch, parameters: Mapping[str, object]) -> str:
     return " ".join(flags)
 
 
+def _gone(runs: Sequence[AblationRun]) -> list[str]:
+    """The components whose removal made the fault go: alone, or with another component that a
+    run of its own, switched off alone, showed is not it (the fault stayed)."""
+    stayed = {r.component for r in runs if r.outcome == SAME}
+    return [
+        r.component
+        for r in runs
+        if r.outcome == GONE or (r.outcome == NOT_ALONE and set(r.took_along) <= stayed)
+    ]
+
+
 def conclude(
     runs: Sequence[AblationRun],
     guess: str | None,
@@ -214,9 +236,12 @@ def conclude(
     """status, reason, component, where the log disagrees, -y flags — from the runs made.
 
     One component whose removal alone gave GONE is confirmed; OTHER and no-effect runs are
-    inconclusive (said, never counted); two or more GONE prove nothing about either."""
-    gone = [r.component for r in runs if r.outcome == GONE]
-    unclear = [r for r in runs if r.outcome in (OTHER, NO_EFFECT)]
+    inconclusive (said, never counted); two or more GONE prove nothing about either. A removal
+    that took another component along (the plugin takes FlagGems with it) counts only where a
+    run with that other component off alone kept the fault (SAME: proven not to be it)."""
+    gone = _gone(runs)
+    unclear = [r for r in runs if r.outcome in (OTHER, NO_EFFECT, NOT_ALONE)]
+    unclear = [r for r in unclear if r.component not in gone]
     if len(gone) == 1:
         component = gone[0]
         differs = (
@@ -265,11 +290,13 @@ __all__ = [
     "COMPONENTS",
     "GONE",
     "NO_EFFECT",
+    "NOT_ALONE",
     "OTHER",
     "SAME",
     "Switch",
     "own_run",
     "still_ran",
+    "took_along",
     "widened",
     "conclude",
     "flaggems_kernels",
