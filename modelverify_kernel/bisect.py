@@ -165,12 +165,23 @@ class CulpritSearch:
             env[switch] = ",".join(dict.fromkeys([*kept, *off]))
         return env
 
+    def learn_switches(self, pr: PhaseResult) -> None:
+        """A step's own evidence may prove a switch Run B's could not: Run B failed before the
+        plugin's own ops ran, a step with that kernel off shows them (they join the search) —
+        from the next step on, the plugin's list switches them too."""
+        given = bool(self.evidence.spec("run_b").env_set.get(PLUGIN_SWITCH))
+        learned = [s for s in switches_for(pr, given) if s not in self.switches]
+        if learned:
+            self.switches = (*self.switches, *learned)
+            self.switch = PLUGIN_SWITCH if PLUGIN_SWITCH in self.switches else RECORDER_SWITCH
+
     def run(self, phase: str, disabled: Iterable[str], folder: Path, number: int) -> BisectStep:
         """One phase of Run B with `disabled` switched off, judged against Run A's same phase and
         the fault searched (in the faulty phase; elsewhere any failure counts)."""
         off = tuple(sorted(set(disabled)))
         pr = self.run_phase("run_b", phase, env=self.env(off), unset=(), folder=folder)
         self.last_ran = set(ops_that_ran(pr))
+        self.learn_switches(pr)
         fault = self.fault if self.fault and phase == self.fault.phase else None
         outcome, why = judge_step(pr, self.evidence.runs["run_a"][pr.phase], self.tol, fault)
         leaked = switched_off_that_ran(pr, off)

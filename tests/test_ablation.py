@@ -363,3 +363,26 @@ def test_the_notebook_cells_print_the_runs_and_skip_the_op_search_for_another_co
     out = capsys.readouterr().out
     assert "run 2: Run B offline with plugin off -> not_alone" in out and "disagree" in out
     assert "No culprit-op search: the ablation proved plugin" in out and v.bisection is None
+
+
+@pytest.mark.unit
+def test_flaggems_still_called_by_the_plugins_op_widens_the_plugins_list_by_its_name():
+    """The plugin switches its own ops by vLLM's name (rms_norm), not FlagGems' function name:
+    FlagGems code a plugin op called must widen the switch by that name too."""
+    switch = plan_of.Switch("FlagGems", {RECORDER_SWITCH: "embedding"}, (), "how")
+    pr = records.PhaseResult(
+        run="run_b",
+        phase="offline",
+        result={
+            "stack_evidence": [
+                {"event": "plugin_op_ran", "vllm_op": "rms_norm", "cls": "fake_fl.ops.RMSNorm"},
+                {
+                    "event": "flaggems_op_ran",
+                    "via": "direct",
+                    "op": "gems_rms_forward",
+                    "caller": "fake_fl.ops",
+                },
+            ]
+        },
+    )
+    assert plan_of.still_ran(switch, pr) == ["gems_rms_forward", "rms_norm"]

@@ -586,3 +586,44 @@ def test_a_plugin_op_switched_off_that_still_calls_flaggems_is_seen():
     pr = records.PhaseResult(run="run_b", phase="offline", result={"stack_evidence": events})
     assert switched_off_that_ran(pr, ["rms_norm"]) == {"pid 5": ["rms_norm"]}
     assert switched_off_that_ran(pr, ["silu"]) == {}
+
+
+def test_a_switch_a_step_proves_joins_the_next_steps(tmp_path):
+    """Run B failed at its first kernel, before the plugin's own ops ran, so only the recorder's
+    switch was proven; a step with that kernel off shows the plugin's RMSNorm calling FlagGems —
+    from then on the plugin's list switches it too (on the CPU stand-in the search otherwise
+    stopped with 'no effect' although the plugin honours its list)."""
+    import dataclasses
+
+    ran = [{"event": "flaggems_op_ran", "via": "aten", "fn": "flag_gems.ops.embedding.embedding"}]
+    v = _failing_verification(tmp_path, ran=ran)
+    run_a, run_b = v.evidence.runs["run_a"], v.evidence.runs["run_b"]
+    envs = []
+
+    def run_step(run, phase, *, env, unset, folder):
+        envs.append(dict(env))
+        off = set(env[bisect.RECORDER_SWITCH].split(","))
+        plugin_off = set(env.get(bisect.PLUGIN_SWITCH, "").split(","))
+        events = [
+            {"event": "plugin_op_ran", "vllm_op": "rms_norm", "cls": "fake_fl.ops.RMSNorm"},
+        ]
+        if "rms_norm" not in plugin_off:  # the plugin's RMSNorm calls FlagGems directly
+            events.append(
+                {
+                    "event": "flaggems_op_ran",
+                    "via": "direct",
+                    "op": "gems_rms_forward",
+                    "fn": "flag_gems.modules.normalization.gems_rms_forward",
+                    "caller": "fake_fl.ops",
+                    "pid": 7,
+                }
+            )
+        base = run_b[phase] if phase == "offline" and "embedding" not in off else run_a[phase]
+        return dataclasses.replace(base, duration_s=1.0, result={"stack_evidence": events})
+
+    v.run_step = run_step
+    result = v.bisect()
+    assert bisect.PLUGIN_SWITCH not in envs[0]  # Run B's evidence proved only the recorder's
+    assert envs[1][bisect.PLUGIN_SWITCH].split(",") == ["embedding", "rms_norm"]
+    assert (result.status, result.culprit_ops) == ("found", ("embedding",)), result.reason
+    assert bisect.PLUGIN_SWITCH in result.switches

@@ -174,7 +174,17 @@ def still_ran(switch: Switch, pr: PhaseResult) -> list[str]:
     its switch takes (a plugin op that ran without calling FlagGems is not FlagGems running)."""
     if switch.component != "FlagGems":
         return []
-    return ops_that_ran(own_run(pr, "flaggems_op_ran"))
+    names = set(ops_that_ran(own_run(pr, "flaggems_op_ran")))
+    events = own_run(pr, "flaggems_op_ran", "plugin_op_ran").result.get("stack_evidence") or []
+    plugin_op_of = {  # a plugin op's module -> vLLM's name for it (what the plugin's list takes)
+        str(e.get("cls") or "").rsplit(".", 1)[0]: str(e["vllm_op"])
+        for e in events
+        if e.get("event") == "plugin_op_ran" and e.get("vllm_op")
+    }
+    for e in events:  # FlagGems called by the plugin's own op: switched by that op's name too
+        if e.get("event") == "flaggems_op_ran" and str(e.get("caller")) in plugin_op_of:
+            names.add(plugin_op_of[str(e.get("caller"))])
+    return sorted(names)
 
 
 def took_along(switch: Switch, pr: PhaseResult, run_b_gems_active: bool) -> list[str]:
