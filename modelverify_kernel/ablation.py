@@ -19,7 +19,7 @@ from .analysis import ablation as plan_of
 from .analysis.experiments import fault_of, judge_step
 from .analysis.judge import Judgement, tolerances
 from .bisect import RunPhase
-from .records import Ablation, AblationRun, Evidence, PhaseResult
+from .records import Ablation, AblationRun, Evidence, PhaseResult, relative_to_output
 
 # At most this many runs: one per component, and two more for FlagGems kernels that run only once
 # the others are off.
@@ -113,8 +113,8 @@ class ComponentAblation:
             outcome=outcome,
             why=why,
             duration_s=pr.duration_s,
-            log=_rel(pr.log, self.out_dir),
-            result_file=_rel(pr.result_file, self.out_dir),
+            log=relative_to_output(pr.log, self.out_dir),
+            result_file=relative_to_output(pr.result_file, self.out_dir),
             took_along=tuple(along),
         )
 
@@ -172,12 +172,3 @@ def ablate(
         save or (lambda a: None),
         on_run or (lambda r: None),
     ).ablate()
-
-
-def _rel(path: str | None, root: Path) -> str | None:
-    if not path:
-        return None
-    try:
-        return str(Path(path).relative_to(root))
-    except ValueError:
-        return path

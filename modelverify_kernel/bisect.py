@@ -48,7 +48,7 @@ from .analysis.experiments import (
     why_not,
 )
 from .analysis.judge import Judgement, tolerances
-from .records import Bisection, BisectStep, Evidence, PhaseResult
+from .records import Bisection, BisectStep, Evidence, PhaseResult, relative_to_output
 from .vocabulary import OPLOG_SWITCH, PHASES, PLUGIN_SWITCH, RECORDER_SWITCH, Layout
 
 __all__ = [
@@ -192,8 +192,8 @@ class CulpritSearch:
             outcome=outcome,
             why=why,
             duration_s=pr.duration_s,
-            log=_rel(pr.log, self.out_dir),
-            result_file=_rel(pr.result_file, self.out_dir),
+            log=relative_to_output(pr.log, self.out_dir),
+            result_file=relative_to_output(pr.result_file, self.out_dir),
             ran_switched_off={pid: tuple(ops) for pid, ops in leaked.items()},
         )
         if leaked:
@@ -355,12 +355,3 @@ def search(
     return CulpritSearch(
         evidence, judgement, run_phase, out_dir, on_step=on_step, save=save, budget=budget
     ).search()
-
-
-def _rel(path: str | None, root: Path) -> str | None:
-    if not path:
-        return None
-    try:
-        return str(Path(path).relative_to(root))
-    except ValueError:
-        return path

@@ -32,6 +32,17 @@ def headline(error: str | None, limit: int = 300) -> str:
     return first if len(first) <= limit else first[: limit - 1] + "…"
 
 
+def relative_to_output(path: str | None, out_dir: Path) -> str | None:
+    """A file's path as the records and the report keep it: relative to the output folder when
+    it lies inside it, else as it is."""
+    if not path:
+        return None
+    try:
+        return str(Path(path).resolve().relative_to(Path(out_dir).resolve()))
+    except ValueError:
+        return path
+
+
 def now() -> str:
     """A timestamp as every record writes it (UTC, seconds)."""
     return datetime.now(UTC).isoformat(timespec="seconds")

@@ -37,6 +37,7 @@ from .records import (
     RunSpec,
     Verdict,
     now,
+    relative_to_output,
     run_status,
     to_json,
 )
@@ -119,15 +120,6 @@ def target_label(
     return f"local:{host}" if host else "local"
 
 
-def _rel(path: str | None, out_dir: Path) -> str | None:
-    if not path:
-        return None
-    try:
-        return str(Path(path).resolve().relative_to(out_dir))
-    except ValueError:
-        return path
-
-
 def log_tail(path: str | Path | None, lines: int = LOG_TAIL_LINES) -> list[str] | None:
     """The last lines of a log, colour codes removed and long lines cut.
 
@@ -147,8 +139,8 @@ def log_tail(path: str | Path | None, lines: int = LOG_TAIL_LINES) -> list[str] 
 
 def _phase_dict(p: PhaseResult, out_dir: Path) -> dict[str, Any]:
     d = p.to_dict()
-    d["log"] = _rel(p.log, out_dir)
-    d["result_file"] = _rel(p.result_file, out_dir)
+    d["log"] = relative_to_output(p.log, out_dir)
+    d["result_file"] = relative_to_output(p.result_file, out_dir)
     # a failed phase keeps more: the lines before a hang or a crash are the evidence
     d["log_tail"] = log_tail(p.log, FAILED_LOG_TAIL_LINES if p.status == "FAIL" else LOG_TAIL_LINES)
     return d
@@ -206,19 +198,19 @@ def _artifacts(
     for phases in latest.values():
         for p in phases.values():
             if p.log:
-                logs[p.key] = _rel(p.log, out_dir)
+                logs[p.key] = relative_to_output(p.log, out_dir)
             if p.result_file:
-                results[p.key] = _rel(p.result_file, out_dir)
+                results[p.key] = relative_to_output(p.result_file, out_dir)
     layout = Layout(out_dir)
     for name in ("probe", "download"):
         if layout.step_log(name).exists():
-            logs[name] = _rel(str(layout.step_log(name)), out_dir)
+            logs[name] = relative_to_output(str(layout.step_log(name)), out_dir)
         if layout.step_result(name).exists():
-            results[name] = _rel(str(layout.step_result(name)), out_dir)
+            results[name] = relative_to_output(str(layout.step_result(name)), out_dir)
     return {
         "report_json": JSON_NAME,
         "report_html": HTML_NAME,
-        "notebook": _rel(notebook, out_dir) if notebook else None,
+        "notebook": relative_to_output(notebook, out_dir) if notebook else None,
         "logs": logs,
         "results": results,
     }
@@ -357,8 +349,8 @@ def _attempt_entry(p: PhaseResult, out_dir: Path) -> dict[str, Any]:
         "duration_s": p.duration_s,
         "overrides": dict(p.overrides),
         "env": dict(p.env),
-        "log": _rel(p.log, out_dir),
-        "result_file": _rel(p.result_file, out_dir),
+        "log": relative_to_output(p.log, out_dir),
+        "result_file": relative_to_output(p.result_file, out_dir),
         "error": p.error,
         "component": (p.diagnosis or {}).get("component"),
         "command": list(p.command),

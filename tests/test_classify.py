@@ -59,6 +59,8 @@ NO_OWNER_IN_THE_EXCERPT = {
 # dev_cases_3 (issue 20): 80 real excerpts chosen for variety of form, scored blind before this
 # round (28/80). Every case is a test; these are the ones still missed, each with why.
 D3_FILE = "dev_cases_3.json"
+# bare NCCL watchdog timeouts the X-comm-hang row gives to FlagCX; the threads blame vLLM
+D3_FALSE_MULTICHIP_BLAME = {"d3-043", "d3-044"}
 D3_KNOWN_MISSES = {
     "d3-003": "ImportError of a triton name raised in FlagGems' backend: owner of the importing frame (owners)",
     "d3-004": "NotImplementedError for a PrivateUse1 op with no frame: the op library is only in the prose",
@@ -196,8 +198,11 @@ def test_dev_cases_3_case(cid: str) -> None:
     if cid in NO_OWNER_IN_THE_EXCERPT:
         _assert_unknown_with_suspect(diag, case["expected_component"])
         return
-    if cid in D3_KNOWN_MISSES:
-        return  # a known miss (D3_KNOWN_MISSES says why); it may be fixed, never required
+    if cid in D3_KNOWN_MISSES:  # a known miss (D3_KNOWN_MISSES says why): it may be fixed, but
+        # it may not start blaming a multi-chip component falsely (the two that do are listed)
+        if case["expected_component"] not in MULTICHIP and diag.component in MULTICHIP:
+            assert cid in D3_FALSE_MULTICHIP_BLAME, (diag, case["why"])
+        return
     assert diag.component == case["expected_component"], (diag, case["why"])
     if diag.component != "none":
         assert diag.layer == COMPONENT_LAYER[diag.component]

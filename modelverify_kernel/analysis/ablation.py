@@ -17,7 +17,15 @@ from datetime import datetime
 
 from ..records import AblationRun, Evidence, PhaseResult, Verdict
 from ..vocabulary import PLUGIN_SWITCH, RECORDER_SWITCH
-from .experiments import GONE, OTHER, SAME, SEARCHED, faulty_phase, ops_that_ran
+from .experiments import (
+    GONE,
+    OTHER,
+    SAME,
+    SEARCHED,
+    faulty_phase,
+    ops_that_ran,
+    plugin_ops,
+)
 from .gate import ComponentActivity
 
 # The components an ablation can switch off, in the order tried when nothing suggests another.
@@ -176,11 +184,7 @@ def still_ran(switch: Switch, pr: PhaseResult) -> list[str]:
         return []
     names = set(ops_that_ran(own_run(pr, "flaggems_op_ran")))
     events = own_run(pr, "flaggems_op_ran", "plugin_op_ran").result.get("stack_evidence") or []
-    plugin_op_of = {  # a plugin op's module -> vLLM's name for it (what the plugin's list takes)
-        str(e.get("cls") or "").rsplit(".", 1)[0]: str(e["vllm_op"])
-        for e in events
-        if e.get("event") == "plugin_op_ran" and e.get("vllm_op")
-    }
+    plugin_op_of = plugin_ops(events)
     for e in events:  # FlagGems called by the plugin's own op: switched by that op's name too
         if e.get("event") == "flaggems_op_ran" and str(e.get("caller")) in plugin_op_of:
             names.add(plugin_op_of[str(e.get("caller"))])

@@ -110,22 +110,33 @@ def switches_for(pr: PhaseResult, plugin_list_given: bool = False) -> tuple[str,
     return (RECORDER_SWITCH, PLUGIN_SWITCH) if dispatch or carried else (RECORDER_SWITCH,)
 
 
+def switch_names(event: dict, plugin_op_of: Mapping[str, str]) -> set[str]:
+    """The names a FlagGems run event can be switched off by: the op, the kernel function, and —
+    when one of the plugin's own ops called it — vLLM's name for that op (the plugin's list)."""
+    names = {str(event.get("op") or ""), str(event.get("fn") or "").rsplit(".", 1)[-1]}
+    names.add(plugin_op_of.get(str(event.get("caller")), ""))
+    return names - {""}
+
+
+def plugin_ops(events: Iterable[dict]) -> dict[str, str]:
+    """A plugin op's module -> vLLM's name for it (how the plugin switches it per op)."""
+    return {
+        str(e.get("cls") or "").rsplit(".", 1)[0]: str(e["vllm_op"])
+        for e in events
+        if e.get("event") == "plugin_op_ran" and e.get("vllm_op")
+    }
+
+
 def switched_off_that_ran(pr: PhaseResult, off: Iterable[str]) -> dict[str, list[str]]:
     """The kernels switched off that a step's own evidence shows running, by process: where any
     did, the switch did not reach FlagGems and the step proves nothing."""
     off = set(off)
     events = pr.result.get("stack_evidence") or []
-    plugin_op_of = {  # module of a plugin op -> vLLM's name for it (how the plugin switches it)
-        str(e.get("cls") or "").rsplit(".", 1)[0]: str(e["vllm_op"])
-        for e in events
-        if e.get("event") == "plugin_op_ran" and e.get("vllm_op")
-    }
+    plugin_op_of = plugin_ops(events)
     seen: dict[str, set[str]] = {}
     for e in events:
         if e.get("event") == "flaggems_op_ran":
-            names = {str(e.get("op") or ""), str(e.get("fn") or "").rsplit(".", 1)[-1]}
-            names.add(plugin_op_of.get(str(e.get("caller")), ""))  # the plugin's op called it
-            for name in names & off:
+            for name in switch_names(e, plugin_op_of) & off:
                 seen.setdefault(f"pid {e.get('pid', '?')}", set()).add(name)
     return {pid: sorted(names) for pid, names in sorted(seen.items())}
 
