@@ -130,6 +130,7 @@ class CulpritSearch:
         self.confirm: list[BisectStep] = []
         self.smallest: tuple[str, ...] = self.ops
         self.last_ran: set[str] = set()
+        self.passing = 0  # how many of the first ops are known to pass on alone (_all_off)
         self.outcomes: dict[frozenset[str], bool | None] = {}  # kernels off -> fault showed
 
     def record(self, status: str, reason: str, culprits: Iterable[str] = ()) -> Bisection:
@@ -232,29 +233,29 @@ class CulpritSearch:
         return answer
 
     def _all_off(self) -> Bisection | None:
-        """Every kernel searched off; kernels that run only then join the search. A record when
-        the fault survives that or another failure takes its place (no op is blamed), else None."""
-        while True:
-            answer = self.fails_with_on(frozenset())
-            if answer is None:
-                return self.record(
-                    "inconclusive",
-                    f"with every FlagGems kernel searched switched off, Run B's {self.phase} phase "
-                    f"fails differently ({self.steps[-1].why}): the experiment proves nothing "
-                    "either way; no op is blamed.",
-                )
-            if answer:
-                return self.record(
-                    "not_found",
-                    f"with every FlagGems kernel searched switched off ({', '.join(self.ops)}; "
-                    f"its own evidence shows none of them ran), Run B's {self.phase} phase "
-                    "still shows the same fault: it lies outside these kernels; no op is blamed.",
-                )
-            new = self.last_ran - set(self.ops)
-            if not new:
-                return None
-            self.ops = tuple(sorted({*self.ops, *new}))  # they ran only once the others were off
-            self.smallest = self.ops
+        """Every kernel searched off. A record when the fault survives that or another failure
+        takes its place (no op is blamed), else None. Kernels that ran only in this step (a crash
+        had hidden them) join the search in front: this step ran them on with the rest off and
+        passed, so they can only be half of a pair, and no step is spent on them alone."""
+        answer = self.fails_with_on(frozenset())
+        if answer is None:
+            return self.record(
+                "inconclusive",
+                f"with every FlagGems kernel searched switched off, Run B's {self.phase} phase "
+                f"fails differently ({self.steps[-1].why}): the experiment proves nothing "
+                "either way; no op is blamed.",
+            )
+        if answer:
+            return self.record(
+                "not_found",
+                f"with every FlagGems kernel searched switched off ({', '.join(self.ops)}; "
+                f"its own evidence shows none of them ran), Run B's {self.phase} phase "
+                "still shows the same fault: it lies outside these kernels; no op is blamed.",
+            )
+        new = sorted(self.last_ran - set(self.ops))
+        self.passing = len(new)
+        self.ops = self.smallest = (*new, *self.ops)
+        return None
 
     def search(self) -> Bisection:
         """Step 0 switches every kernel searched off; then narrow, confirm, and — when the fault
@@ -266,9 +267,10 @@ class CulpritSearch:
             not_found = self._all_off()
             if not_found is not None:
                 return not_found
-            remaining = list(self.ops)
+            remaining, passing = list(self.ops), self.passing
             while True:
-                found = narrow(remaining, self.fails_with_on)
+                found = narrow(remaining, self.fails_with_on, passing)
+                passing = 0
                 culprits += found
                 confirmed = self.confirm_culprits(culprits)
                 left = [o for o in remaining if o not in found]

@@ -318,6 +318,24 @@ def test_kernels_that_run_only_once_the_others_are_off_join_the_switch(tmp_path)
 
 
 @pytest.mark.unit
+def test_flaggems_off_names_the_functions_enable_skips_not_the_op_keys():
+    """`enable(unused=…)` matches function names (`index`), `all_registered_ops()` gives them; the
+    op keys torch.library saw (`index.Tensor`) switch nothing. On the H100 a FlagGems-off run named
+    the keys of the 433 ops Run B's crash had not reached, `index` ran: one run wasted."""
+    enabled = {
+        "event": "flaggems_enabled",
+        "registered": ["embedding", "index.Tensor", "mean.dim"],
+        "registered_ops": ["embedding", "index", "mean_dim"],
+    }
+    run_b = {
+        "offline": records.PhaseResult(
+            run="run_b", phase="offline", result={"stack_evidence": [enabled, *_ran(["embedding"])]}
+        )
+    }
+    assert plan_of.flaggems_kernels(run_b) == ["embedding", "index", "mean_dim"]
+
+
+@pytest.mark.unit
 def test_evidence_written_before_the_run_started_is_not_the_runs():
     """A run handed Run B's evidence folder: Run B's kernels (stamped before it) did not run in it."""
     import datetime

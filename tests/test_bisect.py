@@ -50,6 +50,22 @@ def test_two_kernels_that_fail_only_together_are_both_found():
         assert len(calls) <= 2 * (math.ceil(math.log2(len(OPS))) + 1), (pair, calls)
 
 
+def test_kernels_known_to_pass_on_alone_cost_no_step():
+    """The all-off step ran 8 kernels Run B's crash had hidden and passed: they join the search in
+    front (`passing`), and the search over the 20 others takes ceil(log2 20) + 1 steps, no prefix
+    of the 8 run again (on the H100, 28 kernels cost a re-run of all-off and 6 more steps)."""
+    hidden, seen = [f"h{i}" for i in range(8)], [f"k{i}" for i in range(20)]
+    for culprit in seen:
+        calls: list[frozenset[str]] = []
+        assert bisect.narrow([*hidden, *seen], _oracle({culprit}, calls), 8) == [culprit]
+        assert all(not on <= set(hidden) for on in calls), calls
+        assert len(calls) <= math.ceil(math.log2(20)) + 1, (culprit, calls)
+    # a pair of a hidden kernel and a seen one: both found, the hidden one with no step of its own
+    calls = []
+    assert set(bisect.narrow(["h0", "k0", "k1"], _oracle({"h0", "k1"}, calls), 1)) == {"h0", "k1"}
+    assert frozenset({"h0"}) not in calls
+
+
 def test_three_culprits_are_all_found_and_none_is_extra():
     culprits = {"mean_dim", "mm", "softmax"}
     calls: list[frozenset[str]] = []
@@ -197,10 +213,11 @@ def test_two_kernels_that_fail_only_together_are_found_confirmed_and_reported(tm
     assert (
         data["diff_analysis"]["recommended_stack"] == "base"
     )  # the seed's field keeps its meaning
-    # all off: the fault is gone; silu runs (and joins the search) only once embedding is off
-    all_off = [s for s in b["steps"] if s["disabled"] == b["ops"]]
-    assert all_off and all_off[0]["outcome"] == "pass"
-    assert b["steps"][0]["disabled"] == ["embedding"] and "silu" in b["ops"]
+    # all off: the fault is gone; silu runs (and joins the search, in front) only once embedding
+    # is off — that step ran it on alone and passed, so no step runs it alone or all off again
+    assert b["steps"][0]["disabled"] == ["embedding"] and b["steps"][0]["outcome"] == "pass"
+    assert "silu" in b["ops"][: b["ops"].index("embedding")]
+    assert not any(set(s["disabled"]) >= set(b["ops"]) for s in b["steps"]), b["steps"]
     for step in b["steps"]:
         on = set(b["ops"]) - set(step["disabled"])
         assert step["outcome"] == ("fail" if {"embedding", "silu"} <= on else "pass"), step
@@ -624,6 +641,7 @@ def test_a_switch_a_step_proves_joins_the_next_steps(tmp_path):
     v.run_step = run_step
     result = v.bisect()
     assert bisect.PLUGIN_SWITCH not in envs[0]  # Run B's evidence proved only the recorder's
-    assert envs[1][bisect.PLUGIN_SWITCH].split(",") == ["embedding", "rms_norm"]
+    # step 2 (embedding alone on, the plugin's rms_norm off) sets the plugin's list too
+    assert envs[1][bisect.PLUGIN_SWITCH].split(",") == ["rms_norm"]
     assert (result.status, result.culprit_ops) == ("found", ("embedding",)), result.reason
     assert bisect.PLUGIN_SWITCH in result.switches

@@ -25,6 +25,7 @@ from .experiments import (
     faulty_phase,
     ops_that_ran,
     plugin_ops,
+    registered_ops,
 )
 from .gate import ComponentActivity
 
@@ -64,10 +65,7 @@ def flaggems_kernels(run_b: Mapping[str, PhaseResult]) -> list[str]:
     `enable(unused=…)` matches: what switching FlagGems off must name."""
     names: set[str] = set()
     for pr in run_b.values():
-        names.update(ops_that_ran(pr))
-        for e in pr.result.get("stack_evidence") or []:
-            if e.get("event") == "flaggems_enabled":
-                names.update(str(o) for o in e.get("registered") or [])
+        names.update(ops_that_ran(pr), registered_ops(pr))
     return sorted(names)
 
 

@@ -232,10 +232,14 @@ class Inconclusive(Exception):
     """Every split left to try ended in another failure than the one searched."""
 
 
-def narrow(items: Sequence[str], fails: Callable[[frozenset[str]], bool | None]) -> list[str]:
+def narrow(
+    items: Sequence[str], fails: Callable[[frozenset[str]], bool | None], passing: int = 0
+) -> list[str]:
     """A smallest set of `items` (kernels left on) for which `fails` still holds.
 
-    `fails(items)` is known to hold and `fails(∅)` not (the all-off step ran first). Adaptive
+    `fails(items)` is known to hold and `fails(∅)` not (the all-off step ran first); `passing`
+    more: `fails(items[:passing])` is known not to hold either (kernels that ran only in the
+    all-off step, on there while the rest was off), so the first search starts above it. Adaptive
     group testing, as in QuickXplain: a binary search for the shortest prefix of the candidates
     that, on together with the culprits found so far, brings the fault back — its last kernel is
     a culprit; then, unless the culprits alone bring it back, the same search among the kernels
@@ -257,8 +261,11 @@ def narrow(items: Sequence[str], fails: Callable[[frozenset[str]], bool | None])
 
     culprits: list[str] = []
     candidates = list(items)
+    if passing:
+        seen[frozenset(items[:passing])] = False
     while candidates and not (culprits and test(culprits)):
-        lo, hi = 1, len(candidates)  # culprits + candidates[:hi] brings the fault back
+        # culprits + candidates[:hi] brings the fault back, candidates[:lo-1] does not
+        lo, hi = (passing if not culprits else 0) + 1, len(candidates)
         unknown: set[int] = set()
         while lo < hi:
             splits = [m for m in range(lo, hi) if m not in unknown]
