@@ -114,6 +114,9 @@ def _owner(
         if named:
             return named[1], "kernel", None
     comp, _how, fr = owners.owner_of(frames, caller)
+    named = owners.class_owner(line) if comp in (None, "vllm") else None
+    if named:  # a plugin's subclass seen through vLLM's base class frames
+        return named, "class", None
     if comp:
         return comp, "frame", fr
     for pat, comp in owners.tables.owner_paths:
@@ -525,6 +528,11 @@ def _suspects(v: _Verdict | None, owners: Owners, text: str) -> list[dict]:
             break
     for comp, line, why in _named_in(text, owners):
         add(comp, line, why)
+    for pattern, components, why in owners.tables.symptoms:
+        if (hit := pattern.search(text)) is not None:
+            for comp in components:
+                add(comp, hit.group(0), why)
+            break
     etype = v.exc.etype.rsplit(".", 1)[-1] if v and v.exc and v.exc.etype else ""
     for pat, comp, why in owners.tables.suspect_types if etype else ():
         if pat.fullmatch(etype):

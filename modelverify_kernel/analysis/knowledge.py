@@ -407,6 +407,8 @@ class Tables:
     owned_code: tuple[tuple[str, re.Pattern[str], str], ...]  # (package, path, component)
     owner_paths: tuple[tuple[re.Pattern[str], str], ...]  # a source path in the text
     owner_names: tuple[tuple[re.Pattern[str], str], ...]  # a component named in the line
+    named_classes: tuple[re.Pattern[str], ...]  # a class an exception names (group 1)
+    class_words: tuple[tuple[re.Pattern[str], str], ...]  # a word of a class name -> component
     confidence_caps: dict[str, str]  # ownership evidence -> confidence at most
     hang_rank: dict[str, int]  # component -> rank ("-": every other)
     device_prefixes: tuple[str, ...]  # cuda, hip, ...: <prefix>Error<Name> is a device error
@@ -418,6 +420,7 @@ class Tables:
     loaders: tuple[tuple[re.Pattern[str], str], ...]  # loader frame -> owner of the code it calls
     native_libs: tuple[tuple[re.Pattern[str], str | None], ...]  # shared library -> component
     suspect_types: tuple[tuple[re.Pattern[str], str, str], ...]  # exception -> (suspect, why)
+    symptoms: tuple[tuple[re.Pattern[str], tuple[str, ...], str], ...]  # text -> suspects, why
 
 
 _QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
@@ -523,6 +526,10 @@ def _load_tables_cached(key: tuple[str, int]) -> Tables:
         ),
         owner_paths=_regex_table(path, "path in the text", "component"),
         owner_names=_regex_table(path, "name in the line", "component"),
+        named_classes=tuple(
+            regex_cell(c[0], w) for c, w in rows(path, "class named in the text", "example")
+        ),
+        class_words=_regex_table(path, "class word", "component"),
         confidence_caps=_caps(path),
         hang_rank=_hang_rank(path),
         device_prefixes=tuple(plain_cell(c[0]) for c, _ in rows(path, "prefix", "runtime")),
@@ -541,4 +548,12 @@ def _load_tables_cached(key: tuple[str, int]) -> Tables:
         loaders=_regex_table(path, "loader frame", "component of the code it calls"),
         native_libs=_optional_regex_table(path, "library", "component"),
         suspect_types=_suspect_types(path),
+        symptoms=tuple(
+            (
+                regex_cell(c[0], w),
+                tuple(str(_component(x.strip(), w)) for x in c[1].split(",")),
+                c[2],
+            )
+            for c, w in rows(path, "symptom", "suspects", "why")
+        ),
     )

@@ -22,6 +22,8 @@ from .logformat import STDLIB
 from .logread import Frame
 
 PROBE_SCRIPT = "probe_stack.py"
+# the words of a CamelCase class name: NPUModelRunner -> NPU, Model, Runner
+_CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
 NAME_TABLE = "name table"
 INSTALLED = "installed map"
 NATIVE = "native library"
@@ -191,6 +193,24 @@ class Owners:
                 out.setdefault(key, comp)
                 break
         return out
+
+    def class_owner(self, text: str) -> str | None:
+        """The component whose code a class the exception names is (owners.md, *Classes named
+        in the failure's text*): a word of its name is a device platform's or a plugin module's."""
+        plugin_words = {
+            m.removeprefix("vllm_").lower(): c
+            for m, c in self.plugin_modules.items()
+            if len(m.removeprefix("vllm_")) >= 3
+        }
+        for pattern in self.tables.named_classes:
+            for match in pattern.finditer(text):
+                for word in _CAMEL.findall(match.group(1)):
+                    if word.lower() in plugin_words:
+                        return plugin_words[word.lower()]
+                    hit = next((c for p, c in self.tables.class_words if p.fullmatch(word)), None)
+                    if hit:
+                        return hit
+        return None
 
     def owner_of(
         self, frames: list[Frame], caller: bool = False
