@@ -228,3 +228,18 @@ def test_an_unproven_component_stays_empty_and_the_verdict_lists_the_suspects() 
     v = decide(ok, bad)
     assert v.conclusion == "MULTICHIP_ERROR" and v.multichip_component is None
     assert "suspects, most likely first: vllm (owner of the deepest frame)" in v.detail
+
+
+def test_explain_says_how_an_owner_row_found_its_owner() -> None:
+    """A reviewer reads why: a plugin's subclass named by the exception outranks vLLM's frame."""
+    from modelverify_kernel.analysis.cli import format_explanation
+
+    lines = [
+        "Traceback (most recent call last):",
+        f'  File "{SP}/vllm/v1/worker/gpu_model_runner.py", line 4434, in profile_run',
+        "AttributeError: 'NPUModelRunner' object has no attribute 'mm_budget'",
+    ]
+    trace = Trace()
+    diag = classify_log(lines, trace=trace)
+    text = format_explanation(explanation(trace, diag))
+    assert diag.component == "plugin" and "→ plugin (owner by class)" in text, text

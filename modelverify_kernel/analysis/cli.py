@@ -145,6 +145,7 @@ def explanation(trace: Trace | None, diag: Diagnosis) -> dict:
                 "frames": _frame_rows(_frames(f), owners) if owners else [],
                 "rule": (v.rule.id if v and v.rule else None) if v else "wrapper",
                 "component": v.component if v else None,
+                "owned by": v.owned_by if v else "",
                 "chosen": v is not None and v is trace.chosen,
             }
         )
@@ -170,7 +171,8 @@ def format_explanation(ex: dict) -> str:
         out.append(f"  failure {n}{mark}: read as {f['reader']} [{f['stream']}]: {f['line'][:160]}")
         for row in f["frames"]:
             out.append(f"    {row['frame'][:140]}  → {row['owner']} ({row['decided by']})")
-        out.append(f"    rule: {f['rule'] or 'none fired'} → {f['component'] or '-'}")
+        how = f" (owner by {f['owned by']})" if f.get("owned by") else ""
+        out.append(f"    rule: {f['rule'] or 'none fired'} → {f['component'] or '-'}{how}")
     if not ex["failures"]:
         out.append("  no failure candidate in the log")
     for s in ex["suspects"]:

@@ -208,6 +208,7 @@ class _Verdict:
     exc: _Exc | None
     owner_frame: Frame | None
     evidence: list[str]
+    owned_by: str = ""  # how an owner row found its owner (frame, class, path, name, kernel…)
 
 
 def _capped(conf: str, cap: str) -> str:
@@ -216,16 +217,16 @@ def _capped(conf: str, cap: str) -> str:
 
 def _apply(
     rule: Rule, frames: list[Frame], text: str, line: str, owners: Owners
-) -> tuple[str, str, Frame | None]:
-    """(component, confidence, owning frame) a matched row gives; owner rows find the owner,
-    their confidence capped by the kind of evidence of ownership (owners.md)."""
+) -> tuple[str, str, Frame | None, str]:
+    """(component, confidence, owning frame, how it was owned) a matched row gives; owner rows
+    find the owner, their confidence capped by the kind of evidence of ownership (owners.md)."""
     if rule.component != "owner":
-        return rule.component, rule.confidence, None
+        return rule.component, rule.confidence, None, ""
     comp, how, fr = _owner(frames, text, line, rule.caller, owners)
     conf = _capped(rule.confidence, owners.tables.confidence_caps.get(how, "low"))
     if comp is None:
-        return rule.fallback or "unknown", conf, None
-    return comp, conf, fr
+        return rule.fallback or "unknown", conf, None, how
+    return comp, conf, fr, how
 
 
 _REPORTS_TROUBLE = re.compile(r"\b(?:WARN(?:ING)?|ERROR|CRITICAL|FATAL)\b")
@@ -234,7 +235,7 @@ _REPORTS_TROUBLE = re.compile(r"\b(?:WARN(?:ING)?|ERROR|CRITICAL|FATAL)\b")
 def _judge(f: Failure, rs: RuleSet, conditions: list[str], owners: Owners) -> _Verdict | None:
     """Classify one failure candidate; None when it is only a wrapper."""
     if f.line_rule is not None:
-        comp, conf, fr = _apply(
+        comp, conf, fr, how = _apply(
             f.line_rule, f.orphan_frames, f"{f.context}\n{f.line}", f.line, owners
         )
         # the line before goes with it when it is the cause being reported (a FlagCX WARN line,
@@ -245,7 +246,7 @@ def _judge(f: Failure, rs: RuleSet, conditions: list[str], owners: Owners) -> _V
             and (f.line_rule.component == "owner" or _REPORTS_TROUBLE.search(f.context) is not None)
         )
         ev = [f.context, f.line] if with_context else [f.line]
-        return _Verdict(comp, f.line_rule, conf, f, None, fr, ev)
+        return _Verdict(comp, f.line_rule, conf, f, None, fr, ev, how)
     exc, wrapped = _root_exc(f, rs)
     if exc is None:
         return None
@@ -254,7 +255,9 @@ def _judge(f: Failure, rs: RuleSet, conditions: list[str], owners: Owners) -> _V
     for rule in rs.ordered:
         held = _atoms_hold(rule, values) if rule.exception_capable else None
         if held is not None:
-            comp, conf, fr = _apply(rule, exc.frames or exc.chain_frames, context, exc.line, owners)
+            comp, conf, fr, how = _apply(
+                rule, exc.frames or exc.chain_frames, context, exc.line, owners
+            )
             ev = list(exc.evidence)
             for atom in held:
                 if atom.kind == "cond":  # the condition that explains the failure
@@ -264,7 +267,7 @@ def _judge(f: Failure, rs: RuleSet, conditions: list[str], owners: Owners) -> _V
             elif rule.component != "owner" and any(a.kind in ("inner", "frame") for a in held):
                 inner = _inner_path(exc.frames or exc.chain_frames)
                 ev += [fr2.text for fr2 in exc.chain_frames if fr2.path == inner][:1]
-            return _Verdict(comp, rule, conf, f, exc, fr, ev + wrapped[:1])
+            return _Verdict(comp, rule, conf, f, exc, fr, ev + wrapped[:1], how)
     return _Verdict("unknown", None, "low", f, exc, None, list(exc.evidence) + wrapped[:1])
 
 
