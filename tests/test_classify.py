@@ -75,7 +75,6 @@ D3_KNOWN_MISSES = {
     "d3-023": "heap corruption abort without a backtrace: no owner in the excerpt",
     "d3-027": "NCCL INFO lines only: the shared-memory overflow is printed at INFO",
     "d3-028": "only vLLM's RPC timeout; NCCL under CUDA graphs is in the prose",
-    "d3-030": "circular import inside vllm_ascend: vendor platform plugins' own code (owners)",
     "d3-031": "torch_npu RuntimeError without frames; vLLM-Ascend only in the prose",
     "d3-033": "torch.ops.vllm.unified_ascend_* op in a compiled graph: the plugin's op (owners)",
     "d3-034": "all frames vLLM's; vllm-ascend's module replacement only in the prose",
@@ -2416,3 +2415,21 @@ def test_a_missing_triton_name_is_the_code_that_imports_it(frame, component, rul
     log = f"{frame}\n    from triton._utils import SOME_NEW_NAME\nE   ImportError: cannot import name 'SOME_NEW_NAME' from 'triton._utils'\n"
     diag = classify_text(log)
     assert (diag.component, diag.rule) == (component, rule), diag
+
+
+@pytest.mark.parametrize(
+    ("module", "component"),
+    [
+        ("vllm_acme.quantization.config", "plugin"),
+        ("flag_gems.ops.mm", "FlagGems"),
+        ("vllm.model_executor.layers", "vllm"),
+    ],
+)
+def test_a_circular_import_is_the_code_of_the_module_importing_itself(module, component):
+    """A circular import is a bug of the package importing itself, never a missing dependency."""
+    line = (
+        f"ImportError: cannot import name 'QuantConfig' from partially initialized module "
+        f"'{module}' (most likely due to a circular import) (/x/{module.replace('.', '/')}.py)\n"
+    )
+    diag = classify_text(line)
+    assert (diag.component, diag.rule) == (component, "O-circular-import"), diag

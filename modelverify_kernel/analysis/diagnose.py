@@ -119,6 +119,9 @@ def _owner(
         return named, "class", None
     if comp:
         return comp, "frame", fr
+    comp = owners.module_owner(line)
+    if comp:
+        return comp, "module", None
     for pat, comp in owners.tables.owner_paths:
         if pat.search(text):
             return comp, "path", None

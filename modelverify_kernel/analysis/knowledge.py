@@ -409,6 +409,7 @@ class Tables:
     owner_names: tuple[tuple[re.Pattern[str], str], ...]  # a component named in the line
     named_classes: tuple[re.Pattern[str], ...]  # a class an exception names (group 1)
     class_words: tuple[tuple[re.Pattern[str], str], ...]  # a word of a class name -> component
+    named_modules: tuple[re.Pattern[str], ...]  # a module an exception blames (group 1)
     confidence_caps: dict[str, str]  # ownership evidence -> confidence at most
     hang_rank: dict[str, int]  # component -> rank ("-": every other)
     device_prefixes: tuple[str, ...]  # cuda, hip, ...: <prefix>Error<Name> is a device error
@@ -530,6 +531,9 @@ def _load_tables_cached(key: tuple[str, int]) -> Tables:
             regex_cell(c[0], w) for c, w in rows(path, "class named in the text", "example")
         ),
         class_words=_regex_table(path, "class word", "component"),
+        named_modules=tuple(
+            regex_cell(c[0], w) for c, w in rows(path, "module named in the text", "example")
+        ),
         confidence_caps=_caps(path),
         hang_rank=_hang_rank(path),
         device_prefixes=tuple(plain_cell(c[0]) for c, _ in rows(path, "prefix", "runtime")),

@@ -212,6 +212,15 @@ class Owners:
                         return hit
         return None
 
+    def module_owner(self, text: str) -> str | None:
+        """The component owning a module the exception blames (owners.md, *module named in the
+        text*): its top-level package's owner."""
+        for pattern in self.tables.named_modules:
+            match = pattern.search(text)
+            if match:
+                return self.package_owner(match.group(1).split(".", 1)[0])[0]
+        return None
+
     def owner_of(
         self, frames: list[Frame], caller: bool = False
     ) -> tuple[str | None, str, Frame | None]:
