@@ -143,7 +143,9 @@ def explanation(trace: Trace | None, diag: Diagnosis) -> dict:
                 "stream": f.stream,
                 "line": f.line or (blk.line if blk else ""),
                 "frames": _frame_rows(_frames(f), owners) if owners else [],
-                "rule": (v.rule.id if v and v.rule else None) if v else "wrapper",
+                "rule": (v.rule.id if v and v.rule else None)
+                if v
+                else ("harmless" if any(f is h for h in trace.harmless) else "wrapper"),
                 "component": v.component if v else None,
                 "owned by": v.owned_by if v else "",
                 "chosen": v is not None and v is trace.chosen,

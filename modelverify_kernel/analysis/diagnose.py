@@ -131,6 +131,20 @@ def _owner(
     return None, "fallback", None
 
 
+def _harmless(f: Failure, rs: RuleSet) -> bool:
+    """A traceback healthy runs print too (owners.md, *Harmless exceptions*): no failure."""
+    exc, _wrapped = _root_exc(f, rs)
+    if exc is None:
+        return False
+    etype = exc.etype.rsplit(".", 1)[-1]
+    inner = (exc.frames or exc.chain_frames or [None])[-1]
+    where = [exc.message.strip(), inner.path if inner else ""]
+    return any(
+        kind.fullmatch(etype) and any(place.search(w) for w in where if w)
+        for kind, place in rs.tables.harmless
+    )
+
+
 def _root_exc(f: Failure, rs: RuleSet) -> tuple[_Exc | None, list[str]]:
     """First non-wrapper exception of the chain (wrappers with an inner error unwrapped)."""
     chain_frames = (
@@ -328,6 +342,7 @@ class Trace:
     failures: list[Failure] = field(default_factory=list)
     verdicts: list[_Verdict] = field(default_factory=list)
     chosen: _Verdict | None = None
+    harmless: list[Failure] = field(default_factory=list)  # owners.md: no failure at all
 
 
 def classify_log(
@@ -363,6 +378,9 @@ def classify_log(
     said: list[Rule] = []  # wrapper(X) rows hit: what the wrapper means when nothing else is found
     for f in scanner.close():
         trace.failures.append(f)
+        if _harmless(f, rs):
+            trace.harmless.append(f)
+            continue
         v = _judge(f, rs, scanner.conditions, owners)
         if v is None:
             wrappers += [b.line for b in f.blocks[:1]]

@@ -410,6 +410,7 @@ class Tables:
     named_classes: tuple[re.Pattern[str], ...]  # a class an exception names (group 1)
     class_words: tuple[tuple[re.Pattern[str], str], ...]  # a word of a class name -> component
     named_modules: tuple[re.Pattern[str], ...]  # a module an exception blames (group 1)
+    harmless: tuple[tuple[re.Pattern[str], re.Pattern[str]], ...]  # (type, frame or message)
     confidence_caps: dict[str, str]  # ownership evidence -> confidence at most
     hang_rank: dict[str, int]  # component -> rank ("-": every other)
     device_prefixes: tuple[str, ...]  # cuda, hip, ...: <prefix>Error<Name> is a device error
@@ -531,6 +532,10 @@ def _load_tables_cached(key: tuple[str, int]) -> Tables:
             regex_cell(c[0], w) for c, w in rows(path, "class named in the text", "example")
         ),
         class_words=_regex_table(path, "class word", "component"),
+        harmless=tuple(
+            (regex_cell(c[0], w), regex_cell(c[1], w))
+            for c, w in rows(path, "harmless exception", "frame or message", "why")
+        ),
         named_modules=tuple(
             regex_cell(c[0], w) for c, w in rows(path, "module named in the text", "example")
         ),
