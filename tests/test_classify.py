@@ -91,7 +91,6 @@ D3_KNOWN_MISSES = {
     "d3-060": "NVLS setup CUDA invalid argument in NCCL WARN lines (host setup)",
     "d3-063": "silent stall after NCCL init (ACS/IOMMU): nothing in the log",
     "d3-065": "NCCL shm 'No space left on device' read as E-shm environment; labelled resources",
-    "d3-067": "negative KV-cache budget printed at INFO",
     "d3-068": "engine torn down by vLLM's signal handler; the cause is not in the excerpt",
     "d3-069": "traceback cut before the KV-cache memory check's exception: owner vLLM",
 }
@@ -2455,3 +2454,24 @@ def test_the_resource_trackers_shutdown_keyerror_is_noise_not_a_failure():
         "vllm",
         "RuntimeError: Expected all tensors to be on the same device",
     ), diag
+
+
+@pytest.mark.parametrize(
+    "budget",
+    [
+        "INFO worker.py:267] model weights take 5.20GiB; non_torch_memory takes 0.03GiB; PyTorch "
+        "activation peak memory takes 1.42GiB; the rest of the memory reserved for KV Cache is -1.05GiB.",
+        "INFO executor_base.py:111] # cuda blocks: 0, # CPU blocks: 4681",
+    ],
+)
+def test_vllms_own_memory_budget_explains_the_traceback_after_it(budget):
+    """vLLM prints its KV-cache budget at INFO; a negative budget (no GPU block) explains the
+    traceback that follows, even one cut before its exception line."""
+    log = (
+        f"{budget}\n"
+        "[rank0]: Traceback (most recent call last):\n"
+        '[rank0]:   File "/home/u/app/factory.py", line 220, in <module>\n'
+        "[rank0]:     llm = LLM(model)\n"
+    )
+    diag = classify_text(log)
+    assert (diag.component, diag.rule) == ("resources", "R-kv-cache"), diag
