@@ -68,7 +68,6 @@ D3_KNOWN_MISSES = {
     "d3-006": "HIP capture error without frames; FlagGems' copy_ is only in the prose",
     "d3-007": "AttributeError on a triton module, FlagGems' file named only in a Chinese note",
     "d3-009": "ValueError with no frame; FlagGems-vllm's wrapper only in the prose",
-    "d3-010": "the failure sits in a pytest JSON report's reason field (no reader for JSON reports yet)",
     "d3-016": "Triton Error [ZE] without frames: driver shim vs kernel not decidable from the text",
     "d3-021": "segfaults of all ranks without a backtrace: no owner in the excerpt",
     "d3-022": "NCCL WARN Cuda failure + NCCL's own 'file:line -> 1' unwind: not read as a failure yet",
@@ -86,7 +85,6 @@ D3_KNOWN_MISSES = {
     "d3-048": "custom tokenizer without sentencepiece model: no model rule for it",
     "d3-051": "un-merged LoRA keys (KeyError through vLLM loader frames)",
     "d3-054": "placeholder-count mismatch from a transformers skew: no dependency evidence in the text",
-    "d3-055": "vLLM _C op registered only for CPU: a wrong vLLM build, no rule",
     "d3-057": "CUDA-graph NCCL refusal from a cuda11 libnccl pulled by xformers: no rule",
     "d3-060": "NVLS setup CUDA invalid argument in NCCL WARN lines (host setup)",
     "d3-063": "silent stall after NCCL init (ACS/IOMMU): nothing in the log",
@@ -2475,3 +2473,24 @@ def test_vllms_own_memory_budget_explains_the_traceback_after_it(budget):
     )
     diag = classify_text(log)
     assert (diag.component, diag.rule) == ("resources", "R-kv-cache"), diag
+
+
+@pytest.mark.parametrize(
+    ("line", "component", "rule"),
+    [
+        (
+            "NotImplementedError: Could not run '_C::silu_and_mul' with arguments from the 'XPU' "
+            "backend. This could be because the operator doesn't exist for this backend",
+            "dependency",
+            "D-vllm-build",
+        ),
+        (
+            "RuntimeError: HIP backend expected hsaco at /tmp/k-1.hsaco, but it was not found",
+            "FlagTree",
+            "T-no-binary",
+        ),
+    ],
+)
+def test_a_build_for_another_device_and_a_compiler_that_wrote_nothing(line, component, rule):
+    diag = classify_text(line + "\n")
+    assert (diag.component, diag.rule) == (component, rule), diag
