@@ -152,6 +152,32 @@ def test_glog_check_failed_names_its_source_file() -> None:
     assert blk.message.startswith("comm_init.cc:88: Check failed: rank < nranks")
 
 
+@pytest.mark.parametrize(
+    ("log", "component"),
+    [
+        # absl's handler: each frame's size, then its library
+        (
+            "*** SIGSEGV received at time=1701234567 on cpu 3 ***\n"
+            "PC: @     0x7f3a1c29e9fc  (unknown)  pthread_kill\n"
+            "    @     0x7f39d3a4b2c1       1888  /opt/py/site-packages/triton/_C/libtriton.so\n",
+            "FlagTree",
+        ),
+        # glog's Check failure stack trace: symbols only, owned by their API prefix
+        (
+            "F1207 10:11:12.123456  4242 comm_init.cc:88] Check failed: rank < nranks\n"
+            "*** Check failure stack trace: ***\n"
+            "    @     0x7f0000001234  flagcxCommInitRank\n"
+            "    @     0x7f0000005678  main\n",
+            "FlagCX",
+        ),
+    ],
+)
+def test_signal_handler_stack_frames_are_owned(log: str, component: str) -> None:
+    """absl / glog print `@ 0xADDR [size] where-or-symbol`: frames, owned like any native frame."""
+    diag = classify_log(log.splitlines())
+    assert diag.component == component, diag
+
+
 def test_cxx_assertion_with_its_location_on_the_lines_before() -> None:
     log = """\
 triton/third_party/vendor/lib/Dialect/TritonGPU/IR/Dialect.cpp:2696

@@ -421,6 +421,7 @@ class Tables:
     log_plugins: tuple[re.Pattern[str], ...]  # a plugin listed in the log (group 1: its module)
     loaders: tuple[tuple[re.Pattern[str], str], ...]  # loader frame -> owner of the code it calls
     native_libs: tuple[tuple[re.Pattern[str], str | None], ...]  # shared library -> component
+    native_symbols: tuple[tuple[re.Pattern[str], str], ...]  # a native frame's symbol -> component
     suspect_types: tuple[tuple[re.Pattern[str], str, str], ...]  # exception -> (suspect, why)
     symptoms: tuple[tuple[re.Pattern[str], tuple[str, ...], str], ...]  # text -> suspects, why
 
@@ -556,6 +557,7 @@ def _load_tables_cached(key: tuple[str, int]) -> Tables:
         ),
         loaders=_regex_table(path, "loader frame", "component of the code it calls"),
         native_libs=_optional_regex_table(path, "library", "component"),
+        native_symbols=_regex_table(path, "native symbol", "component"),
         suspect_types=_suspect_types(path),
         symptoms=tuple(
             (

@@ -237,7 +237,7 @@ RANK_TAG = re.compile(r"\[(?P<tag>[\w.-]+:\d+)\] ")
 # address, the backtrace's header, LLVM's "Stack dump:" and the program's arguments.
 NATIVE_CONT = re.compile(
     r"(?:\[[^\]\s]+\] )?(?:Signal(?: code)?:|Failing at address:|Associated errno:"
-    r"|\*\*\* End of error message|=+ backtrace|Stack dump:|\d+\.\s+(?:Program arguments:|Running pass)"
+    r"|\*\*\* End of error message|\*\*\* Check failure stack trace|=+ backtrace|Stack dump:|\d+\.\s+(?:Program arguments:|Running pass)"
     r"|PC: @|@ +0x)"
 )
 # A frame of a native backtrace: glibc/OpenMPI "[ 3] /lib/libnccl.so.2(+0x12)[0x7f…]", UCX
@@ -247,6 +247,12 @@ NATIVE_CONT = re.compile(
 NATIVE_FRAME = re.compile(
     r"\s*(?:\[[^\]\s]+\] )?(?:\[\s*\d+\]|#\s*\d+|\d+)\s+(?:0x[0-9a-fA-F]+\s+)?(?:in\s+)?\S"
 )
+# A frame of absl's / glog's stack trace ("@     0x7f…  1888  /…/libtriton.so", "@ 0x7f… flagcxCommInit"):
+# after the address an optional frame size, then where it was (a file) or the function's symbol.
+SIGNAL_HANDLER_FRAME = re.compile(
+    r"\s*@\s+0x[0-9a-fA-F]+\s+(?:\d+\s+)?(?:\(unknown\)\s+)?(?P<rest>[^\s(].*)$"
+)
+NATIVE_SYMBOL = re.compile(r"(?P<p>[A-Za-z_][\w:~]*)")
 NATIVE_WHERE = (
     re.compile(r"(?P<p>[^\s()]+\.(?:cpp|cc|cxx|c|h|hpp|cu|inc)):\d+"),
     re.compile(r"(?P<p>/?[\w.+/-]*\blib[\w.+-]*\.so(?:\.\d+)*)(?![\w.])"),

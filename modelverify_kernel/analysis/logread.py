@@ -28,6 +28,7 @@ from .logformat import (
     LOCATION,
     NATIVE_CONT,
     NATIVE_FRAME,
+    NATIVE_SYMBOL,
     NATIVE_WHERE,
     NEXT_EXC,
     NO_PREFIX,
@@ -41,6 +42,7 @@ from .logformat import (
     QUIET_FAST,
     QUIET_LEVELS,
     RANK_TAG,
+    SIGNAL_HANDLER_FRAME,
     STDLIB,
     TB_START,
     WARN_LEVELS,
@@ -594,6 +596,15 @@ class Scanner:
     @staticmethod
     def _native_line(blk: Block, s: str) -> bool:
         """A line of a native failure's report: the handler's lines, a backtrace frame."""
+        sm = SIGNAL_HANDLER_FRAME.match(s)
+        if sm:  # absl / glog: where it was, else the function's symbol (owners.md, native symbols)
+            rest = sm.group("rest")
+            wm = next((m for w in NATIVE_WHERE if (m := w.search(rest))), None)
+            wm = wm or NATIVE_SYMBOL.match(rest)
+            if wm:
+                blk.frames.append(Frame(wm.group("p"), s))
+                blk.reverse = True
+                return True
         if NATIVE_CONT.match(s):
             if s.lstrip("[").find("Signal: ") >= 0 and blk.message == "Process received signal":
                 blk.message = s.split("Signal: ", 1)[1]

@@ -164,6 +164,9 @@ class Owners:
         is_native, comp = self.native(fr.path)
         if is_native:
             return comp, NATIVE
+        if "/" not in fr.path and "." not in fr.path.split("::", 1)[0]:  # a bare native symbol
+            hit = next((c for p, c in self.tables.native_symbols if p.fullmatch(fr.path)), None)
+            return hit, NATIVE
         pkg = self.package(fr.path)
         if not caller:  # caller(...) rows skip the kernel machinery (Triton) altogether
             path = fr.path.replace("\\", "/")
