@@ -2494,3 +2494,13 @@ def test_vllms_own_memory_budget_explains_the_traceback_after_it(budget):
 def test_a_build_for_another_device_and_a_compiler_that_wrote_nothing(line, component, rule):
     diag = classify_text(line + "\n")
     assert (diag.component, diag.rule) == (component, rule), diag
+
+
+def test_a_compiler_tool_that_triton_ships_failing_is_flagtree_without_frames():
+    """The command line of the failed subprocess names Triton's own toolchain (FlagTree's)."""
+    line = (
+        "subprocess.CalledProcessError: Command '['/opt/py/site-packages/triton/backends/nvidia/"
+        "bin/ptxas', '-v', '/tmp/k.ptx']' returned non-zero exit status 255.\n"
+    )
+    diag = classify_text(line)
+    assert (diag.component, diag.rule) == ("FlagTree", "T-compiler-proc"), diag
