@@ -2504,3 +2504,48 @@ def test_a_compiler_tool_that_triton_ships_failing_is_flagtree_without_frames():
     )
     diag = classify_text(line)
     assert (diag.component, diag.rule) == ("FlagTree", "T-compiler-proc"), diag
+
+
+@pytest.mark.parametrize(
+    ("log", "component"),
+    [
+        # a /psm_ name in a KeyError raised by vLLM's own code: a failure, vLLM's
+        (
+            "Traceback (most recent call last):\n"
+            '  File "/usr/lib/python3.12/site-packages/vllm/distributed/device_communicators/'
+            'shm_broadcast.py", line 30, in acquire\n'
+            "KeyError: '/psm_1a2b3c'\n",
+            "vllm",
+        ),
+        # the tracker's file, reached from vLLM's engine: vLLM's code was running
+        (
+            "Traceback (most recent call last):\n"
+            '  File "/usr/lib/python3.12/site-packages/vllm/v1/engine/core.py", line 10, in run\n'
+            '  File "/usr/lib/python3.12/multiprocessing/resource_tracker.py", line 30, in register\n'
+            "FileNotFoundError: [Errno 2] No such file or directory: '/tmp/x'\n",
+            "vllm",
+        ),
+        # a library's own circular import stays a dependency problem
+        (
+            "Traceback (most recent call last):\n"
+            '  File "/usr/lib/python3.12/site-packages/vllm/model_executor/models/llama.py", line 10, in <module>\n'
+            '  File "/usr/lib/python3.12/site-packages/transformers/__init__.py", line 30, in <module>\n'
+            "ImportError: cannot import name 'auto' from partially initialized module 'transformers' "
+            "(most likely due to a circular import)\n",
+            "dependency",
+        ),
+        # vLLM's _C op handed a CPU tensor from a plugin's op: the plugin's code, not a wrong build
+        (
+            "Traceback (most recent call last):\n"
+            '  File "/usr/lib/python3.12/site-packages/vllm_fl/ops/rotary.py", line 40, in forward_oot\n'
+            '  File "/usr/lib/python3.12/site-packages/torch/_ops.py", line 1158, in __call__\n'
+            "NotImplementedError: Could not run '_C::rotary_embedding' with arguments from the 'CPU' "
+            "backend.\n",
+            "plugin",
+        ),
+    ],
+)
+def test_the_new_owner_mechanisms_do_not_reach_past_their_mechanism(log, component):
+    """Review of round 3: a harmless exception is only the standard library's own; a circular
+    import decides only for the components' modules; a wrong-build op error only off the CPU."""
+    assert classify_text(log).component == component

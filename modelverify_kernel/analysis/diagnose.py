@@ -113,15 +113,15 @@ def _owner(
         named = kernel_named(text)
         if named:
             return named[1], "kernel", None
+    comp = owners.module_owner(line)
+    if comp:  # the module the exception blames (a circular import): its package's owner
+        return comp, "module", None
     comp, _how, fr = owners.owner_of(frames, caller)
     named = owners.class_owner(line) if comp in (None, "vllm") else None
     if named:  # a plugin's subclass seen through vLLM's base class frames
         return named, "class", None
     if comp:
         return comp, "frame", fr
-    comp = owners.module_owner(line)
-    if comp:
-        return comp, "module", None
     for pat, comp in owners.tables.owner_paths:
         if pat.search(text):
             return comp, "path", None
@@ -137,12 +137,11 @@ def _harmless(f: Failure, rs: RuleSet) -> bool:
     if exc is None:
         return False
     etype = exc.etype.rsplit(".", 1)[-1]
-    inner = (exc.frames or exc.chain_frames or [None])[-1]
-    where = [exc.message.strip(), inner.path if inner else ""]
-    return any(
-        kind.fullmatch(etype) and any(place.search(w) for w in where if w)
-        for kind, place in rs.tables.harmless
-    )
+    frames = exc.chain_frames or exc.frames
+    if any(not (STDLIB.search(fr.path) or fr.path.startswith("<")) for fr in frames):
+        return False  # code outside the standard library was running: a failure of its own
+    where = frames[-1].path if frames else exc.message.strip()
+    return any(kind.fullmatch(etype) and place.search(where) for kind, place in rs.tables.harmless)
 
 
 def _root_exc(f: Failure, rs: RuleSet) -> tuple[_Exc | None, list[str]]:
