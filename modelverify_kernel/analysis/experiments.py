@@ -261,8 +261,6 @@ def narrow(
 
     culprits: list[str] = []
     candidates = list(items)
-    if passing:
-        seen[frozenset(items[:passing])] = False
     while candidates and not (culprits and test(culprits)):
         # culprits + candidates[:hi] brings the fault back, candidates[:lo-1] does not
         lo, hi = (passing if not culprits else 0) + 1, len(candidates)
