@@ -64,9 +64,7 @@ D3_FILE = "dev_cases_3.json"
 D3_FALSE_MULTICHIP_BLAME: set[str] = set()
 D3_KNOWN_MISSES = {
     "d3-004": "NotImplementedError for a PrivateUse1 op with no frame: the op library is only in the prose",
-    "d3-005": "AttributeError on triton.language from FlagGems' import: owner of the caller (owners)",
     "d3-006": "HIP capture error without frames; FlagGems' copy_ is only in the prose",
-    "d3-007": "AttributeError on a triton module, FlagGems' file named only in a Chinese note",
     "d3-009": "ValueError with no frame; FlagGems-vllm's wrapper only in the prose",
     "d3-016": "Triton Error [ZE] without frames: driver shim vs kernel not decidable from the text",
     "d3-021": "segfaults of all ranks without a backtrace: no owner in the excerpt",
@@ -2549,3 +2547,64 @@ def test_the_new_owner_mechanisms_do_not_reach_past_their_mechanism(log, compone
     """Review of round 3: a harmless exception is only the standard library's own; a circular
     import decides only for the components' modules; a wrong-build op error only off the CPU."""
     assert classify_text(log).component == component
+
+
+@pytest.mark.parametrize(
+    "log, component",
+    [
+        # a call chain written by hand under the exception: its files are the frames
+        (
+            "AttributeError: module 'triton.language' has no attribute 'map_elementwise'\n"
+            "Root cause, the call chain:\n"
+            "  load_plugin → import flag_gems\n"
+            "  → flag_gems/ops/__init__.py:52  from ._dirichlet_grad import _dirichlet_grad\n",
+            "FlagGems",
+        ),
+        # the file a report points at, in backticks with a label, above the exception
+        (
+            "File: `runtime/backend/_kunlunxin/utils/tle_copy.py` (the copy kernel)\n"
+            "AttributeError: module 'triton.experimental.tle.language.dsa' has no attribute 'X'\n",
+            "FlagGems",
+        ),
+    ],
+    ids=["call-chain", "labelled-file"],
+)
+def test_files_the_text_names_are_the_frames_of_a_frameless_exception(log, component):
+    """Real reports paste the exception alone and name the code in prose or a hand-written call
+    chain (logread.NAMED_LOCATION): those files own it, and --explain says where they came from."""
+    diag = classify_text(log)
+    assert diag.component == component
+    from modelverify_kernel.analysis.cli import explanation
+    from modelverify_kernel.analysis.diagnose import Trace
+
+    trace = Trace()
+    classify_log(log.splitlines(), trace=trace)
+    ex = explanation(trace, diag)
+    chosen = next(f for f in ex["failures"] if f["chosen"])
+    assert chosen["reader"] == "exception line, frames: files the text names"
+    assert chosen["frames"] and chosen["frames"][-1]["owner"] == component
+
+
+@pytest.mark.parametrize(
+    "log",
+    [
+        # a Python warning's location is not a file named by the report
+        "/usr/lib/python3.12/site-packages/flag_gems/ops/mm.py:12: UserWarning: slow path\n"
+        "RuntimeError: CUDA error: out of memory\n",
+        # a URL is not a file of the run
+        "See https://github.com/flagos-ai/FlagGems/blob/master/src/flag_gems/ops/mm.py for it\n"
+        "RuntimeError: CUDA error: an illegal memory access was encountered\n",
+        # named too far from the failure (more than NAMED_NEAR lines)
+        "Loaded flag_gems/ops/mm.py as usual\n"
+        + "WARNING something unrelated\n" * 60
+        + "RuntimeError: CUDA error: an illegal memory access was encountered\n",
+        # a traceback's own frames win over a file named in prose
+        "Maybe it is `flag_gems/ops/mm.py`?\n"
+        "Traceback (most recent call last):\n"
+        '  File "/usr/lib/python3.12/site-packages/vllm/v1/engine/core.py", line 10, in run\n'
+        "AttributeError: 'NoneType' object has no attribute 'shape'\n",
+    ],
+    ids=["warning-location", "url", "too-far", "traceback-frames-win"],
+)
+def test_a_named_file_is_not_read_where_it_is_not_the_failures_code(log):
+    assert classify_text(log).component not in ("FlagGems",)

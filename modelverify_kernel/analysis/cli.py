@@ -105,12 +105,14 @@ def _reader(f: Failure) -> str:
         return "stack dump (faulthandler" + (", current thread)" if blk.current else ")")
     if blk.header:
         return "Python traceback"
-    return "traceback without header" if blk.frames else "exception line"
+    if blk.frames:
+        return "traceback without header"
+    return "exception line, frames: files the text names" if f.named else "exception line"
 
 
 def _frames(f: Failure) -> list:
-    frames = [fr for b in f.blocks for fr in b.ordered_frames()] or list(f.orphan_frames)
-    return frames + list(f.user_frames)
+    frames = [fr for b in f.blocks for fr in b.ordered_frames()] or f.orphan_frames or f.named
+    return list(frames) + list(f.user_frames)
 
 
 def _frame_rows(frames: list, owners: Owners) -> list[dict]:

@@ -116,6 +116,14 @@ FRAME = re.compile(r'\s*File "(?P<path>[^"]+)"(?:, line (?P<ln>\d+))?(?:,? in (?
 # A source location on a line of its own ("src/flag_gems/fused/x.py:308:56:", Dynamo's
 # "vllm_fl/dispatch/policy.py:") is a frame: compiler diagnostics and pasted stacks print them.
 LOCATION = re.compile(r"\s*(?P<path>[^\s:\"'`]*/[^\s:\"'`]+\.py)(?:(?::\d+){1,2}:?|:)\s*$")
+# A source file named in the text rather than in a traceback: a call chain written by hand
+# ("→ flag_gems/ops/__init__.py:52 …"), a file a report points at ("File: `runtime/backend/…/x.py`").
+# Read as the failure's frames only when its exception came with none; a Python warning's
+# "path.py:12: UserWarning" is not one (the location must end at a space, quote or bracket).
+NAMED_LOCATION = re.compile(
+    r"(?:^|(?<=[\s`'\"(（→>：:]))(?P<path>/?(?:[\w.-]+/)+[\w-]+\.(?:py|cc|cpp|cu|c|h|hpp))"
+    r"(?::\d+)?(?=$|[\s`'\"),，）])"
+)
 # A line that is an error report of its own: a compiler diagnostic ("file:3:7: error: …", MLIR's
 # "error: failed to legalize …") or a tool's "error: …" line.
 # MLIR writes its location as loc("file.py":26:0) or loc(callsite("callee.py":3:4 at "caller.py":…)).

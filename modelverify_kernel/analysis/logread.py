@@ -26,6 +26,7 @@ from .logformat import (
     GROUP_START,
     IDLE_HEAD,
     LOCATION,
+    NAMED_LOCATION,
     NATIVE_CONT,
     NATIVE_FRAME,
     NATIVE_SYMBOL,
@@ -55,6 +56,8 @@ COND_LINES = 20_000  # conditions of the run (cond: atoms) are printed at start-
 _MAX_DETAIL = 6
 _MAX_FRAMES = 64
 _MAX_CHAIN = 6
+_MAX_NAMED = 64  # source files named in the text, the latest kept
+NAMED_NEAR = 50  # lines: a file named this close to a frameless failure is read as its frame
 _HEAD, _TAIL = 32, 256
 
 
@@ -105,6 +108,7 @@ class Failure:
     )
     dump: str = ""  # orphan frames came from a stack dump: "current" or "thread"
     user_frames: list[Frame] = field(default_factory=list)  # Dynamo's "from user code:" frames
+    named: list[Frame] = field(default_factory=list)  # files the text names near it (no frames)
 
 
 class Phase(enum.IntEnum):
@@ -148,6 +152,7 @@ class Scanner:
         self.active: set[str] = set()  # streams inside a traceback
         self.boring: dict[str, None] = {}
         self.conditions: list[str] = []  # lines that matched a cond: atom (a condition of the run)
+        self.named: deque[tuple[int, Frame]] = deque(maxlen=_MAX_NAMED)  # (line, file named)
         self._handlers = {
             Phase.IDLE: self._in_idle,
             Phase.FRAMES: self._in_frames,
@@ -241,6 +246,10 @@ class Scanner:
             return
         events = self.emitted
         self.gated = gated
+        if st.phase is not Phase.FRAMES and "/" in msg:
+            nl = NAMED_LOCATION.search(msg)
+            if nl is not None:
+                self.named.append((self.index, Frame(nl.group("path"), msg.strip())))
         if (
             idle
             and not gated
@@ -289,6 +298,9 @@ class Scanner:
             self._flush(st)
         out = self.head + list(self.tail)
         out.sort(key=lambda f: f.index)
+        for f in out:
+            if f.blocks and not f.orphan_frames and not any(b.frames for b in f.blocks):
+                f.named = [fr for i, fr in self.named if abs(i - f.index) <= NAMED_NEAR]
         return out
 
     # -- internals
