@@ -79,7 +79,6 @@ D3_KNOWN_MISSES = {
     "d3-038": "aicore exception (a device fault) without frames: the plugin's ops only in the prose",
     "d3-043": "watchdog timeout alone: unknown, suspects FlagCX then vLLM; the thread blames vLLM",
     "d3-044": "watchdog timeout alone: unknown, suspects FlagCX then vLLM; vLLM's all-reduce",
-    "d3-046": "tokenizer mismatch shown only as a warning",
     "d3-048": "custom tokenizer without sentencepiece model: no model rule for it",
     "d3-051": "un-merged LoRA keys (KeyError through vLLM loader frames)",
     "d3-054": "placeholder-count mismatch from a transformers skew: no dependency evidence in the text",

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from modelverify_kernel.analysis.diagnose import classify_log
+from modelverify_kernel.analysis.cli import explanation
+from modelverify_kernel.analysis.diagnose import Trace, classify_log
 from modelverify_kernel.analysis.knowledge import load_rules, load_tables
 from modelverify_kernel.analysis.logformat import STDLIB
 from modelverify_kernel.analysis.logread import Failure, Scanner
@@ -364,3 +365,48 @@ Root Cause (first observed failure):
     assert (
         classify_log(log.splitlines()).component == "unknown"
     )  # failed; the child's log says where
+
+
+RICH = """\
+╭───────────────────── Traceback (most recent call last) ──────────────────────╮
+│ /home/u/proj/run.py:12 in <module>                                           │
+│                                                                              │
+│    11                                                                        │
+│ ❱  12 │   main()                                                             │
+│                                                                              │
+│ /home/u/.local/lib/python3.10/site-packages/flag_gems/ops/some_long_name_her │
+│ e.py:308 in forward                                                          │
+│                                                                              │
+│   307 │   x = 1                                                              │
+│ ❱ 308 │   return mm_kernel[grid](a, b)                                       │
+│                                                                              │
+│ ╭──────── locals ────────╮                                                   │
+│ │ a = /tmp/x/y.py        │                                                   │
+│ ╰────────────────────────╯                                                   │
+╰──────────────────────────────────────────────────────────────────────────────╯
+RuntimeError: Triton Error [CUDA]: an illegal memory access was encountered
+"""
+
+
+def test_richs_boxed_traceback_is_read_as_pythons() -> None:
+    """rich (typer and other CLIs) draws a box around the traceback: its frames, a path folded
+    at the box's edge, the line that raised, a locals panel; the exception follows the box. The
+    box's equal-width lines are no hard wrap."""
+    blk = _root(RICH)
+    assert blk.form == "rich traceback"
+    assert [fr.path for fr in blk.frames] == [
+        "/home/u/proj/run.py",
+        "/home/u/.local/lib/python3.10/site-packages/flag_gems/ops/some_long_name_here.py",
+    ]
+    assert [fr.code for fr in blk.frames] == ["main()", "return mm_kernel[grid](a, b)"]
+    assert (blk.exc_type, blk.message) == (
+        "RuntimeError",
+        "Triton Error [CUDA]: an illegal memory access was encountered",
+    )
+    trace = Trace()
+    diag = classify_log(RICH.splitlines(), trace=trace)
+    assert diag.component == "FlagGems"
+    assert explanation(trace, diag)["failures"][0]["reader"] == "rich traceback"  # --explain
+    # cut inside the box: the frames so far still decide, and a line after it is read as usual
+    cut = "\n".join(RICH.splitlines()[:9]) + "\nValueError: after the box\n"
+    assert [fr.path.rsplit("/", 1)[-1] for fr in _root(cut).frames][-1] == "some_long_name_here.py"

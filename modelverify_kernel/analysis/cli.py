@@ -89,9 +89,6 @@ def _print(name: str, diag: Diagnosis, trace: Trace | None, as_json: bool) -> No
 
 def _reader(f: Failure) -> str:
     """Which reading of the log made this failure candidate."""
-    named = getattr(f, "reader", None)  # a reader that names itself
-    if named:
-        return str(named)
     if f.line_rule is not None:
         return f"line rule {f.line_rule.id}"
     if f.dump:
@@ -99,10 +96,13 @@ def _reader(f: Failure) -> str:
     blk = f.blocks[0] if f.blocks else None
     if blk is None:
         return "frames"
+    form = "" if blk.form == "python traceback" else blk.form  # the reader that parsed it
     if blk.exc_type in _NATIVE_TYPES or blk.exc_type == "DeviceError":
-        return f"native failure ({blk.exc_type})"
+        return f"{form or 'native failure'} ({blk.exc_type})"
     if blk.reverse or blk.message.startswith("stack dump"):
         return "stack dump (faulthandler" + (", current thread)" if blk.current else ")")
+    if form:
+        return form
     if blk.header:
         return "Python traceback"
     if blk.frames:

@@ -83,7 +83,7 @@ def _wrap_width(head: list[str]) -> int | None:
     goes_on = [
         not nxt[:1].isspace() and not PREFIX.match(nxt).end() and not FRAME.match(nxt)
         for ln, nxt in zip(lines, lines[1:])
-        if len(ln) == widest
+        if len(ln) == widest and not "\u2500" <= ln[-1] <= "\u257f"  # a box's edge is no wrap
     ]
     # two such lines must both go on; more, two thirds of them (a cut at a space looks indented)
     need = len(goes_on) if len(goes_on) < 3 else (len(goes_on) * 2 + 2) // 3
@@ -110,6 +110,12 @@ GROUP_START = re.compile(r"\s*\+ Exception Group Traceback")
 GROUP_GUTTER = re.compile(
     r"\s*(?:\| ?|\+-[-+]*(?: (?:\d+|\.\.\.) -+)?$|\+ (?=Exception Group Traceback))"
 )
+# rich's traceback (rich.traceback.install(), typer and other CLIs): a box drawn around it,
+# "╭─── Traceback (most recent call last) ───╮", each frame "│ /path/file.py:259 in main │",
+# its source lines "│   258 │ code │" with "❱" at the line that raised, a locals panel nested
+# inside; the exception follows the box. A path too long for the box is folded onto the next line.
+RICH_FRAME = re.compile(r"(?P<path>\S+):(?P<ln>\d+) in (?P<fn>\S+)$")
+RICH_CODE = re.compile(r"(?P<mark>❱)?\s*\d+\s*│(?P<code>.*)$")
 QUIET_LEVELS = frozenset({"INFO", "DEBUG", "I"})
 WARN_LEVELS = frozenset({"WARNING", "WARN", "W"})
 FRAME = re.compile(r'\s*File "(?P<path>[^"]+)"(?:, line (?P<ln>\d+))?(?:,? in (?P<fn>\S.*))?\s*$')
@@ -144,7 +150,7 @@ CONNECTOR = re.compile(
 # a traceback; a faulthandler dump's thread; a py-spy dump's thread (`py-spy dump --pid N`, what
 # vLLM's docs ask for at a hang): the two dumps list the most recent call first
 TB_START = re.compile(
-    r"Traceback \(most recent call last\):|(?:Current thread|Thread) 0x[0-9a-f]+ .*\(most recent call first\):"
+    r"Traceback \(most recent call last\):|╭─+ Traceback \(most recent call last\) ─+╮|(?:Current thread|Thread) 0x[0-9a-f]+ .*\(most recent call first\):"
     r'|Thread (?:0x[0-9a-fA-F]+|\d+) \((?:active|idle)[^)]*\)(?:: ".*")?$'
     # pytest: a conftest that failed to import prints its traceback in pytest's short form
     r"|ImportError while (?:loading conftest|importing test module) "

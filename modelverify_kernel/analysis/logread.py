@@ -43,6 +43,8 @@ from .logformat import (
     QUIET_FAST,
     QUIET_LEVELS,
     RANK_TAG,
+    RICH_CODE,
+    RICH_FRAME,
     SIGNAL_HANDLER_FRAME,
     STDLIB,
     TB_START,
@@ -174,6 +176,7 @@ class Scanner:
         lines, outer, indent = outer_prefix(iter(lines))
         outer_match = outer.match if outer is not None else None
         in_group = False
+        box: str | None = None  # inside rich's traceback box: the folded text so far
         for raw in lines:
             self.index += 1
             raw = raw[:MAX_LINE]
@@ -200,6 +203,10 @@ class Scanner:
             msg = raw[m.end() :]
             if in_group or "Exception Group" in msg:  # an exception group's gutter comes off
                 msg, in_group = _ungutter(msg, in_group)
+            if box is not None or "╭" in msg:  # rich's box comes off, its frames read as Python's
+                msg, box = _unbox(msg, box)
+                if msg is None:
+                    continue
             if not self.active and msg in boring:  # a repeated harmless line, nothing open
                 continue
             if msg and (benign_start(msg) or benign_any(msg)):
@@ -672,6 +679,8 @@ class Scanner:
 def _header_form(s: str) -> str:
     if s.startswith("Traceback"):
         return "python traceback"
+    if s.startswith("╭"):
+        return "rich traceback"
     if s.startswith("ImportError while"):
         return "pytest traceback"
     return "faulthandler dump" if "(most recent call first)" in s else "py-spy dump"
@@ -733,6 +742,30 @@ def _ungutter(msg: str, in_group: bool) -> tuple[str, bool]:
     in_group = in_group or GROUP_START.match(msg) is not None
     gm = GROUP_GUTTER.match(msg) if in_group else None
     return (msg[gm.end() :], True) if gm is not None else (msg, False)
+
+
+def _unbox(msg: str, box: str | None) -> tuple[str | None, str | None]:
+    """A line of rich's traceback box as Python's traceback prints it: (the line, None when
+    the box adds nothing; the box's state: None outside it, else the folded path so far)."""
+    s = msg.strip()
+    if box is None:
+        return msg, ("" if s.startswith("╭") and TB_START.match(s) else None)
+    if s.startswith("╰"):
+        return None, None
+    if not s.startswith("│"):
+        return msg, None  # the box ended without its border (a cut paste)
+    inner = s[1:].rstrip().removesuffix("│").strip()
+    if not inner or inner[0] in "╭│╰":
+        return None, box  # a blank line, a locals panel
+    fm = RICH_FRAME.match(box + inner)
+    if fm:
+        return f'  File "{fm["path"]}", line {fm["ln"]}, in {fm["fn"]}', ""
+    cm = RICH_CODE.match(inner)
+    if cm:
+        return (f"    {cm['code'].strip()}" if cm["mark"] else None), box
+    if box or inner.startswith("/") or ".py" in inner:
+        return None, box + inner  # a path folded at the box's edge
+    return None, box
 
 
 def looks_like_type(name: str) -> bool:
