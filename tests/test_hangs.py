@@ -226,9 +226,10 @@ def test_the_report_says_how_long_a_slow_phase_took_and_why() -> None:
 
 
 def _run_b_phase_with_plugin(
-    tmp_path: Path, demo_model, plugin_source: str, phase: str, extra: dict
+    tmp_path: Path, demo_model, plugin_source: str, phase: str, extra: dict, package="vllm_fl"
 ):
-    """One Run B phase on the real engine with a stand-in general plugin `fl` (package vllm_fl)."""
+    """One Run B phase on the real engine with a stand-in general plugin `fl` (its package
+    `package`)."""
     from conftest import CPU_ENV, DEMO_ENGINE_ARGS
 
     from modelverify_kernel.params import validate
@@ -236,12 +237,12 @@ def _run_b_phase_with_plugin(
     from modelverify_kernel.target import LocalTarget
 
     site = tmp_path / "site"
-    (site / "vllm_fl").mkdir(parents=True)
-    (site / "vllm_fl" / "__init__.py").write_text(plugin_source, encoding="utf-8")
-    info = site / "vllm_fl-0.0.1.dist-info"
+    (site / package).mkdir(parents=True)
+    (site / package / "__init__.py").write_text(plugin_source, encoding="utf-8")
+    info = site / f"{package}-0.0.1.dist-info"
     info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: vllm_fl\nVersion: 0.0.1\n")
-    (info / "entry_points.txt").write_text("[vllm.general_plugins]\nfl = vllm_fl:register\n")
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {package}\nVersion: 0.0.1\n")
+    (info / "entry_points.txt").write_text(f"[vllm.general_plugins]\nfl = {package}:register\n")
     params = validate(
         {
             "model_path": str(demo_model),
@@ -274,17 +275,24 @@ def _run_b_phase_with_plugin(
 def test_plugin_hanging_in_register_inside_the_real_engine_is_blamed_on_the_plugin(
     tmp_path: Path, demo_model
 ) -> None:
-    """Real vLLM (CPU) loads a stand-in general plugin named `vllm_fl` whose register() never
-    returns (no real FlagOS plugin runs here). The offline phase hangs silently; at the timeout
-    every process prints its stacks, and the diagnosis names the frame it waited in."""
+    """Real vLLM (CPU) loads a stand-in general plugin whose register() never returns (no real
+    FlagOS plugin runs here), in a package whose name no table knows (issue 20: such a hang was
+    blamed on vLLM). The offline phase hangs silently; at the timeout every process prints its
+    stacks, and the diagnosis names the plugin's frame it waited in: the plugin is known as one
+    from vLLM's own list of the plugins it loads."""
     pr = _run_b_phase_with_plugin(
-        tmp_path, demo_model, HUNG_PLUGIN, "offline", {"offline_timeout": 20, "timeout_cap": 120}
+        tmp_path,
+        demo_model,
+        HUNG_PLUGIN,
+        "offline",
+        {"offline_timeout": 20, "timeout_cap": 120},
+        package="acme_accel_ext",
     )
     log = Path(pr.log).read_text()
     assert pr.status == "FAIL" and pr.timed_out and "hung" in pr.error, pr.error
     assert "(most recent call first)" in log and "_wait_for_device" in log
     assert pr.diagnosis["component"] == "plugin", pr.diagnosis
-    assert any("vllm_fl/__init__.py" in e for e in pr.diagnosis["evidence"]), pr.diagnosis
+    assert any("acme_accel_ext/__init__.py" in e for e in pr.diagnosis["evidence"]), pr.diagnosis
 
 
 SEGFAULTING_PLUGIN = """\
