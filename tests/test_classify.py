@@ -49,6 +49,7 @@ NOT_IN_THE_EXCERPT = {
 # classifier answers `unknown` and ranks that component first among its suspects — a guess is
 # never presented as a diagnosis. (The team's scoring counts these as misses.)
 NO_OWNER_IN_THE_EXCERPT = {
+    "d3-022": "NCCL WARN Cuda failure in its shm transport: the library's bug or the node's; FlagCX first",
     "d025": "an AttributeError with no frame; vllm only in the command line",
     "d026": "source lines without File lines under vLLM's log header (who logged, not who raised)",
     "n054": "the vLLM path is in the prose before the failure, not in its frames or text",
@@ -68,7 +69,6 @@ D3_KNOWN_MISSES = {
     "d3-009": "ValueError with no frame; FlagGems-vllm's wrapper only in the prose",
     "d3-016": "Triton Error [ZE] without frames: driver shim vs kernel not decidable from the text",
     "d3-021": "segfaults of all ranks without a backtrace: no owner in the excerpt",
-    "d3-022": "NCCL WARN Cuda failure + NCCL's own 'file:line -> 1' unwind: not read as a failure yet",
     "d3-023": "heap corruption abort without a backtrace: no owner in the excerpt",
     "d3-027": "NCCL INFO lines only: the shared-memory overflow is printed at INFO",
     "d3-028": "only vLLM's RPC timeout; NCCL under CUDA graphs is in the prose",
@@ -83,7 +83,7 @@ D3_KNOWN_MISSES = {
     "d3-051": "un-merged LoRA keys (KeyError through vLLM loader frames)",
     "d3-054": "placeholder-count mismatch from a transformers skew: no dependency evidence in the text",
     "d3-057": "CUDA-graph NCCL refusal from a cuda11 libnccl pulled by xformers: no rule",
-    "d3-060": "NVLS setup CUDA invalid argument in NCCL WARN lines (host setup)",
+    "d3-060": "NVLS setup CUDA invalid argument in NCCL WARN lines (host setup): unknown, FlagCX then environment suspected",
     "d3-063": "silent stall after NCCL init (ACS/IOMMU): nothing in the log",
     "d3-065": "NCCL shm 'No space left on device' read as E-shm environment; labelled resources",
     "d3-068": "engine torn down by vLLM's signal handler; the cause is not in the excerpt",
@@ -2607,3 +2607,20 @@ def test_files_the_text_names_are_the_frames_of_a_frameless_exception(log, compo
 )
 def test_a_named_file_is_not_read_where_it_is_not_the_failures_code(log):
     assert classify_text(log).component not in ("FlagGems",)
+
+
+def test_a_device_error_inside_the_communication_library_is_a_failure_with_two_suspects():
+    """NCCL/FlagCX's own `WARN Cuda failure` and its error returns: the library's bug on this
+    hardware and the node's setup (fabric manager, IOMMU) look alike in the log (corpus: one of
+    each), so the failure is read (never `none`) and left to the ablation with both suspects."""
+    log = (
+        "node2:242431:242475 [1] NCCL INFO Channel 00/0 : 1[1] -> 0[0] via P2P/IPC\n"
+        "node2:242431:242475 [1] transport/nvls.cc:158 NCCL WARN Cuda failure 1 'invalid argument'\n"
+        "node2:242431:242475 [1] NCCL INFO transport/nvls.cc:330 -> 1\n"
+        "node2:242431:242475 [1] NCCL INFO init.cc:1277 -> 1\n"
+    )
+    diag = classify_text(log)
+    assert diag.component == "unknown" and diag.rule == "O-comm-device-error", diag
+    assert [s["component"] for s in diag.suspects] == ["FlagCX", "environment"]
+    oom = log.replace("'invalid argument'", "'out of memory'")
+    assert classify_text(oom).rule != "O-comm-device-error"
