@@ -87,7 +87,6 @@ D3_KNOWN_MISSES = {
     "d3-063": "silent stall after NCCL init (ACS/IOMMU): nothing in the log",
     "d3-065": "NCCL shm 'No space left on device' read as E-shm environment; labelled resources",
     "d3-068": "engine torn down by vLLM's signal handler; the cause is not in the excerpt",
-    "d3-069": "traceback cut before the KV-cache memory check's exception: owner vLLM",
 }
 
 
@@ -2624,3 +2623,16 @@ def test_a_device_error_inside_the_communication_library_is_a_failure_with_two_s
     assert [s["component"] for s in diag.suspects] == ["FlagCX", "environment"]
     oom = log.replace("'invalid argument'", "'out of memory'")
     assert classify_text(oom).rule != "O-comm-device-error"
+
+
+def test_a_traceback_cut_inside_vllms_kv_cache_check_is_that_check_failing():
+    """The capacity check exists to raise "not enough KV cache memory": a traceback cut on the
+    line that calls it is resources; an exception printed under it decides by itself."""
+    cut = (
+        "Traceback (most recent call last):\n"
+        '  File "/usr/lib/python3.12/site-packages/vllm/v1/core/kv_cache_utils.py", line 943, in get_kv_cache_config\n'
+        "    check_enough_kv_cache_memory(vllm_config, kv_cache_spec, available_memory)\n"
+    )
+    assert (classify_text(cut).component, classify_text(cut).rule) == ("resources", "R-kv-cache")
+    raised = cut + "AttributeError: 'NoneType' object has no attribute 'page_size_bytes'\n"
+    assert classify_text(raised).rule != "R-kv-cache"
