@@ -410,3 +410,84 @@ def test_richs_boxed_traceback_is_read_as_pythons() -> None:
     # cut inside the box: the frames so far still decide, and a line after it is read as usual
     cut = "\n".join(RICH.splitlines()[:9]) + "\nValueError: after the box\n"
     assert [fr.path.rsplit("/", 1)[-1] for fr in _root(cut).frames][-1] == "some_long_name_here.py"
+
+
+RICH_PKG_MM = """\
+def mm(a, b):
+    x = a
+    raise RuntimeError("Triton Error [CUDA]: an illegal memory access was encountered")
+"""
+
+RICH_CALLER = """\
+CONFIG = "/tmp/x/config.py"
+
+
+def main(path="/tmp/x/config.py"):
+    from flag_gems.ops.mm import mm
+
+    mm([1, 2, 3], path)
+"""
+
+
+def _rich_render(tmp_path, width: int, handler: bool, **tb) -> str:
+    """A real rich traceback of a FlagGems kernel's failure, printed as rich prints it."""
+    import importlib
+    import io
+    import logging
+    import sys
+
+    from rich.console import Console
+    from rich.logging import RichHandler
+    from rich.traceback import Traceback
+
+    site = tmp_path / "site-packages"
+    (site / "flag_gems" / "ops").mkdir(parents=True)
+    (site / "flag_gems" / "__init__.py").write_text("")
+    (site / "flag_gems" / "ops" / "__init__.py").write_text("")
+    (site / "flag_gems" / "ops" / "mm.py").write_text(RICH_PKG_MM)
+    (site / "caller_app.py").write_text(RICH_CALLER)
+    sys.path.insert(0, str(site))
+    out = io.StringIO()
+    console = Console(file=out, width=width, color_system=None)
+    try:
+        caller = importlib.import_module("caller_app")
+        try:
+            caller.main()
+        except RuntimeError:
+            if handler:
+                log = logging.getLogger(f"rich-test-{width}")
+                log.propagate = False
+                log.addHandler(RichHandler(console=console, rich_tracebacks=True, **tb))
+                log.exception("Engine failed")
+            else:
+                console.print(Traceback(width=width, **tb))
+    finally:
+        sys.path.remove(str(site))
+        for name in [m for m in sys.modules if m == "caller_app" or m.startswith("flag_gems")]:
+            del sys.modules[name]
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("width", "handler", "tb"),
+    [
+        (100, False, {}),
+        (100, False, {"show_locals": True}),  # locals panels, a path in an unindented line
+        (60, False, {}),  # the site-packages paths fold at the box's edge
+        (120, True, {}),  # rich's logging handler: the box and the exception indented
+        (100, False, {"indent_guides": False}),
+    ],
+    ids=["plain", "locals", "narrow", "logging-handler", "no-guides"],
+)
+def test_real_rich_tracebacks_are_read_with_their_frames_and_exception(
+    tmp_path, width, handler, tb
+) -> None:
+    text = _rich_render(tmp_path, width, handler, **tb)
+    assert "╭" in text and "mm.py" in text.replace("\n", "")
+    blk = _root(text)
+    assert blk.form == "rich traceback"
+    assert blk.frames[-1].path.endswith("site-packages/flag_gems/ops/mm.py"), blk.frames
+    assert blk.frames[-1].code.startswith("raise RuntimeError(")
+    assert blk.exc_type == "RuntimeError" and "illegal memory access" in blk.message
+    diag = classify_log(text.splitlines())
+    assert (diag.component, diag.rule) == ("FlagGems", "O-device-fault"), diag

@@ -7,6 +7,7 @@ import itertools
 import os
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 
@@ -73,7 +74,8 @@ def _wrap_width(head: list[str]) -> int | None:
     least) exactly that long, none longer, and most of them going on in a line that is no line
     of its own (no log prefix, no indent: a wrap cuts mid-text). Several workers printing the
     same longest line are followed by their own prefixed lines."""
-    lines = [ln for ln in head if ln.strip()]
+    # a box's lines (rich's traceback) are all as wide as the box: no wrap
+    lines = [ln for ln in head if ln.strip() and not "\u2500" <= ln.rstrip()[-1] <= "\u257f"]
     lengths = [len(ln) for ln in lines]
     if not lengths:
         return None
@@ -83,7 +85,7 @@ def _wrap_width(head: list[str]) -> int | None:
     goes_on = [
         not nxt[:1].isspace() and not PREFIX.match(nxt).end() and not FRAME.match(nxt)
         for ln, nxt in zip(lines, lines[1:])
-        if len(ln) == widest and not "\u2500" <= ln[-1] <= "\u257f"  # a box's edge is no wrap
+        if len(ln) == widest
     ]
     # two such lines must both go on; more, two thirds of them (a cut at a space looks indented)
     need = len(goes_on) if len(goes_on) < 3 else (len(goes_on) * 2 + 2) // 3
@@ -115,21 +117,32 @@ GROUP_GUTTER = re.compile(
 # its source lines "│   258 │ code │" with "❱" at the line that raised, a locals panel nested
 # inside; the exception follows the box. A path too long for the box is folded onto the next line.
 RICH_FRAME = re.compile(r"(?P<path>\S+):(?P<ln>\d+) in (?P<fn>\S+)$")
-RICH_CODE = re.compile(r"(?P<mark>❱)?\s*\d+\s*│(?P<code>.*)$")
+# a source line: its number, then the code after rich's indent guides ("│")
+RICH_CODE = re.compile(r"(?P<mark>❱)?\s*\d+ (?P<code>.*)$")
 QUIET_LEVELS = frozenset({"INFO", "DEBUG", "I"})
 WARN_LEVELS = frozenset({"WARNING", "WARN", "W"})
 FRAME = re.compile(r'\s*File "(?P<path>[^"]+)"(?:, line (?P<ln>\d+))?(?:,? in (?P<fn>\S.*))?\s*$')
 # A source location on a line of its own ("src/flag_gems/fused/x.py:308:56:", Dynamo's
 # "vllm_fl/dispatch/policy.py:") is a frame: compiler diagnostics and pasted stacks print them.
 LOCATION = re.compile(r"\s*(?P<path>[^\s:\"'`]*/[^\s:\"'`]+\.py)(?:(?::\d+){1,2}:?|:)\s*$")
-# A source file named in the text rather than in a traceback: a call chain written by hand
-# ("→ flag_gems/ops/__init__.py:52 …"), a file a report points at ("File: `runtime/backend/…/x.py`").
-# Read as the failure's frames only when its exception came with none; a Python warning's
-# "path.py:12: UserWarning" is not one (the location must end at a space, quote or bracket).
+# A source file a report points at outside a traceback: a call chain written by hand
+# ("→ flag_gems/ops/__init__.py:52 …"), a labelled or quoted file ("File: `runtime/…/x.py`",
+# "文件：…"). Only these marked forms: a path merely printed on a line (a command, a compile step,
+# Dynamo's "function: 'forward' (/…/llama.py:345)", pytest's progress) names no culprit; nor does a
+# web address ("github.com/…/x.py").
 NAMED_LOCATION = re.compile(
-    r"(?:^|(?<=[\s`'\"(（→>：:]))(?P<path>/?(?:[\w.-]+/)+[\w-]+\.(?:py|cc|cpp|cu|c|h|hpp))"
+    r"(?:(?:→|->|=>)\s*`?|`|(?:\b[Ff]ile|文件)\s*[:：]\s*`?)"
+    r"(?P<path>(?![\w-]+\.(?:com|org|net|io|ai|cn|dev)/)/?(?:[\w.-]+/)+[\w-]+\.(?:py|cc|cpp|cu|c|h|hpp))"
     r"(?::\d+)?(?=$|[\s`'\"),，）])"
 )
+NAMED_HINTS = (
+    "`",
+    "→",
+    "->",
+    "=>",
+    "ile",
+    "：",
+)  # a marker's literal: a line without one is skipped
 # A line that is an error report of its own: a compiler diagnostic ("file:3:7: error: …", MLIR's
 # "error: failed to legalize …") or a tool's "error: …" line.
 # MLIR writes its location as loc("file.py":26:0) or loc(callsite("callee.py":3:4 at "caller.py":…)).
@@ -319,3 +332,46 @@ IDLE_HEAD = re.compile(
     + r"|from user code:|[\^~]|\.\.\.)"
 )
 STDLIB = re.compile(r"^<|/lib/python3\.\d+/(?!site-packages|dist-packages)|" + NATIVE_RUNTIME)
+
+
+@dataclass
+class RichBox:
+    """Where a process is in rich's traceback box."""
+
+    indent: str = ""  # the box's own indentation (rich's logging handler indents it)
+    fold: str = ""  # a path folded at the box's edge, so far
+    closed: bool = False  # the box just ended: its exception line follows, indented as the box
+
+
+def unbox(msg: str, box: RichBox | None) -> tuple[str | None, RichBox | None]:
+    """A line of rich's traceback box as Python's traceback prints it: (the line, None when
+    the box adds nothing to read; the box's state, None outside one)."""
+    s = msg.strip()
+    if box is None:
+        if s.startswith("╭") and TB_START.match(s):
+            return msg, RichBox(indent=msg[: len(msg) - len(msg.lstrip())])
+        return msg, None
+    if box.closed:  # the exception line under the box
+        return msg.removeprefix(box.indent), None
+    if s.startswith("╰"):
+        box.closed = bool(box.indent)
+        return None, (box if box.closed else None)
+    if not s.startswith("│"):
+        return msg, None  # the box ended without its border (a cut paste)
+    inner = s[1:].rstrip().removesuffix("│").strip()
+    if not inner or inner[0] in "╭│╰":
+        return None, box  # a blank line, a locals panel
+    fold = box.fold
+    fm = (RICH_FRAME.match(fold + inner) or RICH_FRAME.match(f"{fold} {inner}")) if fold else None
+    fm = fm or RICH_FRAME.match(inner)
+    if fm:
+        box.fold = ""
+        return f'  File "{fm["path"]}", line {fm["ln"]}, in {fm["fn"]}', box
+    cm = RICH_CODE.match(inner)
+    if cm is None and (fold or inner.startswith("/")) and len(fold) < 1000:
+        box.fold = fold + inner  # a frame folded at the box's edge (mid-path or at a space)
+        return None, box
+    box.fold = ""
+    if cm and cm["mark"]:  # the line that raised: its frame's code
+        return f"    {cm['code'].lstrip(' │').strip()}", box
+    return None, box  # the lines around it, a frame rich could not place ("in fn:12")

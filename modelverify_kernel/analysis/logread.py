@@ -26,6 +26,7 @@ from .logformat import (
     GROUP_START,
     IDLE_HEAD,
     LOCATION,
+    NAMED_HINTS,
     NAMED_LOCATION,
     NATIVE_CONT,
     NATIVE_FRAME,
@@ -43,13 +44,13 @@ from .logformat import (
     QUIET_FAST,
     QUIET_LEVELS,
     RANK_TAG,
-    RICH_CODE,
-    RICH_FRAME,
     SIGNAL_HANDLER_FRAME,
     STDLIB,
     TB_START,
     WARN_LEVELS,
+    RichBox,
     outer_prefix,
+    unbox,
 )
 from .prefilter import RuleSet
 
@@ -58,8 +59,8 @@ COND_LINES = 20_000  # conditions of the run (cond: atoms) are printed at start-
 _MAX_DETAIL = 6
 _MAX_FRAMES = 64
 _MAX_CHAIN = 6
-_MAX_NAMED = 64  # source files named in the text, the latest kept
-NAMED_NEAR = 50  # lines: a file named this close to a frameless failure is read as its frame
+_MAX_NAMED = 16  # files a process's text names, the latest kept (and at most per failure)
+NAMED_NEAR = 50  # lines: a file its process names this close to a frameless failure is its frame
 _HEAD, _TAIL = 32, 256
 
 
@@ -110,7 +111,13 @@ class Failure:
     )
     dump: str = ""  # orphan frames came from a stack dump: "current" or "thread"
     user_frames: list[Frame] = field(default_factory=list)  # Dynamo's "from user code:" frames
-    named: list[Frame] = field(default_factory=list)  # files the text names near it (no frames)
+    named: list[Frame] = field(default_factory=list)  # files its process names near it (frameless)
+
+    @property
+    def frameless(self) -> bool:
+        return (
+            bool(self.blocks) and not self.orphan_frames and not any(b.frames for b in self.blocks)
+        )
 
 
 class Phase(enum.IntEnum):
@@ -135,6 +142,7 @@ class Stream:
     prev_at: int = 0  # its line number
     ctx: deque = field(default_factory=lambda: deque(maxlen=4))  # the messages before prev
     user_code: Failure | None = None  # the failure a "from user code:" section belongs to
+    named: deque = field(default_factory=lambda: deque(maxlen=_MAX_NAMED))  # (line, file named)
 
 
 class Scanner:
@@ -154,7 +162,6 @@ class Scanner:
         self.active: set[str] = set()  # streams inside a traceback
         self.boring: dict[str, None] = {}
         self.conditions: list[str] = []  # lines that matched a cond: atom (a condition of the run)
-        self.named: deque[tuple[int, Frame]] = deque(maxlen=_MAX_NAMED)  # (line, file named)
         self._handlers = {
             Phase.IDLE: self._in_idle,
             Phase.FRAMES: self._in_frames,
@@ -176,7 +183,7 @@ class Scanner:
         lines, outer, indent = outer_prefix(iter(lines))
         outer_match = outer.match if outer is not None else None
         in_group = False
-        box: str | None = None  # inside rich's traceback box: the folded text so far
+        box: RichBox | None = None  # inside rich's traceback box
         for raw in lines:
             self.index += 1
             raw = raw[:MAX_LINE]
@@ -204,7 +211,7 @@ class Scanner:
             if in_group or "Exception Group" in msg:  # an exception group's gutter comes off
                 msg, in_group = _ungutter(msg, in_group)
             if box is not None or "╭" in msg:  # rich's box comes off, its frames read as Python's
-                msg, box = _unbox(msg, box)
+                msg, box = unbox(msg, box)
                 if msg is None:
                     continue
             if not self.active and msg in boring:  # a repeated harmless line, nothing open
@@ -253,10 +260,6 @@ class Scanner:
             return
         events = self.emitted
         self.gated = gated
-        if st.phase is not Phase.FRAMES and "/" in msg:
-            nl = NAMED_LOCATION.search(msg)
-            if nl is not None:
-                self.named.append((self.index, Frame(nl.group("path"), msg.strip())))
         if (
             idle
             and not gated
@@ -268,6 +271,8 @@ class Scanner:
             consumed = False  # nothing can start here (see IDLE_HEAD)
         else:
             consumed = self._step(st, msg, m.group("src") or m.group("gsrc"), stream)
+        if st.phase is not Phase.FRAMES and "/" in msg and any(h in msg for h in NAMED_HINTS):
+            self._named_file(st, msg)
         if not consumed:
             if gated:
                 self._line_rules(st, msg.strip(), stream, low.strip())
@@ -305,9 +310,6 @@ class Scanner:
             self._flush(st)
         out = self.head + list(self.tail)
         out.sort(key=lambda f: f.index)
-        for f in out:
-            if f.blocks and not f.orphan_frames and not any(b.frames for b in f.blocks):
-                f.named = [fr for i, fr in self.named if abs(i - f.index) <= NAMED_NEAR]
         return out
 
     # -- internals
@@ -318,7 +320,22 @@ class Scanner:
         st = self.streams[key] = Stream(key)
         return st
 
+    def _named_file(self, st: Stream, msg: str) -> None:
+        """A file this process's text points at (NAMED_LOCATION): kept for its next frameless
+        failure, and given to its last one when that is near."""
+        nl = NAMED_LOCATION.search(msg)
+        if nl is None:
+            return
+        fr = Frame(nl.group("path"), msg.strip())
+        st.named.append((self.index, fr))
+        lf = st.last_failure
+        if lf is not None and self.index - lf.index <= NAMED_NEAR and lf.frameless:
+            if len(lf.named) < _MAX_NAMED:
+                lf.named.append(fr)
+
     def _emit(self, st: Stream, f: Failure) -> None:
+        if st.named and f.frameless:  # the files its process named just before it
+            f.named = [fr for i, fr in st.named if abs(f.index - i) <= NAMED_NEAR]
         (self.head if len(self.head) < _HEAD else self.tail).append(f)
         st.last_failure = f
         self.emitted += 1
@@ -742,30 +759,6 @@ def _ungutter(msg: str, in_group: bool) -> tuple[str, bool]:
     in_group = in_group or GROUP_START.match(msg) is not None
     gm = GROUP_GUTTER.match(msg) if in_group else None
     return (msg[gm.end() :], True) if gm is not None else (msg, False)
-
-
-def _unbox(msg: str, box: str | None) -> tuple[str | None, str | None]:
-    """A line of rich's traceback box as Python's traceback prints it: (the line, None when
-    the box adds nothing; the box's state: None outside it, else the folded path so far)."""
-    s = msg.strip()
-    if box is None:
-        return msg, ("" if s.startswith("╭") and TB_START.match(s) else None)
-    if s.startswith("╰"):
-        return None, None
-    if not s.startswith("│"):
-        return msg, None  # the box ended without its border (a cut paste)
-    inner = s[1:].rstrip().removesuffix("│").strip()
-    if not inner or inner[0] in "╭│╰":
-        return None, box  # a blank line, a locals panel
-    fm = RICH_FRAME.match(box + inner)
-    if fm:
-        return f'  File "{fm["path"]}", line {fm["ln"]}, in {fm["fn"]}', ""
-    cm = RICH_CODE.match(inner)
-    if cm:
-        return (f"    {cm['code'].strip()}" if cm["mark"] else None), box
-    if box or inner.startswith("/") or ".py" in inner:
-        return None, box + inner  # a path folded at the box's edge
-    return None, box
 
 
 def looks_like_type(name: str) -> bool:
