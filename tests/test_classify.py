@@ -2626,6 +2626,27 @@ def test_a_named_file_is_not_read_where_it_is_not_the_failures_code(log):
     assert classify_text(log).component in ("unknown", "vllm")
 
 
+@pytest.mark.parametrize(
+    "pointer",
+    [
+        "文件：flag_gems/ops/__init__.py:52",
+        "文件: flag_gems/ops/__init__.py:52",
+        "File: flag_gems/ops/__init__.py:52",
+    ],
+)
+def test_a_labelled_file_after_another_failure_still_points_at_the_first(pointer):
+    """Another failure between the exception and the file it points at (a plugin's error line)
+    does not take the file away from it; a full-width colon is no part of a path."""
+    log = (
+        "AttributeError: module 'triton.language' has no attribute 'map_elementwise'\n"
+        "\n"
+        "[vllm_fl.dispatch] registering flag_gems ops failed\n"
+        f"{pointer}\n"
+    )
+    diag = classify_text(log)
+    assert (diag.component, diag.rule) == ("FlagGems", "G-triton-api"), diag
+
+
 def test_files_named_near_an_early_failure_stay_its_frames_in_a_long_log():
     """The files are given to the failure as its process goes on, not looked up at the end: a
     log that names many more files later does not take them away."""

@@ -415,7 +415,7 @@ def test_richs_boxed_traceback_is_read_as_pythons() -> None:
 RICH_PKG_MM = """\
 def mm(a, b):
     x = a
-    raise RuntimeError("Triton Error [CUDA]: an illegal memory access was encountered")
+    raise RuntimeError("CUDA error: an illegal memory access was encountered")
 """
 
 RICH_CALLER = """\
@@ -457,8 +457,18 @@ def _rich_render(tmp_path, width: int, handler: bool, **tb) -> str:
             if handler:
                 log = logging.getLogger(f"rich-test-{width}")
                 log.propagate = False
+                log.setLevel(logging.INFO)
+                tick = iter(range(1, 100))  # each record a second later: each prints its time
+
+                def later(record):
+                    record.created += next(tick)
+                    return True
+
+                log.addFilter(later)
                 log.addHandler(RichHandler(console=console, rich_tracebacks=True, **tb))
+                log.info("Loading model from /models/x")  # records padded to the console width
                 log.exception("Engine failed")
+                log.warning("Shutting down")
             else:
                 console.print(Traceback(width=width, **tb))
     finally:
@@ -491,3 +501,14 @@ def test_real_rich_tracebacks_are_read_with_their_frames_and_exception(
     assert blk.exc_type == "RuntimeError" and "illegal memory access" in blk.message
     diag = classify_log(text.splitlines())
     assert (diag.component, diag.rule) == ("FlagGems", "O-device-fault"), diag
+
+
+def test_a_rich_box_cut_without_its_border_gives_way_to_the_next_box(tmp_path) -> None:
+    """A paste that cuts one box before its bottom border and then shows the whole box again:
+    the second box is read from its own header, not as the first box's lines."""
+    lines = _rich_render(tmp_path, 100, False).splitlines()
+    text = "\n".join(lines[:-4] + lines)
+    failures = [f for f in _read(text) if f.blocks]
+    assert [f.blocks[0].form for f in failures] == ["rich traceback", "rich traceback"]
+    assert failures[1].blocks[0].frames[-1].path.endswith("flag_gems/ops/mm.py")
+    assert classify_log(text.splitlines()).component == "FlagGems"

@@ -74,8 +74,9 @@ def _wrap_width(head: list[str]) -> int | None:
     least) exactly that long, none longer, and most of them going on in a line that is no line
     of its own (no log prefix, no indent: a wrap cuts mid-text). Several workers printing the
     same longest line are followed by their own prefixed lines."""
-    # a box's lines (rich's traceback) are all as wide as the box: no wrap
-    lines = [ln for ln in head if ln.strip() and not "\u2500" <= ln.rstrip()[-1] <= "\u257f"]
+    # a box's lines (rich's traceback) are all as wide as the box, and a console that pads every
+    # line to its width (rich's logging handler) ends them in spaces: no wrap
+    lines = [ln for ln in head if ln.strip() and not _boxed(ln) and not ln.endswith("  ")]
     lengths = [len(ln) for ln in lines]
     if not lengths:
         return None
@@ -83,7 +84,10 @@ def _wrap_width(head: list[str]) -> int | None:
     if widest < 60 or lengths.count(widest) < max(2, len(lengths) // 5):
         return None
     goes_on = [
-        not nxt[:1].isspace() and not PREFIX.match(nxt).end() and not FRAME.match(nxt)
+        not nxt[:1].isspace()
+        and not PREFIX.match(nxt).end()
+        and not FRAME.match(nxt)
+        and nxt[:4] != ln[:4]  # a record of the same form as the line ("[12/07/26 …]"): its own
         for ln, nxt in zip(lines, lines[1:])
         if len(ln) == widest
     ]
@@ -92,12 +96,19 @@ def _wrap_width(head: list[str]) -> int | None:
     return widest if goes_on and sum(goes_on) >= need else None
 
 
+def _boxed(line: str) -> bool:
+    """The line ends in a box-drawing character (a border of rich's box)."""
+    end = line.rstrip()[-1:]
+    return "\u2500" <= end <= "\u257f" if end else False
+
+
 def _unwrap(lines: Iterator[str], width: int) -> Iterator[str]:
-    """Lines of a hard-wrapped log joined back: a line exactly `width` long goes on in the next."""
+    """Lines of a hard-wrapped log joined back: a line exactly `width` long goes on in the next
+    (a box's border line never: it is as wide as the box)."""
     part = ""
     for line in lines:
         text = line.rstrip("\r\n")
-        if len(ANSI.sub("", text)) == width:
+        if len(ANSI.sub("", text)) == width and not _boxed(text):
             part += text
             continue
         yield part + line
@@ -124,7 +135,7 @@ WARN_LEVELS = frozenset({"WARNING", "WARN", "W"})
 FRAME = re.compile(r'\s*File "(?P<path>[^"]+)"(?:, line (?P<ln>\d+))?(?:,? in (?P<fn>\S.*))?\s*$')
 # A source location on a line of its own ("src/flag_gems/fused/x.py:308:56:", Dynamo's
 # "vllm_fl/dispatch/policy.py:") is a frame: compiler diagnostics and pasted stacks print them.
-LOCATION = re.compile(r"\s*(?P<path>[^\s:\"'`]*/[^\s:\"'`]+\.py)(?:(?::\d+){1,2}:?|:)\s*$")
+LOCATION = re.compile(r"\s*(?P<path>[^\s:：\"'`]*/[^\s:：\"'`]+\.py)(?:(?::\d+){1,2}:?|:)\s*$")
 # A source file a report points at outside a traceback: a call chain written by hand
 # ("→ flag_gems/ops/__init__.py:52 …"), a labelled or quoted file ("File: `runtime/…/x.py`",
 # "文件：…"). Only these marked forms: a path merely printed on a line (a command, a compile step,
@@ -141,7 +152,7 @@ NAMED_HINTS = (
     "->",
     "=>",
     "ile",
-    "：",
+    "文件",
 )  # a marker's literal: a line without one is skipped
 # A line that is an error report of its own: a compiler diagnostic ("file:3:7: error: …", MLIR's
 # "error: failed to legalize …") or a tool's "error: …" line.
@@ -353,6 +364,8 @@ def unbox(msg: str, box: RichBox | None) -> tuple[str | None, RichBox | None]:
         return msg, None
     if box.closed:  # the exception line under the box
         return msg.removeprefix(box.indent), None
+    if s.startswith("╭") and TB_START.match(s):  # the box before was cut: a new one starts
+        return msg, RichBox(indent=msg[: len(msg) - len(msg.lstrip())])
     if s.startswith("╰"):
         box.closed = bool(box.indent)
         return None, (box if box.closed else None)

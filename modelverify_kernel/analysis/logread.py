@@ -143,6 +143,7 @@ class Stream:
     ctx: deque = field(default_factory=lambda: deque(maxlen=4))  # the messages before prev
     user_code: Failure | None = None  # the failure a "from user code:" section belongs to
     named: deque = field(default_factory=lambda: deque(maxlen=_MAX_NAMED))  # (line, file named)
+    frameless: deque = field(default_factory=lambda: deque(maxlen=4))  # its latest such failures
 
 
 class Scanner:
@@ -322,20 +323,20 @@ class Scanner:
 
     def _named_file(self, st: Stream, msg: str) -> None:
         """A file this process's text points at (NAMED_LOCATION): kept for its next frameless
-        failure, and given to its last one when that is near."""
+        failures, and given to its latest ones that are near."""
         nl = NAMED_LOCATION.search(msg)
         if nl is None:
             return
         fr = Frame(nl.group("path"), msg.strip())
         st.named.append((self.index, fr))
-        lf = st.last_failure
-        if lf is not None and self.index - lf.index <= NAMED_NEAR and lf.frameless:
-            if len(lf.named) < _MAX_NAMED:
-                lf.named.append(fr)
+        for f in st.frameless:
+            if self.index - f.index <= NAMED_NEAR and len(f.named) < _MAX_NAMED:
+                f.named.append(fr)
 
     def _emit(self, st: Stream, f: Failure) -> None:
-        if st.named and f.frameless:  # the files its process named just before it
+        if f.frameless:  # the files its process named just before it, and those it names next
             f.named = [fr for i, fr in st.named if abs(f.index - i) <= NAMED_NEAR]
+            st.frameless.append(f)
         (self.head if len(self.head) < _HEAD else self.tail).append(f)
         st.last_failure = f
         self.emitted += 1
