@@ -73,7 +73,6 @@ D3_KNOWN_MISSES = {
     "d3-027": "NCCL INFO lines only: the shared-memory overflow is printed at INFO",
     "d3-028": "only vLLM's RPC timeout; NCCL under CUDA graphs is in the prose",
     "d3-031": "torch_npu RuntimeError without frames; vLLM-Ascend only in the prose",
-    "d3-033": "torch.ops.vllm.unified_ascend_* op in a compiled graph: the plugin's op (owners)",
     "d3-034": "all frames vLLM's; vllm-ascend's module replacement only in the prose",
     "d3-037": "crash after the Ascend plugin activates, in its patch code (owners)",
     "d3-038": "aicore exception (a device fault) without frames: the plugin's ops only in the prose",
@@ -2688,3 +2687,23 @@ def test_a_traceback_cut_inside_vllms_kv_cache_check_is_that_check_failing():
     assert (classify_text(cut).component, classify_text(cut).rule) == ("resources", "R-kv-cache")
     raised = cut + "AttributeError: 'NoneType' object has no attribute 'page_size_bytes'\n"
     assert classify_text(raised).rule != "R-kv-cache"
+
+
+@pytest.mark.parametrize(
+    ("op", "component"),
+    [
+        ("torch.ops.vllm.unified_ascend_attention_with_output", "plugin"),
+        ("torch.ops.vllm.unified_attention_with_output", "unknown"),  # vLLM's own op
+    ],
+)
+def test_the_op_a_compiled_graph_calls_is_owned_by_the_words_of_its_name(op, component):
+    """A plugin registers its ops under its device's name, as it names its classes: a cut
+    traceback whose innermost line (an FX graph's frame) calls one is the plugin's."""
+    log = (
+        "Traceback (most recent call last):\n"
+        '  File "/usr/lib/python3.11/site-packages/torch/nn/modules/module.py", line 1762, in _call_impl\n'
+        "    return forward_call(*args, **kwargs)\n"
+        '  File "<eval_with_key>.2", line 5, in forward\n'
+        f"    out = {op}(query = query_2, key = key_2, value = value, layer_name = 'x');  out = None\n"
+    )
+    assert classify_text(log).component == component

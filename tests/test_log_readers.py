@@ -512,3 +512,18 @@ def test_a_rich_box_cut_without_its_border_gives_way_to_the_next_box(tmp_path) -
     assert [f.blocks[0].form for f in failures] == ["rich traceback", "rich traceback"]
     assert failures[1].blocks[0].frames[-1].path.endswith("flag_gems/ops/mm.py")
     assert classify_log(text.splitlines()).component == "FlagGems"
+
+
+def test_a_process_tags_own_space_is_all_it_takes_off_a_line() -> None:
+    """vLLM writes "(EngineCore_0 pid=3273) " before the line as the process printed it: the
+    traceback's own indentation stays, so a cut traceback's frames and code lines read as one."""
+    log = (
+        '(EngineCore_0 pid=3273)   File "/usr/lib/python3.11/site-packages/torch/fx/graph_module.py", line 393, in __call__\n'
+        "(EngineCore_0 pid=3273)     return super(self.cls, obj).__call__(*args, **kwargs)\n"
+        "(EngineCore_0 pid=3273)            ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^\n"
+        '(EngineCore_0 pid=3273)   File "/usr/lib/python3.11/site-packages/torch/nn/modules/module.py", line 1751, in _wrapped_call_impl\n'
+        "(EngineCore_0 pid=3273)     return self._call_impl(*args, **kwargs)\n"
+    )
+    failures = [f for f in _read(log) if f.blocks]
+    assert len(failures) == 1 and len(failures[0].blocks[0].frames) == 2
+    assert failures[0].blocks[0].frames[0].code.startswith("return super(")
