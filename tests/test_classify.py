@@ -79,7 +79,6 @@ D3_KNOWN_MISSES = {
     "d3-043": "watchdog timeout alone: unknown, suspects FlagCX then vLLM; the thread blames vLLM",
     "d3-044": "watchdog timeout alone: unknown, suspects FlagCX then vLLM; vLLM's all-reduce",
     "d3-046": "rich traceback cut before its exception; the tokenizer-class warning above it is common and harmless alone",
-    "d3-048": "custom tokenizer without sentencepiece model: no model rule for it",
     "d3-051": "un-merged LoRA keys (KeyError through vLLM loader frames)",
     "d3-054": "placeholder-count mismatch from a transformers skew: no dependency evidence in the text",
     "d3-057": "CUDA-graph NCCL refusal from a cuda11 libnccl pulled by xformers: no rule",

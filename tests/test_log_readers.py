@@ -527,3 +527,26 @@ def test_a_process_tags_own_space_is_all_it_takes_off_a_line() -> None:
     failures = [f for f in _read(log) if f.blocks]
     assert len(failures) == 1 and len(failures[0].blocks[0].frames) == 2
     assert failures[0].blocks[0].frames[0].code.startswith("return super(")
+
+
+def test_an_exception_cut_away_while_handling_another_leaves_the_one_before() -> None:
+    """ "During handling of the above exception" then a traceback cut after its header: what
+    propagated is unknown, so the exception before it (with its frames) is the failure."""
+    log = (
+        "Traceback (most recent call last):\n"
+        '  File "/opt/conda/lib/python3.9/site-packages/sentencepiece/__init__.py", line 310, in LoadFromFile\n'
+        "    return _sentencepiece.SentencePieceProcessor_LoadFromFile(self, arg)\n"
+        "TypeError: not a string\n"
+        "\n"
+        "During handling of the above exception, another exception occurred:\n"
+        "\n"
+        "Traceback (most recent call last):\n"
+    )
+    blk = _root(log)
+    assert (blk.exc_type, blk.message) == ("TypeError", "not a string")
+    assert blk.frames and blk.frames[-1].path.endswith("sentencepiece/__init__.py")
+    # sentencepiece failing to load the checkpoint's tokenizer.model: the model's files
+    assert classify_log(log.splitlines()).component == "model"
+    # what propagated, when it is there, is still the failure
+    full = log + "  File \"/srv/app.py\", line 3, in main\nKeyError: 'oops'\n"
+    assert _root(full).exc_type == "KeyError"

@@ -426,6 +426,9 @@ class Scanner:
             blk.exc_type = ""
             blk.message = f"{what}; innermost frame: {inner}" if inner else what
             blk.line = blk.message[:1000]
+        if st.handled and not blk.exc_type and not blk.frames:
+            st.handled = False  # what was raised while handling it is cut away: the one before
+            return  # is all there is
         if st.handled:
             # "During handling of the above exception": the earlier one was caught (a fallback
             # that failed, a translated error); the exception that propagated is the root.
