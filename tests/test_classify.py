@@ -2706,3 +2706,46 @@ def test_the_op_a_compiled_graph_calls_is_owned_by_the_words_of_its_name(op, com
         f"    out = {op}(query = query_2, key = key_2, value = value, layer_name = 'x');  out = None\n"
     )
     assert classify_text(log).component == component
+
+
+def test_third_review_edges_of_the_prefix_the_handled_chain_and_the_op_owner():
+    """Review of round 3b: several spaces after a process tag still reach the level; a fallback
+    that fails in turn (its handler's traceback cut) is a failure, never `none`; sentencepiece
+    failing on a prompt is no tokenizer file; an op named in vLLM's own code is no graph's."""
+    spaced = (
+        "(Worker_TP0 pid=3273)  ERROR 05-20 10:00:00 [x.py:5] Traceback (most recent call last):\n"
+        '(Worker_TP0 pid=3273)  ERROR 05-20 10:00:00 [x.py:5]   File "/usr/lib/python3.12/site-packages/flag_gems/ops/mm.py", line 3, in mm\n'
+        "(Worker_TP0 pid=3273)  ERROR 05-20 10:00:00 [x.py:5]     assert a.shape[1] == b.shape[0]\n"
+        "(Worker_TP0 pid=3273)  ERROR 05-20 10:00:00 [x.py:5] AssertionError\n"
+    )
+    assert classify_text(spaced).component == "FlagGems"
+    fallback = (
+        "WARNING 05-20 10:00:00 [ops.py:9] FlagGems mm failed, falling back to the torch implementation\n"
+        "Traceback (most recent call last):\n"
+        '  File "/usr/lib/python3.12/site-packages/flag_gems/ops/mm.py", line 3, in mm\n'
+        "RuntimeError: Triton Error [CUDA]: invalid argument\n"
+        "\n"
+        "During handling of the above exception, another exception occurred:\n"
+        "\n"
+        "Traceback (most recent call last):\n"
+    )
+    assert classify_text(fallback).component != "none"
+    encode = (
+        "Traceback (most recent call last):\n"
+        '  File "/usr/lib/python3.12/site-packages/sentencepiece/__init__.py", line 552, in Encode\n'
+        "    return self._EncodeAsPieces(text, enable_sampling, nbest_size)\n"
+        "TypeError: in method 'SentencePieceProcessor__EncodeAsPieces', argument 2 of type 'absl::string_view'\n"
+    )
+    assert classify_text(encode).component != "model"
+    in_vllm = (
+        "Traceback (most recent call last):\n"
+        '  File "/usr/lib/python3.12/site-packages/vllm/model_executor/layers/layernorm.py", line 9, in forward\n'
+        "    out = torch.ops._C.npu_rms_norm(x, w)\n"
+    )
+    assert classify_text(in_vllm).component == "vllm"
+    graph = (
+        "Traceback (most recent call last):\n"
+        '  File "<eval_with_key>.2", line 5, in forward\n'
+        "    out = torch.ops.vllm.unified_ascend_attention_with_output.default(q, k, v)\n"
+    )
+    assert classify_text(graph).component == "plugin"

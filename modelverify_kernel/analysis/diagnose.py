@@ -117,8 +117,8 @@ def _owner(
     if comp:  # the module the exception blames (a circular import): its package's owner
         return comp, "module", None
     comp, _how, fr = owners.owner_of(frames, caller)
-    # the class the exception names; the custom op the innermost line calls (a compiled graph)
-    code = frames[-1].code if frames else ""
+    # the class the exception names; the custom op a compiled graph's innermost line calls
+    code = frames[-1].code if frames and frames[-1].path.startswith("<") else ""
     named = owners.class_owner(f"{line}\n{code}") if comp in (None, "vllm") else None
     if named:  # a plugin's subclass seen through vLLM's base class frames, or its op
         return named, "class", None

@@ -21,7 +21,7 @@ def strip_ansi(text: str) -> str:
 # excludes what follows): the same matches, fewer steps on each of a big log's lines.
 PREFIX = re.compile(
     r"(?:[\w.]++-\d++\s++\|\s)?"  # docker compose "vllm-1  | "
-    r"(?:\((?P<proc>[A-Za-z_][\w.-]*+)(?: (?:rank|tp|dp)=\d++)*+(?: pid=(?P<pid>\d++))?(?:, ip=[\w.:-]++)?\)\s?)?"  # (Worker_TP1 pid=123), Ray's (RayWorkerWrapper pid=1, ip=10.0.0.1)
+    r"(?:\((?P<proc>[A-Za-z_][\w.-]*+)(?: (?:rank|tp|dp)=\d++)*+(?: pid=(?P<pid>\d++))?(?:, ip=[\w.:-]++)?\)(?:\s++(?=(?:DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL)\s|[IWEF]\d{4}\s|\[)|\s?))?"  # (Worker_TP1 pid=123), Ray's (RayWorkerWrapper pid=1, ip=10.0.0.1)
     r"(?:(?P<lvl>DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL)\s++\d\d-\d\d\s++\d\d:\d\d:\d\d(?:\.\d++)?\s++\[?(?P<src>[^\]\s]*+)\]\s?"
     r"|\[?(?P<glog>[IWEF])\d{4}\s++\d\d:\d\d:\d\d\.\d++\s++(?:\d++\s++)?(?P<gsrc>[^\]\s]++)\]\s?"
     r"|\[(?P<blvl>DEBUG|INFO|WARNING|ERROR|CRITICAL)\]\s)?"
@@ -34,7 +34,7 @@ NO_PREFIX = PREFIX.match("")
 # call the line quiet too (a fast path for the bulk of a big log, never a different answer).
 QUIET_FAST = re.compile(
     r"(?:[\w.]++-\d++\s++\|\s)?"
-    r"(?:\([A-Za-z_][\w.-]*+(?: (?:rank|tp|dp)=\d++)*+(?: pid=\d++)?(?:, ip=[\w.:-]++)?\)\s?)?"
+    r"(?:\([A-Za-z_][\w.-]*+(?: (?:rank|tp|dp)=\d++)*+(?: pid=\d++)?(?:, ip=[\w.:-]++)?\)(?:\s++(?=INFO|DEBUG)|\s?))?"
     r"(?:INFO|DEBUG)\s++\d\d-\d\d\s++\d\d:\d\d:\d\d(?:\.\d++)?\s++\[?[^\]\s]*+\]"
 )
 # What a log collector or a paste puts in front of every line, before the program's own

@@ -426,7 +426,8 @@ class Scanner:
             blk.exc_type = ""
             blk.message = f"{what}; innermost frame: {inner}" if inner else what
             blk.line = blk.message[:1000]
-        if st.handled and not blk.exc_type and not blk.frames:
+        if st.handled and not blk.exc_type and not blk.frames and st.chain:
+            st.chain[0].handled = False  # a fallback that failed in turn: no longer just handled
             st.handled = False  # what was raised while handling it is cut away: the one before
             return  # is all there is
         if st.handled:
