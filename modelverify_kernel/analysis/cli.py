@@ -110,11 +110,6 @@ def _reader(f: Failure) -> str:
     return "exception line, frames: files the text names" if f.named else "exception line"
 
 
-def _frames(f: Failure) -> list:
-    frames = [fr for b in f.blocks for fr in b.ordered_frames()] or f.orphan_frames or f.named
-    return list(frames) + list(f.user_frames)
-
-
 def _frame_rows(frames: list, owners: Owners) -> list[dict]:
     loaded = owners.loaded(frames)
     rows = []
@@ -144,7 +139,7 @@ def explanation(trace: Trace | None, diag: Diagnosis) -> dict:
                 "reader": _reader(f),
                 "stream": f.stream,
                 "line": f.line or (blk.line if blk else ""),
-                "frames": _frame_rows(_frames(f), owners) if owners else [],
+                "frames": _frame_rows(f.chain_frames(), owners) if owners else [],
                 "rule": (v.rule.id if v and v.rule else None)
                 if v
                 else ("harmless" if any(f is h for h in trace.harmless) else "wrapper"),

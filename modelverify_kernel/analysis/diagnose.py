@@ -148,13 +148,11 @@ def _harmless(f: Failure, rs: RuleSet) -> bool:
 
 def _root_exc(f: Failure, rs: RuleSet) -> tuple[_Exc | None, list[str]]:
     """First non-wrapper exception of the chain (wrappers with an inner error unwrapped)."""
-    chain_frames = (
-        [fr for b in f.blocks for fr in b.ordered_frames()] or f.orphan_frames or f.named
-    ) + f.user_frames
+    chain_frames = f.chain_frames()
     wrapped: list[str] = []
     for blk in f.blocks:
         frames = (
-            blk.ordered_frames() or ((f.orphan_frames or f.named) if blk is f.blocks[0] else [])
+            blk.ordered_frames() or (f.stand_in_frames() if blk is f.blocks[0] else [])
         ) + f.user_frames
         detail = "\n".join([blk.message, *blk.detail])
         exc = _Exc(

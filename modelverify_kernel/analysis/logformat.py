@@ -72,10 +72,10 @@ def outer_prefix(lines: Iterator[str]) -> tuple[Iterator[str], re.Pattern[str] |
 def _wrap_width(head: list[str]) -> int | None:
     """The width a terminal or a pager hard-wrapped the log at: a fifth of the lines (two at
     least) exactly that long, none longer, and most of them going on in a line that is no line
-    of its own (no log prefix, no indent: a wrap cuts mid-text). Several workers printing the
-    same longest line are followed by their own prefixed lines."""
-    # a box's lines (rich's traceback) are all as wide as the box, and a console that pads every
-    # line to its width (rich's logging handler) ends them in spaces: no wrap
+    of its own (no log prefix, no indent, not a record starting as the line did: a wrap cuts
+    mid-text). Several workers printing the same longest line are followed by their own prefixed
+    lines. Lines a console draws or pads to its width (rich's box borders, its logging handler's
+    records ending in spaces) are as wide as a wrap without being one: left out."""
     lines = [ln for ln in head if ln.strip() and not _boxed(ln) and not ln.endswith("  ")]
     lengths = [len(ln) for ln in lines]
     if not lengths:
@@ -87,7 +87,7 @@ def _wrap_width(head: list[str]) -> int | None:
         not nxt[:1].isspace()
         and not PREFIX.match(nxt).end()
         and not FRAME.match(nxt)
-        and nxt[:4] != ln[:4]  # a record of the same form as the line ("[12/07/26 …]"): its own
+        and nxt[:4] != ln[:4]  # a record of the same form ("[12/07/26 …]")
         for ln, nxt in zip(lines, lines[1:])
         if len(ln) == widest
     ]
@@ -358,14 +358,12 @@ def unbox(msg: str, box: RichBox | None) -> tuple[str | None, RichBox | None]:
     """A line of rich's traceback box as Python's traceback prints it: (the line, None when
     the box adds nothing to read; the box's state, None outside one)."""
     s = msg.strip()
+    if s.startswith("╭") and TB_START.match(s):  # a box starts (one before it may be cut)
+        return msg, RichBox(indent=msg[: len(msg) - len(msg.lstrip())])
     if box is None:
-        if s.startswith("╭") and TB_START.match(s):
-            return msg, RichBox(indent=msg[: len(msg) - len(msg.lstrip())])
         return msg, None
     if box.closed:  # the exception line under the box
         return msg.removeprefix(box.indent), None
-    if s.startswith("╭") and TB_START.match(s):  # the box before was cut: a new one starts
-        return msg, RichBox(indent=msg[: len(msg) - len(msg.lstrip())])
     if s.startswith("╰"):
         box.closed = bool(box.indent)
         return None, (box if box.closed else None)

@@ -113,6 +113,16 @@ class Failure:
     user_frames: list[Frame] = field(default_factory=list)  # Dynamo's "from user code:" frames
     named: list[Frame] = field(default_factory=list)  # files its process names near it (frameless)
 
+    def stand_in_frames(self) -> list[Frame]:
+        """What stands for frames where the blocks have none: a stack printed after it, else the
+        files its process pointed at."""
+        return self.orphan_frames or self.named
+
+    def chain_frames(self) -> list[Frame]:
+        """The frames the failure came through (outermost first), Dynamo's user code last."""
+        own = [fr for b in self.blocks for fr in b.ordered_frames()]
+        return (own or self.stand_in_frames()) + self.user_frames
+
     @property
     def frameless(self) -> bool:
         return (
