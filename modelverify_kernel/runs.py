@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from .params import Params
+from .phase_output import ExecResult
 from .records import PhaseExit, PhaseResult, RunSpec, now, read, skipped, write
-from .target import ExecResult, Target
+from .target import Target
 from .target import progress_window as _progress_window
 from .vocabulary import (
     CPU_CORES_VARIABLE,

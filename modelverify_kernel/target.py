@@ -16,20 +16,22 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 import uuid
+import weakref
 from abc import ABC, abstractmethod
-from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, Protocol
 
 from .errors import UserError
+from .phase_output import ExecResult, LogStream
 from .redact import Redactor, secret_values
 from .resources import SESSION_HELPER, scripts_dir, session_helper
 
@@ -45,97 +47,8 @@ progress_window = _session.progress_window
 kill_session = _session.kill_session
 WORKDIR_PREFIX = _session.WORKDIR_PREFIX  # the helper removes only a work folder named so
 SESSION_STATUS_PREFIX = _session.STATUS_PREFIX  # its status lines on stderr
-
-
-@dataclass
-class ExecResult:
-    """How a command ended: exit code, whether the timeout fired, what had to be killed."""
-
-    argv: list[str]
-    exit_code: int | None
-    timed_out: bool
-    duration_s: float
-    log_path: Path
-    leftovers: list[int] = field(default_factory=list)
-    idle_s: float | None = None  # on timeout: seconds since the last output line
-    last_line: str | None = None  # on timeout: the last line printed before it fired
-    ended_by: str | None = (
-        None  # exit | timeout | silence (after progress past the timeout) | cap | terminated
-    )
-    ran_s: float | None = None  # how long the command ran before it ended or was stopped
-    dumped: list[int] = field(default_factory=list)  # pids that printed their threads' stacks
-    start_error: str | None = None  # why the target's python (or the command) could not start
-
-
-class LogStream:
-    """Writes a phase's output into its host log as it arrives, secrets masked.
-
-    Keeps the last lines with their arrival time, so a timeout can be told apart: output
-    still coming (slow start, JIT compiling) or silence (a hang).
-    """
-
-    def __init__(self, log: BinaryIO, redactor: Redactor, keep: int = 200) -> None:
-        self.log, self.redactor = log, redactor
-        self.lines: deque[tuple[float, str]] = deque(maxlen=keep)
-        self._partial = b""
-
-    def feed(self, chunk: bytes) -> None:
-        data = self._partial + chunk
-        *complete, self._partial = data.split(b"\n")
-        for raw in complete:
-            self._line(raw)
-
-    def _line(self, raw: bytes) -> None:
-        line = self.redactor.text(raw.decode("utf-8", errors="replace"))
-        self.log.write(line.encode("utf-8") + b"\n")
-        self.log.flush()
-        self.lines.append((time.time(), line))
-
-    def close(self) -> None:
-        if self._partial:
-            self._line(self._partial)
-            self._partial = b""
-
-    def note(self, text: str) -> None:
-        self._line(f"[model-verify] {text}".encode())
-
-    def before(self, moment: float | None) -> tuple[float | None, str | None]:
-        """Seconds of silence before `moment` and the last line printed until then."""
-        if moment is None:
-            return None, None
-        earlier = [(t, line) for t, line in self.lines if t <= moment]
-        if not earlier:
-            return None, None
-        t, line = earlier[-1]
-        return round(moment - t, 3), line
-
-    def result(
-        self,
-        argv: Sequence[str],
-        status: Mapping[str, Any],
-        code: int | None,
-        start: float,
-        log_path: Path,
-        leftovers: list[int],
-    ) -> ExecResult:
-        timed_out = bool(status.get("timed_out"))
-        idle, last = self.before(status.get("timeout_at")) if timed_out else (None, None)
-        if timed_out and isinstance(status.get("idle_s"), (int, float)):
-            idle = status["idle_s"]  # the helper saw the output arrive: its clock is exact
-        return ExecResult(
-            argv=list(argv),
-            exit_code=None if timed_out else status.get("exit_code", code),
-            timed_out=timed_out,
-            duration_s=round(time.monotonic() - start, 3),
-            log_path=log_path,
-            leftovers=leftovers,
-            idle_s=idle,
-            last_line=last,
-            ended_by=status.get("ended_by"),
-            ran_s=status.get("ran_s"),
-            dumped=list(status.get("dumped") or []),
-            start_error=status.get("start_error"),
-        )
+# The targets of this process, for the SIGTERM handler (`_stop_sessions_on_sigterm`).
+_TARGETS: weakref.WeakSet[Target] = weakref.WeakSet()
 
 
 class CannotStart(Exception):
@@ -155,6 +68,7 @@ class Process(Protocol):
         """Read and drop whatever is left until the helper has ended."""
 
     def exit_code(self) -> int | None: ...
+    def running(self) -> bool: ...
     def close(self) -> None:
         """Let go of the helper's stdin: if it still runs, it takes that as "the controller is gone"."""
 
@@ -243,6 +157,8 @@ class Target(ABC):
             *argv,
         ]
         self.redactor.add(secret_values([env_set]))
+        _TARGETS.add(self)
+        _stop_sessions_on_sigterm()
         log_path.parent.mkdir(parents=True, exist_ok=True)
         start = time.monotonic()
         with open(log_path, "ab") as log:
@@ -257,9 +173,7 @@ class Target(ABC):
                 )
             try:
                 first, stderr = self._stream(proc, stream)
-            except (
-                BaseException
-            ):  # interrupted (KeyboardInterrupt): end the session, keep the folder
+            except BaseException:  # interrupted (Ctrl-C): end the session, keep the folder
                 proc.stop()
                 proc.drain()
                 proc.exit_code()  # reaped: nothing of ours runs on
@@ -284,6 +198,9 @@ class Target(ABC):
                 proc.stop()
             except (OSError, ValueError):
                 pass  # it has ended already
+
+    def sessions_running(self) -> bool:
+        return any(p.running() for p in list(self._live_sessions()))
 
     @staticmethod
     def _stream(proc: Process, stream: LogStream) -> tuple[bytes, bytes]:
@@ -337,6 +254,30 @@ class Target(ABC):
             self._remove_work_folder()
 
 
+def _stop_sessions_on_sigterm() -> None:
+    """Once, from the main thread: SIGTERM (a batch stopping its cell, a kernel shut down) first
+    stops this process's phase sessions and waits for their end, then does what it did before.
+    Whoever sent it waits only for processes it sees as its own, not for those in a container."""
+    previous = signal.getsignal(signal.SIGTERM)
+    main = threading.current_thread() is threading.main_thread()
+    if main and previous not in (signal.SIG_IGN, None, _on_sigterm):
+        _on_sigterm.previous = previous  # type: ignore[attr-defined]
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    targets = list(_TARGETS)
+    for t in targets:
+        t.stop_running()
+    wait = max([t.kill_grace for t in targets] + [0]) + _session.KILLED_WAIT_S
+    deadline = time.monotonic() + wait
+    while any(t.sessions_running() for t in targets) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    previous = _on_sigterm.previous  # type: ignore[attr-defined]
+    signal.signal(signal.SIGTERM, previous)
+    previous(signum, frame) if callable(previous) else os.kill(os.getpid(), signal.SIGTERM)
+
+
 class _LocalProcess:
     def __init__(self, proc: subprocess.Popen) -> None:
         self.proc = proc
@@ -361,6 +302,9 @@ class _LocalProcess:
 
     def exit_code(self) -> int | None:
         return self.proc.wait()
+
+    def running(self) -> bool:
+        return self.proc.poll() is None
 
     def close(self) -> None:
         for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
@@ -494,6 +438,12 @@ class _DockerProcess:
 
     def exit_code(self) -> int | None:
         return self.api.exec_inspect(self.exec_id)["ExitCode"]
+
+    def running(self) -> bool:
+        try:
+            return bool(self.api.exec_inspect(self.exec_id)["Running"])
+        except Exception:  # the daemon is gone: nothing more to wait for
+            return False
 
     def close(self) -> None:
         inner = getattr(self.sock, "_sock", None)  # a socket file over the connection: close both

@@ -110,6 +110,9 @@ def _unit_tests_stay_pure(request, monkeypatch):
     """A `unit` test that starts a process or opens a connection fails, naming the marker to use."""
     if request.node.get_closest_marker("unit") is None:
         return
+    # matplotlib's first import on a new machine runs fc-list to build its font cache: that is
+    # setting up, not the test (the report's chart imports it)
+    import matplotlib.font_manager  # noqa: F401
 
     def refuse(*args, **kwargs):
         raise AssertionError(

@@ -93,6 +93,45 @@ def test_an_interval_whose_every_split_is_inconclusive_tries_each_suspect_alone(
         bisect.narrow(["a", "b", "c", "d"], lambda on: None)
 
 
+# The 28 kernels Run B ran on an H100 with FlagGems' `embedding` ×1.05 (kit scenario
+# `scale embedding 1.05`), in the search's order: index_select ran only in the all-off step.
+H100_RAN = (
+    "index_select add_ arange arange_start argmax cat copy_ cos cumsum_out embedding fill_scalar_ "
+    "fill_tensor_ gather index mm mul mul_ ones pow_scalar reciprocal sin sub to_copy topk "
+    "true_divide zero_ zeros zeros_like"
+).split()
+
+
+def _breaks_without(kernel: str, partner: str, culprit: str, calls: list[frozenset[str]]):
+    """`kernel` on with `partner` off is another failure (None); else the fault shows with `culprit`."""
+
+    def fails(on: frozenset[str]) -> bool | None:
+        calls.append(on)
+        return None if kernel in on and partner not in on else culprit in on
+
+    return fails
+
+
+def test_a_kernel_that_breaks_with_its_partner_off_does_not_stall_the_search():
+    """On the H100, FlagGems' copy_ on with its to_copy off was an illegal memory access: every
+    prefix split from 7 to 22 kernels ended in another failure, and 9 steps after the all-off one
+    still had not found `embedding`. Asked the other way round, the search finds it within the
+    issue's bound of ceil(log2 n) + 3 steps, the all-off step included."""
+    calls: list[frozenset[str]] = []
+    fails = _breaks_without("copy_", "to_copy", "embedding", calls)
+    assert bisect.narrow(H100_RAN, fails, 1) == ["embedding"]
+    assert len(calls) + 1 <= math.ceil(math.log2(len(H100_RAN))) + 3, calls
+    # wherever the culprit sits, and with the pair the other way round, it is still found
+    for kernel, partner in (("copy_", "to_copy"), ("to_copy", "copy_")):
+        for culprit in H100_RAN[1:]:
+            if culprit in (kernel, partner):
+                continue
+            calls = []
+            found = bisect.narrow(H100_RAN, _breaks_without(kernel, partner, culprit, calls), 1)
+            assert found == [culprit], (kernel, partner, culprit, calls)
+            assert len(calls) <= 2 * (math.ceil(math.log2(len(H100_RAN))) + 1), (culprit, calls)
+
+
 def test_kernel_names_come_from_the_recorded_evidence():
     pr = records.PhaseResult(
         run="run_b",

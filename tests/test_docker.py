@@ -12,6 +12,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -271,6 +272,22 @@ def test_a_killed_controller_leaves_nothing_in_the_container(dockerd, container,
         ),
         "no process of the session and no work folder in the container",
     )
+
+
+def test_a_terminated_controller_ends_its_session_in_the_container_before_it_dies(
+    dockerd, container, tmp_path
+):
+    """SIGTERM (the batch stopping a cell): the container's processes are no child of the
+    driver, so nobody else waits for them; the driver itself waits for its session's end."""
+    marker = f"MV_TEST_MARKER={uuid.uuid4().hex}"
+    driver, _ = start_driver(
+        "docker", container.name, dockerd.host, tmp_path / "log.txt", marker, grace=GRACE
+    )
+    assert len(scan(container, marker)) == 4
+    driver.send_signal(signal.SIGTERM)
+    assert driver.wait(30) == -signal.SIGTERM
+    driver.stdout.close()
+    assert scan(container, marker) == []
 
 
 def test_an_interrupted_run_stops_its_session_in_the_container_and_keeps_the_folder(

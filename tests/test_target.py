@@ -201,6 +201,19 @@ def test_a_killed_controller_leaves_no_process_and_no_work_folder(tmp_path):
     )
 
 
+def test_a_terminated_controller_ends_its_session_before_it_dies(tmp_path):
+    """SIGTERM (a batch stopping its cell): the driver stops its session and waits for its end
+    (the grace of a SIGTERM-ignoring child included) before it dies of the signal, so whoever
+    sent it finds nothing left the moment the driver is gone."""
+    marker = f"MV_TEST_MARKER={uuid.uuid4().hex}"
+    driver, _ = start_driver("local", str(tmp_path / "work"), "", tmp_path / "log.txt", marker, 2)
+    assert len(processes_with_env(marker)) == 4
+    driver.send_signal(signal.SIGTERM)
+    assert driver.wait(30) == -signal.SIGTERM  # it still dies of the signal, as before
+    driver.stdout.close()
+    assert processes_with_env(marker) == []
+
+
 def test_an_interrupted_run_stops_its_session_and_keeps_the_work_folder(tmp_path):
     """The notebook's interrupt button: the phase ends, the target stays usable for a re-run."""
     marker = f"MV_TEST_MARKER={uuid.uuid4().hex}"

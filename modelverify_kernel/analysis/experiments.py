@@ -247,9 +247,13 @@ def narrow(
     ⌈log2 n⌉ + 1, a pair that only fails together about twice that. Each kernel found is needed:
     without it, what is left lies inside a prefix that passed. Results are cached: no set runs twice.
 
-    `fails` answers None for an inconclusive step (another failure): that split proves nothing,
-    so another split point of the same interval is tried, and where none is left each suspect
-    is tried alone; `Inconclusive` when that too proves nothing.
+    `fails` answers None for an inconclusive step (another failure). Switching off only some
+    kernels can break one left on (on an H100, FlagGems' `copy_` on with its `to_copy` off read
+    host memory: an illegal memory access in every prefix that held one and not the other), so
+    the same split is asked the other way round — the kernels above the split on instead of
+    those below (`_split`) — and the way that answered is asked first from then on. Where
+    neither answers, another split point of the interval is tried, and where none is left each
+    suspect is tried alone; `Inconclusive` when that too proves nothing.
     """
     seen: dict[frozenset[str], bool | None] = {frozenset(items): True}
 
@@ -261,6 +265,7 @@ def narrow(
 
     culprits: list[str] = []
     candidates = list(items)
+    upper_first = False
     while candidates and not (culprits and test(culprits)):
         # culprits + candidates[:hi] brings the fault back, candidates[:lo-1] does not
         lo, hi = (passing if not culprits else 0) + 1, len(candidates)
@@ -271,7 +276,7 @@ def narrow(
                 lo = hi = _single_out([*culprits, *candidates[: lo - 1]], candidates, lo, hi, test)
                 break
             mid = splits[len(splits) // 2]
-            answer = test([*culprits, *candidates[:mid]])
+            answer, upper_first = _split(culprits, candidates, (lo, mid, hi), test, upper_first)
             if answer is None:
                 unknown.add(mid)
             elif answer:
@@ -281,6 +286,34 @@ def narrow(
         culprits.append(candidates[lo - 1])
         candidates = candidates[: lo - 1]
     return [o for o in items if o in culprits]
+
+
+def _split(
+    culprits: list[str],
+    candidates: Sequence[str],
+    bounds: tuple[int, int, int],
+    test: Callable[[Iterable[str]], bool | None],
+    upper_first: bool,
+) -> tuple[bool | None, bool]:
+    """Does the culprit left lie in candidates[:mid]? Asked with those on (the rest off), or the
+    other way round: with only candidates[mid:hi] on (and the culprits found) — the fault back
+    there means no. The second way is asked only when the first proves nothing; it assumes one
+    culprit left, in the interval (the confirming run checks what is found). Returns the answer
+    and which way to ask first next time."""
+    _, mid, hi = bounds
+    ways = [
+        lambda: test([*culprits, *candidates[:mid]]),
+        lambda: _not(test([*culprits, *candidates[mid:hi]])),
+    ]
+    for upper in (upper_first, not upper_first):
+        answer = ways[upper]()
+        if answer is not None:
+            return answer, upper
+    return None, upper_first
+
+
+def _not(answer: bool | None) -> bool | None:
+    return None if answer is None else not answer
 
 
 def _single_out(
