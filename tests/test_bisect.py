@@ -113,9 +113,9 @@ def _breaks_without(kernel: str, partner: str, culprit: str, calls: list[frozens
 
 
 def test_a_kernel_that_breaks_with_its_partner_off_does_not_stall_the_search():
-    """On the H100, FlagGems' copy_ on with its to_copy off was an illegal memory access: every
-    prefix split from 7 to 22 kernels ended in another failure, and 9 steps after the all-off one
-    still had not found `embedding`. Asked the other way round, the search finds it within the
+    """On the H100 every step with FlagGems' copy_ on and its to_copy off ended in an illegal
+    memory access: each prefix split from 7 to 22 kernels was another failure, and 9 steps after
+    the all-off one still had not found `embedding`. Asked the other way round, the search finds it within the
     issue's bound of ceil(log2 n) + 3 steps, the all-off step included."""
     calls: list[frozenset[str]] = []
     fails = _breaks_without("copy_", "to_copy", "embedding", calls)

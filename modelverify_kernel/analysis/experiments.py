@@ -248,8 +248,8 @@ def narrow(
     without it, what is left lies inside a prefix that passed. Results are cached: no set runs twice.
 
     `fails` answers None for an inconclusive step (another failure). Switching off only some
-    kernels can break one left on (on an H100, FlagGems' `copy_` on with its `to_copy` off read
-    host memory: an illegal memory access in every prefix that held one and not the other), so
+    kernels can break one left on (on an H100, every prefix that held FlagGems' `copy_` and not
+    its `to_copy` ended in an illegal memory access), so
     the same split is asked the other way round — the kernels above the split on instead of
     those below (`_split`) — and the way that answered is asked first from then on. Where
     neither answers, another split point of the interval is tried, and where none is left each
