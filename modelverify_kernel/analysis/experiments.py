@@ -213,7 +213,7 @@ def judge_step(
         why = f"{root or pr.error}" + (f" (diagnosed: {component})" if component else "")
         if fault is None or (fault.kind == "fail" and failure_signature(pr) == fault.signature):
             return SAME, why
-        return OTHER, f"another failure than the one searched ({_searched(fault)}): {why}"
+        return OTHER, f"another failure: {why} — not the one searched: {_searched(fault)}"
     c = compare.compare_phase(
         pr.phase, run_a_phase.result.get("outputs") or [], pr.result.get("outputs") or [], tol
     )
@@ -225,7 +225,9 @@ def judge_step(
 
 
 def _searched(fault: Fault) -> str:
-    return fault.signature or fault.detail or fault.kind
+    """The fault searched, short: a step's line leads with what the step itself did."""
+    text = fault.signature or fault.detail or fault.kind
+    return text if len(text) <= 160 else text[:157].rstrip() + "…"
 
 
 class Inconclusive(Exception):
