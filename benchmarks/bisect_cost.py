@@ -57,7 +57,7 @@ def logic() -> None:
 def channels() -> None:
     """Issue 19: where nothing was seen running, the search runs over every op `enable()` took
     over (433 on FlagGems 5.0.2, the n=433 row); a step ending in another failure (inconclusive)
-    costs one more step, another split of the same interval."""
+    costs the same split asked the other way round, or another split."""
     n = 433
     single = [runs_for(n, {i}) for i in range(n)]
     print(
@@ -78,6 +78,33 @@ def channels() -> None:
     print(
         f"one inconclusive step (another failure) among them: +{sum(extra) / len(extra):.1f} "
         f"steps on average, +{max(extra)} at most"
+    )
+
+
+def partner_off() -> None:
+    """Issue 19 on an H100: every step with FlagGems' copy_ on and its to_copy off crashed, among
+    the 28 kernels Run B ran with `embedding` ×1.05. The steps for each culprit position."""
+    ran = (
+        "index_select add_ arange arange_start argmax cat copy_ cos cumsum_out embedding "
+        "fill_scalar_ fill_tensor_ gather index mm mul mul_ ones pow_scalar reciprocal sin sub "
+        "to_copy topk true_divide zero_ zeros zeros_like"
+    ).split()
+    steps = {}
+    for culprit in ran[1:]:
+        if culprit in ("copy_", "to_copy"):
+            continue
+        calls: list[frozenset] = []
+
+        def fails(on, culprit=culprit, calls=calls):
+            calls.append(on)
+            return None if "copy_" in on and "to_copy" not in on else culprit in on
+
+        assert narrow(ran, fails, 1) == [culprit]
+        steps[culprit] = 1 + len(calls)
+    print(
+        "\nH100, 28 kernels, copy_ on with to_copy off another failure: "
+        f"{sum(steps.values()) / len(steps):.1f} steps on average, {max(steps.values())} at most, "
+        f"embedding {steps['embedding']} (bound ceil(log2 28) + 3 = {math.ceil(math.log2(28)) + 3})"
     )
 
 
@@ -169,6 +196,7 @@ def main() -> None:
     args = ap.parse_args()
     logic()
     channels()
+    partner_off()
     ablation_cost()
     if args.engine:
         engine(args.fault)

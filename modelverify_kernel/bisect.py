@@ -320,9 +320,7 @@ class CulpritSearch:
                 culprits,
             )
         bad = next(s for s in self.confirm if s.outcome != GONE)
-        other = (
-            " (another failure than the one searched: inconclusive)" if bad.outcome == OTHER else ""
-        )
+        other = " (inconclusive)" if bad.outcome == OTHER else ""
         return self.record(
             "unconfirmed",
             f"the search narrowed the fault to {names}, but Run B with them off still "

@@ -269,10 +269,13 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     targets = list(_TARGETS)
     for t in targets:
         t.stop_running()
-    wait = max([t.kill_grace for t in targets] + [0]) + _session.KILLED_WAIT_S
+    # the helper's own kill, then its wait after SIGKILL and for its output relay (5 s)
+    wait = max([t.kill_grace for t in targets] + [0]) + _session.KILLED_WAIT_S + 5
     deadline = time.monotonic() + wait
     while any(t.sessions_running() for t in targets) and time.monotonic() < deadline:
         time.sleep(0.1)
+    if signal.getsignal(signal.SIGTERM) is not _on_sigterm:
+        return  # a second SIGTERM during the wait ran this to its end already
     previous = _on_sigterm.previous  # type: ignore[attr-defined]
     signal.signal(signal.SIGTERM, previous)
     previous(signum, frame) if callable(previous) else os.kill(os.getpid(), signal.SIGTERM)

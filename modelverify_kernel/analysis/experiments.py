@@ -231,7 +231,8 @@ def _searched(fault: Fault) -> str:
 
 
 class Inconclusive(Exception):
-    """Every split left to try ended in another failure than the one searched."""
+    """The search cannot tell: every split left ended in another failure than the one searched,
+    or the kernels it found do not bring the fault back on their own. Its text ends in "was"."""
 
 
 def narrow(
@@ -251,11 +252,12 @@ def narrow(
 
     `fails` answers None for an inconclusive step (another failure). Switching off only some
     kernels can break one left on (on an H100, every prefix that held FlagGems' `copy_` and not
-    its `to_copy` ended in an illegal memory access), so
-    the same split is asked the other way round — the kernels above the split on instead of
-    those below (`_split`) — and the way that answered is asked first from then on. Where
-    neither answers, another split point of the interval is tried, and where none is left each
-    suspect is tried alone; `Inconclusive` when that too proves nothing.
+    its `to_copy` ended in an illegal memory access), so an inconclusive split is asked the other
+    way round — the kernels above it on instead of those below (`_split`) — and the way that
+    answered is asked first from then on. That answer assumes one culprit left; the kernels found
+    must bring the fault back on their own, else the search runs again asking prefixes only (what
+    ran is reused). Where no way answers, another split point of the interval is tried, and where
+    none is left each suspect is tried alone; `Inconclusive` when that too proves nothing.
     """
     seen: dict[frozenset[str], bool | None] = {frozenset(items): True}
 
@@ -265,6 +267,20 @@ def narrow(
             seen[key] = fails(key)
         return seen[key]
 
+    try:
+        return _narrow(items, test, passing, other_way=True)
+    except Inconclusive:
+        return _narrow(items, test, passing, other_way=False)
+
+
+def _narrow(
+    items: Sequence[str],
+    test: Callable[[Iterable[str]], bool | None],
+    passing: int,
+    other_way: bool,
+) -> list[str]:
+    """`narrow`'s search, asking splits the other way round too or not; the kernels found are
+    checked to bring the fault back on their own."""
     culprits: list[str] = []
     candidates = list(items)
     upper_first = False
@@ -278,7 +294,10 @@ def narrow(
                 lo = hi = _single_out([*culprits, *candidates[: lo - 1]], candidates, lo, hi, test)
                 break
             mid = splits[len(splits) // 2]
-            answer, upper_first = _split(culprits, candidates, (lo, mid, hi), test, upper_first)
+            if other_way:
+                answer, upper_first = _split(culprits, candidates, (lo, mid, hi), test, upper_first)
+            else:
+                answer = test([*culprits, *candidates[:mid]])
             if answer is None:
                 unknown.add(mid)
             elif answer:
@@ -287,6 +306,11 @@ def narrow(
                 lo = mid + 1
         culprits.append(candidates[lo - 1])
         candidates = candidates[: lo - 1]
+    if test(culprits) is not True:
+        found = ", ".join(culprits)
+        raise Inconclusive(
+            f"the search, whose kernels found ({found}) alone do not bring it back, was"
+        )
     return [o for o in items if o in culprits]
 
 
