@@ -278,7 +278,7 @@ def _on_sigterm(signum: int, frame: Any) -> None:
         return  # a second SIGTERM during the wait ran this to its end already
     previous = _on_sigterm.previous  # type: ignore[attr-defined]
     signal.signal(signal.SIGTERM, previous)
-    previous(signum, frame) if callable(previous) else os.kill(os.getpid(), signal.SIGTERM)
+    previous(signum, frame) if callable(previous) else signal.raise_signal(signal.SIGTERM)
 
 
 class _LocalProcess:
