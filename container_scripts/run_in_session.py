@@ -74,6 +74,8 @@ KILL_GRACE_S = 10.0
 NESTED_KILL_GRACE_S = 2 * KILL_GRACE_S
 # After SIGKILL, how long to wait for the processes to be gone (it only bounds the wait).
 KILLED_WAIT_S = 5.0
+# After the command ended, how long its output relay may take to pass on what is left.
+RELAY_WAIT_S = 5.0
 
 
 # The one implementation of killing with grace: this script runs standalone inside someone
@@ -460,7 +462,7 @@ def _supervise(
             shutil.rmtree(ipc_dir, ignore_errors=True)
         os._exit(128 + signal.SIGTERM)
     code = proc.wait()
-    relay.thread.join(5)
+    relay.thread.join(RELAY_WAIT_S)
     status(
         exit_code=None if timed_out else code,
         timed_out=timed_out,

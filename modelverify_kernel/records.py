@@ -157,9 +157,8 @@ class PhaseExit:
     timeout: float  # the phase's timeout (s)
     timeout_param: str  # offline_timeout | serve_timeout
     cap: float  # timeout_cap as applied (never below the timeout)
-    ended_by: str | None = (
-        None  # exit | timeout | silence | cap | terminated (phase_output.ExecResult)
-    )
+    # exit | timeout | silence | cap | terminated (phase_output.ExecResult)
+    ended_by: str | None = None
     idle_s: float | None = None  # on timeout: seconds since the last output line
     ran_s: float | None = None  # how long it ran before it ended or was stopped
     last_line: str | None = None  # on timeout: the last line printed

@@ -47,8 +47,9 @@ progress_window = _session.progress_window
 kill_session = _session.kill_session
 WORKDIR_PREFIX = _session.WORKDIR_PREFIX  # the helper removes only a work folder named so
 SESSION_STATUS_PREFIX = _session.STATUS_PREFIX  # its status lines on stderr
-# The targets of this process, for the SIGTERM handler (`_stop_sessions_on_sigterm`).
+# The targets of this process and what SIGTERM did before, for `_stop_sessions_on_sigterm`.
 _TARGETS: weakref.WeakSet[Target] = weakref.WeakSet()
+_previous_sigterm: Any = signal.SIG_DFL
 
 
 class CannotStart(Exception):
@@ -258,10 +259,11 @@ def _stop_sessions_on_sigterm() -> None:
     """Once, from the main thread: SIGTERM (a batch stopping its cell, a kernel shut down) first
     stops this process's phase sessions and waits for their end, then does what it did before.
     Whoever sent it waits only for processes it sees as its own, not for those in a container."""
+    global _previous_sigterm
     previous = signal.getsignal(signal.SIGTERM)
     main = threading.current_thread() is threading.main_thread()
     if main and previous not in (signal.SIG_IGN, None, _on_sigterm):
-        _on_sigterm.previous = previous  # type: ignore[attr-defined]
+        _previous_sigterm = previous
         signal.signal(signal.SIGTERM, _on_sigterm)
 
 
@@ -269,16 +271,19 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     targets = list(_TARGETS)
     for t in targets:
         t.stop_running()
-    # the helper's own kill, then its wait after SIGKILL and for its output relay (5 s)
-    wait = max([t.kill_grace for t in targets] + [0]) + _session.KILLED_WAIT_S + 5
+    # the helper's own kill: its grace, its wait after SIGKILL, then for its output relay
+    grace = max([t.kill_grace for t in targets] + [0])
+    wait = grace + _session.KILLED_WAIT_S + _session.RELAY_WAIT_S
     deadline = time.monotonic() + wait
     while any(t.sessions_running() for t in targets) and time.monotonic() < deadline:
         time.sleep(0.1)
     if signal.getsignal(signal.SIGTERM) is not _on_sigterm:
         return  # a second SIGTERM during the wait ran this to its end already
-    previous = _on_sigterm.previous  # type: ignore[attr-defined]
-    signal.signal(signal.SIGTERM, previous)
-    previous(signum, frame) if callable(previous) else signal.raise_signal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, _previous_sigterm)
+    if callable(_previous_sigterm):
+        _previous_sigterm(signum, frame)
+    else:
+        signal.raise_signal(signal.SIGTERM)
 
 
 class _LocalProcess:

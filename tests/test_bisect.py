@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from pathlib import Path
 
@@ -94,21 +95,17 @@ def test_an_interval_whose_every_split_is_inconclusive_tries_each_suspect_alone(
         bisect.narrow(["a", "b", "c", "d"], lambda on: None)
 
 
-# The 28 kernels Run B ran on an H100 with FlagGems' `embedding` ×1.05 (kit scenario
-# `scale embedding 1.05`), in the search's order: index_select ran only in the all-off step.
-H100_RAN = (
-    "index_select add_ arange arange_start argmax cat copy_ cos cumsum_out embedding fill_scalar_ "
-    "fill_tensor_ gather index mm mul mul_ ones pow_scalar reciprocal sin sub to_copy topk "
-    "true_divide zero_ zeros zeros_like"
-).split()
+# What Run B ran on an H100 with FlagGems' `embedding` ×1.05, and the pair that broke there.
+H100 = json.loads((Path(__file__).parent / "data" / "h100_culprit_search.json").read_text())
 
 
-def _breaks_without(kernel: str, partner: str, culprit: str, calls: list[frozenset[str]]):
-    """`kernel` on with `partner` off is another failure (None); else the fault shows with `culprit`."""
+def _breaks_without(kernel: str, partner: str, culprits: set[str], calls: list[frozenset[str]]):
+    """`kernel` on with `partner` off is another failure (None); else the fault shows when every
+    one of `culprits` is on."""
 
     def fails(on: frozenset[str]) -> bool | None:
         calls.append(on)
-        return None if kernel in on and partner not in on else culprit in on
+        return None if kernel in on and partner not in on else culprits <= on
 
     return fails
 
@@ -116,21 +113,22 @@ def _breaks_without(kernel: str, partner: str, culprit: str, calls: list[frozens
 def test_a_kernel_that_breaks_with_its_partner_off_does_not_stall_the_search():
     """On the H100 every step with FlagGems' copy_ on and its to_copy off ended in an illegal
     memory access: each prefix split from 7 to 22 kernels was another failure, and 9 steps after
-    the all-off one still had not found `embedding`. Asked the other way round, the search finds it within the
-    issue's bound of ceil(log2 n) + 3 steps, the all-off step included."""
+    the all-off one still had not found `embedding`. Asked the other way round, the search finds
+    it within the issue's bound of ceil(log2 n) + 3 steps, the all-off step included."""
+    ran, pair = H100["ran"], (H100["breaks"]["kernel"], H100["breaks"]["partner"])
     calls: list[frozenset[str]] = []
-    fails = _breaks_without("copy_", "to_copy", "embedding", calls)
-    assert bisect.narrow(H100_RAN, fails, 1) == ["embedding"]
-    assert len(calls) + 1 <= math.ceil(math.log2(len(H100_RAN))) + 3, calls
+    fails = _breaks_without(*pair, {H100["culprit"]}, calls)
+    assert bisect.narrow(ran, fails, 1) == [H100["culprit"]]
+    assert len(calls) + 1 <= math.ceil(math.log2(len(ran))) + 3, calls
     # wherever the culprit sits, and with the pair the other way round, it is still found
-    for kernel, partner in (("copy_", "to_copy"), ("to_copy", "copy_")):
-        for culprit in H100_RAN[1:]:
+    for kernel, partner in (pair, pair[::-1]):
+        for culprit in ran[1:]:
             if culprit in (kernel, partner):
                 continue
             calls = []
-            found = bisect.narrow(H100_RAN, _breaks_without(kernel, partner, culprit, calls), 1)
+            found = bisect.narrow(ran, _breaks_without(kernel, partner, {culprit}, calls), 1)
             assert found == [culprit], (kernel, partner, culprit, calls)
-            assert len(calls) <= 2 * (math.ceil(math.log2(len(H100_RAN))) + 1), (culprit, calls)
+            assert len(calls) <= 2 * (math.ceil(math.log2(len(ran))) + 1), (culprit, calls)
 
 
 def test_an_answer_asked_the_other_way_round_is_never_an_innocent_kernel():
@@ -146,17 +144,14 @@ def test_an_answer_asked_the_other_way_round_is_never_an_innocent_kernel():
     named = 0
     for pair in itertools.combinations(kernels, 2):
         for kernel, partner in itertools.permutations(kernels, 2):
-            fails = _breaks_without(kernel, partner, "", [])
-            oracle = lambda on, fails=fails, pair=set(pair): (  # noqa: E731
-                None if fails(on) is None else pair <= on
-            )
+            fails = _breaks_without(kernel, partner, set(pair), [])
             try:
-                found = set(bisect.narrow(kernels, oracle))
+                found = set(bisect.narrow(kernels, fails))
             except Inconclusive:
                 continue
             named += 1
-            assert oracle(frozenset(found)) is True, (pair, kernel, partner, found)
-            assert all(oracle(frozenset(found - {k})) is not True for k in found), found
+            assert fails(frozenset(found)) is True, (pair, kernel, partner, found)
+            assert all(fails(frozenset(found - {k})) is not True for k in found), found
     assert named >= 0.7 * 28 * 56  # most still get an answer
 
 

@@ -50,7 +50,7 @@ def test_the_sessions_end_before_the_previous_handler_runs(sigterm):
     target._stop_sessions_on_sigterm()
     assert signal.getsignal(signal.SIGTERM) is target._on_sigterm
     target._stop_sessions_on_sigterm()  # once: a second call installs nothing over it
-    assert target._on_sigterm.previous is not target._on_sigterm
+    assert target._previous_sigterm is not target._on_sigterm
     signal.raise_signal(signal.SIGTERM)
     assert log == ["stop", "ended", "previous handler"]
     assert signal.getsignal(signal.SIGTERM) is not target._on_sigterm  # put back

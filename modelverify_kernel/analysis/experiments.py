@@ -295,7 +295,7 @@ def _narrow(
                 break
             mid = splits[len(splits) // 2]
             if other_way:
-                answer, upper_first = _split(culprits, candidates, (lo, mid, hi), test, upper_first)
+                answer, upper_first = _split(culprits, candidates, (mid, hi), test, upper_first)
             else:
                 answer = test([*culprits, *candidates[:mid]])
             if answer is None:
@@ -317,16 +317,16 @@ def _narrow(
 def _split(
     culprits: list[str],
     candidates: Sequence[str],
-    bounds: tuple[int, int, int],
+    split: tuple[int, int],
     test: Callable[[Iterable[str]], bool | None],
     upper_first: bool,
 ) -> tuple[bool | None, bool]:
     """Does the culprit left lie in candidates[:mid]? Asked with those on (the rest off), or the
     other way round: with only candidates[mid:hi] on (and the culprits found) — the fault back
     there means no. The second way is asked only when the first proves nothing; it assumes one
-    culprit left, in the interval (the confirming run checks what is found). Returns the answer
-    and which way to ask first next time."""
-    _, mid, hi = bounds
+    culprit left, in the interval (`_narrow` checks what it finds). Returns the answer and which
+    way to ask first next time."""
+    mid, hi = split
     ways = [
         lambda: test([*culprits, *candidates[:mid]]),
         lambda: _not(test([*culprits, *candidates[mid:hi]])),
