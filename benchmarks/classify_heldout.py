@@ -103,6 +103,8 @@ FORMS = {
     "kubectl --prefix": lambda lines: ["[pod/vllm-0/server] " + ln for ln in lines],
     "journald": lambda lines: ["May 20 04:39:23 node7 vllm[42]: " + ln for ln in lines],
     "torchrun [rank0]:": lambda lines: ["[rank0]: " + ln for ln in lines],
+    # torchrun with two ranks failing alike: their lines interleave, each tagged with its rank
+    "2 ranks interleaved": lambda lines: [f"[rank{r}]: " + ln for ln in lines for r in (0, 1)],
     "Markdown quote": lambda lines: ["> " + ln for ln in lines],
     "indented paste": lambda lines: ["    " + ln for ln in lines],
     "wrapped at 120": lambda lines: [

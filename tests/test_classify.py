@@ -1643,6 +1643,21 @@ def test_a_log_reads_the_same_through_a_collectors_line_prefix(name: str, how: s
     assert len(collected.evidence) == len(plain.evidence)
 
 
+@pytest.mark.parametrize("ranks", [(0,), (0, 1)], ids=["one rank", "two ranks interleaved"])
+def test_torchrun_tags_the_workers_lines_only(ranks: tuple[int, ...]) -> None:
+    """torchrun tags what its workers write ("[rank0]: "), not the launcher's lines. After a long
+    untagged start-up the tag used to stay on (it came off only when most lines carried it), so
+    the traceback went unread; two ranks failing alike interleave their lines, read as one."""
+    start = (LOGS / "vllm_cpu_startup_ok.log").read_text().splitlines()
+    traceback = (LOGS / "flaggems_no_device.log").read_text().splitlines()[3:13]
+    plain = classify_log(traceback)
+    assert (plain.component, plain.culprit_op) == ("FlagGems", None), plain
+    tagged = [f"[rank{r}]: {ln}" for ln in traceback for r in ranks]
+    got = classify_log(start + tagged)
+    assert (got.component, got.rule) == (plain.component, plain.rule), got
+    assert got.evidence == plain.evidence
+
+
 def test_rays_worker_prefix_names_the_process() -> None:
     log = (
         "(RayWorkerWrapper pid=2345, ip=10.0.0.1) ERROR 05-20 04:39:23 [worker_base.py:620] Traceback (most recent call last):\n"
@@ -1723,6 +1738,34 @@ def test_a_hard_wrapped_paste_reads_as_the_log_it_came_from(name: str, width: in
         plain.rule,
         plain.culprit_op,
     )
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_a_short_paste_cut_at_a_terminal_width_is_joined(width: int) -> None:
+    """One long line cut once (at a terminal's usual width) is as much a wrap as many; the cut
+    may fall on a space, leaving the second part one space in."""
+    line = (
+        "When I set it to 3 the error follows ValueError: Total number of attention heads (40) "
+        "must be divisible by tensor parallel size (3)."
+    )
+    wrapped = [line[:width], line[width:]]
+    assert len(wrapped[1]) < width
+    assert wrapped[1][0] == " " if width == 80 else wrapped[1][0].isalpha()
+    plain, got = classify_log([line]), classify_log(wrapped)
+    assert (got.rule, got.error, got.evidence) == ("R-tp-heads", plain.error, plain.evidence)
+    assert got.error.endswith("tensor parallel size (3).")
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_a_collected_log_wrapped_keeps_its_collectors_prefix_readable(width: int) -> None:
+    """A log with a collector's timestamps, then hard-wrapped: the second part of a cut line has
+    no timestamp, so the prefix is looked for once the lines are whole again."""
+    lines = (LOGS / "oom_worker.log").read_text().splitlines()
+    stamped = ["2026-05-20 04:39:23 " + ln for ln in lines]
+    wrapped = [ln[i : i + width] for ln in stamped for i in range(0, max(len(ln), 1), width)]
+    plain = classify_log(lines)
+    got = classify_log(wrapped)
+    assert (got.component, got.rule) == (plain.component, plain.rule) == ("resources", "R-oom")
 
 
 def test_workers_printing_the_same_longest_line_are_not_a_wrap() -> None:

@@ -39,14 +39,13 @@ QUIET_FAST = re.compile(
 )
 # What a log collector or a paste puts in front of every line, before the program's own
 # prefix: `docker logs -t` / `kubectl logs --timestamps` times, journald's "Nov 30 10:00:00 host
-# unit[pid]: ", kubectl's "[pod/name/container] ", torchrun's "[rank0]:" / "[default0]:", and a
-# Markdown quote ("> "). Looked for in the first lines of a log (outer_prefix): when most carry
-# one, it is taken off every line that has it.
+# unit[pid]: ", kubectl's "[pod/name/container] " and a Markdown quote ("> "). Looked for in the
+# first lines of a log (outer_prefix): when most carry one, it is taken off every line that has
+# it. (torchrun's "[rank0]:" is a process tag, TORCHRUN_TAG: it marks some lines, not the log.)
 _OUTER = re.compile(
     r"(?:[ \t]*(?:\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?\s"
     r"|[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \S+ [\w.@/-]+(?:\[\d+\])?: "
     r"|\[pod/[^\]\s]+\] "
-    r"|\[(?:rank|default)\d+\]:\s?"
     r"|>(?: |$)))*"  # an indented paste: the indentation goes with the prefix
 )
 _OUTER_HEAD = 64  # lines looked at
@@ -56,7 +55,14 @@ def outer_prefix(lines: Iterator[str]) -> tuple[Iterator[str], re.Pattern[str] |
     """The log's lines (none consumed), the outer prefix most of its first lines carry (or None),
     and the indentation all of them share (a pasted excerpt indented as a whole)."""
     head = list(itertools.islice(lines, _OUTER_HEAD))
+    out: Iterator[str] = itertools.chain(head, lines)
+    width = _wrap_width([ANSI.sub("", ln).rstrip("\r\n") for ln in head])
+    if width:  # the prefix is looked for on whole lines: a wrap's second part has none
+        out = _unwrap(out, width)
+        head = list(itertools.islice(out, _OUTER_HEAD))
+        out = itertools.chain(head, out)
     body = [ANSI.sub("", ln).rstrip("\r\n") for ln in head]
+    body = [ln[TORCHRUN_TAG.match(ln).end() :] if ln[:1] == "[" else ln for ln in body]
     body = [ln for ln in body if ln.strip()]
     outer = None
     if body and sum(1 for ln in body if _OUTER.match(ln).end()) * 2 >= len(body):
@@ -64,9 +70,11 @@ def outer_prefix(lines: Iterator[str]) -> tuple[Iterator[str], re.Pattern[str] |
         body = [ln[_OUTER.match(ln).end() :] for ln in body]
         body = [ln for ln in body if ln.strip()]
     indent = os.path.commonprefix([ln[: len(ln) - len(ln.lstrip())] for ln in body]) if body else ""
-    out = itertools.chain(head, lines)
-    width = _wrap_width([ANSI.sub("", ln).rstrip("\r\n") for ln in head])
-    return (_unwrap(out, width) if width else out), outer, indent
+    return out, outer, indent
+
+
+# The widths terminals, pagers and CI consoles wrap at by default or by habit
+TERMINAL_WIDTHS = frozenset({80, 100, 120, 132, 160, 200})
 
 
 def _wrap_width(head: list[str]) -> int | None:
@@ -81,10 +89,12 @@ def _wrap_width(head: list[str]) -> int | None:
     if not lengths:
         return None
     widest = max(lengths)
-    if widest < 60 or lengths.count(widest) < max(2, len(lengths) // 5):
+    # at a terminal's usual width one line going on is enough; at any other, many must be
+    least = 1 if widest in TERMINAL_WIDTHS else max(2, len(lengths) // 5)
+    if widest < 60 or lengths.count(widest) < least:
         return None
     goes_on = [
-        not nxt[:1].isspace()
+        (not nxt[:1].isspace() or (nxt[:1] == " " and not nxt[1:2].isspace()))  # cut at a space
         and not PREFIX.match(nxt).end()
         and not FRAME.match(nxt)
         and nxt[:4] != ln[:4]  # a record of the same form ("[12/07/26 …]")
@@ -271,6 +281,10 @@ _NATIVE_FORM_GATE = (
 # The process tag OpenMPI's handler puts before each of its lines ("[host:1234] "): lines of one
 # process are read together, apart from the other ranks'. (UCX tags only its first line.)
 RANK_TAG = re.compile(r"\[(?P<tag>[\w.-]+:\d+)\] ")
+# torchrun's tag before each line a worker writes ("[rank0]: ", "[default3]:"), often on the
+# traceback lines only, between the launcher's untagged ones: each rank's lines are its own
+# process's, whatever share of the log carries the tag. The stream is named with the brackets.
+TORCHRUN_TAG = re.compile(r"(?:(?P<tag>\[(?:rank|default)\d+\]):\s?)*")
 # The lines a signal handler or a compiler crash prints after its first line: the signal, the
 # address, the backtrace's header, LLVM's "Stack dump:" and the program's arguments.
 NATIVE_CONT = re.compile(

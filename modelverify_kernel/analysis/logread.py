@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import re
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from .knowledge import Rule
@@ -47,6 +47,7 @@ from .logformat import (
     SIGNAL_HANDLER_FRAME,
     STDLIB,
     TB_START,
+    TORCHRUN_TAG,
     WARN_LEVELS,
     RichBox,
     outer_prefix,
@@ -200,10 +201,9 @@ class Scanner:
             raw = raw[:MAX_LINE]
             if "\x1b" in raw:
                 raw = ANSI.sub("", raw)
-            if outer_match is not None:
-                raw = raw[outer_match(raw).end() :]
-            if indent and raw.startswith(indent):
-                raw = raw[len(indent) :]
+            tag = None
+            if outer_match is not None or indent or raw[:1] == "[":
+                raw, tag = _unprefix(raw, outer_match, indent)
             if cond_lits and self.index <= COND_LINES:  # a condition of the run, at any level
                 self._note_condition(raw)
             # the substring test only spares the regex on the other lines; the full prefix
@@ -216,7 +216,7 @@ class Scanner:
             level = lvl or glog or blvl
             if level in QUIET_LEVELS:  # nothing to do unless it ends a traceback
                 if self.active:
-                    self._quiet_line(m, stream)
+                    self._quiet_line(m, stream, tag)
                 continue
             msg = raw[m.end() :]
             if in_group or "Exception Group" in msg:  # an exception group's gutter comes off
@@ -230,7 +230,7 @@ class Scanner:
             if msg and (benign_start(msg) or benign_any(msg)):
                 self._remember(msg)
                 continue
-            self._message(msg, level, m, stream)
+            self._message(msg, level, m, stream, tag)
 
     def _note_condition(self, raw: str) -> None:
         """A line of the run's start holding a condition's literal: is it a condition?"""
@@ -239,17 +239,21 @@ class Scanner:
                 self._condition(raw)
                 return
 
-    def _quiet_line(self, m: re.Match[str], stream: str | None) -> None:
+    def _quiet_line(self, m: re.Match[str], stream: str | None, tag: str | None) -> None:
         """An INFO/DEBUG line inside a traceback ends it."""
         if stream is None:
             proc, pid = m.group("proc", "pid")
-            stream = f"{proc} {pid or ''}" if proc else ""
+            stream = f"{proc} {pid or ''}" if proc else (tag or "")
         st = self.streams.get(stream)
         if st is not None and st.phase is not Phase.IDLE:
             self._flush(st)
 
-    def _message(self, msg: str, level: str | None, m: re.Match[str], stream: str | None) -> None:
-        """One non-quiet, non-benign message: the process's state machine, then the line rules."""
+    def _message(
+        self, msg: str, level: str | None, m: re.Match[str], stream: str | None, tag: str | None
+    ) -> None:
+        """One non-quiet, non-benign message: the process's state machine, then the line rules.
+        The process is ``stream`` when given, else the line's own tag (vLLM's, OpenMPI's), else
+        the torchrun rank ``tag`` it came under."""
         if msg[:1] == "[" and stream is None:  # OpenMPI's "[host:pid] ": the process
             tm = RANK_TAG.match(msg)
             if tm is not None:
@@ -261,7 +265,7 @@ class Scanner:
         self.warning_line = level in WARN_LEVELS
         if stream is None:
             proc, pid = m.group("proc", "pid")
-            stream = f"{proc} {pid or ''}" if proc else ""
+            stream = f"{proc} {pid or ''}" if proc else (tag or "")
         st = self.streams.get(stream)
         if st is None:
             st = self._new_stream(stream)
@@ -762,6 +766,23 @@ def native_exc(nm: re.Match[str], line: str) -> tuple[str, str]:
     if g["dev"]:
         return "DeviceError", line
     return "FatalSignal", g["sig"] or g["sig2"] or "SIGSEGV"
+
+
+def _unprefix(
+    raw: str, outer_match: Callable[[str], re.Match[str]] | None, indent: str
+) -> tuple[str, str | None]:
+    """A line without what a collector or a paste put in front of it, and the torchrun rank tag
+    it carried (before the collector's prefix or after it), if any."""
+    tag = None
+    if raw[:1] == "[" and (tm := TORCHRUN_TAG.match(raw)).end():
+        raw, tag = raw[tm.end() :], tm.group("tag")
+    if outer_match is not None:
+        raw = raw[outer_match(raw).end() :]
+    if indent and raw.startswith(indent):
+        raw = raw[len(indent) :]
+    if raw[:1] == "[" and (tm := TORCHRUN_TAG.match(raw)).end():
+        raw, tag = raw[tm.end() :], tm.group("tag")
+    return raw, tag
 
 
 def _never(_: str) -> None:
