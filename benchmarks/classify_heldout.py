@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -97,6 +98,31 @@ def support(cases: list[dict], rules) -> dict[str, set[str]]:
     return out
 
 
+_PY_FRAME = re.compile(r'(?P<pre>.*?)File "(?P<path>[^"]+\.py)", line (?P<ln>\d+), in (?P<fn>\S+)$')
+
+
+def as_ipython(lines: list[str]) -> list[str]:
+    """A traceback as IPython / Jupyter prints it: its header names the exception type without a
+    colon, each frame is "File /path.py:N, in fn(...)" and the line that ran "---> N code"."""
+    out: list[str] = []
+    frame = None
+    for ln in lines:
+        head = ln.find("Traceback (most recent call last):")
+        fm = _PY_FRAME.match(ln)
+        if head >= 0:
+            out.append(ln[:head] + f"{'Exception':<42}Traceback (most recent call last)")
+        elif fm:
+            frame = fm
+            out.append(f"{fm['pre']}File {fm['path']}:{fm['ln']}, in {fm['fn']}(self)")
+            continue
+        elif frame is not None and ln.startswith(frame["pre"] + " "):
+            out.append(f"{frame['pre']}---> {frame['ln']} {ln[len(frame['pre']) :].strip()}")
+        else:
+            out.append(ln)
+        frame = None
+    return out
+
+
 # The same excerpts as a log collector, a terminal or an issue thread hands them over
 FORMS = {
     "docker logs -t": lambda lines: ["2026-05-20T04:39:23.123456789Z " + ln for ln in lines],
@@ -110,6 +136,7 @@ FORMS = {
     "wrapped at 120": lambda lines: [
         ln[i : i + 120] for ln in lines for i in range(0, max(len(ln), 1), 120)
     ],
+    "IPython / Jupyter": as_ipython,
     "wrapped at 80": lambda lines: [
         ln[i : i + 80] for ln in lines for i in range(0, max(len(ln), 1), 80)
     ],

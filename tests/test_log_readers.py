@@ -412,6 +412,64 @@ def test_richs_boxed_traceback_is_read_as_pythons() -> None:
     assert [fr.path.rsplit("/", 1)[-1] for fr in _root(cut).frames][-1] == "some_long_name_here.py"
 
 
+_IPYTHON_8 = """\
+---------------------------------------------------------------------------
+RuntimeError                              Traceback (most recent call last)
+Cell In[3], line 1
+----> 1 llm = LLM(model="/data/qwen")
+
+File /usr/local/lib/python3.11/site-packages/vllm/entrypoints/llm.py:243, in LLM.__init__(self, model)
+    240     kwargs["disable_log_stats"] = True
+--> 243 self.llm_engine = LLMEngine.from_engine_args(
+    244     engine_args=engine_args, usage_context=UsageContext.LLM_CLASS)
+
+File /usr/local/lib/python3.11/site-packages/flag_gems/runtime/backend/device.py:71, in get_vendor_info(self)
+     70 if not found:
+---> 71     raise RuntimeError("No device were detected on your machine !")
+
+RuntimeError: No device were detected on your machine !
+"""
+_IPYTHON_7 = """\
+---------------------------------------------------------------------------
+RuntimeError                              Traceback (most recent call last)
+<ipython-input-3-5b1c9d0e2f1a> in <module>
+----> 1 llm = LLM(model="/data/qwen")
+
+/usr/local/lib/python3.10/dist-packages/vllm/entrypoints/llm.py in __init__(self, model, tokenizer)
+    242         )
+--> 243         self.llm_engine = LLMEngine.from_engine_args(engine_args)
+
+/usr/local/lib/python3.10/dist-packages/flag_gems/runtime/backend/device.py in get_vendor_info(self)
+     70         if not found:
+---> 71             raise RuntimeError("No device were detected on your machine !")
+
+RuntimeError: No device were detected on your machine !
+"""
+
+
+@pytest.mark.parametrize("log", [_IPYTHON_8, _IPYTHON_7], ids=["IPython 8", "IPython 7 (Colab)"])
+def test_a_notebooks_traceback_is_read_frame_by_frame(log: str) -> None:
+    """Jupyter and Colab print IPython's traceback: the header without its colon, frames as
+    "File /path.py:N, in fn(…)" (8) or "/path.py in fn(…)" (7), the line that ran "---> N code".
+    Unread, the FlagGems frame was missed and the failure came out unknown."""
+    blk = _root(log)
+    assert blk.form == "IPython traceback"
+    assert _inner(blk).endswith("flag_gems/runtime/backend/device.py")
+    assert len(blk.frames) == 3 and blk.frames[0].path.startswith(("Cell In[3]", "<ipython-input"))
+    assert blk.frames[-1].code == 'raise RuntimeError("No device were detected on your machine !")'
+    assert (blk.exc_type, blk.message) == (
+        "RuntimeError",
+        "No device were detected on your machine !",
+    )
+    trace = Trace()
+    diag = classify_log(log.splitlines(), trace=trace)
+    assert diag.component == "FlagGems"
+    assert explanation(trace, diag)["failures"][0]["reader"] == "IPython traceback"  # --explain
+    # cut before its header (a paste of the frames only): the frames still decide
+    cut = log.split("\n", 4)[4]
+    assert classify_log(cut.splitlines()).component == "FlagGems"
+
+
 RICH_PKG_MM = """\
 def mm(a, b):
     x = a

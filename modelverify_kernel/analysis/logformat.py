@@ -1,12 +1,13 @@
 """How a log line is written: vLLM's and collectors' prefixes, hard wraps, and the shapes of
-traceback, frame, diagnostic and native-failure lines. Patterns only; the reading is logread.py."""
+traceback, frame, diagnostic and native-failure lines: patterns, and what one line or match says
+(its form, its file, its type). The reading, line after line, is logread.py."""
 
 from __future__ import annotations
 
 import itertools
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
@@ -188,7 +189,18 @@ TB_START = re.compile(
     r'|Thread (?:0x[0-9a-fA-F]+|\d+) \((?:active|idle)[^)]*\)(?:: ".*")?$'
     # pytest: a conftest that failed to import prints its traceback in pytest's short form
     r"|ImportError while (?:loading conftest|importing test module) "
+    # IPython / Jupyter: the exception's type, then the header without its colon
+    r"|[A-Za-z_][\w.]* {2,}Traceback \(most recent call last\)$"
 )
+# IPython's (Jupyter's) frames: "File /path/x.py:243, in LLM.__init__(self, model)" (IPython 8),
+# "/path/x.py in __init__(self, model)" (IPython 7, Colab), a cell ("Cell In[3], line 1",
+# "<ipython-input-3-…> in <module>"); the line that ran is marked "---> 243 code".
+IPYTHON_FRAME = re.compile(
+    r"\s*(?:File (?P<path>[^\s\"]+\.py):(?P<ln>\d+), in \S"
+    r"|(?P<path7>[^\s\"]+\.py) in [\w<>.]+\("
+    r"|(?P<cell>Cell In ?\[\d*\], line \d+|<ipython-input-[^>]*> in \S))"
+)
+IPYTHON_CODE = re.compile(r"-+> +\d+ ")
 # pytest's short and long traceback forms: a frame is "path/to/file.py:26: in <module>" (short)
 # or "path/to/file.py:26: " (long: LOCATION); the exception's lines start with "E   "; the long
 # form ends a failure with "path/to/file.py:26: AttributeError" (also --tb=line's one line
@@ -203,10 +215,6 @@ PYTEST_MARK = re.compile(r"(?:_ )+_\s*$|>(?: |$)")
 # an exception line of its own: it ends the message before it rather than continuing it
 NEXT_EXC = re.compile(r"(?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception): \S")
 PYSPY_FRAME = re.compile(r"\s+(?P<fn>[\w<>.]+) \((?P<path>[^()\s]+\.py):(?P<ln>\d+)\)\s*$")
-# Native failures have no Python exception line; they get a type of their own so the rules can
-# name them: FatalPythonError (faulthandler), FatalSignal (a signal killed the process),
-# NativeAssertionError (a C/C++ `Assertion … failed`, LLVM `UNREACHABLE`), CppException
-# (`terminate called after throwing an instance of 'T'`).
 # Native failures have no Python exception line; they get a type of their own so the rules can
 # name them: FatalPythonError (faulthandler), FatalSignal (a signal killed the process),
 # NativeAssertionError (a C/C++ `Assertion … failed`, LLVM `UNREACHABLE`), CppException
@@ -351,6 +359,7 @@ IDLE_HEAD = re.compile(
             DIAG,
             DOTTED_EXC,
             PYSPY_FRAME,
+            IPYTHON_FRAME,
         )
     )
     + r"|[^\s:\"'`]+\.py:\d+: "  # pytest's frames and its line form (PYTEST_FRAME, PYTEST_LOC_EXC)
@@ -400,3 +409,96 @@ def unbox(msg: str, box: RichBox | None) -> tuple[str | None, RichBox | None]:
     if cm and cm["mark"]:  # the line that raised: its frame's code
         return f"    {cm['code'].lstrip(' │').strip()}", box
     return None, box  # the lines around it, a frame rich could not place ("in fn:12")
+
+
+IDLE_FRAME_FORMS = {PYTEST_FRAME: "pytest traceback", IPYTHON_FRAME: "IPython traceback"}
+
+
+def frame_path(fm: re.Match[str]) -> str:
+    """The file of a frame line matched by one of the frame forms (a notebook cell: its name)."""
+    if fm.re is IPYTHON_FRAME:
+        return fm.group("path") or fm.group("path7") or fm.group("cell")
+    return fm.group("path")
+
+
+def header_form(s: str) -> str:
+    if s.startswith("Traceback"):
+        return "python traceback"
+    if s.endswith("Traceback (most recent call last)"):
+        return "IPython traceback"
+    if s.startswith("╭"):
+        return "rich traceback"
+    if s.startswith("ImportError while"):
+        return "pytest traceback"
+    return "faulthandler dump" if "(most recent call first)" in s else "py-spy dump"
+
+
+# the reader of each native form (the named groups of logformat.native_patterns)
+NATIVE_FORM_NAMES = {
+    "fatal": "faulthandler",
+    "assert": "C/C++ assertion",
+    "unreach": "LLVM unreachable",
+    "sig": "signal",
+    "sig2": "signal",
+    "cpp": "C++ exception",
+    "segv": "signal",
+    "mpi": "OpenMPI signal handler",
+    "ucx": "UCX signal handler",
+    "absl": "absl signal handler",
+    "gdb": "gdb",
+    "heap": "glibc abort",
+    "check": "glog check",
+    "bassert": "C/C++ assertion",
+    "llvm": "LLVM fatal error",
+    "llvmcrash": "LLVM crash report",
+    "pm": "MLIR pass manager",
+    "tool": "compiler tool",
+    "dev": "device runtime error code",
+}
+
+
+def native_exc(nm: re.Match[str], line: str) -> tuple[str, str]:
+    """The type and message a native failure line gets (see logformat.native_patterns)."""
+    g = nm.groupdict()
+    if g["fatal"]:
+        return "FatalPythonError", g["fatal"]
+    if g["assert"] or g["unreach"]:
+        return "NativeAssertionError", line
+    if g["cpp"]:
+        return "CppException", g["cpp"]
+    if g["check"] or g["bassert"]:
+        return "NativeAssertionError", line
+    if g["llvm"] or g["llvmcrash"] or g["pm"] or g["tool"]:
+        return "CompilerError", line
+    if g["mpi"] or g["ucx"] or g["absl"] or g["gdb"]:
+        return "FatalSignal", g["ucx"] or g["absl"] or g["gdb"] or g["mpi"]
+    if g["heap"]:
+        return "FatalSignal", f"SIGABRT ({g['heap']})"
+    if g["dev"]:
+        return "DeviceError", line
+    return "FatalSignal", g["sig"] or g["sig2"] or "SIGSEGV"
+
+
+def unprefix(
+    raw: str, outer_match: Callable[[str], re.Match[str]] | None, indent: str
+) -> tuple[str, str | None]:
+    """A line without what a collector or a paste put in front of it, and the torchrun rank tag
+    it carried (before the collector's prefix or after it), if any."""
+    tag = None
+    if raw[:1] == "[" and (tm := TORCHRUN_TAG.match(raw)).end():
+        raw, tag = raw[tm.end() :], tm.group("tag")
+    if outer_match is not None:
+        raw = raw[outer_match(raw).end() :]
+    if indent and raw.startswith(indent):
+        raw = raw[len(indent) :]
+    if raw[:1] == "[" and (tm := TORCHRUN_TAG.match(raw)).end():
+        raw, tag = raw[tm.end() :], tm.group("tag")
+    return raw, tag
+
+
+def ungutter(msg: str, in_group: bool) -> tuple[str, bool]:
+    """An exception group's gutter ("  | ", "+-+---- 1 ----") taken off a message: (the
+    message, whether the group goes on)."""
+    in_group = in_group or GROUP_START.match(msg) is not None
+    gm = GROUP_GUTTER.match(msg) if in_group else None
+    return (msg[gm.end() :], True) if gm is not None else (msg, False)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import re
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .knowledge import Rule
@@ -22,13 +22,15 @@ from .logformat import (
     DIAG,
     DOTTED_EXC,
     FRAME,
-    GROUP_GUTTER,
-    GROUP_START,
+    IDLE_FRAME_FORMS,
     IDLE_HEAD,
+    IPYTHON_CODE,
+    IPYTHON_FRAME,
     LOCATION,
     NAMED_HINTS,
     NAMED_LOCATION,
     NATIVE_CONT,
+    NATIVE_FORM_NAMES,
     NATIVE_FRAME,
     NATIVE_SYMBOL,
     NATIVE_WHERE,
@@ -47,11 +49,15 @@ from .logformat import (
     SIGNAL_HANDLER_FRAME,
     STDLIB,
     TB_START,
-    TORCHRUN_TAG,
     WARN_LEVELS,
     RichBox,
+    frame_path,
+    header_form,
+    native_exc,
     outer_prefix,
     unbox,
+    ungutter,
+    unprefix,
 )
 from .prefilter import RuleSet
 
@@ -203,7 +209,7 @@ class Scanner:
                 raw = ANSI.sub("", raw)
             tag = None
             if outer_match is not None or indent or raw[:1] == "[":
-                raw, tag = _unprefix(raw, outer_match, indent)
+                raw, tag = unprefix(raw, outer_match, indent)
             if cond_lits and self.index <= COND_LINES:  # a condition of the run, at any level
                 self._note_condition(raw)
             # the substring test only spares the regex on the other lines; the full prefix
@@ -220,7 +226,7 @@ class Scanner:
                 continue
             msg = raw[m.end() :]
             if in_group or "Exception Group" in msg:  # an exception group's gutter comes off
-                msg, in_group = _ungutter(msg, in_group)
+                msg, in_group = ungutter(msg, in_group)
             if box is not None or "╭" in msg:  # rich's box comes off, its frames read as Python's
                 msg, box = unbox(msg, box)
                 if msg is None:
@@ -480,7 +486,7 @@ class Scanner:
                 handled=st.phase is Phase.IDLE
                 and self.index - st.prev_at == 1
                 and any(p.search(st.prev) for p in self.rs.falls_back),
-                form=_header_form(s),
+                form=header_form(s),
             )
             st.phase = Phase.FRAMES
             return True
@@ -505,9 +511,13 @@ class Scanner:
             or LOCATION.match(msg)
             or PYTEST_FRAME.match(msg)
             or (PYSPY_FRAME.match(msg) if blk.reverse else None)
+            or IPYTHON_FRAME.match(msg)
         )
         if fm:
-            blk.frames.append(Frame(fm.group("path"), s))
+            blk.frames.append(Frame(frame_path(fm), s))
+            return True
+        if blk.frames and s[:1] == "-" and IPYTHON_CODE.match(s):
+            blk.frames[-1].code = s[IPYTHON_CODE.match(s).end() :].strip()[:500]
             return True
         dg = DIAG.match(s)
         if dg:
@@ -590,11 +600,16 @@ class Scanner:
         failure, a diagnostic, an exception line)?"""
         if not s:
             return False
-        fm = FRAME.match(msg) or LOCATION.match(msg) or PYTEST_FRAME.match(msg)
+        fm = (
+            FRAME.match(msg)
+            or LOCATION.match(msg)
+            or PYTEST_FRAME.match(msg)
+            or IPYTHON_FRAME.match(msg)
+        )
         if fm:  # a traceback without its header (cut log)
-            form = "pytest traceback" if fm.re is PYTEST_FRAME else "traceback without header"
+            form = IDLE_FRAME_FORMS.get(fm.re, "traceback without header")
             st.block = Block(self.index, src, form=form)
-            st.block.frames.append(Frame(fm.group("path"), s))
+            st.block.frames.append(Frame(frame_path(fm), s))
             st.phase = Phase.FRAMES
             return True
         if msg[0] in " \t" and (s[0] in "^~" or s == "..."):
@@ -712,89 +727,8 @@ class Scanner:
         blk.exc_type, blk.message, blk.line, blk.src = etype, message.strip(), line[:1000], src
 
 
-def _header_form(s: str) -> str:
-    if s.startswith("Traceback"):
-        return "python traceback"
-    if s.startswith("╭"):
-        return "rich traceback"
-    if s.startswith("ImportError while"):
-        return "pytest traceback"
-    return "faulthandler dump" if "(most recent call first)" in s else "py-spy dump"
-
-
-# the reader of each native form (the named groups of logformat.native_patterns)
-NATIVE_FORM_NAMES = {
-    "fatal": "faulthandler",
-    "assert": "C/C++ assertion",
-    "unreach": "LLVM unreachable",
-    "sig": "signal",
-    "sig2": "signal",
-    "cpp": "C++ exception",
-    "segv": "signal",
-    "mpi": "OpenMPI signal handler",
-    "ucx": "UCX signal handler",
-    "absl": "absl signal handler",
-    "gdb": "gdb",
-    "heap": "glibc abort",
-    "check": "glog check",
-    "bassert": "C/C++ assertion",
-    "llvm": "LLVM fatal error",
-    "llvmcrash": "LLVM crash report",
-    "pm": "MLIR pass manager",
-    "tool": "compiler tool",
-    "dev": "device runtime error code",
-}
-
-
-def native_exc(nm: re.Match[str], line: str) -> tuple[str, str]:
-    """The type and message a native failure line gets (see logformat.native_patterns)."""
-    g = nm.groupdict()
-    if g["fatal"]:
-        return "FatalPythonError", g["fatal"]
-    if g["assert"] or g["unreach"]:
-        return "NativeAssertionError", line
-    if g["cpp"]:
-        return "CppException", g["cpp"]
-    if g["check"] or g["bassert"]:
-        return "NativeAssertionError", line
-    if g["llvm"] or g["llvmcrash"] or g["pm"] or g["tool"]:
-        return "CompilerError", line
-    if g["mpi"] or g["ucx"] or g["absl"] or g["gdb"]:
-        return "FatalSignal", g["ucx"] or g["absl"] or g["gdb"] or g["mpi"]
-    if g["heap"]:
-        return "FatalSignal", f"SIGABRT ({g['heap']})"
-    if g["dev"]:
-        return "DeviceError", line
-    return "FatalSignal", g["sig"] or g["sig2"] or "SIGSEGV"
-
-
-def _unprefix(
-    raw: str, outer_match: Callable[[str], re.Match[str]] | None, indent: str
-) -> tuple[str, str | None]:
-    """A line without what a collector or a paste put in front of it, and the torchrun rank tag
-    it carried (before the collector's prefix or after it), if any."""
-    tag = None
-    if raw[:1] == "[" and (tm := TORCHRUN_TAG.match(raw)).end():
-        raw, tag = raw[tm.end() :], tm.group("tag")
-    if outer_match is not None:
-        raw = raw[outer_match(raw).end() :]
-    if indent and raw.startswith(indent):
-        raw = raw[len(indent) :]
-    if raw[:1] == "[" and (tm := TORCHRUN_TAG.match(raw)).end():
-        raw, tag = raw[tm.end() :], tm.group("tag")
-    return raw, tag
-
-
 def _never(_: str) -> None:
     return None
-
-
-def _ungutter(msg: str, in_group: bool) -> tuple[str, bool]:
-    """An exception group's gutter ("  | ", "+-+---- 1 ----") taken off a message: (the
-    message, whether the group goes on)."""
-    in_group = in_group or GROUP_START.match(msg) is not None
-    gm = GROUP_GUTTER.match(msg) if in_group else None
-    return (msg[gm.end() :], True) if gm is not None else (msg, False)
 
 
 def looks_like_type(name: str) -> bool:
