@@ -124,6 +124,31 @@ def test_unknown_names_ranked_suspects_with_evidence() -> None:
     assert len(diag.suspects) <= 3
 
 
+@pytest.mark.parametrize(
+    ("line", "suspects"),
+    [
+        (
+            "RuntimeError: Worker failed with error 'CUDA error: an illegal memory access was encountered'",
+            ["FlagGems", "plugin", "environment"],
+        ),
+        (
+            "torch.AcceleratorError: HIP error: operation not permitted when stream is capturing",
+            ["FlagGems", "plugin", "vllm"],
+        ),
+        ("RuntimeError: Triton Error [ZE]: 2013265944", ["FlagGems", "FlagTree", "vllm"]),
+    ],
+)
+def test_a_device_fault_without_an_owner_names_the_kernels_layers_as_suspects(
+    line: str, suspects: list[str]
+) -> None:
+    """A device fault with no frame is unknown, but not without leads: whose kernels run on the
+    device in a FlagOS stack (references/owners.md, symptoms). It used to list none."""
+    diag = classify_log([line])
+    assert diag.component == "unknown", diag
+    assert [s["component"] for s in diag.suspects] == suspects
+    assert all(s["evidence"] and s["evidence"] in line for s in diag.suspects)
+
+
 def test_a_decided_diagnosis_has_no_suspects() -> None:
     log = [
         "Traceback (most recent call last):",
