@@ -56,6 +56,25 @@ def test_distributions_decide_by_their_table() -> None:
     assert owners.frame(_frame(f"{SP}/numpy/core/x.py"))[0] is None
 
 
+@pytest.mark.parametrize(
+    ("package", "component"),
+    [
+        ("vllm_kunlun", "plugin"),
+        ("vllm_metax", "plugin"),
+        ("flaggems_vllm", "FlagGems"),
+        ("flag_gems_mthreads", "FlagGems"),
+        ("torch_npu", None),
+    ],
+)
+def test_a_package_is_known_by_the_shape_of_its_name_without_an_installed_map(
+    package: str, component: str | None
+) -> None:
+    """`model-verify classify` on a log from elsewhere has no map of what was installed there:
+    vLLM's platform plugins and FlagGems' companion packages are still known by their names."""
+    comp, how = _owners().frame(_frame(f"{SP}/{package}/ops/x.py"))
+    assert comp == component, (comp, how)
+
+
 def test_native_frames_are_owned_by_their_library() -> None:
     owners = _owners()
     assert owners.frame(_frame("/opt/flagcx/build/lib/libflagcx.so(+0x1a2b)")) == (
