@@ -2557,6 +2557,12 @@ def test_vllms_own_memory_budget_explains_the_traceback_after_it(budget):
             "FlagTree",
             "T-no-binary",
         ),
+        # the binary holds no code for this GPU's architecture (HIP's word for "no kernel image")
+        ("HIP error: invalid device function", "environment", "E-host-build"),
+        # Kubernetes' reason for a container the kernel's OOM killer ended
+        ("    Reason:       OOMKilled", "resources", "R-killed"),
+        # docker inspect's state of a container that was not: no failure
+        ('        "OOMKilled": false,', "none", None),
     ],
 )
 def test_a_build_for_another_device_and_a_compiler_that_wrote_nothing(line, component, rule):

@@ -209,6 +209,21 @@ def test_compiler_output_is_a_compiler_failure(line: str) -> None:
     assert diag.component == "FlagTree" and diag.rule in ("T-lowering", "T-compiler"), diag
 
 
+def test_ptxas_refusing_a_kernel_is_a_failure_with_the_compiler_and_the_kernel_as_suspects():
+    """ptxas's fatal line ends a compile: a failure (it was read as none), but not the compiler's
+    by itself — ptxas refuses what a kernel's source asked for (bf16 on an old GPU) as often as
+    the compiler's own output, so both are suspects and the experiment decides."""
+    log = (
+        "ptxas /tmp/k.ptx, line 102; error   : Feature '.bf16' requires .target sm_80 or higher\n"
+        "ptxas fatal   : Ptx assembly aborted due to errors\n"
+    )
+    blk = _root(log)
+    assert blk.exc_type == "PtxasError" and blk.form == "ptxas"
+    diag = classify_log(log.splitlines())
+    assert diag.component == "unknown"
+    assert [s["component"] for s in diag.suspects] == ["FlagTree", "FlagGems"]
+
+
 LLVM_CRASH = """\
 PLEASE submit a bug report to https://github.com/llvm/llvm-project/issues/ and include the crash backtrace.
 Stack dump:

@@ -155,6 +155,13 @@ def test_unknown_names_ranked_suspects_with_evidence() -> None:
             ["FlagGems", "plugin", "vllm"],
         ),
         ("RuntimeError: Triton Error [ZE]: 2013265944", ["FlagGems", "FlagTree", "vllm"]),
+        # torch's report of NCCL getting an error back from the device runtime: the library's
+        # bug on this hardware or the node's driver (not another kernel's fault it passes on)
+        (
+            "torch.distributed.DistBackendError: NCCL error in: ../torch/csrc/distributed/c10d/"
+            "ProcessGroupNCCL.cpp:1970, unhandled cuda error (run with NCCL_DEBUG=INFO for details)",
+            ["FlagCX", "environment"],
+        ),
     ],
 )
 def test_a_device_fault_without_an_owner_names_the_kernels_layers_as_suspects(

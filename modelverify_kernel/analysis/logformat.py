@@ -219,7 +219,8 @@ PYSPY_FRAME = re.compile(r"\s+(?P<fn>[\w<>.]+) \((?P<path>[^()\s]+\.py):(?P<ln>\
 # name them: FatalPythonError (faulthandler), FatalSignal (a signal killed the process),
 # NativeAssertionError (a C/C++ `Assertion … failed`, LLVM `UNREACHABLE`), CppException
 # (`terminate called after throwing an instance of 'T'`), DeviceError (a device runtime's error
-# code: its prefixes are a table of references/owners.md).
+# code: its prefixes are a table of references/owners.md), CompilerError (LLVM, MLIR, a backend
+# tool), PtxasError (ptxas refused a kernel's PTX).
 _NATIVE_FORMS = (
     r"Fatal Python error: (?P<fatal>.+)"
     r"|(?P<assert>.*?\S+:\d+: .*\bAssertion [`'\u2018].*[`'\u2019] failed\.?.*)"
@@ -245,13 +246,15 @@ _NATIVE_FORMS = (
     # a C/C++ assertion whose location was printed (or wrapped) on the lines before it
     r"|(?P<bassert>(?:.*\s)?Assertion [`'\u2018].*[`'\u2019] failed\.?)"
     # compiler output: LLVM's fatal error and crash banner, MLIR's failed pass manager,
-    # a compiler tool run as a subprocess that failed (Triton's backends run llc, lld…). Not ptxas: it
-    # rejects the PTX a kernel's source asked for as often as the compiler's own output
+    # a compiler tool run as a subprocess that failed (Triton's backends run llc, lld…). ptxas's
+    # fatal line is a failure of its own type (PtxasError), not the compiler's: ptxas rejects the
+    # PTX a kernel's source asked for as often as the compiler's own output
     r"|(?P<llvm>LLVM ERROR: .+)"
     r"|(?P<llvmcrash>PLEASE submit a bug report to \S*llvm\S*.*)"
     r"|(?P<pm>(?:.*\s)?PassManager::run failed.*)"
     r"|(?P<tool>.*?`?\b(?:llc|ld\.lld|lld|mlir-opt|mlir-translate|triton-opt)`?"
     r" failed with (?:error|exit|return) code.*)"
+    r"|(?P<ptxas>ptxas fatal\s*: .+)"
 )
 _NATIVE_FORM_LITERALS = (
     "fatal python error",
@@ -278,13 +281,14 @@ _NATIVE_FORM_LITERALS = (
     "please submit a bug report",
     "passmanager::run failed",
     "failed with ",
+    "ptxas fatal",
 )  # lower case, one occurs in each native form
 _NATIVE_FORM_GATE = (
     r"Fatal Python|ssertion|UNREACHABLE|SIG[A-Z]|Segmentation|Segfault|Bus error"
     r"|Illegal instr|Aborted|Floating point exc|terminate called"
     r"|double free|\(\): |corrupted size|\*\*\* stack smashing"
     r"|Process received signal|Caught signal|Check failed|LLVM ERROR|PLEASE submit|PassManager::run"
-    r"|failed with (?:error|exit|return) code"
+    r"|failed with (?:error|exit|return) code|ptxas fatal"
 )
 # The process tag OpenMPI's handler puts before each of its lines ("[host:1234] "): lines of one
 # process are read together, apart from the other ranks'. (UCX tags only its first line.)
@@ -453,6 +457,7 @@ NATIVE_FORM_NAMES = {
     "llvmcrash": "LLVM crash report",
     "pm": "MLIR pass manager",
     "tool": "compiler tool",
+    "ptxas": "ptxas",
     "dev": "device runtime error code",
 }
 
@@ -476,6 +481,8 @@ def native_exc(nm: re.Match[str], line: str) -> tuple[str, str]:
         return "FatalSignal", f"SIGABRT ({g['heap']})"
     if g["dev"]:
         return "DeviceError", line
+    if g["ptxas"]:
+        return "PtxasError", line
     return "FatalSignal", g["sig"] or g["sig2"] or "SIGSEGV"
 
 
