@@ -137,6 +137,10 @@ FORMS = {
         ln[i : i + 120] for ln in lines for i in range(0, max(len(ln), 1), 120)
     ],
     "IPython / Jupyter": as_ipython,
+    # vLLM's coloured process tags pasted into an issue: the ESC characters are lost
+    "colours without ESC": lambda lines: [
+        re.sub(r"^(\([\w.-]+(?: [\w=.,:-]+)*\))", r"[1;36m\1[0;0m", ln) for ln in lines
+    ],
     "wrapped at 80": lambda lines: [
         ln[i : i + 80] for ln in lines for i in range(0, max(len(ln), 1), 80)
     ],

@@ -1642,6 +1642,8 @@ _COLLECTED = {
     ),
     "journald": lambda ln: "May 20 04:39:23 gpu-node-7 vllm-serve[4242]: " + ln,
     "torchrun": lambda ln: "[rank0]: " + ln,
+    # vLLM's coloured process tag pasted without its ESC characters
+    "colours without ESC": lambda ln: re.sub(r"^(\([^)]*\))", r"[1;36m\1[0;0m", ln),
     "a Markdown quote": lambda ln: "> " + ln,
     "pasted indented": lambda ln: "    " + ln,
 }

@@ -11,6 +11,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+# A colour code whose ESC a paste dropped: vLLM colours its process tags
+# ("\x1b[1;36m(Worker_TP0 pid=7)\x1b[0;0m "), and issue threads show "[1;36m(Worker_TP0 pid=7)[0;0m ".
+BARE_SGR = re.compile(r"(?<!\x1b)\[\d{1,3}(?:;\d{1,3})*m")
 
 
 def strip_ansi(text: str) -> str:
@@ -53,10 +56,15 @@ _OUTER_HEAD = 64  # lines looked at
 
 
 def outer_prefix(lines: Iterator[str]) -> tuple[Iterator[str], re.Pattern[str] | None, str]:
-    """The log's lines (none consumed), the outer prefix most of its first lines carry (or None),
-    and the indentation all of them share (a pasted excerpt indented as a whole)."""
+    """The log's lines (none consumed; colour codes that lost their ESC and hard wraps undone),
+    the outer prefix most of its first lines carry (or None), and the indentation all of them
+    share (a pasted excerpt indented as a whole)."""
     head = list(itertools.islice(lines, _OUTER_HEAD))
     out: Iterator[str] = itertools.chain(head, lines)
+    if sum(1 for ln in head if BARE_SGR.search(ln)) >= 2:  # colours pasted without their ESC
+        out = (BARE_SGR.sub("", ln) for ln in out)
+        head = list(itertools.islice(out, _OUTER_HEAD))
+        out = itertools.chain(head, out)
     width = _wrap_width([ANSI.sub("", ln).rstrip("\r\n") for ln in head])
     if width:  # the prefix is looked for on whole lines: a wrap's second part has none
         out = _unwrap(out, width)
