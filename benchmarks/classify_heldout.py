@@ -137,6 +137,8 @@ FORMS = {
         ln[i : i + 120] for ln in lines for i in range(0, max(len(ln), 1), 120)
     ],
     "IPython / Jupyter": as_ipython,
+    # copied from a rendered page (a chat, a wiki): every space a no-break space
+    "no-break spaces": lambda lines: [ln.replace(" ", "\xa0") for ln in lines],
     # vLLM's coloured process tags pasted into an issue: the ESC characters are lost
     "colours without ESC": lambda lines: [
         re.sub(r"^(\([\w.-]+(?: [\w=.,:-]+)*\))", r"[1;36m\1[0;0m", ln) for ln in lines

@@ -56,13 +56,18 @@ _OUTER_HEAD = 64  # lines looked at
 
 
 def outer_prefix(lines: Iterator[str]) -> tuple[Iterator[str], re.Pattern[str] | None, str]:
-    """The log's lines (none consumed; colour codes that lost their ESC and hard wraps undone),
+    """The log's lines (none consumed; colour codes that lost their ESC, a rendered page's
+    no-break spaces and hard wraps undone),
     the outer prefix most of its first lines carry (or None), and the indentation all of them
     share (a pasted excerpt indented as a whole)."""
     head = list(itertools.islice(lines, _OUTER_HEAD))
     out: Iterator[str] = itertools.chain(head, lines)
     if sum(1 for ln in head if BARE_SGR.search(ln)) >= 2:  # colours pasted without their ESC
         out = (BARE_SGR.sub("", ln) for ln in out)
+        head = list(itertools.islice(out, _OUTER_HEAD))
+        out = itertools.chain(head, out)
+    if any("\xa0" in ln for ln in head):  # copied from a rendered page: no-break spaces
+        out = (ln.replace("\xa0", " ") for ln in out)
         head = list(itertools.islice(out, _OUTER_HEAD))
         out = itertools.chain(head, out)
     width = _wrap_width([ANSI.sub("", ln).rstrip("\r\n") for ln in head])
