@@ -131,6 +131,9 @@ FORMS = {
     "torchrun [rank0]:": lambda lines: ["[rank0]: " + ln for ln in lines],
     # torchrun with two ranks failing alike: their lines interleave, each tagged with its rank
     "2 ranks interleaved": lambda lines: [f"[rank{r}]: " + ln for ln in lines for r in (0, 1)],
+    # the same with OpenMPI's `mpirun --tag-output` and Slurm's `srun --label`
+    "mpirun --tag-output": lambda lines: [f"[1,{r}]<stderr>:" + ln for ln in lines for r in (0, 1)],
+    "srun --label": lambda lines: [f"{r}: " + ln for ln in lines for r in (0, 1)],
     "Markdown quote": lambda lines: ["> " + ln for ln in lines],
     "indented paste": lambda lines: ["    " + ln for ln in lines],
     "wrapped at 120": lambda lines: [

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from modelverify_kernel.analysis.cli import cli_classify
-from modelverify_kernel.analysis.diagnose import Diagnosis, classify_log
+from modelverify_kernel.analysis.diagnose import Diagnosis, Trace, classify_log
 from modelverify_kernel.analysis.knowledge import RuleError, load_rules
 from modelverify_kernel.vocabulary import COMPONENT_LAYER
 from modelverify_kernel.vocabulary import MULTICHIP as _MULTICHIP
@@ -1676,15 +1676,19 @@ def test_a_log_reads_the_same_through_a_collectors_line_prefix(name: str, how: s
 
 
 @pytest.mark.parametrize("ranks", [(0,), (0, 1)], ids=["one rank", "two ranks interleaved"])
-def test_torchrun_tags_the_workers_lines_only(ranks: tuple[int, ...]) -> None:
-    """torchrun tags what its workers write ("[rank0]: "), not the launcher's lines. After a long
-    untagged start-up the tag used to stay on (it came off only when most lines carried it), so
-    the traceback went unread; two ranks failing alike interleave their lines, read as one."""
+@pytest.mark.parametrize(
+    "tag", ["[rank{}]: ", "[1,{}]<stderr>:", "{}: "], ids=["torchrun", "mpirun", "srun"]
+)
+def test_a_launcher_tags_the_workers_lines_only(ranks: tuple[int, ...], tag: str) -> None:
+    """torchrun, `mpirun --tag-output` and `srun --label` tag what each rank writes, not the
+    launcher's lines. After a long untagged start-up torchrun's tag used to stay on (it came off
+    only when most lines carried it) and the others' always did, so the traceback went unread;
+    two ranks failing alike interleave their lines, read as one."""
     start = (LOGS / "vllm_cpu_startup_ok.log").read_text().splitlines()
     traceback = (LOGS / "flaggems_no_device.log").read_text().splitlines()[3:13]
     plain = classify_log(traceback)
     assert (plain.component, plain.culprit_op) == ("FlagGems", None), plain
-    tagged = [f"[rank{r}]: {ln}" for ln in traceback for r in ranks]
+    tagged = [tag.format(r) + ln for ln in traceback for r in ranks]
     got = classify_log(start + tagged)
     assert (got.component, got.rule) == (plain.component, plain.rule), got
     assert got.evidence == plain.evidence
@@ -1798,6 +1802,24 @@ def test_a_collected_log_wrapped_keeps_its_collectors_prefix_readable(width: int
     plain = classify_log(lines)
     got = classify_log(wrapped)
     assert (got.component, got.rule) == (plain.component, plain.rule) == ("resources", "R-oom")
+
+
+def test_a_line_as_wide_as_a_terminal_before_a_traceback_is_not_a_wrap() -> None:
+    """One line exactly 120 wide goes on in the next only if that is no line of its own: a
+    traceback's header after it stays a header."""
+    head = "ERROR 05-20 04:39:23 [core.py:1] RuntimeError: engine step failed, see below: "
+    first = head + "x" * (120 - len(head))
+    log = [
+        first,
+        "Traceback (most recent call last):",
+        '  File "/x/site-packages/flag_gems/ops/mm.py", line 1, in mm',
+        "ValueError: boom",
+    ]
+    trace = Trace()
+    diag = classify_log(log, trace=trace)
+    assert (diag.component, diag.error) == ("FlagGems", "ValueError: boom"), diag
+    forms = [f.blocks[0].form for f in trace.failures if f.blocks]
+    assert forms[-1] == "python traceback", forms  # joined, it lost its header
 
 
 def test_workers_printing_the_same_longest_line_are_not_a_wrap() -> None:

@@ -76,7 +76,7 @@ def outer_prefix(lines: Iterator[str]) -> tuple[Iterator[str], re.Pattern[str] |
         head = list(itertools.islice(out, _OUTER_HEAD))
         out = itertools.chain(head, out)
     body = [ANSI.sub("", ln).rstrip("\r\n") for ln in head]
-    body = [ln[TORCHRUN_TAG.match(ln).end() :] if ln[:1] == "[" else ln for ln in body]
+    body = [ln[LAUNCHER_TAG.match(ln).end() :] for ln in body]
     body = [ln for ln in body if ln.strip()]
     outer = None
     if body and sum(1 for ln in body if _OUTER.match(ln).end()) * 2 >= len(body):
@@ -110,7 +110,10 @@ def _wrap_width(head: list[str]) -> int | None:
     goes_on = [
         (not nxt[:1].isspace() or (nxt[:1] == " " and not nxt[1:2].isspace()))  # cut at a space
         and not PREFIX.match(nxt).end()
-        and not FRAME.match(nxt)
+        and not LAUNCHER_TAG.match(nxt).end()  # another rank's line
+        and not IDLE_HEAD.match(
+            nxt
+        )  # a traceback's header or frame, an exception: a line of its own
         and nxt[:4] != ln[:4]  # a record of the same form ("[12/07/26 …]")
         for ln, nxt in zip(lines, lines[1:])
         if len(ln) == widest
@@ -306,10 +309,14 @@ _NATIVE_FORM_GATE = (
 # The process tag OpenMPI's handler puts before each of its lines ("[host:1234] "): lines of one
 # process are read together, apart from the other ranks'. (UCX tags only its first line.)
 RANK_TAG = re.compile(r"\[(?P<tag>[\w.-]+:\d+)\] ")
-# torchrun's tag before each line a worker writes ("[rank0]: ", "[default3]:"), often on the
-# traceback lines only, between the launcher's untagged ones: each rank's lines are its own
-# process's, whatever share of the log carries the tag. The stream is named with the brackets.
-TORCHRUN_TAG = re.compile(r"(?:(?P<tag>\[(?:rank|default)\d+\]):\s?)*")
+# A launcher's tag before each line a rank writes: torchrun's "[rank0]: " / "[default3]:", OpenMPI's
+# `mpirun --tag-output` "[1,0]<stderr>:", Slurm's `srun --label` "0: ". Often on the workers' lines
+# only, between the launcher's untagged ones: each rank's lines are its own process's, whatever
+# share of the log carries the tag (the tag names the stream).
+LAUNCHER_TAG = re.compile(
+    r"(?:(?P<tag>\[(?:rank|default)\d+\]|\[\d+,\d+\]<std(?:out|err)>|\d{1,5}(?=: )):\s?)*"
+)
+LAUNCHER_TAG_FIRST = frozenset("[0123456789")  # a tagged line starts with one of these
 # The lines a signal handler or a compiler crash prints after its first line: the signal, the
 # address, the backtrace's header, LLVM's "Stack dump:" and the program's arguments.
 NATIVE_CONT = re.compile(
@@ -502,16 +509,16 @@ def native_exc(nm: re.Match[str], line: str) -> tuple[str, str]:
 def unprefix(
     raw: str, outer_match: Callable[[str], re.Match[str]] | None, indent: str
 ) -> tuple[str, str | None]:
-    """A line without what a collector or a paste put in front of it, and the torchrun rank tag
-    it carried (before the collector's prefix or after it), if any."""
+    """A line without what a collector or a paste put in front of it, and the launcher's rank
+    tag it carried (before the collector's prefix or after it), if any."""
     tag = None
-    if raw[:1] == "[" and (tm := TORCHRUN_TAG.match(raw)).end():
+    if raw[:1] in LAUNCHER_TAG_FIRST and (tm := LAUNCHER_TAG.match(raw)).end():
         raw, tag = raw[tm.end() :], tm.group("tag")
     if outer_match is not None:
         raw = raw[outer_match(raw).end() :]
     if indent and raw.startswith(indent):
         raw = raw[len(indent) :]
-    if raw[:1] == "[" and (tm := TORCHRUN_TAG.match(raw)).end():
+    if raw[:1] in LAUNCHER_TAG_FIRST and (tm := LAUNCHER_TAG.match(raw)).end():
         raw, tag = raw[tm.end() :], tm.group("tag")
     return raw, tag
 

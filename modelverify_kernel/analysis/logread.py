@@ -26,6 +26,7 @@ from .logformat import (
     IDLE_HEAD,
     IPYTHON_CODE,
     IPYTHON_FRAME,
+    LAUNCHER_TAG_FIRST,
     LOCATION,
     NAMED_HINTS,
     NAMED_LOCATION,
@@ -200,6 +201,7 @@ class Scanner:
         benign_any = rs.benign_any.search if rs.benign_any is not None else _never
         lines, outer, indent = outer_prefix(iter(lines))
         outer_match = outer.match if outer is not None else None
+        tag_first = LAUNCHER_TAG_FIRST
         in_group = False
         box: RichBox | None = None  # inside rich's traceback box
         for raw in lines:
@@ -208,7 +210,7 @@ class Scanner:
             if "\x1b" in raw:
                 raw = ANSI.sub("", raw)
             tag = None
-            if outer_match is not None or indent or raw[:1] == "[":
+            if outer_match is not None or indent or raw[:1] in tag_first:
                 raw, tag = unprefix(raw, outer_match, indent)
             if cond_lits and self.index <= COND_LINES:  # a condition of the run, at any level
                 self._note_condition(raw)
@@ -259,7 +261,7 @@ class Scanner:
     ) -> None:
         """One non-quiet, non-benign message: the process's state machine, then the line rules.
         The process is ``stream`` when given, else the line's own tag (vLLM's, OpenMPI's), else
-        the torchrun rank ``tag`` it came under."""
+        the launcher's rank ``tag`` it came under (torchrun, mpirun, srun)."""
         if msg[:1] == "[" and stream is None:  # OpenMPI's "[host:pid] ": the process
             tm = RANK_TAG.match(msg)
             if tm is not None:
