@@ -1822,6 +1822,40 @@ def test_a_line_as_wide_as_a_terminal_before_a_traceback_is_not_a_wrap() -> None
     assert forms[-1] == "python traceback", forms  # joined, it lost its header
 
 
+def test_a_code_line_as_wide_as_a_terminal_keeps_its_exception() -> None:
+    """A traceback's code line exactly 120 wide, then the exception: no wrap (an exception line
+    is a line of its own). Joined, the traceback lost its exception and came out cut."""
+    code = '    llm = LLM(model="/models/Qwen2-7B-Instruct", tensor_parallel_size=8, max_model_len=32768)'
+    code = code.ljust(119) + ")"
+    log = [
+        "Traceback (most recent call last):",
+        '  File "/workspace/bench/offline.py", line 12, in <module>',
+        code,
+        "RuntimeError: CUDA error: out of memory",
+    ]
+    assert len(code) == 120
+    assert classify_log(log).rule == "R-oom"
+    # in a log that is wrapped at 120, that line is still not joined to its exception
+    longs = [f"INFO 05-20 04:39:2{i} [loader.py:1] " + "weights " * 20 for i in (1, 2)]
+    wrapped = [piece for ln in longs for piece in (ln[:120], ln[120:])] + log
+    diag = classify_log(wrapped)
+    assert (diag.rule, diag.error) == ("R-oom", "RuntimeError: CUDA error: out of memory")
+
+
+def test_a_launchers_tag_after_vllms_process_tag_comes_off() -> None:
+    """c10d prints "[rank1]:" after vLLM's worker tag: the worker's tag names the process, the
+    rank's is taken off so that the traceback is read."""
+    w = "(VllmWorker rank=1 pid=123) [rank1]: "
+    log = [
+        w + "Traceback (most recent call last):",
+        w + '  File "/usr/lib/python3/dist-packages/flag_gems/ops/mm.py", line 3, in mm',
+        w + "    k()",
+        w + "RuntimeError: boom",
+    ]
+    diag = classify_log(log)
+    assert (diag.component, diag.error) == ("FlagGems", "RuntimeError: boom"), diag
+
+
 def test_workers_printing_the_same_longest_line_are_not_a_wrap() -> None:
     same = "INFO 11-25 21:32:26 [scheduler.py:207] Chunked prefill is enabled with max_num_batched_tokens=2048."
     log = [f"(EngineCore_DP{i} pid={4095160 + i}) {same}" for i in range(4)]
@@ -2585,8 +2619,11 @@ def test_vllms_own_memory_budget_explains_the_traceback_after_it(budget):
         ("HIP error: invalid device function", "environment", "E-host-build"),
         # Kubernetes' reason for a container the kernel's OOM killer ended
         ("    Reason:       OOMKilled", "resources", "R-killed"),
-        # docker inspect's state of a container that was not: no failure
+        # docker inspect's state of a container that was not: no failure, however it is written
         ('        "OOMKilled": false,', "none", None),
+        ("{'Status': 'exited', 'Running': False, 'OOMKilled': False, 'Dead': False}", "none", None),
+        # Triton's launcher reporting it is Triton's kernel, not a build for another GPU
+        ("RuntimeError: Triton Error [CUDA]: invalid device function", "unknown", "O-device-fault"),
     ],
 )
 def test_a_build_for_another_device_and_a_compiler_that_wrote_nothing(line, component, rule):

@@ -485,6 +485,27 @@ def test_a_notebooks_traceback_is_read_frame_by_frame(log: str) -> None:
     assert classify_log(cut.splitlines()).component == "FlagGems"
 
 
+def test_a_notebooks_traceback_in_its_other_shapes() -> None:
+    """IPython right-aligns its header (a long type name leaves no space before "Traceback"),
+    `%xmode Plain` writes frames without the comma, and a cell's name is the frame's file."""
+    log = [
+        "ExtremelyLongNamedFlagGemsDeviceDetectionErrorTraceback (most recent call last)",
+        "<ipython-input-3-5b1c9d0e2f1a> in <module>",
+        "----> 1 run()",
+        "File /usr/local/lib/python3.10/dist-packages/flag_gems/ops/mm.py:3 in mm(a, b)",
+        "----> 3 k()",
+        "",
+        "RuntimeError: boom",
+    ]
+    blk = _root("\n".join(log))
+    assert blk.form == "IPython traceback"
+    assert [f.path for f in blk.frames] == [
+        "<ipython-input-3-5b1c9d0e2f1a>",
+        "/usr/local/lib/python3.10/dist-packages/flag_gems/ops/mm.py",
+    ]
+    assert classify_log(log).component == "FlagGems"
+
+
 RICH_PKG_MM = """\
 def mm(a, b):
     x = a

@@ -62,17 +62,31 @@ def test_distributions_decide_by_their_table() -> None:
         ("vllm_kunlun", "plugin"),
         ("vllm_metax", "plugin"),
         ("flaggems_vllm", "FlagGems"),
-        ("flag_gems_mthreads", "FlagGems"),
         ("torch_npu", None),
     ],
 )
-def test_a_package_is_known_by_the_shape_of_its_name_without_an_installed_map(
+def test_a_package_is_known_by_its_name_without_an_installed_map(
     package: str, component: str | None
 ) -> None:
     """`model-verify classify` on a log from elsewhere has no map of what was installed there:
-    vLLM's platform plugins and FlagGems' companion packages are still known by their names."""
+    vLLM's platform plugins and FlagGems-vllm's ops are still known by their names."""
     comp, how = _owners().frame(_frame(f"{SP}/{package}/ops/x.py"))
     assert comp == component, (comp, how)
+
+
+@pytest.mark.parametrize(
+    ("path", "component"),
+    [
+        ("/root/vllm_ci/vllm/vllm/v1/engine/core.py", "vllm"),
+        ("/workspace/vllm-ascend/vllm_ascend/worker/model_runner_v1.py", "plugin"),
+        ("/home/u/FlagGems-vllm/src/flaggems_vllm/ops/swiglu.py", "FlagGems"),
+        ("/workspace/flaggems_bench/run_offline.py", None),
+    ],
+)
+def test_a_checkouts_folders_are_read_exact_names_first(path: str, component: str | None) -> None:
+    """Outside site-packages the path's folders name the package: exact names before the shape
+    of a name, so a user's `vllm_ci` folder above vLLM's checkout does not make it a plugin."""
+    assert _owners().frame(_frame(path))[0] == component
 
 
 def test_native_frames_are_owned_by_their_library() -> None:
@@ -168,6 +182,14 @@ def test_unknown_names_ranked_suspects_with_evidence() -> None:
             "ProcessGroupNCCL.cpp:1970, unhandled cuda error (run with NCCL_DEBUG=INFO for details)",
             ["FlagCX", "environment"],
         ),
+        # ... but a device fault NCCL passes on (another kernel's) is the fault's
+        (
+            "torch.distributed.DistBackendError: NCCL error in: ProcessGroupNCCL.cpp:3356, "
+            "unhandled cuda error (run with NCCL_DEBUG=INFO for details)\n"
+            "ncclUnhandledCudaError: Call to CUDA function failed.\nLast error:\n"
+            "Cuda failure 'an illegal memory access was encountered'",
+            ["FlagGems", "plugin", "environment"],
+        ),
     ],
 )
 def test_a_device_fault_without_an_owner_names_the_kernels_layers_as_suspects(
@@ -175,7 +197,7 @@ def test_a_device_fault_without_an_owner_names_the_kernels_layers_as_suspects(
 ) -> None:
     """A device fault with no frame is unknown, but not without leads: whose kernels run on the
     device in a FlagOS stack (references/owners.md, symptoms). It used to list none."""
-    diag = classify_log([line])
+    diag = classify_log(line.splitlines())
     assert diag.component == "unknown", diag
     # ranked first; the exception type's own suspect may follow (weakest)
     assert [s["component"] for s in diag.suspects][: len(suspects)] == suspects

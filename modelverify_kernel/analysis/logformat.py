@@ -107,20 +107,22 @@ def _wrap_width(head: list[str]) -> int | None:
     least = 1 if widest in TERMINAL_WIDTHS else max(2, len(lengths) // 5)
     if widest < 60 or lengths.count(widest) < least:
         return None
-    goes_on = [
-        (not nxt[:1].isspace() or (nxt[:1] == " " and not nxt[1:2].isspace()))  # cut at a space
-        and not PREFIX.match(nxt).end()
-        and not LAUNCHER_TAG.match(nxt).end()  # another rank's line
-        and not IDLE_HEAD.match(
-            nxt
-        )  # a traceback's header or frame, an exception: a line of its own
-        and nxt[:4] != ln[:4]  # a record of the same form ("[12/07/26 …]")
-        for ln, nxt in zip(lines, lines[1:])
-        if len(ln) == widest
-    ]
+    goes_on = [_goes_on(ln, nxt) for ln, nxt in zip(lines, lines[1:]) if len(ln) == widest]
     # two such lines must both go on; more, two thirds of them (a cut at a space looks indented)
     need = len(goes_on) if len(goes_on) < 3 else (len(goes_on) * 2 + 2) // 3
     return widest if goes_on and sum(goes_on) >= need else None
+
+
+def _goes_on(line: str, nxt: str) -> bool:
+    """Can ``nxt`` be the rest of ``line`` cut by a wrap? Not when it is a line of its own."""
+    return (
+        (not nxt[:1].isspace() or (nxt[:1] == " " and not nxt[1:2].isspace()))  # cut at a space
+        and not PREFIX.match(nxt).end()
+        and not LAUNCHER_TAG.match(nxt).end()  # another rank's line
+        and not IDLE_HEAD.match(nxt)  # a traceback's header or frame
+        and not NEXT_EXC.match(nxt)  # an exception
+        and nxt[:4] != line[:4]  # a record of the same form ("[12/07/26 …]")
+    )
 
 
 def _boxed(line: str) -> bool:
@@ -131,10 +133,14 @@ def _boxed(line: str) -> bool:
 
 def _unwrap(lines: Iterator[str], width: int) -> Iterator[str]:
     """Lines of a hard-wrapped log joined back: a line exactly `width` long goes on in the next
-    (a box's border line never: it is as wide as the box)."""
-    part = ""
+    (a box's border line never: it is as wide as the box), unless the next is a line of its own."""
+    part = last = ""
     for line in lines:
         text = line.rstrip("\r\n")
+        if part and not _goes_on(last, text):
+            yield part
+            part = ""
+        last = text
         if len(ANSI.sub("", text)) == width and not _boxed(text):
             part += text
             continue
@@ -206,15 +212,16 @@ TB_START = re.compile(
     # pytest: a conftest that failed to import prints its traceback in pytest's short form
     r"|ImportError while (?:loading conftest|importing test module) "
     # IPython / Jupyter: the exception's type, then the header without its colon
-    r"|[A-Za-z_][\w.]* {2,}Traceback \(most recent call last\)$"
+    r"|[A-Za-z_][\w.]* *Traceback \(most recent call last\)$"
 )
 # IPython's (Jupyter's) frames: "File /path/x.py:243, in LLM.__init__(self, model)" (IPython 8),
 # "/path/x.py in __init__(self, model)" (IPython 7, Colab), a cell ("Cell In[3], line 1",
-# "<ipython-input-3-…> in <module>"); the line that ran is marked "---> 243 code".
+# "<ipython-input-3-…> in <module>"); the line that ran is marked "---> 243 code". The header is
+# right-aligned: a long type name leaves no space before it. `%xmode Plain` drops the comma.
 IPYTHON_FRAME = re.compile(
-    r"\s*(?:File (?P<path>[^\s\"]+\.py):(?P<ln>\d+), in \S"
+    r"\s*(?:File (?P<path>[^\s\"]+\.py):(?P<ln>\d+),? in \S"
     r"|(?P<path7>[^\s\"]+\.py) in [\w<>.]+\("
-    r"|(?P<cell>Cell In ?\[\d*\], line \d+|<ipython-input-[^>]*> in \S))"
+    r"|(?P<cell>Cell In ?\[\d*\], line \d+|<ipython-input-[^>]*>(?= in \S)))"
 )
 IPYTHON_CODE = re.compile(r"-+> +\d+ ")
 # pytest's short and long traceback forms: a frame is "path/to/file.py:26: in <module>" (short)

@@ -26,6 +26,7 @@ from .logformat import (
     IDLE_HEAD,
     IPYTHON_CODE,
     IPYTHON_FRAME,
+    LAUNCHER_TAG,
     LAUNCHER_TAG_FIRST,
     LOCATION,
     NAMED_HINTS,
@@ -201,7 +202,7 @@ class Scanner:
         benign_any = rs.benign_any.search if rs.benign_any is not None else _never
         lines, outer, indent = outer_prefix(iter(lines))
         outer_match = outer.match if outer is not None else None
-        tag_first = LAUNCHER_TAG_FIRST
+        tag_first, launcher_tag = LAUNCHER_TAG_FIRST, LAUNCHER_TAG.match
         in_group = False
         box: RichBox | None = None  # inside rich's traceback box
         for raw in lines:
@@ -227,6 +228,8 @@ class Scanner:
                     self._quiet_line(m, stream, tag)
                 continue
             msg = raw[m.end() :]
+            if msg[:1] == "[" and (tm := launcher_tag(msg)).end():  # c10d's "[rank1]:" after
+                msg = msg[tm.end() :]  # vLLM's process tag: that tag names the process
             if in_group or "Exception Group" in msg:  # an exception group's gutter comes off
                 msg, in_group = ungutter(msg, in_group)
             if box is not None or "╭" in msg:  # rich's box comes off, its frames read as Python's

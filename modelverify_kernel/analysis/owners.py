@@ -121,15 +121,16 @@ class Owners:
                 idx = len(parts) - 1 - parts[::-1].index(marker)
                 return parts[idx + 1].removesuffix(".py") if idx + 1 < len(parts) else None
         t = self.tables
-        for p in parts[:-1]:
-            if p in t.packages or any(pat.fullmatch(p) for pat, _ in t.package_patterns):
+        for p in parts[:-1]:  # a source checkout: the names known exactly first
+            if p in t.packages or p in self.plugin_modules:
                 return p
             for folder, pkg in t.checkout_folders:
                 if folder.fullmatch(p):
                     return pkg
-            if p in self.plugin_modules:
-                return p
-        return None
+        # then by the shape of a name (a user's "vllm_ci" folder above vLLM's checkout is not one)
+        return next(
+            (p for p in parts[:-1] if any(pat.fullmatch(p) for pat, _ in t.package_patterns)), None
+        )
 
     def package_owner(self, pkg: str | None) -> tuple[str | None, str]:
         """(component, how) of a top-level package: name tables, then the installed map."""
