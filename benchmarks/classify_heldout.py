@@ -140,6 +140,11 @@ FORMS = {
         ln[i : i + 120] for ln in lines for i in range(0, max(len(ln), 1), 120)
     ],
     "IPython / Jupyter": as_ipython,
+    # Docker's json-file driver, read from /var/lib/docker/containers/*/…-json.log
+    "docker json-file": lambda lines: [
+        json.dumps({"log": ln + "\n", "stream": "stderr", "time": "2026-05-20T04:39:23.1Z"})
+        for ln in lines
+    ],
     # copied from a rendered page (a chat, a wiki): every space a no-break space
     "no-break spaces": lambda lines: [ln.replace(" ", "\xa0") for ln in lines],
     # vLLM's coloured process tags pasted into an issue: the ESC characters are lost

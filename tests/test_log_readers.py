@@ -4,6 +4,8 @@ form (pytest's reports, signal handlers, glog, LLVM/MLIR), not from a corpus cas
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from modelverify_kernel.analysis.cli import explanation
@@ -504,6 +506,29 @@ def test_a_notebooks_traceback_in_its_other_shapes() -> None:
         "/usr/local/lib/python3.10/dist-packages/flag_gems/ops/mm.py",
     ]
     assert classify_log(log).component == "FlagGems"
+
+
+def test_structured_records_are_read_as_the_lines_they_hold() -> None:
+    """vLLM's logging configured with a JSON formatter (VLLM_LOGGING_CONFIG_PATH and
+    python-json-logger) writes a record a line, the traceback one field with newlines; INFO
+    records stay quiet, a record that is not JSON stays as it is."""
+    tb = (
+        "Traceback (most recent call last):\n"
+        '  File "/usr/lib/python3/dist-packages/flag_gems/ops/mm.py", line 3, in mm\n'
+        "    k()\n"
+        "RuntimeError: boom"
+    )
+    log = [
+        json.dumps({"asctime": "2026-05-20 04:39:23", "levelname": "INFO", "message": "Loading"}),
+        '{"broken": ',
+        json.dumps({"levelname": "ERROR", "message": "EngineCore failed.", "exc_info": tb}),
+    ]
+    blk = _root("\n".join(log))
+    assert blk.form == "python traceback" and blk.exc_type == "RuntimeError"
+    assert _inner(blk).endswith("flag_gems/ops/mm.py")
+    assert classify_log(log).component == "FlagGems"
+    healthy = [json.dumps({"levelname": "INFO", "message": f"step {i}"}) for i in range(3)]
+    assert classify_log(healthy).component == "none"
 
 
 RICH_PKG_MM = """\

@@ -5,6 +5,7 @@ traceback, frame, diagnostic and native-failure lines: patterns, and what one li
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -56,25 +57,21 @@ _OUTER_HEAD = 64  # lines looked at
 
 
 def outer_prefix(lines: Iterator[str]) -> tuple[Iterator[str], re.Pattern[str] | None, str]:
-    """The log's lines (none consumed; colour codes that lost their ESC, a rendered page's
-    no-break spaces and hard wraps undone),
-    the outer prefix most of its first lines carry (or None), and the indentation all of them
-    share (a pasted excerpt indented as a whole)."""
+    """The log's lines (none consumed; structured records, colour codes that lost their ESC, a
+    rendered page's no-break spaces and hard wraps undone), the outer prefix most of its first
+    lines carry (or None), and the indentation all of them share (a pasted excerpt indented as
+    a whole)."""
     head = list(itertools.islice(lines, _OUTER_HEAD))
     out: Iterator[str] = itertools.chain(head, lines)
+    if sum(1 for ln in head if _is_record(ln)) * 2 >= sum(1 for ln in head if ln.strip()) > 0:
+        out, head = _relook(x for ln in out for x in record_lines(ln))
     if sum(1 for ln in head if BARE_SGR.search(ln)) >= 2:  # colours pasted without their ESC
-        out = (BARE_SGR.sub("", ln) for ln in out)
-        head = list(itertools.islice(out, _OUTER_HEAD))
-        out = itertools.chain(head, out)
+        out, head = _relook(BARE_SGR.sub("", ln) for ln in out)
     if any("\xa0" in ln for ln in head):  # copied from a rendered page: no-break spaces
-        out = (ln.replace("\xa0", " ") for ln in out)
-        head = list(itertools.islice(out, _OUTER_HEAD))
-        out = itertools.chain(head, out)
+        out, head = _relook(ln.replace("\xa0", " ") for ln in out)
     width = _wrap_width([ANSI.sub("", ln).rstrip("\r\n") for ln in head])
     if width:  # the prefix is looked for on whole lines: a wrap's second part has none
-        out = _unwrap(out, width)
-        head = list(itertools.islice(out, _OUTER_HEAD))
-        out = itertools.chain(head, out)
+        out, head = _relook(_unwrap(out, width))
     body = [ANSI.sub("", ln).rstrip("\r\n") for ln in head]
     body = [ln[LAUNCHER_TAG.match(ln).end() :] for ln in body]
     body = [ln for ln in body if ln.strip()]
@@ -85,6 +82,54 @@ def outer_prefix(lines: Iterator[str]) -> tuple[Iterator[str], re.Pattern[str] |
         body = [ln for ln in body if ln.strip()]
     indent = os.path.commonprefix([ln[: len(ln) - len(ln.lstrip())] for ln in body]) if body else ""
     return out, outer, indent
+
+
+def _relook(lines: Iterator[str]) -> tuple[Iterator[str], list[str]]:
+    """The lines again (none consumed) and their first ones, after a change to every line."""
+    head = list(itertools.islice(lines, _OUTER_HEAD))
+    return itertools.chain(head, lines), head
+
+
+# Structured logs: one JSON object a record (python-json-logger through vLLM's
+# VLLM_LOGGING_CONFIG_PATH, Docker's json-file driver's {"log": …, "stream": …}). The record's
+# text fields are its lines (a traceback is one field with newlines); its level goes in front
+# of the first as "[ERROR] ", a prefix the reader knows.
+RECORD_TEXT_KEYS = frozenset(
+    {"message", "msg", "log", "event", "text", "exc_info", "exc_text", "exception"}
+    | {"stack_info", "stack_trace", "stacktrace", "traceback", "error"}
+)
+RECORD_LEVEL_KEYS = frozenset({"levelname", "level", "severity", "loglevel"})
+_RECORD_LEVELS = {"WARN": "WARNING", "FATAL": "CRITICAL", "ERR": "ERROR"}
+
+
+def _is_record(line: str) -> bool:
+    s = line.strip()
+    return s[:2] == '{"' and s[-1:] == "}"
+
+
+def record_lines(line: str) -> list[str]:
+    """The lines a structured log record holds (the line itself when it is none)."""
+    if not _is_record(line):
+        return [line]
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return [line]
+    if not isinstance(rec, dict):
+        return [line]
+    out = [
+        x
+        for k, v in rec.items()
+        if isinstance(v, str) and k.lower() in RECORD_TEXT_KEYS
+        for x in v.splitlines()
+    ]
+    if not out:
+        return [line]
+    level = next((str(v).upper() for k, v in rec.items() if k.lower() in RECORD_LEVEL_KEYS), "")
+    level = _RECORD_LEVELS.get(level, level)
+    if level in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        out[0] = f"[{level}] {out[0]}"
+    return out
 
 
 # The widths terminals, pagers and CI consoles wrap at by default or by habit
