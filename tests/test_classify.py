@@ -52,7 +52,6 @@ NO_OWNER_IN_THE_EXCERPT = {
     "d3-022": "NCCL WARN Cuda failure in its shm transport: the library's bug or the node's; FlagCX first",
     "d025": "an AttributeError with no frame; vllm only in the command line",
     "d026": "source lines without File lines under vLLM's log header (who logged, not who raised)",
-    "n054": "the vLLM path is in the prose before the failure, not in its frames or text",
     "n058": "an issue title only",
     "d3-045": "a frameless error; vLLM only named around it",
 }
@@ -2703,8 +2702,14 @@ def test_the_new_owner_mechanisms_do_not_reach_past_their_mechanism(log, compone
             "AttributeError: module 'triton.experimental.tle.language.dsa' has no attribute 'X'\n",
             "FlagGems",
         ),
+        # a function named as pytest and Python's references write it, "path.py::function"
+        (
+            "`flag_gems/ops/mm.py::mm_fwd` calls the kernel with a wrong stride:\n"
+            "TypeError: mm_kernel() got an unexpected keyword argument 'stride_am'\n",
+            "FlagGems",
+        ),
     ],
-    ids=["call-chain", "labelled-file"],
+    ids=["call-chain", "labelled-file", "path::function"],
 )
 def test_files_the_text_names_are_the_frames_of_a_frameless_exception(log, component):
     """Real reports paste the exception alone and name the code in prose or a hand-written call

@@ -222,7 +222,7 @@ LOCATION = re.compile(r"\s*(?P<path>[^\s:：\"'`]*/[^\s:：\"'`]+\.py)(?:(?::\d+
 NAMED_LOCATION = re.compile(
     r"(?:(?:→|->|=>)\s*`?|`|(?:\b[Ff]ile|文件)\s*[:：]\s*`?)"
     r"(?P<path>(?![\w-]+\.(?:com|org|net|io|ai|cn|dev)/)/?(?:[\w.-]+/)+[\w-]+\.(?:py|cc|cpp|cu|c|h|hpp))"
-    r"(?::\d+)?(?=$|[\s`'\"),，）])"
+    r"(?::\d+|::\w+(?:\.\w+)*)?(?=$|[\s`'\"),，）])"  # a line, or a function ("x.py::f")
 )
 NAMED_HINTS = (
     "`",
