@@ -2803,6 +2803,29 @@ def test_files_named_near_an_early_failure_stay_its_frames_in_a_long_log():
     assert (diag.component, diag.rule) == ("FlagGems", "G-triton-api"), diag
 
 
+def test_a_healthy_runs_exit_noise_is_no_failure() -> None:
+    """What healthy multi-GPU runs print as they exit: NCCL's last calls after the CUDA driver
+    began unloading, and an exception Python says it ignored (raised in a `__del__`). Both made
+    a passing log a failure; with the `_C` warning of non-CUDA builds it even became a broken
+    vLLM build."""
+    log = [
+        "WARNING 12-08 02:27:57 [__init__.py:28] Failed to import from vllm._C with "
+        "ModuleNotFoundError(\"No module named 'vllm._C'\")",
+        "INFO 12-08 02:28:10 [launcher.py:74] Shutting down FastAPI HTTP server.",
+        "node1:1234:1300 [0] NCCL INFO comm 0x55 rank 0 nranks 2 cudaDev 0 - Destroy COMPLETE",
+        "node1:1234:1300 [0] NCCL WARN Cuda failure 'driver shutting down'",
+        "Exception ignored in: <function LLM.__del__ at 0x7f1c2b3d4e50>",
+        "Traceback (most recent call last):",
+        '  File "/usr/local/lib/python3.10/dist-packages/vllm/entrypoints/llm.py", line 236, in __del__',
+        "    self.llm_engine.shutdown()",
+        "AttributeError: 'NoneType' object has no attribute 'shutdown'",
+    ]
+    assert classify_log(log).component == "none"
+    # the same exception not ignored is a failure
+    raised = [ln for ln in log if not ln.startswith("Exception ignored")]
+    assert classify_log(raised).component != "none"
+
+
 def test_a_device_error_inside_the_communication_library_is_a_failure_with_two_suspects():
     """NCCL/FlagCX's own `WARN Cuda failure` and its error returns: the library's bug on this
     hardware and the node's setup (fabric manager, IOMMU) look alike in the log (corpus: one of
