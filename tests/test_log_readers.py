@@ -155,6 +155,14 @@ def test_glog_check_failed_names_its_source_file() -> None:
     assert blk.message.startswith("comm_init.cc:88: Check failed: rank < nranks")
 
 
+def test_a_vendor_librarys_check_after_its_tags_is_a_native_failure() -> None:
+    """Vendor kernel libraries print the CHECK after their own tags (Cambricon's CNNL): a
+    failure (it was read as nothing); "Health Check failed" in prose is none."""
+    blk = _root("[CNNL] [Error]:[cnnlMatMul] Check failed: a_desc->dtype == b_desc->dtype.\n")
+    assert blk.exc_type == "NativeAssertionError" and "a_desc->dtype" in blk.message
+    assert classify_log(["INFO: Health Check failed: retrying"]).component == "none"
+
+
 @pytest.mark.parametrize(
     ("log", "component"),
     [

@@ -309,8 +309,9 @@ _NATIVE_FORMS = (
     r"|(?:\[[^\]\s]+\] )?\*\*\* (?P<mpi>Process received signal) \*\*\*"
     r"|\[[^\]\s]+\] Caught signal \d+ \((?P<ucx>[^:)]+)[:)].*"
     r"|\*\*\* (?P<absl>SIG[A-Z]+) received at time=.*"
-    # glog's fatal check (the F-level header, with the source file, is the line's prefix)
-    r"|(?P<check>Check failed: .+)"
+    # glog's fatal check (the F-level header, with the source file, is the line's prefix), also
+    # after a vendor library's tags ("[CNNL] [Error]:[cnnlMatMul] Check failed: …")
+    r"|(?P<check>(?:.*\]:?\s*)?Check failed: .+)"
     # a C/C++ assertion whose location was printed (or wrapped) on the lines before it
     r"|(?P<bassert>(?:.*\s)?Assertion [`'\u2018].*[`'\u2019] failed\.?)"
     # compiler output: LLVM's fatal error and crash banner, MLIR's failed pass manager,
