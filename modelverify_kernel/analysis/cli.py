@@ -116,8 +116,8 @@ def _frame_rows(frames: list, owners: Owners) -> list[dict]:
     for fr in frames:
         path = fr.path.replace("\\", "/")
         hit = next((c for folder, c in loaded.items() if path.startswith(folder)), None)
-        if STDLIB.search(path):
-            comp, how = None, "standard library"
+        if STDLIB.search(path):  # "<frozen runpy>", "<string>", a notebook's cell: in no file
+            comp, how = None, "code in no file" if path[:1] == "<" else "standard library"
         else:
             comp, how = (hit, LOADER) if hit else owners.frame(fr)
         rows.append({"frame": fr.text, "owner": comp or "-", "decided by": how})

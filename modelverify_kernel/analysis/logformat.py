@@ -492,9 +492,13 @@ IDLE_FRAME_FORMS = {PYTEST_FRAME: "pytest traceback", IPYTHON_FRAME: "IPython tr
 
 
 def frame_path(fm: re.Match[str]) -> str:
-    """The file of a frame line matched by one of the frame forms (a notebook cell: its name)."""
+    """The file of a frame line matched by one of the frame forms (a notebook cell: its name in
+    angle brackets, as Python names code that is in no file: "<Cell In[3], line 1>")."""
     if fm.re is IPYTHON_FRAME:
-        return fm.group("path") or fm.group("path7") or fm.group("cell")
+        cell = fm.group("cell")
+        if cell:
+            return cell if cell.startswith("<") else f"<{cell}>"
+        return fm.group("path") or fm.group("path7")
     return fm.group("path")
 
 
