@@ -160,7 +160,12 @@ def test_a_vendor_librarys_check_after_its_tags_is_a_native_failure() -> None:
     failure (it was read as nothing); "Health Check failed" in prose is none."""
     blk = _root("[CNNL] [Error]:[cnnlMatMul] Check failed: a_desc->dtype == b_desc->dtype.\n")
     assert blk.exc_type == "NativeAssertionError" and "a_desc->dtype" in blk.message
-    assert classify_log(["INFO: Health Check failed: retrying"]).component == "none"
+    for healthy in (
+        "INFO: Health Check failed: retrying",
+        "2026-05-20 04:39:23,123 - probe - WARNING - [healthcheck] Check failed: HTTP 503, retrying",
+        "[2026-05-20 04:39:23] [wait_for_server] Check failed: connection refused, retry in 5s",
+    ):
+        assert classify_log([healthy]).component == "none", healthy
 
 
 @pytest.mark.parametrize(
@@ -513,7 +518,7 @@ def test_a_notebooks_traceback_in_its_other_shapes() -> None:
         "RuntimeError: boom",
     ]
     blk = _root("\n".join(log))
-    assert blk.form == "IPython traceback"
+    assert blk.form == "IPython traceback" and blk.header and blk.start == 1
     assert [f.path for f in blk.frames] == [
         "<ipython-input-3-5b1c9d0e2f1a>",
         "/usr/local/lib/python3.10/dist-packages/flag_gems/ops/mm.py",
@@ -542,6 +547,30 @@ def test_structured_records_are_read_as_the_lines_they_hold() -> None:
     assert classify_log(log).component == "FlagGems"
     healthy = [json.dumps({"levelname": "INFO", "message": f"step {i}"}) for i in range(3)]
     assert classify_log(healthy).component == "none"
+    # an INFO record's traceback (a handled exception logged with exc_info) stays quiet, as the
+    # same lines under vLLM's INFO prefix do
+    quiet = json.dumps({"levelname": "INFO", "message": "Fell back:", "exc_info": tb})
+    assert classify_log([*healthy, quiet]).component == "none"
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        # ECS: the error an object of its own
+        {"log.level": "error", "message": "failed", "error": {"type": "X", "stack_trace": "{tb}"}},
+        # klog / zap: the error under "err"
+        {"level": "error", "msg": "engine failed", "err": "{tb}"},
+        {"level": "error", "msg": "engine failed", "reason": "{tb}"},
+    ],
+    ids=["ecs", "err", "reason"],
+)
+def test_a_records_error_is_read_under_whatever_key_names_it(record: dict) -> None:
+    """Formatters put the error under their own keys: any key that names one (err, exc, stack,
+    reason…) is the record's text. Under an unknown key it was dropped and the log read none."""
+    tb = "RuntimeError: CUDA error: out of memory"
+    line = json.dumps(record).replace('"{tb}"', json.dumps(tb))
+    log = [json.dumps({"level": "info", "msg": f"step {i}"}) for i in range(5)] + [line]
+    assert classify_log(log).rule == "R-oom"
 
 
 RICH_PKG_MM = """\

@@ -381,7 +381,8 @@ def test_the_batch_kills_whole_trees_with_the_same_code():
     )
     try:
         assert root.stdout.readline() == b"started\n"
-        assert len(processes_with_env(marker)) == 3
+        # a child just started may still be inside exec, its environment unreadable for a moment
+        wait_until(lambda: len(processes_with_env(marker)) == 3, "the tree's three processes")
         assert root.pid in session_helper().child_pids(os.getpid())
         found = session_helper().kill_trees([root.pid], grace=1)
         assert len(found) == 3 and root.pid in found

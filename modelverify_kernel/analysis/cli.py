@@ -117,7 +117,8 @@ def _frame_rows(frames: list, owners: Owners) -> list[dict]:
         path = fr.path.replace("\\", "/")
         hit = next((c for folder, c in loaded.items() if path.startswith(folder)), None)
         if STDLIB.search(path):  # "<frozen runpy>", "<string>", a notebook's cell: in no file
-            comp, how = None, "code in no file" if path[:1] == "<" else "standard library"
+            in_no_file = path[:1] == "<" and not path.startswith("<frozen")
+            comp, how = None, "code in no file" if in_no_file else "standard library"
         else:
             comp, how = (hit, LOADER) if hit else owners.frame(fr)
         rows.append({"frame": fr.text, "owner": comp or "-", "decided by": how})

@@ -91,13 +91,13 @@ def _relook(lines: Iterator[str]) -> tuple[Iterator[str], list[str]]:
 
 
 # Structured logs: one JSON object a record (python-json-logger through vLLM's
-# VLLM_LOGGING_CONFIG_PATH, Docker's json-file driver's {"log": …, "stream": …}). The record's
-# text fields are its lines (a traceback is one field with newlines); its level goes in front
-# of the first as "[ERROR] ", a prefix the reader knows.
-RECORD_TEXT_KEYS = frozenset(
-    {"message", "msg", "log", "event", "text", "exc_info", "exc_text", "exception"}
-    | {"stack_info", "stack_trace", "stacktrace", "traceback", "error"}
-)
+# VLLM_LOGGING_CONFIG_PATH, Docker's json-file driver's {"log": …, "stream": …}, ECS, klog). The
+# record's text fields are its lines (a traceback is one field with newlines), and so is any
+# field whose key names an error ("err", "exc", "stack", "reason"…), or the text fields of an
+# object under such a key (ECS's "error": {"message", "stack_trace"}). Its level goes in front of
+# each line as "[ERROR] ", a prefix the reader knows (an INFO record's traceback stays quiet).
+RECORD_TEXT_KEYS = frozenset({"message", "msg", "log", "event", "text"})
+RECORD_ERROR_KEY = re.compile(r"err|exc|stack|trace|reason|detail|cause", re.IGNORECASE)
 RECORD_LEVEL_KEYS = frozenset({"levelname", "level", "severity", "loglevel"})
 _RECORD_LEVELS = {"WARN": "WARNING", "FATAL": "CRITICAL", "ERR": "ERROR"}
 
@@ -105,6 +105,17 @@ _RECORD_LEVELS = {"WARN": "WARNING", "FATAL": "CRITICAL", "ERR": "ERROR"}
 def _is_record(line: str) -> bool:
     s = line.strip()
     return s[:2] == '{"' and s[-1:] == "}"
+
+
+def _record_texts(rec: dict, depth: int = 0) -> Iterator[str]:
+    """The text a record (or an error object inside it) holds, in its order."""
+    for k, v in rec.items():
+        key = k.lower().rsplit(".", 1)[-1]
+        error = RECORD_ERROR_KEY.search(key) is not None
+        if isinstance(v, str) and (key in RECORD_TEXT_KEYS or error):
+            yield v
+        elif isinstance(v, dict) and error and depth < 2:
+            yield from _record_texts(v, depth + 1)
 
 
 def record_lines(line: str) -> list[str]:
@@ -117,18 +128,20 @@ def record_lines(line: str) -> list[str]:
         return [line]
     if not isinstance(rec, dict):
         return [line]
-    out = [
-        x
-        for k, v in rec.items()
-        if isinstance(v, str) and k.lower() in RECORD_TEXT_KEYS
-        for x in v.splitlines()
-    ]
+    out = [x for text in _record_texts(rec) for x in text.splitlines()]
     if not out:
         return [line]
-    level = next((str(v).upper() for k, v in rec.items() if k.lower() in RECORD_LEVEL_KEYS), "")
+    level = next(
+        (
+            str(v).upper()
+            for k, v in rec.items()
+            if k.lower().rsplit(".", 1)[-1] in RECORD_LEVEL_KEYS
+        ),
+        "",
+    )
     level = _RECORD_LEVELS.get(level, level)
     if level in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-        out[0] = f"[{level}] {out[0]}"
+        out = [f"[{level}] {x}" for x in out]
     return out
 
 
@@ -222,7 +235,7 @@ LOCATION = re.compile(r"\s*(?P<path>[^\s:：\"'`]*/[^\s:：\"'`]+\.py)(?:(?::\d+
 NAMED_LOCATION = re.compile(
     r"(?:(?:→|->|=>)\s*`?|`|(?:\b[Ff]ile|文件)\s*[:：]\s*`?)"
     r"(?P<path>(?![\w-]+\.(?:com|org|net|io|ai|cn|dev)/)/?(?:[\w.-]+/)+[\w-]+\.(?:py|cc|cpp|cu|c|h|hpp))"
-    r"(?::\d+|::\w+(?:\.\w+)*)?(?=$|[\s`'\"),，）])"  # a line, or a function ("x.py::f")
+    r"(?::\d+|(?:::[\w.\[\]-]+)+)?(?=$|[\s`'\"),，）])"  # a line, or a function ("x.py::f")
 )
 NAMED_HINTS = (
     "`",
@@ -311,7 +324,8 @@ _NATIVE_FORMS = (
     r"|\*\*\* (?P<absl>SIG[A-Z]+) received at time=.*"
     # glog's fatal check (the F-level header, with the source file, is the line's prefix), also
     # after a vendor library's tags ("[CNNL] [Error]:[cnnlMatMul] Check failed: …")
-    r"|(?P<check>(?:.*\]:?\s*)?Check failed: .+)"
+    r"|(?P<check>(?=.*?\[(?:Error|ERROR|Fatal|FATAL)\])(?:\[[^\]\s]++\]:?+\s*+)++Check failed: .+"
+    r"|Check failed: .+)"
     # a C/C++ assertion whose location was printed (or wrapped) on the lines before it
     r"|(?P<bassert>(?:.*\s)?Assertion [`'\u2018].*[`'\u2019] failed\.?)"
     # compiler output: LLVM's fatal error and crash banner, MLIR's failed pass manager,
