@@ -551,6 +551,9 @@ def test_structured_records_are_read_as_the_lines_they_hold() -> None:
     # same lines under vLLM's INFO prefix do
     quiet = json.dumps({"levelname": "INFO", "message": "Fell back:", "exc_info": tb})
     assert classify_log([*healthy, quiet]).component == "none"
+    # behind a collector's timestamps (kubectl logs --timestamps) the records read the same
+    stamped = ["2026-05-20T04:39:23.123456789Z " + ln for ln in log]
+    assert classify_log(stamped).component == "FlagGems"
 
 
 @pytest.mark.parametrize(

@@ -63,7 +63,11 @@ def outer_prefix(lines: Iterator[str]) -> tuple[Iterator[str], re.Pattern[str] |
     a whole)."""
     head = list(itertools.islice(lines, _OUTER_HEAD))
     out: Iterator[str] = itertools.chain(head, lines)
-    if sum(1 for ln in head if _is_record(ln)) * 2 >= sum(1 for ln in head if ln.strip()) > 0:
+    if (
+        sum(1 for ln in head if _is_record(_unouter(ln))) * 2
+        >= sum(1 for ln in head if ln.strip())
+        > 0
+    ):
         out, head = _relook(x for ln in out for x in record_lines(ln))
     if sum(1 for ln in head if BARE_SGR.search(ln)) >= 2:  # colours pasted without their ESC
         out, head = _relook(BARE_SGR.sub("", ln) for ln in out)
@@ -118,12 +122,18 @@ def _record_texts(rec: dict, depth: int = 0) -> Iterator[str]:
             yield from _record_texts(v, depth + 1)
 
 
+def _unouter(line: str) -> str:
+    return line[_OUTER.match(line).end() :]
+
+
 def record_lines(line: str) -> list[str]:
-    """The lines a structured log record holds (the line itself when it is none)."""
-    if not _is_record(line):
+    """The lines a structured log record holds, each behind the collector's prefix the record
+    had (`kubectl logs --timestamps`); the line itself when it is no record."""
+    body = _unouter(line)
+    if not _is_record(body):
         return [line]
     try:
-        rec = json.loads(line)
+        rec = json.loads(body)
     except ValueError:
         return [line]
     if not isinstance(rec, dict):
@@ -142,7 +152,8 @@ def record_lines(line: str) -> list[str]:
     level = _RECORD_LEVELS.get(level, level)
     if level in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         out = [f"[{level}] {x}" for x in out]
-    return out
+    prefix = line[: len(line) - len(body)]
+    return [prefix + x for x in out] if prefix else out
 
 
 # The widths terminals, pagers and CI consoles wrap at by default or by habit
