@@ -1841,6 +1841,23 @@ def test_a_code_line_as_wide_as_a_terminal_keeps_its_exception() -> None:
     assert (diag.rule, diag.error) == ("R-oom", "RuntimeError: CUDA error: out of memory")
 
 
+def test_a_quiet_line_of_a_rank_ends_that_ranks_traceback() -> None:
+    """An INFO line ends a traceback of its own process: under a launcher's tag, the rank's.
+    Otherwise the exception printed after it would take the frames of a traceback it never
+    belonged to."""
+    log = [
+        "[rank0]: Traceback (most recent call last):",
+        '[rank0]:   File "/usr/lib/python3/dist-packages/flag_gems/ops/mm.py", line 3, in mm',
+        "[rank0]:     k()",
+        "[rank0]: INFO 05-20 04:39:23 [loader.py:1] Loading weights took 1.0 seconds",
+        "[rank0]: ValueError: tokenizer config has no chat template",
+    ]
+    trace = Trace()
+    classify_log(log, trace=trace)
+    blocks = [f.blocks[0] for f in trace.failures if f.blocks]
+    assert [(b.exc_type, len(b.frames)) for b in blocks] == [("", 1), ("ValueError", 0)]
+
+
 def test_a_launchers_tag_after_vllms_process_tag_comes_off() -> None:
     """c10d prints "[rank1]:" after vLLM's worker tag: the worker's tag names the process, the
     rank's is taken off so that the traceback is read."""

@@ -46,7 +46,8 @@ QUIET_FAST = re.compile(
 # prefix: `docker logs -t` / `kubectl logs --timestamps` times, journald's "Nov 30 10:00:00 host
 # unit[pid]: ", kubectl's "[pod/name/container] " and a Markdown quote ("> "). Looked for in the
 # first lines of a log (outer_prefix): when most carry one, it is taken off every line that has
-# it. (torchrun's "[rank0]:" is a process tag, TORCHRUN_TAG: it marks some lines, not the log.)
+# it. (A launcher's rank tag, torchrun's "[rank0]:", is a process tag, LAUNCHER_TAG: it marks
+# some lines, not the log.)
 _OUTER = re.compile(
     r"(?:[ \t]*(?:\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?\s"
     r"|[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \S+ [\w.@/-]+(?:\[\d+\])?: "
@@ -111,10 +112,15 @@ def _is_record(line: str) -> bool:
     return s[:2] == '{"' and s[-1:] == "}"
 
 
+def _record_key(key: str) -> str:
+    """A record's key as the tables name it: lower case, its last dotted part ("log.level")."""
+    return key.lower().rsplit(".", 1)[-1]
+
+
 def _record_texts(rec: dict, depth: int = 0) -> Iterator[str]:
     """The text a record (or an error object inside it) holds, in its order."""
     for k, v in rec.items():
-        key = k.lower().rsplit(".", 1)[-1]
+        key = _record_key(k)
         error = RECORD_ERROR_KEY.search(key) is not None
         if isinstance(v, str) and (key in RECORD_TEXT_KEYS or error):
             yield v
@@ -133,21 +139,14 @@ def record_lines(line: str) -> list[str]:
     if not _is_record(body):
         return [line]
     try:
-        rec = json.loads(body)
+        rec = json.loads(body)  # an object: _is_record saw '{"' … '}'
     except ValueError:
-        return [line]
-    if not isinstance(rec, dict):
         return [line]
     out = [x for text in _record_texts(rec) for x in text.splitlines()]
     if not out:
         return [line]
     level = next(
-        (
-            str(v).upper()
-            for k, v in rec.items()
-            if k.lower().rsplit(".", 1)[-1] in RECORD_LEVEL_KEYS
-        ),
-        "",
+        (str(v).upper() for k, v in rec.items() if _record_key(k) in RECORD_LEVEL_KEYS), ""
     )
     level = _RECORD_LEVELS.get(level, level)
     if level in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
@@ -593,15 +592,18 @@ def unprefix(
 ) -> tuple[str, str | None]:
     """A line without what a collector or a paste put in front of it, and the launcher's rank
     tag it carried (before the collector's prefix or after it), if any."""
-    tag = None
-    if raw[:1] in LAUNCHER_TAG_FIRST and (tm := LAUNCHER_TAG.match(raw)).end():
-        raw, tag = raw[tm.end() :], tm.group("tag")
+    raw, tag = _untag(raw, None)
     if outer_match is not None:
         raw = raw[outer_match(raw).end() :]
     if indent and raw.startswith(indent):
         raw = raw[len(indent) :]
+    return _untag(raw, tag)
+
+
+def _untag(raw: str, tag: str | None) -> tuple[str, str | None]:
+    """The line without a launcher's rank tag in front, and that tag (else ``tag``)."""
     if raw[:1] in LAUNCHER_TAG_FIRST and (tm := LAUNCHER_TAG.match(raw)).end():
-        raw, tag = raw[tm.end() :], tm.group("tag")
+        return raw[tm.end() :], tm.group("tag")
     return raw, tag
 
 

@@ -521,8 +521,8 @@ class Scanner:
         if fm:
             blk.frames.append(Frame(frame_path(fm), s))
             return True
-        if blk.frames and s[:1] == "-" and IPYTHON_CODE.match(s):
-            blk.frames[-1].code = s[IPYTHON_CODE.match(s).end() :].strip()[:500]
+        if blk.frames and s[:1] == "-" and (cm := IPYTHON_CODE.match(s)):
+            blk.frames[-1].code = s[cm.end() :].strip()[:500]  # IPython's "---> 12 code"
             return True
         dg = DIAG.match(s)
         if dg:
